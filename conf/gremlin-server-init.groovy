@@ -1,0 +1,3 @@
+// Binds the traversal source `g` that gremlinpython's DriverRemoteConnection addresses.
+def globals = [:]
+globals << [g : traversal().withEmbedded(graph)]

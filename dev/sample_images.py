@@ -1,0 +1,59 @@
+"""Real images for the demo and the tests, made from what scikit-learn and scikit-image ship:
+scikit-learn's handwritten digits rendered as PNG files, scikit-image's photos as JPEG files,
+and one corrupt file. Returned as {relative key: bytes}, so callers put them anywhere."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+from PIL import Image
+
+DIGIT_SIZE = 32
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket")
+CORRUPT_KEY = "corrupt/broken.jpg"
+
+
+def _png(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _jpeg(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", quality=90)
+    return buffer.getvalue()
+
+
+def digit_images(every_nth_held_out: int = 6, limit: int | None = None
+                 ) -> tuple[dict[str, bytes], dict[str, bytes]]:
+    """({'<digit>/<n>.png': bytes} to train on, {'<digit>/<n>.png': bytes} held out).
+
+    Each 8x8 digit (values 0..16) is scaled to 0..255 and resized to 32x32 pixels. Every
+    `every_nth_held_out`-th digit is held out; `limit` caps the number of digits used.
+    """
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    train: dict[str, bytes] = {}
+    held_out: dict[str, bytes] = {}
+    count = len(digits.images) if limit is None else min(limit, len(digits.images))
+    for n in range(count):
+        small = (digits.images[n] * (255.0 / 16.0)).astype(np.uint8)
+        big = np.asarray(Image.fromarray(small).resize((DIGIT_SIZE, DIGIT_SIZE),
+                                                       Image.Resampling.BICUBIC))
+        key = f"{digits.target[n]}/{n:04d}.png"
+        (held_out if n % every_nth_held_out == 0 else train)[key] = _png(big)
+    return train, held_out
+
+
+def photo_images() -> dict[str, bytes]:
+    """{'photos/<name>.jpg': bytes} of a few scikit-image photos."""
+    import skimage.data
+
+    return {f"photos/{name}.jpg": _jpeg(getattr(skimage.data, name)()) for name in PHOTOS}
+
+
+def corrupt_image() -> dict[str, bytes]:
+    """{CORRUPT_KEY: bytes}: the first 300 bytes of a JPEG, named like a JPEG."""
+    return {CORRUPT_KEY: photo_images()["photos/coffee.jpg"][:300]}

@@ -1,0 +1,215 @@
+"""Start and stop the local stand-ins for S3 (moto's server mode) and Neptune (Gremlin Server).
+
+Used by `make services-up` / `make services-down`, by `make demo` and by the integration tests'
+session fixture, so there is one way to run the servers.
+
+    python dev/services.py up      # start both, wait until each answers, print shell-ready lines
+    python dev/services.py down    # stop both
+    python dev/services.py env     # print the shell-ready lines again
+
+Ports come from S3_PORT (default 9090) and GREMLIN_PORT (default 8182).
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import socket
+import string
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+GREMLIN_CLASSPATH_DIR = ROOT / "build" / "gremlin-server"
+DEFAULT_RUN_DIR = ROOT / "build" / "run"
+HOST = "127.0.0.1"
+# moto accepts any credentials; these are what the local S3 is told to expect and what we print.
+LOCAL_ACCESS_KEY = "imagegraph-local"
+LOCAL_SECRET_KEY = "imagegraph-local-secret"
+START_TIMEOUT_S = 120.0
+
+
+class ServiceError(RuntimeError):
+    """A local server could not be started or did not answer."""
+
+
+@dataclass(frozen=True)
+class Endpoints:
+    """Where the running servers answer; `env()` gives the shell-ready variables."""
+
+    s3_port: int
+    gremlin_port: int
+
+    @property
+    def s3_endpoint(self) -> str:
+        return f"http://{HOST}:{self.s3_port}"
+
+    @property
+    def gremlin_endpoint(self) -> str:
+        return f"ws://{HOST}:{self.gremlin_port}/gremlin"
+
+    def env(self) -> dict[str, str]:
+        return {
+            "S3_ENDPOINT": self.s3_endpoint,
+            "GREMLIN_ENDPOINT": self.gremlin_endpoint,
+            "AWS_ACCESS_KEY_ID": LOCAL_ACCESS_KEY,
+            "AWS_SECRET_ACCESS_KEY": LOCAL_SECRET_KEY,
+            "AWS_DEFAULT_REGION": "us-east-1",
+        }
+
+
+def ports_from_environment() -> Endpoints:
+    """Ports from S3_PORT and GREMLIN_PORT, with defaults 9090 and 8182."""
+    return Endpoints(_port_from_env("S3_PORT", 9090), _port_from_env("GREMLIN_PORT", 8182))
+
+
+def _port_from_env(name: str, default: int) -> int:
+    raw = os.environ.get(name, str(default))
+    if not raw.isdigit() or not 0 < int(raw) < 65536:
+        raise ServiceError(f"{name}={raw!r} is not a TCP port number")
+    return int(raw)
+
+
+def _require_free(port: int, what: str) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((HOST, port))
+        except OSError:
+            raise ServiceError(
+                f"port {port} for {what} is already in use on {HOST}; "
+                f"stop whatever holds it (`make services-down`?) or choose another port"
+            ) from None
+
+
+def _spawn(name: str, argv: list[str], run_dir: Path) -> subprocess.Popen:
+    log = open(run_dir / f"{name}.log", "wb")
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            cwd=run_dir, start_new_session=True)
+    (run_dir / f"{name}.pid").write_text(str(proc.pid))
+    return proc
+
+
+def _wait_until(name: str, proc: subprocess.Popen, run_dir: Path, answers) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise ServiceError(f"{name} exited with code {proc.returncode}; "
+                               f"see {run_dir / (name + '.log')}")
+        try:
+            answers()
+            return
+        except Exception as exc:  # not up yet: connection refused, handshake failed, ...
+            last_error = exc
+            time.sleep(0.5)
+    raise ServiceError(f"{name} did not answer within {START_TIMEOUT_S:.0f}s "
+                       f"(last error: {last_error}); see {run_dir / (name + '.log')}")
+
+
+def _s3_answers(endpoint: str) -> None:
+    with urllib.request.urlopen(endpoint + "/", timeout=2) as response:
+        response.read()
+
+
+def _gremlin_answers(endpoint: str, port: int) -> None:
+    from gremlin_python.driver.client import Client
+
+    socket.create_connection((HOST, port), timeout=2).close()  # cheap check before a handshake
+
+    client = Client(endpoint, "g")
+    try:
+        client.submit("g.inject(1)").all().result(timeout=5)
+    finally:
+        client.close()
+
+
+def _gremlin_yaml(run_dir: Path, port: int) -> Path:
+    template = string.Template((ROOT / "conf" / "gremlin-server.yaml").read_text())
+    text = template.substitute(HOST=HOST, PORT=port, CONF_DIR=str(ROOT / "conf"))
+    path = run_dir / "gremlin-server.yaml"
+    path.write_text(text)
+    return path
+
+
+def start(endpoints: Endpoints, run_dir: Path = DEFAULT_RUN_DIR) -> Endpoints:
+    """Start moto's S3 server and Gremlin Server on `endpoints`' ports; return when both answer."""
+    if not GREMLIN_CLASSPATH_DIR.is_dir():
+        raise ServiceError(f"{GREMLIN_CLASSPATH_DIR} is missing; run `make jars` first")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _require_free(endpoints.s3_port, "the S3 server (S3_PORT)")
+    _require_free(endpoints.gremlin_port, "Gremlin Server (GREMLIN_PORT)")
+    s3 = _spawn("s3", [sys.executable, "-m", "moto.server", "-H", HOST,
+                       "-p", str(endpoints.s3_port)], run_dir)
+    gremlin = _spawn("gremlin", [
+        "java", "-Xms256m", "-Xmx2g",
+        f"-Dlogback.configurationFile={ROOT / 'conf' / 'gremlin-server-logback.xml'}",
+        "-cp", f"{GREMLIN_CLASSPATH_DIR}/*",
+        "org.apache.tinkerpop.gremlin.server.GremlinServer",
+        str(_gremlin_yaml(run_dir, endpoints.gremlin_port)),
+    ], run_dir)
+    try:
+        _wait_until("s3", s3, run_dir, lambda: _s3_answers(endpoints.s3_endpoint))
+        _wait_until("gremlin", gremlin, run_dir,
+                    lambda: _gremlin_answers(endpoints.gremlin_endpoint,
+                                                     endpoints.gremlin_port))
+    except ServiceError:
+        stop(run_dir)
+        raise
+    return endpoints
+
+
+def stop_one(name: str, run_dir: Path = DEFAULT_RUN_DIR) -> None:
+    """Stop one server started by `start` (by its pid file); a no-op when it is not running."""
+    pid_file = run_dir / f"{name}.pid"
+    if not pid_file.exists():
+        return
+    pid = int(pid_file.read_text())
+    try:
+        os.killpg(pid, signal.SIGTERM)
+        for _ in range(100):
+            os.kill(pid, 0)
+            time.sleep(0.1)
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    pid_file.unlink(missing_ok=True)
+
+
+def stop(run_dir: Path = DEFAULT_RUN_DIR) -> None:
+    """Stop both servers started by `start` in `run_dir`."""
+    for name in ("gremlin", "s3"):
+        stop_one(name, run_dir)
+
+
+def _print_env(endpoints: Endpoints) -> None:
+    for key, value in endpoints.env().items():
+        print(f"{key}={value}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=["up", "down", "env"],
+                        help="up: start and wait; down: stop; env: print the variables")
+    args = parser.parse_args(argv)
+    try:
+        endpoints = ports_from_environment()
+        if args.action == "up":
+            start(endpoints)
+            _print_env(endpoints)
+        elif args.action == "down":
+            stop()
+        else:
+            _print_env(endpoints)
+    except ServiceError as exc:
+        print(f"services: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""Command lines of the jobs: argument parsers, logging, and turning `JobError` into one clear
+line and exit code 2. The parsers live here, not in `jobs/`, so tests and the EMR step
+templates can check arguments against the very parser the jobs use."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Callable
+
+from imagegraph.config import Config, load_config, parse_override
+from imagegraph.errors import JobError
+
+_CONFIG_HELP = ("YAML configuration file (see conf/local.yaml); command-line flags override it. "
+                "Default: built-in defaults only")
+_SET_HELP = ("override any configuration key, e.g. --set graph.batch_size=200; repeatable; "
+             "the value is read as YAML")
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="PATH", help=_CONFIG_HELP)
+    parser.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[],
+                        dest="overrides", help=_SET_HELP)
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="log level of the job's own messages (default: INFO)")
+
+
+def infer_parser() -> argparse.ArgumentParser:
+    """The parser of `jobs/infer.py`."""
+    parser = argparse.ArgumentParser(
+        prog="infer.py",
+        description="Classify every image under --input with the model at --model, write "
+                    "predictions/ and dead_letter/ as Parquet under --output, and upsert the "
+                    "results into the Gremlin graph (Amazon Neptune or Gremlin Server).")
+    parser.add_argument("--input", required=True, metavar="URI",
+                        help="prefix to read images from: s3://, s3a://, file:// or any Hadoop URI")
+    parser.add_argument("--model", required=True, metavar="URI",
+                        help="model directory, as written by train.py --output")
+    parser.add_argument("--output", required=True, metavar="URI",
+                        help="where predictions/ and dead_letter/ Parquet datasets are written")
+    parser.add_argument("--gremlin-endpoint", metavar="URL",
+                        help="Gremlin WebSocket endpoint, ws://HOST:PORT/gremlin "
+                             "(config: graph.endpoint)")
+    parser.add_argument("--no-graph", action="store_true",
+                        help="classify and write Parquet only (config: graph.enabled=false)")
+    parser.add_argument("--glob", metavar="PATTERN",
+                        help="only objects whose file name matches, e.g. '*.jpg' "
+                             "(config: input.glob; default '*')")
+    parser.add_argument("--top-k", type=int, metavar="N",
+                        help="classes kept per image (config: inference.top_k; default 3)")
+    parser.add_argument("--batch-size", type=int, metavar="N",
+                        help="images per model call (config: inference.batch_size; default 64)")
+    parser.add_argument("--partitions", type=int, metavar="N",
+                        help="repartition the input into N partitions; 0 keeps Spark's split "
+                             "(config: inference.partitions)")
+    _common(parser)
+    return parser
+
+
+def train_parser() -> argparse.ArgumentParser:
+    """The parser of `jobs/train.py`."""
+    parser = argparse.ArgumentParser(
+        prog="train.py",
+        description="Train a CNN on labeled images under --input (the label is each image's "
+                    "parent folder), fed through petastorm, evaluate it on a held-out split and "
+                    "export model.keras, labels.json and metadata.json under --output.")
+    parser.add_argument("--input", required=True, metavar="URI",
+                        help="prefix of labeled images: <input>/<label>/<image>")
+    parser.add_argument("--output", required=True, metavar="URI",
+                        help="model directory to write (s3a://, s3://, file://)")
+    parser.add_argument("--epochs", type=int, metavar="N",
+                        help="passes over the training split (config: training.epochs)")
+    parser.add_argument("--model-name", metavar="NAME",
+                        help="model name in the graph (config: training.model_name)")
+    parser.add_argument("--model-version", metavar="VERSION",
+                        help="model version in the graph (config: training.model_version; "
+                             "default: the UTC time of the run)")
+    _common(parser)
+    return parser
+
+
+_FLAG_KEYS = {
+    "gremlin_endpoint": "graph.endpoint", "glob": "input.glob", "top_k": "inference.top_k",
+    "batch_size": "inference.batch_size", "partitions": "inference.partitions",
+    "epochs": "training.epochs", "model_name": "training.model_name",
+    "model_version": "training.model_version",
+}
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """The configuration file of `args`, then `--set` overrides, then the dedicated flags."""
+    overrides = dict(parse_override(item) for item in args.overrides)
+    for flag, key in _FLAG_KEYS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides[key] = value
+    if getattr(args, "no_graph", False):
+        overrides["graph.enabled"] = False
+    return load_config(args.config, overrides)
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(level=level, stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    for noisy in ("py4j", "gremlinpython", "aiohttp", "petastorm", "absl"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run_job(name: str, body: Callable[[], int]) -> int:
+    """Run `body`; a `JobError` becomes `<name>: error: <message>` on stderr and exit code 2."""
+    try:
+        return body()
+    except JobError as exc:
+        print(f"{name}: error: {exc}", file=sys.stderr)
+        return 2

@@ -1,0 +1,202 @@
+"""Configuration: a YAML file of defaults, `${VAR}` / `${VAR:-default}` expanded from the
+environment, then command-line overrides, checked against the schema below.
+
+Every key is typed; an unknown key, a wrong type or an out-of-range value raises `JobError`
+naming the file and the dotted key, before any Spark work starts.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from imagegraph.errors import JobError
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    """Spark session settings. `conf` is passed to the session builder as is; `log_level` is
+    the JVM's log level once the session is up (WARN keeps INFO chatter out of job output)."""
+
+    app_name: str = "imagegraph"
+    log_level: str = "WARN"
+    conf: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class S3Config:
+    """How Spark's s3a connector and boto3 reach S3. Empty endpoint means AWS itself."""
+
+    endpoint: str = ""
+    access_key: str = ""
+    secret_key: str = ""
+    region: str = "us-east-1"
+    path_style_access: bool = False
+
+
+@dataclass(frozen=True)
+class InputConfig:
+    """Which objects under the input URI are read (Spark binaryFile options)."""
+
+    glob: str = "*"
+    recursive: bool = True
+
+
+@dataclass(frozen=True)
+class InferenceConfig:
+    """Inference settings: batch sizes are rows; limits are bytes and pixels."""
+
+    top_k: int = 3
+    batch_size: int = 64
+    arrow_batch_size: int = 256
+    partitions: int = 0
+    max_image_bytes: int = 50_000_000
+    max_image_pixels: int = 89_478_485
+
+
+@dataclass(frozen=True)
+class GraphConfig:
+    """The Gremlin endpoint and how results are written to it."""
+
+    endpoint: str = "ws://localhost:8182/gremlin"
+    enabled: bool = True
+    batch_size: int = 100
+    max_attempts: int = 6
+    request_timeout_s: float = 120.0
+
+
+@dataclass(frozen=True)
+class TrainingConfig:
+    """Training settings: input size in pixels (height, width), epochs over the training split,
+    the share of images held out for evaluation in percent, and where petastorm materialises
+    its Parquet cache (`cache_url`: a URI every executor and the driver can read; empty means a
+    local temporary directory, right for local mode)."""
+
+    model_name: str = "imagegraph-cnn"
+    model_version: str = ""
+    input_height: int = 32
+    input_width: int = 32
+    color_mode: str = "grayscale"
+    epochs: int = 10
+    batch_size: int = 64
+    holdout_percent: int = 20
+    learning_rate: float = 0.002
+    seed: int = 7
+    cache_url: str = ""
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration of a job run."""
+
+    spark: SparkConfig = field(default_factory=SparkConfig)
+    s3: S3Config = field(default_factory=S3Config)
+    input: InputConfig = field(default_factory=InputConfig)
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
+    graph: GraphConfig = field(default_factory=GraphConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+
+
+_CHOICES = {"training.color_mode": ("grayscale", "rgb"),
+            "spark.log_level": ("ALL", "DEBUG", "INFO", "WARN", "ERROR", "OFF")}
+_POSITIVE = {
+    "inference.top_k", "inference.batch_size", "inference.arrow_batch_size",
+    "inference.max_image_bytes", "inference.max_image_pixels", "graph.batch_size",
+    "graph.max_attempts", "graph.request_timeout_s", "training.input_height",
+    "training.input_width", "training.epochs", "training.batch_size", "training.learning_rate",
+}
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def expand_environment(text: str, environ: typing.Mapping[str, str] | None = None) -> str:
+    """Replace `${VAR}` and `${VAR:-default}` in `text`; an unset `${VAR}` becomes ''."""
+    environ = os.environ if environ is None else environ
+
+    def replace(match: re.Match) -> str:
+        value = environ.get(match.group(1))
+        if value in (None, "") and match.group(2) is not None:
+            return match.group(2)
+        return value or ""
+
+    return _ENV_REFERENCE.sub(replace, text)
+
+
+def parse_override(assignment: str) -> tuple[str, Any]:
+    """`'graph.batch_size=200'` -> `('graph.batch_size', 200)`; the value is parsed as YAML."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key.strip():
+        raise JobError(f"--set {assignment!r}: expected SECTION.KEY=VALUE")
+    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+
+
+def load_config(path: str | None, overrides: dict[str, Any] | None = None) -> Config:
+    """Read `path` (YAML; None means built-in defaults), apply dotted-key `overrides`, validate."""
+    raw: dict = {}
+    source = path or "<defaults>"
+    if path:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                raw = yaml.safe_load(expand_environment(handle.read())) or {}
+        except FileNotFoundError:
+            raise JobError(f"config file {path} does not exist") from None
+        except yaml.YAMLError as exc:
+            raise JobError(f"config file {path} is not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise JobError(f"config file {path}: expected a mapping of sections at the top")
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        if not key:
+            raise JobError(f"override {dotted!r}: expected SECTION.KEY")
+        raw.setdefault(section, {})
+        if not isinstance(raw[section], dict):
+            raise JobError(f"{source}: {section} must be a mapping")
+        raw[section][key] = value
+    return _build(Config, raw, source, prefix="")
+
+
+def _build(cls: type, raw: Any, source: str, prefix: str):
+    if not isinstance(raw, dict):
+        raise JobError(f"{source}: {prefix.rstrip('.') or 'top level'} must be a mapping")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        raise JobError(f"{source}: unknown key {prefix}{unknown[0]} "
+                       f"(known in this section: {', '.join(sorted(fields))})")
+    values = {}
+    for name, value in raw.items():
+        dotted = prefix + name
+        expected = hints[name]
+        if dataclasses.is_dataclass(expected):
+            values[name] = _build(expected, value, source, dotted + ".")
+        else:
+            values[name] = _check_value(dotted, expected, value, source)
+    return cls(**values)
+
+
+def _check_value(dotted: str, expected: type, value: Any, source: str) -> Any:
+    if value is None:
+        raise JobError(f"{source}: {dotted} has no value")
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if expected is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
+    if not ok:
+        raise JobError(f"{source}: {dotted} must be {expected.__name__}, "
+                       f"got {type(value).__name__} {value!r}")
+    if dotted in _POSITIVE and value <= 0:
+        raise JobError(f"{source}: {dotted} must be greater than 0, got {value!r}")
+    if dotted in _CHOICES and value not in _CHOICES[dotted]:
+        raise JobError(f"{source}: {dotted} must be one of {', '.join(_CHOICES[dotted])}, "
+                       f"got {value!r}")
+    if dotted == "inference.partitions" and value < 0:
+        raise JobError(f"{source}: {dotted} must be 0 (automatic) or more, got {value!r}")
+    if dotted == "training.holdout_percent" and not 1 <= value <= 90:
+        raise JobError(f"{source}: {dotted} must be between 1 and 90, got {value!r}")
+    return value

@@ -1,0 +1,1 @@
+"""Writing results into a Gremlin graph (Amazon Neptune, or Gremlin Server locally)."""

@@ -1,0 +1,84 @@
+"""The graph model of ../shared/DESIGN.md as plain records with deterministic ids.
+
+Pure functions: prediction rows and model metadata in, vertex and edge records out. The ids make
+every write an idempotent upsert.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Mapping
+
+from imagegraph.model_artifact import ModelMetadata
+
+
+@dataclass(frozen=True)
+class VertexRecord:
+    """A vertex to upsert: string id, label, single-cardinality properties."""
+
+    id: str
+    label: str
+    properties: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EdgeRecord:
+    """An edge to upsert from vertex `out_id` to vertex `in_id`."""
+
+    id: str
+    label: str
+    out_id: str
+    in_id: str
+    properties: dict = field(default_factory=dict)
+
+
+def class_id(name: str) -> str:
+    return f"class:{name}"
+
+
+def classified_as_id(image_id: str, model_tag: str, class_name: str) -> str:
+    """`<image id>|<model>@<version>|<class>`."""
+    return f"{image_id}|{model_tag}|{class_name}"
+
+
+def has_class_id(model_id: str, class_name: str) -> str:
+    """`<model id>|has_class|<class id>`."""
+    return f"{model_id}|has_class|{class_id(class_name)}"
+
+
+def model_elements(metadata: ModelMetadata) -> tuple[list[VertexRecord], list[EdgeRecord]]:
+    """The model vertex, one vertex per class and the model's has_class edges."""
+    model = VertexRecord(metadata.model_id, "model", {
+        "name": metadata.name, "version": metadata.version, "uri": metadata.uri,
+        "input_size": f"{metadata.input_height}x{metadata.input_width}x{metadata.channels}",
+        "num_classes": len(metadata.classes),
+    })
+    classes = [VertexRecord(class_id(name), "class", {"name": name}) for name in metadata.classes]
+    edges = [EdgeRecord(has_class_id(metadata.model_id, name), "has_class", metadata.model_id,
+                        class_id(name)) for name in metadata.classes]
+    return [model, *classes], edges
+
+
+def image_vertex(prediction: Mapping, model_tag: str, run_id: str,
+                 updated_at: datetime) -> VertexRecord:
+    """The image vertex of one prediction row (keys as in the predictions Parquet)."""
+    return VertexRecord(prediction["uri"], "image", {
+        "uri": prediction["uri"], "bucket": prediction["bucket"], "key": prediction["key"],
+        "bytes": int(prediction["bytes"]), "width": int(prediction["width"]),
+        "height": int(prediction["height"]), "format": prediction["format"],
+        "sha256": prediction["sha256"], "model": model_tag, "run_id": run_id,
+        "updated_at": updated_at,
+    })
+
+
+def classified_as_edges(prediction: Mapping, model_tag: str, run_id: str,
+                        inferred_at: datetime) -> list[EdgeRecord]:
+    """One classified_as edge per top-k class of a prediction row; rank 1 is the best."""
+    image_id = prediction["uri"]
+    return [
+        EdgeRecord(classified_as_id(image_id, model_tag, label), "classified_as", image_id,
+                   class_id(label), {"score": float(score), "rank": rank, "model": model_tag,
+                                     "run_id": run_id, "inferred_at": inferred_at})
+        for rank, (label, score) in enumerate(zip(prediction["labels"], prediction["scores"]),
+                                              start=1)
+    ]

@@ -1,0 +1,40 @@
+"""Files at any Hadoop URI (s3://, s3a://, file://, hdfs://) from the driver, through Spark's
+JVM, so the job reads and writes models exactly where Spark reads and writes data."""
+from __future__ import annotations
+
+import os
+
+from pyspark.sql import SparkSession
+
+
+def _fs_and_path(spark: SparkSession, uri: str):
+    jvm = spark.sparkContext._jvm
+    path = jvm.org.apache.hadoop.fs.Path(uri)
+    fs = path.getFileSystem(spark.sparkContext._jsc.hadoopConfiguration())
+    return fs, path
+
+
+def exists(spark: SparkSession, uri: str) -> bool:
+    """True when `uri` names an existing file, directory or non-empty S3 prefix."""
+    fs, path = _fs_and_path(spark, uri)
+    return bool(fs.exists(path))
+
+
+def _copy(spark: SparkSession, source_uri: str, target_uri: str) -> None:
+    # FileUtil.copy streams between any two file systems; S3A's own copyFromLocalFile
+    # rejects local paths it cannot relativise ("Cannot get relative path").
+    source_fs, source = _fs_and_path(spark, source_uri)
+    target_fs, target = _fs_and_path(spark, target_uri)
+    jvm = spark.sparkContext._jvm
+    jvm.org.apache.hadoop.fs.FileUtil.copy(source_fs, source, target_fs, target, False, True,
+                                           spark.sparkContext._jsc.hadoopConfiguration())
+
+
+def copy_from_local(spark: SparkSession, local_path: str, uri: str) -> None:
+    """Copy the local file `local_path` to the file `uri`, replacing what is there."""
+    _copy(spark, "file://" + os.path.abspath(local_path), uri)
+
+
+def copy_to_local(spark: SparkSession, uri: str, local_path: str) -> None:
+    """Copy the file at `uri` to the local file `local_path`."""
+    _copy(spark, uri, "file://" + os.path.abspath(local_path))

@@ -1,0 +1,79 @@
+"""The model as training exports it and inference loads it: a directory (any Hadoop URI) with
+
+    model.keras     the Keras model
+    labels.json     the class names, in output-index order
+    metadata.json   name, version, input size, preprocessing, classes, metrics
+
+`ModelMetadata` is that metadata; `preprocess` turns uint8 pixels into the model's input.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+MODEL_FILE = "model.keras"
+LABELS_FILE = "labels.json"
+METADATA_FILE = "metadata.json"
+ARTIFACT_FILES = (MODEL_FILE, LABELS_FILE, METADATA_FILE)
+PREPROCESSING = ("scale_0_1",)
+
+
+@dataclass(frozen=True)
+class ModelMetadata:
+    """What inference needs to know about a model. Sizes are pixels; channels is 1 or 3."""
+
+    name: str
+    version: str
+    input_height: int
+    input_width: int
+    channels: int
+    preprocessing: str
+    classes: tuple[str, ...]
+    metrics: dict = field(default_factory=dict)
+    uri: str = ""
+
+    @property
+    def model_id(self) -> str:
+        """The model vertex id, `model:<name>@<version>`."""
+        return f"model:{self.name}@{self.version}"
+
+    @property
+    def tag(self) -> str:
+        """`<name>@<version>`, as written on images and edges."""
+        return f"{self.name}@{self.version}"
+
+    def to_json(self) -> str:
+        data = asdict(self)
+        data["classes"] = list(self.classes)
+        data.pop("uri")
+        return json.dumps(data, indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str, uri: str = "") -> "ModelMetadata":
+        data = json.loads(text)
+        data["classes"] = tuple(data["classes"])
+        data.pop("uri", None)
+        metadata = cls(**data, uri=uri)
+        if metadata.preprocessing not in PREPROCESSING:
+            raise ValueError(f"unknown preprocessing {metadata.preprocessing!r}")
+        return metadata
+
+
+def preprocess(pixels: np.ndarray, preprocessing: str) -> np.ndarray:
+    """uint8 pixels (batch, height, width, channels) -> float32 model input."""
+    if preprocessing == "scale_0_1":
+        return pixels.astype(np.float32) / 255.0
+    raise ValueError(f"unknown preprocessing {preprocessing!r}")
+
+
+def write_artifact(directory: str, model, metadata: ModelMetadata) -> None:
+    """Write the three artifact files of `model` (a Keras model) into local `directory`."""
+    os.makedirs(directory, exist_ok=True)
+    model.save(os.path.join(directory, MODEL_FILE))
+    with open(os.path.join(directory, LABELS_FILE), "w", encoding="utf-8") as handle:
+        json.dump(list(metadata.classes), handle)
+    with open(os.path.join(directory, METADATA_FILE), "w", encoding="utf-8") as handle:
+        handle.write(metadata.to_json())

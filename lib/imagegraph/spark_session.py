@@ -1,0 +1,45 @@
+"""The SparkSession for a job, with the s3a connector pointed at the configured S3."""
+from __future__ import annotations
+
+import os
+import sys
+
+from pyspark import SparkConf
+from pyspark.sql import SparkSession
+
+from imagegraph.config import Config
+
+_S3A_CREDENTIALS = "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
+
+
+def spark_conf(config: Config) -> dict[str, str]:
+    """The Spark settings a job needs: `spark.conf` from the config plus s3a and Arrow settings."""
+    conf = {key: str(value) for key, value in config.spark.conf.items()}
+    conf["spark.sql.execution.arrow.maxRecordsPerBatch"] = str(config.inference.arrow_batch_size)
+    s3 = config.s3
+    if s3.endpoint:
+        conf["spark.hadoop.fs.s3a.endpoint"] = s3.endpoint
+        conf["spark.hadoop.fs.s3a.endpoint.region"] = s3.region
+        conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(
+            s3.endpoint.startswith("https://")).lower()
+    conf["spark.hadoop.fs.s3a.path.style.access"] = str(s3.path_style_access).lower()
+    if s3.access_key:
+        conf["spark.hadoop.fs.s3a.aws.credentials.provider"] = _S3A_CREDENTIALS
+        conf["spark.hadoop.fs.s3a.access.key"] = s3.access_key
+        conf["spark.hadoop.fs.s3a.secret.key"] = s3.secret_key
+    return conf
+
+
+def get_spark(config: Config) -> SparkSession:
+    """Get or create the session. Under spark-submit the master comes from spark-submit; run
+    from plain Python (tests, notebooks) it defaults to `local[*]` with this interpreter as the
+    workers' Python."""
+    builder = SparkSession.builder.appName(config.spark.app_name)
+    for key, value in spark_conf(config).items():
+        builder = builder.config(key, value)
+    if "spark.master" not in config.spark.conf and not SparkConf().contains("spark.master"):
+        builder = builder.master("local[*]")
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(config.spark.log_level)
+    return spark
