@@ -76,6 +76,8 @@ def _port_from_env(name: str, default: int) -> int:
 
 def _require_free(port: int, what: str) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        # As the servers do: connections in TIME_WAIT from an earlier run do not hold the port.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind((HOST, port))
         except OSError:

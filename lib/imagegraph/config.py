@@ -127,11 +127,16 @@ def expand_environment(text: str, environ: typing.Mapping[str, str] | None = Non
 
 
 def parse_override(assignment: str) -> tuple[str, Any]:
-    """`'graph.batch_size=200'` -> `('graph.batch_size', 200)`; the value is parsed as YAML."""
+    """`'graph.batch_size=200'` -> `('graph.batch_size', 200)`; the value is read as YAML, or
+    kept as the string it is where it is not valid YAML (`input.glob=*.jpg`)."""
     key, sep, raw = assignment.partition("=")
     if not sep or not key.strip():
         raise JobError(f"--set {assignment!r}: expected SECTION.KEY=VALUE")
-    return key.strip(), yaml.safe_load(raw) if raw.strip() else ""
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
 
 
 def load_config(path: str | None, overrides: dict[str, Any] | None = None) -> Config:

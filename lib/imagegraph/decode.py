@@ -89,7 +89,7 @@ def _to_8bit(image: Image.Image, channels: int) -> Image.Image:
     if image.mode in _HIGH_BIT_DEPTH_MODES:
         scale = _HIGH_BIT_DEPTH_MODES[image.mode]
         values = np.asarray(image, dtype=np.float32) * (255.0 / scale)
-        image = Image.fromarray(np.clip(values, 0, 255).astype(np.uint8), mode="L")
+        image = Image.fromarray(np.clip(np.rint(values), 0, 255).astype(np.uint8), mode="L")
     if image.mode == "P":
         image = image.convert("RGBA" if "transparency" in image.info else "RGB")
     if image.mode in ("RGBA", "LA", "PA", "RGBa", "La"):

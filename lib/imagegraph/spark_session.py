@@ -30,6 +30,11 @@ def spark_conf(config: Config) -> dict[str, str]:
     return conf
 
 
+def _under_spark_submit() -> bool:
+    """spark-submit starts the JVM first and hands the Python driver its gateway port."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
 def get_spark(config: Config) -> SparkSession:
     """Get or create the session. Under spark-submit the master comes from spark-submit; run
     from plain Python (tests, notebooks) it defaults to `local[*]` with this interpreter as the
@@ -37,8 +42,13 @@ def get_spark(config: Config) -> SparkSession:
     builder = SparkSession.builder.appName(config.spark.app_name)
     for key, value in spark_conf(config).items():
         builder = builder.config(key, value)
-    if "spark.master" not in config.spark.conf and not SparkConf().contains("spark.master"):
-        builder = builder.master("local[*]")
+    master = config.spark.conf.get("spark.master", "")
+    if not master and _under_spark_submit():
+        master = SparkConf().get("spark.master", "")
+    if not master:
+        master = "local[*]"
+        builder = builder.master(master)
+    if master.startswith("local"):
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(config.spark.log_level)

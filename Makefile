@@ -1,0 +1,48 @@
+# imagegraph: every step a fresh clone needs, from an empty machine with Python 3.11, Java 17
+# and Maven. `make demo` and `make test` are the README's two commands.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PYSPARK_JARS = $(shell ls -d $(VENV)/lib/python3*/site-packages/pyspark/jars 2>/dev/null)
+
+.PHONY: install jars services-up services-down demo test unit integration bench clean
+
+install: $(VENV)/.installed
+$(VENV)/.installed: requirements.txt requirements-dev.txt setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -e .
+	touch $@
+
+# Gremlin Server's classpath, and the s3a connector copied into pyspark's own jars so that a
+# plain `spark-submit` reads s3a:// (EMR ships its own connector).
+jars: build/.jars
+build/.jars: $(VENV)/.installed dev/maven/gremlin-server/pom.xml dev/maven/spark-s3a/pom.xml
+	mvn --quiet --batch-mode -f dev/maven/gremlin-server/pom.xml dependency:copy-dependencies \
+	    -DincludeScope=runtime -DoutputDirectory=$(CURDIR)/build/gremlin-server
+	mvn --quiet --batch-mode -f dev/maven/spark-s3a/pom.xml dependency:copy-dependencies \
+	    -DoutputDirectory=$(CURDIR)/build/spark-s3a
+	cp build/spark-s3a/*.jar $(PYSPARK_JARS)/
+	touch $@
+
+services-up: build/.jars
+	@$(PY) dev/services.py up
+
+services-down:
+	@$(PY) dev/services.py down
+
+demo: build/.jars
+	$(PY) dev/demo.py
+
+test: build/.jars
+	$(PY) -m pytest tests
+
+unit: $(VENV)/.installed
+	$(PY) -m pytest tests/unit
+
+integration: build/.jars
+	$(PY) -m pytest tests/integration
+
+clean: services-down
+	rm -rf build

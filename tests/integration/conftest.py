@@ -1,0 +1,88 @@
+"""One set of real servers, one SparkSession and one trained model per test session.
+
+The servers run on free ports in a temporary run directory, so a `make services-up` or a demo
+running beside the tests does not collide with them.
+"""
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+import sample_images
+import services
+from s3_objects import put_objects, s3_client
+
+from imagegraph.config import load_config
+from imagegraph.graph.connection import gremlin_connection
+from imagegraph.spark_session import get_spark
+from imagegraph.training import run_training
+
+BUCKET = "imagegraph-test"
+DIGITS_USED = 240          # every 6th held out: 40 held-out digits, 200 to train on
+MODEL_URI = f"s3a://{BUCKET}/models/digits/v1"
+LOCAL_YAML = str(services.ROOT / "conf" / "local.yaml")
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def endpoints(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("services")
+    started = services.start(services.Endpoints(_free_port(), _free_port()), run_dir)
+    yield started
+    services.stop(run_dir)
+
+
+@pytest.fixture(scope="session")
+def config(endpoints):
+    """conf/local.yaml pointed at the test servers, with Spark on two local cores."""
+    env = endpoints.env()
+    local_spark_conf = load_config(LOCAL_YAML).spark.conf
+    return load_config(LOCAL_YAML, {
+        "s3.endpoint": env["S3_ENDPOINT"], "s3.access_key": env["AWS_ACCESS_KEY_ID"],
+        "s3.secret_key": env["AWS_SECRET_ACCESS_KEY"], "graph.endpoint": env["GREMLIN_ENDPOINT"],
+        "spark.conf": {**local_spark_conf, "spark.master": "local[2]"},
+        "training.epochs": 4, "training.model_version": "v1", "training.model_name": "digits",
+    })
+
+
+@pytest.fixture(scope="session")
+def spark(config):
+    session = get_spark(config)
+    yield session
+    session.stop()
+
+
+@pytest.fixture(scope="session")
+def s3(endpoints):
+    env = endpoints.env()
+    return s3_client(env["S3_ENDPOINT"], env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"])
+
+
+@pytest.fixture(scope="session")
+def dataset(s3):
+    """Puts the test images into S3; returns {'train': {...}, 'incoming': {...}} of keys."""
+    train, held_out = sample_images.digit_images(limit=DIGITS_USED)
+    incoming = {**{f"digits/{k}": v for k, v in held_out.items()},
+                **sample_images.photo_images(), **sample_images.corrupt_image()}
+    put_objects(s3, BUCKET, "train/", train)
+    put_objects(s3, BUCKET, "incoming/", incoming)
+    return {"train": train, "incoming": incoming}
+
+
+@pytest.fixture(scope="session")
+def trained_model(spark, config, dataset):
+    return run_training(spark, config, f"s3a://{BUCKET}/train/", MODEL_URI)
+
+
+@pytest.fixture
+def graph(endpoints):
+    """A traversal source on an emptied graph."""
+    with gremlin_connection(endpoints.gremlin_endpoint, 60) as connection:
+        connection.g.V().drop().iterate()
+        yield connection.g
