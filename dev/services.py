@@ -74,6 +74,13 @@ def _port_from_env(name: str, default: int) -> int:
     return int(raw)
 
 
+def free_port() -> int:
+    """A TCP port on HOST that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((HOST, 0))
+        return probe.getsockname()[1]
+
+
 def _require_free(port: int, what: str) -> None:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         # As the servers do: connections in TIME_WAIT from an earlier run do not hold the port.

@@ -153,7 +153,9 @@ def run_training(spark: SparkSession, config: Config, input_uri: str,
                       verbose=2)
         with holdout_data.make_tf_dataset(batch_size=training.batch_size, num_epochs=1,
                                           workers_count=1) as holdout_ds:
-            loss, accuracy = model.evaluate(holdout_ds.map(to_example), verbose=0)
+            loss, accuracy = model.evaluate(
+                holdout_ds.map(to_example), verbose=0,
+                steps=math.ceil(len(holdout_data) / training.batch_size))
     finally:
         train_data.delete()
         holdout_data.delete()

@@ -5,8 +5,6 @@ running beside the tests does not collide with them.
 """
 from __future__ import annotations
 
-import socket
-
 import pytest
 
 import sample_images
@@ -24,16 +22,10 @@ MODEL_URI = f"s3a://{BUCKET}/models/digits/v1"
 LOCAL_YAML = str(services.ROOT / "conf" / "local.yaml")
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 @pytest.fixture(scope="session")
 def endpoints(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("services")
-    started = services.start(services.Endpoints(_free_port(), _free_port()), run_dir)
+    started = services.start(services.Endpoints(services.free_port(), services.free_port()), run_dir)
     yield started
     services.stop(run_dir)
 
@@ -80,9 +72,9 @@ def trained_model(spark, config, dataset):
     return run_training(spark, config, f"s3a://{BUCKET}/train/", MODEL_URI)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def graph(endpoints):
-    """A traversal source on an emptied graph."""
+    """A traversal source on a graph emptied at the start of each test module."""
     with gremlin_connection(endpoints.gremlin_endpoint, 60) as connection:
         connection.g.V().drop().iterate()
         yield connection.g

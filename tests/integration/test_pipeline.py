@@ -1,0 +1,101 @@
+"""Train, then infer twice, through Spark against the real S3 and Gremlin servers; read the
+graph and the Parquet outputs back and check exact counts, ids and values."""
+import hashlib
+
+import pytest
+from gremlin_python.process.graph_traversal import __
+from gremlin_python.process.traversal import T
+
+from imagegraph.errors import JobError
+from imagegraph.inference_job import run_inference
+from imagegraph.model_store import read_model_artifact
+
+from conftest import BUCKET, MODEL_URI
+
+OUTPUT = f"s3a://{BUCKET}/results"
+INPUT = f"s3a://{BUCKET}/incoming/"
+COFFEE = f"s3://{BUCKET}/incoming/photos/coffee.jpg"
+CORRUPT = f"s3://{BUCKET}/incoming/corrupt/broken.jpg"
+DIGITS = [str(d) for d in range(10)]
+
+
+@pytest.fixture(scope="module")
+def first_run(spark, config, trained_model, graph):
+    return run_inference(spark, config, INPUT, MODEL_URI, OUTPUT)
+
+
+def test_training_exports_a_usable_artifact(spark, trained_model):
+    metadata, files = read_model_artifact(spark, MODEL_URI)
+    assert metadata.tag == "digits@v1"
+    assert metadata.classes == tuple(DIGITS)
+    assert (metadata.input_height, metadata.input_width, metadata.channels) == (32, 32, 1)
+    assert trained_model.train_images + trained_model.holdout_images == 200
+    assert metadata.metrics["holdout_images"] == trained_model.holdout_images > 0
+    # chance is 0.1: well above it means labels, decoding and petastorm's feed line up
+    assert metadata.metrics["holdout_accuracy"] >= 0.5
+    assert set(files) == {"model.keras", "labels.json", "metadata.json"}
+
+
+def test_run_report_counts(first_run, dataset):
+    assert first_run.listed == len(dataset["incoming"]) == 45
+    assert first_run.classified == 44
+    assert first_run.dead_lettered == 1
+    assert first_run.graph_written == 44 and first_run.graph_failed == 0
+    assert first_run.vertices_written == 44 + 10 + 1
+    assert first_run.edges_written == 44 * 3 + 10
+    assert first_run.reconciles()
+
+
+def test_graph_holds_exactly_the_expected_elements(first_run, graph):
+    assert graph.V().group_count().by(T.label).next() == {"image": 44, "class": 10, "model": 1}
+    assert graph.E().group_count().by(T.label).next() == {"classified_as": 132, "has_class": 10}
+    assert sorted(graph.V().has_label("class").id_().to_list()) == [f"class:{d}" for d in DIGITS]
+    assert graph.V("model:digits@v1").out("has_class").count().next() == 10
+
+
+def test_image_vertex_and_edges_read_back(first_run, graph, dataset):
+    data = dataset["incoming"]["photos/coffee.jpg"]
+    image = graph.V(COFFEE).element_map().next()
+    assert image[T.label] == "image"
+    assert {k: image[k] for k in ("uri", "bucket", "key", "bytes", "width", "height", "format",
+                                  "sha256", "model", "run_id")} == {
+        "uri": COFFEE, "bucket": BUCKET, "key": "incoming/photos/coffee.jpg",
+        "bytes": len(data), "width": 600, "height": 400, "format": "JPEG",
+        "sha256": hashlib.sha256(data).hexdigest(), "model": "digits@v1",
+        "run_id": first_run.run_id}
+    edges = (graph.V(COFFEE).out_e("classified_as").order().by("rank")
+             .project("id", "rank", "score", "class").by(T.id).by("rank").by("score")
+             .by(__.in_v().values("name")).to_list())
+    assert [e["rank"] for e in edges] == [1, 2, 3]
+    assert [e["id"] for e in edges] == [f"{COFFEE}|digits@v1|{e['class']}" for e in edges]
+    scores = [e["score"] for e in edges]
+    assert scores == sorted(scores, reverse=True) and 0 < sum(scores) <= 1.0001
+
+
+def test_parquet_outputs(first_run, spark):
+    predictions = spark.read.parquet(f"{OUTPUT}/predictions").where(
+        f"run_id = '{first_run.run_id}'")
+    assert predictions.count() == 44
+    assert predictions.where(f"uri = '{CORRUPT}'").count() == 0
+    letters = spark.read.parquet(f"{OUTPUT}/dead_letter").where(
+        f"run_id = '{first_run.run_id}'").collect()
+    assert [(r["uri"], r["stage"]) for r in letters] == [(CORRUPT, "decode")]
+    assert letters[0]["reason"].startswith("unreadable image header")
+
+
+def test_second_run_changes_no_count(first_run, spark, config, graph):
+    before = (graph.V().count().next(), graph.E().count().next())
+    second = run_inference(spark, config, INPUT, MODEL_URI, OUTPUT)
+    assert second.run_id != first_run.run_id
+    assert (graph.V().count().next(), graph.E().count().next()) == before == (55, 142)
+    assert graph.V(COFFEE).properties("run_id").value().to_list() == [second.run_id]
+    assert graph.V(COFFEE).out_e("classified_as").values("run_id").dedup().to_list() == [
+        second.run_id]
+
+
+def test_missing_model_and_input_stop_with_clear_errors(spark, config):
+    with pytest.raises(JobError, match=f"model s3a://{BUCKET}/models/none not found: missing "
+                                       "model.keras, labels.json, metadata.json"):
+        run_inference(spark, config, INPUT, f"s3a://{BUCKET}/models/none", OUTPUT)
+    with pytest.raises(JobError, match=f"input s3a://{BUCKET}/nothing-here/ does not exist"):
+        run_inference(spark, config, f"s3a://{BUCKET}/nothing-here/", MODEL_URI, OUTPUT)
