@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import warnings
 from typing import Callable
 
 from imagegraph.config import Config, load_config, parse_override
@@ -101,6 +103,12 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def setup_logging(level: str) -> None:
+    """Log lines on stderr at `level`; third-party chatter (deprecation notices of petastorm's
+    pyarrow use, TensorFlow's start-up banner, py4j) kept out of the job's output."""
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+    warnings.filterwarnings("ignore", message=".*shuffle=True.*")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("py4j", "gremlinpython", "aiohttp", "petastorm", "absl"):

@@ -34,6 +34,7 @@ class ModelCache:
 
     @staticmethod
     def _load(files: dict[str, bytes], threads: int):
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # no start-up banner per worker
         import tensorflow as tf
 
         if threads > 0 and not _tf_threads_configured():
