@@ -44,5 +44,8 @@ unit: $(VENV)/.installed
 integration: build/.jars
 	$(PY) -m pytest tests/integration
 
+bench: build/.jars
+	$(PY) benchmarks/writer_bench.py
+
 clean: services-down
 	rm -rf build

@@ -115,6 +115,7 @@ def _wait_until(name: str, proc: subprocess.Popen, run_dir: Path, answers) -> No
         except Exception as exc:  # not up yet: connection refused, handshake failed, ...
             last_error = exc
             time.sleep(0.5)
+    stop_one(name, run_dir)
     raise ServiceError(f"{name} did not answer within {START_TIMEOUT_S:.0f}s "
                        f"(last error: {last_error}); see {run_dir / (name + '.log')}")
 
@@ -136,35 +137,57 @@ def _gremlin_answers(endpoint: str, port: int) -> None:
         client.close()
 
 
-def _gremlin_yaml(run_dir: Path, port: int) -> Path:
+def _gremlin_yaml(run_dir: Path, port: int, persistent: bool) -> Path:
+    properties = (ROOT / "conf" / "tinkergraph.properties").read_text()
+    if persistent:  # written on a clean shutdown, read back on start
+        properties += (f"gremlin.tinkergraph.graphLocation={run_dir / 'graph.json'}\n"
+                       "gremlin.tinkergraph.graphFormat=graphson\n")
+    (run_dir / "tinkergraph.properties").write_text(properties)
     template = string.Template((ROOT / "conf" / "gremlin-server.yaml").read_text())
-    text = template.substitute(HOST=HOST, PORT=port, CONF_DIR=str(ROOT / "conf"))
+    text = template.substitute(HOST=HOST, PORT=port, CONF_DIR=str(ROOT / "conf"),
+                               GRAPH_PROPERTIES=str(run_dir / "tinkergraph.properties"))
     path = run_dir / "gremlin-server.yaml"
     path.write_text(text)
     return path
 
 
-def start(endpoints: Endpoints, run_dir: Path = DEFAULT_RUN_DIR) -> Endpoints:
-    """Start moto's S3 server and Gremlin Server on `endpoints`' ports; return when both answer."""
+def start_gremlin(port: int, run_dir: Path, persistent: bool = False) -> str:
+    """Start Gremlin Server on `port`; return its endpoint once it answers. With `persistent`
+    the graph survives a stop and start in the same `run_dir`."""
     if not GREMLIN_CLASSPATH_DIR.is_dir():
         raise ServiceError(f"{GREMLIN_CLASSPATH_DIR} is missing; run `make jars` first")
     run_dir.mkdir(parents=True, exist_ok=True)
-    _require_free(endpoints.s3_port, "the S3 server (S3_PORT)")
-    _require_free(endpoints.gremlin_port, "Gremlin Server (GREMLIN_PORT)")
-    s3 = _spawn("s3", [sys.executable, "-m", "moto.server", "-H", HOST,
-                       "-p", str(endpoints.s3_port)], run_dir)
+    _require_free(port, "Gremlin Server (GREMLIN_PORT)")
+    endpoint = f"ws://{HOST}:{port}/gremlin"
     gremlin = _spawn("gremlin", [
         "java", "-Xms256m", "-Xmx2g",
         f"-Dlogback.configurationFile={ROOT / 'conf' / 'gremlin-server-logback.xml'}",
         "-cp", f"{GREMLIN_CLASSPATH_DIR}/*",
         "org.apache.tinkerpop.gremlin.server.GremlinServer",
-        str(_gremlin_yaml(run_dir, endpoints.gremlin_port)),
+        str(_gremlin_yaml(run_dir, port, persistent)),
     ], run_dir)
+    _wait_until("gremlin", gremlin, run_dir, lambda: _gremlin_answers(endpoint, port))
+    return endpoint
+
+
+def start_s3(port: int, run_dir: Path) -> str:
+    """Start moto's S3 server on `port`; return its endpoint once it answers."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _require_free(port, "the S3 server (S3_PORT)")
+    endpoint = f"http://{HOST}:{port}"
+    s3 = _spawn("s3", [sys.executable, "-m", "moto.server", "-H", HOST, "-p", str(port)],
+                run_dir)
+    _wait_until("s3", s3, run_dir, lambda: _s3_answers(endpoint))
+    return endpoint
+
+
+def start(endpoints: Endpoints, run_dir: Path = DEFAULT_RUN_DIR) -> Endpoints:
+    """Start moto's S3 server and Gremlin Server on `endpoints`' ports; return when both answer."""
+    _require_free(endpoints.s3_port, "the S3 server (S3_PORT)")
+    _require_free(endpoints.gremlin_port, "Gremlin Server (GREMLIN_PORT)")
     try:
-        _wait_until("s3", s3, run_dir, lambda: _s3_answers(endpoints.s3_endpoint))
-        _wait_until("gremlin", gremlin, run_dir,
-                    lambda: _gremlin_answers(endpoints.gremlin_endpoint,
-                                                     endpoints.gremlin_port))
+        start_s3(endpoints.s3_port, run_dir)
+        start_gremlin(endpoints.gremlin_port, run_dir)
     except ServiceError:
         stop(run_dir)
         raise

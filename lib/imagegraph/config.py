@@ -61,12 +61,32 @@ class InferenceConfig:
 
 @dataclass(frozen=True)
 class GraphConfig:
-    """The Gremlin endpoint and how results are written to it."""
+    """The Gremlin endpoint and how results are written to it.
+
+    Requests carry at most `records_per_request` records (a label or a property is one record,
+    as Neptune counts them) and `max_steps_per_request` traversal steps. `rows_per_flush`
+    prediction rows are buffered per partition before their vertices, then their edges, are
+    written. At most `max_concurrent_writers` partitions write at once (0: no bound). Retries
+    back off exponentially from `retry_base_delay_s` up to `retry_max_delay_s` (full jitter),
+    for at most `max_attempts` tries and `retry_max_elapsed_s` seconds per request.
+    `iam_auth`: 'auto' signs requests (SigV4) for wss:// endpoints, 'on' always, 'off' never.
+    `upsert_style`: 'merge' (mergeV/mergeE) or 'coalesce' (fold/coalesce/unfold, for engines
+    without mergeV).
+    """
 
     endpoint: str = "ws://localhost:8182/gremlin"
     enabled: bool = True
-    batch_size: int = 100
-    max_attempts: int = 6
+    iam_auth: str = "auto"
+    region: str = ""
+    upsert_style: str = "merge"
+    rows_per_flush: int = 500
+    records_per_request: int = 200
+    max_steps_per_request: int = 1500
+    max_concurrent_writers: int = 8
+    max_attempts: int = 8
+    retry_base_delay_s: float = 0.5
+    retry_max_delay_s: float = 20.0
+    retry_max_elapsed_s: float = 300.0
     request_timeout_s: float = 120.0
 
 
@@ -103,11 +123,15 @@ class Config:
 
 
 _CHOICES = {"training.color_mode": ("grayscale", "rgb"),
+            "graph.iam_auth": ("auto", "on", "off"),
+            "graph.upsert_style": ("merge", "coalesce"),
             "spark.log_level": ("ALL", "DEBUG", "INFO", "WARN", "ERROR", "OFF")}
 _POSITIVE = {
     "inference.top_k", "inference.batch_size", "inference.arrow_batch_size",
-    "inference.max_image_bytes", "inference.max_image_pixels", "graph.batch_size",
-    "graph.max_attempts", "graph.request_timeout_s", "training.input_height",
+    "inference.max_image_bytes", "inference.max_image_pixels", "graph.rows_per_flush",
+    "graph.records_per_request", "graph.max_steps_per_request", "graph.max_attempts",
+    "graph.retry_base_delay_s", "graph.retry_max_delay_s", "graph.retry_max_elapsed_s",
+    "graph.request_timeout_s", "training.input_height",
     "training.input_width", "training.epochs", "training.batch_size", "training.learning_rate",
 }
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
@@ -200,7 +224,7 @@ def _check_value(dotted: str, expected: type, value: Any, source: str) -> Any:
     if dotted in _CHOICES and value not in _CHOICES[dotted]:
         raise JobError(f"{source}: {dotted} must be one of {', '.join(_CHOICES[dotted])}, "
                        f"got {value!r}")
-    if dotted == "inference.partitions" and value < 0:
+    if dotted in ("inference.partitions", "graph.max_concurrent_writers") and value < 0:
         raise JobError(f"{source}: {dotted} must be 0 (automatic) or more, got {value!r}")
     if dotted == "training.holdout_percent" and not 1 <= value <= 90:
         raise JobError(f"{source}: {dotted} must be between 1 and 90, got {value!r}")

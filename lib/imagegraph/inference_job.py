@@ -7,20 +7,16 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
-from typing import Iterator
 
 from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.types import LongType, StringType, StructField, StructType
 
 from imagegraph.config import Config
-from imagegraph.graph.connection import GremlinConnection, check_reachable, gremlin_connection
-from imagegraph.graph.elements import model_elements
-from imagegraph.graph.retry import RetryPolicy
-from imagegraph.graph.traversals import upsert_edges, upsert_vertices
-from imagegraph.graph.writer import GraphWriter, batches
+from imagegraph.graph.connection import check_reachable, with_resolved_region
+from imagegraph.graph.load import load_predictions, write_model
 from imagegraph.inference import STATUS_OK, InferenceSettings, classify_images
 from imagegraph.model_artifact import ModelMetadata
 from imagegraph.model_store import read_model_artifact
@@ -33,17 +29,6 @@ PREDICTIONS_DIR = "predictions"
 DEAD_LETTER_DIR = "dead_letter"
 STAGE_DECODE = "decode"
 STAGE_GRAPH = "graph"
-
-GRAPH_WRITE_RESULT = StructType([
-    StructField("uri", StringType(), True),
-    StructField("reason", StringType(), True),
-    StructField("rows_written", LongType(), False),
-    StructField("vertices", LongType(), False),
-    StructField("edges", LongType(), False),
-    StructField("requests", LongType(), False),
-    StructField("retries", LongType(), False),
-])
-"""One row per failed image (uri, reason set, counts 0) plus one counts row per partition."""
 
 
 def new_run_id(now: datetime) -> str:
@@ -59,7 +44,8 @@ def run_inference(spark: SparkSession, config: Config, input_uri: str, model_uri
     started_at = datetime.now(timezone.utc)
     output_uri = output_uri.rstrip("/")
     if config.graph.enabled:
-        check_reachable(config.graph.endpoint, config.graph.request_timeout_s)
+        config = replace(config, graph=with_resolved_region(config.graph))
+        check_reachable(config.graph)
     metadata, model_files = read_model_artifact(spark, model_uri)
     images = read_images(spark, input_uri, config.input)
     report = RunReport(run_id=new_run_id(started_at), input_uri=input_uri,
@@ -120,51 +106,22 @@ def _write_dead_letters(rows: DataFrame, output_uri: str, recorded_at: datetime)
 
 def _write_graph(spark: SparkSession, config: Config, metadata: ModelMetadata,
                  predictions: DataFrame, report: RunReport, written_at: datetime) -> None:
-    """Model and class elements from the driver, then images and edges from each partition."""
-    graph = config.graph
-    vertices, edges = model_elements(metadata)
-    with gremlin_connection(graph.endpoint, graph.request_timeout_s) as connection:
-        report.vertices_written += upsert_vertices(connection.g, vertices)
-        report.edges_written += upsert_edges(connection.g, edges)
-        report.graph_requests += 2
-
-    endpoint, timeout_s, batch_size = graph.endpoint, graph.request_timeout_s, graph.batch_size
-    policy = RetryPolicy(max_attempts=graph.max_attempts)
-    model_tag, run_id = metadata.tag, report.run_id
-
-    def write_partition(rows: Iterator) -> Iterator[tuple]:
-        connection = GremlinConnection(endpoint, timeout_s)
-        writer = GraphWriter(connection, policy)
-        try:
-            for batch in batches((row.asDict() for row in rows), batch_size):
-                writer.write_predictions(batch, model_tag, run_id, written_at)
-        finally:
-            connection.close()
-        stats = writer.stats
-        for uri, reason in stats.failed:
-            yield uri, reason, 0, 0, 0, 0, 0
-        yield (None, None, stats.rows_written, stats.vertices, stats.edges, stats.requests,
-               stats.retries)
-
-    outcome = (spark.createDataFrame(predictions.rdd.mapPartitions(write_partition),
-                                     GRAPH_WRITE_RESULT)
-               .persist(StorageLevel.MEMORY_AND_DISK))
+    """Model and class elements, then every prediction; failed rows become dead letters."""
+    model_totals = write_model(config.graph, metadata)
+    totals, failed = load_predictions(spark, config.graph, predictions, metadata.tag,
+                                      report.run_id, written_at)
     try:
-        totals = outcome.agg(*[F.sum(name).alias(name) for name in
-                               ("rows_written", "vertices", "edges", "requests", "retries")],
-                             F.count("uri").alias("failed")).first()
-        report.graph_written = totals["rows_written"] or 0
-        report.vertices_written += totals["vertices"] or 0
-        report.edges_written += totals["edges"] or 0
-        report.graph_requests += totals["requests"] or 0
-        report.graph_retries = totals["retries"] or 0
-        report.graph_failed = totals["failed"]
-        if report.graph_failed:
-            failed = (outcome.where(F.col("uri").isNotNull()).select("uri", "reason")
-                      .join(predictions.select("uri", "bytes", "model", "run_id"), "uri")
-                      .withColumn("stage", F.lit(STAGE_GRAPH)))
-            _write_dead_letters(failed, report.output_uri, written_at)
-            for reason, n in failed.groupBy("reason").count().collect():
-                report.dead_lettered_by_reason[reason] = n
+        report.graph_written = totals.rows_written
+        report.graph_failed = totals.failed_rows
+        report.vertices_written = model_totals.vertices + totals.vertices
+        report.edges_written = model_totals.edges + totals.edges
+        report.graph_requests = model_totals.requests + totals.requests
+        report.graph_retries = model_totals.retries + totals.retries
+        if totals.failed_rows:
+            letters = (failed.join(predictions.select("uri", "bytes", "model", "run_id"), "uri")
+                       .withColumn("stage", F.lit(STAGE_GRAPH)))
+            _write_dead_letters(letters, report.output_uri, written_at)
+            for reason, count in failed.groupBy("reason").count().collect():
+                report.dead_lettered_by_reason[reason] = count
     finally:
-        outcome.unpersist()
+        failed.unpersist()

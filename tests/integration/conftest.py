@@ -73,8 +73,8 @@ def trained_model(spark, config, dataset):
 
 
 @pytest.fixture(scope="module")
-def graph(endpoints):
+def graph(config):
     """A traversal source on a graph emptied at the start of each test module."""
-    with gremlin_connection(endpoints.gremlin_endpoint, 60) as connection:
+    with gremlin_connection(config.graph) as connection:
         connection.g.V().drop().iterate()
         yield connection.g

@@ -35,10 +35,10 @@ def test_help_documents_every_option(job, options):
 def test_invalid_config_value_stops_before_spark():
     result = run_job("infer.py", "--config", "conf/local.yaml", "--input", "s3a://b/in/",
                      "--model", "s3a://b/m", "--output", "s3a://b/out",
-                     "--set", "graph.batch_size=0")
+                     "--set", "graph.records_per_request=0")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
-        "infer.py: error: conf/local.yaml: graph.batch_size must be greater than 0, got 0")
+        "infer.py: error: conf/local.yaml: graph.records_per_request must be greater than 0, got 0")
 
 
 def test_unreachable_gremlin_endpoint(endpoints, tmp_path):

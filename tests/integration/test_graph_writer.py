@@ -1,5 +1,6 @@
 """The partition writer against the real Gremlin Server: idempotent upserts, single values on
 update, and a row the server rejects isolated into `failed` instead of failing the batch."""
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import pytest
@@ -9,7 +10,6 @@ from gremlin_python.process.traversal import T
 
 from imagegraph.graph.connection import GremlinConnection
 from imagegraph.graph.elements import class_id, model_elements
-from imagegraph.graph.retry import RetryPolicy
 from imagegraph.graph.traversals import upsert_edges, upsert_vertices
 from imagegraph.graph.writer import GraphWriter
 from imagegraph.model_artifact import ModelMetadata
@@ -30,9 +30,9 @@ def prediction(n: int, scores=(0.7, 0.2)) -> dict:
             "labels": ["a", "b"], "scores": list(scores)}
 
 
-def writer_for(endpoints) -> GraphWriter:
-    connection = GremlinConnection(endpoints.gremlin_endpoint, 30).open()
-    return GraphWriter(connection, RetryPolicy(max_attempts=3, base_delay_s=0.01))
+def writer_for(config) -> GraphWriter:
+    graph = replace(config.graph, max_attempts=3, retry_base_delay_s=0.01)
+    return GraphWriter(GremlinConnection(graph), graph)
 
 
 def seed_model(g):
@@ -41,23 +41,23 @@ def seed_model(g):
     assert upsert_edges(g, edges) == 3
 
 
-def test_same_batch_twice_changes_nothing(graph, endpoints):
+def test_same_batch_twice_changes_nothing(graph, config):
     seed_model(graph)
-    writer = writer_for(endpoints)
+    writer = writer_for(config)
     rows = [prediction(n) for n in range(25)]
     writer.write_predictions(rows, "m@1", "run-1", AT)
     writer.write_predictions(rows, "m@1", "run-1", AT)
     writer.connection.close()
-    assert writer.stats.rows_written == 50 and writer.stats.failed == []
+    assert writer.stats.rows_written == 50 and writer.stats.failed == {}
     assert graph.V().has_label("image").count().next() == 25
     assert graph.E().has_label("classified_as").count().next() == 50
     assert graph.V("s3://b/img7.png").values("bytes").to_list() == [107]
     assert graph.V().has_label("image").properties().count().next() == 25 * 11
 
 
-def test_rerun_with_new_score_leaves_one_value(graph, endpoints):
+def test_rerun_with_new_score_leaves_one_value(graph, config):
     seed_model(graph)
-    writer = writer_for(endpoints)
+    writer = writer_for(config)
     writer.write_predictions([prediction(1, (0.6, 0.3))], "m@1", "run-1", AT)
     writer.write_predictions([prediction(1, (0.9, 0.05))], "m@1", "run-2", AT)
     writer.connection.close()
@@ -66,15 +66,15 @@ def test_rerun_with_new_score_leaves_one_value(graph, endpoints):
     assert graph.E("s3://b/img1.png|m@1|b").element_map().next()["score"] == 0.05
 
 
-def test_rejected_row_is_isolated_and_reported(graph, endpoints):
+def test_rejected_row_is_isolated_and_reported(graph, config):
     seed_model(graph)
-    writer = writer_for(endpoints)
+    writer = writer_for(config)
     rows = [prediction(n) for n in range(8)]
     rows[5] = {**rows[5], "labels": ["a", "no-such-class"]}  # edge to a missing vertex
     writer.write_predictions(rows, "m@1", "run-1", AT)
     writer.connection.close()
-    assert [uri for uri, _ in writer.stats.failed] == ["s3://b/img5.png"]
-    assert "graph write failed" in writer.stats.failed[0][1]
+    assert list(writer.stats.failed) == ["s3://b/img5.png"]
+    assert "Vertex id could not be resolved" in writer.stats.failed["s3://b/img5.png"]
     assert writer.stats.rows_written == 7
     assert graph.V(class_id("no-such-class")).count().next() == 0
     edges_per_image = graph.V().has_label("image").group().by(T.id).by(

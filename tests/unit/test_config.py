@@ -18,10 +18,10 @@ def test_environment_references_expand_with_defaults():
 
 def test_file_values_then_overrides(tmp_path, monkeypatch):
     monkeypatch.setenv("GREMLIN_ENDPOINT", "ws://graph:8182/gremlin")
-    path = write(tmp_path, "graph:\n  endpoint: ${GREMLIN_ENDPOINT}\n  batch_size: 50\n")
-    config = load_config(path, {"graph.batch_size": 200, "inference.top_k": 5})
+    path = write(tmp_path, "graph:\n  endpoint: ${GREMLIN_ENDPOINT}\n  records_per_request: 50\n")
+    config = load_config(path, {"graph.records_per_request": 200, "inference.top_k": 5})
     assert config.graph.endpoint == "ws://graph:8182/gremlin"
-    assert config.graph.batch_size == 200
+    assert config.graph.records_per_request == 200
     assert config.inference.top_k == 5
     assert config.inference.batch_size == Config().inference.batch_size
 
@@ -34,12 +34,12 @@ def test_shipped_configs_load():
 @pytest.mark.parametrize("text, message", [
     ("graph:\n  batchsize: 3\n", "unknown key graph.batchsize"),
     ("grph:\n  batch_size: 3\n", "unknown key grph"),
-    ("graph:\n  batch_size: many\n", "graph.batch_size must be int, got str 'many'"),
-    ("graph:\n  batch_size: 0\n", "graph.batch_size must be greater than 0"),
+    ("graph:\n  records_per_request: many\n", "graph.records_per_request must be int, got str 'many'"),
+    ("graph:\n  records_per_request: 0\n", "graph.records_per_request must be greater than 0"),
     ("graph:\n  enabled: 1\n", "graph.enabled must be bool"),
     ("training:\n  color_mode: cmyk\n", "training.color_mode must be one of grayscale, rgb"),
     ("graph: [1, 2]\n", "graph must be a mapping"),
-    ("graph:\n  batch_size:\n", "graph.batch_size has no value"),
+    ("graph:\n  records_per_request:\n", "graph.records_per_request has no value"),
     ("graph: {\n", "is not valid YAML"),
 ])
 def test_invalid_values_name_file_and_key(tmp_path, text, message):
@@ -56,8 +56,8 @@ def test_missing_file():
 
 
 def test_parse_override_reads_yaml_values():
-    assert parse_override("graph.batch_size=200") == ("graph.batch_size", 200)
+    assert parse_override("graph.records_per_request=200") == ("graph.records_per_request", 200)
     assert parse_override("graph.enabled=false") == ("graph.enabled", False)
     assert parse_override("input.glob=*.jpg") == ("input.glob", "*.jpg")
     with pytest.raises(JobError, match="expected SECTION.KEY=VALUE"):
-        parse_override("graph.batch_size")
+        parse_override("graph.records_per_request")

@@ -1,6 +1,6 @@
-"""The partition writer: prediction rows in, image vertices and classified_as edges upserted in
-batches, with the retry policy of `retry`; rows that cannot be written are returned with the
-reason instead of failing the task."""
+"""The partition writer: prediction rows in; image vertices, then their classified_as edges,
+upserted in requests sized by Neptune's limits, with the retry policy of `retry`. Rows that
+cannot be written are returned with the reason instead of failing the task."""
 from __future__ import annotations
 
 import logging
@@ -10,47 +10,52 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
+from imagegraph.config import GraphConfig
 from imagegraph.graph.connection import GremlinConnection
 from imagegraph.graph.elements import classified_as_edges, image_vertex
 from imagegraph.graph.retry import Recovery, RetryPolicy, recovery_for
-from imagegraph.graph.traversals import upsert_edges, upsert_vertices
+from imagegraph.graph.traversals import UPSERTS, Upsert, pack
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
 class WriteStats:
-    """What one writer did. `failed` holds (image uri, reason) of rows not written."""
+    """What one writer did. `failed` maps each image uri not written to the reason."""
 
     rows_written: int = 0
     vertices: int = 0
     edges: int = 0
     requests: int = 0
     retries: int = 0
-    failed: list = field(default_factory=list)
+    failed: dict = field(default_factory=dict)
 
 
 class RequestFailed(Exception):
     """A request failed for good; `recovery` says whether the request itself was at fault."""
 
-    def __init__(self, cause: BaseException, recovery: Recovery, attempts: int):
+    def __init__(self, cause: BaseException, attempts: int):
         super().__init__(f"{type(cause).__name__}: {cause} (after {attempts} attempt(s))")
-        self.recovery = recovery
+        self.recovery = recovery_for(cause)
 
 
 class GraphWriter:
-    """Writes elements through one `GremlinConnection`, retrying by `policy`."""
+    """Writes prediction rows through one `GremlinConnection` (opened on first use, reopened
+    after a dropped connection), retrying by `policy`."""
 
-    def __init__(self, connection: GremlinConnection, policy: RetryPolicy,
-                 sleep: Callable[[float], None] = time.sleep, rng: random.Random | None = None):
+    def __init__(self, connection: GremlinConnection, graph: GraphConfig,
+                 sleep: Callable[[float], None] = time.sleep,
+                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None):
         self.connection = connection
-        self.policy = policy
+        self.graph = graph
+        self.policy = RetryPolicy.from_config(graph)
         self.stats = WriteStats()
-        self._sleep = sleep
-        self._rng = rng or random.Random()
+        self._upsert_vertices, self._upsert_edges = UPSERTS[graph.upsert_style]
+        self._sleep, self._clock, self._rng = sleep, clock, rng or random.Random()
 
-    def submit(self, upsert: Callable, records: Sequence) -> int:
-        """Run `upsert(g, records)` until it succeeds or the policy gives up (`RequestFailed`)."""
+    def submit(self, upsert: Upsert, elements: Sequence) -> int:
+        """Run `upsert(g, elements)` until it succeeds or the policy stops (`RequestFailed`)."""
+        started = self._clock()
         attempt = 0
         while True:
             attempt += 1
@@ -58,54 +63,80 @@ class GraphWriter:
             try:
                 if self.connection.g is None:
                     self.connection.open()
-                return upsert(self.connection.g, records)
+                return upsert(self.connection.g, elements)
             except Exception as exc:
+                delay = self.policy.next_delay_s(exc, attempt, self._clock() - started,
+                                                 self._rng)
+                if delay is None:
+                    raise RequestFailed(exc, attempt) from exc
                 recovery = recovery_for(exc)
-                if recovery is Recovery.GIVE_UP or attempt >= self.policy.max_attempts:
-                    raise RequestFailed(exc, recovery, attempt) from exc
-                delay = self.policy.delay_s(attempt, self._rng)
-                log.warning("graph request failed (%s: %s); attempt %d of %d, %s in %.1fs",
-                            type(exc).__name__, exc, attempt, self.policy.max_attempts,
-                            recovery.value, delay)
+                log.warning("graph request of %d elements failed (%s); attempt %d of %d, "
+                            "%s in %.1fs", len(elements), type(exc).__name__, attempt,
+                            self.policy.max_attempts, recovery.value, delay)
                 self.stats.retries += 1
-                self._sleep(delay)
                 if recovery is Recovery.RECONNECT:
                     self.connection.close()
+                self._sleep(delay)
 
     def write_predictions(self, rows: Sequence[Mapping], model_tag: str, run_id: str,
                           written_at: datetime) -> None:
-        """Upsert the image vertices, then their classified_as edges, of `rows` (one batch).
-
-        A batch the server rejects as malformed is split in halves until the bad rows are
-        alone; those, and rows whose requests ran out of attempts, go to `stats.failed`.
-        """
-        vertices = [image_vertex(row, model_tag, run_id, written_at) for row in rows]
-        edges = [edge for row in rows
+        """Upsert the image vertices of `rows`, then the classified_as edges of the rows
+        whose vertex was written. Rows that fail land in `stats.failed`."""
+        vertices = [(row["uri"], image_vertex(row, model_tag, run_id, written_at))
+                    for row in rows]
+        self.stats.vertices += self._write(self._upsert_vertices, vertices)
+        edges = [(row["uri"], edge) for row in rows if row["uri"] not in self.stats.failed
                  for edge in classified_as_edges(row, model_tag, run_id, written_at)]
+        self.stats.edges += self._write(self._upsert_edges, edges)
+        self.stats.rows_written += sum(1 for row in rows if row["uri"] not in self.stats.failed)
+
+    def _write(self, upsert: Upsert, owned: list[tuple[str, object]]) -> int:
+        """Write (row uri, element) pairs in packed requests; returns elements written."""
+        by_id = {id(element): uri for uri, element in owned}
+        written = 0
+        for request in pack([element for _, element in owned], self.graph.records_per_request,
+                            self.graph.max_steps_per_request, self.graph.upsert_style):
+            written += self._write_isolating(upsert, request, by_id)
+        return written
+
+    def _write_isolating(self, upsert: Upsert, request: list, owner: dict[int, str]) -> int:
+        """Submit `request`; when the server rejects it as malformed, split it in halves until
+        the bad elements are alone, so only their rows fail."""
         try:
-            self.stats.vertices += self.submit(upsert_vertices, vertices)
-            if edges:
-                self.stats.edges += self.submit(upsert_edges, edges)
+            self.submit(upsert, request)
+            return len(request)
         except RequestFailed as failure:
-            if failure.recovery is Recovery.GIVE_UP and len(rows) > 1:
-                middle = len(rows) // 2
-                self.write_predictions(rows[:middle], model_tag, run_id, written_at)
-                self.write_predictions(rows[middle:], model_tag, run_id, written_at)
-                return
-            log.error("graph write failed for %d row(s): %s", len(rows), failure)
-            self.stats.failed.extend((row["uri"], f"graph write failed: {failure}")
-                                     for row in rows)
-            return
-        self.stats.rows_written += len(rows)
+            if failure.recovery is Recovery.GIVE_UP and len(request) > 1:
+                middle = len(request) // 2
+                return (self._write_isolating(upsert, request[:middle], owner)
+                        + self._write_isolating(upsert, request[middle:], owner))
+            uris = {owner[id(element)] for element in request}
+            log.error("graph write failed for %d row(s): %s", len(uris), failure)
+            for uri in uris:
+                self.stats.failed.setdefault(uri, f"graph write failed: {failure}")
+            return 0
 
 
-def batches(rows: Iterable, size: int) -> Iterator[list]:
-    """Consecutive lists of at most `size` items of `rows`."""
-    batch: list = []
-    for row in rows:
-        batch.append(row)
-        if len(batch) == size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+def write_partition(rows: Iterable[Mapping], graph: GraphConfig, model_tag: str, run_id: str,
+                    written_at: datetime) -> WriteStats:
+    """Write one partition's prediction rows with its own connection, always closed."""
+    connection = GremlinConnection(graph)
+    writer = GraphWriter(connection, graph)
+    try:
+        for chunk in chunks(rows, graph.rows_per_flush):
+            writer.write_predictions(chunk, model_tag, run_id, written_at)
+    finally:
+        connection.close()
+    return writer.stats
+
+
+def chunks(items: Iterable, size: int) -> Iterator[list]:
+    """Consecutive lists of at most `size` items."""
+    chunk: list = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk

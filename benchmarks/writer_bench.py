@@ -1,0 +1,159 @@
+"""`make bench`, writer part: elements (vertices + edges) per second into one local Gremlin
+Server, same data, same server, one run, three writers:
+
+- batched:        imagegraph's GraphWriter (mergeV/mergeE over inject, ~200 records a request)
+- per_row:        one request per prediction row (its mergeV and its mergeE steps chained)
+- coalesce_chain: the fold/coalesce/unfold idiom chained 50 elements a request, vertices then
+                  edges, as neptune-python-utils does from Glue and EMR
+
+Each variant writes into an emptied graph; variants alternate over `--repeats` rounds and the
+median is reported. Results are merged into bench-results.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "dev"))
+import services  # noqa: E402
+
+from gremlin_python.process.graph_traversal import __  # noqa: E402
+from gremlin_python.process.traversal import CardinalityValue, Direction, Merge, T  # noqa: E402
+
+from imagegraph.config import GraphConfig  # noqa: E402
+from imagegraph.graph.connection import GremlinConnection  # noqa: E402
+from imagegraph.graph.elements import (classified_as_edges, image_vertex,  # noqa: E402
+                                       model_elements)
+from imagegraph.graph.traversals import (upsert_edges, upsert_edges_coalesce,  # noqa: E402
+                                         upsert_vertices, upsert_vertices_coalesce)
+from imagegraph.graph.writer import GraphWriter, chunks  # noqa: E402
+from imagegraph.model_artifact import ModelMetadata  # noqa: E402
+
+CLASSES = tuple(str(n) for n in range(10))
+METADATA = ModelMetadata(name="bench", version="1", input_height=8, input_width=8, channels=1,
+                         preprocessing="scale_0_1", classes=CLASSES)
+AT = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+TOP_K = 3
+RESULTS_FILE = ROOT / "bench-results.json"
+
+
+def prediction_rows(count: int) -> list[dict]:
+    return [{"uri": f"s3://bench/img{n:06d}.jpg", "bucket": "bench", "key": f"img{n:06d}.jpg",
+             "bytes": 50_000 + n, "width": 500, "height": 375, "format": "JPEG",
+             "sha256": f"{n:064x}", "labels": [CLASSES[(n + i) % 10] for i in range(TOP_K)],
+             "scores": [0.6, 0.3, 0.1]} for n in range(count)]
+
+
+def write_batched(g, graph: GraphConfig, rows: list[dict]) -> None:
+    writer = GraphWriter(GremlinConnection(graph), graph)  # its own connection, as a partition
+    try:
+        for chunk in chunks(rows, graph.rows_per_flush):
+            writer.write_predictions(chunk, METADATA.tag, "bench", AT)
+    finally:
+        writer.connection.close()
+    assert not writer.stats.failed
+
+
+def write_per_row(g, graph: GraphConfig, rows: list[dict]) -> None:
+    for row in rows:
+        vertex = image_vertex(row, METADATA.tag, "bench", AT)
+        traversal = (g.merge_v({T.id: vertex.id})
+                     .option(Merge.on_create, {T.id: vertex.id, T.label: vertex.label,
+                                               **vertex.properties})
+                     .option(Merge.on_match, {k: CardinalityValue.single(v)
+                                              for k, v in vertex.properties.items()}))
+        for edge in classified_as_edges(row, METADATA.tag, "bench", AT):
+            traversal = (traversal.merge_e({T.id: edge.id, T.label: edge.label,
+                                            Direction.OUT: edge.out_id, Direction.IN: edge.in_id})
+                         .option(Merge.on_create, edge.properties)
+                         .option(Merge.on_match, edge.properties))
+        traversal.iterate()
+
+
+def write_coalesce_chain(g, graph: GraphConfig, rows: list[dict]) -> None:
+    vertices = [image_vertex(row, METADATA.tag, "bench", AT) for row in rows]
+    edges = [e for row in rows for e in classified_as_edges(row, METADATA.tag, "bench", AT)]
+    for chunk in chunks(vertices, 50):
+        upsert_vertices_coalesce(g, chunk)
+    for chunk in chunks(edges, 50):
+        upsert_edges_coalesce(g, chunk)
+
+
+VARIANTS = {
+    "writer_batched_elems_per_s": write_batched,
+    "writer_per_row_elems_per_s": write_per_row,
+    "writer_coalesce_chain_elems_per_s": write_coalesce_chain,
+}
+
+
+def reset_graph(g) -> None:
+    g.V().drop().iterate()
+    vertices, edges = model_elements(METADATA)
+    upsert_vertices(g, vertices)
+    upsert_edges(g, edges)
+
+
+def run(rows_count: int, repeats: int) -> dict[str, float]:
+    rows = prediction_rows(rows_count)
+    elements = rows_count * (1 + TOP_K)
+    with tempfile.TemporaryDirectory(prefix="imagegraph-bench-") as run_dir:
+        endpoint = services.start_gremlin(services.free_port(), Path(run_dir))
+        graph = GraphConfig(endpoint=endpoint)
+        connection = GremlinConnection(graph).open()
+        try:
+            g = connection.g
+            timings: dict[str, list[float]] = {name: [] for name in VARIANTS}
+            for round_number in range(1, repeats + 1):
+                for name, write in VARIANTS.items():
+                    reset_graph(g)
+                    started = time.perf_counter()
+                    write(g, graph, rows)
+                    elapsed = time.perf_counter() - started
+                    images = g.V().has_label("image").count().next()
+                    edges = g.E().has_label("classified_as").count().next()
+                    assert (images, edges) == (rows_count, rows_count * TOP_K), (name, images,
+                                                                                  edges)
+                    timings[name].append(elapsed)
+                    print(f"round {round_number} {name}: {elements} elements in "
+                          f"{elapsed:.2f} s = {elements / elapsed:.0f}/s", flush=True)
+        finally:
+            connection.close()
+            services.stop_one("gremlin", Path(run_dir))
+    return {name: round(elements / statistics.median(times), 1)
+            for name, times in timings.items()}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=5000,
+                        help="prediction rows; each is 1 vertex + 3 edges (default 5000 rows "
+                             "= 20000 elements)")
+    parser.add_argument("--repeats", type=int, default=3, help="rounds (default 3)")
+    args = parser.parse_args()
+    figures = run(args.rows, args.repeats)
+    results = json.loads(RESULTS_FILE.read_text()) if RESULTS_FILE.exists() else {}
+    results.update(figures)
+    results["writer_machine"] = (f"{platform.machine()}, {os.cpu_count()} cores, "
+                                 f"Python {platform.python_version()}, {args.rows} rows x "
+                                 f"{1 + TOP_K} elements, median of {args.repeats}")
+    RESULTS_FILE.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    batched = figures["writer_batched_elems_per_s"]
+    print(json.dumps(figures, indent=2))
+    print(f"batched / per_row        = {batched / figures['writer_per_row_elems_per_s']:.1f}x")
+    print(f"batched / coalesce_chain = "
+          f"{batched / figures['writer_coalesce_chain_elems_per_s']:.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
