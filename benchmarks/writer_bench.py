@@ -1,7 +1,9 @@
 """`make bench`, writer part: elements (vertices + edges) per second into one local Gremlin
 Server, same data, same server, one run, three writers:
 
-- batched:        imagegraph's GraphWriter (mergeV/mergeE over inject, ~200 records a request)
+- batched:        imagegraph's GraphWriter at its defaults (mergeV/mergeE over inject, at most
+                  200 records a request, Neptune's guidance); also at 2,000 records a request
+                  (beyond that guidance) to show what the request size buys
 - per_row:        one request per prediction row (its mergeV and its mergeE steps chained)
 - coalesce_chain: the fold/coalesce/unfold idiom chained 50 elements a request, vertices then
                   edges, as neptune-python-utils does from Glue and EMR
@@ -19,6 +21,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -26,15 +29,14 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "dev"))
 import services  # noqa: E402
 
-from gremlin_python.process.graph_traversal import __  # noqa: E402
 from gremlin_python.process.traversal import CardinalityValue, Direction, Merge, T  # noqa: E402
 
 from imagegraph.config import GraphConfig  # noqa: E402
 from imagegraph.graph.connection import GremlinConnection  # noqa: E402
-from imagegraph.graph.elements import (classified_as_edges, image_vertex,  # noqa: E402
-                                       model_elements)
-from imagegraph.graph.traversals import (upsert_edges, upsert_edges_coalesce,  # noqa: E402
-                                         upsert_vertices, upsert_vertices_coalesce)
+from imagegraph.graph.elements import classified_as_edges, image_vertex  # noqa: E402
+from imagegraph.graph.load import write_model  # noqa: E402
+from imagegraph.graph.traversals import (SOURCE, upsert_edges_coalesce,  # noqa: E402
+                                         upsert_vertices_coalesce)
 from imagegraph.graph.writer import GraphWriter, chunks  # noqa: E402
 from imagegraph.model_artifact import ModelMetadata  # noqa: E402
 
@@ -53,7 +55,7 @@ def prediction_rows(count: int) -> list[dict]:
              "scores": [0.6, 0.3, 0.1]} for n in range(count)]
 
 
-def write_batched(g, graph: GraphConfig, rows: list[dict]) -> None:
+def write_batched(connection: GremlinConnection, graph: GraphConfig, rows: list[dict]) -> None:
     writer = GraphWriter(GremlinConnection(graph), graph)  # its own connection, as a partition
     try:
         for chunk in chunks(rows, graph.rows_per_flush):
@@ -63,10 +65,10 @@ def write_batched(g, graph: GraphConfig, rows: list[dict]) -> None:
     assert not writer.stats.failed
 
 
-def write_per_row(g, graph: GraphConfig, rows: list[dict]) -> None:
+def write_per_row(connection: GremlinConnection, graph: GraphConfig, rows: list[dict]) -> None:
     for row in rows:
         vertex = image_vertex(row, METADATA.tag, "bench", AT)
-        traversal = (g.merge_v({T.id: vertex.id})
+        traversal = (SOURCE.merge_v({T.id: vertex.id})
                      .option(Merge.on_create, {T.id: vertex.id, T.label: vertex.label,
                                                **vertex.properties})
                      .option(Merge.on_match, {k: CardinalityValue.single(v)
@@ -76,30 +78,35 @@ def write_per_row(g, graph: GraphConfig, rows: list[dict]) -> None:
                                             Direction.OUT: edge.out_id, Direction.IN: edge.in_id})
                          .option(Merge.on_create, edge.properties)
                          .option(Merge.on_match, edge.properties))
-        traversal.iterate()
+        connection.submit(traversal.count())
 
 
-def write_coalesce_chain(g, graph: GraphConfig, rows: list[dict]) -> None:
+def write_coalesce_chain(connection: GremlinConnection, graph: GraphConfig,
+                         rows: list[dict]) -> None:
     vertices = [image_vertex(row, METADATA.tag, "bench", AT) for row in rows]
     edges = [e for row in rows for e in classified_as_edges(row, METADATA.tag, "bench", AT)]
     for chunk in chunks(vertices, 50):
-        upsert_vertices_coalesce(g, chunk)
+        connection.submit(upsert_vertices_coalesce(chunk))
     for chunk in chunks(edges, 50):
-        upsert_edges_coalesce(g, chunk)
+        connection.submit(upsert_edges_coalesce(chunk))
+
+
+def write_batched_2000_records(connection: GremlinConnection, graph: GraphConfig,
+                               rows: list[dict]) -> None:
+    write_batched(connection, replace(graph, records_per_request=2000), rows)
 
 
 VARIANTS = {
     "writer_batched_elems_per_s": write_batched,
+    "writer_batched_2000_records_elems_per_s": write_batched_2000_records,
     "writer_per_row_elems_per_s": write_per_row,
     "writer_coalesce_chain_elems_per_s": write_coalesce_chain,
 }
 
 
-def reset_graph(g) -> None:
-    g.V().drop().iterate()
-    vertices, edges = model_elements(METADATA)
-    upsert_vertices(g, vertices)
-    upsert_edges(g, edges)
+def reset_graph(connection: GremlinConnection, graph: GraphConfig) -> None:
+    connection.submit(SOURCE.V().drop())
+    write_model(graph, METADATA)
 
 
 def run(rows_count: int, repeats: int) -> dict[str, float]:
@@ -110,16 +117,15 @@ def run(rows_count: int, repeats: int) -> dict[str, float]:
         graph = GraphConfig(endpoint=endpoint)
         connection = GremlinConnection(graph).open()
         try:
-            g = connection.g
             timings: dict[str, list[float]] = {name: [] for name in VARIANTS}
             for round_number in range(1, repeats + 1):
                 for name, write in VARIANTS.items():
-                    reset_graph(g)
+                    reset_graph(connection, graph)
                     started = time.perf_counter()
-                    write(g, graph, rows)
+                    write(connection, graph, rows)
                     elapsed = time.perf_counter() - started
-                    images = g.V().has_label("image").count().next()
-                    edges = g.E().has_label("classified_as").count().next()
+                    images, = connection.submit(SOURCE.V().has_label("image").count())
+                    edges, = connection.submit(SOURCE.E().has_label("classified_as").count())
                     assert (images, edges) == (rows_count, rows_count * TOP_K), (name, images,
                                                                                   edges)
                     timings[name].append(elapsed)

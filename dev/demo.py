@@ -24,7 +24,7 @@ import services  # noqa: E402
 from s3_objects import put_objects, s3_client  # noqa: E402
 
 from imagegraph.config import GraphConfig  # noqa: E402
-from imagegraph.graph.connection import gremlin_connection  # noqa: E402
+from imagegraph.graph.connection import remote_traversal  # noqa: E402
 
 ROOT = services.ROOT
 BUCKET = "imagegraph-demo"
@@ -63,8 +63,7 @@ def seed(env: dict) -> int:
 
 def read_graph_back(endpoint: str) -> float:
     """Print what the graph holds; return the held-out digits' accuracy."""
-    with gremlin_connection(GraphConfig(endpoint=endpoint)) as connection:
-        g = connection.g
+    with remote_traversal(GraphConfig(endpoint=endpoint)) as g:
         print(f"   vertices: {g.V().group_count().by(__.label()).next()}")
         print(f"   edges:    {g.E().group_count().by(__.label()).next()}")
         top_counts = (g.E().has_label("classified_as").has("rank", 1)

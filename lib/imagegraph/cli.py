@@ -15,8 +15,8 @@ from imagegraph.errors import JobError
 
 _CONFIG_HELP = ("YAML configuration file (see conf/local.yaml); command-line flags override it. "
                 "Default: built-in defaults only")
-_SET_HELP = ("override any configuration key, e.g. --set graph.batch_size=200; repeatable; "
-             "the value is read as YAML")
+_SET_HELP = ("override any configuration key, e.g. --set graph.records_per_request=100; "
+             "repeatable; the value is read as YAML")
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

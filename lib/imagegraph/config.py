@@ -151,7 +151,7 @@ def expand_environment(text: str, environ: typing.Mapping[str, str] | None = Non
 
 
 def parse_override(assignment: str) -> tuple[str, Any]:
-    """`'graph.batch_size=200'` -> `('graph.batch_size', 200)`; the value is read as YAML, or
+    """`'graph.rows_per_flush=200'` -> `('graph.rows_per_flush', 200)`; the value is read as YAML, or
     kept as the string it is where it is not valid YAML (`input.glob=*.jpg`)."""
     key, sep, raw = assignment.partition("=")
     if not sep or not key.strip():

@@ -12,7 +12,7 @@ import services
 from s3_objects import put_objects, s3_client
 
 from imagegraph.config import load_config
-from imagegraph.graph.connection import gremlin_connection
+from imagegraph.graph.connection import remote_traversal
 from imagegraph.spark_session import get_spark
 from imagegraph.training import run_training
 
@@ -75,6 +75,6 @@ def trained_model(spark, config, dataset):
 @pytest.fixture(scope="module")
 def graph(config):
     """A traversal source on a graph emptied at the start of each test module."""
-    with gremlin_connection(config.graph) as connection:
-        connection.g.V().drop().iterate()
-        yield connection.g
+    with remote_traversal(config.graph) as g:
+        g.V().drop().iterate()
+        yield g

@@ -11,7 +11,7 @@ from gremlin_python.process.graph_traversal import __
 from gremlin_python.process.traversal import T
 
 import services
-from imagegraph.graph.connection import gremlin_connection
+from imagegraph.graph.connection import remote_traversal
 from imagegraph.graph.load import load_predictions, write_model
 from imagegraph.model_artifact import ModelMetadata
 
@@ -46,8 +46,8 @@ def restartable_gremlin(tmp_path):
 
 
 def image_count(graph_config) -> int:
-    with gremlin_connection(graph_config) as connection:
-        return connection.g.V().has_label("image").count().next()
+    with remote_traversal(graph_config) as g:
+        return g.V().has_label("image").count().next()
 
 
 def test_server_restart_mid_write_loses_and_duplicates_nothing(spark, config,
@@ -79,8 +79,7 @@ def test_server_restart_mid_write_loses_and_duplicates_nothing(spark, config,
         assert totals.retries > 0
     finally:
         failed.unpersist()
-    with gremlin_connection(graph) as connection:
-        g = connection.g
+    with remote_traversal(graph) as g:
         assert g.V().has_label("image").count().next() == ROWS
         assert g.E().has_label("classified_as").count().next() == 2 * ROWS
         per_image = g.V().has_label("image").group_count().by(

@@ -37,17 +37,22 @@ def test_full_jitter_delays_stay_under_the_exponential_ceiling():
 
 
 class FakeConnection:
-    """Stands in for GremlinConnection in policy tests: counts opens and closes."""
+    """Stands in for GremlinConnection in policy tests: `submit` raises each of `errors` in
+    turn, then succeeds; opens and closes are counted."""
 
-    def __init__(self):
-        self.g, self.opens, self.closes = None, 0, 0
+    def __init__(self, errors=()):
+        self.errors = list(errors)
+        self.open_now, self.opens, self.closes = False, 0, 0
 
-    def open(self):
-        self.g, self.opens = object(), self.opens + 1
-        return self
+    def submit(self, request):
+        if not self.open_now:
+            self.open_now, self.opens = True, self.opens + 1
+        if self.errors:
+            raise self.errors.pop(0)
+        return [len(request)]
 
     def close(self):
-        self.g, self.closes = None, self.closes + 1
+        self.open_now, self.closes = False, self.closes + 1
 
 
 class FakeClock:
@@ -63,54 +68,45 @@ class FakeClock:
         return self.now
 
 
-def writer_with(**graph_settings):
+def writer_with(errors, **graph_settings):
     from imagegraph.config import GraphConfig
     from imagegraph.graph.writer import GraphWriter
 
     graph = GraphConfig(**{"max_attempts": 4, "retry_base_delay_s": 1.0,
                            "retry_max_delay_s": 8.0, **graph_settings})
     clock = FakeClock()
-    connection = FakeConnection()
+    connection = FakeConnection(errors)
     writer = GraphWriter(connection, graph, sleep=clock.sleep, clock=clock,
                          rng=random.Random(3))
     return writer, connection, clock
 
 
-def failing(errors):
-    """An upsert that raises each of `errors` in turn, then returns the element count."""
-    remaining = list(errors)
-
-    def upsert(g, elements):
-        assert g is not None
-        if remaining:
-            raise remaining.pop(0)
-        return len(elements)
-    return upsert
+def build(elements):
+    return list(elements)
 
 
 def test_transient_errors_are_retried_on_the_same_connection():
-    writer, connection, clock = writer_with()
-    upsert = failing([server_error(500, "ConcurrentModificationException")] * 2)
-    assert writer.submit(upsert, [1, 2, 3]) == 3
+    writer, connection, clock = writer_with([server_error(500, "ConcurrentModificationException")]
+                                            * 2)
+    assert writer.submit(build, [1, 2, 3]) == 3
     assert writer.stats.retries == 2 and writer.stats.requests == 3
     assert connection.opens == 1 and connection.closes == 0
     assert len(clock.slept) == 2 and clock.slept[1] <= 2.0
 
 
 def test_dropped_connections_reconnect():
-    writer, connection, _ = writer_with()
-    upsert = failing([ConnectionResetError(104, "reset"),
-                      server_error(500, "ReadOnlyViolationException")])
-    assert writer.submit(upsert, [1]) == 1
+    writer, connection, _ = writer_with([ConnectionResetError(104, "reset"),
+                                         server_error(500, "ReadOnlyViolationException")])
+    assert writer.submit(build, [1]) == 1
     assert connection.opens == 3 and connection.closes == 2
 
 
 def test_malformed_request_is_not_retried():
     from imagegraph.graph.writer import RequestFailed
 
-    writer, _, clock = writer_with()
+    writer, _, clock = writer_with([server_error(499, "malformed")])
     with pytest.raises(RequestFailed) as failure:
-        writer.submit(failing([server_error(499, "malformed")]), [1])
+        writer.submit(build, [1])
     assert failure.value.recovery is Recovery.GIVE_UP
     assert writer.stats.requests == 1 and clock.slept == []
 
@@ -118,18 +114,19 @@ def test_malformed_request_is_not_retried():
 def test_attempts_are_bounded():
     from imagegraph.graph.writer import RequestFailed
 
-    writer, _, clock = writer_with(max_attempts=4)
+    writer, _, clock = writer_with([TimeoutError()] * 10, max_attempts=4)
     with pytest.raises(RequestFailed, match="after 4 attempt"):
-        writer.submit(failing([TimeoutError()] * 10), [1])
+        writer.submit(build, [1])
     assert writer.stats.requests == 4 and len(clock.slept) == 3
 
 
 def test_elapsed_time_is_bounded():
     from imagegraph.graph.writer import RequestFailed
 
-    writer, _, clock = writer_with(max_attempts=100, retry_base_delay_s=4.0,
-                                   retry_max_delay_s=4.0, retry_max_elapsed_s=10.0)
+    writer, _, clock = writer_with([TimeoutError()] * 100, max_attempts=100,
+                                   retry_base_delay_s=4.0, retry_max_delay_s=4.0,
+                                   retry_max_elapsed_s=10.0)
     with pytest.raises(RequestFailed):
-        writer.submit(failing([TimeoutError()] * 100), [1])
+        writer.submit(build, [1])
     assert clock.now <= 10.0
     assert writer.stats.requests < 100

@@ -30,3 +30,9 @@ def test_an_element_over_the_budget_goes_alone():
     assert pack([vertex(1, 1), big, vertex(2, 1)], 200, 1500, "merge") == [
         [vertex(1, 1)], [big], [vertex(2, 1)]]
     assert MERGE_STEPS_PER_REQUEST < 1500
+
+
+def test_pack_starts_a_new_request_when_property_keys_change():
+    a, b = VertexRecord("m", "model", {"name": "x"}), VertexRecord("c", "class", {"name": "y"})
+    odd = VertexRecord("o", "model", {"name": "x", "version": "1"})
+    assert pack([a, b, odd, a], 200, 1500, "merge") == [[a, b], [odd], [a]]

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import replace
+from typing import Iterator
 from urllib.parse import urlsplit
 
+from gremlin_python.driver.client import Client
 from gremlin_python.driver.driver_remote_connection import DriverRemoteConnection
 from gremlin_python.process.anonymous_traversal import traversal
-from gremlin_python.process.graph_traversal import GraphTraversalSource
+from gremlin_python.process.graph_traversal import GraphTraversal, GraphTraversalSource
+from gremlin_python.process.traversal import Traverser
 
 from imagegraph.config import GraphConfig
 from imagegraph.errors import JobError
@@ -32,59 +35,73 @@ def with_resolved_region(graph: GraphConfig) -> GraphConfig:
     return graph
 
 
-class GremlinConnection:
-    """A gremlinpython remote connection with `pool_size=1` that can be reopened after a drop.
+def _handshake_headers(graph: GraphConfig) -> dict[str, str] | None:
+    """SigV4 headers signed now with fresh credentials, or None when IAM auth is off."""
+    if not uses_iam(graph.endpoint, graph.iam_auth):
+        return None
+    return signed_handshake_headers(graph.endpoint, resolve_region(graph.region),
+                                    default_chain_credentials())
 
-    `g` is the traversal source bound to the current connection (None while closed). Each
-    `open` signs the handshake anew when IAM authentication is on.
-    """
+
+class GremlinConnection:
+    """The writers' connection: one gremlinpython `Client` with `pool_size=1` (one WebSocket),
+    opened on first use and reopened after a drop, each time with a freshly signed handshake
+    when IAM authentication is on. `submit` sends a traversal's bytecode as is."""
 
     def __init__(self, graph: GraphConfig):
         validate_endpoint(graph.endpoint)
         self.graph = graph
-        self._remote: DriverRemoteConnection | None = None
-        self.g: GraphTraversalSource | None = None
+        self._client: Client | None = None
 
-    def _headers(self) -> dict[str, str] | None:
-        if not uses_iam(self.graph.endpoint, self.graph.iam_auth):
-            return None
-        return signed_handshake_headers(self.graph.endpoint, resolve_region(self.graph.region),
-                                        default_chain_credentials())
+    @property
+    def is_open(self) -> bool:
+        return self._client is not None
 
     def open(self) -> "GremlinConnection":
-        self._remote = DriverRemoteConnection(self.graph.endpoint, "g", pool_size=1,
-                                              headers=self._headers(),
-                                              read_timeout=self.graph.request_timeout_s,
-                                              write_timeout=self.graph.request_timeout_s)
-        self.g = traversal().with_remote(self._remote)
+        self._client = Client(self.graph.endpoint, "g", pool_size=1,
+                              headers=_handshake_headers(self.graph),
+                              read_timeout=self.graph.request_timeout_s,
+                              write_timeout=self.graph.request_timeout_s)
         return self
+
+    def submit(self, traversal: GraphTraversal) -> list:
+        """Run `traversal` (built on an unbound source) on the server; its results."""
+        if self._client is None:
+            self.open()
+        traversers = self._client.submit(traversal.bytecode).all().result()
+        return [t.object if isinstance(t, Traverser) else t for t in traversers]
 
     def close(self) -> None:
         """Close the connection, ignoring errors from one the server already dropped."""
-        if self._remote is not None:
+        if self._client is not None:
             try:
-                self._remote.close()
+                self._client.close()
             except Exception:  # closing a dead connection
                 pass
-        self._remote, self.g = None, None
+        self._client = None
 
 
 @contextmanager
-def gremlin_connection(graph: GraphConfig):
-    """`with gremlin_connection(config.graph) as conn: conn.g.V()...`; always closed."""
-    connection = GremlinConnection(graph)
+def remote_traversal(graph: GraphConfig) -> Iterator[GraphTraversalSource]:
+    """`with remote_traversal(config.graph) as g: g.V()...`, for reads and checks; always
+    closed."""
+    validate_endpoint(graph.endpoint)
+    remote = DriverRemoteConnection(graph.endpoint, "g", pool_size=1,
+                                    headers=_handshake_headers(graph),
+                                    read_timeout=graph.request_timeout_s,
+                                    write_timeout=graph.request_timeout_s)
     try:
-        yield connection.open()
+        yield traversal().with_remote(remote)
     finally:
-        connection.close()
+        remote.close()
 
 
 def check_reachable(graph: GraphConfig) -> None:
     """Raise `JobError` unless the endpoint answers a one-step traversal."""
     validate_endpoint(graph.endpoint)
     try:
-        with gremlin_connection(graph) as connection:
-            connection.g.inject(1).count().next()
+        with remote_traversal(graph) as g:
+            g.inject(1).count().next()
     except JobError:
         raise
     except Exception as exc:

@@ -13,7 +13,7 @@ from pyspark.sql.types import StringType, StructField, StructType
 from imagegraph.config import GraphConfig
 from imagegraph.graph.connection import GremlinConnection
 from imagegraph.graph.elements import model_elements
-from imagegraph.graph.traversals import UPSERTS
+from imagegraph.graph.traversals import UPSERTS, pack
 from imagegraph.graph.writer import GraphWriter, write_partition
 from imagegraph.model_artifact import ModelMetadata
 
@@ -55,8 +55,12 @@ def write_model(graph: GraphConfig, metadata: ModelMetadata) -> LoadTotals:
     writer = GraphWriter(connection, graph)
     upsert_vertices, upsert_edges = UPSERTS[graph.upsert_style]
     try:
-        written_vertices = writer.submit(upsert_vertices, vertices)
-        written_edges = writer.submit(upsert_edges, edges)
+        written_vertices = sum(writer.submit(upsert_vertices, request) for request in
+                               pack(vertices, graph.records_per_request,
+                                    graph.max_steps_per_request, graph.upsert_style))
+        written_edges = sum(writer.submit(upsert_edges, request) for request in
+                            pack(edges, graph.records_per_request,
+                                 graph.max_steps_per_request, graph.upsert_style))
     finally:
         connection.close()
     return LoadTotals(vertices=written_vertices, edges=written_edges,

@@ -54,16 +54,17 @@ class GraphWriter:
         self._sleep, self._clock, self._rng = sleep, clock, rng or random.Random()
 
     def submit(self, upsert: Upsert, elements: Sequence) -> int:
-        """Run `upsert(g, elements)` until it succeeds or the policy stops (`RequestFailed`)."""
+        """Submit `upsert(elements)` until it succeeds or the policy stops (`RequestFailed`);
+        returns how many elements the server upserted."""
+        request = upsert(elements)
         started = self._clock()
         attempt = 0
         while True:
             attempt += 1
             self.stats.requests += 1
             try:
-                if self.connection.g is None:
-                    self.connection.open()
-                return upsert(self.connection.g, elements)
+                self.connection.submit(request)
+                return len(elements)
             except Exception as exc:
                 delay = self.policy.next_delay_s(exc, attempt, self._clock() - started,
                                                  self._rng)
