@@ -62,7 +62,7 @@ def write_batched(connection: GremlinConnection, graph: GraphConfig, rows: list[
             writer.write_predictions(chunk, METADATA.tag, "bench", AT)
     finally:
         writer.connection.close()
-    assert not writer.stats.failed
+    assert not writer.failed
 
 
 def write_per_row(connection: GremlinConnection, graph: GraphConfig, rows: list[dict]) -> None:

@@ -42,7 +42,7 @@ def test_same_batch_twice_changes_nothing(graph, config):
     writer.write_predictions(rows, "m@1", "run-1", AT)
     writer.write_predictions(rows, "m@1", "run-1", AT)
     writer.connection.close()
-    assert writer.stats.rows_written == 50 and writer.stats.failed == {}
+    assert writer.stats.rows_written == 50 and writer.failed == {} and writer.stats.failed_rows == 0
     assert graph.V().has_label("image").count().next() == 25
     assert graph.E().has_label("classified_as").count().next() == 50
     assert graph.V("s3://b/img7.png").values("bytes").to_list() == [107]
@@ -67,8 +67,8 @@ def test_rejected_row_is_isolated_and_reported(graph, config):
     rows[5] = {**rows[5], "labels": ["a", "no-such-class"]}  # edge to a missing vertex
     writer.write_predictions(rows, "m@1", "run-1", AT)
     writer.connection.close()
-    assert list(writer.stats.failed) == ["s3://b/img5.png"]
-    assert "Vertex id could not be resolved" in writer.stats.failed["s3://b/img5.png"]
+    assert list(writer.failed) == ["s3://b/img5.png"] and writer.stats.failed_rows == 1
+    assert "Vertex id could not be resolved" in writer.failed["s3://b/img5.png"]
     assert writer.stats.rows_written == 7
     assert graph.V(class_id("no-such-class")).count().next() == 0
     edges_per_image = graph.V().has_label("image").group().by(T.id).by(

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 import random
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
@@ -21,14 +21,14 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class WriteStats:
-    """What one writer did. `failed` maps each image uri not written to the reason."""
+    """Counts of what a writer, or a whole load, did."""
 
     rows_written: int = 0
     vertices: int = 0
     edges: int = 0
     requests: int = 0
     retries: int = 0
-    failed: dict = field(default_factory=dict)
+    failed_rows: int = 0
 
 
 class RequestFailed(Exception):
@@ -41,7 +41,8 @@ class RequestFailed(Exception):
 
 class GraphWriter:
     """Writes prediction rows through one `GremlinConnection` (opened on first use, reopened
-    after a dropped connection), retrying by `policy`."""
+    after a dropped connection), retrying by the configured policy. `failed` maps each image
+    uri that could not be written to the reason."""
 
     def __init__(self, connection: GremlinConnection, graph: GraphConfig,
                  sleep: Callable[[float], None] = time.sleep,
@@ -50,6 +51,7 @@ class GraphWriter:
         self.graph = graph
         self.policy = RetryPolicy.from_config(graph)
         self.stats = WriteStats()
+        self.failed: dict[str, str] = {}
         self._upsert_vertices, self._upsert_edges = UPSERTS[graph.upsert_style]
         self._sleep, self._clock, self._rng = sleep, clock, rng or random.Random()
 
@@ -82,14 +84,14 @@ class GraphWriter:
     def write_predictions(self, rows: Sequence[Mapping], model_tag: str, run_id: str,
                           written_at: datetime) -> None:
         """Upsert the image vertices of `rows`, then the classified_as edges of the rows
-        whose vertex was written. Rows that fail land in `stats.failed`."""
+        whose vertex was written. Rows that fail land in `failed`."""
         vertices = [(row["uri"], image_vertex(row, model_tag, run_id, written_at))
                     for row in rows]
         self.stats.vertices += self._write(self._upsert_vertices, vertices)
-        edges = [(row["uri"], edge) for row in rows if row["uri"] not in self.stats.failed
+        edges = [(row["uri"], edge) for row in rows if row["uri"] not in self.failed
                  for edge in classified_as_edges(row, model_tag, run_id, written_at)]
         self.stats.edges += self._write(self._upsert_edges, edges)
-        self.stats.rows_written += sum(1 for row in rows if row["uri"] not in self.stats.failed)
+        self.stats.rows_written += sum(1 for row in rows if row["uri"] not in self.failed)
 
     def _write(self, upsert: Upsert, owned: list[tuple[str, object]]) -> int:
         """Write (row uri, element) pairs in packed requests; returns elements written."""
@@ -113,14 +115,16 @@ class GraphWriter:
                         + self._write_isolating(upsert, request[middle:], owner))
             uris = {owner[id(element)] for element in request}
             log.error("graph write failed for %d row(s): %s", len(uris), failure)
-            for uri in uris:
-                self.stats.failed.setdefault(uri, f"graph write failed: {failure}")
+            for uri in uris - self.failed.keys():
+                self.failed[uri] = f"graph write failed: {failure}"
+                self.stats.failed_rows += 1
             return 0
 
 
 def write_partition(rows: Iterable[Mapping], graph: GraphConfig, model_tag: str, run_id: str,
-                    written_at: datetime) -> WriteStats:
-    """Write one partition's prediction rows with its own connection, always closed."""
+                    written_at: datetime) -> GraphWriter:
+    """Write one partition's prediction rows with its own connection, always closed; the
+    writer holds the counts and the failed rows."""
     connection = GremlinConnection(graph)
     writer = GraphWriter(connection, graph)
     try:
@@ -128,7 +132,7 @@ def write_partition(rows: Iterable[Mapping], graph: GraphConfig, model_tag: str,
             writer.write_predictions(chunk, model_tag, run_id, written_at)
     finally:
         connection.close()
-    return writer.stats
+    return writer
 
 
 def chunks(items: Iterable, size: int) -> Iterator[list]:
