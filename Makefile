@@ -46,6 +46,7 @@ integration: build/.jars
 
 bench: build/.jars
 	$(PY) benchmarks/writer_bench.py
+	$(PY) benchmarks/inference_bench.py
 
 clean: services-down
 	rm -rf build

@@ -49,7 +49,8 @@ class InputConfig:
 
 @dataclass(frozen=True)
 class InferenceConfig:
-    """Inference settings: batch sizes are rows; limits are bytes and pixels."""
+    """Inference settings: batch sizes are rows; limits are bytes and pixels; `embedding` adds
+    the penultimate layer's output to the predictions Parquet (never to the graph)."""
 
     top_k: int = 3
     batch_size: int = 64
@@ -57,6 +58,7 @@ class InferenceConfig:
     partitions: int = 0
     max_image_bytes: int = 50_000_000
     max_image_pixels: int = 89_478_485
+    embedding: bool = False
 
 
 @dataclass(frozen=True)

@@ -61,6 +61,7 @@ def run_inference(spark: SparkSession, config: Config, input_uri: str, model_uri
         max_image_bytes=config.inference.max_image_bytes,
         max_image_pixels=config.inference.max_image_pixels,
         threads=int(spark.conf.get("spark.task.cpus", "1")),
+        embedding=config.inference.embedding,
     )
     broadcast = spark.sparkContext.broadcast(model_files)
     results = (images
@@ -81,7 +82,7 @@ def run_inference(spark: SparkSession, config: Config, input_uri: str, model_uri
         log.info("run %s: %d listed, %d classified, %d undecodable", report.run_id,
                  report.listed, report.classified, report.dead_lettered)
         (results.where(F.col("status") == STATUS_OK)
-         .drop("status", "reason")
+         .drop("status", "reason", *([] if settings.embedding else ["embedding"]))
          .write.mode("append").partitionBy("run_id").parquet(f"{output_uri}/{PREDICTIONS_DIR}"))
         _write_dead_letters(results.where(F.col("status") != STATUS_OK)
                             .select("uri", "reason", "bytes", "model", "run_id")
@@ -91,8 +92,9 @@ def run_inference(spark: SparkSession, config: Config, input_uri: str, model_uri
         broadcast.unpersist()
 
     if config.graph.enabled:
-        predictions = (spark.read.parquet(f"{output_uri}/{PREDICTIONS_DIR}")
-                       .where(F.col("run_id") == report.run_id))
+        base = f"{output_uri}/{PREDICTIONS_DIR}"  # read this run's files only: their schema
+        predictions = (spark.read.option("basePath", base)
+                       .parquet(f"{base}/run_id={report.run_id}"))
         _write_graph(spark, config, metadata, predictions, report, started_at)
     report.elapsed_s = time.monotonic() - started
     return report

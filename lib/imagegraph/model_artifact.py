@@ -12,13 +12,14 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 
-import numpy as np
-
 MODEL_FILE = "model.keras"
 LABELS_FILE = "labels.json"
 METADATA_FILE = "metadata.json"
 ARTIFACT_FILES = (MODEL_FILE, LABELS_FILE, METADATA_FILE)
-PREPROCESSING = ("scale_0_1",)
+PREPROCESSING = ("scale_0_1", "mobilenet_v2", "resnet50", "efficientnet")
+"""Model families' input conventions: `scale_0_1` divides by 255; the others are the Keras
+application preprocess functions of that family (MobileNetV2: [-1, 1]; ResNet50: BGR with the
+ImageNet means subtracted; EfficientNet: raw 0..255, the model rescales)."""
 
 
 @dataclass(frozen=True)
@@ -58,15 +59,25 @@ class ModelMetadata:
         data.pop("uri", None)
         metadata = cls(**data, uri=uri)
         if metadata.preprocessing not in PREPROCESSING:
-            raise ValueError(f"unknown preprocessing {metadata.preprocessing!r}")
+            raise ValueError(f"unknown preprocessing {metadata.preprocessing!r} "
+                             f"(known: {', '.join(PREPROCESSING)})")
         return metadata
 
 
-def preprocess(pixels: np.ndarray, preprocessing: str) -> np.ndarray:
-    """uint8 pixels (batch, height, width, channels) -> float32 model input."""
+def preprocess(pixels, preprocessing: str):
+    """uint8 pixels (batch, height, width, channels), as a NumPy array or a tensor, -> the
+    float32 model input of that family."""
+    import tensorflow as tf
+
+    images = tf.cast(pixels, tf.float32)
     if preprocessing == "scale_0_1":
-        return pixels.astype(np.float32) / 255.0
-    raise ValueError(f"unknown preprocessing {preprocessing!r}")
+        return images / 255.0
+    applications = tf.keras.applications
+    family = {"mobilenet_v2": applications.mobilenet_v2, "resnet50": applications.resnet50,
+              "efficientnet": applications.efficientnet}.get(preprocessing)
+    if family is None:
+        raise ValueError(f"unknown preprocessing {preprocessing!r}")
+    return family.preprocess_input(images)
 
 
 def write_artifact(directory: str, model, metadata: ModelMetadata) -> None:

@@ -15,13 +15,13 @@ from typing import Iterator
 
 import numpy as np
 import pandas as pd
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
 from imagegraph import hadoop_fs
-from imagegraph.config import Config, TrainingConfig
+from imagegraph.config import Config
 from imagegraph.decode import UndecodableImage, decode_image
 from imagegraph.errors import JobError
 from imagegraph.model_artifact import (ARTIFACT_FILES, ModelMetadata, preprocess,
@@ -51,8 +51,9 @@ def label_of(path: F.Column) -> F.Column:
 
 
 def decode_features(content: F.Column, config: Config) -> F.Column:
-    """A (features: array<float> of height*width*channels model inputs, reason) struct;
-    features is null and reason set when the bytes do not decode."""
+    """A (features: array<float> of height*width*channels pixel values 0..255, reason) struct;
+    features is null and reason set when the bytes do not decode. The model's preprocessing is
+    applied later, in TensorFlow, as at inference."""
     training, limits = config.training, config.inference
     height, width = training.input_height, training.input_width
     channels = 1 if training.color_mode == "grayscale" else 3
@@ -69,7 +70,7 @@ def decode_features(content: F.Column, config: Config) -> F.Column:
                     features.append(None)
                     reasons.append(exc.reason)
                     continue
-                features.append(preprocess(image.pixels[np.newaxis], PREPROCESSING).ravel())
+                features.append(image.pixels.ravel().astype(np.float32))
                 reasons.append(None)
             yield pd.DataFrame({"features": features, "reason": reasons})
 
@@ -142,7 +143,7 @@ def run_training(spark: SparkSession, config: Config, input_uri: str,
     shape = (training.input_height, training.input_width, channels)
 
     def to_example(batch):
-        return tf.reshape(batch.features, (-1, *shape)), batch.label
+        return preprocess(tf.reshape(batch.features, (-1, *shape)), PREPROCESSING), batch.label
 
     model = build_cnn(*shape, len(classes), training.learning_rate)
     try:

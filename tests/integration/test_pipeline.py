@@ -1,6 +1,7 @@
 """Train, then infer twice, through Spark against the real S3 and Gremlin servers; read the
 graph and the Parquet outputs back and check exact counts, ids and values."""
 import hashlib
+from dataclasses import replace
 
 import pytest
 from gremlin_python.process.graph_traversal import __
@@ -85,12 +86,18 @@ def test_parquet_outputs(first_run, spark):
 
 def test_second_run_changes_no_count(first_run, spark, config, graph):
     before = (graph.V().count().next(), graph.E().count().next())
-    second = run_inference(spark, config, INPUT, MODEL_URI, OUTPUT)
+    with_embedding = replace(config, inference=replace(config.inference, embedding=True))
+    second = run_inference(spark, with_embedding, INPUT, MODEL_URI, OUTPUT)
     assert second.run_id != first_run.run_id
     assert (graph.V().count().next(), graph.E().count().next()) == before == (55, 142)
     assert graph.V(COFFEE).properties("run_id").value().to_list() == [second.run_id]
     assert graph.V(COFFEE).out_e("classified_as").values("run_id").dedup().to_list() == [
         second.run_id]
+    # the second run asked for embeddings: the penultimate layer (Dense 128) in Parquet only
+    embedded = spark.read.option("mergeSchema", "true").parquet(f"{OUTPUT}/predictions").where(
+        f"run_id = '{second.run_id}'").select("embedding").collect()
+    assert len(embedded) == 44 and {len(row["embedding"]) for row in embedded} == {128}
+    assert "embedding" not in graph.V(COFFEE).element_map().next()
 
 
 def test_missing_model_and_input_stop_with_clear_errors(spark, config):

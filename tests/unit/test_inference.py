@@ -7,14 +7,14 @@ import pytest
 from PIL import Image
 
 from imagegraph.inference import STATUS_OK, STATUS_UNDECODABLE, InferenceSettings, \
-    classify_contents
+    classify_stream
 from imagegraph.model_artifact import MODEL_FILE, ModelMetadata, write_artifact
-from imagegraph.model_cache import ModelCache
+from imagegraph.model_cache import LoadedModel, ModelCache
 
 METADATA = ModelMetadata(name="brightness", version="1", input_height=4, input_width=4,
                          channels=1, preprocessing="scale_0_1", classes=("dark", "mid", "bright"))
 SETTINGS = InferenceSettings(top_k=2, batch_size=2, max_image_bytes=10**6,
-                             max_image_pixels=10**6, threads=1)
+                             max_image_pixels=10**6, threads=1, embedding=True)
 
 
 @pytest.fixture(scope="module")
@@ -43,7 +43,11 @@ def test_top_k_in_order_and_undecodable_rows_kept_in_place(brightness_model):
     paths = pd.Series(["s3a://b/dark.png", "s3a://b/bad.jpg", "s3a://b/bright.png",
                        "s3a://b/empty.png", "file:/tmp/mid.png"])
     contents = pd.Series([png(0), b"not an image", png(255), b"", png(150)])
-    result = classify_contents(brightness_model, paths, contents, METADATA, SETTINGS)
+    model = LoadedModel(brightness_model, METADATA, SETTINGS.batch_size, embedding=True)
+    # two Arrow batches: the second is decoded while the first is classified
+    batches = iter([(paths[:3], contents[:3]), (paths[3:], contents[3:])])
+    result = pd.concat(list(classify_stream(model, batches, METADATA, SETTINGS)),
+                       ignore_index=True)
     assert result["uri"].tolist() == ["s3://b/dark.png", "s3://b/bad.jpg", "s3://b/bright.png",
                                       "s3://b/empty.png", "file:///tmp/mid.png"]
     assert result["status"].tolist() == [STATUS_OK, STATUS_UNDECODABLE, STATUS_OK,
@@ -56,17 +60,52 @@ def test_top_k_in_order_and_undecodable_rows_kept_in_place(brightness_model):
     assert result["scores"][0][0] > result["scores"][0][1]
     assert (result["width"][0], result["height"][0], result["format"][0]) == (6, 6, "PNG")
     assert result["key"][0] == "dark.png" and result["bucket"][0] == "b"
+    assert len(result["embedding"][0]) == 1  # the pooled mean: the layer before the softmax
+    assert result["embedding"][0][0] == pytest.approx(0.0)
+    assert result["embedding"][2][0] == pytest.approx(1.0)
+    assert result["embedding"][1] is None
 
 
-def test_model_cache_loads_once_per_key(brightness_model, tmp_path):
+def test_model_cache_loads_once_per_worker(brightness_model, tmp_path):
     write_artifact(str(tmp_path), brightness_model, METADATA)
     files = {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)}
-    cache = ModelCache()
-    first = cache.get("model:brightness@1", files)
-    for _ in range(3):
-        assert cache.get("model:brightness@1", files) is first
-    assert cache.loads == 1
     assert MODEL_FILE in files
-    batch = np.full((1, 4, 4, 1), 1.0, np.float32)
-    np.testing.assert_allclose(np.asarray(first(batch)), np.asarray(brightness_model(batch)),
-                               rtol=1e-6)
+    cache = ModelCache()
+    first = cache.get(METADATA, files, batch_size=4)
+    for _ in range(3):  # later tasks and batches in the same worker
+        assert cache.get(METADATA, files, batch_size=4) is first
+    assert cache.loads == 1
+    pixels = np.full((3, 4, 4, 1), 255, np.uint8)   # 3 images, padded to 4 inside
+    probabilities, embeddings = first.predict(pixels)
+    assert probabilities.shape == (3, 3) and embeddings is None
+    np.testing.assert_allclose(probabilities, np.asarray(brightness_model(pixels / 255.0)),
+                               rtol=1e-5)
+
+
+def test_fixed_batch_function_is_traced_once(brightness_model):
+    model = LoadedModel(brightness_model, METADATA, batch_size=4, embedding=False)
+    for count in (4, 1, 3, 4):
+        probabilities, _ = model.predict(np.zeros((count, 4, 4, 1), np.uint8))
+        assert probabilities.shape == (count, 3)
+    assert model._run.experimental_get_tracing_count() == 1
+
+
+@pytest.mark.parametrize("family, pixel, expected", [
+    ("scale_0_1", 255, 1.0), ("mobilenet_v2", 255, 1.0), ("mobilenet_v2", 0, -1.0),
+    ("efficientnet", 200, 200.0),
+])
+def test_preprocessing_families(family, pixel, expected):
+    from imagegraph.model_artifact import preprocess
+
+    out = np.asarray(preprocess(np.full((1, 2, 2, 3), pixel, np.uint8), family))
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, expected, rtol=1e-6)
+
+
+def test_resnet50_preprocessing_is_bgr_minus_imagenet_means():
+    from imagegraph.model_artifact import preprocess
+
+    rgb = np.zeros((1, 1, 1, 3), np.uint8)
+    rgb[..., 0] = 255  # pure red
+    out = np.asarray(preprocess(rgb, "resnet50"))[0, 0, 0]
+    np.testing.assert_allclose(out, [-103.939, -116.779, 255 - 123.68], rtol=1e-5)

@@ -1,0 +1,213 @@
+"""`make bench`, inference part: images per second, steady state, in one run on this machine.
+
+Real-photo JPEGs of 500x375 (random crops and resizes of scikit-image's photos) on local disk,
+MobileNetV2 at 224x224 built with `weights=None` (1,000 classes), Spark `local[2]`. Variants:
+
+- bare_model:        the job's compiled fixed-batch function on pre-decoded batches, no Spark
+- job:               imagegraph's inference run, binaryFile to Parquet, graph writes off
+- naive_udf:         an iterator pandas UDF that builds the model in each task and decodes and
+                     predicts row by row
+- predict_batch_udf: Spark's own `pyspark.ml.functions.predict_batch_udf`, decoding the same
+                     way inside its predict function
+
+A backfill amortises start-up (JVM, Python workers, model load), so each figure is the steady
+rate N / (t(2N) - t(N)); the cold time of N is recorded beside it. The Spark variants share one
+input partitioning. Results are merged into bench-results.json.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS_FILE = ROOT / "bench-results.json"
+SIZE = 224
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera")
+
+
+def make_jpegs(directory: Path, count: int, seed: int = 7) -> None:
+    """`count` JPEGs of 500x375 from random crops of scikit-image's photos."""
+    import skimage.data
+
+    rng = np.random.default_rng(seed)
+    photos = [Image.fromarray(getattr(skimage.data, name)()).convert("RGB") for name in PHOTOS]
+    directory.mkdir(parents=True, exist_ok=True)
+    for n in range(count):
+        photo = photos[n % len(photos)]
+        width, height = photo.size
+        crop_w = int(rng.integers(width // 2, width + 1))
+        crop_h = int(rng.integers(height // 2, height + 1))
+        left = int(rng.integers(0, width - crop_w + 1))
+        top = int(rng.integers(0, height - crop_h + 1))
+        image = photo.crop((left, top, left + crop_w, top + crop_h)).resize((500, 375))
+        image.save(directory / f"img{n:05d}.jpg", format="JPEG", quality=90)
+
+
+def export_mobilenet(directory: Path):
+    import tensorflow as tf
+
+    from imagegraph.model_artifact import ModelMetadata, write_artifact
+
+    model = tf.keras.applications.MobileNetV2(weights=None, input_shape=(SIZE, SIZE, 3))
+    metadata = ModelMetadata(name="mobilenet_v2", version="bench", input_height=SIZE,
+                             input_width=SIZE, channels=3, preprocessing="mobilenet_v2",
+                             classes=tuple(f"c{i}" for i in range(1000)))
+    write_artifact(str(directory), model, metadata)
+    return metadata
+
+
+def steady(timings: dict[int, float], n: int) -> float:
+    return round(n / (timings[2 * n] - timings[n]), 2)
+
+
+def bare_model(model_dir: Path, metadata, images: dict[int, Path], batch_size: int
+               ) -> dict[int, float]:
+    from imagegraph.decode import decode_image
+    from imagegraph.model_cache import ModelCache
+
+    files = {p.name: p.read_bytes() for p in model_dir.iterdir()}
+    model = ModelCache().get(metadata, files, batch_size)
+    timings = {}
+    for count, directory in images.items():
+        pixels = np.stack([decode_image(p.read_bytes(), SIZE, SIZE, 3, 10**8, 10**9).pixels
+                           for p in sorted(directory.iterdir())])
+        model.predict(pixels[:batch_size])  # trace outside the timing
+        started = time.perf_counter()
+        for start in range(0, len(pixels), batch_size):
+            model.predict(pixels[start:start + batch_size])
+        timings[count] = time.perf_counter() - started
+    return timings
+
+
+def spark_variant(name: str, spark, config, model_dir: Path, metadata, images, output: Path,
+                  partitions: int) -> dict[int, float]:
+    from pyspark.sql import functions as F
+
+    from imagegraph.inference_job import run_inference
+
+    timings = {}
+    for count, directory in images.items():
+        out = output / f"{name}-{count}"
+        started = time.perf_counter()
+        if name == "job":
+            run_inference(spark, config, f"file://{directory}", f"file://{model_dir}",
+                          f"file://{out}")
+        else:
+            frame = (spark.read.format("binaryFile").load(f"file://{directory}")
+                     .repartition(partitions))
+            column = (naive_udf(metadata) if name == "naive_udf"
+                      else batch_udf(metadata, config.inference.batch_size))(F.col("content"))
+            frame.select("path", column.alias("top_class")).write.parquet(f"file://{out}")
+        timings[count] = time.perf_counter() - started
+        print(f"   {name} {count} images: {timings[count]:.1f} s", flush=True)
+    return timings
+
+
+def naive_udf(metadata):
+    from pyspark.sql.functions import pandas_udf
+
+    @pandas_udf("int")
+    def classify(batches: Iterator[pd.Series]) -> Iterator[pd.Series]:
+        import tensorflow as tf
+
+        model = tf.keras.applications.MobileNetV2(weights=None, input_shape=(SIZE, SIZE, 3))
+        for contents in batches:
+            tops = []
+            for data in contents:
+                image = Image.open(io.BytesIO(data)).convert("RGB").resize((SIZE, SIZE))
+                x = tf.keras.applications.mobilenet_v2.preprocess_input(
+                    np.asarray(image, np.float32)[np.newaxis])
+                tops.append(int(np.argmax(model(x, training=False)[0])))
+            yield pd.Series(tops)
+
+    return classify
+
+
+def batch_udf(metadata, batch_size: int):
+    from pyspark.ml.functions import predict_batch_udf
+    from pyspark.sql.types import IntegerType
+
+    def make_predict_fn():
+        import tensorflow as tf
+
+        from imagegraph.decode import decode_image
+
+        model = tf.keras.applications.MobileNetV2(weights=None, input_shape=(SIZE, SIZE, 3))
+
+        def predict(contents: np.ndarray) -> np.ndarray:
+            pixels = np.stack([decode_image(bytes(c), SIZE, SIZE, 3, 10**8, 10**9).pixels
+                               for c in contents])
+            x = tf.keras.applications.mobilenet_v2.preprocess_input(pixels.astype(np.float32))
+            return np.argmax(model.predict(x, verbose=0), axis=1).astype(np.int32)
+
+        return predict
+
+    return predict_batch_udf(make_predict_fn, return_type=IntegerType(), batch_size=batch_size)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--images", type=int, default=1024, help="N (default 1024); 2N also run")
+    parser.add_argument("--partitions", type=int, default=4,
+                        help="input partitions for every Spark variant (default 4)")
+    parser.add_argument("--variants", default="bare_model,job,predict_batch_udf,naive_udf",
+                        help="comma-separated subset to run")
+    args = parser.parse_args()
+    n = args.images
+    work = Path(tempfile.mkdtemp(prefix="imagegraph-inference-bench-"))
+    try:
+        images = {n: work / f"images-{n}", 2 * n: work / f"images-{2 * n}"}
+        for count, directory in images.items():
+            make_jpegs(directory, count)
+        model_dir = work / "model"
+        metadata = export_mobilenet(model_dir)
+        from imagegraph.config import load_config
+        from imagegraph.spark_session import get_spark
+
+        base = load_config(str(ROOT / "conf" / "local.yaml"))
+        config = replace(base,
+                         spark=replace(base.spark, conf={**base.spark.conf,
+                                                         "spark.master": "local[2]"}),
+                         graph=replace(base.graph, enabled=False),
+                         inference=replace(base.inference, partitions=args.partitions))
+        figures: dict[str, float] = {}
+        spark = None
+        for variant in args.variants.split(","):
+            print(f"== {variant}", flush=True)
+            if variant == "bare_model":
+                timings = bare_model(model_dir, metadata, images, config.inference.batch_size)
+            else:
+                spark = spark or get_spark(config)
+                timings = spark_variant(variant, spark, config, model_dir, metadata, images,
+                                        work / "out", args.partitions)
+            figures[f"{variant}_img_per_s"] = steady(timings, n)
+            figures[f"{variant}_cold_s_for_{n}"] = round(timings[n], 1)
+            print(f"   {variant}: {figures[f'{variant}_img_per_s']} images/s steady", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    results = json.loads(RESULTS_FILE.read_text()) if RESULTS_FILE.exists() else {}
+    results.update(figures)
+    results["inference_machine"] = (f"{os.cpu_count()} cores, Spark local[2], {n} and {2 * n} "
+                                    f"JPEGs 500x375, MobileNetV2 {SIZE}x{SIZE}, "
+                                    f"{args.partitions} partitions")
+    RESULTS_FILE.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
