@@ -27,7 +27,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "dev"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 import services  # noqa: E402
+from results import merge_results  # noqa: E402
 
 from gremlin_python.process.traversal import CardinalityValue, Direction, Merge, T  # noqa: E402
 
@@ -45,7 +47,6 @@ METADATA = ModelMetadata(name="bench", version="1", input_height=8, input_width=
                          preprocessing="scale_0_1", classes=CLASSES)
 AT = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
 TOP_K = 3
-RESULTS_FILE = ROOT / "bench-results.json"
 
 
 def prediction_rows(count: int) -> list[dict]:
@@ -147,12 +148,10 @@ def main() -> int:
     parser.add_argument("--repeats", type=int, default=3, help="rounds (default 3)")
     args = parser.parse_args()
     figures = run(args.rows, args.repeats)
-    results = json.loads(RESULTS_FILE.read_text()) if RESULTS_FILE.exists() else {}
-    results.update(figures)
-    results["writer_machine"] = (f"{platform.machine()}, {os.cpu_count()} cores, "
-                                 f"Python {platform.python_version()}, {args.rows} rows x "
-                                 f"{1 + TOP_K} elements, median of {args.repeats}")
-    RESULTS_FILE.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    merge_results(figures, "writer_machine",
+                  f"{platform.machine()}, {os.cpu_count()} cores, Python "
+                  f"{platform.python_version()}, {args.rows} rows x {1 + TOP_K} elements, "
+                  f"median of {args.repeats}")
     batched = figures["writer_batched_elems_per_s"]
     print(json.dumps(figures, indent=2))
     print(f"batched / per_row        = {batched / figures['writer_per_row_elems_per_s']:.1f}x")
