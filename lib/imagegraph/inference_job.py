@@ -91,7 +91,7 @@ def run_inference(spark: SparkSession, config: Config, input_uri: str, model_uri
         results.unpersist()
         broadcast.unpersist()
 
-    if config.graph.enabled:
+    if config.graph.enabled and report.classified:
         base = f"{output_uri}/{PREDICTIONS_DIR}"  # read this run's files only: their schema
         predictions = (spark.read.option("basePath", base)
                        .parquet(f"{base}/run_id={report.run_id}"))
