@@ -1,8 +1,7 @@
 """The run report: what happened to every listed object, reconciled."""
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 
 @dataclass
@@ -41,12 +40,6 @@ class RunReport:
         if self.graph_enabled:
             ok = ok and self.classified == self.graph_written + self.graph_failed
         return ok
-
-    def to_json(self) -> str:
-        data = asdict(self)
-        data.update(dead_lettered=self.dead_lettered, images_per_s=round(self.images_per_s, 2),
-                    reconciles=self.reconciles())
-        return json.dumps(data, indent=2, sort_keys=True)
 
     def summary_lines(self) -> list[str]:
         lines = [

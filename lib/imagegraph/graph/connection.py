@@ -53,10 +53,6 @@ class GremlinConnection:
         self.graph = graph
         self._client: Client | None = None
 
-    @property
-    def is_open(self) -> bool:
-        return self._client is not None
-
     def open(self) -> "GremlinConnection":
         self._client = Client(self.graph.endpoint, "g", pool_size=1,
                               headers=_handshake_headers(self.graph),
