@@ -13,7 +13,6 @@ from pyspark.sql.types import StringType, StructField, StructType
 from imagegraph.config import GraphConfig
 from imagegraph.graph.connection import GremlinConnection
 from imagegraph.graph.elements import model_elements
-from imagegraph.graph.traversals import UPSERTS, pack
 from imagegraph.graph.writer import GraphWriter, WriteStats, write_partition
 from imagegraph.model_artifact import ModelMetadata
 
@@ -37,21 +36,13 @@ class _Accumulators:
 
 def write_model(graph: GraphConfig, metadata: ModelMetadata) -> WriteStats:
     """Upsert the model vertex, its class vertices and has_class edges (from the driver)."""
-    vertices, edges = model_elements(metadata)
     connection = GremlinConnection(graph)
     writer = GraphWriter(connection, graph)
-    upsert_vertices, upsert_edges = UPSERTS[graph.upsert_style]
     try:
-        written_vertices = sum(writer.submit(upsert_vertices, request) for request in
-                               pack(vertices, graph.records_per_request,
-                                    graph.max_steps_per_request, graph.upsert_style))
-        written_edges = sum(writer.submit(upsert_edges, request) for request in
-                            pack(edges, graph.records_per_request,
-                                 graph.max_steps_per_request, graph.upsert_style))
+        writer.write_elements(*model_elements(metadata))
     finally:
         connection.close()
-    return WriteStats(vertices=written_vertices, edges=written_edges,
-                      requests=writer.stats.requests, retries=writer.stats.retries)
+    return writer.stats
 
 
 def load_predictions(spark: SparkSession, graph: GraphConfig, predictions: DataFrame,

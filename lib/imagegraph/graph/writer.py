@@ -81,6 +81,19 @@ class GraphWriter:
                     self.connection.close()
                 self._sleep(delay)
 
+    def write_elements(self, vertices: Sequence, edges: Sequence) -> None:
+        """Upsert `vertices`, then `edges`, in packed requests; a request that fails for good
+        raises `RequestFailed` (for elements that have no row to dead-letter)."""
+        for upsert, elements in ((self._upsert_vertices, vertices), (self._upsert_edges, edges)):
+            for request in self._requests(elements):
+                self.submit(upsert, request)
+        self.stats.vertices += len(vertices)
+        self.stats.edges += len(edges)
+
+    def _requests(self, elements: Sequence) -> list[list]:
+        return pack(elements, self.graph.records_per_request, self.graph.max_steps_per_request,
+                    self.graph.upsert_style)
+
     def write_predictions(self, rows: Sequence[Mapping], model_tag: str, run_id: str,
                           written_at: datetime) -> None:
         """Upsert the image vertices of `rows`, then the classified_as edges of the rows
@@ -97,8 +110,7 @@ class GraphWriter:
         """Write (row uri, element) pairs in packed requests; returns elements written."""
         by_id = {id(element): uri for uri, element in owned}
         written = 0
-        for request in pack([element for _, element in owned], self.graph.records_per_request,
-                            self.graph.max_steps_per_request, self.graph.upsert_style):
+        for request in self._requests([element for _, element in owned]):
             written += self._write_isolating(upsert, request, by_id)
         return written
 
