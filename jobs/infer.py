@@ -1,11 +1,15 @@
 """spark-submit entry point: classify images and upsert the results into the graph.
 
     spark-submit jobs/infer.py --config conf/local.yaml --input URI --model URI --output URI \
-        --gremlin-endpoint ws://HOST:PORT/gremlin
+        [--shard I/N] [--resume]
+
+Exit codes: 0 done; 1 the counts did not reconcile; 2 bad arguments, configuration or
+environment (nothing was processed); 3 more objects dead-lettered than allowed.
 """
 import sys
 
-from imagegraph.cli import config_from_args, infer_parser, run_job, setup_logging
+from imagegraph.cli import config_from_args, infer_parser, input_source, run_job, \
+    setup_logging
 
 
 def main() -> int:
@@ -20,9 +24,17 @@ def main() -> int:
     if config.graph.enabled:
         validate_endpoint(config.graph.endpoint)
     spark = get_spark(config)
-    report = run_inference(spark, config, args.input, args.model, args.output)
+    report = run_inference(spark, config, input_source(args), args.model, args.output,
+                           shard=args.shard, resume=args.resume)
     print("\n".join(report.summary_lines()))
-    return 0 if report.reconciles() else 1
+    if not report.reconciles():
+        return 1
+    if report.failed_fraction > config.run.max_failed_fraction:
+        print(f"infer.py: {report.failed_fraction:.1%} of the objects processed were "
+              f"dead-lettered, over the limit of {config.run.max_failed_fraction:.1%} "
+              f"(run.max_failed_fraction)", file=sys.stderr)
+        return 3
+    return 0
 
 
 if __name__ == "__main__":

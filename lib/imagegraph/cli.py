@@ -12,11 +12,24 @@ from typing import Callable
 
 from imagegraph.config import Config, load_config, parse_override
 from imagegraph.errors import JobError
+from imagegraph.selection import INVENTORY, MANIFEST, PREFIX, InputSource, Shard
 
 _CONFIG_HELP = ("YAML configuration file (see conf/local.yaml); command-line flags override it. "
                 "Default: built-in defaults only")
 _SET_HELP = ("override any configuration key, e.g. --set graph.records_per_request=100; "
              "repeatable; the value is read as YAML")
+
+
+def parse_shard(text: str) -> Shard:
+    """`'2/8'` -> `Shard(index=2, count=8)`; argparse reports a bad value as a usage error."""
+    index, sep, count = text.partition("/")
+    try:
+        shard = Shard(int(index), int(count))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N, e.g. 0/4, got {text!r}") from None
+    if not sep or not 0 <= shard.index < shard.count:
+        raise argparse.ArgumentTypeError(f"expected I/N with 0 <= I < N, got {text!r}")
+    return shard
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -35,8 +48,15 @@ def infer_parser() -> argparse.ArgumentParser:
         description="Classify every image under --input with the model at --model, write "
                     "predictions/ and dead_letter/ as Parquet under --output, and upsert the "
                     "results into the Gremlin graph (Amazon Neptune or Gremlin Server).")
-    parser.add_argument("--input", required=True, metavar="URI",
-                        help="prefix to read images from: s3://, s3a://, file:// or any Hadoop URI")
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--input", metavar="URI",
+                        help="prefix to list images under: s3://, s3a:// or file://")
+    source.add_argument("--manifest", metavar="URI",
+                        help="CSV (with a header) or Parquet file or folder of objects, with "
+                             "columns uri, or bucket and key; optional size and last_modified")
+    source.add_argument("--inventory", metavar="URI",
+                        help="an S3 Inventory report's manifest.json (CSV or Parquet data "
+                             "files); nothing is listed")
     parser.add_argument("--model", required=True, metavar="URI",
                         help="model directory, as written by train.py --output")
     parser.add_argument("--output", required=True, metavar="URI",
@@ -49,6 +69,33 @@ def infer_parser() -> argparse.ArgumentParser:
     parser.add_argument("--glob", metavar="PATTERN",
                         help="only objects whose file name matches, e.g. '*.jpg' "
                              "(config: input.glob; default '*')")
+    parser.add_argument("--modified-after", metavar="TIME",
+                        help="only objects modified at or after TIME, ISO-8601, e.g. "
+                             "2026-01-01T00:00:00Z (config: input.modified_after)")
+    parser.add_argument("--modified-before", metavar="TIME",
+                        help="only objects modified before TIME (config: input.modified_before)")
+    parser.add_argument("--max-object-bytes", type=int, metavar="N",
+                        help="objects larger than N bytes are dead-lettered unread "
+                             "(config: inference.max_image_bytes; default 50000000)")
+    parser.add_argument("--shard", type=parse_shard, metavar="I/N",
+                        help="process shard I of N (0 <= I < N): the objects whose URI hashes "
+                             "to I; N steps with I = 0..N-1 cover every object exactly once")
+    parser.add_argument("--resume", action="store_true",
+                        help="skip objects that earlier runs of this model already wrote to "
+                             "--output (predictions, or dead letters that a retry cannot fix)")
+    parser.add_argument("--max-failed-fraction", type=float, metavar="F",
+                        help="exit with code 3 when more than this fraction of the objects "
+                             "processed is dead-lettered (config: run.max_failed_fraction; "
+                             "default 0.05)")
+    parser.add_argument("--progress-interval", type=float, metavar="SECONDS",
+                        help="seconds between progress lines (config: run.progress_interval_s; "
+                             "default 30)")
+    parser.add_argument("--max-concurrent-writers", type=int, metavar="N",
+                        help="partitions writing to the graph at once; 0: no bound "
+                             "(config: graph.max_concurrent_writers)")
+    parser.add_argument("--max-upserts-per-second", type=float, metavar="N",
+                        help="cap on vertex and edge upserts per second over all writers; "
+                             "0: no cap (config: graph.max_upserts_per_s)")
     parser.add_argument("--top-k", type=int, metavar="N",
                         help="classes kept per image (config: inference.top_k; default 3)")
     parser.add_argument("--batch-size", type=int, metavar="N",
@@ -84,6 +131,12 @@ def train_parser() -> argparse.ArgumentParser:
 
 _FLAG_KEYS = {
     "gremlin_endpoint": "graph.endpoint", "glob": "input.glob", "top_k": "inference.top_k",
+    "modified_after": "input.modified_after", "modified_before": "input.modified_before",
+    "max_object_bytes": "inference.max_image_bytes",
+    "max_failed_fraction": "run.max_failed_fraction",
+    "progress_interval": "run.progress_interval_s",
+    "max_concurrent_writers": "graph.max_concurrent_writers",
+    "max_upserts_per_second": "graph.max_upserts_per_s",
     "batch_size": "inference.batch_size", "partitions": "inference.partitions",
     "epochs": "training.epochs", "model_name": "training.model_name",
     "model_version": "training.model_version",
@@ -100,6 +153,15 @@ def config_from_args(args: argparse.Namespace) -> Config:
     if getattr(args, "no_graph", False):
         overrides["graph.enabled"] = False
     return load_config(args.config, overrides)
+
+
+def input_source(args: argparse.Namespace) -> InputSource:
+    """The `InputSource` named by --input, --manifest or --inventory."""
+    if args.manifest:
+        return InputSource(MANIFEST, args.manifest)
+    if args.inventory:
+        return InputSource(INVENTORY, args.inventory)
+    return InputSource(PREFIX, args.input)
 
 
 def setup_logging(level: str) -> None:

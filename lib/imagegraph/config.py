@@ -11,6 +11,7 @@ import os
 import re
 import typing
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any
 
 import yaml
@@ -30,32 +31,43 @@ class SparkConfig:
 
 @dataclass(frozen=True)
 class S3Config:
-    """How Spark's s3a connector and boto3 reach S3. Empty endpoint means AWS itself."""
+    """How Spark's s3a connector and boto3 reach S3. Empty endpoint means AWS itself.
+    `max_attempts` bounds the tries of each object read (boto3's standard retry mode: backoff
+    with jitter on 500, 503 SlowDown and throttling)."""
 
     endpoint: str = ""
     access_key: str = ""
     secret_key: str = ""
     region: str = "us-east-1"
     path_style_access: bool = False
+    max_attempts: int = 10
 
 
 @dataclass(frozen=True)
 class InputConfig:
-    """Which objects under the input URI are read (Spark binaryFile options)."""
+    """Which objects are read: file names matching `glob` (prefix listings), modified in
+    [`modified_after`, `modified_before`) (ISO-8601 times; empty: no bound), read by
+    `read_threads` threads per task (the S3 connections each task holds)."""
 
     glob: str = "*"
     recursive: bool = True
+    modified_after: str = ""
+    modified_before: str = ""
+    read_threads: int = 8
 
 
 @dataclass(frozen=True)
 class InferenceConfig:
     """Inference settings: batch sizes are rows; limits are bytes and pixels; `embedding` adds
-    the penultimate layer's output to the predictions Parquet (never to the graph)."""
+    the penultimate layer's output to the predictions Parquet (never to the graph).
+    `partitions` per chunk of work; 0: one per `objects_per_partition` objects, at least
+    Spark's default parallelism."""
 
     top_k: int = 3
     batch_size: int = 64
     arrow_batch_size: int = 256
     partitions: int = 0
+    objects_per_partition: int = 1000
     max_image_bytes: int = 50_000_000
     max_image_pixels: int = 89_478_485
     embedding: bool = False
@@ -68,7 +80,8 @@ class GraphConfig:
     Requests carry at most `records_per_request` records (a label or a property is one record,
     as Neptune counts them) and `max_steps_per_request` traversal steps. `rows_per_flush`
     prediction rows are buffered per partition before their vertices, then their edges, are
-    written. At most `max_concurrent_writers` partitions write at once (0: no bound). Retries
+    written. At most `max_concurrent_writers` partitions write at once (0: no bound), together
+    at most `max_upserts_per_s` vertices and edges a second (0: no cap). Retries
     back off exponentially from `retry_base_delay_s` up to `retry_max_delay_s` (full jitter),
     for at most `max_attempts` tries and `retry_max_elapsed_s` seconds per request.
     `iam_auth`: 'auto' signs requests (SigV4) for wss:// endpoints, 'on' always, 'off' never.
@@ -85,6 +98,7 @@ class GraphConfig:
     records_per_request: int = 200
     max_steps_per_request: int = 1500
     max_concurrent_writers: int = 8
+    max_upserts_per_s: float = 0.0
     max_attempts: int = 8
     retry_base_delay_s: float = 0.5
     retry_max_delay_s: float = 20.0
@@ -113,6 +127,18 @@ class TrainingConfig:
 
 
 @dataclass(frozen=True)
+class RunConfig:
+    """How a run is driven and judged: objects are processed in chunks of `objects_per_chunk`,
+    each committed to the output before the next starts (what `--resume` picks up after);
+    progress is logged every `progress_interval_s` seconds; the run fails (exit code 3) when
+    more than `max_failed_fraction` of the objects processed are dead-lettered."""
+
+    objects_per_chunk: int = 100_000
+    progress_interval_s: float = 30.0
+    max_failed_fraction: float = 0.05
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of a job run."""
 
@@ -121,6 +147,7 @@ class Config:
     input: InputConfig = field(default_factory=InputConfig)
     inference: InferenceConfig = field(default_factory=InferenceConfig)
     graph: GraphConfig = field(default_factory=GraphConfig)
+    run: RunConfig = field(default_factory=RunConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
 
 
@@ -129,6 +156,8 @@ _CHOICES = {"training.color_mode": ("grayscale", "rgb"),
             "graph.upsert_style": ("merge", "coalesce"),
             "spark.log_level": ("ALL", "DEBUG", "INFO", "WARN", "ERROR", "OFF")}
 _POSITIVE = {
+    "s3.max_attempts", "input.read_threads", "inference.objects_per_partition",
+    "run.objects_per_chunk", "run.progress_interval_s",
     "inference.top_k", "inference.batch_size", "inference.arrow_batch_size",
     "inference.max_image_bytes", "inference.max_image_pixels", "graph.rows_per_flush",
     "graph.records_per_request", "graph.max_steps_per_request", "graph.max_attempts",
@@ -137,6 +166,14 @@ _POSITIVE = {
     "training.input_width", "training.epochs", "training.batch_size", "training.learning_rate",
 }
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO-8601 time as an aware UTC datetime; a time without zone is taken as UTC."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
 
 
 def expand_environment(text: str, environ: typing.Mapping[str, str] | None = None) -> str:
@@ -226,8 +263,17 @@ def _check_value(dotted: str, expected: type, value: Any, source: str) -> Any:
     if dotted in _CHOICES and value not in _CHOICES[dotted]:
         raise JobError(f"{source}: {dotted} must be one of {', '.join(_CHOICES[dotted])}, "
                        f"got {value!r}")
-    if dotted in ("inference.partitions", "graph.max_concurrent_writers") and value < 0:
+    if dotted in ("inference.partitions", "graph.max_concurrent_writers",
+                  "graph.max_upserts_per_s") and value < 0:
         raise JobError(f"{source}: {dotted} must be 0 (automatic) or more, got {value!r}")
     if dotted == "training.holdout_percent" and not 1 <= value <= 90:
         raise JobError(f"{source}: {dotted} must be between 1 and 90, got {value!r}")
+    if dotted == "run.max_failed_fraction" and not 0 <= value <= 1:
+        raise JobError(f"{source}: {dotted} must be between 0 and 1, got {value!r}")
+    if dotted in ("input.modified_after", "input.modified_before") and value:
+        try:
+            parse_time(value)
+        except ValueError:
+            raise JobError(f"{source}: {dotted} must be an ISO-8601 time such as "
+                           f"2026-01-31T00:00:00Z, got {value!r}") from None
     return value

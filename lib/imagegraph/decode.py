@@ -37,6 +37,11 @@ class DecodedImage:
     format: str
 
 
+def oversize_reason(size: int, max_bytes: int) -> str:
+    """The dead-letter reason of an object of `size` bytes over the `max_bytes` limit."""
+    return f"object is {size} bytes, over the limit of {max_bytes}"
+
+
 def decode_image(data: bytes, height: int, width: int, channels: int,
                  max_bytes: int, max_pixels: int) -> DecodedImage:
     """Decode `data` and resize it to (height, width) with 1 (grayscale) or 3 (RGB) channels.
@@ -50,7 +55,7 @@ def decode_image(data: bytes, height: int, width: int, channels: int,
     if not data:
         raise UndecodableImage("empty object (0 bytes)")
     if len(data) > max_bytes:
-        raise UndecodableImage(f"object is {len(data)} bytes, over the limit of {max_bytes}")
+        raise UndecodableImage(oversize_reason(len(data), max_bytes))
     try:
         image = Image.open(io.BytesIO(data))
     except UnidentifiedImageError:

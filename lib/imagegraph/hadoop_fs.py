@@ -38,3 +38,18 @@ def copy_from_local(spark: SparkSession, local_path: str, uri: str) -> None:
 def copy_to_local(spark: SparkSession, uri: str, local_path: str) -> None:
     """Copy the file at `uri` to the local file `local_path`."""
     _copy(spark, uri, "file://" + os.path.abspath(local_path))
+
+
+def write_text(spark: SparkSession, uri: str, text: str) -> None:
+    """Write `text` (UTF-8) to the file `uri`, replacing what is there."""
+    fs, path = _fs_and_path(spark, uri)
+    stream = fs.create(path, True)
+    try:
+        stream.write(bytearray(text.encode("utf-8")))
+    finally:
+        stream.close()
+
+
+def read_text(spark: SparkSession, uri: str) -> str:
+    """The UTF-8 text of the file `uri`."""
+    return spark.read.text(uri, wholetext=True).first()[0]

@@ -1,36 +1,43 @@
-"""Classification inside Spark: an iterator pandas UDF that decodes image bytes, runs the CNN
-and keeps the top-k classes, or says why an object could not be classified.
+"""Classification inside Spark: an iterator pandas UDF that reads objects, decodes them, runs
+the CNN and keeps the top-k classes, or says why an object could not be classified.
 
-Decoding the next Arrow batch runs on a thread while the CNN classifies the current one
-(Pillow and TensorFlow both release the GIL for their heavy work).
+Reading and decoding the next Arrow batch runs on threads while the CNN classifies the current
+one (boto3's socket reads, Pillow and TensorFlow all release the GIL for their heavy work).
 """
 from __future__ import annotations
 
 import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Iterable, Iterator
+from typing import Iterator
 
 import numpy as np
 import pandas as pd
 from pyspark.sql import Column
 from pyspark.sql.functions import pandas_udf
-from pyspark.sql.types import (ArrayType, FloatType, IntegerType, StringType, StructField,
-                               StructType)
+from pyspark.sql.types import (ArrayType, BooleanType, FloatType, IntegerType, LongType,
+                               StringType, StructField, StructType)
 
 from imagegraph.decode import UndecodableImage, decode_image
 from imagegraph.model_artifact import ModelMetadata
-from imagegraph.sources import bucket_and_key, canonical_uri
+from imagegraph.object_reader import ObjectUnreadable, ReaderSettings, read_object
+from imagegraph.progress import ProgressCounters
+from imagegraph.sources import bucket_and_key
 
 STATUS_OK = "ok"
-STATUS_UNDECODABLE = "undecodable"
+STATUS_FAILED = "failed"
+STAGE_READ = "read"
+STAGE_DECODE = "decode"
 
 CLASSIFICATION = StructType([
     StructField("uri", StringType(), True),
     StructField("bucket", StringType(), True),
     StructField("key", StringType(), True),
     StructField("status", StringType(), True),
+    StructField("stage", StringType(), True),
     StructField("reason", StringType(), True),
+    StructField("retryable", BooleanType(), True),
+    StructField("bytes", LongType(), True),
     StructField("width", IntegerType(), True),
     StructField("height", IntegerType(), True),
     StructField("format", StringType(), True),
@@ -40,95 +47,99 @@ CLASSIFICATION = StructType([
     StructField("embedding", ArrayType(FloatType()), True),
 ])
 """What `classify_images` returns per object: its canonical `uri` (see `sources`), whether it
-was classified, and if so its size in pixels, the top-k `labels`/`scores`, best first, and
-(when asked for) the penultimate layer's `embedding`."""
+was classified, and if so its size in bytes and pixels, the top-k `labels`/`scores`, best first,
+and (when asked for) the penultimate layer's `embedding`; if not, the `stage` (read or decode)
+that failed, the `reason`, and whether a later run may succeed (`retryable`)."""
 
 
 @dataclass(frozen=True)
 class InferenceSettings:
-    """Per-run settings shipped to the workers. Limits are bytes and pixels; `batch_size` is
-    images per model call; `threads` sizes TensorFlow's pools (the task's cores)."""
+    """Per-run settings shipped to the workers. `max_image_pixels` is the decoder's pixel
+    limit (the byte limit is `reader.max_bytes`); `batch_size` is images per model call;
+    `threads` sizes TensorFlow's pools (the task's cores); `reader` says how objects are read,
+    `reader.threads` at once per task."""
 
     top_k: int
     batch_size: int
-    max_image_bytes: int
     max_image_pixels: int
     threads: int
+    reader: ReaderSettings
     embedding: bool = False
 
 
-@dataclass
-class DecodedBatch:
-    """One Arrow batch after decoding: a row per object, and the pixels of those that decoded
-    (`decoded[i]` is the row index of `pixels[i]`)."""
-
-    rows: list[dict]
-    decoded: list[int]
-    pixels: list[np.ndarray]
-
-
-def decode_batch(paths: Iterable[str], contents: Iterable, metadata: ModelMetadata,
-                 settings: InferenceSettings) -> DecodedBatch:
-    """Decode every object of a batch; undecodable ones get their reason, never an exception."""
-    batch = DecodedBatch([], [], [])
-    for path, content in zip(paths, contents):
-        data = bytes(content) if content is not None else b""
-        uri = canonical_uri(path)
-        bucket, key = bucket_and_key(uri)
-        row = {"uri": uri, "bucket": bucket, "key": key, "status": STATUS_OK, "reason": None,
-               "width": None, "height": None, "format": None,
-               "sha256": hashlib.sha256(data).hexdigest(), "labels": None, "scores": None,
-               "embedding": None}
-        try:
-            image = decode_image(data, metadata.input_height, metadata.input_width,
-                                 metadata.channels, settings.max_image_bytes,
-                                 settings.max_image_pixels)
-        except UndecodableImage as exc:
-            row["status"], row["reason"] = STATUS_UNDECODABLE, exc.reason
-        else:
-            row.update(width=image.width, height=image.height, format=image.format)
-            batch.decoded.append(len(batch.rows))
-            batch.pixels.append(image.pixels)
-        batch.rows.append(row)
-    return batch
+def prepare_object(uri: str, size: int | None, metadata: ModelMetadata,
+                   settings: InferenceSettings) -> tuple[dict, np.ndarray | None]:
+    """Read and decode one object: its `CLASSIFICATION` row (labels not yet filled) and its
+    pixels, or None with the failure recorded in the row. Never raises for bad objects."""
+    bucket, key = bucket_and_key(uri)
+    row = {"uri": uri, "bucket": bucket, "key": key, "status": STATUS_OK, "stage": None,
+           "reason": None, "retryable": None, "bytes": size, "width": None, "height": None,
+           "format": None, "sha256": None, "labels": None, "scores": None, "embedding": None}
+    try:
+        data = read_object(uri, size, settings.reader)
+    except ObjectUnreadable as exc:
+        row.update(status=STATUS_FAILED, stage=STAGE_READ, reason=exc.reason,
+                   retryable=exc.retryable)
+        return row, None
+    row.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    try:
+        image = decode_image(data, metadata.input_height, metadata.input_width,
+                             metadata.channels, settings.reader.max_bytes,
+                             settings.max_image_pixels)
+    except UndecodableImage as exc:
+        row.update(status=STATUS_FAILED, stage=STAGE_DECODE, reason=exc.reason,
+                   retryable=False)
+        return row, None
+    row.update(width=image.width, height=image.height, format=image.format)
+    return row, image.pixels
 
 
-def classify_decoded(model, batch: DecodedBatch, metadata: ModelMetadata,
-                     settings: InferenceSettings) -> pd.DataFrame:
-    """Run `model` (a `model_cache.LoadedModel`) over a decoded batch in model-sized chunks;
-    one row per object, in input order, with the columns of `CLASSIFICATION`."""
-    for start in range(0, len(batch.pixels), settings.batch_size):
-        chunk = np.stack(batch.pixels[start:start + settings.batch_size])
-        probabilities, embeddings = model.predict(chunk)
+def classify_prepared(model, prepared: list[tuple[dict, np.ndarray | None]],
+                      metadata: ModelMetadata, settings: InferenceSettings) -> pd.DataFrame:
+    """Run `model` (a `model_cache.LoadedModel`) over the decoded objects of a batch in
+    model-sized chunks; one row per object, in input order, with the columns of
+    `CLASSIFICATION`."""
+    rows = [row for row, _ in prepared]
+    decoded = [(row, pixels) for row, pixels in prepared if pixels is not None]
+    for start in range(0, len(decoded), settings.batch_size):
+        chunk = decoded[start:start + settings.batch_size]
+        probabilities, embeddings = model.predict(np.stack([pixels for _, pixels in chunk]))
         for offset, scores in enumerate(probabilities):
             best = np.argsort(-scores)[:settings.top_k]
-            row = batch.rows[batch.decoded[start + offset]]
+            row = chunk[offset][0]
             row["labels"] = [metadata.classes[i] for i in best]
             row["scores"] = [float(scores[i]) for i in best]
             if embeddings is not None:
                 row["embedding"] = embeddings[offset].astype(np.float32).tolist()
-    return pd.DataFrame(batch.rows, columns=[f.name for f in CLASSIFICATION.fields])
+    return pd.DataFrame(rows, columns=[f.name for f in CLASSIFICATION.fields])
 
 
 def classify_stream(model, batches: Iterator[tuple[pd.Series, pd.Series]],
                     metadata: ModelMetadata, settings: InferenceSettings
                     ) -> Iterator[pd.DataFrame]:
-    """Classify (paths, contents) batches in order, decoding batch n+1 on a thread while the
-    model runs on batch n."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="imagegraph-decode") as pool:
+    """Classify (uris, sizes) batches in order. The objects of batch n+1 are read and decoded
+    by `settings.reader.threads` threads while the model runs on batch n."""
+    with ThreadPoolExecutor(max_workers=settings.reader.threads,
+                            thread_name_prefix="imagegraph-read") as pool:
         pending = None
-        for paths, contents in batches:
-            upcoming = pool.submit(decode_batch, paths, contents, metadata, settings)
+        for uris, sizes in batches:
+            upcoming = [pool.submit(prepare_object, uri,
+                                    None if pd.isna(size) else int(size), metadata, settings)
+                        for uri, size in zip(uris, sizes)]
             if pending is not None:
-                yield classify_decoded(model, pending.result(), metadata, settings)
+                yield classify_prepared(model, [future.result() for future in pending],
+                                        metadata, settings)
             pending = upcoming
         if pending is not None:
-            yield classify_decoded(model, pending.result(), metadata, settings)
+            yield classify_prepared(model, [future.result() for future in pending], metadata,
+                                    settings)
 
 
-def classify_images(path: Column, content: Column, model_files, metadata: ModelMetadata,
-                    settings: InferenceSettings) -> Column:
-    """A Column of `CLASSIFICATION` structs for the objects at `path` with bytes `content`.
+def classify_images(uri: Column, size: Column, model_files, metadata: ModelMetadata,
+                    settings: InferenceSettings, counters: ProgressCounters) -> Column:
+    """A Column of `CLASSIFICATION` structs for the objects at canonical `uri` whose listed
+    `size` (bytes, may be null) is given; the workers read the objects themselves and add
+    what they processed and failed to `counters`.
 
     `model_files` is a Broadcast of {artifact file name: bytes}; each Python worker loads the
     model from it once (see `model_cache`).
@@ -140,6 +151,8 @@ def classify_images(path: Column, content: Column, model_files, metadata: ModelM
 
         model = WORKER_MODELS.get(metadata, model_files.value, settings.batch_size,
                                   settings.embedding, settings.threads)
-        yield from classify_stream(model, batches, metadata, settings)
+        for frame in classify_stream(model, batches, metadata, settings):
+            counters.add(len(frame), int((frame["status"] != STATUS_OK).sum()))
+            yield frame
 
-    return classify(path, content)
+    return classify(uri, size)

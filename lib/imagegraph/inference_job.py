@@ -1,16 +1,20 @@
-"""The inference run: list -> read -> classify -> Parquet -> graph upserts -> report.
+"""The inference run: select objects -> skip what is done -> in chunks: read, classify, upsert
+into the graph, commit to Parquet -> report.
 
+Each chunk is committed (predictions/ and dead_letter/ appended) only after its graph writes, so
+a run killed in the middle leaves whole chunks behind, and `--resume` starts after them.
 `run_inference` is what `jobs/infer.py` calls once arguments and configuration are parsed.
 """
 from __future__ import annotations
 
 import logging
+import math
 import secrets
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
-from pyspark import StorageLevel
+from pyspark import Broadcast, StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
@@ -20,14 +24,14 @@ from imagegraph.graph.load import load_predictions, write_model
 from imagegraph.inference import STATUS_OK, InferenceSettings, classify_images
 from imagegraph.model_artifact import ModelMetadata
 from imagegraph.model_store import read_model_artifact
+from imagegraph.object_reader import ReaderSettings
+from imagegraph.outputs import done_uris, write_dead_letters, write_predictions, write_report
+from imagegraph.progress import ProgressCounters, ProgressLogger
 from imagegraph.report import RunReport
-from imagegraph.sources import read_images
+from imagegraph.selection import InputSource, Shard, select_objects
 
 log = logging.getLogger(__name__)
 
-PREDICTIONS_DIR = "predictions"
-DEAD_LETTER_DIR = "dead_letter"
-STAGE_DECODE = "decode"
 STAGE_GRAPH = "graph"
 
 
@@ -36,10 +40,26 @@ def new_run_id(now: datetime) -> str:
     return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
-def run_inference(spark: SparkSession, config: Config, input_uri: str, model_uri: str,
-                  output_uri: str) -> RunReport:
-    """Classify every object under `input_uri` with the model at `model_uri`, write Parquet
-    under `output_uri` and, when `config.graph.enabled`, upsert the results into the graph."""
+@dataclass(frozen=True)
+class _Run:
+    """What every chunk of a run shares."""
+
+    config: Config
+    metadata: ModelMetadata
+    model_files: Broadcast
+    settings: InferenceSettings
+    counters: ProgressCounters
+    report: RunReport
+    started_at: datetime
+
+
+def run_inference(spark: SparkSession, config: Config, source: InputSource, model_uri: str,
+                  output_uri: str, shard: Shard | None = None,
+                  resume: bool = False) -> RunReport:
+    """Classify the objects of `source` (in `shard`, when given) with the model at
+    `model_uri`, upsert the results into the graph when `config.graph.enabled`, and record
+    them under `output_uri` (see `outputs`); with `resume`, skip objects earlier runs of this
+    model finished there. The report is written to `<output>/_reports/<run_id>.json`."""
     started = time.monotonic()
     started_at = datetime.now(timezone.utc)
     output_uri = output_uri.rstrip("/")
@@ -47,83 +67,129 @@ def run_inference(spark: SparkSession, config: Config, input_uri: str, model_uri
         config = replace(config, graph=with_resolved_region(config.graph))
         check_reachable(config.graph)
     metadata, model_files = read_model_artifact(spark, model_uri)
-    images = read_images(spark, input_uri, config.input)
-    report = RunReport(run_id=new_run_id(started_at), input_uri=input_uri,
+    report = RunReport(run_id=new_run_id(started_at), source=str(source),
                        output_uri=output_uri, model=metadata.tag,
-                       graph_enabled=config.graph.enabled)
-    log.info("run %s: classifying %s with %s", report.run_id, input_uri, metadata.tag)
+                       shard=str(shard) if shard else "", resume=resume,
+                       started_at=started_at.isoformat(), graph_enabled=config.graph.enabled)
 
-    if config.inference.partitions:
-        images = images.repartition(config.inference.partitions)
-    settings = InferenceSettings(
-        top_k=min(config.inference.top_k, len(metadata.classes)),
-        batch_size=config.inference.batch_size,
-        max_image_bytes=config.inference.max_image_bytes,
-        max_image_pixels=config.inference.max_image_pixels,
-        threads=int(spark.conf.get("spark.task.cpus", "1")),
-        embedding=config.inference.embedding,
-    )
-    broadcast = spark.sparkContext.broadcast(model_files)
-    results = (images
-               .select(classify_images(F.col("path"), F.col("content"), broadcast, metadata,
-                                       settings).alias("c"), F.col("length").alias("bytes"))
-               .select("c.*", "bytes")
-               .withColumn("model", F.lit(metadata.tag))
-               .withColumn("run_id", F.lit(report.run_id))
-               .withColumn("inferred_at", F.lit(started_at))
-               .persist(StorageLevel.MEMORY_AND_DISK))
+    selected = select_objects(spark, source, config.input, shard) \
+        .persist(StorageLevel.MEMORY_AND_DISK)  # listed once
+    todo = selected.join(done_uris(spark, output_uri, metadata.tag), "uri", "left_anti") \
+        .persist(StorageLevel.MEMORY_AND_DISK) if resume else selected
     try:
-        counts = {(row["status"], row["reason"]): row["count"]
-                  for row in results.groupBy("status", "reason").count().collect()}
-        report.listed = sum(counts.values())
-        report.classified = sum(n for (status, _), n in counts.items() if status == STATUS_OK)
-        report.dead_lettered_by_reason = {reason: n for (status, reason), n in counts.items()
-                                          if status != STATUS_OK}
-        log.info("run %s: %d listed, %d classified, %d undecodable", report.run_id,
-                 report.listed, report.classified, report.dead_lettered)
-        (results.where(F.col("status") == STATUS_OK)
-         .drop("status", "reason", *([] if settings.embedding else ["embedding"]))
-         .write.mode("append").partitionBy("run_id").parquet(f"{output_uri}/{PREDICTIONS_DIR}"))
-        _write_dead_letters(results.where(F.col("status") != STATUS_OK)
-                            .select("uri", "reason", "bytes", "model", "run_id")
-                            .withColumn("stage", F.lit(STAGE_DECODE)), output_uri, started_at)
+        report.listed = selected.count()
+        remaining = todo.count()
+        report.skipped_done = report.listed - remaining
+        report.chunks = max(1, math.ceil(remaining / config.run.objects_per_chunk))
+        log.info("run %s: %d objects selected from %s%s, %d done before, %d to do in %d "
+                 "chunk(s), model %s", report.run_id, report.listed, source,
+                 f" (shard {shard})" if shard else "", report.skipped_done, remaining,
+                 report.chunks, metadata.tag)
+        if remaining and config.graph.enabled:
+            _add_model_totals(report, config, metadata)
+        run = _Run(config, metadata, spark.sparkContext.broadcast(model_files),
+                   _settings(spark, config, metadata), ProgressCounters(spark.sparkContext),
+                   report, started_at)
+        with ProgressLogger(run.counters, remaining, config.run.progress_interval_s):
+            for index in range(report.chunks if remaining else 0):
+                chunk = todo if report.chunks == 1 else \
+                    todo.where(F.pmod(F.xxhash64("uri"), F.lit(report.chunks)) == index)
+                _run_chunk(spark, run, chunk, index)
+        run.model_files.unpersist()
     finally:
-        results.unpersist()
-        broadcast.unpersist()
-
-    if config.graph.enabled and report.classified:
-        base = f"{output_uri}/{PREDICTIONS_DIR}"  # read this run's files only: their schema
-        predictions = (spark.read.option("basePath", base)
-                       .parquet(f"{base}/run_id={report.run_id}"))
-        _write_graph(spark, config, metadata, predictions, report, started_at)
+        todo.unpersist()
+        selected.unpersist()
     report.elapsed_s = time.monotonic() - started
+    log.info("run %s: report at %s", report.run_id,
+             write_report(spark, output_uri, report.run_id, report.to_dict()))
     return report
 
 
-def _write_dead_letters(rows: DataFrame, output_uri: str, recorded_at: datetime) -> None:
-    (rows.withColumn("recorded_at", F.lit(recorded_at))
-     .select("uri", "reason", "stage", "bytes", "model", "recorded_at", "run_id")
-     .write.mode("append").partitionBy("run_id").parquet(f"{output_uri}/{DEAD_LETTER_DIR}"))
+def _settings(spark: SparkSession, config: Config, metadata: ModelMetadata) -> InferenceSettings:
+    return InferenceSettings(
+        top_k=min(config.inference.top_k, len(metadata.classes)),
+        batch_size=config.inference.batch_size,
+        max_image_pixels=config.inference.max_image_pixels,
+        threads=int(spark.conf.get("spark.task.cpus", "1")),
+        reader=ReaderSettings.from_config(config.s3, config.input.read_threads,
+                                          config.inference.max_image_bytes),
+        embedding=config.inference.embedding,
+    )
 
 
-def _write_graph(spark: SparkSession, config: Config, metadata: ModelMetadata,
-                 predictions: DataFrame, report: RunReport, written_at: datetime) -> None:
-    """Model and class elements, then every prediction; failed rows become dead letters."""
-    model_totals = write_model(config.graph, metadata)
-    totals, failed = load_predictions(spark, config.graph, predictions, metadata.tag,
-                                      report.run_id, written_at)
+def _add_model_totals(report: RunReport, config: Config, metadata: ModelMetadata) -> None:
+    """Upsert the model and class elements (from the driver) and count them."""
+    totals = write_model(config.graph, metadata)
+    report.vertices_written += totals.vertices
+    report.edges_written += totals.edges
+    report.graph_requests += totals.requests
+    report.graph_retries += totals.retries
+
+
+def _run_chunk(spark: SparkSession, run: _Run, objects: DataFrame, index: int) -> None:
+    """Classify `objects`, write the classified ones to the graph, then commit the chunk:
+    predictions/ for those written, dead_letter/ for the rest."""
+    config, report = run.config, run.report
+    count = objects.count()
+    partitions = config.inference.partitions or max(
+        spark.sparkContext.defaultParallelism,
+        math.ceil(count / config.inference.objects_per_partition))
+    results = (objects.repartition(partitions)
+               .select(classify_images(F.col("uri"), F.col("size"), run.model_files,
+                                       run.metadata, run.settings, run.counters).alias("c"))
+               .select("c.*")
+               .withColumn("model", F.lit(run.metadata.tag))
+               .withColumn("run_id", F.lit(report.run_id))
+               .withColumn("inferred_at", F.lit(run.started_at))
+               .persist(StorageLevel.MEMORY_AND_DISK))
+    failed = None
     try:
-        report.graph_written = totals.rows_written
-        report.graph_failed = totals.failed_rows
-        report.vertices_written = model_totals.vertices + totals.vertices
-        report.edges_written = model_totals.edges + totals.edges
-        report.graph_requests = model_totals.requests + totals.requests
-        report.graph_retries = model_totals.retries + totals.retries
-        if totals.failed_rows:
-            letters = (failed.join(predictions.select("uri", "bytes", "model", "run_id"), "uri")
-                       .withColumn("stage", F.lit(STAGE_GRAPH)))
-            _write_dead_letters(letters, report.output_uri, written_at)
-            for reason, count in failed.groupBy("reason").count().collect():
-                report.dead_lettered_by_reason[reason] = count
+        counts = results.groupBy("status", "reason").count().collect()
+        classified = sum(row["count"] for row in counts if row["status"] == STATUS_OK)
+        report.classified += classified
+        for row in counts:
+            if row["status"] != STATUS_OK:
+                _count_dead_letters(report, row["reason"], row["count"])
+        log.info("run %s chunk %d/%d: %d objects, %d classified, %d dead-lettered",
+                 report.run_id, index + 1, report.chunks, count, classified, count - classified)
+        predictions = (results.where(F.col("status") == STATUS_OK)
+                       .drop("status", "stage", "reason", "retryable",
+                             *([] if run.settings.embedding else ["embedding"])))
+        dead_letters = (results.where(F.col("status") != STATUS_OK)
+                        .select("uri", "stage", "reason", "retryable", "bytes", "model",
+                                "run_id"))
+        if config.graph.enabled and classified:
+            failed = _write_graph(spark, run, predictions)
+            dead_letters = dead_letters.unionByName(
+                failed.join(predictions.select("uri", "bytes", "model", "run_id"), "uri")
+                .select("uri", F.lit(STAGE_GRAPH).alias("stage"), "reason",
+                        F.lit(True).alias("retryable"), "bytes", "model", "run_id"))
+            predictions = predictions.join(failed, "uri", "left_anti")
+        write_predictions(predictions, report.output_uri)
+        write_dead_letters(dead_letters, report.output_uri, run.started_at)
     finally:
-        failed.unpersist()
+        if failed is not None:
+            failed.unpersist()
+        results.unpersist()
+
+
+def _count_dead_letters(report: RunReport, reason: str, count: int) -> None:
+    report.dead_lettered_by_reason[reason] = report.dead_lettered_by_reason.get(reason, 0) + count
+
+
+def _write_graph(spark: SparkSession, run: _Run, predictions: DataFrame) -> DataFrame:
+    """Every prediction's vertex and edges; returns the persisted (uri, reason) of the rows
+    that could not be written, counted in the report."""
+    report = run.report
+    totals, failed = load_predictions(spark, run.config.graph, predictions, run.metadata.tag,
+                                      report.run_id, run.started_at)
+    report.graph_written += totals.rows_written
+    report.graph_failed += totals.failed_rows
+    report.vertices_written += totals.vertices
+    report.edges_written += totals.edges
+    report.graph_requests += totals.requests
+    report.graph_retries += totals.retries
+    if totals.failed_rows:
+        for reason, count in failed.groupBy("reason").count().collect():
+            _count_dead_letters(report, reason, count)
+    return failed

@@ -1,24 +1,23 @@
-"""Input objects: listing and reading them in bulk, and their canonical ids."""
+"""Objects' canonical ids (the URI that names an object in the graph, whatever URI read it),
+and reading a prefix's objects with their bytes in bulk (the training job)."""
 from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
 
 from imagegraph import hadoop_fs
 from imagegraph.config import InputConfig
 from imagegraph.errors import JobError
 
 
-def canonical_uri(path: str) -> str:
-    """The object's id in the graph: `s3://bucket/key` for s3, s3a and s3n paths;
-    `file:///abs/path` for local files; anything else unchanged."""
-    parts = urlsplit(path)
-    if parts.scheme in ("s3", "s3a", "s3n"):
-        return f"s3://{parts.netloc}{parts.path}"
-    if parts.scheme == "file":
-        return f"file://{parts.path}"
-    return path
+def canonical_uri(path: Column) -> Column:
+    """The object's id in the graph, as a Spark expression: `s3://bucket/key` for s3, s3a and
+    s3n paths; `file:///abs/path` for local files (Hadoop writes `file:/abs/path`); anything
+    else unchanged."""
+    return F.regexp_replace(F.regexp_replace(path, r"^s3[an]?://", "s3://"),
+                            r"^file:/+", "file:///")
 
 
 def bucket_and_key(uri: str) -> tuple[str, str]:

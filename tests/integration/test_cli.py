@@ -19,9 +19,12 @@ def run_job(job: str, *args: str, env: dict | None = None) -> subprocess.Complet
 
 
 @pytest.mark.parametrize("job, options", [
-    ("infer.py", ["--input", "--model", "--output", "--gremlin-endpoint", "--no-graph",
-                  "--glob", "--top-k", "--batch-size", "--partitions", "--config", "--set",
-                  "--log-level"]),
+    ("infer.py", ["--input", "--manifest", "--inventory", "--model", "--output",
+                  "--gremlin-endpoint", "--no-graph", "--glob", "--modified-after",
+                  "--modified-before", "--max-object-bytes", "--shard", "--resume",
+                  "--max-failed-fraction", "--progress-interval", "--max-concurrent-writers",
+                  "--max-upserts-per-second", "--top-k", "--batch-size", "--partitions",
+                  "--config", "--set", "--log-level"]),
     ("train.py", ["--input", "--output", "--epochs", "--model-name", "--model-version",
                   "--config", "--set", "--log-level"]),
 ])

@@ -10,11 +10,12 @@ from gremlin_python.process.traversal import T
 from imagegraph.errors import JobError
 from imagegraph.inference_job import run_inference
 from imagegraph.model_store import read_model_artifact
+from imagegraph.selection import PREFIX, InputSource
 
 from conftest import BUCKET, MODEL_URI
 
 OUTPUT = f"s3a://{BUCKET}/results"
-INPUT = f"s3a://{BUCKET}/incoming/"
+INPUT = InputSource(PREFIX, f"s3a://{BUCKET}/incoming/")
 COFFEE = f"s3://{BUCKET}/incoming/photos/coffee.jpg"
 CORRUPT = f"s3://{BUCKET}/incoming/corrupt/broken.jpg"
 DIGITS = [str(d) for d in range(10)]
@@ -105,4 +106,5 @@ def test_missing_model_and_input_stop_with_clear_errors(spark, config):
                                        "model.keras, labels.json, metadata.json"):
         run_inference(spark, config, INPUT, f"s3a://{BUCKET}/models/none", OUTPUT)
     with pytest.raises(JobError, match=f"input s3a://{BUCKET}/nothing-here/ does not exist"):
-        run_inference(spark, config, f"s3a://{BUCKET}/nothing-here/", MODEL_URI, OUTPUT)
+        run_inference(spark, config, InputSource(PREFIX, f"s3a://{BUCKET}/nothing-here/"),
+                      MODEL_URI, OUTPUT)

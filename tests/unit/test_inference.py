@@ -6,15 +6,18 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from imagegraph.inference import STATUS_OK, STATUS_UNDECODABLE, InferenceSettings, \
-    classify_stream
+from imagegraph.config import S3Config
+from imagegraph.inference import STAGE_DECODE, STAGE_READ, STATUS_FAILED, STATUS_OK, \
+    InferenceSettings, classify_stream
 from imagegraph.model_artifact import MODEL_FILE, ModelMetadata, write_artifact
 from imagegraph.model_cache import LoadedModel, ModelCache
+from imagegraph.object_reader import ReaderSettings
 
 METADATA = ModelMetadata(name="brightness", version="1", input_height=4, input_width=4,
                          channels=1, preprocessing="scale_0_1", classes=("dark", "mid", "bright"))
-SETTINGS = InferenceSettings(top_k=2, batch_size=2, max_image_bytes=10**6,
-                             max_image_pixels=10**6, threads=1, embedding=True)
+SETTINGS = InferenceSettings(
+    top_k=2, batch_size=2, max_image_pixels=10**6, threads=1, embedding=True,
+    reader=ReaderSettings.from_config(S3Config(), threads=3, max_bytes=10**6))
 
 
 @pytest.fixture(scope="module")
@@ -39,19 +42,28 @@ def png(level: int) -> bytes:
     return buffer.getvalue()
 
 
-def test_top_k_in_order_and_undecodable_rows_kept_in_place(brightness_model):
-    paths = pd.Series(["s3a://b/dark.png", "s3a://b/bad.jpg", "s3a://b/bright.png",
-                       "s3a://b/empty.png", "file:/tmp/mid.png"])
-    contents = pd.Series([png(0), b"not an image", png(255), b"", png(150)])
+def test_top_k_in_order_and_failed_rows_kept_in_place(brightness_model, tmp_path):
+    objects = {"dark.png": png(0), "bad.jpg": b"not an image", "bright.png": png(255),
+               "empty.png": b"", "mid.png": png(150)}
+    for name, data in objects.items():
+        (tmp_path / name).write_bytes(data)
+    uris = pd.Series([f"file://{tmp_path}/{name}" for name in objects] +
+                     [f"file://{tmp_path}/gone.png", f"file://{tmp_path}/huge.png"])
+    sizes = pd.Series([None] * 6 + [SETTINGS.reader.max_bytes + 1], dtype="float64")
     model = LoadedModel(brightness_model, METADATA, SETTINGS.batch_size, embedding=True)
-    # two Arrow batches: the second is decoded while the first is classified
-    batches = iter([(paths[:3], contents[:3]), (paths[3:], contents[3:])])
+    # two Arrow batches: the second is read and decoded while the first is classified
+    batches = iter([(uris[:3], sizes[:3]), (uris[3:], sizes[3:])])
     result = pd.concat(list(classify_stream(model, batches, METADATA, SETTINGS)),
                        ignore_index=True)
-    assert result["uri"].tolist() == ["s3://b/dark.png", "s3://b/bad.jpg", "s3://b/bright.png",
-                                      "s3://b/empty.png", "file:///tmp/mid.png"]
-    assert result["status"].tolist() == [STATUS_OK, STATUS_UNDECODABLE, STATUS_OK,
-                                         STATUS_UNDECODABLE, STATUS_OK]
+    assert result["uri"].tolist() == uris.tolist()
+    assert result["status"].tolist() == [STATUS_OK, STATUS_FAILED, STATUS_OK, STATUS_FAILED,
+                                         STATUS_OK, STATUS_FAILED, STATUS_FAILED]
+    assert result["stage"].tolist()[5:] == [STAGE_READ, STAGE_READ]
+    assert result["reason"].tolist()[5:] == [
+        "object not found", f"object is {SETTINGS.reader.max_bytes + 1} bytes, over the "
+                            f"limit of {SETTINGS.reader.max_bytes}"]
+    assert result["retryable"].tolist() == [None, False, None, False, None, False, False]
+    assert result["bytes"].tolist()[:2] == [len(objects["dark.png"]), len(b"not an image")]
     assert result["reason"][1] == "not a recognised image format"
     assert result["reason"][3] == "empty object (0 bytes)"
     assert result["labels"][0] == ["dark", "mid"]
@@ -59,7 +71,8 @@ def test_top_k_in_order_and_undecodable_rows_kept_in_place(brightness_model):
     assert result["labels"][4][0] == "mid"
     assert result["scores"][0][0] > result["scores"][0][1]
     assert (result["width"][0], result["height"][0], result["format"][0]) == (6, 6, "PNG")
-    assert result["key"][0] == "dark.png" and result["bucket"][0] == "b"
+    assert result["bucket"][0] == "" and result["key"][0] == f"{tmp_path}/dark.png"
+    assert result["stage"][1] == STAGE_DECODE
     assert len(result["embedding"][0]) == 1  # the pooled mean: the layer before the softmax
     assert result["embedding"][0][0] == pytest.approx(0.0)
     assert result["embedding"][2][0] == pytest.approx(1.0)

@@ -51,16 +51,19 @@ def load_predictions(spark: SparkSession, graph: GraphConfig, predictions: DataF
     """Write `predictions` (rows of the predictions Parquet) into the graph.
 
     Returns the totals and a persisted DataFrame of (uri, reason) for rows not written;
-    the caller unpersists it.
+    the caller unpersists it. `graph.max_upserts_per_s` is shared evenly by the partitions
+    that write at once.
     """
-    if graph.max_concurrent_writers and \
-            predictions.rdd.getNumPartitions() > graph.max_concurrent_writers:
-        predictions = predictions.coalesce(graph.max_concurrent_writers)
+    writers = predictions.rdd.getNumPartitions()
+    if graph.max_concurrent_writers and writers > graph.max_concurrent_writers:
+        writers = graph.max_concurrent_writers
+        predictions = predictions.coalesce(writers)
+    upserts_per_s = graph.max_upserts_per_s / max(1, writers)
     counters = _Accumulators(spark)
 
     def write(rows):
         writer = write_partition((row.asDict() for row in rows), graph, model_tag, run_id,
-                                 written_at)
+                                 written_at, upserts_per_s)
         counters.add(writer.stats)
         return iter(writer.failed.items())
 

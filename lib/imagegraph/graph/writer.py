@@ -13,6 +13,7 @@ from typing import Callable, Iterable, Iterator, Mapping, Sequence
 from imagegraph.config import GraphConfig
 from imagegraph.graph.connection import GremlinConnection
 from imagegraph.graph.elements import classified_as_edges, image_vertex
+from imagegraph.graph.pacing import Pacer
 from imagegraph.graph.retry import Recovery, RetryPolicy, recovery_for
 from imagegraph.graph.traversals import UPSERTS, Upsert, pack
 
@@ -42,10 +43,11 @@ class RequestFailed(Exception):
 class GraphWriter:
     """Writes prediction rows through one `GremlinConnection` (opened on first use, reopened
     after a dropped connection), retrying by the configured policy. `failed` maps each image
-    uri that could not be written to the reason."""
+    uri that could not be written to the reason. Requests are paced to at most
+    `upserts_per_s` vertices and edges a second (0: no limit)."""
 
     def __init__(self, connection: GremlinConnection, graph: GraphConfig,
-                 sleep: Callable[[float], None] = time.sleep,
+                 upserts_per_s: float = 0.0, sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None):
         self.connection = connection
         self.graph = graph
@@ -54,11 +56,13 @@ class GraphWriter:
         self.failed: dict[str, str] = {}
         self._upsert_vertices, self._upsert_edges = UPSERTS[graph.upsert_style]
         self._sleep, self._clock, self._rng = sleep, clock, rng or random.Random()
+        self._pacer = Pacer(upserts_per_s, clock, sleep)
 
     def submit(self, upsert: Upsert, elements: Sequence) -> int:
         """Submit `upsert(elements)` until it succeeds or the policy stops (`RequestFailed`);
         returns how many elements the server upserted."""
         request = upsert(elements)
+        self._pacer.wait(len(elements))
         started = self._clock()
         attempt = 0
         while True:
@@ -134,11 +138,12 @@ class GraphWriter:
 
 
 def write_partition(rows: Iterable[Mapping], graph: GraphConfig, model_tag: str, run_id: str,
-                    written_at: datetime) -> GraphWriter:
-    """Write one partition's prediction rows with its own connection, always closed; the
-    writer holds the counts and the failed rows."""
+                    written_at: datetime, upserts_per_s: float = 0.0) -> GraphWriter:
+    """Write one partition's prediction rows with its own connection, always closed, at most
+    `upserts_per_s` upserts a second (0: no limit); the writer holds the counts and the
+    failed rows."""
     connection = GremlinConnection(graph)
-    writer = GraphWriter(connection, graph)
+    writer = GraphWriter(connection, graph, upserts_per_s)
     try:
         for chunk in chunks(rows, graph.rows_per_flush):
             writer.write_predictions(chunk, model_tag, run_id, written_at)

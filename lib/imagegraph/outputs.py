@@ -1,0 +1,67 @@
+"""The output location of inference runs, the record of what is done:
+
+    <output>/predictions/run_id=<run>/   a row per classified object written (Parquet)
+    <output>/dead_letter/run_id=<run>/   a row per object that could not be, with the stage
+                                          (read, decode, graph), the reason and whether a
+                                          later run may succeed (`retryable`)
+    <output>/_reports/<run>.json         the run report
+
+Runs append, so one location holds every run of a backfill, and `done_uris` tells `--resume`
+what earlier runs finished.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from imagegraph import hadoop_fs
+
+PREDICTIONS_DIR = "predictions"
+DEAD_LETTER_DIR = "dead_letter"
+REPORTS_DIR = "_reports"
+DEAD_LETTER_COLUMNS = ("uri", "stage", "reason", "retryable", "bytes", "model", "recorded_at",
+                       "run_id")
+
+
+def write_predictions(rows: DataFrame, output_uri: str) -> None:
+    """Append prediction rows (with a `run_id` column) to `<output>/predictions/`."""
+    rows.write.mode("append").partitionBy("run_id").parquet(f"{output_uri}/{PREDICTIONS_DIR}")
+
+
+def write_dead_letters(rows: DataFrame, output_uri: str, recorded_at: datetime) -> None:
+    """Append dead-letter rows (`DEAD_LETTER_COLUMNS` but `recorded_at`) to
+    `<output>/dead_letter/`."""
+    (rows.withColumn("recorded_at", F.lit(recorded_at))
+     .select(*DEAD_LETTER_COLUMNS)
+     .write.mode("append").partitionBy("run_id").parquet(f"{output_uri}/{DEAD_LETTER_DIR}"))
+
+
+def done_uris(spark: SparkSession, output_uri: str, model_tag: str) -> DataFrame:
+    """Distinct `uri`s that earlier runs of `model_tag` finished under `output_uri`: written
+    (in predictions/) or dead-lettered for a reason no retry fixes."""
+    done = []
+    predictions = f"{output_uri}/{PREDICTIONS_DIR}"
+    if hadoop_fs.exists(spark, predictions):
+        done.append(spark.read.parquet(predictions)
+                    .where(F.col("model") == model_tag).select("uri"))
+    dead_letters = f"{output_uri}/{DEAD_LETTER_DIR}"
+    if hadoop_fs.exists(spark, dead_letters):
+        done.append(spark.read.parquet(dead_letters)
+                    .where((F.col("model") == model_tag) & ~F.col("retryable"))
+                    .select("uri"))
+    if not done:
+        return spark.createDataFrame([], "uri string")
+    union = done[0]
+    for frame in done[1:]:
+        union = union.unionByName(frame)
+    return union.distinct()
+
+
+def write_report(spark: SparkSession, output_uri: str, run_id: str, report: dict) -> str:
+    """Write `report` as JSON to `<output>/_reports/<run_id>.json`; returns that URI."""
+    uri = f"{output_uri}/{REPORTS_DIR}/{run_id}.json"
+    hadoop_fs.write_text(spark, uri, json.dumps(report, indent=2, sort_keys=True) + "\n")
+    return uri

@@ -1,0 +1,176 @@
+"""Which objects a run covers: listed under a prefix, read from a manifest or from an S3
+Inventory report, filtered by modification time and cut into deterministic shards.
+
+Every source yields the same columns, `OBJECTS`: the object's canonical `uri` (its id in the
+graph, see `sources.canonical_uri`), its `size` in bytes and its `modified` time, both null
+where the source does not say.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+
+from imagegraph import hadoop_fs
+from imagegraph.config import InputConfig, parse_time
+from imagegraph.errors import JobError
+from imagegraph.sources import canonical_uri
+
+log = logging.getLogger(__name__)
+
+OBJECTS = ("uri", "size", "modified")
+PREFIX, MANIFEST, INVENTORY = "prefix", "manifest", "inventory"
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Shard `index` of `count` (0 <= index < count)."""
+
+    index: int
+    count: int
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+@dataclass(frozen=True)
+class InputSource:
+    """Where the run's objects come from: `kind` is PREFIX, MANIFEST or INVENTORY."""
+
+    kind: str
+    uri: str
+
+    def __str__(self) -> str:
+        return self.uri if self.kind == PREFIX else f"{self.kind} {self.uri}"
+
+
+def shard_of(uri: str, count: int) -> int:
+    """The shard of `uri` among `count`: the first 60 bits of SHA-256(uri) modulo `count`.
+    Stable across runs, listing orders, Spark versions and languages."""
+    return int(hashlib.sha256(uri.encode("utf-8")).hexdigest()[:15], 16) % count
+
+
+def shard_column(uri: Column, count: int) -> Column:
+    """`shard_of` as a Spark expression."""
+    return F.pmod(F.conv(F.substring(F.sha2(uri, 256), 1, 15), 16, 10).cast("long"),
+                  F.lit(count))
+
+
+def select_objects(spark: SparkSession, source: InputSource, options: InputConfig,
+                   shard: Shard | None) -> DataFrame:
+    """The objects of `source` modified within the configured bounds and, when `shard` is
+    given, in that shard: a DataFrame of `OBJECTS`."""
+    objects = {PREFIX: _list_prefix, MANIFEST: _read_manifest,
+               INVENTORY: _read_inventory}[source.kind](spark, source.uri, options)
+    if options.modified_after:
+        objects = objects.where(F.col("modified") >= F.lit(parse_time(options.modified_after)))
+    if options.modified_before:
+        objects = objects.where(F.col("modified") < F.lit(parse_time(options.modified_before)))
+    if shard is not None:
+        objects = objects.where(shard_column(F.col("uri"), shard.count) == shard.index)
+    return objects.dropDuplicates(["uri"])
+
+
+def _require(spark: SparkSession, uri: str, what: str) -> None:
+    if not hadoop_fs.exists(spark, uri):
+        raise JobError(f"{what} {uri} does not exist")
+
+
+def _list_prefix(spark: SparkSession, uri: str, options: InputConfig) -> DataFrame:
+    """Objects under `uri`, listed by Spark's file index; the content is not read."""
+    _require(spark, uri, "input")
+    listing = (spark.read.format("binaryFile")
+               .option("pathGlobFilter", options.glob)
+               .option("recursiveFileLookup", str(options.recursive).lower())
+               .load(uri))
+    return listing.select(canonical_uri(F.col("path")).alias("uri"),
+                          F.col("length").alias("size"),
+                          F.col("modificationTime").alias("modified"))
+
+
+def _read_table(spark: SparkSession, uri: str, csv_header: bool):
+    """A CSV or Parquet file or folder; the format is told by the name ('.csv', '.csv.gz')
+    or else by trying Parquet."""
+    path = urlsplit(uri).path
+    if path.endswith((".csv", ".csv.gz")):
+        return spark.read.option("header", str(csv_header).lower()).csv(uri)
+    return spark.read.parquet(uri)
+
+
+def _read_manifest(spark: SparkSession, uri: str, options: InputConfig) -> DataFrame:
+    """A manifest: CSV with a header row, or Parquet, with a column `uri` or columns `bucket`
+    and `key` (keys as they are, not URL-encoded), and optionally `size` (bytes) and
+    `last_modified` (a time)."""
+    _require(spark, uri, "manifest")
+    table = _read_table(spark, uri, csv_header=True)
+    columns = {name.lower(): name for name in table.columns}
+    if "uri" in columns:
+        object_uri = canonical_uri(F.col(columns["uri"]))
+    elif "bucket" in columns and "key" in columns:
+        object_uri = F.concat(F.lit("s3://"), F.col(columns["bucket"]), F.lit("/"),
+                              F.col(columns["key"]))
+    else:
+        raise JobError(f"manifest {uri}: expected a column uri, or columns bucket and key; "
+                       f"found {', '.join(table.columns) or 'none'}")
+    if (options.modified_after or options.modified_before) and "last_modified" not in columns:
+        raise JobError(f"manifest {uri} has no last_modified column, so the modified-after/"
+                       f"-before filters cannot be applied")
+    return table.select(
+        object_uri.alias("uri"),
+        (F.col(columns["size"]).cast("long") if "size" in columns
+         else F.lit(None).cast("long")).alias("size"),
+        (F.col(columns["last_modified"]).cast("timestamp") if "last_modified" in columns
+         else F.lit(None).cast("timestamp")).alias("modified"))
+
+
+_INVENTORY_FIELDS = {"Bucket": "bucket", "Key": "key", "Size": "size",
+                     "LastModifiedDate": "last_modified_date", "IsLatest": "is_latest",
+                     "IsDeleteMarker": "is_delete_marker"}
+
+
+def _read_inventory(spark: SparkSession, uri: str, options: InputConfig) -> DataFrame:
+    """An S3 Inventory report from its `manifest.json`: its CSV (gzip, no header, keys
+    URL-encoded) or Parquet data files; delete markers and non-current versions left out."""
+    _require(spark, uri, "inventory manifest")
+    try:
+        manifest = json.loads(hadoop_fs.read_text(spark, uri))
+        file_format = manifest["fileFormat"].upper()
+        destination = manifest["destinationBucket"].split(":::")[-1]
+        data_keys = [entry["key"] for entry in manifest["files"]]
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise JobError(f"inventory manifest {uri} is not an S3 Inventory manifest.json "
+                       f"({type(exc).__name__}: {exc})") from None
+    scheme = urlsplit(uri).scheme
+    data_uris = [f"{scheme}://{destination}/{key}" for key in data_keys]
+    log.info("inventory %s: %d %s data file(s)", uri, len(data_uris), file_format)
+    if not data_uris:
+        return spark.createDataFrame([], "uri string, size long, modified timestamp")
+    if file_format == "CSV":
+        names = [_INVENTORY_FIELDS.get(name.strip(), name.strip().lower())
+                 for name in manifest.get("fileSchema", "").split(",")]
+        table = spark.read.csv(data_uris).toDF(*names)
+        key = F.expr("url_decode(key)")
+    elif file_format == "PARQUET":
+        table = spark.read.parquet(*data_uris)
+        key = F.col("key")
+    else:
+        raise JobError(f"inventory manifest {uri}: fileFormat {file_format} is not supported "
+                       f"(CSV or Parquet)")
+    missing = {"bucket", "key"} - set(table.columns)
+    if missing:
+        raise JobError(f"inventory {uri} lacks the fields {', '.join(sorted(missing))}")
+    if "is_delete_marker" in table.columns:
+        table = table.where(~F.coalesce(F.col("is_delete_marker").cast("boolean"), F.lit(False)))
+    if "is_latest" in table.columns:
+        table = table.where(F.coalesce(F.col("is_latest").cast("boolean"), F.lit(True)))
+    return table.select(
+        F.concat(F.lit("s3://"), F.col("bucket"), F.lit("/"), key).alias("uri"),
+        (F.col("size").cast("long") if "size" in table.columns
+         else F.lit(None).cast("long")).alias("size"),
+        (F.col("last_modified_date").cast("timestamp") if "last_modified_date" in table.columns
+         else F.lit(None).cast("timestamp")).alias("modified"))

@@ -1,0 +1,80 @@
+"""Shards, the --shard argument, object ids, pacing and progress lines: pure functions."""
+import argparse
+import hashlib
+
+import pytest
+
+from imagegraph.cli import parse_shard
+from imagegraph.graph.pacing import Pacer
+from imagegraph.progress import progress_line
+from imagegraph.selection import Shard, shard_of
+from imagegraph.sources import bucket_and_key
+
+
+def test_shard_of_is_the_documented_hash():
+    uri = "s3://bucket/photos/a b+c.jpg"
+    assert shard_of(uri, 7) == int(hashlib.sha256(uri.encode()).hexdigest()[:15], 16) % 7
+
+
+def test_shards_cover_every_uri_exactly_once_and_evenly():
+    uris = [f"s3://b/k/{i:05d}.jpg" for i in range(4000)]
+    sizes = [sum(1 for uri in uris if shard_of(uri, 4) == index) for index in range(4)]
+    assert sum(sizes) == 4000
+    assert min(sizes) > 900  # 1000 each, give or take the hash's spread
+
+
+@pytest.mark.parametrize("text, shard", [("0/1", Shard(0, 1)), ("3/8", Shard(3, 8))])
+def test_parse_shard(text, shard):
+    assert parse_shard(text) == shard
+    assert str(shard) == text
+
+
+@pytest.mark.parametrize("text", ["8/8", "-1/4", "1", "a/b", "1/0", "2/4/6"])
+def test_parse_shard_rejects(text):
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_shard(text)
+
+
+def test_bucket_and_key():
+    assert bucket_and_key("s3://bucket/a/b.jpg") == ("bucket", "a/b.jpg")
+    assert bucket_and_key("file:///tmp/x.png") == ("", "/tmp/x.png")
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+        self.slept = []
+
+    def __call__(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_pacer_spaces_requests_to_the_rate():
+    clock = FakeClock()
+    pacer = Pacer(200.0, clock, clock.sleep)
+    for _ in range(3):
+        pacer.wait(100)       # 100 elements at 200/s: half a second of budget each
+    assert clock.slept == [0.5, 0.5]
+    clock.now += 2.0          # idle time is not banked beyond the next request
+    pacer.wait(100)
+    assert clock.slept == [0.5, 0.5]
+
+
+def test_pacer_without_a_rate_never_waits():
+    clock = FakeClock()
+    pacer = Pacer(0.0, clock, clock.sleep)
+    for _ in range(5):
+        pacer.wait(10_000)
+    assert clock.slept == []
+
+
+def test_progress_line():
+    assert progress_line(1200, 5000, 3, 40.0) == (
+        "1200/5000 objects (24.0%), 30.0 images/s, about 2m 6s left, 3 dead-lettered")
+    assert progress_line(0, 10, 0, 5.0) == (
+        "0/10 objects (0.0%), 0.0 images/s, time left unknown, 0 dead-lettered")
+    assert progress_line(10, 100_000, 0, 1.0).endswith("about 2h 46m left, 0 dead-lettered")
