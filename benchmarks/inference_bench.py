@@ -4,7 +4,8 @@ Real-photo JPEGs of 500x375 (random crops and resizes of scikit-image's photos) 
 MobileNetV2 at 224x224 built with `weights=None` (1,000 classes), Spark `local[2]`. Variants:
 
 - bare_model:        the job's compiled fixed-batch function on pre-decoded batches, no Spark
-- job:               imagegraph's inference run, binaryFile to Parquet, graph writes off
+- job:               imagegraph's inference run, listing to Parquet (workers read the
+                     files), graph writes off
 - naive_udf:         an iterator pandas UDF that builds the model in each task and decodes and
                      predicts row by row
 - predict_batch_udf: Spark's own `pyspark.ml.functions.predict_batch_udf`, decoding the same
@@ -104,6 +105,7 @@ def spark_variant(name: str, spark, config, model_dir: Path, metadata, images, o
     from pyspark.sql import functions as F
 
     from imagegraph.inference_job import run_inference
+    from imagegraph.selection import PREFIX, InputSource
 
     timings = {}
     n = min(images)
@@ -112,8 +114,8 @@ def spark_variant(name: str, spark, config, model_dir: Path, metadata, images, o
         out = output / f"{name}-{label}"
         started = time.perf_counter()
         if name == "job":
-            run_inference(spark, config, f"file://{directory}", f"file://{model_dir}",
-                          f"file://{out}")
+            run_inference(spark, config, InputSource(PREFIX, f"file://{directory}"),
+                          f"file://{model_dir}", f"file://{out}")
         else:
             frame = (spark.read.format("binaryFile").load(f"file://{directory}")
                      .repartition(partitions))

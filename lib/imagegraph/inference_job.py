@@ -165,8 +165,8 @@ def _run_chunk(spark: SparkSession, run: _Run, objects: DataFrame, index: int) -
                 .select("uri", F.lit(STAGE_GRAPH).alias("stage"), "reason",
                         F.lit(True).alias("retryable"), "bytes", "model", "run_id"))
             predictions = predictions.join(failed, "uri", "left_anti")
-        write_predictions(predictions, report.output_uri)
-        write_dead_letters(dead_letters, report.output_uri, run.started_at)
+        write_predictions(predictions, report.output_uri, report.run_id)
+        write_dead_letters(dead_letters, report.output_uri, report.run_id, run.started_at)
     finally:
         if failed is not None:
             failed.unpersist()

@@ -26,17 +26,27 @@ DEAD_LETTER_COLUMNS = ("uri", "stage", "reason", "retryable", "bytes", "model", 
                        "run_id")
 
 
-def write_predictions(rows: DataFrame, output_uri: str) -> None:
-    """Append prediction rows (with a `run_id` column) to `<output>/predictions/`."""
-    rows.write.mode("append").partitionBy("run_id").parquet(f"{output_uri}/{PREDICTIONS_DIR}")
+def _append(rows: DataFrame, dataset_uri: str, run_id: str) -> None:
+    """Append `rows` (all of run `run_id`) to their run's partition, `<dataset>/run_id=<run>/`.
+
+    Each run writes only inside its own partition, so a run killed while committing leaves
+    its uncommitted files in its own `_temporary/`, where no later or concurrent run's commit
+    picks them up (Hadoop's FileOutputCommitter commits every task folder it finds there).
+    """
+    rows.drop("run_id").write.mode("append").parquet(f"{dataset_uri}/run_id={run_id}")
 
 
-def write_dead_letters(rows: DataFrame, output_uri: str, recorded_at: datetime) -> None:
-    """Append dead-letter rows (`DEAD_LETTER_COLUMNS` but `recorded_at`) to
+def write_predictions(rows: DataFrame, output_uri: str, run_id: str) -> None:
+    """Append run `run_id`'s prediction rows to `<output>/predictions/`."""
+    _append(rows, f"{output_uri}/{PREDICTIONS_DIR}", run_id)
+
+
+def write_dead_letters(rows: DataFrame, output_uri: str, run_id: str,
+                       recorded_at: datetime) -> None:
+    """Append run `run_id`'s dead-letter rows (`DEAD_LETTER_COLUMNS` but `recorded_at`) to
     `<output>/dead_letter/`."""
-    (rows.withColumn("recorded_at", F.lit(recorded_at))
-     .select(*DEAD_LETTER_COLUMNS)
-     .write.mode("append").partitionBy("run_id").parquet(f"{output_uri}/{DEAD_LETTER_DIR}"))
+    _append(rows.withColumn("recorded_at", F.lit(recorded_at)).select(*DEAD_LETTER_COLUMNS),
+            f"{output_uri}/{DEAD_LETTER_DIR}", run_id)
 
 
 def done_uris(spark: SparkSession, output_uri: str, model_tag: str) -> DataFrame:

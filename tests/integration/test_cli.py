@@ -54,3 +54,19 @@ def test_unreachable_gremlin_endpoint(endpoints, tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"infer.py: error: cannot reach the Gremlin endpoint "
                            f"ws://127.0.0.1:{closed_port}/gremlin: ")
+
+
+def test_too_many_dead_letters_exit_3_with_the_report_written(endpoints, dataset, trained_model,
+                                                              s3):
+    result = run_job("infer.py", "--config", "conf/local.yaml", "--input",
+                     f"s3a://{BUCKET}/incoming/corrupt/", "--model", MODEL_URI, "--output",
+                     f"s3a://{BUCKET}/cli-threshold", "--no-graph", "--max-failed-fraction", "0.5",
+                     env=endpoints.env())
+    assert result.returncode == 3, result.stderr
+    assert "reconciled           yes: listed 1 = written 0 + dead-lettered 1 + skipped 0" \
+        in result.stdout
+    assert result.stderr.strip().splitlines()[-1] == (
+        "infer.py: 100.0% of the objects processed were dead-lettered, over the limit of 50.0% "
+        "(run.max_failed_fraction)")
+    reports = s3.list_objects_v2(Bucket=BUCKET, Prefix="cli-threshold/_reports/")["Contents"]
+    assert len(reports) == 1 and reports[0]["Key"].endswith(".json")
