@@ -61,7 +61,9 @@ class InferenceConfig:
     """Inference settings: batch sizes are rows; limits are bytes and pixels; `embedding` adds
     the penultimate layer's output to the predictions Parquet (never to the graph).
     `partitions` per chunk of work; 0: one per `objects_per_partition` objects, at least
-    Spark's default parallelism."""
+    Spark's default parallelism. `runtime`: 'tflite' (the model converted once per worker to
+    TensorFlow Lite, XNNPACK kernels: about twice as fast on CPUs) or 'tensorflow' (a
+    `tf.function`, for models TensorFlow Lite cannot convert)."""
 
     top_k: int = 3
     batch_size: int = 64
@@ -71,6 +73,7 @@ class InferenceConfig:
     max_image_bytes: int = 50_000_000
     max_image_pixels: int = 89_478_485
     embedding: bool = False
+    runtime: str = "tflite"
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,7 @@ class Config:
 
 _CHOICES = {"training.color_mode": ("grayscale", "rgb"),
             "graph.iam_auth": ("auto", "on", "off"),
+            "inference.runtime": ("tflite", "tensorflow"),
             "graph.upsert_style": ("merge", "coalesce"),
             "spark.log_level": ("ALL", "DEBUG", "INFO", "WARN", "ERROR", "OFF")}
 _POSITIVE = {

@@ -57,7 +57,8 @@ class InferenceSettings:
     """Per-run settings shipped to the workers. `max_image_pixels` is the decoder's pixel
     limit (the byte limit is `reader.max_bytes`); `batch_size` is images per model call;
     `threads` sizes TensorFlow's pools (the task's cores); `reader` says how objects are read,
-    `reader.threads` at once per task."""
+    `reader.threads` at once per task; `runtime` is 'tflite' or 'tensorflow' (see
+    `model_cache.LoadedModel`)."""
 
     top_k: int
     batch_size: int
@@ -65,6 +66,7 @@ class InferenceSettings:
     threads: int
     reader: ReaderSettings
     embedding: bool = False
+    runtime: str = "tensorflow"
 
 
 def prepare_object(uri: str, size: int | None, metadata: ModelMetadata,
@@ -150,7 +152,7 @@ def classify_images(uri: Column, size: Column, model_files, metadata: ModelMetad
         from imagegraph.model_cache import WORKER_MODELS  # the worker's own cache, not a copy
 
         model = WORKER_MODELS.get(metadata, model_files.value, settings.batch_size,
-                                  settings.embedding, settings.threads)
+                                  settings.embedding, settings.threads, settings.runtime)
         for frame in classify_stream(model, batches, metadata, settings):
             counters.add(len(frame), int((frame["status"] != STATUS_OK).sum()))
             yield frame

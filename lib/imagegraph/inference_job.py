@@ -76,6 +76,7 @@ def run_inference(spark: SparkSession, config: Config, source: InputSource, mode
         .persist(StorageLevel.MEMORY_AND_DISK)  # listed once
     todo = selected.join(done_uris(spark, output_uri, metadata.tag), "uri", "left_anti") \
         .persist(StorageLevel.MEMORY_AND_DISK) if resume else selected
+    broadcast = spark.sparkContext.broadcast(model_files)
     try:
         report.listed = selected.count()
         remaining = todo.count()
@@ -87,16 +88,15 @@ def run_inference(spark: SparkSession, config: Config, source: InputSource, mode
                  report.chunks, metadata.tag)
         if remaining and config.graph.enabled:
             _add_model_totals(report, config, metadata)
-        run = _Run(config, metadata, spark.sparkContext.broadcast(model_files),
-                   _settings(spark, config, metadata), ProgressCounters(spark.sparkContext),
-                   report, started_at)
+        run = _Run(config, metadata, broadcast, _settings(spark, config, metadata),
+                   ProgressCounters(spark.sparkContext), report, started_at)
         with ProgressLogger(run.counters, remaining, config.run.progress_interval_s):
             for index in range(report.chunks if remaining else 0):
                 chunk = todo if report.chunks == 1 else \
                     todo.where(F.pmod(F.xxhash64("uri"), F.lit(report.chunks)) == index)
                 _run_chunk(spark, run, chunk, index)
-        run.model_files.unpersist()
     finally:
+        broadcast.unpersist()
         todo.unpersist()
         selected.unpersist()
     report.elapsed_s = time.monotonic() - started
@@ -114,6 +114,7 @@ def _settings(spark: SparkSession, config: Config, metadata: ModelMetadata) -> I
         reader=ReaderSettings.from_config(config.s3, config.input.read_threads,
                                           config.inference.max_image_bytes),
         embedding=config.inference.embedding,
+        runtime=config.inference.runtime,
     )
 
 

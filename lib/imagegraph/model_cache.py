@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import tempfile
 import threading
+import warnings
 
 import numpy as np
 
@@ -22,15 +23,21 @@ class LoadedModel:
     them to `batch_size` so the function is traced once, applies the model family's
     preprocessing inside the graph, and returns (probabilities (n, classes), embeddings
     (n, features) or None). With `embedding`, the embedding is the penultimate layer's output.
+    `runtime` 'tensorflow' runs a `tf.function`; 'tflite' converts the same graph once to
+    TensorFlow Lite and runs it with the XNNPACK CPU kernels on `threads` threads (0: all).
     """
 
-    def __init__(self, keras_model, metadata: ModelMetadata, batch_size: int, embedding: bool):
+    def __init__(self, keras_model, metadata: ModelMetadata, batch_size: int, embedding: bool,
+                 runtime: str = "tensorflow", threads: int = 0):
         import tensorflow as tf
 
         self.batch_size = batch_size
         self.embedding = embedding
         shape = (batch_size, metadata.input_height, metadata.input_width, metadata.channels)
         network = _with_embedding(keras_model, shape[1:]) if embedding else keras_model
+        if runtime == "tflite":
+            self._run = _tflite_function(network, metadata, shape, threads)
+            return
 
         @tf.function(input_signature=[tf.TensorSpec(shape, tf.uint8)])
         def run(pixels):
@@ -50,6 +57,30 @@ class LoadedModel:
             return np.asarray(outputs)[:count], None
         probabilities, embeddings = outputs
         return np.asarray(probabilities)[:count], np.asarray(embeddings)[:count]
+
+
+def _tflite_function(network, metadata: ModelMetadata, shape: tuple, threads: int):
+    """`network` behind the model family's preprocessing, converted to TensorFlow Lite for
+    uint8 input of `shape`; returns a function of pixels -> the network's output(s)."""
+    import tensorflow as tf
+
+    inputs = tf.keras.Input(shape[1:], batch_size=shape[0], dtype="uint8")
+    scaled = tf.keras.layers.Lambda(lambda p: preprocess(p, metadata.preprocessing))(inputs)
+    converter = tf.lite.TFLiteConverter.from_keras_model(tf.keras.Model(inputs, network(scaled)))
+    with warnings.catch_warnings():  # tf.lite.Interpreter's notice of its move to LiteRT
+        warnings.simplefilter("ignore", UserWarning)
+        interpreter = tf.lite.Interpreter(model_content=converter.convert(),
+                                          num_threads=threads or None)
+    runner = interpreter.get_signature_runner()
+    (input_name,) = runner.get_input_details()
+    output_names = sorted(runner.get_output_details())  # output_0, output_1: Keras's order
+
+    def run(pixels: np.ndarray):
+        outputs = runner(**{input_name: pixels})
+        values = tuple(outputs[name] for name in output_names)
+        return values if len(values) > 1 else values[0]
+
+    return run
 
 
 def _with_embedding(keras_model, input_shape: tuple):
@@ -75,16 +106,18 @@ class ModelCache:
         self.loads = 0
 
     def get(self, metadata: ModelMetadata, files: dict[str, bytes], batch_size: int,
-            embedding: bool = False, threads: int = 0) -> LoadedModel:
+            embedding: bool = False, threads: int = 0,
+            runtime: str = "tensorflow") -> LoadedModel:
         """The model of `metadata`, loading it from `files` (name -> bytes) the first time.
 
         `threads` > 0 sizes TensorFlow's thread pools before its first use in this process.
         """
-        key = (metadata.model_id, metadata.uri, batch_size, embedding)
+        key = (metadata.model_id, metadata.uri, batch_size, embedding, runtime)
         with self._lock:
             if key not in self._models:
                 keras_model = _load_keras(files, threads)
-                self._models[key] = LoadedModel(keras_model, metadata, batch_size, embedding)
+                self._models[key] = LoadedModel(keras_model, metadata, batch_size, embedding,
+                                                runtime, threads)
                 self.loads += 1
             return self._models[key]
 

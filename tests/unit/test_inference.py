@@ -122,3 +122,16 @@ def test_resnet50_preprocessing_is_bgr_minus_imagenet_means():
     rgb[..., 0] = 255  # pure red
     out = np.asarray(preprocess(rgb, "resnet50"))[0, 0, 0]
     np.testing.assert_allclose(out, [-103.939, -116.779, 255 - 123.68], rtol=1e-5)
+
+
+def test_tflite_runtime_matches_tensorflow(brightness_model):
+    pixels = np.stack([np.full((4, 4, 1), level, np.uint8) for level in (0, 90, 150, 255)])
+    graph = LoadedModel(brightness_model, METADATA, batch_size=4, embedding=True)
+    lite = LoadedModel(brightness_model, METADATA, batch_size=4, embedding=True,
+                       runtime="tflite", threads=1)
+    for count in (4, 3):  # a full batch and a padded one
+        expected, expected_embeddings = graph.predict(pixels[:count])
+        probabilities, embeddings = lite.predict(pixels[:count])
+        assert probabilities.shape == (count, 3) and embeddings.shape == (count, 1)
+        np.testing.assert_allclose(probabilities, expected, atol=1e-5)
+        np.testing.assert_allclose(embeddings, expected_embeddings, atol=1e-5)
