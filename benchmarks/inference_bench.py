@@ -3,7 +3,9 @@
 Real-photo JPEGs of 500x375 (random crops and resizes of scikit-image's photos) on local disk,
 MobileNetV2 at 224x224 built with `weights=None` (1,000 classes), Spark `local[2]`. Variants:
 
-- bare_model:        the job's compiled fixed-batch function on pre-decoded batches, no Spark
+- bare_model:        the job's compiled fixed-batch function (its configured runtime,
+                     TensorFlow Lite by default) on pre-decoded batches, no Spark
+- bare_model_tensorflow: the same as a tf.function (inference.runtime: tensorflow)
 - job:               imagegraph's inference run, listing to Parquet (workers read the
                      files), graph writes off
 - naive_udf:         an iterator pandas UDF that builds the model in each task and decodes and
@@ -78,14 +80,17 @@ def steady(timings: dict[int, float], n: int) -> float:
     return round(n / (timings[2 * n] - timings[n]), 2)
 
 
-def bare_model(model_dir: Path, metadata, images: dict[int, Path], batch_size: int) -> dict:
-    """Times on N and 2N pre-decoded images; "cold" adds loading and tracing the model."""
+def bare_model(model_dir: Path, metadata, images: dict[int, Path], batch_size: int,
+               runtime: str) -> dict:
+    """Times on N and 2N pre-decoded images with the job's compiled function in `runtime` on
+    every core; "cold" adds loading, converting or tracing the model."""
     from imagegraph.decode import decode_image
     from imagegraph.model_cache import ModelCache
 
     started = time.perf_counter()
     files = {p.name: p.read_bytes() for p in model_dir.iterdir()}
-    model = ModelCache().get(metadata, files, batch_size)
+    model = ModelCache().get(metadata, files, batch_size, threads=os.cpu_count(),
+                             runtime=runtime)
     model.predict(np.zeros((1, SIZE, SIZE, 3), np.uint8))  # traces the compiled function
     timings = {"cold": time.perf_counter() - started}
     for count, directory in images.items():
@@ -175,7 +180,8 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=1024, help="N (default 1024); 2N also run")
     parser.add_argument("--partitions", type=int, default=4,
                         help="input partitions for every Spark variant (default 4)")
-    parser.add_argument("--variants", default="bare_model,job,predict_batch_udf,naive_udf",
+    parser.add_argument("--variants", default="bare_model,bare_model_tensorflow,job,"
+                                               "predict_batch_udf,naive_udf",
                         help="comma-separated subset to run")
     args = parser.parse_args()
     n = args.images
@@ -199,8 +205,11 @@ def main() -> int:
         spark = None
         for variant in args.variants.split(","):
             print(f"== {variant}", flush=True)
-            if variant == "bare_model":
-                timings = bare_model(model_dir, metadata, images, config.inference.batch_size)
+            if variant.startswith("bare_model"):
+                runtime = "tensorflow" if variant == "bare_model_tensorflow" \
+                    else config.inference.runtime
+                timings = bare_model(model_dir, metadata, images, config.inference.batch_size,
+                                     runtime)
             else:
                 spark = spark or get_spark(config)
                 timings = spark_variant(variant, spark, config, model_dir, metadata, images,
