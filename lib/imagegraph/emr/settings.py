@@ -1,0 +1,155 @@
+"""The launcher's settings: a YAML file (emr/launcher.yaml) with `${VAR}` and `${VAR:-default}`
+read from the environment, then `--set SECTION.KEY=VALUE` overrides and the dedicated flags.
+
+Checked like the jobs' configuration (the same schema builder as `imagegraph.config`): an
+unknown key, a wrong type or an out-of-range value raises `JobError` naming the file and key.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from imagegraph.config import _build as build_dataclass
+from imagegraph.config import expand_environment
+from imagegraph.errors import JobError
+
+DEFAULT_PATH = "emr/launcher.yaml"
+PYTHON_ENVS = ("archive", "bootstrap")
+ACTIONS_ON_FAILURE = ("CONTINUE", "CANCEL_AND_WAIT", "TERMINATE_CLUSTER")
+
+
+@dataclass(frozen=True)
+class AwsSettings:
+    """Where requests go. `region` empty: boto3's default chain (AWS_DEFAULT_REGION, the profile).
+    `endpoint_url` empty: AWS; otherwise S3, EMR and EMR Serverless requests all go to this
+    one URL (moto's server in tests). Credentials always come from boto3's default chain."""
+
+    region: str = ""
+    endpoint_url: str = ""
+
+
+@dataclass(frozen=True)
+class PackageSettings:
+    """What is uploaded and how the jobs find their Python.
+
+    `dir`: what `make package` built. `code_uri`: `s3://bucket/prefix` that the package, the
+    entry files, the job configuration and the bootstrap action are uploaded under.
+    `job_config`: the jobs' YAML file, uploaded to `<code_uri>/conf/` and shipped to the driver
+    with `--files`. `python_env`: `archive` (the packed environment, through `--archives`) or
+    `bootstrap` (the bootstrap action installs requirements.txt and the wheel on every node).
+    `node_python`: the Python 3.11 interpreter on the nodes, which both ways run on.
+    """
+
+    dir: str = "build/package"
+    code_uri: str = ""
+    job_config: str = "conf/emr.yaml"
+    python_env: str = "archive"
+    node_python: str = "/usr/bin/python3.11"
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """A new cluster (run_job_flow). Sizes: `core_volume_gb` in GiB per core node,
+    `idle_timeout_s` in seconds (only for `keep_alive` clusters: EMR terminates them after that
+    long without steps). `additional_security_groups` go on every node: the group that
+    Neptune's security group admits on port 8182. `configurations`: the JSON file of
+    configuration classifications (spark-defaults, spark-env)."""
+
+    name: str = "imagegraph"
+    release_label: str = "emr-7.12.0"
+    log_uri: str = ""
+    service_role: str = "EMR_DefaultRole"
+    instance_profile: str = "EMR_EC2_DefaultRole"
+    subnet_id: str = ""
+    key_name: str = ""
+    additional_security_groups: list = field(default_factory=list)
+    primary_instance_type: str = "m6i.xlarge"
+    core_instance_type: str = "m6i.2xlarge"
+    core_instance_count: int = 2
+    core_volume_gb: int = 64
+    keep_alive: bool = False
+    idle_timeout_s: int = 3600
+    step_concurrency: int = 1
+    configurations: str = "emr/configurations.json"
+    tags: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class StepSettings:
+    """Steps and job runs. `templates`: the directory of step templates. `spark_submit_options`:
+    extra spark-submit options for every step, e.g. `[--num-executors, "8"]`.
+    `gremlin_endpoint`: Neptune's writer endpoint for infer and backfill
+    (`wss://...:8182/gremlin`), unless `--gremlin-endpoint` is given."""
+
+    templates: str = "emr/steps"
+    action_on_failure: str = "CONTINUE"
+    spark_submit_options: list = field(default_factory=list)
+    gremlin_endpoint: str = ""
+
+
+@dataclass(frozen=True)
+class ServerlessSettings:
+    """EMR Serverless job runs (start_job_run): the runtime role, where logs go (empty: none
+    kept in S3) and a run's time limit in minutes."""
+
+    execution_role_arn: str = ""
+    log_uri: str = ""
+    timeout_minutes: int = 720
+
+
+@dataclass(frozen=True)
+class LauncherSettings:
+    """All of the launcher's settings."""
+
+    aws: AwsSettings = field(default_factory=AwsSettings)
+    package: PackageSettings = field(default_factory=PackageSettings)
+    cluster: ClusterSettings = field(default_factory=ClusterSettings)
+    steps: StepSettings = field(default_factory=StepSettings)
+    serverless: ServerlessSettings = field(default_factory=ServerlessSettings)
+
+
+def load_settings(path: str | None, overrides: dict[str, Any] | None = None) -> LauncherSettings:
+    """Read `path` (None: built-in defaults), apply dotted-key `overrides`, check the result."""
+    raw: dict = {}
+    source = path or "<defaults>"
+    if path:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                raw = yaml.safe_load(expand_environment(handle.read())) or {}
+        except FileNotFoundError:
+            raise JobError(f"settings file {path} does not exist") from None
+        except yaml.YAMLError as exc:
+            raise JobError(f"settings file {path} is not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise JobError(f"settings file {path}: expected a mapping of sections at the top")
+    for dotted, value in (overrides or {}).items():
+        section, _, key = dotted.partition(".")
+        if not key or not isinstance(raw.setdefault(section, {}), dict):
+            raise JobError(f"{source}: {dotted!r} is not SECTION.KEY of a section")
+        raw[section][key] = value
+    settings = build_dataclass(LauncherSettings, raw, source, prefix="")
+    _check(settings, source)
+    return settings
+
+
+def _check(settings: LauncherSettings, source: str) -> None:
+    choices = {"package.python_env": (settings.package.python_env, PYTHON_ENVS),
+               "steps.action_on_failure": (settings.steps.action_on_failure, ACTIONS_ON_FAILURE)}
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise JobError(f"{source}: {key} must be one of {', '.join(allowed)}, got {value!r}")
+    minimums = {"cluster.core_instance_count": (settings.cluster.core_instance_count, 1),
+                "cluster.core_volume_gb": (settings.cluster.core_volume_gb, 1),
+                "cluster.idle_timeout_s": (settings.cluster.idle_timeout_s, 60),
+                "cluster.step_concurrency": (settings.cluster.step_concurrency, 1),
+                "serverless.timeout_minutes": (settings.serverless.timeout_minutes, 5)}
+    for key, (value, minimum) in minimums.items():
+        if value < minimum:
+            raise JobError(f"{source}: {key} must be at least {minimum}, got {value!r}")
+    for key, values in (("cluster.additional_security_groups",
+                         settings.cluster.additional_security_groups),
+                        ("steps.spark_submit_options", settings.steps.spark_submit_options)):
+        if not all(isinstance(item, str) for item in values):
+            raise JobError(f"{source}: {key} must be a list of strings, got {values!r}")
