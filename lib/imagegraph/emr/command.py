@@ -1,0 +1,174 @@
+"""The launcher's command line: `python -m imagegraph.emr {train,infer,backfill} ...`.
+
+Arguments after `--` are passed to the job itself (checked by the job's own parser), e.g.
+`-- --top-k 5 --set inference.batch_size=32`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from imagegraph.cli import run_job
+from imagegraph.config import parse_override
+from imagegraph.emr.launcher import Launcher, resolve_region
+from imagegraph.emr.requests import build_plan, dumps
+from imagegraph.emr.settings import DEFAULT_PATH, PYTHON_ENVS, load_settings
+from imagegraph.errors import JobError
+
+PROG = "python -m imagegraph.emr"
+_FLAG_KEYS = {"region": "aws.region", "endpoint_url": "aws.endpoint_url",
+              "code_uri": "package.code_uri", "python_env": "package.python_env",
+              "gremlin_endpoint": "steps.gremlin_endpoint"}
+_EPILOG = """\
+Arguments after `--` go to the job itself, e.g. `-- --top-k 5 --set inference.batch_size=32`;
+the job's own parser checks every step before anything is sent.
+
+Targets: a new cluster (run_job_flow; it terminates after its steps unless cluster.keep_alive),
+a running cluster (--cluster-id: add_job_flow_steps) or EMR Serverless (--serverless APP_ID:
+start_job_run, one run per step).
+
+Exit codes: 0 launched (with --wait: every step succeeded), 1 a step failed or --wait-timeout
+passed, 2 bad arguments, settings or an AWS error (one line on stderr)."""
+
+
+def _options() -> argparse.ArgumentParser:
+    """The options every command takes."""
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--settings", metavar="PATH", default=DEFAULT_PATH,
+                        help=f"launcher settings YAML (default: {DEFAULT_PATH})")
+    parser.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[],
+                        dest="overrides",
+                        help="override any settings key, e.g. --set cluster.core_instance_count=4; "
+                             "repeatable; the value is read as YAML")
+    parser.add_argument("--region", metavar="REGION",
+                        help="AWS region (settings: aws.region; default: boto3's, "
+                             "AWS_DEFAULT_REGION)")
+    parser.add_argument("--endpoint-url", metavar="URL",
+                        help="send S3, EMR and EMR Serverless requests to this endpoint instead "
+                             "of AWS, e.g. moto's server (settings: aws.endpoint_url)")
+    parser.add_argument("--code-uri", metavar="S3URI",
+                        help="s3://bucket/prefix to upload the package, entry files, job "
+                             "configuration and bootstrap action to (settings: package.code_uri)")
+    parser.add_argument("--python-env", choices=PYTHON_ENVS,
+                        help="archive: run from the packed environment (--archives); bootstrap: "
+                             "from the pins the bootstrap action installs on every node "
+                             "(settings: package.python_env; default archive)")
+    target = parser.add_mutually_exclusive_group()
+    target.add_argument("--cluster-id", metavar="ID",
+                        help="add the steps to this running cluster (j-...) instead of "
+                             "creating one")
+    target.add_argument("--serverless", metavar="APPLICATION_ID",
+                        help="start EMR Serverless job runs on this application instead")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="print the uploads and the exact requests as JSON; send nothing")
+    parser.add_argument("--wait", action="store_true",
+                        help="wait for the steps or job runs, printing each state change and "
+                             "its log location")
+    parser.add_argument("--poll-seconds", type=float, default=30.0, metavar="S",
+                        help="seconds between polls with --wait (default: 30)")
+    parser.add_argument("--wait-timeout", type=float, default=0.0, metavar="S",
+                        help="stop waiting after S seconds, exit code 1 (default 0: no limit)")
+    return parser
+
+
+def _neptune_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--model", required=True, metavar="URI",
+                        help="model directory, as written by train (s3://...)")
+    parser.add_argument("--output", required=True, metavar="URI",
+                        help="where predictions/ and dead_letter/ are written (s3://...)")
+    parser.add_argument("--gremlin-endpoint", metavar="URL",
+                        help="Neptune's writer endpoint, wss://HOST:8182/gremlin "
+                             "(settings: steps.gremlin_endpoint)")
+
+
+def launcher_parser() -> argparse.ArgumentParser:
+    """The parser of `python -m imagegraph.emr`."""
+    parser = argparse.ArgumentParser(
+        prog=PROG, epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Upload the package built by `make package` and the job entry files to S3, "
+                    "then run train, infer or a sharded backfill on Amazon EMR.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    common = _options()
+    formatter = argparse.RawDescriptionHelpFormatter
+
+    train = commands.add_parser("train", parents=[common], epilog=_EPILOG,
+                                formatter_class=formatter,
+                                help="train a model (jobs/train.py) in one step")
+    train.add_argument("--input", required=True, metavar="URI",
+                       help="prefix of labeled images, <input>/<label>/<image>")
+    train.add_argument("--output", required=True, metavar="URI",
+                       help="model directory to write")
+
+    infer = commands.add_parser("infer", parents=[common], epilog=_EPILOG,
+                                formatter_class=formatter,
+                                help="classify every image under a prefix (jobs/infer.py)")
+    infer.add_argument("--input", required=True, metavar="URI", help="prefix of images")
+    _neptune_options(infer)
+
+    backfill = commands.add_parser(
+        "backfill", parents=[common], epilog=_EPILOG, formatter_class=formatter,
+        help="classify the objects of a manifest or S3 Inventory in N resumable shards, "
+             "one step (or job run) per shard")
+    source = backfill.add_mutually_exclusive_group(required=True)
+    source.add_argument("--inventory", metavar="URI",
+                        help="an S3 Inventory manifest.json listing the objects")
+    source.add_argument("--manifest", metavar="URI",
+                        help="a CSV or Parquet manifest of bucket,key or URIs")
+    _neptune_options(backfill)
+    backfill.add_argument("--shards", type=int, required=True, metavar="N",
+                          help="split the objects into N shards, one step each")
+    backfill.add_argument("--shard", type=int, action="append", metavar="I",
+                          help="launch only shard I (0 <= I < N), e.g. to rerun a failed one; "
+                               "repeatable (default: all N)")
+    return parser
+
+
+def step_values(args: argparse.Namespace) -> list[dict]:
+    """The job's own placeholder values, one dict per step."""
+    if args.command == "train":
+        return [{"input": args.input, "output": args.output}]
+    if args.command == "infer":
+        return [{"input": args.input, "model": args.model, "output": args.output}]
+    if args.shards < 1:
+        raise JobError("--shards must be at least 1")
+    shards = args.shard if args.shard else list(range(args.shards))
+    outside = [i for i in shards if not 0 <= i < args.shards]
+    if outside:
+        raise JobError(f"--shard {outside[0]} is outside 0..{args.shards - 1}")
+    kind = "inventory" if args.inventory else "manifest"
+    return [{"source_kind": kind, "source": args.inventory or args.manifest, "shard": shard,
+             "shards": args.shards, "model": args.model, "output": args.output}
+            for shard in sorted(set(shards))]
+
+
+def launch(args: argparse.Namespace, job_options: list[str]) -> int:
+    """Load the settings, build the plan, then print it (`--dry-run`) or send it."""
+    overrides = dict(parse_override(item) for item in args.overrides)
+    for flag, key in _FLAG_KEYS.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides[key] = value
+    settings = load_settings(args.settings, overrides)
+    target = "steps" if args.cluster_id else "serverless" if args.serverless else "cluster"
+    region = resolve_region(settings.aws)
+    plan = build_plan(settings, target, args.command, step_values(args), job_options, region,
+                      args.cluster_id or args.serverless or "")
+    if args.dry_run:
+        print(dumps(plan.to_json()))
+        return 0
+    launcher = Launcher(settings.aws, region, sys.stdout)
+    launched = launcher.launch(plan)
+    if args.wait and not launcher.wait(launched, args.poll_seconds, args.wait_timeout):
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: arguments after `--` are the job's; the rest are the launcher's."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    job_options: list[str] = []
+    if "--" in argv:
+        cut = argv.index("--")
+        argv, job_options = argv[:cut], argv[cut + 1:]
+    args = launcher_parser().parse_args(argv)
+    return run_job(PROG, lambda: launch(args, job_options))

@@ -1,0 +1,227 @@
+"""Sending a `Plan`: uploads to S3, then run_job_flow, add_job_flow_steps or start_job_run,
+and, when asked, waiting for the steps or job runs while printing each state change and where
+its logs are.
+
+boto3 clients take their credentials from boto3's default chain; nothing here prints a
+credential. AWS errors become `JobError` with the operation and AWS's own message.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Callable, TextIO
+
+import boto3
+from botocore.exceptions import BotoCoreError, ClientError
+
+from imagegraph.emr.package import Upload
+from imagegraph.emr.requests import Plan
+from imagegraph.emr.settings import AwsSettings
+from imagegraph.errors import JobError
+
+STEP_DONE = {"COMPLETED"}
+STEP_FAILED = {"CANCELLED", "FAILED", "INTERRUPTED"}
+RUN_DONE = {"SUCCESS"}
+RUN_FAILED = {"FAILED", "CANCELLED"}
+CLUSTER_ENDED = {"TERMINATED", "TERMINATED_WITH_ERRORS"}
+
+
+def resolve_region(aws: AwsSettings) -> str:
+    """`aws.region`, else boto3's (AWS_DEFAULT_REGION, the profile), read without
+    any request; `JobError` when neither names one."""
+    region = boto3.session.Session(region_name=aws.region or None).region_name
+    if not region:
+        raise JobError("no AWS region: pass --region, set aws.region or AWS_DEFAULT_REGION")
+    return region
+
+
+@dataclass(frozen=True)
+class Launched:
+    """What a launch started: the cluster (`j-...`) or EMR Serverless application, and the ids
+    of its steps or job runs with their names, in launch order."""
+
+    operation: str
+    resource_id: str
+    ids: list[str]
+    names: list[str]
+
+
+class Launcher:
+    """Sends plans to AWS (or to `aws.endpoint_url`) in `region`, printing progress to `out`."""
+
+    def __init__(self, aws: AwsSettings, region: str, out: TextIO,
+                 sleep: Callable[[float], None] = time.sleep):
+        self._session = boto3.session.Session(region_name=region)
+        self._endpoint_url = aws.endpoint_url or None
+        self._out = out
+        self._sleep = sleep
+
+    def _client(self, service: str):
+        return self._session.client(service, endpoint_url=self._endpoint_url)
+
+    def _print(self, line: str) -> None:
+        print(line, file=self._out, flush=True)
+
+    def launch(self, plan: Plan) -> Launched:
+        """Upload what changed, then send the plan's request(s)."""
+        self.upload(plan.uploads)
+        return _calling(plan.operation, lambda: self._send(plan))
+
+    def upload(self, uploads: list[Upload]) -> None:
+        """Upload each file unless an object with the same SHA-256 is already at its key."""
+        s3 = self._client("s3")
+        for upload in uploads:
+            uri = f"s3://{upload.bucket}/{upload.key}"
+            if _calling(f"head_object {uri}", lambda: _stored_sha256(s3, upload)) == upload.sha256:
+                self._print(f"unchanged  {uri}")
+                continue
+            _calling(f"upload to {uri}", lambda: s3.upload_file(**upload.request()))
+            self._print(f"uploaded   {uri} ({upload.path.stat().st_size:,} bytes)")
+
+    def _send(self, plan: Plan) -> Launched:
+        if plan.operation == "start_job_run":
+            serverless = self._client("emr-serverless")
+            runs = [serverless.start_job_run(**request) for request in plan.requests]
+            launched = Launched(plan.operation, plan.requests[0]["applicationId"],
+                                [run["jobRunId"] for run in runs],
+                                [request["name"] for request in plan.requests])
+            self._print(f"EMR Serverless application {launched.resource_id}: "
+                        f"{len(runs)} job run(s)")
+        else:
+            emr = self._client("emr")
+            request = plan.requests[0]
+            if plan.operation == "run_job_flow":
+                cluster_id = emr.run_job_flow(**request)["JobFlowId"]
+                self._print(f"cluster {cluster_id} ({request['ReleaseLabel']}) started with "
+                            f"{len(request['Steps'])} step(s)")
+                step_ids = _step_ids_in_order(emr, cluster_id, request["Steps"])
+            else:
+                cluster_id = request["JobFlowId"]
+                step_ids = emr.add_job_flow_steps(**request)["StepIds"]
+                self._print(f"cluster {cluster_id}: {len(step_ids)} step(s) added")
+            launched = Launched(plan.operation, cluster_id, step_ids,
+                                [step["Name"] for step in request["Steps"]])
+        for job_id, name in zip(launched.ids, launched.names):
+            self._print(f"  {job_id}  {name}")
+        return launched
+
+    def wait(self, launched: Launched, poll_s: float, timeout_s: float) -> bool:
+        """Poll every `poll_s` seconds until every step or job run has ended, printing each
+        state change with its log location; True when all succeeded, False when any failed or
+        `timeout_s` seconds passed first (0: no limit)."""
+        if launched.operation == "start_job_run":
+            poll = self._job_run_poller(launched)
+            done, failed = RUN_DONE, RUN_FAILED
+        else:
+            poll = _calling("describe_cluster", lambda: self._step_poller(launched))
+            done, failed = STEP_DONE, STEP_FAILED
+        names = dict(zip(launched.ids, launched.names))
+        seen: dict[str, str] = {}
+        deadline = time.monotonic() + timeout_s if timeout_s else None
+        while True:
+            states, notes, ended_because = _calling("polling", poll)
+            for job_id in launched.ids:
+                state = states.get(job_id, "UNKNOWN")
+                if seen.get(job_id) != state:
+                    seen[job_id] = state
+                    self._print(f"{job_id}  {state:<11} {names[job_id]}")
+                    for note in notes.get(job_id, []):
+                        self._print(f"    {note}")
+            open_ids = [i for i in launched.ids if seen[i] not in done | failed]
+            if not open_ids or ended_because:
+                if ended_because:
+                    self._print(ended_because)
+                ok = not ended_because and all(seen[i] in done for i in launched.ids)
+                succeeded = sum(seen[i] in done for i in launched.ids)
+                self._print(f"{succeeded} of {len(launched.ids)} succeeded")
+                return ok
+            if deadline is not None and time.monotonic() >= deadline:
+                self._print(f"stopped waiting after {timeout_s:g} s: {len(open_ids)} of "
+                            f"{len(launched.ids)} not finished ({launched.resource_id} "
+                            "carries on)")
+                return False
+            self._sleep(poll_s)
+
+    def _step_poller(self, launched: Launched):
+        emr = self._client("emr")
+        cluster = emr.describe_cluster(ClusterId=launched.resource_id)["Cluster"]
+        log_root = (cluster.get("LogUri") or "").rstrip("/")
+        wanted = set(launched.ids)
+
+        def poll():
+            states, notes = {}, {}
+            for page in emr.get_paginator("list_steps").paginate(ClusterId=launched.resource_id):
+                for step in page["Steps"]:
+                    if step["Id"] not in wanted:
+                        continue
+                    status = step["Status"]
+                    states[step["Id"]] = status["State"]
+                    notes[step["Id"]] = _step_notes(status, log_root, launched.resource_id,
+                                                    step["Id"])
+            status = emr.describe_cluster(ClusterId=launched.resource_id)["Cluster"]["Status"]
+            ended = None
+            if status["State"] in CLUSTER_ENDED and any(
+                    states.get(i) not in STEP_DONE | STEP_FAILED for i in launched.ids):
+                reason = status.get("StateChangeReason", {}).get("Message", "")
+                ended = f"cluster {launched.resource_id} {status['State']}: {reason}".rstrip(": ")
+            return states, notes, ended
+        return poll
+
+    def _job_run_poller(self, launched: Launched):
+        serverless = self._client("emr-serverless")
+        app = launched.resource_id
+
+        def poll():
+            states, notes = {}, {}
+            for run_id in launched.ids:
+                run = serverless.get_job_run(applicationId=app, jobRunId=run_id)["jobRun"]
+                states[run_id] = run["state"]
+                log_uri = (run.get("configurationOverrides", {}).get("monitoringConfiguration", {})
+                           .get("s3MonitoringConfiguration", {}).get("logUri", ""))
+                notes[run_id] = ([f"logs: {log_uri.rstrip('/')}/applications/{app}/jobs/{run_id}/"]
+                                 if log_uri else ["logs: none kept (serverless.log_uri is empty)"])
+                if run.get("stateDetails"):
+                    notes[run_id].append(run["stateDetails"])
+            return states, notes, None
+        return poll
+
+
+def _step_notes(status: dict, log_root: str, cluster_id: str, step_id: str) -> list[str]:
+    notes = [f"logs: {log_root}/{cluster_id}/steps/{step_id}/ (spark-submit), "
+             f"{log_root}/{cluster_id}/containers/ (driver and executors)"
+             if log_root else "logs: none kept (the cluster has no LogUri)"]
+    failure = status.get("FailureDetails") or {}
+    if failure:
+        notes.append(" ".join(filter(None, [failure.get("Reason"), failure.get("Message"),
+                                            failure.get("LogFile")])))
+    return notes
+
+
+def _step_ids_in_order(emr, cluster_id: str, steps: list[dict]) -> list[str]:
+    """The ids of the steps run_job_flow created, in the order they were given (list_steps
+    returns the newest first)."""
+    listed = [step["Id"] for page in emr.get_paginator("list_steps").paginate(
+        ClusterId=cluster_id) for step in page["Steps"]]
+    return list(reversed(listed))[:len(steps)]
+
+
+def _stored_sha256(s3, upload: Upload) -> str | None:
+    try:
+        head = s3.head_object(Bucket=upload.bucket, Key=upload.key)
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
+    return head.get("Metadata", {}).get("sha256")
+
+
+def _calling(what: str, call):
+    """`call()`, with AWS errors turned into one-line `JobError`s naming `what`."""
+    try:
+        return call()
+    except ClientError as exc:
+        error = exc.response.get("Error", {})
+        raise JobError(f"{what} failed: {error.get('Code', 'error')}: "
+                       f"{error.get('Message', exc)}") from None
+    except BotoCoreError as exc:
+        raise JobError(f"{what} failed: {exc}") from None

@@ -1,0 +1,224 @@
+"""The EMR launcher against moto's server (S3, EMR and EMR Serverless on one port): the
+uploaded objects, the cluster, its steps and the job runs exist with the shapes the launcher
+promised; a dry run sends nothing."""
+import json
+import subprocess
+import sys
+
+import boto3
+import pytest
+
+import services
+
+from imagegraph.emr.command import main
+from imagegraph.emr.templates import check_step, parse_job_args
+
+CODE_BUCKET = "imagegraph-emr-code"
+CODE = f"s3://{CODE_BUCKET}/imagegraph/0.1.0"
+ROLE = "arn:aws:iam::123456789012:role/imagegraph-job"
+NEPTUNE = "wss://db.cluster-abc.us-east-1.neptune.amazonaws.com:8182/gremlin"
+BACKFILL = ["backfill", "--inventory", "s3://inventory/images/config/manifest.json",
+            "--model", "s3://models/digits/v1", "--output", "s3://results/backfill",
+            "--gremlin-endpoint", NEPTUNE]
+
+
+@pytest.fixture
+def aws(endpoints, monkeypatch):
+    """boto3 pointed at moto's server through the environment, as a user's shell would be."""
+    env = endpoints.env()
+    monkeypatch.chdir(services.ROOT)
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+        monkeypatch.setenv(name, env[name])
+    for name in ("AWS_PROFILE", "IMAGEGRAPH_CODE_URI", "IMAGEGRAPH_LOG_URI", "GREMLIN_ENDPOINT"):
+        monkeypatch.delenv(name, raising=False)
+
+    def client(service):
+        return boto3.client(service, endpoint_url=env["S3_ENDPOINT"], region_name="us-east-1")
+    s3 = client("s3")
+    if CODE_BUCKET not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
+        s3.create_bucket(Bucket=CODE_BUCKET)
+    client.endpoint = env["S3_ENDPOINT"]
+    return client
+
+
+def launcher_args(aws, emr_package, *extra):
+    return ["--endpoint-url", aws.endpoint, "--code-uri", CODE,
+            "--set", f"package.dir={emr_package}",
+            "--set", f"cluster.log_uri=s3://{CODE_BUCKET}/logs/",
+            "--set", "cluster.subnet_id=subnet-0neptune",
+            "--set", "cluster.additional_security_groups=[sg-0neptune-clients]",
+            "--set", f"serverless.execution_role_arn={ROLE}",
+            "--set", f"serverless.log_uri=s3://{CODE_BUCKET}/serverless-logs/", *extra]
+
+
+def launch(capsys, args):
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def newest_cluster_id(emr):
+    return max(emr.list_clusters()["Clusters"],
+               key=lambda c: c["Status"]["Timeline"]["CreationDateTime"])["Id"]
+
+
+def shard_args(steps):
+    """Each step's --shard value, from the step as EMR lists it."""
+    return sorted(args[args.index("--shard") + 1] for args in
+                  (step["Config"]["Args"] for step in steps))
+
+
+def test_new_cluster_runs_every_shard_of_a_backfill(aws, emr_package, capsys):
+    code, out, err = launch(capsys, [*BACKFILL, "--shards", "4",
+                                     *launcher_args(aws, emr_package)])
+    assert code == 0, err
+
+    s3 = aws("s3")
+    for rel in ["requirements.txt", "bootstrap.sh", "jobs/infer.py", "jobs/train.py",
+                "imagegraph-env.tar.gz", "imagegraph-0.1.0-py3-none-any.whl"]:
+        head = s3.head_object(Bucket=CODE_BUCKET, Key=f"imagegraph/0.1.0/{rel}")
+        assert head["ContentLength"] == (emr_package / rel).stat().st_size, rel
+    stored = s3.get_object(Bucket=CODE_BUCKET, Key="imagegraph/0.1.0/imagegraph-env.tar.gz")
+    assert stored["Body"].read() == (emr_package / "imagegraph-env.tar.gz").read_bytes()
+    config = s3.get_object(Bucket=CODE_BUCKET, Key="imagegraph/0.1.0/conf/emr.yaml")
+    assert config["Body"].read() == (services.ROOT / "conf" / "emr.yaml").read_bytes()
+
+    emr = aws("emr")
+    cluster_id = newest_cluster_id(emr)
+    assert f"cluster {cluster_id} (emr-7.12.0) started with 4 step(s)" in out
+    cluster = emr.describe_cluster(ClusterId=cluster_id)["Cluster"]
+    assert cluster["ReleaseLabel"] == "emr-7.12.0"
+    assert cluster["LogUri"] == f"s3://{CODE_BUCKET}/logs/"
+    assert cluster["AutoTerminate"] is True
+    assert {app["Name"] for app in cluster["Applications"]} == {"Hadoop", "Spark"}
+    assert cluster["Configurations"] == json.loads(
+        (services.ROOT / "emr" / "configurations.json").read_text())
+    assert cluster["Ec2InstanceAttributes"]["Ec2SubnetId"] == "subnet-0neptune"
+    assert cluster["Ec2InstanceAttributes"]["AdditionalSlaveSecurityGroups"] == \
+        ["sg-0neptune-clients"]
+    groups = emr.list_instance_groups(ClusterId=cluster_id)["InstanceGroups"]
+    assert sorted((g["InstanceGroupType"], g["InstanceType"], g["RequestedInstanceCount"])
+                  for g in groups) == [("CORE", "m6i.2xlarge", 2), ("MASTER", "m6i.xlarge", 1)]
+    assert emr.list_bootstrap_actions(ClusterId=cluster_id)["BootstrapActions"] == [
+        {"Name": "imagegraph python", "ScriptPath": f"{CODE}/bootstrap.sh", "Args": []}]
+
+    steps = emr.list_steps(ClusterId=cluster_id)["Steps"]
+    assert shard_args(steps) == ["0/4", "1/4", "2/4", "3/4"]
+    for step in steps:
+        assert step["Config"]["Jar"] == "command-runner.jar"
+        assert step["ActionOnFailure"] == "CONTINUE"
+        parsed = check_step({"Name": step["Name"], "HadoopJarStep": step["Config"]})
+        assert parsed.resume is True
+        assert parsed.inventory == "s3://inventory/images/config/manifest.json"
+        assert step["Name"] == f"imagegraph backfill shard {parsed.shard.index}/4"
+
+
+def test_steps_added_to_a_running_cluster_are_exactly_the_shards_asked_for(aws, emr_package,
+                                                                            capsys):
+    emr = aws("emr")
+    cluster_id = emr.run_job_flow(
+        Name="running", ReleaseLabel="emr-7.12.0", JobFlowRole="EMR_EC2_DefaultRole",
+        ServiceRole="EMR_DefaultRole",
+        Instances={"MasterInstanceType": "m6i.xlarge", "SlaveInstanceType": "m6i.2xlarge",
+                   "InstanceCount": 3, "KeepJobFlowAliveWhenNoSteps": True})["JobFlowId"]
+    code, out, err = launch(capsys, [*BACKFILL, "--shards", "8", "--shard", "5",
+                                     "--shard", "2", "--cluster-id", cluster_id,
+                                     *launcher_args(aws, emr_package)])
+    assert code == 0, err
+    assert f"cluster {cluster_id}: 2 step(s) added" in out
+    steps = emr.list_steps(ClusterId=cluster_id)["Steps"]
+    assert shard_args(steps) == ["2/8", "5/8"]
+    assert all(step["Id"] in out for step in steps)
+
+
+def test_wait_prints_each_step_state_and_its_logs(aws, emr_package, capsys):
+    # moto runs the first step forever and leaves the rest pending: the wait gives up.
+    code, out, err = launch(capsys, [*BACKFILL, "--shards", "2", "--wait", "--poll-seconds",
+                                     "0.05", "--wait-timeout", "0.3",
+                                     *launcher_args(aws, emr_package)])
+    assert code == 1, err
+    cluster_id = newest_cluster_id(aws("emr"))
+    steps = {s["Id"]: s for s in aws("emr").list_steps(ClusterId=cluster_id)["Steps"]}
+    for step_id, step in steps.items():
+        assert f"{step_id}  {step['Status']['State']:<11} {step['Name']}" in out
+        assert f"logs: s3://{CODE_BUCKET}/logs/{cluster_id}/steps/{step_id}/" in out
+    assert "stopped waiting after 0.3 s: 2 of 2 not finished" in out
+
+
+def test_unchanged_files_are_not_uploaded_again(aws, emr_package, capsys):
+    args = ["infer", "--input", "s3://images/", "--model", "s3://models/digits/v1",
+            "--output", "s3://results/x", "--gremlin-endpoint", NEPTUNE,
+            *launcher_args(aws, emr_package)]
+    assert launch(capsys, args)[0] == 0
+    (emr_package / "jobs" / "infer.py").write_text("# changed\n")
+    code, out, _ = launch(capsys, args)
+    assert code == 0
+    assert f"uploaded   {CODE}/jobs/infer.py" in out
+    assert f"unchanged  {CODE}/imagegraph-env.tar.gz" in out
+
+
+def test_serverless_job_runs_one_per_shard(aws, emr_package, capsys):
+    serverless = aws("emr-serverless")
+    app_id = serverless.create_application(name="imagegraph", releaseLabel="emr-7.12.0",
+                                           type="SPARK")["applicationId"]
+    code, out, err = launch(capsys, [*BACKFILL, "--shards", "3", "--serverless", app_id,
+                                     "--wait", "--poll-seconds", "0.05",
+                                     *launcher_args(aws, emr_package)])
+    assert code == 0, err
+    runs = serverless.list_job_runs(applicationId=app_id)["jobRuns"]
+    assert len(runs) == 3
+    shards = []
+    for listed in runs:
+        run = serverless.get_job_run(applicationId=app_id, jobRunId=listed["id"])["jobRun"]
+        assert run["executionRole"] == ROLE
+        driver = run["jobDriver"]["sparkSubmit"]
+        assert driver["entryPoint"] == f"{CODE}/jobs/infer.py"
+        assert f"spark.archives={CODE}/imagegraph-env.tar.gz#environment" in \
+            driver["sparkSubmitParameters"]
+        parsed = parse_job_args(driver["entryPoint"], driver["entryPointArguments"])
+        shards.append((parsed.shard.index, parsed.shard.count))
+        assert run["configurationOverrides"]["monitoringConfiguration"] == {
+            "s3MonitoringConfiguration": {"logUri": f"s3://{CODE_BUCKET}/serverless-logs/"}}
+        assert (f"logs: s3://{CODE_BUCKET}/serverless-logs/applications/{app_id}/jobs/"
+                f"{listed['id']}/") in out
+    assert sorted(shards) == [(0, 3), (1, 3), (2, 3)]
+    assert "3 of 3 succeeded" in out
+
+
+def test_dry_run_sends_nothing(aws, emr_package, capsys):
+    nowhere = f"http://127.0.0.1:{services.free_port()}"
+    args = launcher_args(aws, emr_package)
+    args[args.index("--endpoint-url") + 1] = nowhere
+    code, out, err = launch(capsys, [*BACKFILL, "--shards", "2", "--dry-run", *args])
+    assert code == 0, err
+    plan = json.loads(out)
+    assert [u["Key"] for u in plan["upload_file"]][-1] == "imagegraph/0.1.0/conf/emr.yaml"
+    assert [s["Name"] for s in plan["run_job_flow"]["Steps"]] == \
+        ["imagegraph backfill shard 0/2", "imagegraph backfill shard 1/2"]
+
+
+def test_errors_are_one_line_with_exit_code_2(aws, emr_package, capsys):
+    (emr_package / "imagegraph-env.tar.gz").unlink()
+    code, out, err = launch(capsys, [*BACKFILL, "--shards", "2",
+                                     *launcher_args(aws, emr_package)])
+    assert code == 2 and out == ""
+    assert err == (f"python -m imagegraph.emr: error: {emr_package}/imagegraph-env.tar.gz is "
+                   "missing; run `make package`\n")
+
+    (emr_package / "imagegraph-env.tar.gz").write_bytes(b"packed environment")
+    code, _, err = launch(capsys, [*BACKFILL, "--shards", "2", "--cluster-id", "j-NOSUCH",
+                                   *launcher_args(aws, emr_package)])
+    assert code == 2
+    assert err.startswith("python -m imagegraph.emr: error: add_job_flow_steps failed: ")
+    assert len(err.splitlines()) == 1
+
+
+def test_help_documents_every_option():
+    result = subprocess.run([sys.executable, "-m", "imagegraph.emr", "backfill", "--help"],
+                            capture_output=True, text=True, cwd=services.ROOT, timeout=60)
+    assert result.returncode == 0
+    for option in ["--settings", "--set", "--region", "--endpoint-url", "--code-uri",
+                   "--python-env", "--cluster-id", "--serverless", "--dry-run", "--wait",
+                   "--poll-seconds", "--wait-timeout", "--inventory", "--manifest", "--model",
+                   "--output", "--gremlin-endpoint", "--shards", "--shard"]:
+        assert option in result.stdout
