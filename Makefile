@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYSPARK_JARS = $(shell ls -d $(VENV)/lib/python3*/site-packages/pyspark/jars 2>/dev/null)
 
-.PHONY: install jars services-up services-down demo test unit integration bench clean
+.PHONY: install jars package services-up services-down demo test unit integration bench clean
 
 install: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt requirements-dev.txt setup.py
@@ -24,6 +24,16 @@ build/.jars: $(VENV)/.installed dev/maven/gremlin-server/pom.xml dev/maven/spark
 	mvn --quiet --batch-mode -f dev/maven/spark-s3a/pom.xml dependency:copy-dependencies \
 	    -DoutputDirectory=$(CURDIR)/build/spark-s3a
 	cp build/spark-s3a/*.jar $(PYSPARK_JARS)/
+	touch $@
+
+# What an EMR run uploads (see emr/build_package.py and README "Run on EMR"): the wheel, the
+# job entry files, bootstrap.sh and the packed environment for --archives, whose bin/python
+# links to NODE_PYTHON, the interpreter on the EMR nodes.
+NODE_PYTHON ?= /usr/bin/python3.11
+package: build/package/.built
+build/package/.built: $(VENV)/.installed requirements.txt setup.py emr/build_package.py \
+		emr/bootstrap.sh $(wildcard jobs/*.py) $(shell find lib -name '*.py')
+	$(PY) emr/build_package.py --out build/package --node-python $(NODE_PYTHON)
 	touch $@
 
 services-up: build/.jars
