@@ -206,11 +206,12 @@ def test_errors_are_one_line_with_exit_code_2(aws, emr_package, capsys):
                    "missing; run `make package`\n")
 
     (emr_package / "imagegraph-env.tar.gz").write_bytes(b"packed environment")
-    code, _, err = launch(capsys, [*BACKFILL, "--shards", "2", "--cluster-id", "j-NOSUCH",
-                                   *launcher_args(aws, emr_package)])
+    code, _, err = launch(capsys, [*BACKFILL, "--shards", "2", *launcher_args(aws, emr_package),
+                                   "--code-uri", "s3://no-such-bucket/imagegraph"])
     assert code == 2
-    assert err.startswith("python -m imagegraph.emr: error: add_job_flow_steps failed: ")
-    assert len(err.splitlines()) == 1
+    assert err.startswith("python -m imagegraph.emr: error: upload to "
+                          "s3://no-such-bucket/imagegraph/requirements.txt failed: ")
+    assert "NoSuchBucket" in err and len(err.splitlines()) == 1
 
 
 def test_help_documents_every_option():

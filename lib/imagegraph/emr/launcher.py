@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Callable, TextIO
 
 import boto3
+from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import BotoCoreError, ClientError
 
 from imagegraph.emr.package import Upload
@@ -221,7 +222,7 @@ def _calling(what: str, call):
         return call()
     except ClientError as exc:
         error = exc.response.get("Error", {})
-        raise JobError(f"{what} failed: {error.get('Code', 'error')}: "
-                       f"{error.get('Message', exc)}") from None
-    except BotoCoreError as exc:
-        raise JobError(f"{what} failed: {exc}") from None
+        message = f"{error.get('Code', 'error')}: {error.get('Message', exc)}"
+    except (BotoCoreError, S3UploadFailedError) as exc:
+        message = str(exc)
+    raise JobError(f"{what} failed: {' '.join(message.split())[:500]}")
