@@ -11,6 +11,8 @@ import pytest
 import services
 
 from imagegraph.emr.command import main
+from imagegraph.emr.launcher import Launched, Launcher
+from imagegraph.emr.settings import AwsSettings
 from imagegraph.emr.templates import check_step, parse_job_args
 
 CODE_BUCKET = "imagegraph-emr-code"
@@ -60,6 +62,15 @@ def launch(capsys, args):
 def newest_cluster_id(emr):
     return max(emr.list_clusters()["Clusters"],
                key=lambda c: c["Status"]["Timeline"]["CreationDateTime"])["Id"]
+
+
+def running_cluster(emr):
+    """A cluster that was not made by the launcher, waiting for steps."""
+    return emr.run_job_flow(
+        Name="running", ReleaseLabel="emr-7.12.0", JobFlowRole="EMR_EC2_DefaultRole",
+        ServiceRole="EMR_DefaultRole", LogUri=f"s3://{CODE_BUCKET}/logs/",
+        Instances={"MasterInstanceType": "m6i.xlarge", "SlaveInstanceType": "m6i.2xlarge",
+                   "InstanceCount": 3, "KeepJobFlowAliveWhenNoSteps": True})["JobFlowId"]
 
 
 def shard_args(steps):
@@ -116,11 +127,7 @@ def test_new_cluster_runs_every_shard_of_a_backfill(aws, emr_package, capsys):
 def test_steps_added_to_a_running_cluster_are_exactly_the_shards_asked_for(aws, emr_package,
                                                                             capsys):
     emr = aws("emr")
-    cluster_id = emr.run_job_flow(
-        Name="running", ReleaseLabel="emr-7.12.0", JobFlowRole="EMR_EC2_DefaultRole",
-        ServiceRole="EMR_DefaultRole",
-        Instances={"MasterInstanceType": "m6i.xlarge", "SlaveInstanceType": "m6i.2xlarge",
-                   "InstanceCount": 3, "KeepJobFlowAliveWhenNoSteps": True})["JobFlowId"]
+    cluster_id = running_cluster(emr)
     code, out, err = launch(capsys, [*BACKFILL, "--shards", "8", "--shard", "5",
                                      "--shard", "2", "--cluster-id", cluster_id,
                                      *launcher_args(aws, emr_package)])
@@ -143,6 +150,23 @@ def test_wait_prints_each_step_state_and_its_logs(aws, emr_package, capsys):
         assert f"{step_id}  {step['Status']['State']:<11} {step['Name']}" in out
         assert f"logs: s3://{CODE_BUCKET}/logs/{cluster_id}/steps/{step_id}/" in out
     assert "stopped waiting after 0.3 s: 2 of 2 not finished" in out
+
+
+def test_wait_stops_when_the_cluster_ends_under_its_steps(aws, emr_package, capsys):
+    emr = aws("emr")
+    cluster_id = running_cluster(emr)
+    code, _, err = launch(capsys, [*BACKFILL, "--shards", "2", "--cluster-id", cluster_id,
+                                   *launcher_args(aws, emr_package)])
+    assert code == 0, err
+    emr.terminate_job_flows(JobFlowIds=[cluster_id])
+    steps = list(reversed(emr.list_steps(ClusterId=cluster_id)["Steps"]))
+    launcher = Launcher(AwsSettings(endpoint_url=aws.endpoint), "us-east-1", sys.stdout)
+    launched = Launched("add_job_flow_steps", cluster_id, [s["Id"] for s in steps],
+                        [s["Name"] for s in steps])
+    assert launcher.wait(launched, poll_s=0.05, timeout_s=10) is False
+    out = capsys.readouterr().out
+    assert f"cluster {cluster_id} TERMINATED" in out
+    assert out.rstrip().endswith("0 of 2 succeeded")
 
 
 def test_unchanged_files_are_not_uploaded_again(aws, emr_package, capsys):

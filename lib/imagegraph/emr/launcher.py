@@ -82,29 +82,28 @@ class Launcher:
     def _send(self, plan: Plan) -> Launched:
         if plan.operation == "start_job_run":
             serverless = self._client("emr-serverless")
-            runs = [serverless.start_job_run(**request) for request in plan.requests]
-            launched = Launched(plan.operation, plan.requests[0]["applicationId"],
-                                [run["jobRunId"] for run in runs],
-                                [request["name"] for request in plan.requests])
-            self._print(f"EMR Serverless application {launched.resource_id}: "
-                        f"{len(runs)} job run(s)")
+            app = plan.requests[0]["applicationId"]
+            self._print(f"EMR Serverless application {app}: {len(plan.requests)} job run(s)")
+            run_ids = []
+            for request in plan.requests:  # each id is printed as soon as its run exists
+                run_ids.append(serverless.start_job_run(**request)["jobRunId"])
+                self._print(f"  {run_ids[-1]}  {request['name']}")
+            return Launched(plan.operation, app, run_ids, [r["name"] for r in plan.requests])
+        emr = self._client("emr")
+        request = plan.requests[0]
+        if plan.operation == "run_job_flow":
+            cluster_id = emr.run_job_flow(**request)["JobFlowId"]
+            self._print(f"cluster {cluster_id} ({request['ReleaseLabel']}) started with "
+                        f"{len(request['Steps'])} step(s)")
+            step_ids = _step_ids_in_order(emr, cluster_id, request["Steps"])
         else:
-            emr = self._client("emr")
-            request = plan.requests[0]
-            if plan.operation == "run_job_flow":
-                cluster_id = emr.run_job_flow(**request)["JobFlowId"]
-                self._print(f"cluster {cluster_id} ({request['ReleaseLabel']}) started with "
-                            f"{len(request['Steps'])} step(s)")
-                step_ids = _step_ids_in_order(emr, cluster_id, request["Steps"])
-            else:
-                cluster_id = request["JobFlowId"]
-                step_ids = emr.add_job_flow_steps(**request)["StepIds"]
-                self._print(f"cluster {cluster_id}: {len(step_ids)} step(s) added")
-            launched = Launched(plan.operation, cluster_id, step_ids,
-                                [step["Name"] for step in request["Steps"]])
-        for job_id, name in zip(launched.ids, launched.names):
-            self._print(f"  {job_id}  {name}")
-        return launched
+            cluster_id = request["JobFlowId"]
+            step_ids = emr.add_job_flow_steps(**request)["StepIds"]
+            self._print(f"cluster {cluster_id}: {len(step_ids)} step(s) added")
+        names = [step["Name"] for step in request["Steps"]]
+        for step_id, name in zip(step_ids, names):
+            self._print(f"  {step_id}  {name}")
+        return Launched(plan.operation, cluster_id, step_ids, names)
 
     def wait(self, launched: Launched, poll_s: float, timeout_s: float) -> bool:
         """Poll every `poll_s` seconds until every step or job run has ended, printing each
