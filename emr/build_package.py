@@ -7,14 +7,15 @@
 
     python emr/build_package.py [--out build/package] [--node-python /usr/bin/python3.11]
 
-The environment is a fresh venv (build/package-venv: no system site-packages, nothing
-editable) with requirements.txt and the wheel, then without pyspark, because EMR's Spark puts
-its own pyspark and py4j ahead of site-packages on every Python worker's path. venv-pack does
-not pack the interpreter: bin/python stays a symlink, which this script points at
---node-python, the interpreter on the nodes (EMR 7.x has /usr/bin/python3.11; the bootstrap
-action installs it where it is missing). The packages are this machine's CPython 3.11 x86_64
-wheels, so the archive fits nodes with the same Python minor version and architecture; build
-on Amazon Linux 2023 (README "Run on EMR") to match EMR exactly.
+The environment is a fresh venv (build/package-venv, kept for inspection; no system
+site-packages, nothing editable) with requirements.txt and the wheel, then without pyspark,
+because EMR's Spark puts its own pyspark and py4j ahead of site-packages on every Python
+worker's path. venv-pack does not pack the interpreter: bin/python stays a symlink, which the
+archive points at --node-python, the interpreter on the nodes (EMR 7.x has
+/usr/bin/python3.11; the bootstrap action installs it where it is missing). The packages are
+this machine's CPython 3.11 x86_64 wheels, so the archive fits nodes with the same Python
+minor version and architecture; build on Amazon Linux 2023 (README "Run on EMR") to match EMR
+exactly.
 """
 from __future__ import annotations
 
@@ -77,18 +78,29 @@ def build_environment(env_dir: Path, wheel: Path) -> None:
     run(python, "-m", "pip", "uninstall", "--quiet", "--yes", "pyspark")
 
 
-def point_interpreter_at(env_dir: Path, node_python: str) -> None:
-    """Make bin/python* and pyvenv.cfg name `node_python`, the interpreter on the nodes: the
-    archive then works wherever that path is a CPython of the same minor version."""
-    for link in (env_dir / "bin").glob("python*"):
-        if link.is_symlink():
+@contextlib.contextmanager
+def interpreter_pointed_at(env_dir: Path, node_python: str):
+    """Within the block, bin/python* and pyvenv.cfg name `node_python`, the interpreter on the
+    nodes, so the archive works wherever that path is a CPython of the same minor version;
+    afterwards they name this machine's again and the venv stays usable here."""
+    links = {link: os.readlink(link) for link in (env_dir / "bin").glob("python*")
+             if link.is_symlink()}
+    cfg = env_dir / "pyvenv.cfg"
+    original_cfg = cfg.read_text()
+    kept = [line for line in original_cfg.splitlines()
+            if not line.startswith(("home", "executable", "command"))]
+    try:
+        for link in links:
             link.unlink()
             link.symlink_to(node_python)
-    cfg = env_dir / "pyvenv.cfg"
-    kept = [line for line in cfg.read_text().splitlines()
-            if not line.startswith(("home", "executable", "command"))]
-    cfg.write_text("\n".join([f"home = {Path(node_python).parent}",
-                              f"executable = {node_python}", *kept]) + "\n")
+        cfg.write_text("\n".join([f"home = {Path(node_python).parent}",
+                                  f"executable = {node_python}", *kept]) + "\n")
+        yield
+    finally:
+        for link, target in links.items():
+            link.unlink(missing_ok=True)
+            link.symlink_to(target)
+        cfg.write_text(original_cfg)
 
 
 def pack(env_dir: Path, archive: Path) -> None:
@@ -131,10 +143,8 @@ def main() -> int:
         copy_entry_files(out)
     with stage("environment (pip install)"):
         build_environment(env_dir, wheel)
-    with stage("venv-pack"):
-        point_interpreter_at(env_dir, args.node_python)
+    with stage("venv-pack"), interpreter_pointed_at(env_dir, args.node_python):
         pack(env_dir, out / package.ENV_ARCHIVE)
-    shutil.rmtree(env_dir)  # its interpreter links now point at the nodes' Python
     archive = out / package.ENV_ARCHIVE
     print(f"package: {out} in {time.monotonic() - started:.0f} s; {archive.name} "
           f"{archive.stat().st_size / 2**20:.0f} MiB, bin/python -> {args.node_python}")
