@@ -200,13 +200,15 @@ def test_serverless_with_no_log_uri_keeps_no_logs(tmp_path, emr_package):
     assert "monitoringConfiguration" not in request["configurationOverrides"]
 
 
-def test_dry_run_json_is_json_with_short_lists_packed():
+def test_dry_run_json_is_json_with_plain_lists_and_mappings_packed():
     value = {"a": [{"Args": ["spark-submit"] + [f"--option-{i}" for i in range(20)]}],
-             "empty": [], "none": {}, "n": 1}
+             "apps": [{"Name": "Hadoop"}], "long": {"k": "v" * 120}, "empty": [], "none": {}}
     text = dumps(value)
     assert json.loads(text) == value
-    assert max(len(line) for line in text.splitlines()) <= 100
+    assert max(len(line) for line in text.splitlines() if "vvv" not in line) <= 100
     assert '"spark-submit", "--option-0",' in text
+    assert '{"Name": "Hadoop"}' in text
+    assert '"long": {\n' in text
 
 
 # The cluster configuration, the launcher's settings, conf/emr.yaml and the bootstrap action

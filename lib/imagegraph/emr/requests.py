@@ -46,17 +46,25 @@ class Plan:
                 self.operation: requests}
 
 
-def dumps(value: Any, width: int = 100, indent: int = 0) -> str:
-    """JSON as `json.dumps(value, indent=2)` writes it, except that lists of strings and
-    numbers are packed several items to a line within `width` columns."""
+def dumps(value: Any, width: int = 100, indent: int = 0, lead: int = 0) -> str:
+    """JSON as `json.dumps(value, indent=2)` writes it, except that a mapping of plain values
+    that fits stays on one line and lists of plain values are packed several items to a line,
+    within `width` columns. `lead`: columns already used on the first line."""
     pad, inner = " " * indent, " " * (indent + 2)
+    plain = (str, int, float, bool, type(None))
     if isinstance(value, dict) and value:
-        items = [f"{inner}{json.dumps(key)}: {dumps(item, width, indent + 2)}"
-                 for key, item in value.items()]
+        one_line = json.dumps(value)
+        if all(isinstance(item, plain) for item in value.values()) and \
+                lead + len(one_line) <= width:
+            return one_line
+        items = []
+        for key, item in value.items():
+            head = f"{inner}{json.dumps(key)}: "
+            items.append(head + dumps(item, width, indent + 2, len(head)))
         return "{\n" + ",\n".join(items) + f"\n{pad}}}"
     if isinstance(value, list) and value:
-        if any(isinstance(item, (dict, list)) for item in value):
-            items = [inner + dumps(item, width, indent + 2) for item in value]
+        if not all(isinstance(item, plain) for item in value):
+            items = [inner + dumps(item, width, indent + 2, len(inner)) for item in value]
             return "[\n" + ",\n".join(items) + f"\n{pad}]"
         lines, line = [], inner
         for text in (json.dumps(item) + "," for item in value):
