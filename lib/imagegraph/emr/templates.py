@@ -23,7 +23,6 @@ from typing import Any, Callable, Mapping
 from imagegraph.cli import infer_parser, train_parser
 from imagegraph.errors import JobError
 
-TEMPLATE_NAMES = ("train", "infer", "backfill")
 JOB_PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "infer.py": infer_parser, "train.py": train_parser}
 # spark-submit options that take no value; every other option takes one.
@@ -43,15 +42,6 @@ def load_template(directory: str, name: str) -> dict:
     if not isinstance(template, dict) or "HadoopJarStep" not in template:
         raise JobError(f"step template {path}: expected an EMR step with a HadoopJarStep")
     return template
-
-
-def placeholders(template: Any) -> set[str]:
-    """Every placeholder name used in `template`."""
-    if isinstance(template, dict):
-        return set().union(*(placeholders(v) for v in template.values()))
-    if isinstance(template, list):
-        return set().union(*(placeholders(v) for v in template))
-    return set(_PLACEHOLDER.findall(template)) if isinstance(template, str) else set()
 
 
 def render(template: Any, values: Mapping[str, Any], source: str) -> Any:
