@@ -25,6 +25,7 @@ STEP_FAILED = {"CANCELLED", "FAILED", "INTERRUPTED"}
 RUN_DONE = {"SUCCESS"}
 RUN_FAILED = {"FAILED", "CANCELLED"}
 CLUSTER_ENDED = {"TERMINATED", "TERMINATED_WITH_ERRORS"}
+_UNKNOWN_OBJECT_CODES = {"404", "NoSuchKey", "NotFound", "403", "Forbidden", "AccessDenied"}
 
 
 def resolve_region(aws: AwsSettings) -> str:
@@ -206,10 +207,12 @@ def _step_ids_in_order(emr, cluster_id: str, steps: list[dict]) -> list[str]:
 
 
 def _stored_sha256(s3, upload: Upload) -> str | None:
+    """The sha256 metadata of the object already at the upload's key; None when there is none
+    or it cannot be told (without s3:ListBucket, S3 answers 403 for a missing key)."""
     try:
         head = s3.head_object(Bucket=upload.bucket, Key=upload.key)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+        if exc.response.get("Error", {}).get("Code") in _UNKNOWN_OBJECT_CODES:
             return None
         raise
     return head.get("Metadata", {}).get("sha256")
