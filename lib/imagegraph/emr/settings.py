@@ -39,7 +39,8 @@ class PackageSettings:
     `job_config`: the jobs' YAML file, uploaded to `<code_uri>/conf/` and shipped to the driver
     with `--files`. `python_env`: `archive` (the packed environment, through `--archives`) or
     `bootstrap` (the bootstrap action installs requirements.txt and the wheel on every node).
-    `node_python`: the Python 3.11 interpreter on the nodes, which both ways run on.
+    `node_python`: the Python 3.11 interpreter on the nodes, which both ways run on (the
+    packed environment's bin/python link is set when it is built: `make package NODE_PYTHON=`).
     """
 
     dir: str = "build/package"
