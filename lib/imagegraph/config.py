@@ -228,10 +228,12 @@ def load_config(path: str | None, overrides: dict[str, Any] | None = None) -> Co
         if not isinstance(raw[section], dict):
             raise JobError(f"{source}: {section} must be a mapping")
         raw[section][key] = value
-    return _build(Config, raw, source, prefix="")
+    return build_section(Config, raw, source, prefix="")
 
 
-def _build(cls: type, raw: Any, source: str, prefix: str):
+def build_section(cls: type, raw: Any, source: str, prefix: str):
+    """An instance of the dataclass `cls` from the mapping `raw`, every key checked (unknown
+    keys, types, ranges); errors name `source` and the dotted key under `prefix`."""
     if not isinstance(raw, dict):
         raise JobError(f"{source}: {prefix.rstrip('.') or 'top level'} must be a mapping")
     fields = {f.name: f for f in dataclasses.fields(cls)}
@@ -245,7 +247,7 @@ def _build(cls: type, raw: Any, source: str, prefix: str):
         dotted = prefix + name
         expected = hints[name]
         if dataclasses.is_dataclass(expected):
-            values[name] = _build(expected, value, source, dotted + ".")
+            values[name] = build_section(expected, value, source, dotted + ".")
         else:
             values[name] = _check_value(dotted, expected, value, source)
     return cls(**values)

@@ -11,7 +11,7 @@ from typing import Any
 
 import yaml
 
-from imagegraph.config import _build as build_dataclass
+from imagegraph.config import build_section as build_dataclass
 from imagegraph.config import expand_environment
 from imagegraph.errors import JobError
 

@@ -107,7 +107,7 @@ def resolve_region(configured: str) -> str:
     region = boto3.Session().region_name
     if not region:
         raise JobError("IAM authentication to Neptune needs a region: set graph.region or "
-                       "AWS_REGION")
+                       "AWS_DEFAULT_REGION")
     return region
 
 
