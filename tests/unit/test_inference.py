@@ -52,7 +52,7 @@ def test_top_k_in_order_and_undecodable_rows_kept_in_place(brightness_model):
                                       "s3://b/empty.png", "file:///tmp/mid.png"]
     assert result["status"].tolist() == [STATUS_OK, STATUS_UNDECODABLE, STATUS_OK,
                                          STATUS_UNDECODABLE, STATUS_OK]
-    assert result["reason"][1] == "not a recognised image format"
+    assert result["reason"][1] == "not an image: text"
     assert result["reason"][3] == "empty object (0 bytes)"
     assert result["labels"][0] == ["dark", "mid"]
     assert result["labels"][2][0] == "bright"
