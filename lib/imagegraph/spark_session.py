@@ -23,11 +23,22 @@ def spark_conf(config: Config) -> dict[str, str]:
         conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(
             s3.endpoint.startswith("https://")).lower()
     conf["spark.hadoop.fs.s3a.path.style.access"] = str(s3.path_style_access).lower()
+    conf["spark.hadoop.fs.s3a.attempts.maximum"] = str(s3.sdk_max_retries)
+    conf["spark.hadoop.fs.s3a.retry.limit"] = str(s3.retry_limit)
+    conf["spark.hadoop.fs.s3a.retry.interval"] = _milliseconds(s3.retry_interval_s)
+    conf["spark.hadoop.fs.s3a.retry.throttle.limit"] = str(s3.throttle_retry_limit)
+    conf["spark.hadoop.fs.s3a.retry.throttle.interval"] = _milliseconds(
+        s3.throttle_retry_interval_s)
     if s3.access_key:
         conf["spark.hadoop.fs.s3a.aws.credentials.provider"] = _S3A_CREDENTIALS
         conf["spark.hadoop.fs.s3a.access.key"] = s3.access_key
         conf["spark.hadoop.fs.s3a.secret.key"] = s3.secret_key
     return conf
+
+
+def _milliseconds(seconds: float) -> str:
+    """A Hadoop time duration: 0.5 -> '500ms'."""
+    return f"{round(seconds * 1000)}ms"
 
 
 def _under_spark_submit() -> bool:
