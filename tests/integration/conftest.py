@@ -5,6 +5,8 @@ running beside the tests does not collide with them.
 """
 from __future__ import annotations
 
+import time
+
 import pytest
 
 import sample_images
@@ -32,13 +34,14 @@ def endpoints(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def config(endpoints):
-    """conf/local.yaml pointed at the test servers, with Spark on two local cores."""
+    """conf/local.yaml pointed at the test servers, with Spark on two local cores; a failed
+    task is tried up to 4 times (local mode's default is once)."""
     env = endpoints.env()
     local_spark_conf = load_config(LOCAL_YAML).spark.conf
     return load_config(LOCAL_YAML, {
         "s3.endpoint": env["S3_ENDPOINT"], "s3.access_key": env["AWS_ACCESS_KEY_ID"],
         "s3.secret_key": env["AWS_SECRET_ACCESS_KEY"], "graph.endpoint": env["GREMLIN_ENDPOINT"],
-        "spark.conf": {**local_spark_conf, "spark.master": "local[2]"},
+        "spark.conf": {**local_spark_conf, "spark.master": "local[2,4]"},
         "training.epochs": 4, "training.model_version": "v1", "training.model_name": "digits",
     })
 
@@ -70,6 +73,21 @@ def dataset(s3):
 @pytest.fixture(scope="session")
 def trained_model(spark, config, dataset):
     return run_training(spark, config, f"s3a://{BUCKET}/train/", MODEL_URI)
+
+
+@pytest.fixture
+def restartable_gremlin(tmp_path):
+    """A Gremlin Server of its own whose graph survives a restart; yields (endpoint, restart)."""
+    port = services.free_port()
+    endpoint = services.start_gremlin(port, tmp_path, persistent=True)
+
+    def restart():
+        services.stop_one("gremlin", tmp_path)
+        time.sleep(1.0)
+        services.start_gremlin(port, tmp_path, persistent=True)
+
+    yield endpoint, restart
+    services.stop_one("gremlin", tmp_path)
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,9 @@ import time
 from dataclasses import replace
 from datetime import datetime, timezone
 
-import pytest
 from gremlin_python.process.graph_traversal import __
 from gremlin_python.process.traversal import T
 
-import services
 from imagegraph.graph.connection import remote_traversal
 from imagegraph.graph.load import load_predictions, write_model
 from imagegraph.model_artifact import ModelMetadata
@@ -28,21 +26,6 @@ def predictions(spark, count: int, bad: set[int] = frozenset()):
                                        "width int, height int, format string, sha256 string, "
                                        "labels array<string>, scores array<float>"
                                  ).repartition(2)
-
-
-@pytest.fixture
-def restartable_gremlin(tmp_path):
-    """A Gremlin Server of its own whose graph survives a restart; yields (endpoint, restart)."""
-    port = services.free_port()
-    endpoint = services.start_gremlin(port, tmp_path, persistent=True)
-
-    def restart():
-        services.stop_one("gremlin", tmp_path)
-        time.sleep(1.0)
-        services.start_gremlin(port, tmp_path, persistent=True)
-
-    yield endpoint, restart
-    services.stop_one("gremlin", tmp_path)
 
 
 def image_count(graph_config) -> int:
