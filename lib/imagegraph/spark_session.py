@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import sys
 
-from pyspark import SparkConf
+from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
 from imagegraph.config import Config
@@ -55,6 +55,9 @@ def get_spark(config: Config) -> SparkSession:
         builder = builder.config(key, value)
     master = config.spark.conf.get("spark.master", "")
     if not master and _under_spark_submit():
+        # Attach to spark-submit's JVM first: a SparkConf made before that is an empty Python
+        # dict, whose missing spark.master would make this `local[*]` even on YARN.
+        SparkContext._ensure_initialized()
         master = SparkConf().get("spark.master", "")
     if not master:
         master = "local[*]"
