@@ -94,11 +94,11 @@ def finished(thread: threading.Thread, outcome: dict, timeout_s: float = 600):
 
 
 def failed_tasks(spark, job_group: str) -> int:
+    """Task attempts that failed in the stages of `job_group`'s jobs."""
     tracker = spark.sparkContext.statusTracker()
-    return sum(tracker.getStageInfo(stage).numFailedTasks
-               for job in tracker.getJobIdsForGroup(job_group)
-               for stage in tracker.getJobInfo(job).stageIds
-               if tracker.getStageInfo(stage) is not None)
+    stages = (tracker.getStageInfo(stage) for job in tracker.getJobIdsForGroup(job_group)
+              for stage in tracker.getJobInfo(job).stageIds)
+    return sum(stage.numFailedTasks for stage in stages if stage is not None)
 
 
 def test_s3_500_and_503_on_reads_are_retried(spark, config, trained_model, s3, digits):
