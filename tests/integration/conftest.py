@@ -5,8 +5,6 @@ running beside the tests does not collide with them.
 """
 from __future__ import annotations
 
-import time
-
 import pytest
 
 import sample_images
@@ -73,21 +71,6 @@ def dataset(s3):
 @pytest.fixture(scope="session")
 def trained_model(spark, config, dataset):
     return run_training(spark, config, f"s3a://{BUCKET}/train/", MODEL_URI)
-
-
-@pytest.fixture
-def restartable_gremlin(tmp_path):
-    """A Gremlin Server of its own whose graph survives a restart; yields (endpoint, restart)."""
-    port = services.free_port()
-    endpoint = services.start_gremlin(port, tmp_path, persistent=True)
-
-    def restart():
-        services.stop_one("gremlin", tmp_path)
-        time.sleep(1.0)
-        services.start_gremlin(port, tmp_path, persistent=True)
-
-    yield endpoint, restart
-    services.stop_one("gremlin", tmp_path)
 
 
 @pytest.fixture(scope="module")

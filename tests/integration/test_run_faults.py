@@ -16,6 +16,7 @@ from gremlin_python.process.graph_traversal import __
 from gremlin_python.process.traversal import T
 
 import sample_images
+import services
 from s3_fault_proxy import S3FaultProxy
 from s3_objects import put_objects
 
@@ -33,6 +34,21 @@ def digits() -> dict[str, bytes]:
     train, held_out = sample_images.digit_images(limit=DIGITS_USED + 120)
     return {key: data for key, data in {**train, **held_out}.items()
             if int(key.split("/")[1][:-4]) >= DIGITS_USED}
+
+
+@pytest.fixture
+def restartable_gremlin(tmp_path):
+    """A Gremlin Server of its own whose graph survives a restart; yields (endpoint, restart)."""
+    port = services.free_port()
+    endpoint = services.start_gremlin(port, tmp_path, persistent=True)
+
+    def restart():
+        services.stop_one("gremlin", tmp_path)
+        time.sleep(1.0)
+        services.start_gremlin(port, tmp_path, persistent=True)
+
+    yield endpoint, restart
+    services.stop_one("gremlin", tmp_path)
 
 
 def put(s3, bucket: str, prefix: str, objects: dict[str, bytes]) -> dict[str, str]:
