@@ -1,9 +1,14 @@
-"""An HTTP proxy in front of an S3 server that fails a share of object reads the way S3 does
-under load, since moto's server cannot: every `every`-th GET of an object is answered with
-500 InternalError or 503 SlowDown (alternately, starting with 500), with S3's XML error body,
-and never reaches the server. Every other request is passed through unchanged.
+"""An HTTP proxy in front of an S3 server that misbehaves on object reads the way S3 can, since
+moto's server cannot:
 
-    with S3FaultProxy("http://127.0.0.1:9090", every=4) as proxy:
+- with `fail_every=k`, every k-th GET of an object is answered with 500 InternalError or 503
+  SlowDown (alternately, starting with 500), with S3's XML error body, and never reaches the
+  server;
+- while `hold()` is in effect, GETs of objects wait (a stalled read) until `release()`.
+
+Every other request is passed through unchanged.
+
+    with S3FaultProxy("http://127.0.0.1:9090", fail_every=4) as proxy:
         ...  # point the s3a endpoint at proxy.endpoint
     proxy.injected   # {500: n, 503: m}
 
@@ -42,17 +47,21 @@ def is_object_get(method: str, target: str) -> bool:
 
 class S3FaultProxy:
     """Listens on a free port of HOST; `endpoint` is its URL; `injected` counts the faults
-    by status and `object_gets` every object GET it saw (failed or passed)."""
+    by status, `object_gets` every object GET it saw (failed or passed) and `held` the GETs
+    waiting for `release()` right now."""
 
-    def __init__(self, upstream: str, every: int):
-        if every < 2:
-            raise ValueError("every must be 2 or more, or no read would ever succeed")
+    def __init__(self, upstream: str, fail_every: int | None = None):
+        if fail_every is not None and fail_every < 2:
+            raise ValueError("fail_every must be 2 or more, or no read would ever succeed")
         parts = urlsplit(upstream)
         self.upstream = (parts.hostname, parts.port or 80)
-        self.every = every
+        self.fail_every = fail_every
         self.injected: Counter = Counter()
         self.object_gets = 0
+        self.held = 0
         self._lock = threading.Lock()
+        self._released = threading.Event()
+        self._released.set()
         self._server = ThreadingHTTPServer((HOST, 0), _handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
@@ -62,13 +71,25 @@ class S3FaultProxy:
     def endpoint(self) -> str:
         return f"http://{HOST}:{self._server.server_address[1]}"
 
+    def hold(self) -> None:
+        """Make GETs of objects wait from now on."""
+        self._released.clear()
+
+    def release(self) -> None:
+        """Let held and later GETs of objects through."""
+        self._released.set()
+
     def fault_for(self, method: str, target: str) -> int | None:
-        """The status to fail this request with, or None to pass it through."""
+        """Wait while held; then the status to fail this request with, or None to pass it."""
         if not is_object_get(method, target):
             return None
         with self._lock:
+            self.held += 1
+        self._released.wait()
+        with self._lock:
+            self.held -= 1
             self.object_gets += 1
-            if self.object_gets % self.every:
+            if self.fail_every is None or self.object_gets % self.fail_every:
                 return None
             status = 500 if sum(self.injected.values()) % 2 == 0 else 503
             self.injected[status] += 1
@@ -79,6 +100,7 @@ class S3FaultProxy:
         return self
 
     def __exit__(self, *exc_info) -> None:
+        self.release()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()

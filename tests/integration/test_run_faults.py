@@ -1,7 +1,8 @@
 """Faults in the middle of whole inference runs: S3 answering 500 and 503 to a share of reads,
-a Python worker killed while it classifies, the Gremlin Server restarted while the graph is
-loaded. Each run completes, its report reconciles, the graph holds every image exactly once
-with the bytes that were put (sha256), and the Parquet output has one row per image."""
+a Python worker killed in the middle of a classifying task, the Gremlin Server restarted while
+the graph is loaded. Each run completes, its report reconciles, the graph holds every image
+exactly once with the bytes that were put (sha256), and the Parquet output has one row per
+image."""
 from __future__ import annotations
 
 import hashlib
@@ -9,6 +10,7 @@ import os
 import signal
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 
 import pytest
@@ -117,6 +119,21 @@ def failed_tasks(spark, job_group: str) -> int:
     return sum(stage.numFailedTasks for stage in stages if stage is not None)
 
 
+@contextmanager
+def proxied_bucket(spark, bucket: str, proxy: S3FaultProxy):
+    """s3a reaches `bucket` (and only it) through `proxy` inside the block."""
+    hadoop = spark.sparkContext._jsc.hadoopConfiguration()
+    jvm = spark.sparkContext._jvm
+    hadoop.set(f"fs.s3a.bucket.{bucket}.endpoint", proxy.endpoint)
+    try:
+        yield
+    finally:
+        hadoop.unset(f"fs.s3a.bucket.{bucket}.endpoint")
+        # the cached file system of this bucket still points at the proxy: drop it
+        jvm.org.apache.hadoop.fs.FileSystem.get(jvm.java.net.URI(f"s3a://{bucket}/"),
+                                                hadoop).close()
+
+
 def test_s3_500_and_503_on_reads_are_retried(spark, config, trained_model, s3, digits):
     """The input and output live in a bucket that s3a reaches through the fault proxy: every
     5th object GET (images, then the Parquet the graph load reads back) fails."""
@@ -124,18 +141,10 @@ def test_s3_500_and_503_on_reads_are_retried(spark, config, trained_model, s3, d
     expected = put(s3, bucket, "in/", digits)
     output = f"s3a://{bucket}/results"
     empty_graph(config.graph)
-    hadoop = spark.sparkContext._jsc.hadoopConfiguration()
-    jvm = spark.sparkContext._jvm
-    with S3FaultProxy(config.s3.endpoint, every=5) as proxy:
-        hadoop.set(f"fs.s3a.bucket.{bucket}.endpoint", proxy.endpoint)
-        try:
-            report = run_inference(spark, config, f"s3a://{bucket}/in/", MODEL_URI, output)
-            assert_every_image_exactly_once(report, config.graph, expected, spark, output)
-        finally:
-            hadoop.unset(f"fs.s3a.bucket.{bucket}.endpoint")
-            # the cached file system of this bucket still points at the proxy: drop it
-            jvm.org.apache.hadoop.fs.FileSystem.get(jvm.java.net.URI(f"s3a://{bucket}/"),
-                                                    hadoop).close()
+    with S3FaultProxy(config.s3.endpoint, fail_every=5) as proxy, \
+            proxied_bucket(spark, bucket, proxy):
+        report = run_inference(spark, config, f"s3a://{bucket}/in/", MODEL_URI, output)
+        assert_every_image_exactly_once(report, config.graph, expected, spark, output)
     assert proxy.object_gets > len(digits)
     assert proxy.injected[500] > 0 and proxy.injected[503] > 0
     assert sum(proxy.injected.values()) == proxy.object_gets // 5
@@ -173,48 +182,29 @@ def _our_python_workers(table) -> dict[int, int]:
     return {pid: ticks for pid, (parent, _, ticks) in table.items() if parent in daemons}
 
 
-def classifying(spark, job_group: str) -> bool:
-    """Whether a running job of `job_group` has tasks running in a stage that classifies."""
-    tracker = spark.sparkContext.statusTracker()
-    for job in tracker.getJobIdsForGroup(job_group):
-        info = tracker.getJobInfo(job)
-        if info is None or info.status != "RUNNING":
-            continue
-        stages = [tracker.getStageInfo(stage) for stage in info.stageIds]
-        if any(s is not None and s.numActiveTasks and "inference_job.py" in s.name
-               for s in stages):
-            return True
-    return False
-
-
-def kill_a_busy_worker(spark, job_group: str, thread: threading.Thread) -> int | None:
-    """SIGKILL a Python worker that uses CPU while `job_group` classifies; its pid, or None
-    when the run ended first."""
-    while thread.is_alive():
-        if classifying(spark, job_group):
-            before = _our_python_workers(_process_table())
-            time.sleep(0.2)
-            after = _our_python_workers(_process_table())
-            busy = [pid for pid, ticks in after.items() if ticks > before.get(pid, ticks)]
-            if busy and classifying(spark, job_group):
-                os.kill(busy[0], signal.SIGKILL)
-                return busy[0]
-        time.sleep(0.05)
-    return None
-
-
 def test_python_worker_killed_mid_task_is_retried(spark, config, trained_model, s3, digits):
-    expected = put(s3, BUCKET, "worker-kill/in/", digits)
+    """The input's reads are held at the proxy, so the classifying tasks stay in the middle
+    of their work with their Python workers assigned until one of them is killed."""
+    bucket = "imagegraph-worker-kill"
+    expected = put(s3, bucket, "in/", digits)
     output = f"s3a://{BUCKET}/worker-kill/results"
     empty_graph(config.graph)
-    # Two tasks classify 60 images each, and each worker loads and traces the model anew
-    # (no other run uses this batch size): each task uses CPU for a second or more.
-    slow = replace(config, inference=replace(config.inference, batch_size=5, partitions=2))
-    thread, outcome = run_in_thread(spark, slow, f"s3a://{BUCKET}/worker-kill/in/", output,
-                                    "worker-kill")
-    killed = kill_a_busy_worker(spark, "worker-kill", thread)
-    report = finished(thread, outcome)
-    assert killed is not None, "the run ended before a worker could be killed"
+    idle = _our_python_workers(_process_table())  # {pid: CPU ticks}, from earlier runs
+    with S3FaultProxy(config.s3.endpoint) as proxy, proxied_bucket(spark, bucket, proxy):
+        proxy.hold()
+        thread, outcome = run_in_thread(spark, config, f"s3a://{bucket}/in/", output,
+                                        "worker-kill")
+        deadline = time.monotonic() + 120
+        assigned: list[int] = []
+        while not (proxy.held and assigned) and time.monotonic() < deadline:
+            time.sleep(0.1)
+            # a worker forked for this run, or a reused one that received a task's work
+            assigned = [pid for pid, ticks in _our_python_workers(_process_table()).items()
+                        if ticks > idle.get(pid, -1)]
+        assert proxy.held and assigned, "no task got as far as reading its input"
+        os.kill(assigned[0], signal.SIGKILL)
+        proxy.release()
+        report = finished(thread, outcome)
     assert failed_tasks(spark, "worker-kill") >= 1, "the kill did not fail a task"
     assert_every_image_exactly_once(report, config.graph, expected, spark, output)
 
