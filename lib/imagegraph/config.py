@@ -153,7 +153,7 @@ _POSITIVE = {
     "training.input_width", "training.epochs", "training.batch_size", "training.learning_rate",
 }
 _RETRY_LIMITS = {"s3.sdk_max_retries", "s3.retry_limit", "s3.throttle_retry_limit"}
-_MAX_RETRY_LIMIT = 20  # s3a's backoff doubles with each retry: 2**20 intervals is weeks
+_MAX_RETRY_LIMIT = 20  # s3a's backoff doubles with each retry: 2**20 intervals is days
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 

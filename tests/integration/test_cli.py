@@ -82,13 +82,15 @@ KNOWN_GRAPH_KEYS = ("enabled, endpoint, iam_auth, max_attempts, max_concurrent_w
      "conf/local.yaml: graph.records_per_request must be greater than 0, got 0"),
     (None, ["graph.batch_size=100"],
      f"conf/local.yaml: unknown key graph.batch_size (known in this section: {KNOWN_GRAPH_KEYS})"),
-    (None, ["inference.top_k=three"], "conf/local.yaml: inference.top_k must be int, got str 'three'"),
+    (None, ["inference.top_k=three"],
+     "conf/local.yaml: inference.top_k must be int, got str 'three'"),
     ("graph:\n  batchsize: 100\n", [],
      f"{{path}}: unknown key graph.batchsize (known in this section: {KNOWN_GRAPH_KEYS})"),
     ('graph:\n  enabled: "false"\n', [], "{path}: graph.enabled must be bool, got str 'false'"),
     ("s3:\n  throttle_retry_limit: 64\n", [],
      "{path}: s3.throttle_retry_limit must be between 0 and 20, got 64"),
-])
+], ids=["--set out of range", "--set unknown key", "--set wrong type", "file unknown key",
+        "file wrong type", "file retry limit out of range"])
 def test_configuration_errors_stop_before_spark_starts(tmp_path, file_text, overrides, message):
     args = list(ARGS)
     if file_text is not None:
@@ -172,5 +174,6 @@ def test_missing_output_bucket_stops_before_spark_work(spark, config, trained_mo
             run_inference(spark, config, _cli_input(s3), MODEL_URI,
                           f"s3a://{MISSING_BUCKET}/results")
     finally:
-        spark.sparkContext.setLocalProperty("spark.jobGroup.id", None)
+        for key in ("spark.jobGroup.id", "spark.job.description"):
+            spark.sparkContext.setLocalProperty(key, None)
     assert spark.sparkContext.statusTracker().getJobIdsForGroup("missing-output-bucket") == []

@@ -60,8 +60,8 @@ def submitted(endpoints, trained_model, s3, tmp_path_factory):
     with HandshakeRecorder(gremlin.hostname, gremlin.port) as recorder:
         result = subprocess.run([
             str(SPARK_SUBMIT), "--master", "local[2]",
-            "--conf", "spark.eventLog.enabled=true", "--conf", f"spark.eventLog.dir={events.as_uri()}",
-            "--conf", "spark.logConf=true",
+            "--conf", "spark.eventLog.enabled=true",
+            "--conf", f"spark.eventLog.dir={events.as_uri()}", "--conf", "spark.logConf=true",
             str(services.ROOT / "jobs" / "infer.py"), "--config", "conf/local.yaml",
             "--input", f"s3a://{BUCKET}/{PREFIX}in/", "--model", MODEL_URI,
             "--output", f"s3a://{BUCKET}/{PREFIX}results",
