@@ -27,7 +27,7 @@ from imagegraph.inference_job import PREDICTIONS_DIR, run_inference
 
 from conftest import BUCKET, DIGITS_USED, MODEL_URI
 
-TOP_K = 3
+TOP_K = 3  # inference.top_k of conf/local.yaml
 
 
 @pytest.fixture(scope="module")
