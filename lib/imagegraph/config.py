@@ -32,8 +32,19 @@ class SparkConfig:
 @dataclass(frozen=True)
 class S3Config:
     """How Spark's s3a connector and boto3 reach S3. Empty endpoint means AWS itself.
-    `max_attempts` bounds the tries of each object read (boto3's standard retry mode: backoff
-    with jitter on 500, 503 SlowDown and throttling)."""
+
+    `max_attempts` bounds the tries of each object read by the workers (boto3's standard retry
+    mode: backoff with jitter on 500, 503 SlowDown and throttling).
+
+    Retries of the s3a connector (`s3a://` URIs; EMRFS, behind `s3://` on EMR, has its own):
+    the AWS SDK retries each HTTP request up to `sdk_max_retries` times with its own backoff
+    (at most 20 s a wait); when it gives up, s3a retries the operation up to `retry_limit`
+    times, or `throttle_retry_limit` times for throttling (503 SlowDown), waiting
+    `retry_interval_s` (`throttle_retry_interval_s`) * 2**n * a random factor in [0.5, 1.5)
+    before its n-th retry. The limits are bounded so that the waits are too: with the
+    defaults, at most about 6.5 minutes of s3a's throttling backoff before an operation fails
+    its task (which Spark then retries).
+    """
 
     endpoint: str = ""
     access_key: str = ""
@@ -41,6 +52,11 @@ class S3Config:
     region: str = "us-east-1"
     path_style_access: bool = False
     max_attempts: int = 10
+    sdk_max_retries: int = 5
+    retry_limit: int = 7
+    retry_interval_s: float = 0.5
+    throttle_retry_limit: int = 8
+    throttle_retry_interval_s: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -166,9 +182,12 @@ _POSITIVE = {
     "inference.max_image_bytes", "inference.max_image_pixels", "graph.rows_per_flush",
     "graph.records_per_request", "graph.max_steps_per_request", "graph.max_attempts",
     "graph.retry_base_delay_s", "graph.retry_max_delay_s", "graph.retry_max_elapsed_s",
-    "graph.request_timeout_s", "training.input_height",
+    "graph.request_timeout_s", "s3.retry_interval_s", "s3.throttle_retry_interval_s",
+    "training.input_height",
     "training.input_width", "training.epochs", "training.batch_size", "training.learning_rate",
 }
+_RETRY_LIMITS = {"s3.sdk_max_retries", "s3.retry_limit", "s3.throttle_retry_limit"}
+_MAX_RETRY_LIMIT = 20  # s3a's backoff doubles with each retry: 2**20 intervals is days
 _ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 
@@ -272,6 +291,9 @@ def _check_value(dotted: str, expected: type, value: Any, source: str) -> Any:
     if dotted in ("inference.partitions", "graph.max_concurrent_writers",
                   "graph.max_upserts_per_s") and value < 0:
         raise JobError(f"{source}: {dotted} must be 0 (automatic) or more, got {value!r}")
+    if dotted in _RETRY_LIMITS and not 0 <= value <= _MAX_RETRY_LIMIT:
+        raise JobError(f"{source}: {dotted} must be between 0 and {_MAX_RETRY_LIMIT}, "
+                       f"got {value!r}")
     if dotted == "training.holdout_percent" and not 1 <= value <= 90:
         raise JobError(f"{source}: {dotted} must be between 1 and 90, got {value!r}")
     if dotted == "run.max_failed_fraction" and not 0 <= value <= 1:

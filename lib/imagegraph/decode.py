@@ -1,21 +1,32 @@
 """Image decoding: bytes of an untrusted object -> a fixed-size uint8 pixel array, or a reason.
 
 Pure functions, no Spark and no TensorFlow, so they are unit-tested on their own.
+
+The bytes come from whoever could write to the input bucket, so the decoder is limited before
+it does any work: only the formats in `READ_FORMATS` are parsed (Pillow's other plugins, such as
+EPS, which runs Ghostscript, are never reached), an object over `max_bytes` is not opened, and
+an image whose header declares more than `max_pixels` pixels is not decoded. Pillow's own limits
+on metadata (a PNG text chunk that inflates past `PngImagePlugin.MAX_TEXT_CHUNK`) and truncated
+data (`ImageFile.LOAD_TRUNCATED_IMAGES` stays False) turn into reasons, like any decoder error.
 """
 from __future__ import annotations
 
 import io
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 # Pillow's own bomb check is replaced by the configured `max_pixels` check in `decode_image`.
 Image.MAX_IMAGE_PIXELS = None
 
+READ_FORMATS = ("BMP", "GIF", "JPEG", "PNG", "TIFF", "WEBP")
+"""The Pillow formats an object may be in; anything else is dead-lettered unparsed."""
+
 _HIGH_BIT_DEPTH_MODES = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0,
                          "I": 65535.0, "F": 1.0}
+_TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations displayed rotated by 90 degrees
+_SNIFF_BYTES = 1024
 
 
 class UndecodableImage(ValueError):
@@ -29,7 +40,8 @@ class UndecodableImage(ValueError):
 @dataclass(frozen=True)
 class DecodedImage:
     """`pixels`: uint8 array (height, width, channels) at the model's input size.
-    `width`/`height`: the original image's size in pixels; `format`: Pillow's name (PNG, JPEG)."""
+    `width`/`height`: the original image's size in pixels as displayed (after its EXIF
+    orientation); `format`: Pillow's name (PNG, JPEG)."""
 
     pixels: np.ndarray
     width: int
@@ -47,8 +59,8 @@ def decode_image(data: bytes, height: int, width: int, channels: int,
     """Decode `data` and resize it to (height, width) with 1 (grayscale) or 3 (RGB) channels.
 
     EXIF orientation is applied; palette, alpha, CMYK and 16-bit images are converted to 8-bit
-    grayscale or RGB (alpha composited onto white). Raises `UndecodableImage` for empty,
-    oversized, unrecognised or corrupt input.
+    grayscale or RGB (alpha composited onto white); of an animated image, the first frame is
+    used. Raises `UndecodableImage` for empty, oversized, unrecognised or corrupt input.
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
@@ -57,35 +69,50 @@ def decode_image(data: bytes, height: int, width: int, channels: int,
     if len(data) > max_bytes:
         raise UndecodableImage(oversize_reason(len(data), max_bytes))
     try:
-        image = Image.open(io.BytesIO(data))
+        image = Image.open(io.BytesIO(data), formats=READ_FORMATS)
     except UnidentifiedImageError:
-        raise UndecodableImage("not a recognised image format") from None
+        raise UndecodableImage(unrecognised_reason(data)) from None
     except Exception as exc:  # Pillow raises many types for malformed headers
         raise UndecodableImage(f"unreadable image header: {type(exc).__name__}: {exc}") from None
-    original_width, original_height = image.size
-    if original_width * original_height > max_pixels:
-        raise UndecodableImage(f"image is {original_width}x{original_height} pixels, over the "
+    stored_width, stored_height = image.size
+    if stored_width * stored_height > max_pixels:
+        raise UndecodableImage(f"image is {stored_width}x{stored_height} pixels, over the "
                                f"limit of {max_pixels} pixels")
     image_format = image.format or "UNKNOWN"
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            if image_format == "JPEG":
-                image.draft("L" if channels == 1 else "RGB", (width, height))
-            image.load()
-            image = ImageOps.exif_transpose(image)
-            image = _to_8bit(image, channels)
-            image = image.resize((width, height), Image.Resampling.BILINEAR)
-    except UndecodableImage:
-        raise
+        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+        if image_format == "JPEG":
+            image.draft("L" if channels == 1 else "RGB", (width, height))
+        image.load()
+        image = ImageOps.exif_transpose(image)
+        image = _to_8bit(image, channels)
+        image = image.resize((width, height), Image.Resampling.BILINEAR)
     except Exception as exc:  # truncated data, bad chunks, decoder errors
         raise UndecodableImage(f"corrupt or truncated {image_format} data: "
                                f"{type(exc).__name__}: {exc}") from None
     pixels = np.asarray(image, dtype=np.uint8)
     if channels == 1:
         pixels = pixels[:, :, np.newaxis]
-    return DecodedImage(pixels=pixels, width=original_width, height=original_height,
+    if orientation in _TRANSPOSED_ORIENTATIONS:
+        stored_width, stored_height = stored_height, stored_width
+    return DecodedImage(pixels=pixels, width=stored_width, height=stored_height,
                         format=image_format)
+
+
+def unrecognised_reason(data: bytes) -> str:
+    """Why bytes that no reader in `READ_FORMATS` accepts are not classified: an HTML page
+    (often an error page saved under an image's name), other text, or an unknown format."""
+    head = data[:_SNIFF_BYTES]
+    text = head.decode("utf-8", errors="replace")
+    if len(head) == _SNIFF_BYTES:
+        text = text[:-3]  # a multi-byte character cut at the end is not evidence of binary
+    if "\ufffd" not in text and all(char.isprintable() or char in "\t\r\n"
+                                     for char in text.lstrip("\ufeff")):
+        lowered = text.lower()
+        if "<html" in lowered or "<!doctype html" in lowered:
+            return "not an image: HTML document"
+        return "not an image: text"
+    return f"unrecognised image format (this job reads {', '.join(READ_FORMATS)})"
 
 
 def _to_8bit(image: Image.Image, channels: int) -> Image.Image:

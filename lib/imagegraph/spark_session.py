@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import sys
 
-from pyspark import SparkConf
+from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
 
 from imagegraph.config import Config
@@ -23,11 +23,22 @@ def spark_conf(config: Config) -> dict[str, str]:
         conf["spark.hadoop.fs.s3a.connection.ssl.enabled"] = str(
             s3.endpoint.startswith("https://")).lower()
     conf["spark.hadoop.fs.s3a.path.style.access"] = str(s3.path_style_access).lower()
+    conf["spark.hadoop.fs.s3a.attempts.maximum"] = str(s3.sdk_max_retries)
+    conf["spark.hadoop.fs.s3a.retry.limit"] = str(s3.retry_limit)
+    conf["spark.hadoop.fs.s3a.retry.interval"] = _milliseconds(s3.retry_interval_s)
+    conf["spark.hadoop.fs.s3a.retry.throttle.limit"] = str(s3.throttle_retry_limit)
+    conf["spark.hadoop.fs.s3a.retry.throttle.interval"] = _milliseconds(
+        s3.throttle_retry_interval_s)
     if s3.access_key:
         conf["spark.hadoop.fs.s3a.aws.credentials.provider"] = _S3A_CREDENTIALS
         conf["spark.hadoop.fs.s3a.access.key"] = s3.access_key
         conf["spark.hadoop.fs.s3a.secret.key"] = s3.secret_key
     return conf
+
+
+def _milliseconds(seconds: float) -> str:
+    """A Hadoop time duration: 0.5 -> '500ms'."""
+    return f"{round(seconds * 1000)}ms"
 
 
 def _under_spark_submit() -> bool:
@@ -44,6 +55,9 @@ def get_spark(config: Config) -> SparkSession:
         builder = builder.config(key, value)
     master = config.spark.conf.get("spark.master", "")
     if not master and _under_spark_submit():
+        # Attach to spark-submit's JVM first: a SparkConf made before that is an empty Python
+        # dict, whose missing spark.master would make this `local[*]` even on YARN.
+        SparkContext._ensure_initialized()
         master = SparkConf().get("spark.master", "")
     if not master:
         master = "local[*]"

@@ -32,13 +32,14 @@ def endpoints(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def config(endpoints):
-    """conf/local.yaml pointed at the test servers, with Spark on two local cores."""
+    """conf/local.yaml pointed at the test servers, with Spark on two local cores; a failed
+    task is tried up to 4 times (local mode's default is once)."""
     env = endpoints.env()
     local_spark_conf = load_config(LOCAL_YAML).spark.conf
     return load_config(LOCAL_YAML, {
         "s3.endpoint": env["S3_ENDPOINT"], "s3.access_key": env["AWS_ACCESS_KEY_ID"],
         "s3.secret_key": env["AWS_SECRET_ACCESS_KEY"], "graph.endpoint": env["GREMLIN_ENDPOINT"],
-        "spark.conf": {**local_spark_conf, "spark.master": "local[2]"},
+        "spark.conf": {**local_spark_conf, "spark.master": "local[2,4]"},
         "training.epochs": 4, "training.model_version": "v1", "training.model_name": "digits",
     })
 

@@ -1,5 +1,6 @@
 import datetime as real_datetime
 import types
+from dataclasses import replace
 
 import botocore.auth
 import pytest
@@ -72,3 +73,18 @@ def test_credentials_repr_hides_secrets():
 ])
 def test_uses_iam(endpoint, setting, expected):
     assert uses_iam(endpoint, setting) is expected
+
+
+def test_iam_auth_is_on_by_default_for_wss_endpoints(monkeypatch):
+    """The shipped EMR configuration and the built-in default sign a wss:// handshake."""
+    from imagegraph.config import GraphConfig, load_config
+    from imagegraph.graph.connection import _handshake_headers
+
+    monkeypatch.delenv("GREMLIN_ENDPOINT", raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIDDEFAULTON")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "secret")
+    emr = load_config("conf/emr.yaml").graph
+    assert emr.endpoint.startswith("wss://") and emr.iam_auth == GraphConfig().iam_auth == "auto"
+    headers = _handshake_headers(replace(emr, region="us-east-1"))
+    assert headers["Authorization"].startswith("AWS4-HMAC-SHA256 Credential=AKIDDEFAULTON/")
+    assert _handshake_headers(replace(emr, endpoint="ws://h:8182/gremlin")) is None

@@ -64,7 +64,7 @@ def test_top_k_in_order_and_failed_rows_kept_in_place(brightness_model, tmp_path
                             f"limit of {SETTINGS.reader.max_bytes}"]
     assert result["retryable"].tolist() == [None, False, None, False, None, False, False]
     assert result["bytes"].tolist()[:2] == [len(objects["dark.png"]), len(b"not an image")]
-    assert result["reason"][1] == "not a recognised image format"
+    assert result["reason"][1] == "not an image: text"
     assert result["reason"][3] == "empty object (0 bytes)"
     assert result["labels"][0] == ["dark", "mid"]
     assert result["labels"][2][0] == "bright"

@@ -1,5 +1,9 @@
+from gremlin_python.process.traversal import Bytecode
+
 from imagegraph.graph.elements import EdgeRecord, VertexRecord
-from imagegraph.graph.traversals import MERGE_STEPS_PER_REQUEST, coalesce_steps, pack, records
+from imagegraph.graph.traversals import (MERGE_STEPS_PER_REQUEST, coalesce_steps, pack, records,
+                                         upsert_edges, upsert_edges_coalesce, upsert_vertices,
+                                         upsert_vertices_coalesce)
 
 
 def vertex(n: int, properties: int) -> VertexRecord:
@@ -36,3 +40,40 @@ def test_pack_starts_a_new_request_when_property_keys_change():
     a, b = VertexRecord("m", "model", {"name": "x"}), VertexRecord("c", "class", {"name": "y"})
     odd = VertexRecord("o", "model", {"name": "x", "version": "1"})
     assert pack([a, b, odd, a], 200, 1500, "merge") == [[a, b], [odd], [a]]
+
+
+HOSTILE = "s3://b/x');g.V().drop().iterate();('.png"
+
+
+def _walk(value, steps: list, values: list) -> None:
+    """Collect the step names (`steps`) and plain argument values (`values`) of bytecode."""
+    if isinstance(value, Bytecode):
+        for name, *arguments in value.step_instructions:
+            steps.append(name)
+            _walk(arguments, steps, values)
+    elif isinstance(value, dict):
+        _walk(list(value.keys()) + list(value.values()), steps, values)
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _walk(item, steps, values)
+    else:
+        values.append(value)
+
+
+def _upserts(text: str):
+    image = VertexRecord(text, "image", {"uri": text, "key": text})
+    edge = EdgeRecord(f"{text}|m@1|c", "classified_as", text, "class:c", {"model": text})
+    return [upsert_vertices([image]), upsert_edges([edge]), upsert_vertices_coalesce([image]),
+            upsert_edges_coalesce([edge])]
+
+
+def test_data_travels_as_bytecode_values_never_as_gremlin_text():
+    """The steps of every upsert are the same whatever the data; the data is only ever an
+    argument value, passed through unchanged (no quoting or escaping that could go wrong)."""
+    for hostile, benign in zip(_upserts(HOSTILE), _upserts("s3://b/plain.png")):
+        hostile_steps, hostile_values, benign_steps, benign_values = [], [], [], []
+        _walk(hostile.bytecode, hostile_steps, hostile_values)
+        _walk(benign.bytecode, benign_steps, benign_values)
+        assert hostile_steps == benign_steps and "drop" not in hostile_steps
+        assert HOSTILE in hostile_values
+        assert len(hostile_values) == len(benign_values)

@@ -1,0 +1,170 @@
+"""Odd and hostile input objects, each with what the job must do with it: classify it (with the
+width, height and format the graph must hold) or dead-letter it (with the exact reason).
+
+Shared by the decoder's unit tests and the integration test that runs the corpus through a
+whole inference run. Everything is generated here, small, from Pillow and scikit-image.
+
+    cases = corpus(max_image_bytes=100_000, max_image_pixels=89_478_485)
+    {case.key: case.data for case in cases}      # objects to put under a prefix
+"""
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+ORIENTATION = 0x0112  # EXIF tag
+ROTATE_90_CW = 6      # orientation value: displayed rotated 90 degrees clockwise
+RED, BLUE, WHITE, BLACK = (255, 0, 0), (0, 0, 255), (255, 255, 255), (0, 0, 0)
+GRAY16_BANDS = (0, 16384, 32768, 65535)   # 16-bit levels, left to right
+INJECTION_KEY = "odd-keys/x');g.V().drop().iterate();('.png"
+"""A valid image whose name reads as Gremlin: a traversal built as text would run it."""
+
+
+@dataclass(frozen=True)
+class Classified:
+    """Expected outcome: written to the graph with these properties."""
+
+    width: int
+    height: int
+    format: str
+
+
+@dataclass(frozen=True)
+class DeadLettered:
+    """Expected outcome: a dead-letter record with exactly this reason."""
+
+    reason: str
+
+
+@dataclass(frozen=True)
+class Case:
+    key: str
+    data: bytes
+    expected: Classified | DeadLettered
+
+
+def encode(image: Image.Image, fmt: str, **options) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format=fmt, **options)
+    return buffer.getvalue()
+
+
+def halves(size: tuple[int, int], left: tuple, right: tuple, mode: str = "RGB") -> Image.Image:
+    """An image of `size` (width, height): colour `left` on the left half, `right` on the right."""
+    image = Image.new(mode, size, left)
+    image.paste(right, (size[0] // 2, 0, size[0], size[1]))
+    return image
+
+
+def photo(size: tuple[int, int]) -> Image.Image:
+    import skimage.data
+
+    return Image.fromarray(skimage.data.coffee()).resize(size, Image.Resampling.BILINEAR)
+
+
+def _png_chunk(kind: bytes, payload: bytes) -> bytes:
+    return (struct.pack(">I", len(payload)) + kind + payload
+            + struct.pack(">I", zlib.crc32(kind + payload)))
+
+
+def huge_dimensions_png(width: int, height: int) -> bytes:
+    """A 60-odd byte PNG whose header declares width x height 8-bit grayscale pixels."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _png_chunk(b"IHDR", header)
+            + _png_chunk(b"IDAT", zlib.compress(b"\x00" * 16)) + _png_chunk(b"IEND", b""))
+
+
+def text_bomb_png() -> bytes:
+    """A valid 4x4 PNG carrying a zTXt chunk that inflates to 20 MB (about 20 KB stored)."""
+    png = encode(Image.new("L", (4, 4)), "PNG")
+    bomb = _png_chunk(b"zTXt", b"comment\x00\x00" + zlib.compress(b"A" * 20_000_000, 9))
+    return png[:33] + bomb + png[33:]  # right after the 33-byte signature and IHDR
+
+
+def dos_eps() -> bytes:
+    """A binary (DOS) EPS: Pillow's EPS plugin would hand its PostScript to Ghostscript."""
+    postscript = b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 8 8\nshowpage\n"
+    header = struct.pack("<4sIIIIIIH", b"\xc5\xd0\xd3\xc6", 30, len(postscript), 0, 0, 0, 0,
+                         0xFFFF)
+    return header + postscript
+
+
+def _exif_rotated_jpeg() -> bytes:
+    exif = Image.Exif()
+    exif[ORIENTATION] = ROTATE_90_CW
+    return encode(halves((40, 20), BLACK, WHITE), "JPEG", quality=95, exif=exif.tobytes())
+
+
+def _gray16_png() -> bytes:
+    bands = np.repeat(np.array(GRAY16_BANDS, dtype=np.uint16), 12)  # 48 columns
+    return encode(Image.fromarray(np.tile(bands, (32, 1))), "PNG")   # 48x32, mode I;16
+
+
+def _palette_png_with_transparency() -> bytes:
+    image = Image.new("P", (24, 24), 0)
+    image.putpalette([*RED, *BLUE] + [0] * 762)
+    image.paste(1, (12, 0, 24, 24))
+    return encode(image, "PNG", transparency=0)  # index 0 (red) is fully transparent
+
+
+def _animated_gif() -> bytes:
+    first, second = Image.new("RGB", (30, 20), RED), Image.new("RGB", (30, 20), BLUE)
+    return encode(first, "GIF", save_all=True, append_images=[second], duration=100, loop=0)
+
+
+def _noise_png(min_bytes: int) -> bytes:
+    """A valid RGB noise PNG (noise does not compress) of more than `min_bytes` bytes."""
+    side = int((min_bytes / 3) ** 0.5) + 16
+    pixels = np.random.default_rng(7).integers(0, 256, (side, side, 3), dtype=np.uint8)
+    return encode(Image.fromarray(pixels), "PNG")
+
+
+def corpus(max_image_bytes: int, max_image_pixels: int) -> list[Case]:
+    """Every case, for a run whose limits are `max_image_bytes` and `max_image_pixels`
+    (`max_image_bytes` must be above 30 KB, the size of the largest object meant to pass)."""
+    jpeg = encode(photo((64, 48)), "JPEG", quality=90)
+    png = encode(photo((64, 48)), "PNG")
+    too_big = _noise_png(max_image_bytes)
+    cases = [
+        Case("empty.jpg", b"", DeadLettered("empty object (0 bytes)")),
+        Case("truncated.jpg", jpeg[: len(jpeg) // 2], DeadLettered(
+            "corrupt or truncated JPEG data: OSError: image file is truncated "
+            "(30 bytes not processed)")),
+        Case("truncated.png", png[: len(png) // 2], DeadLettered(
+            "corrupt or truncated PNG data: OSError: image file is truncated")),
+        Case("text.jpg", b"Quarterly numbers, see attached.\n", DeadLettered("not an image: text")),
+        Case("error-page.jpg",
+             b"<!DOCTYPE html>\n<html><head><title>503 Service Unavailable</title></head>"
+             b"<body><h1>Service Unavailable</h1></body></html>\n",
+             DeadLettered("not an image: HTML document")),
+        Case("huge-dimensions.png", huge_dimensions_png(100_000, 100_000), DeadLettered(
+            f"image is 100000x100000 pixels, over the limit of {max_image_pixels} pixels")),
+        Case("text-bomb.png", text_bomb_png(), DeadLettered(
+            "unreadable image header: ValueError: Decompressed data too large for "
+            "PngImagePlugin.MAX_TEXT_CHUNK")),
+        Case("ghostscript.jpg", dos_eps(), DeadLettered(
+            "unrecognised image format (this job reads BMP, GIF, JPEG, PNG, TIFF, WEBP)")),
+        Case("too-many-bytes.png", too_big, DeadLettered(
+            f"object is {len(too_big)} bytes, over the limit of {max_image_bytes}")),
+        Case("cmyk.jpg", encode(Image.new("CMYK", (40, 30), (0, 255, 255, 0)), "JPEG"),
+             Classified(40, 30, "JPEG")),
+        Case("gray16.png", _gray16_png(), Classified(48, 32, "PNG")),
+        Case("palette-transparent.png", _palette_png_with_transparency(),
+             Classified(24, 24, "PNG")),
+        Case("animated.gif", _animated_gif(), Classified(30, 20, "GIF")),
+        Case("exif-rotated.jpg", _exif_rotated_jpeg(), Classified(20, 40, "JPEG")),
+        Case("halves.webp", encode(halves((36, 24), RED, WHITE), "WEBP", lossless=True),
+             Classified(36, 24, "WEBP")),
+        Case("photo.tiff", encode(photo((50, 40)), "TIFF"), Classified(50, 40, "TIFF")),
+        Case(INJECTION_KEY, encode(halves((16, 16), BLACK, WHITE), "PNG"),
+             Classified(16, 16, "PNG")),
+    ]
+    largest_valid = max(len(c.data) for c in cases if isinstance(c.expected, Classified))
+    if max_image_bytes <= largest_valid:
+        raise ValueError(f"max_image_bytes must be above {largest_valid}")
+    return cases

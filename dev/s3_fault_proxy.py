@@ -1,0 +1,168 @@
+"""An HTTP proxy in front of an S3 server that misbehaves on object reads the way S3 can, since
+moto's server cannot:
+
+- with `fail_every=k`, every k-th GET of an object is answered with 500 InternalError or 503
+  SlowDown (alternately, starting with 500), with S3's XML error body, and never reaches the
+  server;
+- while `hold()` is in effect, GETs of objects wait (a stalled read) until `release()`.
+
+Every other request is passed through unchanged.
+
+    with S3FaultProxy("http://127.0.0.1:9090", fail_every=4) as proxy:
+        ...  # point the s3a endpoint at proxy.endpoint
+    proxy.injected   # {500: n, 503: m}
+
+Deterministic (a counter, not a random draw), threaded, standard library only. Path-style
+requests only (`/bucket/key`), as the local configuration uses.
+"""
+from __future__ import annotations
+
+import http.client
+import threading
+from collections import Counter
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+HOST = "127.0.0.1"
+_HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te",
+               "trailer", "upgrade", "expect"}
+_ERRORS = {
+    500: ("InternalError", "We encountered an internal error. Please try again."),
+    503: ("SlowDown", "Please reduce your request rate."),
+}
+
+
+def s3_error_body(status: int, resource: str, request_id: str) -> bytes:
+    code, message = _ERRORS[status]
+    return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
+            f"<Message>{message}</Message><Resource>{resource}</Resource>"
+            f"<RequestId>{request_id}</RequestId></Error>").encode()
+
+
+def is_object_get(method: str, target: str) -> bool:
+    """A GET of `/bucket/key` (not a listing of `/bucket/?...`, not a HEAD)."""
+    bucket, _, key = urlsplit(target).path.lstrip("/").partition("/")
+    return method == "GET" and bool(bucket) and bool(key)
+
+
+class S3FaultProxy:
+    """Listens on a free port of HOST; `endpoint` is its URL; `injected` counts the faults
+    by status, `object_gets` every object GET it saw (failed or passed) and `held` the GETs
+    waiting for `release()` right now."""
+
+    def __init__(self, upstream: str, fail_every: int | None = None):
+        if fail_every is not None and fail_every < 2:
+            raise ValueError("fail_every must be 2 or more, or no read would ever succeed")
+        parts = urlsplit(upstream)
+        self.upstream = (parts.hostname, parts.port or 80)
+        self.fail_every = fail_every
+        self.injected: Counter = Counter()
+        self.object_gets = 0
+        self.held = 0
+        self._lock = threading.Lock()
+        self._released = threading.Event()
+        self._released.set()
+        self._server = ThreadingHTTPServer((HOST, 0), _handler(self))
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
+                                        name="s3-fault-proxy")
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://{HOST}:{self._server.server_address[1]}"
+
+    def hold(self) -> None:
+        """Make GETs of objects wait from now on."""
+        self._released.clear()
+
+    def release(self) -> None:
+        """Let held and later GETs of objects through."""
+        self._released.set()
+
+    def fault_for(self, method: str, target: str) -> int | None:
+        """Wait while held; then the status to fail this request with, or None to pass it."""
+        if not is_object_get(method, target):
+            return None
+        with self._lock:
+            self.held += 1
+        self._released.wait()
+        with self._lock:
+            self.held -= 1
+            self.object_gets += 1
+            if self.fail_every is None or self.object_gets % self.fail_every:
+                return None
+            status = 500 if sum(self.injected.values()) % 2 == 0 else 503
+            self.injected[status] += 1
+            return status
+
+    def __enter__(self) -> "S3FaultProxy":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.release()
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join()
+
+
+def _handler(proxy: S3FaultProxy) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"  # keep-alive, and `Expect: 100-continue` for PUTs
+
+        def _relay(self) -> None:
+            body = self._request_body()
+            status = proxy.fault_for(self.command, self.path)
+            if status is not None:
+                self._fail(status)
+                return
+            upstream = http.client.HTTPConnection(*proxy.upstream, timeout=120)
+            try:
+                headers = {k: v for k, v in self.headers.items()
+                           if k.lower() not in _HOP_BY_HOP}
+                upstream.request(self.command, self.path, body=body, headers=headers)
+                response = upstream.getresponse()
+                payload = response.read()
+                self.send_response(response.status, response.reason)
+                for key, value in response.getheaders():
+                    if key.lower() in _HOP_BY_HOP or (key.lower() == "content-length"
+                                                      and self.command != "HEAD"):
+                        continue
+                    self.send_header(key, value)
+                if self.command != "HEAD":
+                    self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
+            finally:
+                upstream.close()
+
+        def _request_body(self) -> bytes:
+            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+                chunks = []
+                while True:
+                    size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                    if not size:
+                        while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                            pass  # trailers
+                        return b"".join(chunks)
+                    chunks.append(self.rfile.read(size))
+                    self.rfile.readline()  # the CRLF after the chunk
+            return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+        def _fail(self, status: int) -> None:
+            request_id = f"FAULT{sum(proxy.injected.values()):08d}"
+            body = s3_error_body(status, urlsplit(self.path).path, request_id)
+            self.send_response(status)
+            self.send_header("Content-Type", "application/xml")
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("x-amz-request-id", request_id)
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_HEAD = do_PUT = do_POST = do_DELETE = _relay
+
+        def log_message(self, format, *args) -> None:  # quiet
+            pass
+
+    return Handler

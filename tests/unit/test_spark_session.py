@@ -1,0 +1,23 @@
+from imagegraph.config import load_config
+from imagegraph.spark_session import spark_conf
+
+
+def test_s3a_retries_come_from_the_s3_section():
+    conf = spark_conf(load_config(None, {"s3.sdk_max_retries": 3, "s3.retry_limit": 4,
+                                         "s3.retry_interval_s": 0.25,
+                                         "s3.throttle_retry_limit": 6,
+                                         "s3.throttle_retry_interval_s": 1.5}))
+    assert {key: conf[f"spark.hadoop.fs.s3a.{key}"] for key in (
+        "attempts.maximum", "retry.limit", "retry.interval", "retry.throttle.limit",
+        "retry.throttle.interval")} == {
+        "attempts.maximum": "3", "retry.limit": "4", "retry.interval": "250ms",
+        "retry.throttle.limit": "6", "retry.throttle.interval": "1500ms"}
+
+
+def test_s3a_retry_defaults_are_bounded():
+    """Hadoop 3.3.4's own defaults: 20 SDK retries, then 20 throttling retries from 100 ms
+    doubling each time (the last wait alone can exceed two days)."""
+    conf = spark_conf(load_config(None))
+    assert conf["spark.hadoop.fs.s3a.attempts.maximum"] == "5"
+    assert conf["spark.hadoop.fs.s3a.retry.throttle.limit"] == "8"
+    assert conf["spark.hadoop.fs.s3a.retry.throttle.interval"] == "500ms"
