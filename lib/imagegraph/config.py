@@ -279,6 +279,8 @@ def _check_value(dotted: str, expected: type, value: Any, source: str) -> Any:
         value = float(value)
     if expected is str and isinstance(value, (int, float)) and not isinstance(value, bool):
         value = str(value)
+    if dotted == "graph.iam_auth" and isinstance(value, bool):  # YAML 1.1 reads on/off so
+        value = "on" if value else "off"
     ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
     if not ok:
         raise JobError(f"{source}: {dotted} must be {expected.__name__}, "

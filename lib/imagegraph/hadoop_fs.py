@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import os
 
+from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
+
+from imagegraph.errors import JobError
 
 
 def _fs_and_path(spark: SparkSession, uri: str):
@@ -15,9 +18,21 @@ def _fs_and_path(spark: SparkSession, uri: str):
 
 
 def exists(spark: SparkSession, uri: str) -> bool:
-    """True when `uri` names an existing file, directory or non-empty S3 prefix."""
-    fs, path = _fs_and_path(spark, uri)
-    return bool(fs.exists(path))
+    """True when `uri` names an existing file, directory or non-empty S3 prefix.
+
+    Raises `JobError` when the question cannot be answered: the bucket does not exist, the
+    store cannot be reached, the scheme has no file system.
+    """
+    try:
+        fs, path = _fs_and_path(spark, uri)
+        return bool(fs.exists(path))
+    except Py4JJavaError as exc:
+        java = exc.java_exception
+        kind = java.getClass().getSimpleName()
+        message = " ".join(str(java.getMessage()).split())[:400]
+        if kind == "UnknownStoreException":
+            raise JobError(f"{uri}: the bucket does not exist ({message})") from None
+        raise JobError(f"cannot reach {uri}: {kind}: {message}") from None
 
 
 def _copy(spark: SparkSession, source_uri: str, target_uri: str) -> None:

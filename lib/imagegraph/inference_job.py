@@ -18,6 +18,7 @@ from pyspark import Broadcast, StorageLevel
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
+from imagegraph import hadoop_fs
 from imagegraph.config import Config
 from imagegraph.graph.connection import check_reachable, with_resolved_region
 from imagegraph.graph.load import load_predictions, write_model
@@ -66,6 +67,7 @@ def run_inference(spark: SparkSession, config: Config, source: InputSource, mode
     if config.graph.enabled:
         config = replace(config, graph=with_resolved_region(config.graph))
         check_reachable(config.graph)
+    hadoop_fs.exists(spark, output_uri)  # a missing bucket or unreachable store stops us here
     metadata, model_files = read_model_artifact(spark, model_uri)
     report = RunReport(run_id=new_run_id(started_at), source=str(source),
                        output_uri=output_uri, model=metadata.tag,

@@ -76,9 +76,9 @@ def assert_one_error_line(result: subprocess.CompletedProcess, *fragments: str) 
 ARGS = ["--config", "conf/local.yaml", "--input", "s3a://b/in/", "--model", "s3a://b/m",
         "--output", "s3a://b/out"]
 KNOWN_GRAPH_KEYS = ("enabled, endpoint, iam_auth, max_attempts, max_concurrent_writers, "
-                    "max_steps_per_request, records_per_request, region, request_timeout_s, "
-                    "retry_base_delay_s, retry_max_delay_s, retry_max_elapsed_s, rows_per_flush, "
-                    "upsert_style")
+                    "max_steps_per_request, max_upserts_per_s, records_per_request, region, "
+                    "request_timeout_s, retry_base_delay_s, retry_max_delay_s, "
+                    "retry_max_elapsed_s, rows_per_flush, upsert_style")
 
 
 @pytest.mark.parametrize("file_text, overrides, message", [
@@ -110,9 +110,6 @@ def test_configuration_errors_stop_before_spark_starts(tmp_path, file_text, over
 
 
 MISSING_BUCKET = "imagegraph-no-such-bucket"
-NEEDS_EXISTENCE_CHECK = (
-    "s3a raises UnknownStoreException (NoSuchBucket) from FileSystem.exists; "
-    "hadoop_fs.exists lets it through as a Py4JJavaError traceback")
 
 
 def _cli_input(s3) -> str:
@@ -123,15 +120,8 @@ def _cli_input(s3) -> str:
 
 
 @pytest.mark.parametrize("case", [
-    "gremlin endpoint unreachable",
-    "model missing",
-    pytest.param("model bucket missing", marks=pytest.mark.xfail(
-        strict=True, reason=NEEDS_EXISTENCE_CHECK)),
-    pytest.param("input bucket missing", marks=pytest.mark.xfail(
-        strict=True, reason=NEEDS_EXISTENCE_CHECK)),
-    pytest.param("s3 endpoint unreachable", marks=pytest.mark.xfail(
-        strict=True, reason="a connection refused by S3 comes out of hadoop_fs.exists as a "
-                            "Py4JJavaError traceback (AWSClientIOException)")),
+    "gremlin endpoint unreachable", "model missing", "model bucket missing",
+    "input bucket missing", "s3 endpoint unreachable",
 ])
 def test_bad_locations_stop_with_one_line_before_spark_work(case, endpoints, trained_model, s3,
                                                             tmp_path):
@@ -167,8 +157,6 @@ def test_bad_locations_stop_with_one_line_before_spark_work(case, endpoints, tra
     assert written["KeyCount"] == 0
 
 
-@pytest.mark.xfail(strict=True, reason="nothing checks the output location before classifying: "
-                   "the first Parquet write fails after the Spark work, with a Py4JJavaError")
 def test_missing_output_bucket_stops_before_spark_work(spark, config, trained_model, s3):
     """In the test session's Spark (a job run costs a minute): the `JobError` that the job
     prints as its one line, and no Spark job in the run's job group."""

@@ -122,9 +122,15 @@ def failed_tasks(spark, job_group: str) -> int:
     return sum(stage.numFailedTasks for stage in stages if stage is not None)
 
 
+def through(proxy: S3FaultProxy, config):
+    """`config` with the workers' object reads (boto3) sent through `proxy`."""
+    return replace(config, s3=replace(config.s3, endpoint=proxy.endpoint))
+
+
 @contextmanager
 def proxied_bucket(spark, bucket: str, proxy: S3FaultProxy):
-    """s3a reaches `bucket` (and only it) through `proxy` inside the block."""
+    """s3a (listing, Parquet) reaches `bucket` (and only it) through `proxy` inside the
+    block."""
     hadoop = spark.sparkContext._jsc.hadoopConfiguration()
     jvm = spark.sparkContext._jvm
     hadoop.set(f"fs.s3a.bucket.{bucket}.endpoint", proxy.endpoint)
@@ -138,16 +144,17 @@ def proxied_bucket(spark, bucket: str, proxy: S3FaultProxy):
 
 
 def test_s3_500_and_503_on_reads_are_retried(spark, config, trained_model, s3, digits):
-    """The input and output live in a bucket that s3a reaches through the fault proxy: every
-    5th object GET (images, then the Parquet the graph load reads back) fails."""
+    """The input and output live in a bucket that s3a and the workers' reads reach through the
+    fault proxy: every 5th object GET (the images the workers read, the Parquet read back to
+    resume) fails."""
     bucket = "imagegraph-s3-faults"
     expected = put(s3, bucket, "in/", digits)
     output = f"s3a://{bucket}/results"
     empty_graph(config.graph)
     with S3FaultProxy(config.s3.endpoint, fail_every=5) as proxy, \
             proxied_bucket(spark, bucket, proxy):
-        report = run_inference(spark, config, InputSource(PREFIX, f"s3a://{bucket}/in/"),
-                               MODEL_URI, output)
+        report = run_inference(spark, through(proxy, config),
+                               InputSource(PREFIX, f"s3a://{bucket}/in/"), MODEL_URI, output)
         assert_every_image_exactly_once(report, config.graph, expected, spark, output)
     assert proxy.object_gets > len(digits)
     assert proxy.injected[500] > 0 and proxy.injected[503] > 0
@@ -196,8 +203,8 @@ def test_python_worker_killed_mid_task_is_retried(spark, config, trained_model, 
     idle = _our_python_workers(_process_table())  # {pid: CPU ticks}, from earlier runs
     with S3FaultProxy(config.s3.endpoint) as proxy, proxied_bucket(spark, bucket, proxy):
         proxy.hold()
-        thread, outcome = run_in_thread(spark, config, f"s3a://{bucket}/in/", output,
-                                        "worker-kill")
+        thread, outcome = run_in_thread(spark, through(proxy, config), f"s3a://{bucket}/in/",
+                                        output, "worker-kill")
         deadline = time.monotonic() + 120
         assigned: list[int] = []
         while not (proxy.held and assigned) and time.monotonic() < deadline:

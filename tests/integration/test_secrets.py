@@ -67,7 +67,7 @@ def submitted(endpoints, trained_model, s3, tmp_path_factory):
             "--output", f"s3a://{BUCKET}/{PREFIX}results",
             "--gremlin-endpoint", f"ws://127.0.0.1:{recorder.port}/gremlin",
             # quoted: YAML reads a bare on as true (see test_config's xfail on iam_auth)
-            "--set", 'graph.iam_auth="on"', "--set", "graph.region=us-east-1",
+            "--set", "graph.iam_auth=on", "--set", "graph.region=us-east-1",
             "--set", "spark.log_level=INFO", "--log-level", "DEBUG",
         ], capture_output=True, text=True, timeout=600, cwd=services.ROOT, env={
             **os.environ, **endpoints.env(), "PYSPARK_PYTHON": sys.executable,

@@ -69,8 +69,6 @@ def test_parse_override_reads_yaml_values():
         parse_override("graph.records_per_request")
 
 
-@pytest.mark.xfail(strict=True, reason="YAML 1.1 reads on/off as booleans: the README's "
-                   "--set graph.iam_auth=off stops with 'must be str, got bool False'")
 @pytest.mark.parametrize("word", ["on", "off"])
 def test_iam_auth_on_and_off_as_the_readme_writes_them(tmp_path, word):
     assert load_config(None, dict([parse_override(f"graph.iam_auth={word}")])).graph.iam_auth \
