@@ -11,7 +11,7 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -82,15 +82,27 @@ def _require(spark: SparkSession, uri: str, what: str) -> None:
 
 
 def _list_prefix(spark: SparkSession, uri: str, options: InputConfig) -> DataFrame:
-    """Objects under `uri`, listed by Spark's file index; the content is not read."""
+    """Objects under `uri`, listed by Spark's file index; the content is not read.
+
+    Spark's file scan skips zero-length files (SPARK-26161), so those are found as the files
+    of the index that the scan did not return, and listed with size 0 (the workers then
+    dead-letter them as empty).
+    """
     _require(spark, uri, "input")
     listing = (spark.read.format("binaryFile")
                .option("pathGlobFilter", options.glob)
                .option("recursiveFileLookup", str(options.recursive).lower())
                .load(uri))
-    return listing.select(canonical_uri(F.col("path")).alias("uri"),
-                          F.col("length").alias("size"),
-                          F.col("modificationTime").alias("modified"))
+    scanned = listing.select(canonical_uri(F.col("path")).alias("uri"),
+                             F.col("length").alias("size"),
+                             F.col("modificationTime").alias("modified"))
+    indexed = spark.createDataFrame([(unquote(path),) for path in listing.inputFiles()],
+                                    "path string")  # URI-encoded by Hadoop's Path.toUri
+    empty = (indexed.select(canonical_uri(F.col("path")).alias("uri"))
+             .join(scanned, "uri", "left_anti")
+             .select("uri", F.lit(0).cast("long").alias("size"),
+                     F.lit(None).cast("timestamp").alias("modified")))
+    return scanned.unionByName(empty)
 
 
 def _read_table(spark: SparkSession, uri: str, csv_header: bool):

@@ -64,8 +64,6 @@ def test_every_nonempty_bad_input_is_classified_or_dead_lettered_with_its_reason
         for uri, reason in dead.items())
 
 
-@pytest.mark.xfail(strict=True, reason="Spark's file sources drop zero-length files when they "
-                   "list (SPARK-26161, SPARK-27291): read_images never sees an empty object")
 def test_zero_byte_object_is_dead_lettered(corpus_run):
     report, expected, letters = corpus_run
     assert report.listed == len(expected)
