@@ -227,6 +227,14 @@ def parse_override(assignment: str) -> tuple[str, Any]:
 
 def load_config(path: str | None, overrides: dict[str, Any] | None = None) -> Config:
     """Read `path` (YAML; None means built-in defaults), apply dotted-key `overrides`, validate."""
+    return load_sections(Config, path, overrides, "config file")
+
+
+def load_sections(cls: type, path: str | None, overrides: dict[str, Any] | None,
+                  kind: str):
+    """An instance of the sectioned dataclass `cls` from the YAML file `path` (`kind` names it
+    in errors; None means built-in defaults) with `${VAR}` expanded, then dotted-key
+    `overrides` applied, every key checked (`build_section`)."""
     raw: dict = {}
     source = path or "<defaults>"
     if path:
@@ -234,11 +242,11 @@ def load_config(path: str | None, overrides: dict[str, Any] | None = None) -> Co
             with open(path, encoding="utf-8") as handle:
                 raw = yaml.safe_load(expand_environment(handle.read())) or {}
         except FileNotFoundError:
-            raise JobError(f"config file {path} does not exist") from None
+            raise JobError(f"{kind} {path} does not exist") from None
         except yaml.YAMLError as exc:
-            raise JobError(f"config file {path} is not valid YAML: {exc}") from None
+            raise JobError(f"{kind} {path} is not valid YAML: {exc}") from None
         if not isinstance(raw, dict):
-            raise JobError(f"config file {path}: expected a mapping of sections at the top")
+            raise JobError(f"{kind} {path}: expected a mapping of sections at the top")
     for dotted, value in (overrides or {}).items():
         section, _, key = dotted.partition(".")
         if not key:
@@ -247,7 +255,7 @@ def load_config(path: str | None, overrides: dict[str, Any] | None = None) -> Co
         if not isinstance(raw[section], dict):
             raise JobError(f"{source}: {section} must be a mapping")
         raw[section][key] = value
-    return build_section(Config, raw, source, prefix="")
+    return build_section(cls, raw, source, prefix="")
 
 
 def build_section(cls: type, raw: Any, source: str, prefix: str):

@@ -9,10 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import yaml
-
-from imagegraph.config import build_section as build_dataclass
-from imagegraph.config import expand_environment
+from imagegraph.config import load_sections
 from imagegraph.errors import JobError
 
 DEFAULT_PATH = "emr/launcher.yaml"
@@ -113,24 +110,8 @@ class LauncherSettings:
 
 def load_settings(path: str | None, overrides: dict[str, Any] | None = None) -> LauncherSettings:
     """Read `path` (None: built-in defaults), apply dotted-key `overrides`, check the result."""
-    raw: dict = {}
     source = path or "<defaults>"
-    if path:
-        try:
-            with open(path, encoding="utf-8") as handle:
-                raw = yaml.safe_load(expand_environment(handle.read())) or {}
-        except FileNotFoundError:
-            raise JobError(f"settings file {path} does not exist") from None
-        except yaml.YAMLError as exc:
-            raise JobError(f"settings file {path} is not valid YAML: {exc}") from None
-        if not isinstance(raw, dict):
-            raise JobError(f"settings file {path}: expected a mapping of sections at the top")
-    for dotted, value in (overrides or {}).items():
-        section, _, key = dotted.partition(".")
-        if not key or not isinstance(raw.setdefault(section, {}), dict):
-            raise JobError(f"{source}: {dotted!r} is not SECTION.KEY of a section")
-        raw[section][key] = value
-    settings = build_dataclass(LauncherSettings, raw, source, prefix="")
+    settings = load_sections(LauncherSettings, path, overrides, "settings file")
     _check(settings, source)
     return settings
 
