@@ -2,7 +2,8 @@ import io
 
 import numpy as np
 import pytest
-from PIL import Image
+import simplejpeg
+from PIL import Image, ImageOps
 
 import bad_images
 from bad_images import BLUE, RED, WHITE, Classified, DeadLettered
@@ -58,6 +59,69 @@ def test_corpus_case_is_classified_or_dead_lettered_with_its_reason(key):
             assert (image.width, image.height, image.format) == (
                 expected.width, expected.height, expected.format)
             assert image.pixels.shape == (32, 32, channels)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_turns_pixels_as_pillow_does(orientation):
+    """Lossless PNG decoded at its displayed size (no resampling): pixels equal Pillow's."""
+    pixels = np.arange(6 * 4 * 3, dtype=np.uint8).reshape(4, 6, 3) * 3  # no two alike
+    exif = Image.Exif()
+    exif[bad_images.ORIENTATION] = orientation
+    data = bad_images.encode(Image.fromarray(pixels), "PNG", exif=exif.tobytes())
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(io.BytesIO(data))))
+    image = decode_image(data, expected.shape[0], expected.shape[1], 3, **LIMITS)
+    assert np.array_equal(image.pixels, expected)
+    assert (image.height, image.width) == expected.shape[:2]
+
+
+@pytest.mark.parametrize("target, decoded", [(64, 64), (100, 128), (256, 256), (300, 512)])
+def test_jpeg_is_scaled_in_the_dct_to_the_smallest_size_not_below_the_target(
+        photo, monkeypatch, target, decoded):
+    sizes = []
+    decode_jpeg = simplejpeg.decode_jpeg
+
+    def recording(*args, **kwargs):
+        pixels = decode_jpeg(*args, **kwargs)
+        sizes.append(pixels.shape[:2])
+        return pixels
+
+    monkeypatch.setattr(simplejpeg, "decode_jpeg", recording)
+    image = decode_image(bad_images.encode(photo, "JPEG"), target, target, 3, **LIMITS)
+    assert sizes == [(decoded, decoded)]
+    assert image.pixels.shape == (target, target, 3)
+
+
+def test_jpeg_pixels_match_pillow_decoding(photo):
+    """libjpeg-turbo's YCbCr->RGB and Pillow's differ by rounding only."""
+    data = bad_images.encode(photo, "JPEG", quality=90)
+    ours = decode_image(data, 512, 512, 3, **LIMITS).pixels.astype(int)
+    pillows = np.asarray(Image.open(io.BytesIO(data)).convert("RGB")).astype(int)
+    assert np.abs(ours - pillows).max() <= 2
+    gray = decode_image(data, 512, 512, 1, **LIMITS).pixels[:, :, 0].astype(int)
+    assert np.abs(gray - np.asarray(Image.open(io.BytesIO(data)).convert("L"))).mean() < 1
+
+
+def test_jpeg_that_libjpeg_turbo_warns_about_still_decodes_through_pillow(photo):
+    """Stray bytes between two header segments: libjpeg-turbo warns (simplejpeg raises in
+    strict mode), Pillow and browsers show the picture."""
+    data = bad_images.encode(photo, "JPEG")
+    assert data[2:4] == b"\xff\xe0"  # SOI, then the JFIF segment of `length` bytes
+    after_jfif = 4 + int.from_bytes(data[4:6], "big")
+    padded = data[:after_jfif] + b"\x12\x34" + data[after_jfif:]
+    with pytest.raises(ValueError, match="extraneous bytes"):
+        simplejpeg.decode_jpeg(padded, strict=True)
+    assert np.array_equal(decode_image(padded, 32, 32, 3, **LIMITS).pixels,
+                          decode_image(data, 32, 32, 3, **LIMITS).pixels)
+
+
+def test_shrinking_averages_pixels_instead_of_skipping_them():
+    """One-pixel black and white columns, 8 times the target's width: each output pixel is
+    their mean (plain bilinear would sample two columns of the same colour)."""
+    stripes = np.zeros((32, 128), np.uint8)
+    stripes[:, 1::2] = 255
+    image = decode_image(bad_images.encode(Image.fromarray(stripes), "PNG"), 4, 16, 1,
+                         **LIMITS)
+    assert np.abs(image.pixels.astype(int) - 128).max() <= 1
 
 
 def test_16_bit_levels_are_scaled_not_clipped():
