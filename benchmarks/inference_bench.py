@@ -16,8 +16,11 @@ MobileNetV2 at 224x224 built with `weights=None` (1,000 classes), Spark `local[2
 A backfill amortises start-up (JVM, Python workers, model load), so each figure is the steady
 rate N / (t(2N) - t(N)), both timed after a first, cold run on N images whose time is recorded
 beside it (without that, the cold run's start-up would be subtracted from t(2N) and inflate the
-rate). The Spark variants share one input partitioning. Results are merged into
-bench-results.json.
+rate). Each variant then runs --rounds rounds of N and 2N and reports the median round's rate:
+the JVM's JIT and this shared machine make single rounds vary by 15% or more. The naive UDF
+runs --naive-rounds (default 1: a round takes it seven minutes). The Spark variants share one
+input partitioning. Results are merged into bench-results.json, each variant's rounds beside
+its median.
 """
 from __future__ import annotations
 
@@ -76,14 +79,19 @@ def export_mobilenet(directory: Path):
     return metadata
 
 
-def steady(timings: dict[int, float], n: int) -> float:
-    return round(n / (timings[2 * n] - timings[n]), 2)
+def steady_rates(cold_s: float, rounds: list[tuple[float, float]], n: int) -> dict:
+    """Images/s of each round (t(N), t(2N)) in seconds; the median round's is the figure."""
+    rates = [n / (t_2n - t_n) for t_n, t_2n in rounds]
+    return {"img_per_s": round(float(np.median(rates)), 2),
+            "rounds_img_per_s": [round(rate, 2) for rate in rates],
+            f"cold_s_for_{n}": round(cold_s, 1)}
 
 
 def bare_model(model_dir: Path, metadata, images: dict[int, Path], batch_size: int,
-               runtime: str) -> dict:
-    """Times on N and 2N pre-decoded images with the job's compiled function in `runtime` on
-    every core; "cold" adds loading, converting or tracing the model."""
+               runtime: str, rounds: int) -> tuple[float, list[tuple[float, float]]]:
+    """Cold time and `rounds` (t(N), t(2N)) on pre-decoded images with the job's compiled
+    function in `runtime` on every core; "cold" adds loading, converting or tracing the
+    model to the first N."""
     from imagegraph.decode import decode_image
     from imagegraph.model_cache import ModelCache
 
@@ -92,29 +100,31 @@ def bare_model(model_dir: Path, metadata, images: dict[int, Path], batch_size: i
     model = ModelCache().get(metadata, files, batch_size, threads=os.cpu_count(),
                              runtime=runtime)
     model.predict(np.zeros((1, SIZE, SIZE, 3), np.uint8))  # traces the compiled function
-    timings = {"cold": time.perf_counter() - started}
-    for count, directory in images.items():
-        pixels = np.stack([decode_image(p.read_bytes(), SIZE, SIZE, 3, 10**8, 10**9).pixels
-                           for p in sorted(directory.iterdir())])
+    loading = time.perf_counter() - started
+    pixels = {count: np.stack([decode_image(p.read_bytes(), SIZE, SIZE, 3, 10**8, 10**9).pixels
+                               for p in sorted(directory.iterdir())])
+              for count, directory in images.items()}
+
+    def timed(count: int) -> float:
         started = time.perf_counter()
-        for start in range(0, len(pixels), batch_size):
-            model.predict(pixels[start:start + batch_size])
-        timings[count] = time.perf_counter() - started
-    timings["cold"] += timings[min(images)]
-    return timings
+        for start in range(0, count, batch_size):
+            model.predict(pixels[count][start:start + batch_size])
+        return time.perf_counter() - started
+
+    n = min(images)
+    cold = loading + timed(n)
+    return cold, [(timed(n), timed(2 * n)) for _ in range(rounds)]
 
 
 def spark_variant(name: str, spark, config, model_dir: Path, metadata, images, output: Path,
-                  partitions: int) -> dict:
-    """Times of a cold run on N ("cold"), then of warm runs on N and 2N."""
+                  partitions: int, rounds: int) -> tuple[float, list[tuple[float, float]]]:
+    """Time of a cold run on N, then `rounds` (t(N), t(2N)) of warm runs."""
     from pyspark.sql import functions as F
 
     from imagegraph.inference_job import run_inference
     from imagegraph.selection import PREFIX, InputSource
 
-    timings = {}
-    n = min(images)
-    for label, count in (("cold", n), (n, n), (2 * n, 2 * n)):
+    def timed(count: int, label: str) -> float:
         directory = images[count]
         out = output / f"{name}-{label}"
         started = time.perf_counter()
@@ -127,9 +137,13 @@ def spark_variant(name: str, spark, config, model_dir: Path, metadata, images, o
             column = (naive_udf(metadata) if name == "naive_udf"
                       else batch_udf(metadata, config.inference.batch_size))(F.col("content"))
             frame.select("path", column.alias("top_class")).write.parquet(f"file://{out}")
-        timings[label] = time.perf_counter() - started
-        print(f"   {name} {count} images ({label}): {timings[label]:.1f} s", flush=True)
-    return timings
+        elapsed = time.perf_counter() - started
+        print(f"   {name} {count} images ({label}): {elapsed:.1f} s", flush=True)
+        return elapsed
+
+    n = min(images)
+    cold = timed(n, "cold")
+    return cold, [(timed(n, f"{r}-n"), timed(2 * n, f"{r}-2n")) for r in range(rounds)]
 
 
 def naive_udf(metadata):
@@ -182,7 +196,12 @@ def main() -> int:
                         help="input partitions for every Spark variant (default 4)")
     parser.add_argument("--variants", default="bare_model,bare_model_tensorflow,job,"
                                                "predict_batch_udf,naive_udf",
-                        help="comma-separated subset to run")
+                        help="comma-separated subset to run (default: all)")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="rounds of N and 2N per variant after its cold run; the median "
+                             "round's rate is reported (default 3)")
+    parser.add_argument("--naive-rounds", type=int, default=1,
+                        help="rounds for naive_udf, about 7 minutes each here (default 1)")
     args = parser.parse_args()
     n = args.images
     work = Path(tempfile.mkdtemp(prefix="imagegraph-inference-bench-"))
@@ -201,27 +220,30 @@ def main() -> int:
                                                          "spark.master": "local[2]"}),
                          graph=replace(base.graph, enabled=False),
                          inference=replace(base.inference, partitions=args.partitions))
-        figures: dict[str, float] = {}
+        figures: dict = {}
         spark = None
         for variant in args.variants.split(","):
             print(f"== {variant}", flush=True)
+            rounds = args.naive_rounds if variant == "naive_udf" else args.rounds
             if variant.startswith("bare_model"):
                 runtime = "tensorflow" if variant == "bare_model_tensorflow" \
                     else config.inference.runtime
-                timings = bare_model(model_dir, metadata, images, config.inference.batch_size,
-                                     runtime)
+                cold, timings = bare_model(model_dir, metadata, images,
+                                           config.inference.batch_size, runtime, rounds)
             else:
                 spark = spark or get_spark(config)
-                timings = spark_variant(variant, spark, config, model_dir, metadata, images,
-                                        work / "out", args.partitions)
-            figures[f"{variant}_img_per_s"] = steady(timings, n)
-            figures[f"{variant}_cold_s_for_{n}"] = round(timings["cold"], 1)
-            print(f"   {variant}: {figures[f'{variant}_img_per_s']} images/s steady", flush=True)
+                cold, timings = spark_variant(variant, spark, config, model_dir, metadata,
+                                              images, work / "out", args.partitions, rounds)
+            for key, value in steady_rates(cold, timings, n).items():
+                figures[f"{variant}_{key}"] = value
+            print(f"   {variant}: {figures[f'{variant}_img_per_s']} images/s steady "
+                  f"(rounds {figures[f'{variant}_rounds_img_per_s']})", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     merge_results(figures, "inference_machine",
                   f"{os.cpu_count()} cores, Spark local[2], {n} and {2 * n} JPEGs 500x375, "
-                  f"MobileNetV2 {SIZE}x{SIZE}, {args.partitions} partitions")
+                  f"MobileNetV2 {SIZE}x{SIZE}, {args.partitions} partitions, median of "
+                  f"{args.rounds} rounds (naive_udf: {args.naive_rounds})")
     print(json.dumps(figures, indent=2))
     return 0
 
