@@ -82,9 +82,14 @@ def test_saved_model_run_reads_back_exact_labels(spark, config, exported, graph)
 
 def test_saved_model_artifact_errors_are_clear(spark, config, exported, s3):
     with_embedding = replace(config, inference=replace(config.inference, embedding=True))
+    jobs = spark.sparkContext.statusTracker().getJobIdsForGroup
+    before = jobs()
     with pytest.raises(JobError, match=f"model {MODEL_URI} is a SavedModel: inference.embedding "
                                        "needs a model.keras model"):
         run_inference(spark, with_embedding, INPUT, MODEL_URI, OUTPUT)
+    assert jobs() == before  # refused before any Spark job...
+    spark.range(1).count()
+    assert len(jobs()) > len(before)  # ...which the tracker would have seen
     put_objects(s3, BUCKET, f"{MODEL_KEY}-both/", {**exported, "model.keras": b"keras"})
     both = f"{MODEL_URI}-both"
     with pytest.raises(JobError, match=f"model {both} holds both model.keras and "
