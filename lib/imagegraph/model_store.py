@@ -38,12 +38,14 @@ def read_model_artifact(spark: SparkSession, uri: str, embedding: bool = False
         raise JobError(f"model {uri} is a SavedModel: inference.embedding needs a {MODEL_FILE} "
                        "model (a SavedModel's serving signature gives only the probabilities, "
                        "no penultimate layer)")
-    names = [LABELS_FILE, METADATA_FILE] + (
-        [f"{SAVED_MODEL_DIR}/{name}" for name in hadoop_fs.list_files(
-            spark, f"{uri}/{SAVED_MODEL_DIR}")] if kind == SAVED_MODEL else [MODEL_FILE])
+    if kind == SAVED_MODEL:
+        model_names = [f"{SAVED_MODEL_DIR}/{name}"
+                       for name in hadoop_fs.list_files(spark, f"{uri}/{SAVED_MODEL_DIR}")]
+    else:
+        model_names = [MODEL_FILE]
     files: dict[str, bytes] = {}
     with tempfile.TemporaryDirectory(prefix="imagegraph-model-") as local:
-        for index, name in enumerate(names):
+        for index, name in enumerate([LABELS_FILE, METADATA_FILE, *model_names]):
             path = os.path.join(local, str(index))
             hadoop_fs.copy_to_local(spark, f"{uri}/{name}", path)
             with open(path, "rb") as handle:
