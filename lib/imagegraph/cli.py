@@ -58,7 +58,8 @@ def infer_parser() -> argparse.ArgumentParser:
                         help="an S3 Inventory report's manifest.json (CSV or Parquet data "
                              "files); nothing is listed")
     parser.add_argument("--model", required=True, metavar="URI",
-                        help="model directory, as written by train.py --output")
+                        help="model directory, as written by train.py --output, or with a "
+                             "TensorFlow SavedModel in saved_model/ in place of model.keras")
     parser.add_argument("--output", required=True, metavar="URI",
                         help="where predictions/ and dead_letter/ Parquet datasets are written")
     parser.add_argument("--gremlin-endpoint", metavar="URL",

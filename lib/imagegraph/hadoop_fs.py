@@ -35,6 +35,18 @@ def exists(spark: SparkSession, uri: str) -> bool:
         raise JobError(f"cannot reach {uri}: {kind}: {message}") from None
 
 
+def list_files(spark: SparkSession, uri: str) -> list[str]:
+    """The files under the directory `uri`, at any depth, as sorted '/'-separated paths
+    relative to it (`variables/variables.index`); empty directories are not listed."""
+    fs, path = _fs_and_path(spark, uri)
+    base = fs.makeQualified(path).toUri()
+    found = fs.listFiles(path, True)
+    names = []
+    while found.hasNext():
+        names.append(str(base.relativize(found.next().getPath().toUri()).getPath()))
+    return sorted(names)
+
+
 def _copy(spark: SparkSession, source_uri: str, target_uri: str) -> None:
     # FileUtil.copy streams between any two file systems; S3A's own copyFromLocalFile
     # rejects local paths it cannot relativise ("Cannot get relative path").

@@ -68,7 +68,7 @@ def run_inference(spark: SparkSession, config: Config, source: InputSource, mode
         config = replace(config, graph=with_resolved_region(config.graph))
         check_reachable(config.graph)
     hadoop_fs.exists(spark, output_uri)  # a missing bucket or unreachable store stops us here
-    metadata, model_files = read_model_artifact(spark, model_uri)
+    metadata, model_files = read_model_artifact(spark, model_uri, config.inference.embedding)
     report = RunReport(run_id=new_run_id(started_at), source=str(source),
                        output_uri=output_uri, model=metadata.tag,
                        shard=str(shard) if shard else "", resume=resume,

@@ -1,10 +1,13 @@
 """The model as training exports it and inference loads it: a directory (any Hadoop URI) with
 
-    model.keras     the Keras model
+    model.keras     the Keras model (what training writes), or instead
+    saved_model/    a TensorFlow SavedModel (saved_model.pb, variables/, ...) whose
+                    `serving_default` signature maps the preprocessed input to probabilities
     labels.json     the class names, in output-index order
     metadata.json   name, version, input size, preprocessing, classes, metrics
 
-`ModelMetadata` is that metadata; `preprocess` turns uint8 pixels into the model's input.
+`ModelMetadata` is that metadata; `preprocess` turns uint8 pixels into the model's input;
+`model_format` says which kind of model an artifact holds.
 """
 from __future__ import annotations
 
@@ -13,9 +16,15 @@ import os
 from dataclasses import asdict, dataclass, field
 
 MODEL_FILE = "model.keras"
+SAVED_MODEL_DIR = "saved_model"
+SAVED_MODEL_FILE = f"{SAVED_MODEL_DIR}/saved_model.pb"
 LABELS_FILE = "labels.json"
 METADATA_FILE = "metadata.json"
 ARTIFACT_FILES = (MODEL_FILE, LABELS_FILE, METADATA_FILE)
+"""The files training writes."""
+KERAS = "keras"
+SAVED_MODEL = "saved_model"
+"""The kinds of model an artifact holds (see `model_format`)."""
 PREPROCESSING = ("scale_0_1", "mobilenet_v2", "resnet50", "efficientnet")
 """Model families' input conventions: `scale_0_1` divides by 255; the others are the Keras
 application preprocess functions of that family (MobileNetV2: [-1, 1]; ResNet50: BGR with the
@@ -62,6 +71,19 @@ class ModelMetadata:
             raise ValueError(f"unknown preprocessing {metadata.preprocessing!r} "
                              f"(known: {', '.join(PREPROCESSING)})")
         return metadata
+
+
+def model_format(names) -> str:
+    """`KERAS` or `SAVED_MODEL`: the kind of model among an artifact's file `names` (relative,
+    '/'-separated). Raises `ValueError`, saying what was expected, when it holds neither or both.
+    """
+    found = [kind for kind, marker in ((KERAS, MODEL_FILE), (SAVED_MODEL, SAVED_MODEL_FILE))
+             if marker in names]
+    if len(found) == 1:
+        return found[0]
+    held = f"both {MODEL_FILE} and" if found else f"neither {MODEL_FILE} nor"
+    raise ValueError(f"{held} {SAVED_MODEL_FILE}: expected exactly one model, a Keras file "
+                     f"{MODEL_FILE} or a SavedModel in {SAVED_MODEL_DIR}/")
 
 
 def preprocess(pixels, preprocessing: str):

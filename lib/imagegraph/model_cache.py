@@ -1,8 +1,9 @@
 """Loads a model once per Python worker and keeps it for every later task and batch.
 
-The driver ships the artifact's files as a broadcast of {file name: bytes}; the first batch in a
-worker writes them to a local directory and loads the Keras model. Spark reuses Python workers
-(`spark.python.worker.reuse`, on by default), so later tasks find the model already loaded.
+The driver ships the artifact's files as a broadcast of {relative file name: bytes}; the first
+batch in a worker writes them to a local directory and loads the Keras model or SavedModel.
+Spark reuses Python workers (`spark.python.worker.reuse`, on by default), so later tasks find
+the model already loaded.
 """
 from __future__ import annotations
 
@@ -13,37 +14,54 @@ import warnings
 
 import numpy as np
 
-from imagegraph.model_artifact import MODEL_FILE, ModelMetadata, preprocess
+from imagegraph.model_artifact import (MODEL_FILE, SAVED_MODEL, SAVED_MODEL_DIR, ModelMetadata,
+                                       model_format, preprocess)
 
 
 class LoadedModel:
-    """A Keras classifier behind one compiled function of a fixed batch size.
+    """A classifier behind one compiled function of a fixed batch size.
 
-    `predict(pixels)` takes uint8 pixels (n, height, width, channels), n <= batch_size, pads
-    them to `batch_size` so the function is traced once, applies the model family's
-    preprocessing inside the graph, and returns (probabilities (n, classes), embeddings
-    (n, features) or None). With `embedding`, the embedding is the penultimate layer's output.
-    `runtime` 'tensorflow' runs a `tf.function`; 'tflite' converts the same graph once to
-    TensorFlow Lite and runs it with the XNNPACK CPU kernels on `threads` threads (0: all).
+    `model` is a Keras model, or a SavedModel as `tf.saved_model.load` returns it whose
+    `serving_default` signature maps one float input (the preprocessed images) to one output
+    (the class probabilities). `predict(pixels)` takes uint8 pixels (n, height, width,
+    channels), n <= batch_size, pads them to `batch_size` so the function is traced once,
+    applies the model family's preprocessing inside the graph, and returns (probabilities
+    (n, classes), embeddings (n, features) or None). With `embedding` (Keras models only), the
+    embedding is the penultimate layer's output. `runtime` 'tensorflow' runs a `tf.function`;
+    'tflite' converts the same graph once to TensorFlow Lite and runs it with the XNNPACK CPU
+    kernels on `threads` threads (0: all). Raises `ValueError` for a model it cannot run so.
     """
 
-    def __init__(self, keras_model, metadata: ModelMetadata, batch_size: int, embedding: bool,
+    def __init__(self, model, metadata: ModelMetadata, batch_size: int, embedding: bool,
                  runtime: str = "tensorflow", threads: int = 0):
         import tensorflow as tf
 
         self.batch_size = batch_size
         self.embedding = embedding
         shape = (batch_size, metadata.input_height, metadata.input_width, metadata.channels)
-        network = _with_embedding(keras_model, shape[1:]) if embedding else keras_model
-        if runtime == "tflite":
-            self._run = _tflite_function(network, metadata, shape, threads)
-            return
+        if isinstance(model, tf.keras.Model):
+            network = _with_embedding(model, shape[1:]) if embedding else model
+            if runtime == "tflite":
+                self._run = _tflite_function(_keras_converter(network, metadata, shape), threads)
+                return
+
+            def forward(images):
+                return network(images, training=False)
+        elif embedding:
+            raise ValueError("embedding needs a Keras model: a SavedModel's serving signature "
+                             "gives only the probabilities, no penultimate layer")
+        else:
+            forward = _serving_function(model, shape)
 
         @tf.function(input_signature=[tf.TensorSpec(shape, tf.uint8)])
         def run(pixels):
-            return network(preprocess(pixels, metadata.preprocessing), training=False)
+            return forward(preprocess(pixels, metadata.preprocessing))
 
+        if runtime == "tflite":  # a SavedModel: this function's graph, its variables frozen
+            run = _tflite_function(tf.lite.TFLiteConverter.from_concrete_functions(
+                [run.get_concrete_function()], model), threads)
         self._run = run
+        self._model = model  # a SavedModel's signature holds its variables only weakly
 
     def predict(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
         count = len(pixels)
@@ -59,14 +77,48 @@ class LoadedModel:
         return np.asarray(probabilities)[:count], np.asarray(embeddings)[:count]
 
 
-def _tflite_function(network, metadata: ModelMetadata, shape: tuple, threads: int):
-    """`network` behind the model family's preprocessing, converted to TensorFlow Lite for
-    uint8 input of `shape`; returns a function of pixels -> the network's output(s)."""
+def _serving_function(saved_model, shape: tuple):
+    """The `serving_default` signature of `saved_model` as a function of float images of
+    `shape` -> probabilities; `ValueError` when it does not have that form."""
+    import tensorflow as tf
+
+    signature = saved_model.signatures.get("serving_default")
+    if signature is None:
+        raise ValueError("the SavedModel has no serving_default signature "
+                         f"(it has: {', '.join(saved_model.signatures) or 'none'})")
+    inputs = signature.structured_input_signature[1]
+    outputs = signature.structured_outputs
+    if len(inputs) != 1 or len(outputs) != 1:
+        raise ValueError(f"the SavedModel's serving_default signature takes {sorted(inputs)} and "
+                         f"returns {sorted(outputs)}: expected one input, the preprocessed "
+                         "images, and one output, the class probabilities")
+    ((input_name, spec),) = inputs.items()
+    (output_name,) = outputs
+    if not spec.shape.is_compatible_with(shape):
+        raise ValueError(f"the SavedModel takes input of shape {spec.shape}, not the "
+                         f"{shape[1:]} images metadata.json describes")
+
+    def forward(images):
+        return signature(**{input_name: tf.cast(images, spec.dtype)})[output_name]
+
+    return forward
+
+
+def _keras_converter(network, metadata: ModelMetadata, shape: tuple):
+    """A TensorFlow Lite converter of the Keras `network` behind the model family's
+    preprocessing, for uint8 input of `shape`."""
     import tensorflow as tf
 
     inputs = tf.keras.Input(shape[1:], batch_size=shape[0], dtype="uint8")
     scaled = tf.keras.layers.Lambda(lambda p: preprocess(p, metadata.preprocessing))(inputs)
-    converter = tf.lite.TFLiteConverter.from_keras_model(tf.keras.Model(inputs, network(scaled)))
+    return tf.lite.TFLiteConverter.from_keras_model(tf.keras.Model(inputs, network(scaled)))
+
+
+def _tflite_function(converter, threads: int):
+    """The model of `converter` (a `tf.lite.TFLiteConverter`), converted and run by an
+    interpreter on `threads` threads (0: all); returns a function of pixels -> its output(s)."""
+    import tensorflow as tf
+
     with warnings.catch_warnings():  # tf.lite.Interpreter's notice of its move to LiteRT
         warnings.simplefilter("ignore", UserWarning)
         interpreter = tf.lite.Interpreter(model_content=converter.convert(),
@@ -115,14 +167,16 @@ class ModelCache:
         key = (metadata.model_id, metadata.uri, batch_size, embedding, runtime)
         with self._lock:
             if key not in self._models:
-                keras_model = _load_keras(files, threads)
-                self._models[key] = LoadedModel(keras_model, metadata, batch_size, embedding,
-                                                runtime, threads)
+                self._models[key] = LoadedModel(_load_model(files, threads), metadata,
+                                                batch_size, embedding, runtime, threads)
                 self.loads += 1
             return self._models[key]
 
 
-def _load_keras(files: dict[str, bytes], threads: int):
+def _load_model(files: dict[str, bytes], threads: int):
+    """The Keras model or SavedModel of the artifact `files` ({relative name: bytes}), written
+    to a local directory first; `ValueError` when they hold neither or both."""
+    kind = model_format(files)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")  # no start-up banner per worker
     import tensorflow as tf
 
@@ -134,8 +188,12 @@ def _load_keras(files: dict[str, bytes], threads: int):
             pass
     directory = tempfile.mkdtemp(prefix="imagegraph-model-")
     for name, content in files.items():
-        with open(os.path.join(directory, name), "wb") as handle:
+        path = os.path.join(directory, *name.split("/"))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(path, "wb") as handle:
             handle.write(content)
+    if kind == SAVED_MODEL:
+        return tf.saved_model.load(os.path.join(directory, SAVED_MODEL_DIR))
     return tf.keras.models.load_model(os.path.join(directory, MODEL_FILE), compile=False)
 
 

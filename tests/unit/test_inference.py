@@ -1,4 +1,5 @@
 import io
+import json
 import os
 
 import numpy as np
@@ -9,7 +10,9 @@ from PIL import Image
 from imagegraph.config import S3Config
 from imagegraph.inference import STAGE_DECODE, STAGE_READ, STATUS_FAILED, STATUS_OK, \
     InferenceSettings, classify_stream
-from imagegraph.model_artifact import MODEL_FILE, ModelMetadata, write_artifact
+from imagegraph.model_artifact import (KERAS, LABELS_FILE, METADATA_FILE, MODEL_FILE,
+                                       SAVED_MODEL, SAVED_MODEL_FILE, ModelMetadata,
+                                       model_format, write_artifact)
 from imagegraph.model_cache import LoadedModel, ModelCache
 from imagegraph.object_reader import ReaderSettings
 
@@ -34,6 +37,17 @@ def brightness_model():
     dense.set_weights([np.array([[0.0, 5.0, 12.0]], np.float32),
                        np.array([0.0, -2.5, -8.0], np.float32)])
     return model
+
+
+@pytest.fixture(scope="module")
+def saved_model_files(brightness_model, tmp_path_factory):
+    """The brightness model as a SavedModel artifact (`model.export`), {relative name: bytes}."""
+    directory = tmp_path_factory.mktemp("artifact")
+    brightness_model.export(str(directory / "saved_model"), verbose=False)
+    (directory / LABELS_FILE).write_text(json.dumps(list(METADATA.classes)))
+    (directory / METADATA_FILE).write_text(METADATA.to_json())
+    return {path.relative_to(directory).as_posix(): path.read_bytes()
+            for path in directory.rglob("*") if path.is_file()}
 
 
 def png(level: int) -> bytes:
@@ -135,3 +149,52 @@ def test_tflite_runtime_matches_tensorflow(brightness_model):
         assert probabilities.shape == (count, 3) and embeddings.shape == (count, 1)
         np.testing.assert_allclose(probabilities, expected, atol=1e-5)
         np.testing.assert_allclose(embeddings, expected_embeddings, atol=1e-5)
+
+
+@pytest.mark.parametrize("runtime", ["tensorflow", "tflite"])
+def test_saved_model_gives_the_keras_model_probabilities(brightness_model, saved_model_files,
+                                                         runtime):
+    assert {SAVED_MODEL_FILE, "saved_model/variables/variables.index"} <= set(saved_model_files)
+    pixels = np.stack([np.full((4, 4, 1), level, np.uint8) for level in (0, 90, 150, 255)])
+    keras = LoadedModel(brightness_model, METADATA, batch_size=4, embedding=False,
+                        runtime=runtime, threads=1)
+    cache = ModelCache()
+    saved = cache.get(METADATA, saved_model_files, batch_size=4, threads=1, runtime=runtime)
+    for count in (4, 3, 1, 4):  # full and padded batches, many predicts from one load
+        assert cache.get(METADATA, saved_model_files, batch_size=4, threads=1,
+                         runtime=runtime) is saved
+        probabilities, embeddings = saved.predict(pixels[:count])
+        assert probabilities.shape == (count, 3) and embeddings is None
+        np.testing.assert_allclose(probabilities, keras.predict(pixels[:count])[0], atol=1e-5)
+    assert cache.loads == 1
+    np.testing.assert_allclose(probabilities, np.asarray(brightness_model(pixels / 255.0)),
+                               atol=1e-5)
+
+
+def test_artifact_holds_exactly_one_kind_of_model(saved_model_files):
+    labels_and_metadata = {LABELS_FILE: b"[]", METADATA_FILE: b"{}"}
+    assert model_format({**labels_and_metadata, MODEL_FILE: b""}) == KERAS
+    assert model_format(saved_model_files) == SAVED_MODEL
+    with pytest.raises(ValueError, match="^neither model.keras nor saved_model/saved_model.pb: "
+                                         "expected exactly one model"):
+        ModelCache().get(METADATA, labels_and_metadata, batch_size=4)
+    with pytest.raises(ValueError, match="^both model.keras and saved_model/saved_model.pb: "):
+        ModelCache().get(METADATA, {**saved_model_files, MODEL_FILE: b""}, batch_size=4)
+
+
+def test_saved_model_refuses_embedding_and_several_outputs(saved_model_files, tmp_path):
+    import tensorflow as tf
+
+    with pytest.raises(ValueError, match="embedding needs a Keras model"):
+        ModelCache().get(METADATA, saved_model_files, batch_size=4, embedding=True)
+
+    class TwoOutputs(tf.Module):
+        @tf.function(input_signature=[tf.TensorSpec((None, 4, 4, 1), tf.float32)])
+        def serve(self, images):
+            return {"probabilities": tf.reduce_mean(images, [1, 2]), "logits": images[:, 0, 0]}
+
+    module = TwoOutputs()
+    tf.saved_model.save(module, str(tmp_path), signatures=module.serve)
+    with pytest.raises(ValueError, match=r"returns \['logits', 'probabilities'\]: expected one "
+                                         "input, the preprocessed images, and one output"):
+        LoadedModel(tf.saved_model.load(str(tmp_path)), METADATA, 4, embedding=False)
