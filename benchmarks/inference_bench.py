@@ -3,6 +3,8 @@
 Real-photo JPEGs of 500x375 (random crops and resizes of scikit-image's photos) on local disk,
 MobileNetV2 at 224x224 built with `weights=None` (1,000 classes), Spark `local[2]`. Variants:
 
+- decode:            the job's decoder alone (`imagegraph.decode.decode_image`), one thread,
+                     bytes already in memory: what decoding costs a core per image
 - bare_model:        the job's compiled fixed-batch function (its configured runtime,
                      TensorFlow Lite by default) on pre-decoded batches, no Spark
 - bare_model_tensorflow: the same as a tf.function (inference.runtime: tensorflow)
@@ -116,6 +118,24 @@ def bare_model(model_dir: Path, metadata, images: dict[int, Path], batch_size: i
     return cold, [(timed(n), timed(2 * n)) for _ in range(rounds)]
 
 
+def decode_only(images: dict[int, Path], rounds: int) -> tuple[float, list[tuple[float, float]]]:
+    """Cold time and `rounds` (t(N), t(2N)) of decoding the files' bytes, read beforehand, to
+    the model's input size on one thread."""
+    from imagegraph.decode import decode_image
+
+    data = {count: [p.read_bytes() for p in sorted(directory.iterdir())]
+            for count, directory in images.items()}
+
+    def timed(count: int) -> float:
+        started = time.perf_counter()
+        for content in data[count]:
+            decode_image(content, SIZE, SIZE, 3, 10**8, 10**9)
+        return time.perf_counter() - started
+
+    n = min(images)
+    return timed(n), [(timed(n), timed(2 * n)) for _ in range(rounds)]
+
+
 def spark_variant(name: str, spark, config, model_dir: Path, metadata, images, output: Path,
                   partitions: int, rounds: int) -> tuple[float, list[tuple[float, float]]]:
     """Time of a cold run on N, then `rounds` (t(N), t(2N)) of warm runs."""
@@ -194,7 +214,7 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=1024, help="N (default 1024); 2N also run")
     parser.add_argument("--partitions", type=int, default=4,
                         help="input partitions for every Spark variant (default 4)")
-    parser.add_argument("--variants", default="bare_model,bare_model_tensorflow,job,"
+    parser.add_argument("--variants", default="decode,bare_model,bare_model_tensorflow,job,"
                                                "predict_batch_udf,naive_udf",
                         help="comma-separated subset to run (default: all)")
     parser.add_argument("--rounds", type=int, default=3,
@@ -225,7 +245,9 @@ def main() -> int:
         for variant in args.variants.split(","):
             print(f"== {variant}", flush=True)
             rounds = args.naive_rounds if variant == "naive_udf" else args.rounds
-            if variant.startswith("bare_model"):
+            if variant == "decode":
+                cold, timings = decode_only(images, rounds)
+            elif variant.startswith("bare_model"):
                 runtime = "tensorflow" if variant == "bare_model_tensorflow" \
                     else config.inference.runtime
                 cold, timings = bare_model(model_dir, metadata, images,
