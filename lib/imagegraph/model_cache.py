@@ -157,6 +157,10 @@ class ModelCache:
         self._lock = threading.Lock()
         self.loads = 0
 
+    def __len__(self) -> int:
+        """How many models are held (each was loaded once: then `loads == len(cache)`)."""
+        return len(self._models)
+
     def get(self, metadata: ModelMetadata, files: dict[str, bytes], batch_size: int,
             embedding: bool = False, threads: int = 0,
             runtime: str = "tensorflow") -> LoadedModel:

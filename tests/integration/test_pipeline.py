@@ -1,11 +1,14 @@
 """Train, then infer twice, through Spark against the real S3 and Gremlin servers; read the
 graph and the Parquet outputs back and check exact counts, ids and values."""
 import hashlib
+import os
 from dataclasses import replace
 
+import pandas as pd
 import pytest
 from gremlin_python.process.graph_traversal import __
 from gremlin_python.process.traversal import T
+from pyspark.sql.functions import pandas_udf
 
 from imagegraph.errors import JobError
 from imagegraph.inference_job import run_inference
@@ -19,6 +22,7 @@ INPUT = InputSource(PREFIX, f"s3a://{BUCKET}/incoming/")
 COFFEE = f"s3://{BUCKET}/incoming/photos/coffee.jpg"
 CORRUPT = f"s3://{BUCKET}/incoming/corrupt/broken.jpg"
 DIGITS = [str(d) for d in range(10)]
+ARROW_BATCH = "spark.sql.execution.arrow.maxRecordsPerBatch"
 
 
 @pytest.fixture(scope="module")
@@ -108,3 +112,28 @@ def test_missing_model_and_input_stop_with_clear_errors(spark, config):
     with pytest.raises(JobError, match=f"input s3a://{BUCKET}/nothing-here/ does not exist"):
         run_inference(spark, config, InputSource(PREFIX, f"s3a://{BUCKET}/nothing-here/"),
                       MODEL_URI, OUTPUT)
+
+
+def test_each_worker_loads_a_model_once_across_tasks_and_batches(first_run, spark, config):
+    """A third run of the first run's model, in Arrow batches of 4 rows (a dozen batches per
+    task): every Python worker has loaded each model it holds exactly once this session, over
+    all runs, tasks and batches (a load per task or per batch would make loads > held)."""
+    spark.conf.set(ARROW_BATCH, "4")
+    try:
+        third = run_inference(spark, config, INPUT, MODEL_URI, OUTPUT)
+    finally:
+        spark.conf.set(ARROW_BATCH, str(config.inference.arrow_batch_size))
+    assert third.classified == 44
+
+    @pandas_udf("array<long>")
+    def model_cache_state(ids: pd.Series) -> pd.Series:
+        """In the Python workers the classifying pandas UDFs ran in: [pid, models it loaded,
+        models it holds] per row."""
+        from imagegraph.model_cache import WORKER_MODELS
+
+        return pd.Series([[os.getpid(), WORKER_MODELS.loads, len(WORKER_MODELS)]] * len(ids))
+
+    rows = spark.range(16).repartition(8).select(model_cache_state("id").alias("s")).collect()
+    workers = {row["s"][0]: tuple(row["s"][1:]) for row in rows}
+    assert any(loads for loads, _ in workers.values()), workers
+    assert all(loads == held for loads, held in workers.values()), workers
