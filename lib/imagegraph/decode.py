@@ -94,9 +94,9 @@ def decode_image(data: bytes, height: int, width: int, channels: int,
         stored_target = (width, height) if transposed else (height, width)
         pixels = None
         if image_format == "JPEG" and image.mode in ("L", "RGB"):
-            pixels = _decode_jpeg(data, channels, *stored_target)
+            pixels = _decode_jpeg(data, channels, (stored_height, stored_width), stored_target)
         if pixels is None:
-            pixels = _decode_with_pillow(image, channels, *stored_target)
+            pixels = _decode_with_pillow(image, channels, stored_target)
         pixels = _resize(_orient(pixels, orientation), height, width)
     except Exception as exc:  # truncated data, bad chunks, decoder errors
         raise UndecodableImage(f"corrupt or truncated {image_format} data: "
@@ -107,15 +107,17 @@ def decode_image(data: bytes, height: int, width: int, channels: int,
                         format=image_format)
 
 
-def _decode_jpeg(data: bytes, channels: int, height: int, width: int) -> np.ndarray | None:
-    """libjpeg-turbo's decode of a YCbCr or grayscale JPEG, scaled in the DCT by the largest
-    of 1/8, 1/4, 1/2 that keeps it at least (height, width) (what Pillow's draft mode does);
-    None when libjpeg-turbo reports anything wrong, so that Pillow decides (it tolerates
-    warnings such as extraneous bytes, and words truncation as for other formats)."""
+def _decode_jpeg(data: bytes, channels: int, stored: tuple[int, int],
+                 target: tuple[int, int]) -> np.ndarray | None:
+    """libjpeg-turbo's decode of a YCbCr or grayscale JPEG of `stored` (height, width) pixels,
+    scaled in the DCT by the largest of 1/8, 1/4, 1/2 that keeps it at least `target` (height,
+    width) (what Pillow's draft mode does); None when libjpeg-turbo reports anything wrong, so
+    that Pillow decides (it tolerates warnings such as extraneous bytes, and words truncation
+    as for other formats)."""
+    (stored_height, stored_width), (height, width) = stored, target
+    scale = next((s for s in (8, 4, 2)
+                  if -(-stored_height // s) >= height and -(-stored_width // s) >= width), 1)
     try:
-        stored_height, stored_width, _, _ = simplejpeg.decode_jpeg_header(data)
-        scale = next((s for s in (8, 4, 2)
-                      if -(-stored_height // s) >= height and -(-stored_width // s) >= width), 1)
         return simplejpeg.decode_jpeg(data, colorspace="GRAY" if channels == 1 else "RGB",
                                       min_height=-(-stored_height // scale),
                                       min_width=-(-stored_width // scale), strict=True)
@@ -123,25 +125,28 @@ def _decode_jpeg(data: bytes, channels: int, height: int, width: int) -> np.ndar
         return None
 
 
-def _decode_with_pillow(image: Image.Image, channels: int, height: int,
-                        width: int) -> np.ndarray:
+def _decode_with_pillow(image: Image.Image, channels: int,
+                        target: tuple[int, int]) -> np.ndarray:
     """Pillow's decode of any READ_FORMATS image, in 8-bit grayscale or RGB; a JPEG in draft
-    mode at the smallest DCT scale that stays at least (height, width)."""
+    mode at the smallest DCT scale that stays at least `target` (height, width)."""
     if image.format == "JPEG":
-        image.draft("L" if channels == 1 else "RGB", (width, height))
+        image.draft("L" if channels == 1 else "RGB", target[::-1])
     image.load()
     return np.asarray(_to_8bit(image, channels), dtype=np.uint8)
+
+
+_ORIENTATION_TURNS = {2: lambda p: p[:, ::-1], 3: lambda p: p[::-1, ::-1], 4: lambda p: p[::-1],
+                      5: lambda p: p.swapaxes(0, 1), 6: lambda p: np.rot90(p, -1),
+                      7: lambda p: p.swapaxes(0, 1)[::-1, ::-1], 8: lambda p: np.rot90(p, 1)}
+"""EXIF orientation -> how an (h, w, ...) array stored so is turned to be displayed."""
 
 
 def _orient(pixels: np.ndarray, orientation: int) -> np.ndarray:
     """`pixels` as displayed under EXIF `orientation` (1-8; other values: as stored), as
     Pillow's `ImageOps.exif_transpose` turns them."""
-    turned = {2: lambda p: p[:, ::-1], 3: lambda p: p[::-1, ::-1], 4: lambda p: p[::-1],
-              5: lambda p: p.swapaxes(0, 1), 6: lambda p: np.rot90(p, -1),
-              7: lambda p: p.swapaxes(0, 1)[::-1, ::-1], 8: lambda p: np.rot90(p, 1)}
-    if orientation not in turned:
+    if orientation not in _ORIENTATION_TURNS:
         return pixels
-    return np.ascontiguousarray(turned[orientation](pixels))
+    return np.ascontiguousarray(_ORIENTATION_TURNS[orientation](pixels))
 
 
 def _resize(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
