@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import pytest
 from gremlin_python.process.graph_traversal import __
+from gremlin_python.process.traversal import T
 
 import sample_images
 import services
@@ -156,4 +157,44 @@ def test_resume_finishes_a_partly_visible_chunk(spark, config, trained_model, s3
     assert (resumed.written, resumed.committed_dead_letters) == (12 - len(visible), 1)
     uris = [row["uri"] for row in spark.read.parquet(f"{output}/{PREDICTIONS_DIR}").collect()]
     assert len(uris) == len(set(uris)) == 12
+    assert graph.V().has_label("image").count().next() == 12
+
+
+def test_a_row_the_graph_refuses_is_dead_lettered_and_written_on_resume(
+        spark, config, trained_model, s3, graph, digits):
+    """Edges of another label already hold every id the victim's classified_as edges could
+    take, so the graph refuses its edge request: the victim alone is dead-lettered (stage
+    graph, retryable), absent from predictions/, counted; once the blockers are gone,
+    `--resume` writes it and nothing else."""
+    graph.V().drop().iterate()
+    prefix = "accounting/refused/"
+    put_objects(s3, BUCKET, f"{prefix}in/", digits)
+    victim = f"s3://{BUCKET}/{prefix}in/{sorted(digits)[0]}"
+    blockers = graph.add_v("blocker").property(T.id, "blocker-a").as_("a") \
+        .add_v("blocker").property(T.id, "blocker-b").as_("b")
+    for label in range(10):
+        blockers = blockers.add_e("blocker").from_("a").to("b") \
+            .property(T.id, f"{victim}|{MODEL_TAG}|{label}")
+    blockers.iterate()
+    source = InputSource(PREFIX, f"s3a://{BUCKET}/{prefix}in/")
+    output = f"s3a://{BUCKET}/{prefix}out"
+
+    first = run_inference(spark, config, source, MODEL_URI, output)
+    assert first.reconciles(), first.disagreements()
+    assert (first.classified, first.graph_written, first.graph_failed) == (12, 11, 1)
+    assert (first.written, first.committed_dead_letters) == (11, 1)
+    assert first.graph_images == 12  # the victim's vertex was written, its edges refused
+    letters = spark.read.parquet(f"{output}/{DEAD_LETTER_DIR}").collect()
+    assert [(r["uri"], r["stage"], r["retryable"]) for r in letters] == [(victim, "graph", True)]
+    predicted = {r["uri"] for r in spark.read.parquet(f"{output}/{PREDICTIONS_DIR}").collect()}
+    assert victim not in predicted and len(predicted) == 11
+
+    graph.V("blocker-a", "blocker-b").drop().iterate()
+    resumed = run_inference(spark, config, source, MODEL_URI, output, resume=True)
+    assert resumed.reconciles(), resumed.disagreements()
+    assert (resumed.skipped_done, resumed.written, resumed.dead_lettered) == (11, 1, 0)
+    rows = spark.read.parquet(f"{output}/{PREDICTIONS_DIR}").where(
+        f"run_id = '{resumed.run_id}'").collect()
+    assert [r["uri"] for r in rows] == [victim]
+    assert graph.V(victim).out_e("classified_as").count().next() == 3
     assert graph.V().has_label("image").count().next() == 12
