@@ -3,7 +3,7 @@ driver, then image vertices and edges from at most `graph.max_concurrent_writers
 once, counted with accumulators; rows that could not be written come back as a DataFrame."""
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import datetime
 
 from pyspark import StorageLevel
@@ -13,7 +13,10 @@ from pyspark.sql.types import StringType, StructField, StructType
 from imagegraph.config import GraphConfig
 from imagegraph.graph.connection import GremlinConnection
 from imagegraph.graph.elements import model_elements
-from imagegraph.graph.writer import GraphWriter, WriteStats, write_partition
+from imagegraph.graph.retry import Recovery
+from imagegraph.errors import JobError
+from imagegraph.graph.writer import (GraphWriter, RequestFailed, WriteStats, WriterStopped,
+                                     write_partition)
 from imagegraph.model_artifact import ModelMetadata
 
 FAILED_ROW = StructType([StructField("uri", StringType(), False),
@@ -35,11 +38,24 @@ class _Accumulators:
 
 
 def write_model(graph: GraphConfig, metadata: ModelMetadata) -> WriteStats:
-    """Upsert the model vertex, its class vertices and has_class edges (from the driver)."""
-    connection = GremlinConnection(graph)
-    writer = GraphWriter(connection, graph)
+    """Upsert the model vertex, its class vertices and has_class edges from the driver, with
+    the traversal shapes the workers use: the startup probe. A failure raises `JobError` with
+    one line (permissions, a reader endpoint, an engine without mergeV, ...); an endpoint that
+    does not answer gets `graph.connect_timeout_s` of reconnects, not the failover budget."""
+    probe = replace(graph, failover_budget_s=min(graph.failover_budget_s,
+                                                 graph.connect_timeout_s))
+    connection = GremlinConnection(probe)
+    writer = GraphWriter(connection, probe)
     try:
         writer.write_elements(*model_elements(metadata))
+    except WriterStopped as stopped:
+        if stopped.failure and stopped.failure.recovery is Recovery.RECONNECT:
+            raise JobError(f"cannot reach the Gremlin endpoint {graph.endpoint}: "
+                           f"{stopped.failure.message}") from None
+        raise JobError(str(stopped)) from None
+    except RequestFailed as failed:
+        raise JobError(f"the startup write of model {metadata.tag} to {graph.endpoint} "
+                       f"failed: {failed}") from None
     finally:
         connection.close()
     return writer.stats
