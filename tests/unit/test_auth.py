@@ -73,6 +73,15 @@ def test_signature_changes_with_time_and_region(monkeypatch):
                 later["Authorization"]}) == 3
 
 
+def test_signing_logs_no_secret_token_or_signature(caplog):
+    caplog.set_level("DEBUG")
+    headers = signed_handshake_headers(URL, "us-east-1",
+                                       AwsCredentials("AKIDEXAMPLE", "topsecret", "tokenvalue"))
+    signature = headers["Authorization"].rsplit("Signature=", 1)[1]
+    assert "topsecret" not in caplog.text and "tokenvalue" not in caplog.text
+    assert signature not in caplog.text
+
+
 def test_credentials_repr_hides_secrets():
     text = repr(AwsCredentials("AKIDEXAMPLE", "topsecret", "tokenvalue"))
     assert "topsecret" not in text and "tokenvalue" not in text

@@ -9,6 +9,7 @@ credential rotation. Nothing here logs a credential, a signature or a header val
 """
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from botocore.auth import SigV4Auth
@@ -18,6 +19,18 @@ from imagegraph.errors import JobError
 
 SERVICE = "neptune-db"
 _HTTP_SCHEMES = {"wss://": "https://", "ws://": "http://"}
+
+
+class _NoSigningDetails(logging.Filter):
+    """Drops botocore's DEBUG records of a signature's inputs and result: the canonical
+    request holds the security token, the signature authenticates a handshake."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(("CanonicalRequest", "StringToSign",
+                                               "Signature"))
+
+
+logging.getLogger("botocore.auth").addFilter(_NoSigningDetails())
 
 
 @dataclass(frozen=True)
