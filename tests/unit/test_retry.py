@@ -2,6 +2,7 @@ import json
 import random
 from datetime import datetime, timezone
 
+import botocore.session
 import pytest
 from gremlin_python.driver.protocol import GremlinServerError
 
@@ -58,7 +59,20 @@ NEPTUNE_TABLE = [
     ("TimeLimitExceededException", 500, "Yes", R.RETRY),
     ("TooManyRequestsException", 429, "Yes", R.THROTTLE),
     ("UnsupportedOperationException", 400, "No", R.STOP),
+    # Not on the engine page; query errors of Neptune's data-plane API (botocore's neptunedata
+    # service model, where "Yes" is its `retryable` trait). A server shutting down is a
+    # failover or maintenance reboot: reconnect.
+    ("ClientTimeoutException", 408, "Yes", R.RETRY),
+    ("InvalidArgumentException", 400, "No", R.ISOLATE),
+    ("ParsingException", 400, "No", R.ISOLATE),
+    ("PreconditionsFailedException", 400, "No", R.ISOLATE),
+    ("ServerShutdownException", 500, "No", R.RECONNECT),
 ]
+# Errors of the data-plane API that no Gremlin query returns (bulk loader, streams, ML).
+NOT_FROM_QUERIES = {"BulkLoadIdNotFoundException", "ExpiredStreamException",
+                    "LoadUrlAccessDeniedException", "MLResourceNotFoundException",
+                    "S3Exception", "StatisticsNotAvailableException",
+                    "StreamRecordsNotFoundException"}
 
 
 @pytest.mark.parametrize("code, http_status, ok_to_retry, recovery", NEPTUNE_TABLE)
@@ -67,11 +81,22 @@ def test_neptune_error_codes_from_the_json_body(code, http_status, ok_to_retry, 
     assert failure.recovery is recovery and failure.cause == code
     assert failure.message == f"{code}: detail"
     retried = recovery in (R.RETRY, R.THROTTLE)
-    assert retried == (ok_to_retry == "Yes")
+    assert retried == (ok_to_retry == "Yes") or recovery is R.RECONNECT
 
 
 def test_the_table_test_covers_every_code_the_writer_knows():
     assert {code for code, *_ in NEPTUNE_TABLE} == set(NEPTUNE_ERRORS)
+
+
+def test_the_table_covers_every_query_error_of_neptunes_service_model():
+    """botocore's neptunedata model: every exception is in the table (or is not a query's),
+    with the model's HTTP status."""
+    model = botocore.session.get_session().get_service_model("neptunedata")
+    statuses = {shape.name: shape.metadata["error"]["httpStatusCode"]
+                for shape in model.error_shapes}
+    table = {code: status for code, status, *_ in NEPTUNE_TABLE}
+    assert set(statuses) - NOT_FROM_QUERIES == set(table)
+    assert {code: statuses[code] for code in table} == table
 
 
 # TinkerPop 3.7's ResponseStatusCode (org.apache.tinkerpop.gremlin.util.message, read from

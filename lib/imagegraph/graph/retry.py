@@ -34,28 +34,33 @@ class Recovery(enum.Enum):
     STOP = "stop"                  # systematic: no request can succeed, stop the run
 
 
-# Neptune's engine error table: code -> recovery. "Ok to retry? Yes" codes retry (throttling
-# also slows the writer down); "No" codes are about the request's data and isolate, except
-# the systematic ones, which stop.
+# Neptune's engine error table, and the query errors of its data-plane API: code -> recovery.
+# "Ok to retry? Yes" codes retry (throttling also slows the writer down); "No" codes are about
+# the request's data and isolate, except the systematic ones, which stop.
 NEPTUNE_ERRORS: dict[str, Recovery] = {
     "AccessDeniedException": Recovery.STOP,
     "BadRequestException": Recovery.ISOLATE,
     "CancelledByUserException": Recovery.RETRY,
+    "ClientTimeoutException": Recovery.RETRY,
     "ConcurrentModificationException": Recovery.RETRY,
     "ConstraintViolationException": Recovery.RETRY,
     "FailureByQueryException": Recovery.RETRY,
     "IllegalArgumentException": Recovery.ISOLATE,
     "InternalFailureException": Recovery.RETRY,
+    "InvalidArgumentException": Recovery.ISOLATE,
     "InvalidNumericDataException": Recovery.ISOLATE,
     "InvalidParameterException": Recovery.ISOLATE,
     "MalformedQueryException": Recovery.ISOLATE,
     "MemoryLimitExceededException": Recovery.RETRY,
     "MethodNotAllowedException": Recovery.STOP,
     "MissingParameterException": Recovery.ISOLATE,
+    "ParsingException": Recovery.ISOLATE,
+    "PreconditionsFailedException": Recovery.ISOLATE,
     "QueryLimitExceededException": Recovery.RETRY,
     "QueryLimitException": Recovery.ISOLATE,
     "QueryTooLargeException": Recovery.ISOLATE,
     "ReadOnlyViolationException": Recovery.WRITER_MOVED,
+    "ServerShutdownException": Recovery.RECONNECT,
     "ThrottlingException": Recovery.THROTTLE,
     "TimeLimitExceededException": Recovery.RETRY,
     "TooManyRequestsException": Recovery.THROTTLE,
