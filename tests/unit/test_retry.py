@@ -322,8 +322,9 @@ def test_the_same_data_error_in_a_row_stops_without_dead_letters():
     writer.write_predictions([prediction(n) for n in range(8)], "m@1", "run-1", AT)
     assert len(connection.requests) == 5
     assert writer.failed == {} and writer.stats.rows_written == 0
-    assert writer.stopped.endswith("ended 5 requests in a row (graph.max_failures_in_a_row): "
-                                   "MalformedQueryException: bad traversal")
+    assert writer.stopped.endswith("ended 5 requests in a row (graph.max_failures_in_a_row), "
+                                   "so it is not the rows' (MalformedQueryException: bad "
+                                   "traversal); fix its cause, then run again with --resume")
 
 
 def rejecting(fragment: str):

@@ -212,6 +212,9 @@ class RetryPolicy:
 _IAM_FIX = ("check the IAM policy of the job's role (neptune-db:connect, ReadDataViaQuery, "
             "WriteDataViaQuery, DeleteDataViaQuery on the cluster), its credentials and "
             "graph.region, or set graph.iam_auth=off for a cluster without IAM authentication")
+_PERMISSION_CAUSES = frozenset({"AccessDeniedException", "UNAUTHORIZED", "FORBIDDEN",
+                                "AUTHENTICATE", "HTTP 401 at handshake",
+                                "HTTP 403 at handshake"})
 _MERGE_FIX = ("the engine lacks a step the writer uses: upgrade Neptune to engine 1.2.1.0 or "
               "later, or set graph.upsert_style=coalesce")
 
@@ -222,7 +225,8 @@ def stop_line(failure: Failure, graph: GraphConfig, attempts: int = 0,
     where = f"graph writes to {graph.endpoint} stopped"
     if failures_in_a_row:
         return (f"{where}: the same failure ended {failures_in_a_row} requests in a row "
-                f"(graph.max_failures_in_a_row): {failure.message}")
+                f"(graph.max_failures_in_a_row), so it is not the rows' ({failure.message}); "
+                "fix its cause, then run again with --resume")
     if failure.recovery is Recovery.WRITER_MOVED:
         return (f"{where}: the endpoint refuses writes after {attempts} reconnects "
                 f"({failure.cause}); point graph.endpoint at the cluster (writer) endpoint, "
@@ -235,9 +239,7 @@ def stop_line(failure: Failure, graph: GraphConfig, attempts: int = 0,
         return (f"{where}: throttled for graph.failover_budget_s={graph.failover_budget_s:g} s "
                 f"({failure.message}); lower graph.max_concurrent_writers or "
                 "graph.max_upserts_per_s")
-    if failure.cause in ("AccessDeniedException", "UNAUTHORIZED", "FORBIDDEN",
-                         "AUTHENTICATE") or failure.cause in ("HTTP 401 at handshake",
-                                                              "HTTP 403 at handshake"):
+    if failure.cause in _PERMISSION_CAUSES:
         return f"{where}: permission denied ({failure.message}); {_IAM_FIX}"
     if failure.cause == "UnsupportedOperationException" or "merge" in failure.message.lower():
         return f"{where}: unsupported step ({failure.message}); {_MERGE_FIX}"
