@@ -126,10 +126,10 @@ def test_the_tinkerpop_table_covers_every_error_status():
 
 
 @pytest.mark.parametrize("error, recovery, cause", [
-    # TinkerTransactionGraph's write conflict (TinkerElementContainer in
-    # tinkergraph-gremlin-3.7.5.jar throws TransactionException with this message; Gremlin
-    # Server answers SERVER_ERROR with the exception classes as attributes): like Neptune's
-    # ConcurrentModificationException, retried.
+    # TinkerTransactionGraph's write conflict, as Gremlin Server 3.7.5 answered it to 4 writers
+    # upserting one vertex (gremlinPool 4): SERVER_ERROR, this message (TinkerElementContainer
+    # in tinkergraph-gremlin-3.7.5.jar throws it) and the exception class as an attribute.
+    # Like Neptune's ConcurrentModificationException, retried.
     (server_error(500, "Conflict: element modified in another transaction",
                   {"exceptions": ["org.apache.tinkerpop.gremlin.structure.util."
                                   "TransactionException"]}), R.RETRY, "TransactionConflict"),
