@@ -5,6 +5,7 @@ for a malformed row among good ones. Every call that could hang runs in a thread
 deadline."""
 from __future__ import annotations
 
+import socket
 import threading
 import time
 from dataclasses import replace
@@ -119,8 +120,6 @@ def test_startup_probe_stops_the_job_with_one_line(answers, line):
 
 
 def test_startup_probe_of_an_endpoint_that_does_not_answer():
-    import socket
-
     with socket.socket() as unused:
         unused.bind(("127.0.0.1", 0))
         port = unused.getsockname()[1]
@@ -129,6 +128,18 @@ def test_startup_probe_of_an_endpoint_that_does_not_answer():
                                        rf"{port}/gremlin: ClientConnectorError") as stopped:
         within(30, lambda: write_model(graph, METADATA))
     assert "\n" not in str(stopped.value)
+
+
+def test_a_handshake_that_never_completes_is_bounded_by_the_connect_timeout():
+    """A socket that listens and never answers: the kernel completes TCP, nothing answers the
+    HTTP upgrade. The startup probe gives it connect_timeout_s (2 s)."""
+    with socket.create_server(("127.0.0.1", 0)) as listening:
+        port = listening.getsockname()[1]
+        graph = GraphConfig(endpoint=f"ws://127.0.0.1:{port}/gremlin", **FAST)
+        started = time.monotonic()
+        with pytest.raises(JobError, match=r"^cannot reach the Gremlin endpoint .*: TimeoutError"):
+            within(30, lambda: write_model(graph, METADATA))
+    assert 2.0 <= time.monotonic() - started < 6
 
 
 def test_one_malformed_row_among_200_is_isolated_with_a_counted_split(graph, config):
