@@ -7,9 +7,9 @@ chosen TinkerPop status and Neptune's JSON error body, or that refuses the hands
     server.handshakes, server.requests   # how many of each it answered
 
 handshake -> after `handshakes_accepted` good ones, `handshake_status` (401, 403) with the
-JSON body `{"code": "AccessDeniedException", ...}` -> each request: its id and bytecode read
-with gremlinpython's GraphBinary reader -> when `error_code` is set and the bytecode's text
-holds `reject_containing` (every request when empty): `gremlin_status` with the body
+JSON body `{"code": "AccessDeniedException", ...}` -> each request: its id read with
+gremlinpython's GraphBinary reader -> when `error_code` is set and the request's text holds
+`reject_containing` (every request when empty): `gremlin_status` with the body
 `{"requestId", "code", "detailedMessage"}` as status message; else success, one traverser
 holding the count 1 (or, when `silent`, no answer at all). Run it alone:
 `python dev/neptune_errors_server.py --help`.
@@ -49,22 +49,18 @@ class Answers:
 
 
 def read_request(frame: bytes) -> tuple[uuid.UUID, str]:
-    """The request id and the text of the bytecode (or script) of a GraphBinary request frame:
-    mime length and type, version 0x81, id, op, processor, args."""
+    """The request id of a GraphBinary request frame (mime length and type, version 0x81, id,
+    op, processor, args) and the frame as text, for matching step names and values (which
+    GraphBinary carries as UTF-8; gremlinpython's reader cannot read every argument back, a
+    predicate `P` for one)."""
     buffer = io.BytesIO(frame)
     mime_length = buffer.read(1)[0]
     if buffer.read(mime_length) != _MIME:
         raise ValueError("not a GraphBinary v1 request")
     buffer.read(1)  # version
-    request_id = uuid.UUID(bytes=buffer.read(16))
-    for _ in range(2):  # op, processor
-        buffer.read(_INT32.unpack(buffer.read(4))[0])
     reader = graphbinaryV1.GraphBinaryReader()
-    args = {}
-    for _ in range(_INT32.unpack(buffer.read(4))[0]):
-        key = reader.to_object(buffer)
-        args[key] = reader.to_object(buffer)
-    return request_id, str(args.get("gremlin", ""))
+    request_id = reader.to_object(buffer, graphbinaryV1.DataType.uuid, nullable=False)
+    return request_id, frame.decode("utf-8", errors="replace")
 
 
 def response_frame(request_id: uuid.UUID, status: int, message: str | None,

@@ -328,7 +328,8 @@ def test_the_same_data_error_in_a_row_stops_without_dead_letters():
 
 
 def rejecting(fragment: str):
-    """A server that rejects, as malformed, every request whose bytecode holds `fragment`."""
+    """A server that rejects, as malformed, every request whose bytecode holds `fragment`
+    (an edge to class:no-such-class: only edge requests hold class ids)."""
     def reject(request):
         if fragment in str(request.bytecode):
             return neptune_error("MalformedQueryException", 400, "bad value")
@@ -337,7 +338,7 @@ def rejecting(fragment: str):
 
 
 def test_split_isolates_the_bad_row_with_pauses_and_a_bounded_number_of_requests():
-    writer, connection, clock = writer_with(reject=rejecting("no-such-class"),
+    writer, connection, clock = writer_with(reject=rejecting("class:no-such-class"),
                                             records_per_request=10_000,
                                             max_steps_per_request=100_000)
     rows = [prediction(n) for n in range(16)]
@@ -351,7 +352,7 @@ def test_split_isolates_the_bad_row_with_pauses_and_a_bounded_number_of_requests
 
 
 def test_split_requests_are_capped():
-    writer, connection, _ = writer_with(reject=rejecting("no-such-class"),
+    writer, connection, _ = writer_with(reject=rejecting("class:no-such-class"),
                                         records_per_request=10_000,
                                         max_steps_per_request=100_000, max_split_requests=4)
     rows = [prediction(n) for n in range(16)]

@@ -81,7 +81,7 @@ class GraphWriter:
         self.policy = RetryPolicy.from_config(graph)
         self.stats = WriteStats()
         self.failed: dict[str, str] = {}
-        self.stopped = ""
+        self.stopped = ""  # why the writer stopped the run, in one line; "" while it has not
         self._upsert_vertices, self._upsert_edges = UPSERTS[graph.upsert_style]
         self._sleep, self._clock, self._rng = sleep, clock, rng or random.Random()
         self._pacer = Pacer(upserts_per_s, clock, sleep, graph.retry_base_delay_s,
