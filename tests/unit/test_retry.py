@@ -144,6 +144,8 @@ def test_the_tinkerpop_table_covers_every_error_status():
      "MalformedQueryException"),
     (server_error(499, "Could not find a method mergeV on GraphTraversal"), R.STOP,
      "REQUEST_ERROR_INVALID_REQUEST_ARGUMENTS"),
+    (server_error(499, "MalformedQueryException: unsupported step mergeE"), R.STOP,
+     "MalformedQueryException"),
     # a data error that mentions mergeE is still a data error
     (server_error(500, "Vertex id could not be resolved from mergeE: class:x"), R.ISOLATE,
      "SERVER_ERROR"),

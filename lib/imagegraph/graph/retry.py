@@ -15,7 +15,7 @@ import enum
 import json
 import random
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from gremlin_python.driver.protocol import GremlinServerError
 
@@ -148,27 +148,26 @@ def neptune_error_body(status_message: str) -> dict | None:
 def _server_failure(error: GremlinServerError) -> Failure:
     text = str(error.status_message or "")
     body = neptune_error_body(text)
+    named = [code for code in NEPTUNE_ERRORS if re.search(rf"\b{code}\b", text)]
+    exceptions = (error.status_attributes or {}).get("exceptions") or []
     if body is not None and body["code"] in NEPTUNE_ERRORS:
         code = body["code"]
-        message = _one_line(f"{code}: {body.get('detailedMessage', '')}")
-        recovery = NEPTUNE_ERRORS[code]
-        if recovery is Recovery.ISOLATE and _UNSUPPORTED_MERGE.search(message):
-            recovery = Recovery.STOP  # an engine without mergeV/mergeE (Neptune < 1.2.1.0)
-        return Failure(recovery, code, message)
-    named = [code for code in NEPTUNE_ERRORS if re.search(rf"\b{code}\b", text)]
-    if body is None and named:  # the code in the message's text, not as a JSON body
-        return Failure(NEPTUNE_ERRORS[named[0]], named[0], _one_line(text))
-    name, recovery = TINKERPOP_STATUS.get(error.status_code, (str(error.status_code),
-                                                              Recovery.ISOLATE))
-    exceptions = (error.status_attributes or {}).get("exceptions") or []
-    if _TRANSACTION_CONFLICT in text or (_TRANSACTION_EXCEPTION in exceptions
-                                         and "conflict" in text.lower()):
-        return Failure(Recovery.RETRY, "TransactionConflict", _one_line(text))
-    if "Server disconnected" in text:
-        return Failure(Recovery.RECONNECT, "ServerDisconnected", _one_line(text))
-    if recovery is Recovery.ISOLATE and _UNSUPPORTED_MERGE.search(text):
-        recovery = Recovery.STOP
-    return Failure(recovery, name, _one_line(f"{error.status_code} {name}: {text}"))
+        failure = Failure(NEPTUNE_ERRORS[code], code,
+                          _one_line(f"{code}: {body.get('detailedMessage', '')}"))
+    elif body is None and named:  # the code in the message's text, not as a JSON body
+        failure = Failure(NEPTUNE_ERRORS[named[0]], named[0], _one_line(text))
+    elif _TRANSACTION_CONFLICT in text or (_TRANSACTION_EXCEPTION in exceptions
+                                           and "conflict" in text.lower()):
+        failure = Failure(Recovery.RETRY, "TransactionConflict", _one_line(text))
+    elif "Server disconnected" in text:
+        failure = Failure(Recovery.RECONNECT, "ServerDisconnected", _one_line(text))
+    else:
+        name, recovery = TINKERPOP_STATUS.get(error.status_code,
+                                              (str(error.status_code), Recovery.ISOLATE))
+        failure = Failure(recovery, name, _one_line(f"{error.status_code} {name}: {text}"))
+    if failure.recovery is Recovery.ISOLATE and _UNSUPPORTED_MERGE.search(failure.message):
+        return replace(failure, recovery=Recovery.STOP)  # an engine without mergeV/mergeE
+    return failure
 
 
 def _one_line(text: str) -> str:
