@@ -224,8 +224,7 @@ def test_gremlin_restart_mid_load_is_retried(spark, config, trained_model, s3, d
                                              restartable_gremlin):
     endpoint, restart = restartable_gremlin
     graph = replace(config.graph, endpoint=endpoint, records_per_request=24, rows_per_flush=20,
-                    max_attempts=40, retry_base_delay_s=0.2, retry_max_delay_s=2.0,
-                    retry_max_elapsed_s=120.0)
+                    retry_base_delay_s=0.2, retry_max_delay_s=2.0, failover_budget_s=120.0)
     expected = put(s3, BUCKET, "gremlin-restart/in/", digits)
     output = f"s3a://{BUCKET}/gremlin-restart/results"
     thread, outcome = run_in_thread(spark, replace(config, graph=graph),

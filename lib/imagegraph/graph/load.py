@@ -9,7 +9,7 @@ often Spark runs a task or a stage again (accumulators updated inside a transfor
 count every attempt)."""
 from __future__ import annotations
 
-from dataclasses import astuple, dataclass, fields
+from dataclasses import astuple, dataclass, fields, replace
 from datetime import datetime
 
 from pyspark.sql import DataFrame, SparkSession
@@ -17,9 +17,12 @@ from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType
 
 from imagegraph.config import GraphConfig
+from imagegraph.errors import JobError
 from imagegraph.graph.connection import GremlinConnection, remote_traversal
 from imagegraph.graph.elements import model_elements
-from imagegraph.graph.writer import GraphWriter, WriteStats, write_partition
+from imagegraph.graph.retry import Recovery
+from imagegraph.graph.writer import (GraphWriter, RequestFailed, WriteStats, WriterStopped,
+                                     write_partition)
 from imagegraph.model_artifact import ModelMetadata
 
 
@@ -48,11 +51,24 @@ class GraphLoad:
 
 
 def write_model(graph: GraphConfig, metadata: ModelMetadata) -> WriteStats:
-    """Upsert the model vertex, its class vertices and has_class edges (from the driver)."""
-    connection = GremlinConnection(graph)
-    writer = GraphWriter(connection, graph)
+    """Upsert the model vertex, its class vertices and has_class edges from the driver, with
+    the traversal shapes the workers use: the startup probe. A failure raises `JobError` with
+    one line (permissions, a reader endpoint, an engine without mergeV, ...); an endpoint that
+    does not answer gets `graph.connect_timeout_s` of reconnects, not the failover budget."""
+    probe = replace(graph, failover_budget_s=min(graph.failover_budget_s,
+                                                 graph.connect_timeout_s))
+    connection = GremlinConnection(probe)
+    writer = GraphWriter(connection, probe)
     try:
         writer.write_elements(*model_elements(metadata))
+    except WriterStopped as stopped:
+        if stopped.failure and stopped.failure.recovery is Recovery.RECONNECT:
+            raise JobError(f"cannot reach the Gremlin endpoint {graph.endpoint}: "
+                           f"{stopped.failure.message}") from None
+        raise JobError(str(stopped)) from None
+    except RequestFailed as failed:
+        raise JobError(f"the startup write of model {metadata.tag} to {graph.endpoint} "
+                       f"failed: {failed}") from None
     finally:
         connection.close()
     return writer.stats
