@@ -25,7 +25,7 @@ from pyspark.sql import functions as F
 
 from imagegraph import hadoop_fs
 from imagegraph.config import Config
-from imagegraph.graph.connection import check_reachable, with_resolved_region
+from imagegraph.graph.connection import with_resolved_region
 from imagegraph.errors import JobError
 from imagegraph.graph.load import count_run_images, load_predictions, write_model
 from imagegraph.inference import STATUS_OK, InferenceSettings, classify_images
@@ -74,13 +74,14 @@ def run_inference(spark: SparkSession, config: Config, source: InputSource, mode
     output_uri = output_uri.rstrip("/")
     if config.graph.enabled:
         config = replace(config, graph=with_resolved_region(config.graph))
-        check_reachable(config.graph)
     hadoop_fs.exists(spark, output_uri)  # a missing bucket or unreachable store stops us here
     metadata, model_files = read_model_artifact(spark, model_uri, config.inference.embedding)
     report = RunReport(run_id=new_run_id(started_at), source=str(source),
                        output_uri=output_uri, model=metadata.tag,
                        shard=str(shard) if shard else "", resume=resume,
                        started_at=started_at.isoformat(), graph_enabled=config.graph.enabled)
+    if config.graph.enabled:  # the startup probe: writes as the workers will, or stops here
+        _add_model_totals(report, config, metadata)
 
     staging = staging_uri(output_uri, report.run_id)
     select_objects(spark, source, config.input, shard).write.parquet(f"{staging}/selected")
@@ -101,8 +102,6 @@ def run_inference(spark: SparkSession, config: Config, source: InputSource, mode
                  "chunk(s), model %s", report.run_id, report.listed, source,
                  f" (shard {shard})" if shard else "", report.skipped_done, remaining,
                  report.chunks, metadata.tag)
-        if remaining and config.graph.enabled:
-            _add_model_totals(report, config, metadata)
         run = _Run(config, metadata, broadcast, _settings(spark, config, metadata),
                    ProgressCounters(spark.sparkContext), report, started_at, staging)
         with ProgressLogger(run.counters, remaining, config.run.progress_interval_s):
@@ -134,7 +133,8 @@ def _settings(spark: SparkSession, config: Config, metadata: ModelMetadata) -> I
 
 
 def _add_model_totals(report: RunReport, config: Config, metadata: ModelMetadata) -> None:
-    """Upsert the model and class elements (from the driver) and count them."""
+    """Upsert the model and class elements (from the driver) and count them; `JobError` when
+    the graph refuses them (see `write_model`)."""
     totals = write_model(config.graph, metadata)
     report.vertices_written += totals.vertices
     report.edges_written += totals.edges
@@ -197,7 +197,7 @@ def _write_graph(spark: SparkSession, run: _Run, predictions: DataFrame,
     load = load_predictions(spark, run.config.graph, predictions, run.metadata.tag,
                             report.run_id, run.started_at, outcome_uri)
     if load.stopped:
-        raise JobError(f"graph writes stopped: {'; '.join(load.stopped)}")
+        raise JobError("; ".join(load.stopped))
     totals = load.totals
     report.graph_written += totals.rows_written
     report.graph_failed += totals.failed_rows

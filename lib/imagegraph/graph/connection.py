@@ -144,17 +144,3 @@ def remote_traversal(graph: GraphConfig) -> Iterator[GraphTraversalSource]:
         yield traversal().with_remote(remote)
     finally:
         remote.close()
-
-
-def check_reachable(graph: GraphConfig) -> None:
-    """Raise `JobError` unless the endpoint answers a one-step traversal (read-only; the
-    startup probe `graph.load.write_model` also writes)."""
-    validate_endpoint(graph.endpoint)
-    try:
-        with remote_traversal(graph) as g:
-            g.inject(1).count().next()
-    except JobError:
-        raise
-    except Exception as exc:
-        raise JobError(f"cannot reach the Gremlin endpoint {graph.endpoint}: "
-                       f"{type(exc).__name__}: {exc}") from None

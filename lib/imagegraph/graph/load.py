@@ -58,7 +58,7 @@ def write_model(graph: GraphConfig, metadata: ModelMetadata) -> WriteStats:
     probe = replace(graph, failover_budget_s=min(graph.failover_budget_s,
                                                  graph.connect_timeout_s))
     connection = GremlinConnection(probe)
-    writer = GraphWriter(connection, probe)
+    writer = GraphWriter(connection, probe, quiet=True)  # the JobError says what happened
     try:
         writer.write_elements(*model_elements(metadata))
     except WriterStopped as stopped:

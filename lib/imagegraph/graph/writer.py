@@ -71,11 +71,14 @@ class GraphWriter:
     after any failure), retrying by the configured policy. `failed` maps each image uri that
     could not be written to the reason; `stopped` is "" until a systematic failure stops the
     writer, then the one line naming the cause and the fix. Requests are paced to at most
-    `upserts_per_s` vertices and edges a second (0: no limit), slower while throttled."""
+    `upserts_per_s` vertices and edges a second (0: no limit), slower while throttled.
+    Retries are logged as warnings and a stop as an error, or both at debug level when
+    `quiet` (a caller that reports the outcome itself)."""
 
     def __init__(self, connection: GremlinConnection, graph: GraphConfig,
                  upserts_per_s: float = 0.0, sleep: Callable[[float], None] = time.sleep,
-                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None):
+                 clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
+                 quiet: bool = False):
         self.connection = connection
         self.graph = graph
         self.policy = RetryPolicy.from_config(graph)
@@ -88,6 +91,8 @@ class GraphWriter:
                             graph.retry_max_delay_s)
         self._last_cause, self._failures_in_a_row = "", 0
         self._pending: dict[str, str] = {}  # failed rows, until a success shows it was them
+        self._retry_log_level = logging.DEBUG if quiet else logging.WARNING
+        self._stop_log_level = logging.DEBUG if quiet else logging.ERROR
 
     def submit(self, upsert: Upsert, elements: Sequence) -> int:
         """Submit `upsert(elements)` until it succeeds (returns how many elements the server
@@ -109,9 +114,9 @@ class GraphWriter:
                                                  self._rng)
                 if delay is None:
                     self._give_up(failure, attempt)
-                log.warning("graph request of %d elements failed (%s); attempt %d, %s in %.1fs",
-                            len(elements), failure.message, attempt, failure.recovery.value,
-                            delay)
+                log.log(self._retry_log_level,
+                        "graph request of %d elements failed (%s); attempt %d, %s in %.1fs",
+                        len(elements), failure.message, attempt, failure.recovery.value, delay)
                 self.stats.retries += 1
                 if failure.recovery is Recovery.THROTTLE:
                     self._pacer.slow_down()
@@ -142,7 +147,7 @@ class GraphWriter:
             self.stopped = stop_line(failure, self.graph, failures_in_a_row=in_a_row)
         else:
             self.stopped = stop_line(failure, self.graph, attempts=attempts)
-        log.error("%s", self.stopped)
+        log.log(self._stop_log_level, "%s", self.stopped)
         raise WriterStopped(self.stopped, failure)
 
     def write_elements(self, vertices: Sequence, edges: Sequence) -> None:
