@@ -1,5 +1,5 @@
-# imagegraph: every step a fresh clone needs, from an empty machine with Python 3.11, Java 17
-# and Maven. `make demo` and `make test` are the README's two commands.
+# imagegraph: every step a fresh clone needs, from an empty machine with Python 3.11, Java 17,
+# Maven and Go. `make demo` and `make test` are the README's two commands.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
