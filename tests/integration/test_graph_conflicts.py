@@ -39,9 +39,9 @@ def prediction(n: int) -> dict:
     "lib/imagegraph/graph/retry.py classifies the local conflict (GremlinServerError 500 "
     "'Conflict: element modified in another transaction', exceptions "
     "['org.apache.tinkerpop.gremlin.structure.util.TransactionException']) as give-up, so "
-    "the writer splits the request instead of retrying it: stats.retries stays 0 and a "
-    "conflicting single-element request dead-letters its row. See "
-    "/work/prompts/conflict-error.txt; un-xfail once retry.py retries it."))
+    "the writer splits the request instead of retrying it: stats.retries stays 0 (and a "
+    "single-element request that conflicts would dead-letter its row). "
+    "Un-xfail once retry.py retries it."))
 def test_concurrent_writers_on_shared_class_vertices_retry_conflicts_and_end_exact(graph,
                                                                                    config):
     graph.V().drop().iterate()
