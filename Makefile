@@ -1,11 +1,11 @@
-# imagegraph: every step a fresh clone needs, from an empty machine with Python 3.11, Java 17
-# and Maven. `make demo` and `make test` are the README's two commands.
+# imagegraph: every step a fresh clone needs, from an empty machine with Python 3.11, Java 17,
+# Maven and Go. `make demo` and `make test` are the README's two commands.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 PYSPARK_JARS = $(shell ls -d $(VENV)/lib/python3*/site-packages/pyspark/jars 2>/dev/null)
 
-.PHONY: install jars package services-up services-down demo test unit integration bench clean
+.PHONY: install jars toxiproxy package services-up services-down demo test unit integration bench clean
 
 install: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt requirements-dev.txt setup.py
@@ -26,6 +26,18 @@ build/.jars: $(VENV)/.installed dev/maven/gremlin-server/pom.xml dev/maven/spark
 	cp build/spark-s3a/*.jar $(PYSPARK_JARS)/
 	touch $@
 
+# Toxiproxy, the network-fault proxy of the integration tests and dev/services.py: built from its
+# Go module with `go install` through the configured Go module proxy only (no direct VCS fetch);
+# the module's command is named `server`, so it is copied to a name that says what it is.
+TOXIPROXY_VERSION := v2.12.0
+toxiproxy: build/bin/toxiproxy-server
+build/bin/toxiproxy-server:
+	GOBIN=$(CURDIR)/build/go-bin GOPROXY="$$(go env GOPROXY | sed -e 's/[,|]direct//g')" \
+	    go install -ldflags=-X=github.com/Shopify/toxiproxy/v2.Version=$(TOXIPROXY_VERSION) \
+	    github.com/Shopify/toxiproxy/v2/cmd/server@$(TOXIPROXY_VERSION)
+	mkdir -p build/bin
+	cp build/go-bin/server $@
+
 # What an EMR run uploads (see emr/build_package.py and README "Run on EMR"): the wheel, the
 # job entry files, bootstrap.sh and the packed environment for --archives, whose bin/python
 # links to NODE_PYTHON, the interpreter on the EMR nodes.
@@ -36,22 +48,22 @@ build/package/.built: $(VENV)/.installed requirements.txt setup.py emr/build_pac
 	$(PY) emr/build_package.py --out build/package --node-python $(NODE_PYTHON)
 	touch $@
 
-services-up: build/.jars
+services-up: build/.jars build/bin/toxiproxy-server
 	@$(PY) dev/services.py up
 
 services-down:
 	@$(PY) dev/services.py down
 
-demo: build/.jars
+demo: build/.jars build/bin/toxiproxy-server
 	$(PY) dev/demo.py
 
-test: build/.jars
+test: build/.jars build/bin/toxiproxy-server
 	$(PY) -m pytest tests
 
 unit: $(VENV)/.installed
 	$(PY) -m pytest tests/unit
 
-integration: build/.jars
+integration: build/.jars build/bin/toxiproxy-server
 	$(PY) -m pytest tests/integration
 
 bench: build/.jars

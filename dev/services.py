@@ -1,13 +1,15 @@
-"""Start and stop the local stand-ins for S3 (moto's server mode) and Neptune (Gremlin Server).
+"""Start and stop the local stand-ins for S3 (moto's server mode) and Neptune (Gremlin Server),
+and Toxiproxy, through which tests inject network faults (dev/toxiproxy_client.py).
 
 Used by `make services-up` / `make services-down`, by `make demo` and by the integration tests'
 session fixture, so there is one way to run the servers.
 
-    python dev/services.py up      # start both, wait until each answers, print shell-ready lines
-    python dev/services.py down    # stop both
+    python dev/services.py up      # start all three, wait until each answers, print shell-ready lines
+    python dev/services.py down    # stop them
     python dev/services.py env     # print the shell-ready lines again
 
-Ports come from S3_PORT (default 9090) and GREMLIN_PORT (default 8182).
+Ports come from S3_PORT (default 9090), GREMLIN_PORT (default 8182) and TOXIPROXY_PORT (default
+8474, Toxiproxy's API; its proxies listen on ports their creator chooses).
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 GREMLIN_CLASSPATH_DIR = ROOT / "build" / "gremlin-server"
+TOXIPROXY_SERVER = ROOT / "build" / "bin" / "toxiproxy-server"
 DEFAULT_RUN_DIR = ROOT / "build" / "run"
 HOST = "127.0.0.1"
 # moto accepts any credentials; these are what the local S3 is told to expect and what we print.
@@ -43,6 +46,7 @@ class Endpoints:
 
     s3_port: int
     gremlin_port: int
+    toxiproxy_port: int
 
     @property
     def s3_endpoint(self) -> str:
@@ -52,10 +56,15 @@ class Endpoints:
     def gremlin_endpoint(self) -> str:
         return f"ws://{HOST}:{self.gremlin_port}/gremlin"
 
+    @property
+    def toxiproxy_url(self) -> str:
+        return f"http://{HOST}:{self.toxiproxy_port}"
+
     def env(self) -> dict[str, str]:
         return {
             "S3_ENDPOINT": self.s3_endpoint,
             "GREMLIN_ENDPOINT": self.gremlin_endpoint,
+            "TOXIPROXY_URL": self.toxiproxy_url,
             "AWS_ACCESS_KEY_ID": LOCAL_ACCESS_KEY,
             "AWS_SECRET_ACCESS_KEY": LOCAL_SECRET_KEY,
             "AWS_DEFAULT_REGION": "us-east-1",
@@ -63,8 +72,9 @@ class Endpoints:
 
 
 def ports_from_environment() -> Endpoints:
-    """Ports from S3_PORT and GREMLIN_PORT, with defaults 9090 and 8182."""
-    return Endpoints(_port_from_env("S3_PORT", 9090), _port_from_env("GREMLIN_PORT", 8182))
+    """Ports from S3_PORT, GREMLIN_PORT and TOXIPROXY_PORT, with defaults 9090, 8182, 8474."""
+    return Endpoints(_port_from_env("S3_PORT", 9090), _port_from_env("GREMLIN_PORT", 8182),
+                     _port_from_env("TOXIPROXY_PORT", 8474))
 
 
 def _port_from_env(name: str, default: int) -> int:
@@ -181,13 +191,34 @@ def start_s3(port: int, run_dir: Path) -> str:
     return endpoint
 
 
+def start_toxiproxy(port: int, run_dir: Path) -> str:
+    """Start Toxiproxy with its API on `port`; return the API's URL once it answers."""
+    if not TOXIPROXY_SERVER.is_file():
+        raise ServiceError(f"{TOXIPROXY_SERVER} is missing; run `make toxiproxy` first")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _require_free(port, "Toxiproxy's API (TOXIPROXY_PORT)")
+    url = f"http://{HOST}:{port}"
+    toxiproxy = _spawn("toxiproxy", [str(TOXIPROXY_SERVER), "-host", HOST, "-port", str(port)],
+                       run_dir)
+    _wait_until("toxiproxy", toxiproxy, run_dir, lambda: _toxiproxy_answers(url))
+    return url
+
+
+def _toxiproxy_answers(url: str) -> None:
+    with urllib.request.urlopen(url + "/version", timeout=2) as response:
+        response.read()
+
+
 def start(endpoints: Endpoints, run_dir: Path = DEFAULT_RUN_DIR) -> Endpoints:
-    """Start moto's S3 server and Gremlin Server on `endpoints`' ports; return when both answer."""
+    """Start moto's S3 server, Gremlin Server and Toxiproxy on `endpoints`' ports; return when
+    each answers."""
     _require_free(endpoints.s3_port, "the S3 server (S3_PORT)")
     _require_free(endpoints.gremlin_port, "Gremlin Server (GREMLIN_PORT)")
+    _require_free(endpoints.toxiproxy_port, "Toxiproxy's API (TOXIPROXY_PORT)")
     try:
         start_s3(endpoints.s3_port, run_dir)
         start_gremlin(endpoints.gremlin_port, run_dir)
+        start_toxiproxy(endpoints.toxiproxy_port, run_dir)
     except ServiceError:
         stop(run_dir)
         raise
@@ -203,17 +234,34 @@ def stop_one(name: str, run_dir: Path = DEFAULT_RUN_DIR) -> None:
     try:
         os.killpg(pid, signal.SIGTERM)
         for _ in range(100):
-            os.kill(pid, 0)
+            if _exited(pid):
+                break
             time.sleep(0.1)
-        os.killpg(pid, signal.SIGKILL)
+        else:
+            os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
     pid_file.unlink(missing_ok=True)
 
 
+def _exited(pid: int) -> bool:
+    """Whether `pid` has exited; reaps it when this process started it (a child that exited
+    stays a zombie, which signal 0 still reaches, until its parent waits for it)."""
+    try:
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return True
+    except ChildProcessError:  # started by another process (`services.py up`)
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    return False
+
+
 def stop(run_dir: Path = DEFAULT_RUN_DIR) -> None:
-    """Stop both servers started by `start` in `run_dir`."""
-    for name in ("gremlin", "s3"):
+    """Stop the servers started by `start` in `run_dir`."""
+    for name in ("toxiproxy", "gremlin", "s3"):
         stop_one(name, run_dir)
 
 

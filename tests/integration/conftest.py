@@ -10,6 +10,7 @@ import pytest
 import sample_images
 import services
 from s3_objects import put_objects, s3_client
+from toxiproxy_client import Proxy, ToxiproxyClient
 
 from imagegraph.config import load_config
 from imagegraph.graph.connection import remote_traversal
@@ -25,7 +26,8 @@ LOCAL_YAML = str(services.ROOT / "conf" / "local.yaml")
 @pytest.fixture(scope="session")
 def endpoints(tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("services")
-    started = services.start(services.Endpoints(services.free_port(), services.free_port()), run_dir)
+    started = services.start(services.Endpoints(services.free_port(), services.free_port(),
+                                                services.free_port()), run_dir)
     yield started
     services.stop(run_dir)
 
@@ -79,3 +81,29 @@ def graph(config):
     with remote_traversal(config.graph) as g:
         g.V().drop().iterate()
         yield g
+
+
+@pytest.fixture(scope="session")
+def toxiproxy(endpoints) -> ToxiproxyClient:
+    """The session's Toxiproxy, for network faults between the tests' clients and servers."""
+    return ToxiproxyClient(endpoints.toxiproxy_url)
+
+
+@pytest.fixture(scope="session")
+def _gremlin_proxy(toxiproxy, endpoints) -> Proxy:
+    return toxiproxy.create_proxy("gremlin", services.free_port(),
+                                  f"{services.HOST}:{endpoints.gremlin_port}")
+
+
+@pytest.fixture
+def gremlin_proxy(_gremlin_proxy, toxiproxy) -> Proxy:
+    """A Toxiproxy proxy in front of the test Gremlin Server; after the test it is enabled
+    again and has no toxics."""
+    yield _gremlin_proxy
+    toxiproxy.reset()
+
+
+@pytest.fixture
+def proxied_gremlin_endpoint(gremlin_proxy) -> str:
+    """The ws:// endpoint of the test Gremlin Server through `gremlin_proxy`."""
+    return f"ws://{gremlin_proxy.host}:{gremlin_proxy.port}/gremlin"

@@ -75,8 +75,9 @@ def test_rejected_row_is_isolated_and_reported(graph, config):
         __.out_e("classified_as").count()).next()
     assert {uri: n for uri, n in edges_per_image.items() if uri != "s3://b/img5.png"} == {
         f"s3://b/img{n}.png": 2 for n in range(8) if n != 5}
-    # TinkerGraph is not transactional: the failed request may leave img5's first edge (Neptune
-    # rolls the whole request back); either way the row is dead-lettered and a rerun completes it.
+    # Each request is one transaction (as on Neptune): the failing requests leave nothing, but
+    # img5's first edge may have gone in a request of its own while the batch was split; either
+    # way the row is dead-lettered and a rerun completes it.
     assert edges_per_image["s3://b/img5.png"] <= 1
 
 
