@@ -74,7 +74,7 @@ def run_inference(spark: SparkSession, config: Config, source: InputSource, mode
                        shard=str(shard) if shard else "", resume=resume,
                        started_at=started_at.isoformat(), graph_enabled=config.graph.enabled)
 
-    selected = select_objects(spark, source, config.input, shard) \
+    selected = select_objects(spark, source, config.input, config.s3, shard) \
         .persist(StorageLevel.MEMORY_AND_DISK)  # listed once
     todo = selected.join(done_uris(spark, output_uri, metadata.tag), "uri", "left_anti") \
         .persist(StorageLevel.MEMORY_AND_DISK) if resume else selected
