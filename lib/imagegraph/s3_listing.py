@@ -78,7 +78,7 @@ def list_prefix(spark: SparkSession, uri: str, glob: str, recursive: bool,
     try:
         top = list(_pages(client, listing.bucket, listing.prefix, DELIMITER))
         if not any(page.get("Contents") or page.get("CommonPrefixes") for page in top):
-            top = _single_object(client, listing, uri)
+            top = _single_object(client, *bucket_and_key(uri))
     except ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code == "NoSuchBucket":
@@ -107,13 +107,12 @@ def _pages(client, bucket: str, prefix: str, delimiter: str = "") -> Iterator[di
     return iter(client.get_paginator("list_objects_v2").paginate(**arguments))
 
 
-def _single_object(client, listing: PrefixListing, uri: str) -> list[dict]:
-    """The page holding the object `uri` names when its key has no trailing '/' and nothing
-    is under it as a folder; empty when there is no such object."""
-    key = bucket_and_key(uri)[1]
+def _single_object(client, bucket: str, key: str) -> list[dict]:
+    """A page listing the object `key` alone (an input URI without a trailing '/' that names
+    an object, not a folder); no page when there is no such object."""
     if not key or key.endswith(DELIMITER):
         return []
-    page = client.list_objects_v2(Bucket=listing.bucket, Prefix=key, MaxKeys=1)
+    page = client.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1)
     found = [entry for entry in page.get("Contents", []) if entry["Key"] == key]
     return [{"Contents": found}] if found else []
 

@@ -62,6 +62,7 @@ def objects(s3) -> dict[str, bytes]:
     placed = {key: data for key, data in zip(ODD_KEYS, chosen)}
     placed.update({control_key(index): data for index, data in enumerate(chosen)})
     put_objects(s3, ODD_BUCKET, "", placed)
+    put_objects(s3, BUCKET, "", {})  # where manifests and inventory reports go
     return placed
 
 
@@ -194,3 +195,18 @@ def test_zero_byte_object_is_selected_by_modified_time_and_dead_lettered(
                            MODEL_URI, f"{OUT}/empty")
     assert (report.listed, report.dead_lettered_by_reason) == (1, {"empty object (0 bytes)": 1})
     assert report.reconciles()
+
+
+def test_prefix_options_and_single_objects(spark, config, objects):
+    """A non-recursive listing with a glob keeps the matching keys directly under the prefix;
+    an input URI naming an object (no trailing '/', no folder of that name) lists it alone."""
+    top_jpgs = replace(config.input, recursive=False, glob="*.jpg")
+    selected = select_objects(spark, InputSource(PREFIX, f"s3a://{ODD_BUCKET}/"), top_jpgs,
+                              config.s3, None).collect()
+    assert sorted(row["uri"] for row in selected) == sorted(
+        canonical(key) for key in objects if key.endswith(".jpg") and "/" not in key)
+    for key in ("img", "img?v=2.jpg", "a#b.jpg"):
+        selected = select_objects(spark, InputSource(PREFIX, f"s3a://{ODD_BUCKET}/{key}"),
+                                  config.input, config.s3, None).collect()
+        assert [(row["uri"], row["size"]) for row in selected] == [
+            (canonical(key), len(objects[key]))]
