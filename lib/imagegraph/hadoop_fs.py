@@ -3,6 +3,7 @@ JVM, so the job reads and writes models exactly where Spark reads and writes dat
 from __future__ import annotations
 
 import os
+from datetime import datetime, timezone
 
 from py4j.protocol import Py4JJavaError
 from pyspark.sql import SparkSession
@@ -33,6 +34,13 @@ def exists(spark: SparkSession, uri: str) -> bool:
         if kind == "UnknownStoreException":
             raise JobError(f"{uri}: the bucket does not exist ({message})") from None
         raise JobError(f"cannot reach {uri}: {kind}: {message}") from None
+
+
+def modification_time(spark: SparkSession, uri: str) -> datetime:
+    """When the file `uri` was last modified, as an aware UTC datetime."""
+    fs, path = _fs_and_path(spark, uri)
+    return datetime.fromtimestamp(fs.getFileStatus(path).getModificationTime() / 1000,
+                                  timezone.utc)
 
 
 def list_files(spark: SparkSession, uri: str) -> list[str]:

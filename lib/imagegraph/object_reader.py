@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config as BotoConfig
@@ -13,7 +12,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from imagegraph.config import S3Config
 from imagegraph.decode import oversize_reason
-from imagegraph.sources import bucket_and_key
+from imagegraph.sources import bucket_and_key, scheme_of
 
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
 _DENIED_CODES = {"AccessDenied", "403", "Forbidden"}
@@ -78,11 +77,11 @@ def read_object(uri: str, size: int | None, settings: ReaderSettings) -> bytes:
     """
     if size is not None and size > settings.max_bytes:
         raise ObjectUnreadable(oversize_reason(size, settings.max_bytes), retryable=False)
-    scheme = urlsplit(uri).scheme
+    scheme = scheme_of(uri)  # never URL-parsed: '?', '#' and '%' are part of keys and paths
     if scheme == "s3":
         return _read_s3(uri, settings)
     if scheme == "file":
-        return _read_file(urlsplit(uri).path)
+        return _read_file(bucket_and_key(uri)[1])
     raise ObjectUnreadable(f"cannot read {scheme or 'scheme-less'} URIs (s3:// or file://)",
                            retryable=False)
 

@@ -3,7 +3,9 @@ Inventory report, filtered by modification time and cut into deterministic shard
 
 Every source yields the same columns, `OBJECTS`: the object's canonical `uri` (its id in the
 graph, see `sources.canonical_uri`), its `size` in bytes and its `modified` time, both null
-where the source does not say.
+where the source does not say. Keys are carried exactly as S3 has them, whatever characters
+they hold: S3 prefixes are listed with boto3 (`s3_listing`), manifests give keys as they are,
+S3 Inventory CSV reports URL-encoded and decoded here as AWS encodes them.
 """
 from __future__ import annotations
 
@@ -11,15 +13,16 @@ import hashlib
 import json
 import logging
 from dataclasses import dataclass
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from imagegraph import hadoop_fs
-from imagegraph.config import InputConfig, parse_time
+from imagegraph import hadoop_fs, s3_listing
+from imagegraph.config import InputConfig, S3Config, parse_time
 from imagegraph.errors import JobError
-from imagegraph.sources import canonical_uri
+from imagegraph.object_reader import ReaderSettings
+from imagegraph.sources import S3_SCHEMES, canonical_uri, scheme_of
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +65,17 @@ def shard_column(uri: Column, count: int) -> Column:
 
 
 def select_objects(spark: SparkSession, source: InputSource, options: InputConfig,
-                   shard: Shard | None) -> DataFrame:
+                   s3: S3Config, shard: Shard | None) -> DataFrame:
     """The objects of `source` modified within the configured bounds and, when `shard` is
-    given, in that shard: a DataFrame of `OBJECTS`."""
-    objects = {PREFIX: _list_prefix, MANIFEST: _read_manifest,
-               INVENTORY: _read_inventory}[source.kind](spark, source.uri, options)
+    given, in that shard: a DataFrame of `OBJECTS`. S3 prefixes are listed with the S3
+    settings `s3` the workers read with."""
+    if source.kind == PREFIX and scheme_of(source.uri) in S3_SCHEMES:
+        objects = s3_listing.list_prefix(
+            spark, source.uri, options.glob, options.recursive,
+            ReaderSettings.from_config(s3, threads=1, max_bytes=0))  # lists, reads no object
+    else:
+        objects = {PREFIX: _list_hadoop_prefix, MANIFEST: _read_manifest,
+                   INVENTORY: _read_inventory}[source.kind](spark, source.uri, options)
     if options.modified_after:
         objects = objects.where(F.col("modified") >= F.lit(parse_time(options.modified_after)))
     if options.modified_before:
@@ -81,12 +90,13 @@ def _require(spark: SparkSession, uri: str, what: str) -> None:
         raise JobError(f"{what} {uri} does not exist")
 
 
-def _list_prefix(spark: SparkSession, uri: str, options: InputConfig) -> DataFrame:
-    """Objects under `uri`, listed by Spark's file index; the content is not read.
+def _list_hadoop_prefix(spark: SparkSession, uri: str, options: InputConfig) -> DataFrame:
+    """Objects under `uri` (file://, hdfs://: not S3, whose keys Hadoop's `Path` would
+    reinterpret), listed by Spark's file index; the content is not read.
 
     Spark's file scan skips zero-length files (SPARK-26161), so those are found as the files
-    of the index that the scan did not return, and listed with size 0 (the workers then
-    dead-letter them as empty).
+    of the index that the scan did not return, and listed with size 0 and their modification
+    time (the workers then dead-letter them as empty).
     """
     _require(spark, uri, "input")
     listing = (spark.read.format("binaryFile")
@@ -98,19 +108,24 @@ def _list_prefix(spark: SparkSession, uri: str, options: InputConfig) -> DataFra
                              F.col("modificationTime").alias("modified"))
     indexed = spark.createDataFrame([(unquote(path),) for path in listing.inputFiles()],
                                     "path string")  # URI-encoded by Hadoop's Path.toUri
-    empty = (indexed.select(canonical_uri(F.col("path")).alias("uri"))
-             .join(scanned, "uri", "left_anti")
-             .select("uri", F.lit(0).cast("long").alias("size"),
-                     F.lit(None).cast("timestamp").alias("modified")))
-    return scanned.unionByName(empty)
+    empty_paths = [row["path"] for row in
+                   indexed.withColumn("uri", canonical_uri(F.col("path")))
+                   .join(scanned, "uri", "left_anti").collect()]
+    empty = spark.createDataFrame(
+        [(path, 0, hadoop_fs.modification_time(spark, path)) for path in empty_paths],
+        "path string, size long, modified timestamp")
+    return scanned.unionByName(empty.select(canonical_uri(F.col("path")).alias("uri"),
+                                            "size", "modified"))
 
 
-def _read_table(spark: SparkSession, uri: str, csv_header: bool):
-    """A CSV or Parquet file or folder; the format is told by the name ('.csv', '.csv.gz')
-    or else by trying Parquet."""
-    path = urlsplit(uri).path
-    if path.endswith((".csv", ".csv.gz")):
-        return spark.read.option("header", str(csv_header).lower()).csv(uri)
+def _read_table(spark: SparkSession, uri: str):
+    """A CSV file with a header row (RFC 4180: fields holding commas, quotes or line breaks
+    quoted, quotes doubled; nothing else escaped) or a Parquet file or folder; the format is
+    told by the name ('.csv', '.csv.gz') or else by trying Parquet. A quoted field may span
+    lines (a key with a line break), so each CSV file is read by one task."""
+    if uri.endswith((".csv", ".csv.gz")):
+        return (spark.read.option("header", "true").option("multiLine", "true")
+                .option("escape", '"').csv(uri))
     return spark.read.parquet(uri)
 
 
@@ -119,7 +134,7 @@ def _read_manifest(spark: SparkSession, uri: str, options: InputConfig) -> DataF
     and `key` (keys as they are, not URL-encoded), and optionally `size` (bytes) and
     `last_modified` (a time)."""
     _require(spark, uri, "manifest")
-    table = _read_table(spark, uri, csv_header=True)
+    table = _read_table(spark, uri)
     columns = {name.lower(): name for name in table.columns}
     if "uri" in columns:
         object_uri = canonical_uri(F.col(columns["uri"]))
@@ -145,6 +160,16 @@ _INVENTORY_FIELDS = {"Bucket": "bucket", "Key": "key", "Size": "size",
                      "IsDeleteMarker": "is_delete_marker"}
 
 
+def _inventory_key(encoded: Column) -> Column:
+    """The key of an S3 Inventory CSV field: AWS URL-encodes keys there as HTML forms do
+    (UTF-8 bytes as %XX, a space as '+', so a '+' of the key is %2B), which Spark's
+    `url_decode` (Java's URLDecoder) reverses exactly. A field with a '%' that starts no %XX
+    escape was not written by S3 Inventory; it is kept as it is rather than failing the run (the
+    workers then dead-letter it as not found)."""
+    malformed = encoded.rlike("%(?![0-9A-Fa-f]{2})")
+    return F.when(malformed, encoded).otherwise(F.call_function("url_decode", encoded))
+
+
 def _read_inventory(spark: SparkSession, uri: str, options: InputConfig) -> DataFrame:
     """An S3 Inventory report from its `manifest.json`: its CSV (gzip, no header, keys
     URL-encoded) or Parquet data files; delete markers and non-current versions left out."""
@@ -157,7 +182,7 @@ def _read_inventory(spark: SparkSession, uri: str, options: InputConfig) -> Data
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise JobError(f"inventory manifest {uri} is not an S3 Inventory manifest.json "
                        f"({type(exc).__name__}: {exc})") from None
-    scheme = urlsplit(uri).scheme
+    scheme = scheme_of(uri)
     data_uris = [f"{scheme}://{destination}/{key}" for key in data_keys]
     log.info("inventory %s: %d %s data file(s)", uri, len(data_uris), file_format)
     if not data_uris:
@@ -166,7 +191,7 @@ def _read_inventory(spark: SparkSession, uri: str, options: InputConfig) -> Data
         names = [_INVENTORY_FIELDS.get(name.strip(), name.strip().lower())
                  for name in manifest.get("fileSchema", "").split(",")]
         table = spark.read.csv(data_uris).toDF(*names)
-        key = F.expr("url_decode(key)")
+        key = _inventory_key(F.col("key"))
     elif file_format == "PARQUET":
         table = spark.read.parquet(*data_uris)
         key = F.col("key")

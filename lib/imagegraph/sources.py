@@ -1,8 +1,11 @@
 """Objects' canonical ids (the URI that names an object in the graph, whatever URI read it),
-and reading a prefix's objects with their bytes in bulk (the training job)."""
-from __future__ import annotations
+and reading a prefix's objects with their bytes in bulk (the training job).
 
-from urllib.parse import urlsplit
+A canonical S3 URI is `s3://` + bucket + `/` + the key exactly as S3 has it: `?`, `#`, `%`, `//`,
+a leading `/` and `..` segments are part of the key, never URL syntax, so a canonical URI is
+never URL-parsed, only split at the first `/` after the bucket.
+"""
+from __future__ import annotations
 
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -20,12 +23,26 @@ def canonical_uri(path: Column) -> Column:
                             r"^file:/+", "file:///")
 
 
+S3_SCHEMES = ("s3", "s3a", "s3n")
+
+
+def scheme_of(uri: str) -> str:
+    """The scheme of `uri` ('s3', 'file', ...), '' when it has none; nothing else is parsed."""
+    scheme, separator, _ = uri.partition("://")
+    return scheme.lower() if separator and "/" not in scheme else ""
+
+
 def bucket_and_key(uri: str) -> tuple[str, str]:
-    """('bucket', 'key') of a canonical s3:// URI; ('', path) for other schemes."""
-    parts = urlsplit(uri)
-    if parts.scheme == "s3":
-        return parts.netloc, parts.path.lstrip("/")
-    return "", parts.path
+    """('bucket', 'key') of an s3://, s3a:// or s3n:// URI: the bucket up to the first '/' after
+    the scheme, the key everything after it, exactly (`s3://b//x?v=2#y.jpg` -> ('b',
+    '/x?v=2#y.jpg')); ('', '/abs/path') of a file:/// URI; ('', uri) of anything else."""
+    scheme = scheme_of(uri)
+    if scheme in S3_SCHEMES:
+        bucket, _, key = uri[len(scheme) + 3:].partition("/")
+        return bucket, key
+    if scheme == "file":
+        return "", uri[len("file://"):]
+    return "", uri
 
 
 def read_images(spark: SparkSession, uri: str, options: InputConfig) -> DataFrame:

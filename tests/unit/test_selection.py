@@ -1,4 +1,4 @@
-"""Shards, the --shard argument, object ids, pacing and progress lines: pure functions."""
+"""Shards, the --shard argument, pacing and progress lines: pure functions."""
 import argparse
 import hashlib
 
@@ -8,7 +8,6 @@ from imagegraph.cli import parse_shard
 from imagegraph.graph.pacing import Pacer
 from imagegraph.progress import progress_line
 from imagegraph.selection import Shard, shard_of
-from imagegraph.sources import bucket_and_key
 
 
 def test_shard_of_is_the_documented_hash():
@@ -33,11 +32,6 @@ def test_parse_shard(text, shard):
 def test_parse_shard_rejects(text):
     with pytest.raises(argparse.ArgumentTypeError):
         parse_shard(text)
-
-
-def test_bucket_and_key():
-    assert bucket_and_key("s3://bucket/a/b.jpg") == ("bucket", "a/b.jpg")
-    assert bucket_and_key("file:///tmp/x.png") == ("", "/tmp/x.png")
 
 
 class FakeClock:
