@@ -174,8 +174,11 @@ def setup_logging(level: str) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("py4j", "gremlinpython", "aiohttp", "petastorm", "absl"):
+    for noisy in ("py4j", "aiohttp", "petastorm", "absl"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # gremlinpython logs every error response at ERROR; the graph writer classifies and
+    # reports each failure itself (graph.writer, graph.retry)
+    logging.getLogger("gremlinpython").setLevel(logging.CRITICAL)
 
 
 def run_job(name: str, body: Callable[[], int]) -> int:

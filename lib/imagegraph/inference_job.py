@@ -84,7 +84,8 @@ def run_inference(spark: SparkSession, config: Config, source: InputSource, mode
         _add_model_totals(report, config, metadata)
 
     staging = staging_uri(output_uri, report.run_id)
-    select_objects(spark, source, config.input, config.s3, shard).write.parquet(f"{staging}/selected")
+    select_objects(spark, source, config.input, config.s3, shard) \
+        .write.parquet(f"{staging}/selected")
     selected = spark.read.parquet(f"{staging}/selected")  # listed once, never again
     if resume:
         done = done_uris(spark, output_uri, metadata.tag)

@@ -12,7 +12,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime, timezone
 
-import pytest
 from gremlin_python.process.traversal import T
 
 from imagegraph.graph.elements import class_id, classified_as_id
@@ -35,18 +34,11 @@ def prediction(n: int) -> dict:
             "scores": [0.5, 0.3, 0.2]}
 
 
-@pytest.mark.xfail(strict=True, raises=AssertionError, reason=(
-    "lib/imagegraph/graph/retry.py classifies the local conflict (GremlinServerError 500 "
-    "'Conflict: element modified in another transaction', exceptions "
-    "['org.apache.tinkerpop.gremlin.structure.util.TransactionException']) as give-up, so "
-    "the writer splits the request instead of retrying it: stats.retries stays 0 (and a "
-    "single-element request that conflicts would dead-letter its row). "
-    "Un-xfail once retry.py retries it."))
 def test_concurrent_writers_on_shared_class_vertices_retry_conflicts_and_end_exact(graph,
                                                                                    config):
     graph.V().drop().iterate()
     settings = replace(config.graph, rows_per_flush=20, max_attempts=30,
-                       retry_base_delay_s=0.02, retry_max_delay_s=0.5, retry_max_elapsed_s=60)
+                       retry_base_delay_s=0.02, retry_max_delay_s=0.5, failover_budget_s=60)
     write_model(settings, METADATA)
     partitions = [[prediction(n) for n in range(w * ROWS_PER_WRITER, (w + 1) * ROWS_PER_WRITER)]
                   for w in range(WRITERS)]

@@ -50,12 +50,12 @@ def test_write_outlasts_an_endpoint_outage_with_no_failed_row(graph, config, gre
                                                               proxied_gremlin_endpoint):
     graph.V().drop().iterate()
     write_model(config.graph, METADATA)
-    # The retry budget (today: attempts and elapsed time) outlasts the outage many times over:
-    # 40 tries whose waits are uniform in [0, 1] s once capped (19 s on average, under 4 s
-    # practically never), within 60 s. Short waits keep the test quick after the outage.
+    # Three attempts, as an attempt-count budget, would give up within about a second; lost
+    # connections are retried for failover_budget_s (20 s) instead, which outlasts the 4 s
+    # outage. Short waits keep the test quick after the outage.
     settings = replace(config.graph, endpoint=proxied_gremlin_endpoint, rows_per_flush=10,
-                       max_attempts=40, retry_base_delay_s=0.25, retry_max_delay_s=1.0,
-                       retry_max_elapsed_s=60, request_timeout_s=10)
+                       max_attempts=3, retry_base_delay_s=0.25, retry_max_delay_s=1.0,
+                       failover_budget_s=20, request_timeout_s=10)
     gremlin_proxy.add_latency(latency_ms=50)  # ~2 s of writing: the outage lands mid-write
     outage = outage_once_written(graph, gremlin_proxy, images=20, outage_s=OUTAGE_S)
     started = time.monotonic()
@@ -68,3 +68,23 @@ def test_write_outlasts_an_endpoint_outage_with_no_failed_row(graph, config, gre
     assert writer.stats.retries >= 1 and elapsed >= OUTAGE_S  # the outage hit the write
     assert graph.V().group_count().by(T.label).next() == {"image": ROWS, "class": 3, "model": 1}
     assert graph.E().has_label("classified_as").count().next() == 2 * ROWS
+
+
+def test_an_outage_longer_than_the_failover_budget_stops_the_writer_cleanly(
+        graph, config, gremlin_proxy, proxied_gremlin_endpoint):
+    """The endpoint stays away past failover_budget_s (2 s of a 6 s outage): the writer stops
+    with one line naming the budget, dead-letters nothing (the rows are not its fault), and
+    does not hang."""
+    graph.V().drop().iterate()
+    write_model(config.graph, METADATA)
+    settings = replace(config.graph, endpoint=proxied_gremlin_endpoint, rows_per_flush=10,
+                       retry_base_delay_s=0.25, retry_max_delay_s=1.0, failover_budget_s=2,
+                       request_timeout_s=10)
+    gremlin_proxy.add_latency(latency_ms=50)
+    outage = outage_once_written(graph, gremlin_proxy, images=20, outage_s=6.0)
+    writer = write_partition([prediction(n) for n in range(ROWS)], settings, "m@1", "run-1", AT)
+    outage.join(timeout=60)
+
+    assert "no connection for graph.failover_budget_s=2 s" in writer.stopped
+    assert "\n" not in writer.stopped
+    assert writer.failed == {} and 0 < writer.stats.rows_written < ROWS

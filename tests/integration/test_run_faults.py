@@ -263,3 +263,62 @@ def test_python_workers_killed_while_writing_the_graph(spark, config, trained_mo
     assert 10 <= written_before_kill < len(digits), "the kill missed the graph load"
     assert failed_tasks(spark, "writer-kill") >= 1, "the kill did not fail a task"
     assert_every_image_exactly_once(report, graph, expected, spark, output)
+
+
+def test_gremlin_endpoint_unreachable_mid_load_for_longer_than_attempts_last(
+        spark, config, trained_model, s3, digits, gremlin_proxy, proxied_gremlin_endpoint):
+    """Toxiproxy between the writers and Gremlin Server is disabled for 6 s once the load has
+    written some images (open connections cut, new ones refused, as in a Neptune failover).
+    Three attempts would last about a second; lost connections are retried for
+    graph.failover_budget_s (60 s) instead: the run completes with no dead letter."""
+    graph = replace(config.graph, endpoint=proxied_gremlin_endpoint, records_per_request=24,
+                    rows_per_flush=20, max_attempts=3, retry_base_delay_s=0.2,
+                    retry_max_delay_s=1.0, failover_budget_s=60)
+    expected = put(s3, BUCKET, "gremlin-outage/in/", digits)
+    output = f"s3a://{BUCKET}/gremlin-outage/results"
+    empty_graph(config.graph)
+    gremlin_proxy.add_latency(latency_ms=30)  # a load of several seconds: the outage lands in it
+    thread, outcome = run_in_thread(spark, replace(config, graph=graph),
+                                    f"s3a://{BUCKET}/gremlin-outage/in/", output,
+                                    "gremlin-outage")
+    with remote_traversal(config.graph) as g:
+        while thread.is_alive() and g.V().has_label("image").count().next() < 10:
+            time.sleep(0.05)
+        written_before_outage = g.V().has_label("image").count().next()
+    gremlin_proxy.disable()
+    time.sleep(6)
+    gremlin_proxy.enable()
+    report = finished(thread, outcome)
+    assert 10 <= written_before_outage < len(digits), "the outage missed the graph load"
+    assert report.graph_retries > 0 and report.dead_lettered == 0
+    assert_every_image_exactly_once(report, config.graph, expected, spark, output)
+
+
+def test_object_deleted_after_the_listing_is_dead_lettered(spark, config, trained_model, s3,
+                                                           digits):
+    """The workers' reads are held at the proxy until the listing is staged and classifying
+    has begun; then one object is deleted. Nothing lists again: that object is read, found
+    missing and dead-lettered, every other one is written, and the run reconciles."""
+    bucket = "imagegraph-deleted"
+    expected = put(s3, bucket, "in/", digits)
+    gone = sorted(expected)[3]
+    output = f"s3a://{BUCKET}/deleted/results"
+    empty_graph(config.graph)
+    with S3FaultProxy(config.s3.endpoint) as proxy:
+        proxy.hold()
+        thread, outcome = run_in_thread(spark, through(proxy, config), f"s3a://{bucket}/in/",
+                                        output, "deleted-object")
+        deadline = time.monotonic() + 300
+        while not proxy.held and thread.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert proxy.held, "no task got as far as reading its input"
+        s3.delete_object(Bucket=bucket, Key=gone.split(f"s3://{bucket}/", 1)[1])
+        proxy.release()
+        report = finished(thread, outcome)
+    assert report.reconciles(), report.disagreements()
+    assert (report.listed, report.written, report.committed_dead_letters) == (
+        len(digits), len(digits) - 1, 1)
+    assert report.dead_lettered_by_reason == {"object not found": 1}
+    letters = spark.read.parquet(f"{output}/dead_letter").where(
+        f"run_id = '{report.run_id}'").collect()
+    assert [(r["uri"], r["stage"]) for r in letters] == [(gone, "read")]
