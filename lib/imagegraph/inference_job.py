@@ -29,6 +29,7 @@ from imagegraph.object_reader import ReaderSettings
 from imagegraph.outputs import done_uris, write_dead_letters, write_predictions, write_report
 from imagegraph.progress import ProgressCounters, ProgressLogger
 from imagegraph.report import RunReport
+from imagegraph.run_lease import take_lease
 from imagegraph.selection import InputSource, Shard, select_objects
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,9 @@ def run_inference(spark: SparkSession, config: Config, source: InputSource, mode
         .persist(StorageLevel.MEMORY_AND_DISK)  # listed once
     todo = selected.join(done_uris(spark, output_uri, metadata.tag), "uri", "left_anti") \
         .persist(StorageLevel.MEMORY_AND_DISK) if resume else selected
+    # one run per (output, model, shard) at a time, held before `todo` is first computed
+    lease = take_lease(output_uri, metadata.tag, shard, report.run_id, config.run.lease_ttl_s,
+                       config.s3)
     broadcast = spark.sparkContext.broadcast(model_files)
     try:
         report.listed = selected.count()
@@ -98,6 +102,7 @@ def run_inference(spark: SparkSession, config: Config, source: InputSource, mode
                     todo.where(F.pmod(F.xxhash64("uri"), F.lit(report.chunks)) == index)
                 _run_chunk(spark, run, chunk, index)
     finally:
+        lease.release()
         broadcast.unpersist()
         todo.unpersist()
         selected.unpersist()
