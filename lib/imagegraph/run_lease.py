@@ -3,7 +3,7 @@
     <output>/_leases/<model name@version>/<shard>.json      shard: `3-of-8`, or `all`
 
 taken before the run computes what is done -> renewed every `ttl_s / 3` by a daemon thread
-while the run works -> deleted when the run ends, however it ends.
+while the run works -> deleted when the run returns or raises.
 
 A run is refused (`JobError`, the job's one line and exit code 2) while a live lease of the same
 model covers objects of its own: the same shard, a shard of another count that shares objects
@@ -30,9 +30,11 @@ import math
 import os
 import socket
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
+from typing import Iterator
 from urllib.parse import quote, urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -143,9 +145,12 @@ class _FileStore:
     def __init__(self, directory: str):
         self.directory = directory
 
-    def _locked(self):
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
         os.makedirs(self.directory, exist_ok=True)
-        return _Flock(os.path.join(self.directory, ".lock"))
+        with open(os.path.join(self.directory, ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file is closed
+            yield
 
     def _path(self, name: str) -> str:
         return os.path.join(self.directory, name)
@@ -201,18 +206,6 @@ class _FileStore:
             return [name for name in os.listdir(self.directory) if not name.startswith(".")]
         except FileNotFoundError:
             return []
-
-
-class _Flock:
-    def __init__(self, path: str):
-        self.path = path
-
-    def __enter__(self):
-        self.handle = open(self.path, "a")
-        fcntl.flock(self.handle, fcntl.LOCK_EX)
-
-    def __exit__(self, *exc_info):
-        self.handle.close()  # releases the lock
 
 
 def _parse(data: bytes) -> dict:
