@@ -100,9 +100,20 @@ class GraphConfig:
     as Neptune counts them) and `max_steps_per_request` traversal steps. `rows_per_flush`
     prediction rows are buffered per partition before their vertices, then their edges, are
     written. At most `max_concurrent_writers` partitions write at once (0: no bound), together
-    at most `max_upserts_per_s` vertices and edges a second (0: no cap). Retries
-    back off exponentially from `retry_base_delay_s` up to `retry_max_delay_s` (full jitter),
-    for at most `max_attempts` tries and `retry_max_elapsed_s` seconds per request.
+    at most `max_upserts_per_s` vertices and edges a second (0: no cap).
+
+    Failures are handled as `graph.retry` classifies them. Waits back off exponentially from
+    `retry_base_delay_s` up to `retry_max_delay_s` (full jitter). Transient server errors get at
+    most `max_attempts` tries (so do reconnects while the endpoint refuses writes as read-only);
+    lost connections and throttling are retried for up to `failover_budget_s` seconds of one
+    request (a Neptune failover takes up to about 10 minutes without a replica), then the writer
+    stops. A request the server rejects for its data is split in halves to isolate the bad rows,
+    at most `max_split_requests` requests per rejected request. The same failure ending
+    `max_failures_in_a_row` requests in a row, with no success between, stops the writer.
+    Timeouts, in seconds: `connect_timeout_s` for TCP, TLS and the WebSocket handshake;
+    `request_timeout_s` for each read or write of a request, longer than the server's own query
+    timeout (Neptune's `neptune_query_timeout`, 120 s by default) so that the server's
+    TimeLimitExceededException arrives before the client gives up.
     `iam_auth`: 'auto' signs requests (SigV4) for wss:// endpoints, 'on' always, 'off' never.
     `upsert_style`: 'merge' (mergeV/mergeE) or 'coalesce' (fold/coalesce/unfold, for engines
     without mergeV).
@@ -121,8 +132,11 @@ class GraphConfig:
     max_attempts: int = 8
     retry_base_delay_s: float = 0.5
     retry_max_delay_s: float = 20.0
-    retry_max_elapsed_s: float = 300.0
-    request_timeout_s: float = 120.0
+    failover_budget_s: float = 600.0
+    max_split_requests: int = 64
+    max_failures_in_a_row: int = 20
+    connect_timeout_s: float = 15.0
+    request_timeout_s: float = 150.0
 
 
 @dataclass(frozen=True)
@@ -184,7 +198,8 @@ _POSITIVE = {
     "inference.top_k", "inference.batch_size", "inference.arrow_batch_size",
     "inference.max_image_bytes", "inference.max_image_pixels", "graph.rows_per_flush",
     "graph.records_per_request", "graph.max_steps_per_request", "graph.max_attempts",
-    "graph.retry_base_delay_s", "graph.retry_max_delay_s", "graph.retry_max_elapsed_s",
+    "graph.retry_base_delay_s", "graph.retry_max_delay_s", "graph.failover_budget_s",
+    "graph.max_split_requests", "graph.max_failures_in_a_row", "graph.connect_timeout_s",
     "graph.request_timeout_s", "s3.retry_interval_s", "s3.throttle_retry_interval_s",
     "training.input_height",
     "training.input_width", "training.epochs", "training.batch_size", "training.learning_rate",

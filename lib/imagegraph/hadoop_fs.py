@@ -77,6 +77,12 @@ def write_text(spark: SparkSession, uri: str, text: str) -> None:
         stream.close()
 
 
+def delete(spark: SparkSession, uri: str) -> None:
+    """Delete the file or directory tree at `uri`, if there is one."""
+    fs, path = _fs_and_path(spark, uri)
+    fs.delete(path, True)
+
+
 def read_text(spark: SparkSession, uri: str) -> str:
     """The UTF-8 text of the file `uri`."""
     return spark.read.text(uri, wholetext=True).first()[0]

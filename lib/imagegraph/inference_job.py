@@ -1,9 +1,14 @@
-"""The inference run: select objects -> skip what is done -> in chunks: read, classify, upsert
-into the graph, commit to Parquet -> report.
+"""The inference run: select objects -> skip what is done -> in chunks: read and classify,
+upsert into the graph, commit to Parquet -> read back and reconcile -> report.
 
-Each chunk is committed (predictions/ and dead_letter/ appended) only after its graph writes, so
-a run killed in the middle leaves whole chunks behind, and `--resume` starts after them.
-`run_inference` is what `jobs/infer.py` calls once arguments and configuration are parsed.
+Everything a later step reads is computed once into the run's staging area (see
+`outputs.staging_uri`): the selected objects, those left to do, each chunk's classification
+results and its graph outcome. Spark never rebuilds them by listing or reading S3 again, so the
+counts, the graph write and both commits of a chunk see the same outcome for every object even
+when executors are lost. Each chunk is committed (predictions/ and dead_letter/ appended) only
+after its graph writes; an object visible in predictions/ is therefore in the graph, and
+`--resume` skips it. `run_inference` is what `jobs/infer.py` calls once arguments and
+configuration are parsed.
 """
 from __future__ import annotations
 
@@ -14,19 +19,21 @@ import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
-from pyspark import Broadcast, StorageLevel
+from pyspark import Broadcast
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from imagegraph import hadoop_fs
 from imagegraph.config import Config
 from imagegraph.graph.connection import check_reachable, with_resolved_region
-from imagegraph.graph.load import load_predictions, write_model
+from imagegraph.errors import JobError
+from imagegraph.graph.load import count_run_images, load_predictions, write_model
 from imagegraph.inference import STATUS_OK, InferenceSettings, classify_images
 from imagegraph.model_artifact import ModelMetadata
 from imagegraph.model_store import read_model_artifact
 from imagegraph.object_reader import ReaderSettings
-from imagegraph.outputs import done_uris, write_dead_letters, write_predictions, write_report
+from imagegraph.outputs import (committed_rows, done_uris, staging_uri, write_dead_letters,
+                                write_predictions, write_report)
 from imagegraph.progress import ProgressCounters, ProgressLogger
 from imagegraph.report import RunReport
 from imagegraph.run_lease import take_lease
@@ -53,6 +60,7 @@ class _Run:
     counters: ProgressCounters
     report: RunReport
     started_at: datetime
+    staging_uri: str
 
 
 def run_inference(spark: SparkSession, config: Config, source: InputSource, model_uri: str,
@@ -75,37 +83,41 @@ def run_inference(spark: SparkSession, config: Config, source: InputSource, mode
                        shard=str(shard) if shard else "", resume=resume,
                        started_at=started_at.isoformat(), graph_enabled=config.graph.enabled)
 
-    selected = select_objects(spark, source, config.input, shard) \
-        .persist(StorageLevel.MEMORY_AND_DISK)  # listed once
-    todo = selected.join(done_uris(spark, output_uri, metadata.tag), "uri", "left_anti") \
-        .persist(StorageLevel.MEMORY_AND_DISK) if resume else selected
-    # one run per (output, model, shard) at a time, held before `todo` is first computed
-    lease = take_lease(output_uri, metadata.tag, shard, report.run_id, config.run.lease_ttl_s,
-                       config.s3)
-    broadcast = spark.sparkContext.broadcast(model_files)
-    try:
-        report.listed = selected.count()
-        remaining = todo.count()
-        report.skipped_done = report.listed - remaining
-        report.chunks = max(1, math.ceil(remaining / config.run.objects_per_chunk))
-        log.info("run %s: %d objects selected from %s%s, %d done before, %d to do in %d "
-                 "chunk(s), model %s", report.run_id, report.listed, source,
-                 f" (shard {shard})" if shard else "", report.skipped_done, remaining,
-                 report.chunks, metadata.tag)
-        if remaining and config.graph.enabled:
-            _add_model_totals(report, config, metadata)
-        run = _Run(config, metadata, broadcast, _settings(spark, config, metadata),
-                   ProgressCounters(spark.sparkContext), report, started_at)
-        with ProgressLogger(run.counters, remaining, config.run.progress_interval_s):
-            for index in range(report.chunks if remaining else 0):
-                chunk = todo if report.chunks == 1 else \
-                    todo.where(F.pmod(F.xxhash64("uri"), F.lit(report.chunks)) == index)
-                _run_chunk(spark, run, chunk, index)
-    finally:
-        lease.release()
-        broadcast.unpersist()
-        todo.unpersist()
-        selected.unpersist()
+    # one run per (output, model, shard) at a time, from before what is done is read
+    with take_lease(output_uri, metadata.tag, shard, report.run_id,
+                    config.run.lease_ttl_s, config.s3):
+        staging = staging_uri(output_uri, report.run_id)
+        select_objects(spark, source, config.input, shard).write.parquet(f"{staging}/selected")
+        selected = spark.read.parquet(f"{staging}/selected")  # listed once, never again
+        if resume:
+            done = done_uris(spark, output_uri, metadata.tag)
+            report.skipped_done = selected.join(done, "uri", "left_semi").count()
+            selected.join(done, "uri", "left_anti").write.parquet(f"{staging}/todo")
+            todo = spark.read.parquet(f"{staging}/todo")
+        else:
+            todo = selected
+        broadcast = spark.sparkContext.broadcast(model_files)
+        try:
+            report.listed = selected.count()
+            remaining = todo.count()
+            report.chunks = max(1, math.ceil(remaining / config.run.objects_per_chunk))
+            log.info("run %s: %d objects selected from %s%s, %d done before, %d to do in %d "
+                     "chunk(s), model %s", report.run_id, report.listed, source,
+                     f" (shard {shard})" if shard else "", report.skipped_done, remaining,
+                     report.chunks, metadata.tag)
+            if remaining and config.graph.enabled:
+                _add_model_totals(report, config, metadata)
+            run = _Run(config, metadata, broadcast, _settings(spark, config, metadata),
+                       ProgressCounters(spark.sparkContext), report, started_at, staging)
+            with ProgressLogger(run.counters, remaining, config.run.progress_interval_s):
+                for index in range(report.chunks if remaining else 0):
+                    chunk = todo if report.chunks == 1 else \
+                        todo.where(F.pmod(F.xxhash64("uri"), F.lit(report.chunks)) == index)
+                    _run_chunk(spark, run, chunk, index)
+        finally:
+            broadcast.unpersist()
+        _read_back(spark, config, report)
+        hadoop_fs.delete(spark, staging)
     report.elapsed_s = time.monotonic() - started
     log.info("run %s: report at %s", report.run_id,
              write_report(spark, output_uri, report.run_id, report.to_dict()))
@@ -135,62 +147,62 @@ def _add_model_totals(report: RunReport, config: Config, metadata: ModelMetadata
 
 
 def _run_chunk(spark: SparkSession, run: _Run, objects: DataFrame, index: int) -> None:
-    """Classify `objects`, write the classified ones to the graph, then commit the chunk:
-    predictions/ for those written, dead_letter/ for the rest."""
+    """Classify `objects` into the staging area, write the classified ones to the graph, then
+    commit the chunk: predictions/ for those written, dead_letter/ for the rest."""
     config, report = run.config, run.report
+    staged = f"{run.staging_uri}/chunk={index}"
     count = objects.count()
     partitions = config.inference.partitions or max(
         spark.sparkContext.defaultParallelism,
         math.ceil(count / config.inference.objects_per_partition))
-    results = (objects.repartition(partitions)
-               .select(classify_images(F.col("uri"), F.col("size"), run.model_files,
-                                       run.metadata, run.settings, run.counters).alias("c"))
-               .select("c.*")
-               .withColumn("model", F.lit(run.metadata.tag))
-               .withColumn("run_id", F.lit(report.run_id))
-               .withColumn("inferred_at", F.lit(run.started_at))
-               .persist(StorageLevel.MEMORY_AND_DISK))
-    failed = None
-    try:
-        counts = results.groupBy("status", "reason").count().collect()
-        classified = sum(row["count"] for row in counts if row["status"] == STATUS_OK)
-        report.classified += classified
-        for row in counts:
-            if row["status"] != STATUS_OK:
-                _count_dead_letters(report, row["reason"], row["count"])
-        log.info("run %s chunk %d/%d: %d objects, %d classified, %d dead-lettered",
-                 report.run_id, index + 1, report.chunks, count, classified, count - classified)
-        predictions = (results.where(F.col("status") == STATUS_OK)
-                       .drop("status", "stage", "reason", "retryable",
-                             *([] if run.settings.embedding else ["embedding"])))
-        dead_letters = (results.where(F.col("status") != STATUS_OK)
-                        .select("uri", "stage", "reason", "retryable", "bytes", "model",
-                                "run_id"))
-        if config.graph.enabled and classified:
-            failed = _write_graph(spark, run, predictions)
-            dead_letters = dead_letters.unionByName(
-                failed.join(predictions.select("uri", "bytes", "model", "run_id"), "uri")
-                .select("uri", F.lit(STAGE_GRAPH).alias("stage"), "reason",
-                        F.lit(True).alias("retryable"), "bytes", "model", "run_id"))
-            predictions = predictions.join(failed, "uri", "left_anti")
-        write_predictions(predictions, report.output_uri, report.run_id)
-        write_dead_letters(dead_letters, report.output_uri, report.run_id, run.started_at)
-    finally:
-        if failed is not None:
-            failed.unpersist()
-        results.unpersist()
+    (objects.repartition(partitions)
+     .select(classify_images(F.col("uri"), F.col("size"), run.model_files, run.metadata,
+                             run.settings, run.counters).alias("c"))
+     .select("c.*")
+     .withColumn("model", F.lit(run.metadata.tag))
+     .withColumn("run_id", F.lit(report.run_id))
+     .withColumn("inferred_at", F.lit(run.started_at))
+     .write.parquet(f"{staged}/results"))
+    results = spark.read.parquet(f"{staged}/results")
+    counts = results.groupBy("status", "reason").count().collect()
+    classified = sum(row["count"] for row in counts if row["status"] == STATUS_OK)
+    report.classified += classified
+    for row in counts:
+        if row["status"] != STATUS_OK:
+            _count_dead_letters(report, row["reason"], row["count"])
+    log.info("run %s chunk %d/%d: %d objects, %d classified, %d dead-lettered",
+             report.run_id, index + 1, report.chunks, count, classified, count - classified)
+    predictions = (results.where(F.col("status") == STATUS_OK)
+                   .drop("status", "stage", "reason", "retryable",
+                         *([] if run.settings.embedding else ["embedding"])))
+    dead_letters = (results.where(F.col("status") != STATUS_OK)
+                    .select("uri", "stage", "reason", "retryable", "bytes", "model", "run_id"))
+    if config.graph.enabled and classified:
+        failed = _write_graph(spark, run, predictions, f"{staged}/graph")
+        dead_letters = dead_letters.unionByName(
+            failed.join(predictions.select("uri", "bytes", "model", "run_id"), "uri")
+            .select("uri", F.lit(STAGE_GRAPH).alias("stage"), "reason",
+                    F.lit(True).alias("retryable"), "bytes", "model", "run_id"))
+        predictions = predictions.join(failed, "uri", "left_anti")
+    write_predictions(predictions, report.output_uri, report.run_id)
+    write_dead_letters(dead_letters, report.output_uri, report.run_id, run.started_at)
 
 
 def _count_dead_letters(report: RunReport, reason: str, count: int) -> None:
     report.dead_lettered_by_reason[reason] = report.dead_lettered_by_reason.get(reason, 0) + count
 
 
-def _write_graph(spark: SparkSession, run: _Run, predictions: DataFrame) -> DataFrame:
-    """Every prediction's vertex and edges; returns the persisted (uri, reason) of the rows
-    that could not be written, counted in the report."""
+def _write_graph(spark: SparkSession, run: _Run, predictions: DataFrame,
+                 outcome_uri: str) -> DataFrame:
+    """Every prediction's vertex and edges; returns the (uri, reason) of the rows that could
+    not be written, counted in the report. Raises `JobError` when a writer stopped the run
+    (the chunk is then not committed, and `--resume` does it again)."""
     report = run.report
-    totals, failed = load_predictions(spark, run.config.graph, predictions, run.metadata.tag,
-                                      report.run_id, run.started_at)
+    load = load_predictions(spark, run.config.graph, predictions, run.metadata.tag,
+                            report.run_id, run.started_at, outcome_uri)
+    if load.stopped:
+        raise JobError(f"graph writes stopped: {'; '.join(load.stopped)}")
+    totals = load.totals
     report.graph_written += totals.rows_written
     report.graph_failed += totals.failed_rows
     report.vertices_written += totals.vertices
@@ -198,6 +210,15 @@ def _write_graph(spark: SparkSession, run: _Run, predictions: DataFrame) -> Data
     report.graph_requests += totals.requests
     report.graph_retries += totals.retries
     if totals.failed_rows:
-        for reason, count in failed.groupBy("reason").count().collect():
+        for reason, count in load.failed.groupBy("reason").count().collect():
             _count_dead_letters(report, reason, count)
-    return failed
+    return load.failed
+
+
+def _read_back(spark: SparkSession, config: Config, report: RunReport) -> None:
+    """Fill in the report's read-back terms: the rows the run committed and, with the graph on,
+    the image vertices that carry its run id."""
+    report.committed_predictions, report.committed_dead_letters = committed_rows(
+        spark, report.output_uri, report.run_id)
+    if config.graph.enabled:
+        report.graph_images = count_run_images(config.graph, report.run_id)

@@ -5,6 +5,8 @@
                                           (read, decode, graph), the reason and whether a
                                           later run may succeed (`retryable`)
     <output>/_reports/<run>.json         the run report
+    <output>/_staging/<run>/             the run's working copies (see `staging_uri`), removed
+                                          when the run ends
 
 Runs append, so one location holds every run of a backfill, and `done_uris` tells `--resume`
 what earlier runs finished.
@@ -22,6 +24,7 @@ from imagegraph import hadoop_fs
 PREDICTIONS_DIR = "predictions"
 DEAD_LETTER_DIR = "dead_letter"
 REPORTS_DIR = "_reports"
+STAGING_DIR = "_staging"
 DEAD_LETTER_COLUMNS = ("uri", "stage", "reason", "retryable", "bytes", "model", "recorded_at",
                        "run_id")
 
@@ -55,11 +58,12 @@ def done_uris(spark: SparkSession, output_uri: str, model_tag: str) -> DataFrame
     done = []
     predictions = f"{output_uri}/{PREDICTIONS_DIR}"
     if hadoop_fs.exists(spark, predictions):
-        done.append(spark.read.parquet(predictions)
+        done.append(spark.read.schema("uri string, model string").parquet(predictions)
                     .where(F.col("model") == model_tag).select("uri"))
     dead_letters = f"{output_uri}/{DEAD_LETTER_DIR}"
     if hadoop_fs.exists(spark, dead_letters):
-        done.append(spark.read.parquet(dead_letters)
+        done.append(spark.read.schema("uri string, model string, retryable boolean")
+                    .parquet(dead_letters)
                     .where((F.col("model") == model_tag) & ~F.col("retryable"))
                     .select("uri"))
     if not done:
@@ -68,6 +72,25 @@ def done_uris(spark: SparkSession, output_uri: str, model_tag: str) -> DataFrame
     for frame in done[1:]:
         union = union.unionByName(frame)
     return union.distinct()
+
+
+def staging_uri(output_uri: str, run_id: str) -> str:
+    """Where run `run_id` keeps what it computed once and reads many times: the objects it
+    selected, those left to do, and each chunk's classification results and graph outcome.
+    Spark never recomputes those from S3 or the listing; a run killed midway leaves it behind,
+    and later runs ignore it."""
+    return f"{output_uri}/{STAGING_DIR}/{run_id}"
+
+
+def committed_rows(spark: SparkSession, output_uri: str, run_id: str) -> tuple[int, int]:
+    """(prediction rows, dead-letter rows) of run `run_id` committed under `output_uri`, read
+    back from the datasets (a folder without data files holds none)."""
+    counts = []
+    for dataset in (PREDICTIONS_DIR, DEAD_LETTER_DIR):
+        uri = f"{output_uri}/{dataset}/run_id={run_id}"
+        counts.append(spark.read.schema("uri string").parquet(uri).count()
+                      if hadoop_fs.exists(spark, uri) else 0)
+    return counts[0], counts[1]
 
 
 def write_report(spark: SparkSession, output_uri: str, run_id: str, report: dict) -> str:

@@ -1,4 +1,12 @@
-"""The run report: what happened to every listed object, reconciled."""
+"""The run report: what happened to every listed object, and whether terms counted
+independently of each other agree.
+
+The run decides an outcome for each object (`classified`, `dead_lettered_by_reason`,
+`graph_written`, `graph_failed`, from its staged results); after its last commit it reads back
+what the datasets hold for its run id (`committed_predictions`, `committed_dead_letters`) and the
+graph's image vertices carrying its run id (`graph_images`), and counts what it skipped as done
+(`skipped_done`, a join of the listing with earlier runs' output, not a difference). A lost or
+duplicated object makes at least one of `disagreements` appear."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -6,9 +14,10 @@ from dataclasses import asdict, dataclass, field
 
 @dataclass
 class RunReport:
-    """Counts of one inference run. Every listed object is written (to the graph, or with the
-    graph off to predictions/), dead-lettered, or skipped as done by an earlier run
-    (`--resume`); every classified object is written or dead-lettered by the graph stage."""
+    """Counts of one inference run. Every listed object is written (to the graph and
+    predictions/, or with the graph off to predictions/ alone), dead-lettered, or skipped as
+    done by an earlier run (`--resume`); every classified object is written or dead-lettered by
+    the graph stage."""
 
     run_id: str
     source: str
@@ -28,6 +37,9 @@ class RunReport:
     graph_requests: int = 0
     graph_retries: int = 0
     graph_enabled: bool = True
+    committed_predictions: int = 0
+    committed_dead_letters: int = 0
+    graph_images: int = 0
     chunks: int = 0
     elapsed_s: float = 0.0
 
@@ -37,7 +49,13 @@ class RunReport:
 
     @property
     def written(self) -> int:
-        return self.graph_written if self.graph_enabled else self.classified
+        """Prediction rows of this run, read back from predictions/."""
+        return self.committed_predictions
+
+    @property
+    def decided_written(self) -> int:
+        """Objects the run decided were written: classified, less those the graph refused."""
+        return self.classified - (self.graph_failed if self.graph_enabled else 0)
 
     @property
     def processed(self) -> int:
@@ -52,18 +70,40 @@ class RunReport:
     def images_per_s(self) -> float:
         return self.processed / self.elapsed_s if self.elapsed_s > 0 else 0.0
 
-    def reconciles(self) -> bool:
-        """listed = written + dead-lettered + skipped, and (graph on) classified = written to
-        the graph + failed there."""
-        ok = self.listed == self.written + self.dead_lettered + self.skipped_done
+    def disagreements(self) -> list[str]:
+        """Each relation between independently counted terms that does not hold, in words;
+        empty when the run reconciles."""
+        equations = [
+            ("listed = committed predictions + committed dead letters + skipped", self.listed,
+             self.committed_predictions + self.committed_dead_letters + self.skipped_done),
+            ("committed predictions = classified - graph failed", self.committed_predictions,
+             self.decided_written),
+            ("committed dead letters = dead-lettered", self.committed_dead_letters,
+             self.dead_lettered),
+        ]
         if self.graph_enabled:
-            ok = ok and self.classified == self.graph_written + self.graph_failed
-        return ok
+            equations.append(("classified = graph written + graph failed", self.classified,
+                              self.graph_written + self.graph_failed))
+        found = [f"{text}: {left} != {right}" for text, left, right in equations
+                 if left != right]
+        # A row the graph refused may have had its vertex written before its edges were
+        # refused: that vertex carries the run id too.
+        if self.graph_enabled and not (self.committed_predictions <= self.graph_images
+                                       <= self.committed_predictions + self.graph_failed):
+            found.append(f"committed predictions <= graph image vertices of the run <= "
+                         f"committed predictions + graph failed: {self.committed_predictions} "
+                         f"<= {self.graph_images} <= "
+                         f"{self.committed_predictions + self.graph_failed} does not hold")
+        return found
+
+    def reconciles(self) -> bool:
+        return not self.disagreements()
 
     def to_dict(self) -> dict:
         """The report as JSON-ready data, with the derived figures."""
         return {**asdict(self), "written": self.written, "dead_lettered": self.dead_lettered,
-                "failed_fraction": self.failed_fraction, "reconciled": self.reconciles()}
+                "failed_fraction": self.failed_fraction, "reconciled": self.reconciles(),
+                "disagreements": self.disagreements()}
 
     def summary_lines(self) -> list[str]:
         shard = f", shard {self.shard}" if self.shard else ""
@@ -81,15 +121,17 @@ class RunReport:
             lines += [
                 f"  written to graph     {self.graph_written} images "
                 f"({self.vertices_written} vertices, {self.edges_written} edges, "
-                f"{self.graph_requests} requests, {self.graph_retries} retries)",
+                f"{self.graph_requests} requests, {self.graph_retries} retries); "
+                f"{self.graph_images} read back",
             ]
         else:
-            lines.append(f"  written              {self.classified} (graph writes off)")
+            lines.append(f"  written              {self.decided_written} (graph writes off)")
         lines += [
             f"  elapsed              {self.elapsed_s:.1f} s ({self.images_per_s:.1f} images/s, "
             f"{self.chunks} chunk(s))",
             f"  reconciled           {'yes' if self.reconciles() else 'NO'}: listed "
-            f"{self.listed} = written {self.written} + dead-lettered {self.dead_lettered} "
-            f"+ skipped {self.skipped_done}",
+            f"{self.listed} = written {self.written} + dead-lettered "
+            f"{self.committed_dead_letters} + skipped {self.skipped_done}",
         ]
+        lines += [f"    disagrees: {text}" for text in self.disagreements()]
         return lines

@@ -75,10 +75,11 @@ def assert_one_error_line(result: subprocess.CompletedProcess, *fragments: str) 
 
 ARGS = ["--config", "conf/local.yaml", "--input", "s3a://b/in/", "--model", "s3a://b/m",
         "--output", "s3a://b/out"]
-KNOWN_GRAPH_KEYS = ("enabled, endpoint, iam_auth, max_attempts, max_concurrent_writers, "
-                    "max_steps_per_request, max_upserts_per_s, records_per_request, region, "
-                    "request_timeout_s, retry_base_delay_s, retry_max_delay_s, "
-                    "retry_max_elapsed_s, rows_per_flush, upsert_style")
+KNOWN_GRAPH_KEYS = ("connect_timeout_s, enabled, endpoint, failover_budget_s, iam_auth, "
+                    "max_attempts, max_concurrent_writers, max_failures_in_a_row, "
+                    "max_split_requests, max_steps_per_request, max_upserts_per_s, "
+                    "records_per_request, region, request_timeout_s, retry_base_delay_s, "
+                    "retry_max_delay_s, rows_per_flush, upsert_style")
 
 
 @pytest.mark.parametrize("file_text, overrides, message", [

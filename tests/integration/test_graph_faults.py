@@ -22,18 +22,16 @@ def predictions(spark, count: int, bad: set[int] = frozenset()):
                                  ).repartition(2)
 
 
-def test_rejected_rows_come_back_as_failed_rows(spark, config, graph):
+def test_rejected_rows_come_back_as_failed_rows(spark, config, graph, tmp_path):
     graph.V().drop().iterate()
     write_model(config.graph, METADATA)
-    totals, failed = load_predictions(spark, config.graph, predictions(spark, 40, bad={7, 31}),
-                                      "m@1", "run-1", AT)
-    try:
-        rows = sorted((r["uri"], r["reason"]) for r in failed.collect())
-    finally:
-        failed.unpersist()
+    load = load_predictions(spark, config.graph, predictions(spark, 40, bad={7, 31}),
+                            "m@1", "run-1", AT, f"file://{tmp_path}/outcome")
+    rows = sorted((r["uri"], r["reason"]) for r in load.failed.collect())
     assert [uri for uri, _ in rows] == ["s3://b/img31.png", "s3://b/img7.png"]
     assert all("no-such-class" in reason for _, reason in rows)
-    assert (totals.rows_written, totals.failed_rows) == (38, 2)
+    assert (load.totals.rows_written, load.totals.failed_rows) == (38, 2)
+    assert load.stopped == ()
     assert graph.V().has_label("image").count().next() == 40
     assert graph.V("s3://b/img8.png").out_e("classified_as").count().next() == 2
     assert graph.V("s3://b/img8.png").element_map().next()[T.label] == "image"

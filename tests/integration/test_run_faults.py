@@ -224,8 +224,7 @@ def test_gremlin_restart_mid_load_is_retried(spark, config, trained_model, s3, d
                                              restartable_gremlin):
     endpoint, restart = restartable_gremlin
     graph = replace(config.graph, endpoint=endpoint, records_per_request=24, rows_per_flush=20,
-                    max_attempts=40, retry_base_delay_s=0.2, retry_max_delay_s=2.0,
-                    retry_max_elapsed_s=120.0)
+                    retry_base_delay_s=0.2, retry_max_delay_s=2.0, failover_budget_s=120.0)
     expected = put(s3, BUCKET, "gremlin-restart/in/", digits)
     output = f"s3a://{BUCKET}/gremlin-restart/results"
     thread, outcome = run_in_thread(spark, replace(config, graph=graph),
@@ -239,4 +238,28 @@ def test_gremlin_restart_mid_load_is_retried(spark, config, trained_model, s3, d
     report = finished(thread, outcome)
     assert 10 <= written_before_restart < len(digits), "the restart missed the graph load"
     assert report.graph_retries > 0
+    assert_every_image_exactly_once(report, graph, expected, spark, output)
+
+
+def test_python_workers_killed_while_writing_the_graph(spark, config, trained_model, s3,
+                                                        digits):
+    """Every Python worker of this Spark is SIGKILLed once the graph load has written some
+    images: the writing tasks fail and run again from the staged results, and the report's
+    counts (read back from committed task outcomes, not accumulators) equal what the graph and
+    the Parquet output hold."""
+    graph = replace(config.graph, records_per_request=12, rows_per_flush=4)
+    expected = put(s3, BUCKET, "writer-kill/in/", digits)
+    output = f"s3a://{BUCKET}/writer-kill/results"
+    empty_graph(config.graph)
+    thread, outcome = run_in_thread(spark, replace(config, graph=graph),
+                                    f"s3a://{BUCKET}/writer-kill/in/", output, "writer-kill")
+    with remote_traversal(graph) as g:
+        while thread.is_alive() and g.V().has_label("image").count().next() < 10:
+            time.sleep(0.05)
+        written_before_kill = g.V().has_label("image").count().next()
+    for pid in _our_python_workers(_process_table()):
+        os.kill(pid, signal.SIGKILL)
+    report = finished(thread, outcome)
+    assert 10 <= written_before_kill < len(digits), "the kill missed the graph load"
+    assert failed_tasks(spark, "writer-kill") >= 1, "the kill did not fail a task"
     assert_every_image_exactly_once(report, graph, expected, spark, output)

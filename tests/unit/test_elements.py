@@ -36,3 +36,11 @@ def test_classified_as_edges_rank_best_first():
     assert [e.id for e in edges] == ["s3://b/in/x.png|digits@v1|2", "s3://b/in/x.png|digits@v1|0"]
     assert [e.in_id for e in edges] == ["class:2", "class:0"]
     assert [(e.properties["rank"], e.properties["score"]) for e in edges] == [(1, 0.9), (2, 0.05)]
+
+
+def test_image_vertex_owns_exactly_its_top_k_edges_of_its_model():
+    vertex = image_vertex(ROW, "digits@v1", "run-1", AT)
+    assert vertex.owned_edges.label == "classified_as"
+    assert vertex.owned_edges.model == "digits@v1"
+    assert vertex.owned_edges.keep == tuple(
+        e.id for e in classified_as_edges(ROW, "digits@v1", "run-1", AT))

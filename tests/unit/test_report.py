@@ -1,3 +1,5 @@
+import pytest
+
 from imagegraph.report import RunReport
 
 
@@ -5,28 +7,62 @@ def report(**counts) -> RunReport:
     return RunReport(run_id="r", source="s3://b/in/", output_uri="out", model="m@1", **counts)
 
 
+def reconciled(**changes) -> RunReport:
+    """12 listed: 2 skipped, 8 classified (7 written, 1 refused by the graph), 2 empty."""
+    counts = dict(listed=12, skipped_done=2, classified=8, graph_written=7, graph_failed=1,
+                  dead_lettered_by_reason={"empty object (0 bytes)": 2, "graph write failed": 1},
+                  committed_predictions=7, committed_dead_letters=3, graph_images=7)
+    return report(**{**counts, **changes})
+
+
 def test_reconciles_when_every_object_is_accounted_for():
-    done = report(listed=12, skipped_done=2, classified=8, graph_written=7, graph_failed=1,
-                  dead_lettered_by_reason={"empty object (0 bytes)": 2, "graph write failed": 1})
+    done = reconciled()
     assert done.dead_lettered == 3 and done.written == 7 and done.processed == 10
-    assert done.reconciles()
+    assert done.reconciles() and done.disagreements() == []
     assert done.failed_fraction == 0.3
     assert done.to_dict()["reconciled"] is True
     assert done.summary_lines()[-1] == (
         "  reconciled           yes: listed 12 = written 7 + dead-lettered 3 + skipped 2")
 
 
-def test_does_not_reconcile_when_an_object_is_missing():
-    assert not report(listed=10, classified=8, graph_written=8,
-                      dead_lettered_by_reason={"empty object (0 bytes)": 1}).reconciles()
-    assert not report(listed=10, classified=10, graph_written=9).reconciles()
-    assert not report(listed=10, skipped_done=1, classified=10, graph_written=10).reconciles()
+@pytest.mark.parametrize("changes, disagreement", [
+    ({"listed": 13},
+     "listed = committed predictions + committed dead letters + skipped: 13 != 12"),
+    ({"skipped_done": 1},
+     "listed = committed predictions + committed dead letters + skipped: 12 != 11"),
+    ({"committed_predictions": 6, "graph_images": 6},
+     "committed predictions = classified - graph failed: 6 != 7"),
+    ({"committed_dead_letters": 2},
+     "committed dead letters = dead-lettered: 2 != 3"),
+    ({"graph_written": 6},
+     "classified = graph written + graph failed: 8 != 7"),
+    ({"graph_images": 6},
+     "committed predictions <= graph image vertices of the run <= committed predictions + "
+     "graph failed: 7 <= 6 <= 8 does not hold"),
+    ({"graph_images": 9},
+     "committed predictions <= graph image vertices of the run <= committed predictions + "
+     "graph failed: 7 <= 9 <= 8 does not hold"),
+])
+def test_each_term_that_disagrees_is_named(changes, disagreement):
+    """Each term is counted on its own, so any one of them off by one breaks reconciliation,
+    and the report says which equation failed."""
+    off = reconciled(**changes)
+    assert disagreement in off.disagreements()
+    assert not off.reconciles() and off.to_dict()["reconciled"] is False
+    assert f"    disagrees: {disagreement}" in off.summary_lines()
+    assert "reconciled           NO" in "\n".join(off.summary_lines())
+
+
+def test_a_refused_rows_vertex_may_carry_the_run_id():
+    assert reconciled(graph_images=8).reconciles()
 
 
 def test_graph_off_counts_predictions_as_written():
-    off = report(listed=3, classified=3, graph_enabled=False)
+    off = report(listed=3, classified=3, graph_enabled=False, committed_predictions=3)
     assert off.written == 3 and off.reconciles()
     assert "  written              3 (graph writes off)" in off.summary_lines()
+    assert not report(listed=3, classified=3, graph_enabled=False,
+                      committed_predictions=2).reconciles()
 
 
 def test_nothing_processed_is_not_a_failure():

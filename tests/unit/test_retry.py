@@ -1,30 +1,170 @@
+import json
 import random
+from datetime import datetime, timezone
 
+import botocore.session
 import pytest
 from gremlin_python.driver.protocol import GremlinServerError
 
-from imagegraph.graph.retry import Recovery, RetryPolicy, recovery_for
+from imagegraph.config import GraphConfig
+from imagegraph.graph.connection import HandshakeRejected
+from imagegraph.graph.retry import (NEPTUNE_ERRORS, TINKERPOP_STATUS, Recovery, RetryPolicy,
+                                    classify)
+from imagegraph.graph.writer import GraphWriter, RequestFailed, WriterStopped
+
+R = Recovery
 
 
-def server_error(code: int, message: str) -> GremlinServerError:
-    return GremlinServerError({"code": code, "message": message, "attributes": {}})
+def server_error(code: int, message: str, attributes: dict | None = None) -> GremlinServerError:
+    return GremlinServerError({"code": code, "message": message, "attributes": attributes or {}})
 
 
-@pytest.mark.parametrize("error, recovery", [
-    (server_error(500, '{"code":"ConcurrentModificationException"}'), Recovery.RETRY),
-    (server_error(500, "ThrottlingException: too many requests"), Recovery.RETRY),
-    (server_error(598, "evaluation timed out"), Recovery.RETRY),
-    (server_error(500, "ReadOnlyViolationException"), Recovery.RECONNECT),
-    (server_error(500, "Server disconnected - please try to reconnect"), Recovery.RECONNECT),
-    (ConnectionRefusedError(111, "refused"), Recovery.RECONNECT),
-    (TimeoutError(), Recovery.RECONNECT),
-    (RuntimeError("Connection was closed by server."), Recovery.RECONNECT),
-    (server_error(499, "malformed request"), Recovery.GIVE_UP),
-    (server_error(500, "Property value can not be null"), Recovery.GIVE_UP),
-    (ValueError("bug"), Recovery.GIVE_UP),
+def neptune_error(code: str, http_status: int, detail: str = "detail") -> GremlinServerError:
+    """How Neptune answers a Gremlin request that failed: the JSON error body as the status
+    message (errors-engine-codes.html, "Graph Engine Error Format")."""
+    body = {"requestId": "0dbcded3-a9a1-4a25-b419-828c46342e47", "code": code,
+            "detailedMessage": detail}
+    return server_error(500 if http_status >= 500 else 499, json.dumps(body))
+
+
+# Every row of Neptune's "Graph Engine Query Errors" table
+# (docs.aws.amazon.com/neptune/latest/userguide/errors-engine-codes.html): code, HTTP status,
+# "Ok to Retry?" as the page says it, and what the writer does. The page's "Yes" rows retry
+# (throttling also slows the writer down); its "No" rows are the request's fault and isolate
+# the bad rows, except those no request could pass, which stop the run: AccessDenied
+# (authorization), MethodNotAllowed (not a Gremlin endpoint), UnsupportedOperation (an engine
+# without a step the writer uses). ReadOnlyViolation is "No" on the page, but a failover turns
+# the old writer into a reader under the cluster endpoint (Neptune's failover and
+# best-practices pages: reconnect), so it reconnects, and stops when it persists.
+NEPTUNE_TABLE = [
+    ("AccessDeniedException", 403, "No", R.STOP),
+    ("BadRequestException", 400, "No", R.ISOLATE),
+    ("CancelledByUserException", 500, "Yes", R.RETRY),
+    ("ConcurrentModificationException", 500, "Yes", R.RETRY),
+    ("ConstraintViolationException", 400, "Yes", R.RETRY),
+    ("FailureByQueryException", 500, "Yes", R.RETRY),
+    ("IllegalArgumentException", 400, "No", R.ISOLATE),
+    ("InternalFailureException", 500, "Yes", R.RETRY),
+    ("InvalidNumericDataException", 400, "No", R.ISOLATE),
+    ("InvalidParameterException", 400, "No", R.ISOLATE),
+    ("MalformedQueryException", 400, "No", R.ISOLATE),
+    ("MemoryLimitExceededException", 500, "Yes", R.RETRY),
+    ("MethodNotAllowedException", 405, "No", R.STOP),
+    ("MissingParameterException", 400, "No", R.ISOLATE),
+    ("QueryLimitExceededException", 500, "Yes", R.RETRY),
+    ("QueryLimitException", 400, "No", R.ISOLATE),
+    ("QueryTooLargeException", 400, "No", R.ISOLATE),
+    ("ReadOnlyViolationException", 400, "No", R.WRITER_MOVED),
+    ("ThrottlingException", 500, "Yes", R.THROTTLE),
+    ("TimeLimitExceededException", 500, "Yes", R.RETRY),
+    ("TooManyRequestsException", 429, "Yes", R.THROTTLE),
+    ("UnsupportedOperationException", 400, "No", R.STOP),
+    # Not on the engine page; query errors of Neptune's data-plane API (botocore's neptunedata
+    # service model, where "Yes" is its `retryable` trait). A server shutting down is a
+    # failover or maintenance reboot: reconnect.
+    ("ClientTimeoutException", 408, "Yes", R.RETRY),
+    ("InvalidArgumentException", 400, "No", R.ISOLATE),
+    ("ParsingException", 400, "No", R.ISOLATE),
+    ("PreconditionsFailedException", 400, "No", R.ISOLATE),
+    ("ServerShutdownException", 500, "No", R.RECONNECT),
+]
+# Errors of the data-plane API that no Gremlin query returns (bulk loader, streams, ML).
+NOT_FROM_QUERIES = {"BulkLoadIdNotFoundException", "ExpiredStreamException",
+                    "LoadUrlAccessDeniedException", "MLResourceNotFoundException",
+                    "S3Exception", "StatisticsNotAvailableException",
+                    "StreamRecordsNotFoundException"}
+
+
+@pytest.mark.parametrize("code, http_status, ok_to_retry, recovery", NEPTUNE_TABLE)
+def test_neptune_error_codes_from_the_json_body(code, http_status, ok_to_retry, recovery):
+    failure = classify(neptune_error(code, http_status))
+    assert failure.recovery is recovery and failure.cause == code
+    assert failure.message == f"{code}: detail"
+    retried = recovery in (R.RETRY, R.THROTTLE)
+    assert retried == (ok_to_retry == "Yes") or recovery is R.RECONNECT
+
+
+def test_the_table_test_covers_every_code_the_writer_knows():
+    assert {code for code, *_ in NEPTUNE_TABLE} == set(NEPTUNE_ERRORS)
+
+
+def test_the_table_covers_every_query_error_of_neptunes_service_model():
+    """botocore's neptunedata model: every exception is in the table (or is not a query's),
+    with the model's HTTP status."""
+    model = botocore.session.get_session().get_service_model("neptunedata")
+    statuses = {shape.name: shape.metadata["error"]["httpStatusCode"]
+                for shape in model.error_shapes}
+    table = {code: status for code, status, *_ in NEPTUNE_TABLE}
+    assert set(statuses) - NOT_FROM_QUERIES == set(table)
+    assert {code: statuses[code] for code in table} == table
+
+
+# TinkerPop 3.7's ResponseStatusCode (org.apache.tinkerpop.gremlin.util.message, read from
+# gremlin-util-3.7.5.jar), every error code: authentication stops; 429 throttles; TEMPORARY
+# ("the server might succeed on retry", which TinkerPop sends for a TemporaryException) and
+# TIMEOUT retry; the request-error and other server-error codes are the request's fault.
+TINKERPOP_TABLE = [
+    (401, "UNAUTHORIZED", R.STOP), (403, "FORBIDDEN", R.STOP), (407, "AUTHENTICATE", R.STOP),
+    (429, "TOO_MANY_REQUESTS", R.THROTTLE),
+    (497, "REQUEST_ERROR_SERIALIZATION", R.ISOLATE),
+    (498, "REQUEST_ERROR_MALFORMED_REQUEST", R.ISOLATE),
+    (499, "REQUEST_ERROR_INVALID_REQUEST_ARGUMENTS", R.ISOLATE),
+    (500, "SERVER_ERROR", R.ISOLATE), (595, "SERVER_ERROR_FAIL_STEP", R.ISOLATE),
+    (596, "SERVER_ERROR_TEMPORARY", R.RETRY), (597, "SERVER_ERROR_EVALUATION", R.ISOLATE),
+    (598, "SERVER_ERROR_TIMEOUT", R.RETRY), (599, "SERVER_ERROR_SERIALIZATION", R.ISOLATE),
+]
+
+
+@pytest.mark.parametrize("status, name, recovery", TINKERPOP_TABLE)
+def test_tinkerpop_status_codes(status, name, recovery):
+    failure = classify(server_error(status, "plain message from Gremlin Server"))
+    assert (failure.recovery, failure.cause) == (recovery, name)
+
+
+def test_the_tinkerpop_table_covers_every_error_status():
+    assert {status for status, *_ in TINKERPOP_TABLE} == set(TINKERPOP_STATUS)
+
+
+@pytest.mark.parametrize("error, recovery, cause", [
+    # TinkerTransactionGraph's write conflict, as Gremlin Server 3.7.5 answered it to 4 writers
+    # upserting one vertex (gremlinPool 4): SERVER_ERROR, this message (TinkerElementContainer
+    # in tinkergraph-gremlin-3.7.5.jar throws it) and the exception class as an attribute.
+    # Like Neptune's ConcurrentModificationException, retried.
+    (server_error(500, "Conflict: element modified in another transaction",
+                  {"exceptions": ["org.apache.tinkerpop.gremlin.structure.util."
+                                  "TransactionException"]}), R.RETRY, "TransactionConflict"),
+    (server_error(500, "conflict committing",
+                  {"exceptions": ["org.apache.tinkerpop.gremlin.structure.util."
+                                  "TransactionException"]}), R.RETRY, "TransactionConflict"),
+    # a Neptune code in a message that is not a JSON body still counts
+    (server_error(500, "ConcurrentModificationException: conflict"), R.RETRY,
+     "ConcurrentModificationException"),
+    # an engine without mergeV (Neptune before 1.2.1.0; Gremlin Server without the step)
+    (neptune_error("MalformedQueryException", 400, "Unsupported step: mergeV"), R.STOP,
+     "MalformedQueryException"),
+    (server_error(499, "Could not find a method mergeV on GraphTraversal"), R.STOP,
+     "REQUEST_ERROR_INVALID_REQUEST_ARGUMENTS"),
+    (server_error(499, "MalformedQueryException: unsupported step mergeE"), R.STOP,
+     "MalformedQueryException"),
+    # a data error that mentions mergeE is still a data error
+    (server_error(500, "Vertex id could not be resolved from mergeE: class:x"), R.ISOLATE,
+     "SERVER_ERROR"),
+    (server_error(500, "Server disconnected - please try to reconnect"), R.RECONNECT,
+     "ServerDisconnected"),
+    # the WebSocket handshake: authorization stops, overload throttles, 5xx reconnects
+    (HandshakeRejected(403, "Forbidden"), R.STOP, "HTTP 403 at handshake"),
+    (HandshakeRejected(401, "Unauthorized"), R.STOP, "HTTP 401 at handshake"),
+    (HandshakeRejected(429, "Too Many Requests"), R.THROTTLE, "HTTP 429 at handshake"),
+    (HandshakeRejected(503, "Service Unavailable"), R.RECONNECT, "HTTP 503 at handshake"),
+    (ConnectionRefusedError(111, "refused"), R.RECONNECT, "ConnectionRefusedError"),
+    (TimeoutError(), R.RECONNECT, "TimeoutError"),
+    (RuntimeError("Connection was closed by server."), R.RECONNECT, "ConnectionClosed"),
+    (ValueError("a value gremlinpython cannot send"), R.ISOLATE, "ValueError"),
 ])
-def test_recovery_for(error, recovery):
-    assert recovery_for(error) is recovery
+def test_other_failures(error, recovery, cause):
+    failure = classify(error)
+    assert (failure.recovery, failure.cause) == (recovery, cause)
+    assert "\n" not in failure.message
 
 
 def test_full_jitter_delays_stay_under_the_exponential_ceiling():
@@ -38,18 +178,24 @@ def test_full_jitter_delays_stay_under_the_exponential_ceiling():
 
 class FakeConnection:
     """Stands in for GremlinConnection in policy tests: `submit` raises each of `errors` in
-    turn, then succeeds; opens and closes are counted."""
+    turn (or what `reject(request)` returns, when given), then succeeds; opens and closes are
+    counted."""
 
-    def __init__(self, errors=()):
+    def __init__(self, errors=(), reject=None):
         self.errors = list(errors)
+        self.reject = reject
         self.open_now, self.opens, self.closes = False, 0, 0
+        self.requests: list = []
 
     def submit(self, request):
         if not self.open_now:
             self.open_now, self.opens = True, self.opens + 1
-        if self.errors:
-            raise self.errors.pop(0)
-        return [len(request)]
+        self.requests.append(request)
+        error = self.errors.pop(0) if self.errors else self.reject and self.reject(request)
+        if error:
+            self.close()  # as GremlinConnection does after any exception
+            raise error
+        return [1]
 
     def close(self):
         self.open_now, self.closes = False, self.closes + 1
@@ -68,14 +214,11 @@ class FakeClock:
         return self.now
 
 
-def writer_with(errors, **graph_settings):
-    from imagegraph.config import GraphConfig
-    from imagegraph.graph.writer import GraphWriter
-
+def writer_with(errors=(), reject=None, **graph_settings):
     graph = GraphConfig(**{"max_attempts": 4, "retry_base_delay_s": 1.0,
                            "retry_max_delay_s": 8.0, **graph_settings})
     clock = FakeClock()
-    connection = FakeConnection(errors)
+    connection = FakeConnection(errors, reject)
     writer = GraphWriter(connection, graph, sleep=clock.sleep, clock=clock,
                          rng=random.Random(3))
     return writer, connection, clock
@@ -85,48 +228,140 @@ def build(elements):
     return list(elements)
 
 
-def test_transient_errors_are_retried_on_the_same_connection():
-    writer, connection, clock = writer_with([server_error(500, "ConcurrentModificationException")]
-                                            * 2)
+def test_transient_errors_are_retried():
+    writer, connection, clock = writer_with(
+        [neptune_error("ConcurrentModificationException", 500)] * 2)
     assert writer.submit(build, [1, 2, 3]) == 3
     assert writer.stats.retries == 2 and writer.stats.requests == 3
-    assert connection.opens == 1 and connection.closes == 0
     assert len(clock.slept) == 2 and clock.slept[1] <= 2.0
 
 
-def test_dropped_connections_reconnect():
-    writer, connection, _ = writer_with([ConnectionResetError(104, "reset"),
-                                         server_error(500, "ReadOnlyViolationException")])
+def test_transient_errors_are_bounded_by_attempts():
+    writer, _, clock = writer_with([neptune_error("InternalFailureException", 500)] * 10,
+                                   max_attempts=4)
+    with pytest.raises(RequestFailed, match="after 4 attempt") as failure:
+        writer.submit(build, [1])
+    assert failure.value.failure.recovery is R.RETRY
+    assert writer.stats.requests == 4 and len(clock.slept) == 3 and writer.stopped == ""
+
+
+def test_lost_connections_are_retried_for_the_failover_budget_not_attempts():
+    # 25 refusals: far more tries than max_attempts, at most 50 s of waits within a 60 s budget
+    writer, connection, clock = writer_with([ConnectionRefusedError(111, "refused")] * 25,
+                                            max_attempts=2, retry_base_delay_s=2.0,
+                                            retry_max_delay_s=2.0, failover_budget_s=60.0)
     assert writer.submit(build, [1]) == 1
-    assert connection.opens == 3 and connection.closes == 2
+    assert writer.stats.requests == 26 and connection.opens == 26 and clock.now <= 50.0
 
 
-def test_malformed_request_is_not_retried():
-    from imagegraph.graph.writer import RequestFailed
-
-    writer, _, clock = writer_with([server_error(499, "malformed")])
-    with pytest.raises(RequestFailed) as failure:
+def test_no_connection_for_the_failover_budget_stops_the_writer():
+    writer, connection, clock = writer_with(
+        [ConnectionRefusedError(111, "refused")] * 1000, retry_base_delay_s=4.0,
+        retry_max_delay_s=4.0, failover_budget_s=30.0)
+    with pytest.raises(WriterStopped):
         writer.submit(build, [1])
-    assert failure.value.recovery is Recovery.GIVE_UP
+    assert clock.now <= 30.0 and writer.stats.requests > writer.graph.max_attempts
+    assert "failover_budget_s=30 s" in writer.stopped and "\n" not in writer.stopped
+    sent = len(connection.requests)
+    with pytest.raises(WriterStopped):
+        writer.submit(build, [2])
+    assert len(connection.requests) == sent  # nothing is sent once stopped
+
+
+def test_throttling_backs_off_and_slows_the_pacer_without_spending_attempts():
+    writer, _, clock = writer_with([neptune_error("ThrottlingException", 500)] * 5,
+                                   max_attempts=2, retry_base_delay_s=0.5)
+    assert writer.submit(build, [1]) == 1
+    assert writer.stats.requests == 6
+    # the pause: 0.5 s after the first throttle, doubled by the next four, halved by success
+    assert writer._pacer.pause_s == 4.0
+    slept = len(clock.slept)
+    writer.submit(build, [2])
+    assert clock.slept[slept:] == [4.0] and writer._pacer.pause_s == 2.0
+
+
+def test_read_only_reconnects_then_stops_naming_the_endpoint_kind():
+    writer, connection, _ = writer_with([neptune_error("ReadOnlyViolationException", 400)] * 9,
+                                        max_attempts=3)
+    with pytest.raises(WriterStopped):
+        writer.submit(build, [1])
+    assert writer.stats.requests == 3 and connection.opens == 3
+    assert "refuses writes after 3 reconnects" in writer.stopped
+    assert "cluster (writer) endpoint" in writer.stopped
+
+
+def test_read_only_during_a_failover_is_waited_out():
+    writer, connection, _ = writer_with([neptune_error("ReadOnlyViolationException", 400)] * 2,
+                                        max_attempts=3)
+    assert writer.submit(build, [1]) == 1 and writer.stopped == ""
+
+
+@pytest.mark.parametrize("error", [
+    neptune_error("AccessDeniedException", 403), HandshakeRejected(403, "Forbidden"),
+    HandshakeRejected(401, "Unauthorized")])
+def test_permission_errors_stop_at_once_with_one_line(error):
+    writer, _, clock = writer_with([error])
+    with pytest.raises(WriterStopped):
+        writer.submit(build, [1])
     assert writer.stats.requests == 1 and clock.slept == []
+    assert "permission denied" in writer.stopped and "DeleteDataViaQuery" in writer.stopped
+    assert "\n" not in writer.stopped
 
 
-def test_attempts_are_bounded():
-    from imagegraph.graph.writer import RequestFailed
-
-    writer, _, clock = writer_with([TimeoutError()] * 10, max_attempts=4)
-    with pytest.raises(RequestFailed, match="after 4 attempt"):
-        writer.submit(build, [1])
-    assert writer.stats.requests == 4 and len(clock.slept) == 3
+AT = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
 
 
-def test_elapsed_time_is_bounded():
-    from imagegraph.graph.writer import RequestFailed
+def prediction(n: int, label: str = "b") -> dict:
+    return {"uri": f"s3://b/img{n}.png", "bucket": "b", "key": f"img{n}.png", "bytes": 100 + n,
+            "width": 8, "height": 8, "format": "PNG", "sha256": f"{n:064x}",
+            "labels": ["a", label], "scores": [0.7, 0.2]}
 
-    writer, _, clock = writer_with([TimeoutError()] * 100, max_attempts=100,
-                                   retry_base_delay_s=4.0, retry_max_delay_s=4.0,
-                                   retry_max_elapsed_s=10.0)
-    with pytest.raises(RequestFailed):
-        writer.submit(build, [1])
-    assert clock.now <= 10.0
-    assert writer.stats.requests < 100
+
+def test_the_same_data_error_in_a_row_stops_without_dead_letters():
+    malformed = neptune_error("MalformedQueryException", 400, "bad traversal")
+    writer, connection, _ = writer_with(reject=lambda request: malformed,
+                                        max_failures_in_a_row=5, records_per_request=10_000)
+    writer.write_predictions([prediction(n) for n in range(8)], "m@1", "run-1", AT)
+    assert len(connection.requests) == 5
+    assert writer.failed == {} and writer.stats.rows_written == 0
+    assert writer.stopped.endswith("ended 5 requests in a row (graph.max_failures_in_a_row), "
+                                   "so it is not the rows' (MalformedQueryException: bad "
+                                   "traversal); fix its cause, then run again with --resume")
+
+
+def rejecting(fragment: str):
+    """A server that rejects, as malformed, every request whose bytecode holds `fragment`
+    (an edge to class:no-such-class: only edge requests hold class ids)."""
+    def reject(request):
+        if fragment in str(request.bytecode):
+            return neptune_error("MalformedQueryException", 400, "bad value")
+        return None
+    return reject
+
+
+def test_split_isolates_the_bad_row_with_pauses_and_a_bounded_number_of_requests():
+    writer, connection, clock = writer_with(reject=rejecting("class:no-such-class"),
+                                            records_per_request=10_000,
+                                            max_steps_per_request=100_000)
+    rows = [prediction(n) for n in range(16)]
+    rows[5] = prediction(5, "no-such-class")
+    writer.write_predictions(rows, "m@1", "run-1", AT)
+    assert list(writer.failed) == ["s3://b/img5.png"] and writer.stats.rows_written == 15
+    # 1 vertex request; 32 edges in one request, then halves of 16, 8, 4, 2, 1 edges:
+    # 1 + 1 + 2 * 5 requests, a pause of at most retry_base_delay_s before each half
+    assert writer.stats.requests == 12 and len(connection.requests) == 12
+    assert len(clock.slept) == 10 and all(0 <= s <= 1.0 for s in clock.slept)
+
+
+def test_split_requests_are_capped():
+    writer, connection, _ = writer_with(reject=rejecting("class:no-such-class"),
+                                        records_per_request=10_000,
+                                        max_steps_per_request=100_000, max_split_requests=4)
+    rows = [prediction(n) for n in range(16)]
+    rows[5] = prediction(5, "no-such-class")
+    writer.write_predictions(rows, "m@1", "run-1", AT)
+    # edges: the request of 32, halves of 16 (rows 0-7 bad, 8-15 written), halves of 8 (rows
+    # 0-3 written, 4-7 bad): the budget of 4 is spent, rows 4-7 fail unisolated
+    assert len(connection.requests) == 1 + 1 + 4
+    assert sorted(writer.failed) == [f"s3://b/img{n}.png" for n in (4, 5, 6, 7)]
+    assert writer.stopped == ""

@@ -77,3 +77,13 @@ def test_data_travels_as_bytecode_values_never_as_gremlin_text():
         assert hostile_steps == benign_steps and "drop" not in hostile_steps
         assert HOSTILE in hostile_values
         assert len(hostile_values) == len(benign_values)
+
+
+def test_vertices_that_own_edges_never_share_a_request_with_others():
+    from imagegraph.graph.elements import OwnedEdges
+
+    plain = VertexRecord("a", "image", {"k": 1})
+    owning = VertexRecord("b", "image", {"k": 1}, OwnedEdges("classified_as", "m@1", ("x",)))
+    other_model = VertexRecord("c", "image", {"k": 1}, OwnedEdges("classified_as", "m@2", ()))
+    assert pack([plain, owning, owning, other_model], 200, 1500, "merge") == [
+        [plain], [owning, owning], [other_model]]

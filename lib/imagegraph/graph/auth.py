@@ -1,24 +1,36 @@
 """IAM authentication for Neptune: AWS Signature Version 4 on the WebSocket handshake.
 
 Neptune with IAM database authentication expects the HTTP GET that opens the WebSocket to be
-signed for service `neptune-db`. `signed_handshake_headers` computes those headers; a
-connection calls it each time it opens, with fresh credentials from boto3's default chain (an
-EMR instance profile, environment variables, ...), so a backfill outlives credential rotation.
-Nothing here logs a credential, a signature or a header value.
+signed for service `neptune-db`. `signed_handshake_headers` has botocore's `SigV4Auth` sign
+that GET (as an `AWSRequest` to the https:// form of the endpoint, the way AWS's Neptune
+samples do); a connection calls it each time it opens, with fresh credentials from boto3's
+default chain (an EMR instance profile, environment variables, ...), so a backfill outlives
+credential rotation. Nothing here logs a credential, a signature or a header value.
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
+import logging
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from urllib.parse import quote, urlsplit
+
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
 
 from imagegraph.errors import JobError
 
 SERVICE = "neptune-db"
-_ALGORITHM = "AWS4-HMAC-SHA256"
-_EMPTY_PAYLOAD_SHA256 = hashlib.sha256(b"").hexdigest()
+_HTTP_SCHEMES = {"wss://": "https://", "ws://": "http://"}
+
+
+class _NoSigningDetails(logging.Filter):
+    """Drops botocore's DEBUG records of a signature's inputs and result: the canonical
+    request holds the security token, the signature authenticates a handshake."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(("CanonicalRequest", "StringToSign",
+                                               "Signature"))
+
+
+logging.getLogger("botocore.auth").addFilter(_NoSigningDetails())
 
 
 @dataclass(frozen=True)
@@ -33,56 +45,21 @@ class AwsCredentials:
         return f"AwsCredentials(access_key={self.access_key[:4]}…)"
 
 
-def _host(url: str) -> str:
-    parts = urlsplit(url)
-    default_port = 443 if parts.scheme in ("wss", "https") else 80
-    if parts.port and parts.port != default_port:
-        return f"{parts.hostname}:{parts.port}"
-    return parts.hostname or ""
-
-
-def _hmac(key: bytes, message: str) -> bytes:
-    return hmac.new(key, message.encode("utf-8"), hashlib.sha256).digest()
-
-
-def signed_handshake_headers(url: str, region: str, credentials: AwsCredentials,
-                             now: datetime | None = None) -> dict[str, str]:
+def signed_handshake_headers(url: str, region: str, credentials: AwsCredentials
+                             ) -> dict[str, str]:
     """SigV4 headers for the WebSocket GET to `url` (wss://host:8182/gremlin) in `region`.
 
-    Returns Host, X-Amz-Date, Authorization and, for temporary credentials,
-    X-Amz-Security-Token. `now` (UTC) defaults to the current time.
+    Returns X-Amz-Date, Authorization and, for temporary credentials, X-Amz-Security-Token
+    signed now (the signed Host is the one the WebSocket client sends: host, and port
+    unless it is the scheme's default).
     """
-    now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
-    amz_date = now.strftime("%Y%m%dT%H%M%SZ")
-    date = amz_date[:8]
-    parts = urlsplit(url)
-    headers = {"host": _host(url), "x-amz-date": amz_date}
-    if credentials.token:
-        headers["x-amz-security-token"] = credentials.token
-    signed_names = sorted(headers)
-    canonical_request = "\n".join([
-        "GET",
-        quote(parts.path or "/", safe="/~"),
-        "&".join(sorted(parts.query.split("&"))) if parts.query else "",
-        "".join(f"{name}:{headers[name].strip()}\n" for name in signed_names),
-        ";".join(signed_names),
-        _EMPTY_PAYLOAD_SHA256,
-    ])
-    scope = f"{date}/{region}/{SERVICE}/aws4_request"
-    string_to_sign = "\n".join([_ALGORITHM, amz_date, scope,
-                                hashlib.sha256(canonical_request.encode("utf-8")).hexdigest()])
-    key = _hmac(_hmac(_hmac(_hmac(f"AWS4{credentials.secret_key}".encode("utf-8"), date),
-                            region), SERVICE), "aws4_request")
-    signature = hmac.new(key, string_to_sign.encode("utf-8"), hashlib.sha256).hexdigest()
-    result = {
-        "Host": headers["host"],
-        "X-Amz-Date": amz_date,
-        "Authorization": (f"{_ALGORITHM} Credential={credentials.access_key}/{scope}, "
-                          f"SignedHeaders={';'.join(signed_names)}, Signature={signature}"),
-    }
-    if credentials.token:
-        result["X-Amz-Security-Token"] = credentials.token
-    return result
+    http_url = url
+    for ws_scheme, http_scheme in _HTTP_SCHEMES.items():
+        if url.startswith(ws_scheme):
+            http_url = http_scheme + url[len(ws_scheme):]
+    request = AWSRequest(method="GET", url=http_url, data=None)
+    SigV4Auth(credentials, SERVICE, region).add_auth(request)
+    return dict(request.headers.items())
 
 
 def default_chain_credentials() -> AwsCredentials:

@@ -13,12 +13,25 @@ from imagegraph.model_artifact import ModelMetadata
 
 
 @dataclass(frozen=True)
+class OwnedEdges:
+    """The out-edges that a vertex's upsert replaces: those labelled `label` whose `model`
+    property is `model`. The upsert drops every one whose id is not in `keep`, in the same
+    request, so a rerun leaves exactly the edges it writes."""
+
+    label: str
+    model: str
+    keep: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class VertexRecord:
-    """A vertex to upsert: string id, label, single-cardinality properties."""
+    """A vertex to upsert: string id, label, single-cardinality properties, and the out-edges
+    it owns (None: its upsert touches no edge)."""
 
     id: str
     label: str
     properties: dict = field(default_factory=dict)
+    owned_edges: OwnedEdges | None = None
 
 
 @dataclass(frozen=True)
@@ -30,6 +43,9 @@ class EdgeRecord:
     out_id: str
     in_id: str
     properties: dict = field(default_factory=dict)
+
+
+CLASSIFIED_AS = "classified_as"
 
 
 def class_id(name: str) -> str:
@@ -61,14 +77,18 @@ def model_elements(metadata: ModelMetadata) -> tuple[list[VertexRecord], list[Ed
 
 def image_vertex(prediction: Mapping, model_tag: str, run_id: str,
                  updated_at: datetime) -> VertexRecord:
-    """The image vertex of one prediction row (keys as in the predictions Parquet)."""
+    """The image vertex of one prediction row (keys as in the predictions Parquet). It owns
+    the image's classified_as edges of `model_tag`: its upsert drops those that are not among
+    the row's top-k (a rerun with a lower top-k, an overwritten object, swapped scores)."""
+    keep = tuple(classified_as_id(prediction["uri"], model_tag, label)
+                 for label in prediction["labels"])
     return VertexRecord(prediction["uri"], "image", {
         "uri": prediction["uri"], "bucket": prediction["bucket"], "key": prediction["key"],
         "bytes": int(prediction["bytes"]), "width": int(prediction["width"]),
         "height": int(prediction["height"]), "format": prediction["format"],
         "sha256": prediction["sha256"], "model": model_tag, "run_id": run_id,
         "updated_at": updated_at,
-    })
+    }, OwnedEdges(CLASSIFIED_AS, model_tag, keep))
 
 
 def classified_as_edges(prediction: Mapping, model_tag: str, run_id: str,
@@ -76,7 +96,7 @@ def classified_as_edges(prediction: Mapping, model_tag: str, run_id: str,
     """One classified_as edge per top-k class of a prediction row; rank 1 is the best."""
     image_id = prediction["uri"]
     return [
-        EdgeRecord(classified_as_id(image_id, model_tag, label), "classified_as", image_id,
+        EdgeRecord(classified_as_id(image_id, model_tag, label), CLASSIFIED_AS, image_id,
                    class_id(label), {"score": float(score), "rank": rank, "model": model_tag,
                                      "run_id": run_id, "inferred_at": inferred_at})
         for rank, (label, score) in enumerate(zip(prediction["labels"], prediction["scores"]),

@@ -1,73 +1,107 @@
 """Loading a run's predictions into the graph from Spark: model and class elements from the
 driver, then image vertices and edges from at most `graph.max_concurrent_writers` partitions at
-once, counted with accumulators; rows that could not be written come back as a DataFrame."""
+once.
+
+Each writing task's outcome, a row per image it could not write (with the reason) and a row with
+its writer's counts, is written as Parquet through Spark's output commit protocol, and the load's
+figures are read back from what was committed: exactly one attempt of each task counts, however
+often Spark runs a task or a stage again (accumulators updated inside a transformation would
+count every attempt)."""
 from __future__ import annotations
 
-from dataclasses import fields
+from dataclasses import astuple, dataclass, fields, replace
 from datetime import datetime
 
-from pyspark import StorageLevel
 from pyspark.sql import DataFrame, SparkSession
-from pyspark.sql.types import StringType, StructField, StructType
+from pyspark.sql import functions as F
+from pyspark.sql.types import LongType, StringType, StructField, StructType
 
 from imagegraph.config import GraphConfig
-from imagegraph.graph.connection import GremlinConnection
+from imagegraph.errors import JobError
+from imagegraph.graph.connection import GremlinConnection, remote_traversal
 from imagegraph.graph.elements import model_elements
-from imagegraph.graph.writer import GraphWriter, WriteStats, write_partition
+from imagegraph.graph.retry import Recovery
+from imagegraph.graph.writer import (GraphWriter, RequestFailed, WriteStats, WriterStopped,
+                                     write_partition)
 from imagegraph.model_artifact import ModelMetadata
 
-FAILED_ROW = StructType([StructField("uri", StringType(), False),
-                         StructField("reason", StringType(), False)])
+
+def count_run_images(graph: GraphConfig, run_id: str) -> int:
+    """Image vertices in the graph whose `run_id` is `run_id`: what a run wrote, read back."""
+    with remote_traversal(graph) as g:
+        return g.V().has_label("image").has("run_id", run_id).count().next()
+
+OUTCOME = StructType([StructField("uri", StringType(), True),
+                      StructField("reason", StringType(), True),
+                      StructField("stopped", StringType(), True),
+                      *(StructField(f.name, LongType(), True) for f in fields(WriteStats))])
+"""A writing task's outcome rows: (uri, reason) for each image not written; one row with a null
+uri carrying the writer's counts (`WriteStats`) and why it stopped the run (null if it did
+not)."""
 
 
-class _Accumulators:
-    """One Spark accumulator per count of `WriteStats`."""
+@dataclass(frozen=True)
+class GraphLoad:
+    """What a load did, read back from its committed outcome: the totals, the (uri, reason) of
+    the rows not written, and the distinct reasons writers stopped the run (empty: none did)."""
 
-    def __init__(self, spark: SparkSession):
-        self._counters = {f.name: spark.sparkContext.accumulator(0) for f in fields(WriteStats)}
-
-    def add(self, stats: WriteStats) -> None:
-        for name, counter in self._counters.items():
-            counter.add(getattr(stats, name))
-
-    def totals(self) -> WriteStats:
-        return WriteStats(**{name: counter.value for name, counter in self._counters.items()})
+    totals: WriteStats
+    failed: DataFrame
+    stopped: tuple[str, ...]
 
 
 def write_model(graph: GraphConfig, metadata: ModelMetadata) -> WriteStats:
-    """Upsert the model vertex, its class vertices and has_class edges (from the driver)."""
-    connection = GremlinConnection(graph)
-    writer = GraphWriter(connection, graph)
+    """Upsert the model vertex, its class vertices and has_class edges from the driver, with
+    the traversal shapes the workers use: the startup probe. A failure raises `JobError` with
+    one line (permissions, a reader endpoint, an engine without mergeV, ...); an endpoint that
+    does not answer gets `graph.connect_timeout_s` of reconnects, not the failover budget."""
+    probe = replace(graph, failover_budget_s=min(graph.failover_budget_s,
+                                                 graph.connect_timeout_s))
+    connection = GremlinConnection(probe)
+    writer = GraphWriter(connection, probe)
     try:
         writer.write_elements(*model_elements(metadata))
+    except WriterStopped as stopped:
+        if stopped.failure and stopped.failure.recovery is Recovery.RECONNECT:
+            raise JobError(f"cannot reach the Gremlin endpoint {graph.endpoint}: "
+                           f"{stopped.failure.message}") from None
+        raise JobError(str(stopped)) from None
+    except RequestFailed as failed:
+        raise JobError(f"the startup write of model {metadata.tag} to {graph.endpoint} "
+                       f"failed: {failed}") from None
     finally:
         connection.close()
     return writer.stats
 
 
 def load_predictions(spark: SparkSession, graph: GraphConfig, predictions: DataFrame,
-                     model_tag: str, run_id: str, written_at: datetime
-                     ) -> tuple[WriteStats, DataFrame]:
-    """Write `predictions` (rows of the predictions Parquet) into the graph.
+                     model_tag: str, run_id: str, written_at: datetime,
+                     outcome_uri: str) -> GraphLoad:
+    """Write `predictions` (rows of the predictions Parquet) into the graph, the writing tasks'
+    outcome to `outcome_uri` (a new Parquet dataset), and read the load's figures back from it.
 
-    Returns the totals and a persisted DataFrame of (uri, reason) for rows not written;
-    the caller unpersists it. `graph.max_upserts_per_s` is shared evenly by the partitions
-    that write at once.
+    `graph.max_upserts_per_s` is shared evenly by the partitions that write at once.
     """
     writers = predictions.rdd.getNumPartitions()
     if graph.max_concurrent_writers and writers > graph.max_concurrent_writers:
         writers = graph.max_concurrent_writers
         predictions = predictions.coalesce(writers)
     upserts_per_s = graph.max_upserts_per_s / max(1, writers)
-    counters = _Accumulators(spark)
+    no_counts = (None,) * len(fields(WriteStats))
 
     def write(rows):
         writer = write_partition((row.asDict() for row in rows), graph, model_tag, run_id,
                                  written_at, upserts_per_s)
-        counters.add(writer.stats)
-        return iter(writer.failed.items())
+        for uri, reason in writer.failed.items():
+            yield (uri, reason, None, *no_counts)
+        yield (None, None, writer.stopped or None, *astuple(writer.stats))
 
-    failed = (spark.createDataFrame(predictions.rdd.mapPartitions(write), FAILED_ROW)
-              .persist(StorageLevel.MEMORY_AND_DISK))
-    failed.count()  # the one action that writes; later reads come from the persisted rows
-    return counters.totals(), failed
+    spark.createDataFrame(predictions.rdd.mapPartitions(write), OUTCOME).write.parquet(outcome_uri)
+    outcome = spark.read.parquet(outcome_uri)
+    counts = outcome.where(F.col("uri").isNull())
+    summary = counts.agg(*(F.coalesce(F.sum(f.name), F.lit(0)).alias(f.name)
+                           for f in fields(WriteStats)),
+                         F.collect_set("stopped").alias("stopped")).first()
+    totals = WriteStats(**{f.name: int(summary[f.name]) for f in fields(WriteStats)})
+    failed = outcome.where(F.col("uri").isNotNull()).select("uri", "reason")
+    return GraphLoad(totals, failed, tuple(sorted(summary["stopped"])))

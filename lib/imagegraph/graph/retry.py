@@ -1,77 +1,246 @@
-"""The one retry policy for graph writes: which errors are worth another try, how long to wait
-before it (exponential backoff with full jitter), and when to stop."""
+"""The one classification of failed graph requests and the one retry policy.
+
+error -> `classify`: the Neptune error code in the JSON body of the Gremlin status message
+(`{"code": ..., "requestId": ..., "detailedMessage": ...}`) where there is one, by Neptune's
+engine error table (docs.aws.amazon.com/neptune/latest/userguide/errors-engine-codes.html);
+else the TinkerPop status code; else the kind of exception -> a `Failure` with its `Recovery`
+-> `RetryPolicy.next_delay_s`: how long to wait before the next try, or None when the request
+is done trying (the writer then isolates its rows, or stops) -> `stop_line`: the one line a
+stopped run prints.
+"""
 from __future__ import annotations
 
 import asyncio
 import enum
+import json
 import random
-from dataclasses import dataclass
+import re
+from dataclasses import dataclass, replace
 
 from gremlin_python.driver.protocol import GremlinServerError
 
 from imagegraph.config import GraphConfig
-
-# Neptune names its transient errors in the message (and in `code` of its JSON body).
-_TRANSIENT_SERVER_ERRORS = ("ConcurrentModificationException", "ThrottlingException",
-                            "TimeLimitExceededException", "MemoryLimitExceededException")
-_WRONG_INSTANCE_ERRORS = ("ReadOnlyViolationException",)
-_DISCONNECTED = "Server disconnected"
-_SERVER_TIMEOUT = 598
+from imagegraph.graph.connection import HandshakeRejected
 
 
 class Recovery(enum.Enum):
     """What to do after a failed request."""
 
-    RETRY = "retry"                        # same connection, after a backoff
-    RECONNECT = "reconnect"                # new connection, after a backoff
-    GIVE_UP = "give_up"                    # the request itself is wrong: retrying cannot help
+    RETRY = "retry"                # transient on the server: again after a backoff, max_attempts
+    RECONNECT = "reconnect"        # connection lost: new connection, within the failover budget
+    THROTTLE = "throttle"          # server sheds load: back off, slow down, within the budget
+    WRITER_MOVED = "writer_moved"  # read-only: reconnect (failover), at most max_attempts times
+    ISOLATE = "isolate"            # the request's data: split it to isolate the bad rows
+    STOP = "stop"                  # systematic: no request can succeed, stop the run
 
 
-def recovery_for(error: BaseException) -> Recovery:
-    """Classify an exception raised while submitting a traversal."""
+# Neptune's engine error table, and the query errors of its data-plane API: code -> recovery.
+# "Ok to retry? Yes" codes retry (throttling also slows the writer down); "No" codes are about
+# the request's data and isolate, except the systematic ones, which stop.
+NEPTUNE_ERRORS: dict[str, Recovery] = {
+    "AccessDeniedException": Recovery.STOP,
+    "BadRequestException": Recovery.ISOLATE,
+    "CancelledByUserException": Recovery.RETRY,
+    "ClientTimeoutException": Recovery.RETRY,
+    "ConcurrentModificationException": Recovery.RETRY,
+    "ConstraintViolationException": Recovery.RETRY,
+    "FailureByQueryException": Recovery.RETRY,
+    "IllegalArgumentException": Recovery.ISOLATE,
+    "InternalFailureException": Recovery.RETRY,
+    "InvalidArgumentException": Recovery.ISOLATE,
+    "InvalidNumericDataException": Recovery.ISOLATE,
+    "InvalidParameterException": Recovery.ISOLATE,
+    "MalformedQueryException": Recovery.ISOLATE,
+    "MemoryLimitExceededException": Recovery.RETRY,
+    "MethodNotAllowedException": Recovery.STOP,
+    "MissingParameterException": Recovery.ISOLATE,
+    "ParsingException": Recovery.ISOLATE,
+    "PreconditionsFailedException": Recovery.ISOLATE,
+    "QueryLimitExceededException": Recovery.RETRY,
+    "QueryLimitException": Recovery.ISOLATE,
+    "QueryTooLargeException": Recovery.ISOLATE,
+    "ReadOnlyViolationException": Recovery.WRITER_MOVED,
+    "ServerShutdownException": Recovery.RECONNECT,
+    "ThrottlingException": Recovery.THROTTLE,
+    "TimeLimitExceededException": Recovery.RETRY,
+    "TooManyRequestsException": Recovery.THROTTLE,
+    "UnsupportedOperationException": Recovery.STOP,
+}
+
+# TinkerPop's ResponseStatusCode (error codes): number -> (name, recovery).
+TINKERPOP_STATUS: dict[int, tuple[str, Recovery]] = {
+    401: ("UNAUTHORIZED", Recovery.STOP),
+    403: ("FORBIDDEN", Recovery.STOP),
+    407: ("AUTHENTICATE", Recovery.STOP),
+    429: ("TOO_MANY_REQUESTS", Recovery.THROTTLE),
+    497: ("REQUEST_ERROR_SERIALIZATION", Recovery.ISOLATE),
+    498: ("REQUEST_ERROR_MALFORMED_REQUEST", Recovery.ISOLATE),
+    499: ("REQUEST_ERROR_INVALID_REQUEST_ARGUMENTS", Recovery.ISOLATE),
+    500: ("SERVER_ERROR", Recovery.ISOLATE),
+    595: ("SERVER_ERROR_FAIL_STEP", Recovery.ISOLATE),
+    596: ("SERVER_ERROR_TEMPORARY", Recovery.RETRY),
+    597: ("SERVER_ERROR_EVALUATION", Recovery.ISOLATE),
+    598: ("SERVER_ERROR_TIMEOUT", Recovery.RETRY),
+    599: ("SERVER_ERROR_SERIALIZATION", Recovery.ISOLATE),
+}
+
+# TinkerTransactionGraph's write conflict: a TransactionException (status 500).
+_TRANSACTION_EXCEPTION = "org.apache.tinkerpop.gremlin.structure.util.TransactionException"
+_TRANSACTION_CONFLICT = "Conflict: element modified in another transaction"
+_UNSUPPORTED_MERGE = re.compile(
+    r"\bmerge[VE]\b.*\b(unsupported|not supported|unknown|could not find|no signature)"
+    r"|\b(unsupported|not supported|unknown|could not find|no signature)\b.*\bmerge[VE]\b",
+    re.IGNORECASE | re.DOTALL)
+_MESSAGE_CHARS = 300
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One failed request, classified: `cause` names it (a Neptune code, a TinkerPop status
+    name or an exception type; the same failure has the same cause) and `message` says it on
+    one line."""
+
+    recovery: Recovery
+    cause: str
+    message: str
+
+
+def classify(error: BaseException) -> Failure:
+    """The `Failure` that `error`, raised while opening a connection or submitting a
+    traversal, stands for."""
+    if isinstance(error, HandshakeRejected):
+        return _handshake_failure(error)
     if isinstance(error, GremlinServerError):
-        message = str(error.status_message)
-        if any(name in message for name in _WRONG_INSTANCE_ERRORS) or _DISCONNECTED in message:
-            return Recovery.RECONNECT
-        if any(name in message for name in _TRANSIENT_SERVER_ERRORS):
-            return Recovery.RETRY
-        if error.status_code == _SERVER_TIMEOUT:
-            return Recovery.RETRY
-        return Recovery.GIVE_UP
+        return _server_failure(error)
+    message = _one_line(f"{type(error).__name__}: {error}")
     if isinstance(error, (OSError, asyncio.TimeoutError, TimeoutError)):
-        return Recovery.RECONNECT  # refused, reset, aiohttp client errors, timeouts
+        return Failure(Recovery.RECONNECT, type(error).__name__, message)  # refused, reset
     if isinstance(error, RuntimeError) and "closed" in str(error):
-        return Recovery.RECONNECT  # gremlinpython: "Connection was closed by server."
+        return Failure(Recovery.RECONNECT, "ConnectionClosed", message)  # by the server
     if type(error).__module__.startswith("aiohttp"):
-        return Recovery.RECONNECT
-    return Recovery.GIVE_UP
+        return Failure(Recovery.RECONNECT, type(error).__name__, message)
+    return Failure(Recovery.ISOLATE, type(error).__name__, message)  # e.g. a value not sent
+
+
+def _handshake_failure(error: HandshakeRejected) -> Failure:
+    cause = f"HTTP {error.status} at handshake"
+    if error.status == 429:
+        return Failure(Recovery.THROTTLE, cause, str(error))
+    if error.status >= 500:
+        return Failure(Recovery.RECONNECT, cause, str(error))  # e.g. 503 while failing over
+    return Failure(Recovery.STOP, cause, str(error))  # 401, 403: auth; 404: not a Gremlin path
+
+
+def neptune_error_body(status_message: str) -> dict | None:
+    """Neptune's JSON error body (code, requestId, detailedMessage) in a Gremlin status
+    message, or None when the message is not one."""
+    text = status_message.strip()
+    start = text.find("{")
+    if start < 0:
+        return None
+    try:
+        body = json.loads(text[start:])
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) and isinstance(body.get("code"), str) else None
+
+
+def _server_failure(error: GremlinServerError) -> Failure:
+    text = str(error.status_message or "")
+    body = neptune_error_body(text)
+    named = [code for code in NEPTUNE_ERRORS if re.search(rf"\b{code}\b", text)]
+    exceptions = (error.status_attributes or {}).get("exceptions") or []
+    if body is not None and body["code"] in NEPTUNE_ERRORS:
+        code = body["code"]
+        failure = Failure(NEPTUNE_ERRORS[code], code,
+                          _one_line(f"{code}: {body.get('detailedMessage', '')}"))
+    elif body is None and named:  # the code in the message's text, not as a JSON body
+        failure = Failure(NEPTUNE_ERRORS[named[0]], named[0], _one_line(text))
+    elif _TRANSACTION_CONFLICT in text or (_TRANSACTION_EXCEPTION in exceptions
+                                           and "conflict" in text.lower()):
+        failure = Failure(Recovery.RETRY, "TransactionConflict", _one_line(text))
+    elif "Server disconnected" in text:
+        failure = Failure(Recovery.RECONNECT, "ServerDisconnected", _one_line(text))
+    else:
+        name, recovery = TINKERPOP_STATUS.get(error.status_code,
+                                              (str(error.status_code), Recovery.ISOLATE))
+        failure = Failure(recovery, name, _one_line(f"{error.status_code} {name}: {text}"))
+    if failure.recovery is Recovery.ISOLATE and _UNSUPPORTED_MERGE.search(failure.message):
+        return replace(failure, recovery=Recovery.STOP)  # an engine without mergeV/mergeE
+    return failure
+
+
+def _one_line(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= _MESSAGE_CHARS else line[:_MESSAGE_CHARS - 1] + "…"
 
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """At most `max_attempts` tries within `max_elapsed_s` seconds of the first; the wait
-    before try n+1 is uniform in [0, min(max_delay_s, base_delay_s * 2**(n-1))] seconds."""
+    """When to try a failed request again. The wait before try n+1 is uniform in
+    [0, min(max_delay_s, base_delay_s * 2**(n-1))] seconds (full jitter). Transient server
+    errors and read-only refusals get at most `max_attempts` tries; lost connections and
+    throttling are tried until `failover_budget_s` seconds after the first try."""
 
     max_attempts: int = 8
     base_delay_s: float = 0.5
     max_delay_s: float = 20.0
-    max_elapsed_s: float = 300.0
+    failover_budget_s: float = 600.0
 
     @classmethod
     def from_config(cls, graph: GraphConfig) -> "RetryPolicy":
         return cls(graph.max_attempts, graph.retry_base_delay_s, graph.retry_max_delay_s,
-                   graph.retry_max_elapsed_s)
+                   graph.failover_budget_s)
 
     def delay_s(self, failed_attempts: int, rng: random.Random) -> float:
         ceiling = min(self.max_delay_s, self.base_delay_s * 2 ** (failed_attempts - 1))
         return rng.uniform(0.0, ceiling)
 
-    def next_delay_s(self, error: BaseException, failed_attempts: int, elapsed_s: float,
+    def next_delay_s(self, failure: Failure, failed_attempts: int, elapsed_s: float,
                      rng: random.Random) -> float | None:
-        """Seconds to wait before trying again after `error`, or None to stop."""
-        if recovery_for(error) is Recovery.GIVE_UP or failed_attempts >= self.max_attempts:
+        """Seconds to wait before trying again after `failure` ended try `failed_attempts`,
+        `elapsed_s` seconds after the first try began; None when there is no next try."""
+        if failure.recovery in (Recovery.ISOLATE, Recovery.STOP):
             return None
         delay = self.delay_s(failed_attempts, rng)
-        if elapsed_s + delay > self.max_elapsed_s:
-            return None
-        return delay
+        if failure.recovery in (Recovery.RECONNECT, Recovery.THROTTLE):
+            return delay if elapsed_s + delay <= self.failover_budget_s else None
+        return delay if failed_attempts < self.max_attempts else None
+
+
+_IAM_FIX = ("check the IAM policy of the job's role (neptune-db:connect, ReadDataViaQuery, "
+            "WriteDataViaQuery, DeleteDataViaQuery on the cluster), its credentials and "
+            "graph.region, or set graph.iam_auth=off for a cluster without IAM authentication")
+_PERMISSION_CAUSES = frozenset({"AccessDeniedException", "UNAUTHORIZED", "FORBIDDEN",
+                                "AUTHENTICATE", "HTTP 401 at handshake",
+                                "HTTP 403 at handshake"})
+_MERGE_FIX = ("the engine lacks a step the writer uses: upgrade Neptune to engine 1.2.1.0 or "
+              "later, or set graph.upsert_style=coalesce")
+
+
+def stop_line(failure: Failure, graph: GraphConfig, attempts: int = 0,
+              failures_in_a_row: int = 0) -> str:
+    """The one line that stops a run after `failure`: what happened and what to fix."""
+    where = f"graph writes to {graph.endpoint} stopped"
+    if failures_in_a_row:
+        return (f"{where}: the same failure ended {failures_in_a_row} requests in a row "
+                f"(graph.max_failures_in_a_row), so it is not the rows' ({failure.message}); "
+                "fix its cause, then run again with --resume")
+    if failure.recovery is Recovery.WRITER_MOVED:
+        return (f"{where}: the endpoint refuses writes after {attempts} reconnects "
+                f"({failure.cause}); point graph.endpoint at the cluster (writer) endpoint, "
+                "not a reader or instance endpoint")
+    if failure.recovery is Recovery.RECONNECT:
+        return (f"{where}: no connection for graph.failover_budget_s="
+                f"{graph.failover_budget_s:g} s ({failure.message}); check the cluster's "
+                "status, its security groups and graph.endpoint")
+    if failure.recovery is Recovery.THROTTLE:
+        return (f"{where}: throttled for graph.failover_budget_s={graph.failover_budget_s:g} s "
+                f"({failure.message}); lower graph.max_concurrent_writers or "
+                "graph.max_upserts_per_s")
+    if failure.cause in _PERMISSION_CAUSES:
+        return f"{where}: permission denied ({failure.message}); {_IAM_FIX}"
+    if failure.cause == "UnsupportedOperationException" or "merge" in failure.message.lower():
+        return f"{where}: unsupported step ({failure.message}); {_MERGE_FIX}"
+    return (f"{where}: {failure.message}; check graph.endpoint "
+            "(ws[s]://HOST:8182/gremlin, a Neptune cluster endpoint)")

@@ -6,8 +6,9 @@ Two styles, one pair of functions each, chosen by `graph.upsert_style`:
   travels as plain values and the step count does not grow with the batch. A vertex is created
   with its id and label, then every property is set by a `property(single, key, value)` step
   reading the row (Neptune's default cardinality is `set`): one traversal for create and update,
-  cheaper to send and to run than a `CardinalityValue` per value. The vertices of one request
-  share their property keys (`pack` sees to it).
+  cheaper to send and to run than a `CardinalityValue` per value. A vertex that owns edges
+  (`OwnedEdges`) then drops those of them whose id its row does not keep. The vertices of one
+  request share their property keys and owned-edge scope (`pack` sees to it).
 - coalesce: the `V(id).fold().coalesce(unfold(), addV(...))` idiom chained element after
   element, for engines without mergeV; steps grow with the batch.
 
@@ -19,13 +20,15 @@ from __future__ import annotations
 from typing import Callable, Sequence, Union
 
 from gremlin_python.process.graph_traversal import GraphTraversal, __
-from gremlin_python.process.traversal import Cardinality, Direction, Merge, T
+from gremlin_python.process.traversal import Cardinality, Direction, Merge, P, T
 from gremlin_python.structure.graph import Graph
 
 from imagegraph.graph.elements import EdgeRecord, VertexRecord
 
 Element = Union[VertexRecord, EdgeRecord]
 MERGE_STEPS_PER_REQUEST = 8       # inject, unfold, merge, selects of the options, count
+OWNED_EDGES_MERGE_STEPS = 11      # sideEffect outE has not id as select select unfold where drop
+OWNED_EDGES_COALESCE_STEPS = 5    # sideEffect outE has hasId drop
 SOURCE = Graph().traversal()
 """Builds bytecode only; nothing here talks to a server."""
 
@@ -38,17 +41,22 @@ def records(element: Element) -> int:
 def coalesce_steps(element: Element) -> int:
     """Steps an element adds to a coalesce-style traversal."""
     if isinstance(element, VertexRecord):
-        return 5 + len(element.properties)      # V fold coalesce unfold addV(+id)
+        owned = OWNED_EDGES_COALESCE_STEPS if element.owned_edges else 0
+        return 5 + len(element.properties) + owned  # V fold coalesce unfold addV(+id)
     return 9 + len(element.properties)          # V outE hasId fold coalesce unfold addE from to
 
 
 def upsert_vertices(vertices: Sequence[VertexRecord]) -> GraphTraversal:
-    """mergeV every vertex in one request; all must have the same property keys."""
+    """mergeV every vertex in one request, then drop the owned edges it does not keep; all
+    must have the same property keys and owned-edge scope."""
     keys = list(vertices[0].properties)
-    if any(list(v.properties) != keys for v in vertices):
-        raise ValueError("vertices of one request must share their property keys")
+    owned = vertices[0].owned_edges
+    if any(_shape(v) != _shape(vertices[0]) for v in vertices):
+        raise ValueError("vertices of one request must share their property keys and "
+                         "owned-edge scope")
     rows = [{"match": {T.id: v.id}, "create": {T.id: v.id, T.label: v.label},
-             "properties": v.properties} for v in vertices]
+             "properties": v.properties, **({"keep": list(v.owned_edges.keep)} if owned else {})}
+            for v in vertices]
     traversal = (SOURCE.inject(rows).unfold().as_("row")
                  .merge_v(__.select("match"))
                  .option(Merge.on_create, __.select("create"))
@@ -56,6 +64,11 @@ def upsert_vertices(vertices: Sequence[VertexRecord]) -> GraphTraversal:
     for key in keys:
         traversal = traversal.property(Cardinality.single, key,
                                        __.select("row").select("properties").select(key))
+    if owned:
+        kept = __.id_().as_("edge_id").select("row").select("keep").unfold() \
+            .where(P.eq("edge_id"))
+        traversal = traversal.side_effect(
+            __.out_e(owned.label).has("model", owned.model).not_(kept).drop())
     return traversal.count()
 
 
@@ -81,6 +94,10 @@ def upsert_vertices_coalesce(vertices: Sequence[VertexRecord]) -> GraphTraversal
                                               __.add_v(v.label).property(T.id, v.id))
         for key, value in v.properties.items():
             traversal = traversal.property(Cardinality.single, key, value)
+        if v.owned_edges:
+            traversal = traversal.side_effect(
+                __.out_e(v.owned_edges.label).has("model", v.owned_edges.model)
+                .has_id(P.without(list(v.owned_edges.keep))).drop())
     return traversal.count()
 
 
@@ -98,7 +115,10 @@ def upsert_edges_coalesce(edges: Sequence[EdgeRecord]) -> GraphTraversal:
 
 
 def _shape(element: Element) -> tuple:
-    return type(element), tuple(element.properties)
+    """What the elements of one request must share."""
+    owned = getattr(element, "owned_edges", None)
+    return (type(element), tuple(element.properties),
+            (owned.label, owned.model) if owned else None)
 
 
 Upsert = Callable[[Sequence], GraphTraversal]
@@ -112,7 +132,8 @@ UPSERTS: dict[str, tuple[Upsert, Upsert]] = {
 def merge_request_steps(element: Element) -> int:
     """Steps of a merge-style request of elements like `element`, whatever their number."""
     if isinstance(element, VertexRecord):
-        return MERGE_STEPS_PER_REQUEST + 4 * len(element.properties)  # property, 3 selects
+        owned = OWNED_EDGES_MERGE_STEPS if element.owned_edges else 0
+        return MERGE_STEPS_PER_REQUEST + 4 * len(element.properties) + owned  # property, 3 selects
     return MERGE_STEPS_PER_REQUEST
 
 

@@ -1,6 +1,16 @@
 """The partition writer: prediction rows in; image vertices, then their classified_as edges,
-upserted in requests sized by Neptune's limits, with the retry policy of `retry`. Rows that
-cannot be written are returned with the reason instead of failing the task."""
+upserted in requests sized by Neptune's limits. Rows that cannot be written are returned with
+the reason instead of failing the task.
+
+request -> submit, retried as `retry` classifies its failures (backoff; reconnect; throttling
+slows the Pacer) -> a request rejected for its data is split in halves, with a pause before
+each half and at most `graph.max_split_requests` requests, until its bad rows are alone; they
+go to `failed` -> a systematic failure (permissions, a reader endpoint, an unsupported step, no
+connection for the failover budget, the same failure ending `graph.max_failures_in_a_row`
+requests in a row) stops the writer: `stopped` holds the one line to print, no request is
+sent after it, and rows not written are not put in `failed` (the run ends without committing
+them, and `--resume` picks them up).
+"""
 from __future__ import annotations
 
 import logging
@@ -14,7 +24,7 @@ from imagegraph.config import GraphConfig
 from imagegraph.graph.connection import GremlinConnection
 from imagegraph.graph.elements import classified_as_edges, image_vertex
 from imagegraph.graph.pacing import Pacer
-from imagegraph.graph.retry import Recovery, RetryPolicy, recovery_for
+from imagegraph.graph.retry import Failure, Recovery, RetryPolicy, classify, stop_line
 from imagegraph.graph.traversals import UPSERTS, Upsert, pack
 
 log = logging.getLogger(__name__)
@@ -33,18 +43,35 @@ class WriteStats:
 
 
 class RequestFailed(Exception):
-    """A request failed for good; `recovery` says whether the request itself was at fault."""
+    """A request failed for good and its rows can be isolated: `failure` says why."""
 
-    def __init__(self, cause: BaseException, attempts: int):
-        super().__init__(f"{type(cause).__name__}: {cause} (after {attempts} attempt(s))")
-        self.recovery = recovery_for(cause)
+    def __init__(self, failure: Failure, attempts: int):
+        super().__init__(f"{failure.message} (after {attempts} attempt(s))")
+        self.failure = failure
+
+
+class WriterStopped(Exception):
+    """The writer stopped on the systematic `failure`; the message is the writer's
+    `stopped`."""
+
+    def __init__(self, line: str, failure: Failure | None = None):
+        super().__init__(line)
+        self.failure = failure
+
+
+class _SplitBudget:
+    """Requests one rejected request may still be split into."""
+
+    def __init__(self, requests: int):
+        self.requests_left = requests
 
 
 class GraphWriter:
     """Writes prediction rows through one `GremlinConnection` (opened on first use, reopened
-    after a dropped connection), retrying by the configured policy. `failed` maps each image
-    uri that could not be written to the reason. Requests are paced to at most
-    `upserts_per_s` vertices and edges a second (0: no limit)."""
+    after any failure), retrying by the configured policy. `failed` maps each image uri that
+    could not be written to the reason; `stopped` is "" until a systematic failure stops the
+    writer, then the one line naming the cause and the fix. Requests are paced to at most
+    `upserts_per_s` vertices and edges a second (0: no limit), slower while throttled."""
 
     def __init__(self, connection: GremlinConnection, graph: GraphConfig,
                  upserts_per_s: float = 0.0, sleep: Callable[[float], None] = time.sleep,
@@ -54,40 +81,74 @@ class GraphWriter:
         self.policy = RetryPolicy.from_config(graph)
         self.stats = WriteStats()
         self.failed: dict[str, str] = {}
+        self.stopped = ""  # why the writer stopped the run, in one line; "" while it has not
         self._upsert_vertices, self._upsert_edges = UPSERTS[graph.upsert_style]
         self._sleep, self._clock, self._rng = sleep, clock, rng or random.Random()
-        self._pacer = Pacer(upserts_per_s, clock, sleep)
+        self._pacer = Pacer(upserts_per_s, clock, sleep, graph.retry_base_delay_s,
+                            graph.retry_max_delay_s)
+        self._last_cause, self._failures_in_a_row = "", 0
+        self._pending: dict[str, str] = {}  # failed rows, until a success shows it was them
 
     def submit(self, upsert: Upsert, elements: Sequence) -> int:
-        """Submit `upsert(elements)` until it succeeds or the policy stops (`RequestFailed`);
-        returns how many elements the server upserted."""
+        """Submit `upsert(elements)` until it succeeds (returns how many elements the server
+        upserted), fails for good (`RequestFailed`) or stops the writer (`WriterStopped`)."""
+        if self.stopped:
+            raise WriterStopped(self.stopped)
         request = upsert(elements)
-        self._pacer.wait(len(elements))
         started = self._clock()
         attempt = 0
         while True:
+            self._pacer.wait(len(elements))
             attempt += 1
             self.stats.requests += 1
             try:
                 self.connection.submit(request)
-                return len(elements)
             except Exception as exc:
-                delay = self.policy.next_delay_s(exc, attempt, self._clock() - started,
+                failure = classify(exc)
+                delay = self.policy.next_delay_s(failure, attempt, self._clock() - started,
                                                  self._rng)
                 if delay is None:
-                    raise RequestFailed(exc, attempt) from exc
-                recovery = recovery_for(exc)
-                log.warning("graph request of %d elements failed (%s); attempt %d of %d, "
-                            "%s in %.1fs", len(elements), type(exc).__name__, attempt,
-                            self.policy.max_attempts, recovery.value, delay)
+                    self._give_up(failure, attempt)
+                log.warning("graph request of %d elements failed (%s); attempt %d, %s in %.1fs",
+                            len(elements), failure.message, attempt, failure.recovery.value,
+                            delay)
                 self.stats.retries += 1
-                if recovery is Recovery.RECONNECT:
-                    self.connection.close()
+                if failure.recovery is Recovery.THROTTLE:
+                    self._pacer.slow_down()
                 self._sleep(delay)
+            else:
+                self._pacer.speed_up()
+                self._last_cause, self._failures_in_a_row = "", 0
+                self._settle_failed()
+                return len(elements)
+
+    def _settle_failed(self) -> None:
+        """Move the rows that failed since the last success into `failed`: a success since,
+        or the end of their flush, shows the failure was theirs and not systematic."""
+        for uri, reason in self._pending.items():
+            if uri not in self.failed:
+                self.failed[uri] = reason
+                self.stats.failed_rows += 1
+        self._pending.clear()
+
+    def _give_up(self, failure: Failure, attempts: int) -> None:
+        """Raise `WriterStopped` (setting `stopped`) for a systematic failure, else count the
+        failure in a row and raise `RequestFailed`."""
+        if failure.recovery in (Recovery.ISOLATE, Recovery.RETRY):
+            in_a_row = self._failures_in_a_row + 1 if failure.cause == self._last_cause else 1
+            self._last_cause, self._failures_in_a_row = failure.cause, in_a_row
+            if in_a_row < self.graph.max_failures_in_a_row:
+                raise RequestFailed(failure, attempts)
+            self.stopped = stop_line(failure, self.graph, failures_in_a_row=in_a_row)
+        else:
+            self.stopped = stop_line(failure, self.graph, attempts=attempts)
+        log.error("%s", self.stopped)
+        raise WriterStopped(self.stopped, failure)
 
     def write_elements(self, vertices: Sequence, edges: Sequence) -> None:
         """Upsert `vertices`, then `edges`, in packed requests; a request that fails for good
-        raises `RequestFailed` (for elements that have no row to dead-letter)."""
+        raises `RequestFailed` or `WriterStopped` (for elements that have no row to
+        dead-letter)."""
         for upsert, elements in ((self._upsert_vertices, vertices), (self._upsert_edges, edges)):
             for request in self._requests(elements):
                 self.submit(upsert, request)
@@ -101,13 +162,22 @@ class GraphWriter:
     def write_predictions(self, rows: Sequence[Mapping], model_tag: str, run_id: str,
                           written_at: datetime) -> None:
         """Upsert the image vertices of `rows`, then the classified_as edges of the rows
-        whose vertex was written. Rows that fail land in `failed`."""
-        vertices = [(row["uri"], image_vertex(row, model_tag, run_id, written_at))
-                    for row in rows]
-        self.stats.vertices += self._write(self._upsert_vertices, vertices)
-        edges = [(row["uri"], edge) for row in rows if row["uri"] not in self.failed
-                 for edge in classified_as_edges(row, model_tag, run_id, written_at)]
-        self.stats.edges += self._write(self._upsert_edges, edges)
+        whose vertex was written. Rows that fail land in `failed`. Once the writer has
+        stopped, nothing is sent, and the rows not written are not counted or put in
+        `failed` (nor are those that failed after the last success: the failure that stopped
+        the writer may have been theirs)."""
+        try:
+            vertices = [(row["uri"], image_vertex(row, model_tag, run_id, written_at))
+                        for row in rows]
+            self.stats.vertices += self._write(self._upsert_vertices, vertices)
+            edges = [(row["uri"], edge) for row in rows
+                     if row["uri"] not in self.failed and row["uri"] not in self._pending
+                     for edge in classified_as_edges(row, model_tag, run_id, written_at)]
+            self.stats.edges += self._write(self._upsert_edges, edges)
+        except WriterStopped:
+            self._pending.clear()
+            return
+        self._settle_failed()
         self.stats.rows_written += sum(1 for row in rows if row["uri"] not in self.failed)
 
     def _write(self, upsert: Upsert, owned: list[tuple[str, object]]) -> int:
@@ -115,38 +185,49 @@ class GraphWriter:
         by_id = {id(element): uri for uri, element in owned}
         written = 0
         for request in self._requests([element for _, element in owned]):
-            written += self._write_isolating(upsert, request, by_id)
+            written += self._write_isolating(upsert, request, by_id,
+                                             _SplitBudget(self.graph.max_split_requests))
         return written
 
-    def _write_isolating(self, upsert: Upsert, request: list, owner: dict[int, str]) -> int:
-        """Submit `request`; when the server rejects it as malformed, split it in halves until
-        the bad elements are alone, so only their rows fail."""
+    def _write_isolating(self, upsert: Upsert, request: list, owner: dict[int, str],
+                         budget: _SplitBudget) -> int:
+        """Submit `request`; when the server rejects it for its data, split it in halves (a
+        jittered pause of up to `retry_base_delay_s` before each, at most `budget` requests in
+        all) until the bad elements are alone, so only their rows fail. Rows of a request
+        that failed otherwise (retries spent), or that the budget left unsplit, fail."""
         try:
             self.submit(upsert, request)
             return len(request)
         except RequestFailed as failure:
-            if failure.recovery is Recovery.GIVE_UP and len(request) > 1:
+            isolating = failure.failure.recovery is Recovery.ISOLATE
+            if isolating and len(request) > 1 and budget.requests_left >= 2:
+                budget.requests_left -= 2
                 middle = len(request) // 2
-                return (self._write_isolating(upsert, request[:middle], owner)
-                        + self._write_isolating(upsert, request[middle:], owner))
+                written = 0
+                for half in (request[:middle], request[middle:]):
+                    self._sleep(self.policy.delay_s(1, self._rng))
+                    written += self._write_isolating(upsert, half, owner, budget)
+                return written
             uris = {owner[id(element)] for element in request}
             log.error("graph write failed for %d row(s): %s", len(uris), failure)
             for uri in uris - self.failed.keys():
-                self.failed[uri] = f"graph write failed: {failure}"
-                self.stats.failed_rows += 1
+                self._pending.setdefault(uri, f"graph write failed: {failure}")
             return 0
 
 
 def write_partition(rows: Iterable[Mapping], graph: GraphConfig, model_tag: str, run_id: str,
                     written_at: datetime, upserts_per_s: float = 0.0) -> GraphWriter:
     """Write one partition's prediction rows with its own connection, always closed, at most
-    `upserts_per_s` upserts a second (0: no limit); the writer holds the counts and the
-    failed rows."""
+    `upserts_per_s` upserts a second (0: no limit); the writer holds the counts, the failed
+    rows and, when a systematic failure stopped it, `stopped` (the rows after it are neither
+    written nor failed)."""
     connection = GremlinConnection(graph)
     writer = GraphWriter(connection, graph, upserts_per_s)
     try:
         for chunk in chunks(rows, graph.rows_per_flush):
             writer.write_predictions(chunk, model_tag, run_id, written_at)
+            if writer.stopped:
+                break
     finally:
         connection.close()
     return writer
