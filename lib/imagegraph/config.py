@@ -164,11 +164,14 @@ class RunConfig:
     """How a run is driven and judged: objects are processed in chunks of `objects_per_chunk`,
     each committed to the output before the next starts (what `--resume` picks up after);
     progress is logged every `progress_interval_s` seconds; the run fails (exit code 3) when
-    more than `max_failed_fraction` of the objects processed are dead-lettered."""
+    more than `max_failed_fraction` of the objects processed are dead-lettered. A run holds a
+    lease on its (output, model, shard) that lives `lease_ttl_s` seconds past each renewal
+    (every third of it): how long a run killed hard keeps the next one out (`run_lease`)."""
 
     objects_per_chunk: int = 100_000
     progress_interval_s: float = 30.0
     max_failed_fraction: float = 0.05
+    lease_ttl_s: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -191,7 +194,7 @@ _CHOICES = {"training.color_mode": ("grayscale", "rgb"),
             "spark.log_level": ("ALL", "DEBUG", "INFO", "WARN", "ERROR", "OFF")}
 _POSITIVE = {
     "s3.max_attempts", "input.read_threads", "inference.objects_per_partition",
-    "run.objects_per_chunk", "run.progress_interval_s",
+    "run.objects_per_chunk", "run.progress_interval_s", "run.lease_ttl_s",
     "inference.top_k", "inference.batch_size", "inference.arrow_batch_size",
     "inference.max_image_bytes", "inference.max_image_pixels", "graph.rows_per_flush",
     "graph.records_per_request", "graph.max_steps_per_request", "graph.max_attempts",

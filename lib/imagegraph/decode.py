@@ -9,6 +9,10 @@ an image whose header declares more than `max_pixels` pixels is not decoded. Pil
 on metadata (a PNG text chunk that inflates past `PngImagePlugin.MAX_TEXT_CHUNK`) and truncated
 data (`ImageFile.LOAD_TRUNCATED_IMAGES` stays False) turn into reasons, like any decoder error.
 
+A failure about the bytes is `UndecodableImage`, final: the same bytes fail the same way on any
+run. A worker short of memory is not the object's fault: an allocation that fails in Pillow,
+libjpeg-turbo, numpy or OpenCV is `DecoderOutOfMemory`, which a later run may not meet.
+
 Pillow reads every header (format, size, EXIF). The pixels of a YCbCr or grayscale JPEG, most
 of what a photo bucket holds, are decoded by libjpeg-turbo through `simplejpeg`, straight into
 the target colour space and scaled in the DCT; everything else, and any JPEG libjpeg-turbo
@@ -23,7 +27,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import simplejpeg
-from PIL import ExifTags, Image, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
 cv2.setNumThreads(1)  # resizes run on the reader threads; OpenCV's own pool would oversubscribe
 # Pillow's own bomb check is replaced by the configured `max_pixels` check in `decode_image`.
@@ -36,6 +40,8 @@ _HIGH_BIT_DEPTH_MODES = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I
                          "I": 65535.0, "F": 1.0}
 _TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations displayed rotated by 90 degrees
 _SNIFF_BYTES = 1024
+# How Pillow words a codec's allocation failure (IMAGING_CODEC_MEMORY): it raises OSError.
+_PILLOW_CODEC_OUT_OF_MEMORY = str(ImageFile._get_oserror(-9, encoder=False))
 
 
 class UndecodableImage(ValueError):
@@ -44,6 +50,30 @@ class UndecodableImage(ValueError):
     def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
+
+
+class DecoderOutOfMemory(Exception):
+    """Decoding failed for want of memory in the worker, not because of the bytes: a later
+    run may decode the same object. `reason` says so, for dead-letter."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """True for the ways the decoding libraries report a failed allocation: `MemoryError`
+    (Python, numpy, Pillow's image buffers, libjpeg-turbo), OpenCV's `cv2.error` with code
+    `StsNoMem`, and the `OSError` Pillow raises when a codec runs out of memory."""
+    if isinstance(exc, MemoryError):
+        return True
+    if isinstance(exc, cv2.error):
+        return getattr(exc, "code", None) == cv2.Error.StsNoMem
+    return isinstance(exc, OSError) and str(exc) == _PILLOW_CODEC_OUT_OF_MEMORY
+
+
+def _out_of_memory(exc: BaseException) -> DecoderOutOfMemory:
+    return DecoderOutOfMemory(f"out of memory while decoding: {type(exc).__name__}: {exc}")
 
 
 @dataclass(frozen=True)
@@ -69,7 +99,8 @@ def decode_image(data: bytes, height: int, width: int, channels: int,
 
     EXIF orientation is applied; palette, alpha, CMYK and 16-bit images are converted to 8-bit
     grayscale or RGB (alpha composited onto white); of an animated image, the first frame is
-    used. Raises `UndecodableImage` for empty, oversized, unrecognised or corrupt input.
+    used. Raises `UndecodableImage` for empty, oversized, unrecognised or corrupt input, and
+    `DecoderOutOfMemory` when an allocation fails (see `is_out_of_memory`).
     """
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels}")
@@ -82,6 +113,8 @@ def decode_image(data: bytes, height: int, width: int, channels: int,
     except UnidentifiedImageError:
         raise UndecodableImage(unrecognised_reason(data)) from None
     except Exception as exc:  # Pillow raises many types for malformed headers
+        if is_out_of_memory(exc):
+            raise _out_of_memory(exc) from None
         raise UndecodableImage(f"unreadable image header: {type(exc).__name__}: {exc}") from None
     stored_width, stored_height = image.size
     if stored_width * stored_height > max_pixels:
@@ -99,6 +132,8 @@ def decode_image(data: bytes, height: int, width: int, channels: int,
             pixels = _decode_with_pillow(image, channels, stored_target)
         pixels = _resize(_orient(pixels, orientation), height, width)
     except Exception as exc:  # truncated data, bad chunks, decoder errors
+        if is_out_of_memory(exc):
+            raise _out_of_memory(exc) from None
         raise UndecodableImage(f"corrupt or truncated {image_format} data: "
                                f"{type(exc).__name__}: {exc}") from None
     if transposed:

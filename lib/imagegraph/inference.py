@@ -18,7 +18,7 @@ from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import (ArrayType, BooleanType, FloatType, IntegerType, LongType,
                                StringType, StructField, StructType)
 
-from imagegraph.decode import UndecodableImage, decode_image
+from imagegraph.decode import DecoderOutOfMemory, UndecodableImage, decode_image
 from imagegraph.model_artifact import ModelMetadata
 from imagegraph.object_reader import ObjectUnreadable, ReaderSettings, read_object
 from imagegraph.progress import ProgressCounters
@@ -88,9 +88,9 @@ def prepare_object(uri: str, size: int | None, metadata: ModelMetadata,
         image = decode_image(data, metadata.input_height, metadata.input_width,
                              metadata.channels, settings.reader.max_bytes,
                              settings.max_image_pixels)
-    except UndecodableImage as exc:
+    except (UndecodableImage, DecoderOutOfMemory) as exc:
         row.update(status=STATUS_FAILED, stage=STAGE_DECODE, reason=exc.reason,
-                   retryable=False)
+                   retryable=isinstance(exc, DecoderOutOfMemory))
         return row, None
     row.update(width=image.width, height=image.height, format=image.format)
     return row, image.pixels

@@ -25,8 +25,8 @@ from pyspark.sql import functions as F
 
 from imagegraph import hadoop_fs
 from imagegraph.config import Config
-from imagegraph.graph.connection import with_resolved_region
 from imagegraph.errors import JobError
+from imagegraph.graph.connection import with_resolved_region
 from imagegraph.graph.load import count_run_images, load_predictions, write_model
 from imagegraph.inference import STATUS_OK, InferenceSettings, classify_images
 from imagegraph.model_artifact import ModelMetadata
@@ -36,6 +36,7 @@ from imagegraph.outputs import (committed_rows, done_uris, staging_uri, write_de
                                 write_predictions, write_report)
 from imagegraph.progress import ProgressCounters, ProgressLogger
 from imagegraph.report import RunReport
+from imagegraph.run_lease import RunLease, take_lease
 from imagegraph.selection import InputSource, Shard, select_objects
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ class _Run:
     report: RunReport
     started_at: datetime
     staging_uri: str
+    lease: RunLease
 
 
 def run_inference(spark: SparkSession, config: Config, source: InputSource, model_uri: str,
@@ -83,41 +85,53 @@ def run_inference(spark: SparkSession, config: Config, source: InputSource, mode
     if config.graph.enabled:  # the startup probe: writes as the workers will, or stops here
         _add_model_totals(report, config, metadata)
 
-    staging = staging_uri(output_uri, report.run_id)
-    select_objects(spark, source, config.input, config.s3, shard) \
-        .write.parquet(f"{staging}/selected")
-    selected = spark.read.parquet(f"{staging}/selected")  # listed once, never again
-    if resume:
-        done = done_uris(spark, output_uri, metadata.tag)
-        report.skipped_done = selected.join(done, "uri", "left_semi").count()
-        selected.join(done, "uri", "left_anti").write.parquet(f"{staging}/todo")
-        todo = spark.read.parquet(f"{staging}/todo")
-    else:
-        todo = selected
-    broadcast = spark.sparkContext.broadcast(model_files)
-    try:
-        report.listed = selected.count()
-        remaining = todo.count()
-        report.chunks = max(1, math.ceil(remaining / config.run.objects_per_chunk))
-        log.info("run %s: %d objects selected from %s%s, %d done before, %d to do in %d "
-                 "chunk(s), model %s", report.run_id, report.listed, source,
-                 f" (shard {shard})" if shard else "", report.skipped_done, remaining,
-                 report.chunks, metadata.tag)
-        run = _Run(config, metadata, broadcast, _settings(spark, config, metadata),
-                   ProgressCounters(spark.sparkContext), report, started_at, staging)
-        with ProgressLogger(run.counters, remaining, config.run.progress_interval_s):
-            for index in range(report.chunks if remaining else 0):
-                chunk = todo if report.chunks == 1 else \
-                    todo.where(F.pmod(F.xxhash64("uri"), F.lit(report.chunks)) == index)
-                _run_chunk(spark, run, chunk, index)
-    finally:
-        broadcast.unpersist()
-    _read_back(spark, config, report)
-    hadoop_fs.delete(spark, staging)
+    # one run per (output, model, shard) at a time, from before what is done is read
+    with take_lease(output_uri, metadata.tag, shard, report.run_id, config.run.lease_ttl_s,
+                    config.s3) as lease:
+        staging = staging_uri(output_uri, report.run_id)
+        todo = _stage_selection(spark, config, source, shard, resume, staging, report)
+        broadcast = spark.sparkContext.broadcast(model_files)
+        try:
+            remaining = todo.count()
+            report.chunks = max(1, math.ceil(remaining / config.run.objects_per_chunk))
+            log.info("run %s: %d objects selected from %s%s, %d done before, %d to do in %d "
+                     "chunk(s), model %s", report.run_id, report.listed, source,
+                     f" (shard {shard})" if shard else "", report.skipped_done, remaining,
+                     report.chunks, metadata.tag)
+            run = _Run(config, metadata, broadcast, _settings(spark, config, metadata),
+                       ProgressCounters(spark.sparkContext), report, started_at, staging,
+                       lease)
+            with ProgressLogger(run.counters, remaining, config.run.progress_interval_s):
+                for index in range(report.chunks if remaining else 0):
+                    chunk = todo if report.chunks == 1 else \
+                        todo.where(F.pmod(F.xxhash64("uri"), F.lit(report.chunks)) == index)
+                    _run_chunk(spark, run, chunk, index)
+        finally:
+            broadcast.unpersist()
+        _read_back(spark, config, report)
+        hadoop_fs.delete(spark, staging)
     report.elapsed_s = time.monotonic() - started
     log.info("run %s: report at %s", report.run_id,
              write_report(spark, output_uri, report.run_id, report.to_dict()))
     return report
+
+
+def _stage_selection(spark: SparkSession, config: Config, source: InputSource,
+                     shard: Shard | None, resume: bool, staging: str,
+                     report: RunReport) -> DataFrame:
+    """List the run's objects once into `staging` and, with `resume`, those left to do; count
+    the listed and (joined with earlier output, not subtracted) the skipped into `report`.
+    Returns the objects to do, read from the staged copy."""
+    select_objects(spark, source, config.input, config.s3, shard) \
+        .write.parquet(f"{staging}/selected")
+    selected = spark.read.parquet(f"{staging}/selected")  # listed once, never again
+    report.listed = selected.count()
+    if not resume:
+        return selected
+    done = done_uris(spark, report.output_uri, report.model)
+    report.skipped_done = selected.join(done, "uri", "left_semi").count()
+    selected.join(done, "uri", "left_anti").write.parquet(f"{staging}/todo")
+    return spark.read.parquet(f"{staging}/todo")
 
 
 def _settings(spark: SparkSession, config: Config, metadata: ModelMetadata) -> InferenceSettings:
@@ -181,6 +195,7 @@ def _run_chunk(spark: SparkSession, run: _Run, objects: DataFrame, index: int) -
             .select("uri", F.lit(STAGE_GRAPH).alias("stage"), "reason",
                     F.lit(True).alias("retryable"), "bytes", "model", "run_id"))
         predictions = predictions.join(failed, "uri", "left_anti")
+    run.lease.ensure_held()  # a run that lost its lease to another must not commit
     write_predictions(predictions, report.output_uri, report.run_id)
     write_dead_letters(dead_letters, report.output_uri, report.run_id, run.started_at)
 

@@ -165,8 +165,9 @@ def test_two_shards_one_killed_midway_and_resumed(spark, config, trained_model, 
                           MODEL_URI, f"{OUT}/sharded", shard=Shard(0, 2))
     assert first.listed == len(shard_uris[0]) and first.reconciles()
 
-    # shard 1 in its own process, killed once its first chunk is committed
-    killed = infer_process(endpoints, "--shard", "1/2")
+    # shard 1 in its own process, killed once its first chunk is committed; its lease (on a
+    # short lifetime here) stays behind and keeps the next run out until it expires
+    killed = infer_process(endpoints, "--shard", "1/2", "--set", "run.lease_ttl_s=3")
     deadline = time.monotonic() + 300
     while run_ids_with_predictions(s3) == {first.run_id}:
         assert killed.poll() is None, killed.stdout.read()
@@ -176,6 +177,7 @@ def test_two_shards_one_killed_midway_and_resumed(spark, config, trained_model, 
     killed.wait()
     killed_run = (run_ids_with_predictions(s3) - {first.run_id}).pop()
     assert all(report["run_id"] != killed_run for report in read_reports(s3))  # died unreported
+    time.sleep(5)
 
     resumed = run_inference(spark, config, InputSource(PREFIX, f"s3a://{BUCKET}/{PREFIX_KEY}"),
                             MODEL_URI, f"{OUT}/sharded", shard=Shard(1, 2), resume=True)

@@ -118,6 +118,7 @@ def test_new_cluster_runs_every_shard_of_a_backfill(aws, emr_package, capsys):
     for step in steps:
         assert step["Config"]["Jar"] == "command-runner.jar"
         assert step["ActionOnFailure"] == "CONTINUE"
+        assert "spark.yarn.maxAppAttempts=1" in step["Config"]["Args"]
         parsed = check_step({"Name": step["Name"], "HadoopJarStep": step["Config"]})
         assert parsed.resume is True
         assert parsed.inventory == "s3://inventory/images/config/manifest.json"

@@ -1,14 +1,21 @@
 import io
+import json
+import struct
+import subprocess
+import sys
+import zlib
 
+import cv2
 import numpy as np
 import pytest
 import simplejpeg
-from PIL import Image, ImageOps
+from PIL import Image, ImageFile, ImageOps
 
 import bad_images
 from bad_images import BLUE, RED, WHITE, Classified, DeadLettered
 
-from imagegraph.decode import UndecodableImage, decode_image, unrecognised_reason
+from imagegraph.decode import UndecodableImage, decode_image, is_out_of_memory, \
+    unrecognised_reason
 
 LIMITS = {"max_bytes": 10_000_000, "max_pixels": 50_000_000}
 CORPUS_BYTES, CORPUS_PIXELS = 100_000, 1_000_000
@@ -201,3 +208,100 @@ def test_pixel_limit_is_checked_before_decoding():
     with pytest.raises(UndecodableImage, match="image is 300x200 pixels, over the limit of 59999"):
         decode_image(data, 8, 8, 1, max_bytes=10**7, max_pixels=59_999)
 
+
+
+def blank_png(side: int) -> bytes:
+    """A valid all-black 8-bit grayscale PNG of side x side pixels, built a row at a time (a
+    few hundred kB for side**2 bytes of pixels)."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body +
+                struct.pack(">I", zlib.crc32(kind + body)))
+
+    deflate, row = zlib.compressobj(9), bytes(side + 1)  # filter byte 0, then the pixels
+    pixels = b"".join(deflate.compress(row) for _ in range(side)) + deflate.flush()
+    header = struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", pixels) +
+            chunk(b"IEND", b""))
+
+
+# Decodes the object at argv[1], first with decode_image, then as the UDF does
+# (prepare_object), after capping this process's address space at what it uses plus argv[2]
+# bytes (none: no cap); prints what each said.
+_DECODE_UNDER_MEMORY_CAP = """
+import json, resource, sys
+from imagegraph.config import S3Config
+from imagegraph.decode import DecoderOutOfMemory, UndecodableImage, decode_image
+from imagegraph.inference import InferenceSettings, prepare_object
+from imagegraph.model_artifact import ModelMetadata
+from imagegraph.object_reader import ReaderSettings
+
+path, headroom = sys.argv[1], sys.argv[2]
+metadata = ModelMetadata(name="m", version="1", input_height=8, input_width=8, channels=1,
+                         preprocessing="scale_0_1", classes=("a", "b"))
+settings = InferenceSettings(top_k=1, batch_size=1, max_image_pixels=10**9, threads=1,
+                             reader=ReaderSettings.from_config(S3Config(), 1, 10**8))
+data = open(path, "rb").read()
+if headroom != "none":
+    with open("/proc/self/status") as status:
+        used = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+    resource.setrlimit(resource.RLIMIT_AS, (used + int(headroom), resource.RLIM_INFINITY))
+try:
+    decoded = list(decode_image(data, 8, 8, 1, 10**8, 10**9).pixels.shape)
+except (UndecodableImage, DecoderOutOfMemory) as exc:
+    decoded = [type(exc).__name__, exc.reason]
+row, _ = prepare_object("file://" + path, None, metadata, settings)
+print(json.dumps({"decode_image": decoded,
+                  "prepare_object": [row[k] for k in ("status", "stage", "reason", "retryable")]}))
+"""
+
+
+def decode_under_memory_cap(path, headroom: int | None) -> dict:
+    result = subprocess.run([sys.executable, "-c", _DECODE_UNDER_MEMORY_CAP, str(path),
+                             str(headroom) if headroom else "none"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+def test_a_valid_image_in_a_worker_out_of_memory_is_dead_lettered_as_retryable(tmp_path):
+    """A real MemoryError: a 16384x16384 PNG (256 MiB of pixels) decoded in a process whose
+    address space is capped at 128 MiB over what it uses, so that Pillow cannot allocate the
+    image. The same bytes decode without the cap: the failure is the worker's, and a later
+    run may classify the object (`retryable`), unlike bytes that are bad."""
+    path = tmp_path / "large.png"
+    path.write_bytes(blank_png(16384))
+    assert decode_under_memory_cap(path, None) == {
+        "decode_image": [8, 8, 1], "prepare_object": ["ok", None, None, None]}
+    capped = decode_under_memory_cap(path, 128 * 2**20)
+    kind, reason = capped["decode_image"]
+    assert kind == "DecoderOutOfMemory"
+    assert reason.startswith("out of memory while decoding: MemoryError")
+    assert capped["prepare_object"][:2] == ["failed", "decode"]
+    assert capped["prepare_object"][2].startswith("out of memory while decoding: MemoryError")
+    assert capped["prepare_object"][3] is True
+
+
+def test_out_of_memory_as_each_decoding_library_reports_it():
+    """OpenCV's failed allocation is real (a resize to 1.6 GB with 256 MiB of address space
+    left, in a process of its own); Pillow's codec error is built by Pillow's own function."""
+    capped_resize = subprocess.run([sys.executable, "-c", """
+import resource, cv2, numpy as np
+from imagegraph.decode import is_out_of_memory
+with open("/proc/self/status") as status:
+    used = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
+resource.setrlimit(resource.RLIMIT_AS, (used + 2**28, resource.RLIM_INFINITY))
+try:
+    cv2.resize(np.zeros((10, 10), np.uint8), (40000, 40000))
+except cv2.error as exc:
+    print(exc.code, is_out_of_memory(exc))
+"""], capture_output=True, text=True, timeout=60)
+    assert capped_resize.stdout.split() == [str(cv2.Error.StsNoMem), "True"], \
+        capped_resize.stderr
+    assert is_out_of_memory(MemoryError())
+    assert is_out_of_memory(np.core._exceptions._ArrayMemoryError((10**12,), np.dtype("u1")))
+    assert is_out_of_memory(ImageFile._get_oserror(-9, encoder=False))  # a codec's malloc
+    assert not is_out_of_memory(ImageFile._get_oserror(-2, encoder=False))  # bad data
+    assert not is_out_of_memory(OSError("Truncated File Read"))
+    with pytest.raises(cv2.error) as resize_error:
+        cv2.resize(np.zeros((0, 0), np.uint8), (8, 8))  # an OpenCV error that is not memory
+    assert not is_out_of_memory(resize_error.value)

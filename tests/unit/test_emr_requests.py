@@ -13,7 +13,7 @@ from imagegraph.emr.requests import (build_plan, dumps, run_job_flow_request,
                                      serverless_submit_parameters, spark_defaults,
                                      start_job_run_requests)
 from imagegraph.emr.settings import load_settings
-from imagegraph.emr.templates import parse_job_args
+from imagegraph.emr.templates import parse_job_args, split_spark_submit
 from imagegraph.errors import JobError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -157,6 +157,7 @@ def test_start_job_run_request(tmp_path, emr_package):
     assert (parsed.input, parsed.model, parsed.output) == \
         (INFER["input"], INFER["model"], INFER["output"])
     assert driver["sparkSubmitParameters"].split() == [
+        "--conf", "spark.yarn.maxAppAttempts=1",
         "--conf", f"spark.archives={CODE}/imagegraph-env.tar.gz#environment",
         "--conf", "spark.emr-serverless.driverEnv.PYSPARK_DRIVER_PYTHON=./environment/bin/python",
         "--conf", "spark.emr-serverless.driverEnv.PYSPARK_PYTHON=./environment/bin/python",
@@ -167,6 +168,44 @@ def test_start_job_run_request(tmp_path, emr_package):
         {"classification": "spark-defaults", "properties": spark_defaults(configurations())}]
     assert overrides["monitoringConfiguration"] == {
         "s3MonitoringConfiguration": {"logUri": "s3://logs/serverless/"}}
+
+
+JOBS = {"train": [{"input": "s3://images/train/", "output": "s3://m/v1"}],
+        "infer": [INFER],
+        "backfill": [{"source_kind": "manifest", "source": "s3://m/list.csv", "shard": shard,
+                      "shards": 2, "model": "s3://m/v1", "output": "s3://out/"}
+                     for shard in range(2)]}
+
+
+def submitted_conf(options: list[str], key: str) -> str | None:
+    """The value spark-submit gives `key` from `options` (its last `--conf key=...`)."""
+    values = [options[index + 1].split("=", 1)[1] for index, option in enumerate(options)
+              if option == "--conf" and options[index + 1].startswith(key + "=")]
+    return values[-1] if values else None
+
+
+@pytest.mark.parametrize("python_env", ["archive", "bootstrap"])
+@pytest.mark.parametrize("job", sorted(JOBS))
+def test_yarn_never_starts_a_second_attempt_of_a_driver(tmp_path, emr_package, job, python_env):
+    """Cluster mode: YARN would rerun a driver that failed or was lost, as a new run of the
+    whole job. Every step of every launch says once, and so does a new cluster's
+    spark-defaults; EMR Serverless's retry policy says once."""
+    def build(target, resource_id=""):
+        return build_plan(settings(tmp_path, **{"package.python_env": python_env}), target,
+                          job, JOBS[job], [], "eu-west-1", resource_id)
+
+    cluster = build("cluster").requests[0]
+    running = build("steps", "j-ABC").requests[0]
+    steps = cluster["Steps"] + running["Steps"]
+    assert len(steps) == 2 * len(JOBS[job])
+    for step in steps:
+        options, _, _ = split_spark_submit(step["HadoopJarStep"]["Args"])
+        assert options[:2] == ["--deploy-mode", "cluster"]
+        assert submitted_conf(options, "spark.yarn.maxAppAttempts") == "1"
+    assert spark_defaults(cluster["Configurations"])["spark.yarn.maxAppAttempts"] == "1"
+    if python_env == "archive":  # EMR Serverless runs only the packed environment
+        for request in build("serverless", "00fabc").requests:
+            assert request["retryPolicy"] == {"maxAttempts": 1}
 
 
 def test_serverless_needs_the_archive_and_a_role(tmp_path, emr_package):

@@ -265,6 +265,7 @@ def start_job_run_requests(settings: LauncherSettings, application_id: str, step
                 "sparkSubmitParameters": serverless_submit_parameters(options)}},
             "configurationOverrides": overrides,
             "executionTimeoutMinutes": serverless.timeout_minutes,
+            "retryPolicy": {"maxAttempts": 1},  # never a second attempt (README "Run on EMR")
         })
     return requests
 

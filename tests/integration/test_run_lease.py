@@ -1,0 +1,231 @@
+"""One run per (output, model, shard) at a time.
+
+The leases on their own, on file:// and on moto's S3 server over HTTP (conditional writes):
+a second taker of a live lease or of an overlapping shard is refused, another shard of the
+same count is not; a lease left by a process killed with SIGKILL is taken over once expired;
+a holder stopped (SIGSTOP) past its lease's lifetime finds, when it resumes, that its renewal
+fails and leaves the new holder's lease alone.
+
+Then the job: a run of a shard whose reads are held at a proxy (so it is surely in the middle
+of its work) makes `jobs/infer.py` on the same shard exit 2 with one line naming it, while
+the other shard runs; a lease left by a killed run is taken over by the next run once expired.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import replace
+from urllib.parse import urlsplit
+
+import pytest
+
+import sample_images
+import services
+from s3_fault_proxy import S3FaultProxy
+from s3_objects import put_objects
+
+from imagegraph.errors import JobError
+from imagegraph.inference_job import run_inference
+from imagegraph.run_lease import take_lease
+from imagegraph.selection import PREFIX, InputSource, Shard, shard_of
+
+from conftest import MODEL_URI
+
+BUCKET = "imagegraph-leases"
+MODEL = "digits@v1"
+QUIET_LOG4J = services.ROOT / "conf" / "log4j2.properties"
+# Takes the lease on (argv[1], MODEL, shard 0/2) with a TTL of argv[2] seconds, as run
+# `holder-run`, and says so; then "kill": dies by SIGKILL, leaving the lease behind; "wait":
+# waits for a line on stdin (the test stops and resumes it meanwhile), gives its renewer a
+# turn, and says whether it still holds the lease before releasing it.
+_HOLDER = """
+import os, signal, sys, time
+from imagegraph.config import S3Config
+from imagegraph.run_lease import take_lease
+from imagegraph.selection import Shard
+
+output, ttl_s, action, endpoint, key, secret = sys.argv[1:7]
+s3 = S3Config(endpoint=endpoint, access_key=key, secret_key=secret, path_style_access=True)
+lease = take_lease(output, "%s", Shard(0, 2), "holder-run", float(ttl_s), s3)
+print("taken", flush=True)
+if action == "kill":
+    os.kill(os.getpid(), signal.SIGKILL)
+sys.stdin.readline()
+time.sleep(float(ttl_s))
+try:
+    lease.ensure_held()
+    print("held", flush=True)
+except Exception as exc:
+    print("lost:", exc, flush=True)
+lease.release()
+""" % MODEL
+
+
+@pytest.fixture(params=["file", "s3a", "s3"])
+def output(request, tmp_path) -> str:
+    """An output location of each kind a run writes to."""
+    if request.param == "file":
+        return (tmp_path / "results").as_uri()
+    s3 = request.getfixturevalue("s3")
+    put_objects(s3, BUCKET, "", {})
+    return f"{request.param}://{BUCKET}/{tmp_path.name}/results"
+
+
+def lease_files(output_uri: str, s3) -> dict[str, dict]:
+    """{file name: JSON body} of the leases of MODEL under `output_uri`."""
+    parts = urlsplit(f"{output_uri}/_leases/{MODEL}")
+    if parts.scheme == "file":
+        if not os.path.isdir(parts.path):
+            return {}
+        return {name: json.loads(open(os.path.join(parts.path, name)).read())
+                for name in os.listdir(parts.path) if name.endswith(".json")}
+    prefix = parts.path.lstrip("/") + "/"
+    listed = s3.list_objects_v2(Bucket=parts.netloc, Prefix=prefix).get("Contents", [])
+    return {item["Key"][len(prefix):]: json.loads(
+        s3.get_object(Bucket=parts.netloc, Key=item["Key"])["Body"].read())
+        for item in listed}
+
+
+def start_holder(output_uri: str, ttl_s: float, action: str, config) -> subprocess.Popen:
+    holder = subprocess.Popen(
+        [sys.executable, "-c", _HOLDER, output_uri, str(ttl_s), action, config.s3.endpoint,
+         config.s3.access_key, config.s3.secret_key],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "taken", holder.stderr.read()
+    return holder
+
+
+def test_a_live_lease_refuses_its_shard_and_overlapping_shards_only(output, config, s3):
+    first = take_lease(output, MODEL, Shard(0, 2), "first-run", 60.0, config.s3)
+    with pytest.raises(JobError) as refused:
+        take_lease(output, MODEL, Shard(0, 2), "second-run", 60.0, config.s3)
+    message = str(refused.value)
+    assert message.startswith("run first-run on ")
+    assert f"is processing shard 0/2 of {output} with {MODEL}: its lease {output}/_leases/" \
+           f"{MODEL}/0-of-2.json was renewed " in message
+    with pytest.raises(JobError, match="^run first-run on "):
+        take_lease(output, MODEL, None, "whole-run", 60.0, config.s3)
+    with pytest.raises(JobError, match="^run first-run on "):
+        take_lease(output, MODEL, Shard(2, 4), "shares-objects", 60.0, config.s3)
+    quarter_1 = take_lease(output, MODEL, Shard(1, 4), "quarter-1", 60.0, config.s3)
+    quarter_3 = take_lease(output, MODEL, Shard(3, 4), "quarter-3", 60.0, config.s3)
+    with pytest.raises(JobError, match="^run quarter-[13] on .* is processing shard [13]/4 "):
+        take_lease(output, MODEL, Shard(1, 2), "other-half", 60.0, config.s3)
+    other_model = take_lease(output, "digits@v2", Shard(0, 2), "other-model", 60.0, config.s3)
+    held = lease_files(output, s3)
+    assert {name: body["run_id"] for name, body in held.items()} == {
+        "0-of-2.json": "first-run", "1-of-4.json": "quarter-1", "3-of-4.json": "quarter-3"}
+    assert held["0-of-2.json"]["shard"] == "0/2" and held["0-of-2.json"]["ttl_s"] == 60.0
+    for lease in (first, quarter_1, quarter_3, other_model):
+        lease.release()
+    assert lease_files(output, s3) == {}
+    with take_lease(output, MODEL, Shard(0, 2), "after-release", 60.0, config.s3):
+        assert lease_files(output, s3)["0-of-2.json"]["run_id"] == "after-release"
+    assert lease_files(output, s3) == {}
+
+
+def test_a_lease_left_by_a_killed_run_is_taken_over_once_expired(output, config, s3):
+    holder = start_holder(output, 3.0, "kill", config)
+    assert holder.wait(30) == -signal.SIGKILL
+    with pytest.raises(JobError, match="^run holder-run on "):
+        take_lease(output, MODEL, Shard(0, 2), "too-early", 60.0, config.s3)
+    time.sleep(4.5)  # 3 s after its last renewal, on the store's clock of whole seconds
+    with take_lease(output, MODEL, Shard(0, 2), "next-run", 60.0, config.s3):
+        assert lease_files(output, s3)["0-of-2.json"]["run_id"] == "next-run"
+    assert lease_files(output, s3) == {}
+
+
+def test_a_holder_that_outlived_its_lease_cannot_renew_it_over_the_new_holder(output, config,
+                                                                              s3):
+    holder = start_holder(output, 2.0, "wait", config)
+    os.kill(holder.pid, signal.SIGSTOP)  # as a long pause of a driver would
+    try:
+        time.sleep(4.0)
+        new = take_lease(output, MODEL, Shard(0, 2), "new-holder", 60.0, config.s3)
+    finally:
+        os.kill(holder.pid, signal.SIGCONT)
+    out, err = holder.communicate("\n", timeout=30)
+    assert out.strip() == ("lost: run holder-run lost its lease "
+                           f"{output}/_leases/{MODEL}/0-of-2.json: another run took it over "
+                           "after it expired"), err
+    assert lease_files(output, s3)["0-of-2.json"]["run_id"] == "new-holder"
+    new.ensure_held()
+    new.release()
+    assert lease_files(output, s3) == {}
+
+
+# The job itself.
+
+def run_infer(env: dict, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(services.ROOT / "jobs" / "infer.py"),
+                           "--config", "conf/local.yaml", "--no-graph", *args],
+                          capture_output=True, text=True, timeout=300, cwd=services.ROOT,
+                          env={**os.environ, **env, "SPARK_LOCAL_IP": "127.0.0.1",
+                               "PYSPARK_SUBMIT_ARGS": f"--driver-java-options "
+                                                      f"-Dlog4j2.configurationFile={QUIET_LOG4J} "
+                                                      "pyspark-shell"})
+
+
+def test_a_second_run_of_a_shard_in_progress_exits_2_and_another_shard_runs(
+        spark, config, trained_model, s3, endpoints):
+    _, held_out = sample_images.digit_images(limit=48)
+    objects = dict(list(held_out.items())[:8])
+    put_objects(s3, BUCKET, "job/in/", objects)
+    in_shard_0 = sum(shard_of(f"s3://{BUCKET}/job/in/{key}", 2) == 0 for key in objects)
+    assert 0 < in_shard_0 < len(objects)
+    input_uri, output = f"s3a://{BUCKET}/job/in/", f"s3a://{BUCKET}/job/results"
+    job_args = ["--input", input_uri, "--model", MODEL_URI, "--output", output]
+    quiet = replace(config, graph=replace(config.graph, enabled=False))
+    outcome: dict = {}
+    with S3FaultProxy(config.s3.endpoint) as proxy:
+        proxy.hold()  # the first run's workers wait in their first object reads
+        first = threading.Thread(target=lambda: outcome.update(report=run_inference(
+            spark, replace(quiet, s3=replace(quiet.s3, endpoint=proxy.endpoint)),
+            InputSource(PREFIX, input_uri), MODEL_URI, output, shard=Shard(0, 2))))
+        first.start()
+        try:
+            deadline = time.monotonic() + 180
+            while not proxy.held and first.is_alive() and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert proxy.held, "the first run never reached its reads"
+            holder = lease_files(output, s3)["0-of-2.json"]
+
+            second = run_infer(endpoints.env(), *job_args, "--shard", "0/2")
+            assert second.returncode == 2, second.stderr
+            [line] = second.stderr.strip().splitlines()
+            assert line.startswith(
+                f"infer.py: error: run {holder['run_id']} on {holder['host']} "
+                f"(pid {os.getpid()}) is processing shard 0/2 of {output} with {MODEL}: its "
+                f"lease {output}/_leases/{MODEL}/0-of-2.json was renewed "), line
+            assert line.endswith(" run again once the lease has expired"), line
+            other = run_infer(endpoints.env(), *job_args, "--shard", "1/2")
+            assert other.returncode == 0, other.stderr
+            assert f"classified           {len(objects) - in_shard_0}\n" in other.stdout
+            still = lease_files(output, s3)["0-of-2.json"]  # renewed, by the first run only
+            assert (still["run_id"], still["started_at"]) == \
+                (holder["run_id"], holder["started_at"])
+        finally:
+            proxy.release()
+            first.join(300)
+    assert outcome["report"].classified == in_shard_0
+    assert lease_files(output, s3) == {}
+
+
+def test_the_next_run_takes_over_the_lease_of_a_killed_run(spark, config, trained_model, s3):
+    _, held_out = sample_images.digit_images(limit=12)
+    put_objects(s3, BUCKET, "takeover/in/", dict(list(held_out.items())[:2]))
+    output = f"s3a://{BUCKET}/takeover/results"
+    holder = start_holder(output, 3.0, "kill", config)
+    assert holder.wait(30) == -signal.SIGKILL
+    assert lease_files(output, s3)["0-of-2.json"]["run_id"] == "holder-run"
+    time.sleep(4.5)
+    quiet = replace(config, graph=replace(config.graph, enabled=False))
+    report = run_inference(spark, quiet, InputSource(PREFIX, f"s3a://{BUCKET}/takeover/in/"),
+                           MODEL_URI, output, shard=Shard(0, 2))
+    assert report.reconciles()
+    assert lease_files(output, s3) == {}
