@@ -261,8 +261,8 @@ class RunLease:
             self._body = body
         except LeaseConflict:
             self._lost = "another run took it over after it expired"
-            log.error("run %s: lease %s lost: %s; this run's later commits may overlap "
-                      "another run's", self._body["run_id"], self.uri, self._lost)
+            log.error("run %s: lease %s lost: %s; the run stops before its next commit",
+                      self._body["run_id"], self.uri, self._lost)
         except (BotoCoreError, ClientError, OSError) as exc:
             log.warning("run %s: could not renew lease %s (will try again): %s",
                         self._body["run_id"], self.uri, exc)
@@ -314,8 +314,8 @@ def take_lease(output_uri: str, model_tag: str, shard: Shard | None, run_id: str
         if isinstance(exc, (BotoCoreError, ClientError, OSError)):
             raise _unreachable(directory, exc) from None
         raise
-    log.info("run %s: holds lease %s (%.0f s, renewed every %.0f s)", run_id, lease.uri,
-             ttl_s, ttl_s / 3)
+    log.debug("run %s: holds lease %s (%.0f s, renewed every %.0f s)", run_id, lease.uri,
+              ttl_s, ttl_s / 3)
     return lease
 
 
