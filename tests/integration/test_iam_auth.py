@@ -16,7 +16,6 @@ from botocore.credentials import Credentials
 from sigv4_gate import MISMATCH, SigV4Gate
 
 from imagegraph.errors import JobError
-from imagegraph.graph.connection import remote_traversal
 from imagegraph.graph.load import write_model
 from imagegraph.graph.writer import write_partition
 from imagegraph.model_artifact import ModelMetadata
