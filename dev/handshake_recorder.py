@@ -1,6 +1,7 @@
 """A TCP relay that keeps the HTTP request head of every connection it relays: put in front
 of Gremlin Server, it shows the WebSocket handshakes a job sent (with their SigV4 headers),
-which Gremlin Server itself accepts without looking at them.
+which Gremlin Server itself accepts without looking at them. A subclass may refuse a
+connection by its request head (`refusal`) instead of relaying it.
 
     with HandshakeRecorder("127.0.0.1", gremlin_port) as recorder:
         ...  # connect to ws://127.0.0.1:{recorder.port}/gremlin
@@ -46,21 +47,32 @@ class HandshakeRecorder:
             client.settimeout(None)
             threading.Thread(target=self._relay, args=(client,), daemon=True).start()
 
+    def refusal(self, head: bytes) -> bytes | None:
+        """The HTTP response to send instead of relaying the connection whose request head is
+        `head`, or None to relay it (always, here; see `sigv4_gate.SigV4Gate`)."""
+        return None
+
     def _relay(self, client: socket.socket) -> None:
-        with client, socket.create_connection(self.upstream) as upstream:
+        with client:
             received = b""
             while b"\r\n\r\n" not in received:
                 chunk = client.recv(65536)
                 if not chunk:
                     return
                 received += chunk
+            head = received.split(b"\r\n\r\n", 1)[0]
             with self._lock:
-                self.heads.append(received.split(b"\r\n\r\n", 1)[0])
-            upstream.sendall(received)
-            back = threading.Thread(target=_pump, args=(upstream, client), daemon=True)
-            back.start()
-            _pump(client, upstream)
-            back.join()
+                self.heads.append(head)
+            response = self.refusal(head)
+            if response is not None:
+                client.sendall(response)
+                return
+            with socket.create_connection(self.upstream) as upstream:
+                upstream.sendall(received)
+                back = threading.Thread(target=_pump, args=(upstream, client), daemon=True)
+                back.start()
+                _pump(client, upstream)
+                back.join()
 
 
 def _pump(source: socket.socket, target: socket.socket) -> None:

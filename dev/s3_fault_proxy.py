@@ -4,6 +4,9 @@ moto's server cannot:
 - with `fail_every=k`, every k-th GET of an object is answered with 500 InternalError or 503
   SlowDown (alternately, starting with 500), with S3's XML error body, and never reaches the
   server;
+- with `key_statuses` ({'/bucket/key': status}), every GET of a chosen object is answered with
+  its status (403 AccessDenied, 404 NoSuchKey, 500 InternalError, 503 SlowDown) and S3's XML
+  error body, and never reaches the server; the mapping may be replaced while the proxy runs;
 - while `hold()` is in effect, GETs of objects wait (a stalled read) until `release()`.
 
 Every other request is passed through unchanged.
@@ -11,6 +14,7 @@ Every other request is passed through unchanged.
     with S3FaultProxy("http://127.0.0.1:9090", fail_every=4) as proxy:
         ...  # point the s3a endpoint at proxy.endpoint
     proxy.injected   # {500: n, 503: m}
+    proxy.gets       # {'/bucket/key': GETs seen}
 
 Deterministic (a counter, not a random draw), threaded, standard library only. Path-style
 requests only (`/bucket/key`), as the local configuration uses.
@@ -21,12 +25,15 @@ import http.client
 import threading
 from collections import Counter
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from urllib.parse import urlsplit
+from typing import Mapping
+from urllib.parse import unquote, urlsplit
 
 HOST = "127.0.0.1"
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te",
                "trailer", "upgrade", "expect"}
 _ERRORS = {
+    403: ("AccessDenied", "Access Denied"),
+    404: ("NoSuchKey", "The specified key does not exist."),
     500: ("InternalError", "We encountered an internal error. Please try again."),
     503: ("SlowDown", "Please reduce your request rate."),
 }
@@ -47,16 +54,21 @@ def is_object_get(method: str, target: str) -> bool:
 
 class S3FaultProxy:
     """Listens on a free port of HOST; `endpoint` is its URL; `injected` counts the faults
-    by status, `object_gets` every object GET it saw (failed or passed) and `held` the GETs
-    waiting for `release()` right now."""
+    by status, `object_gets` every object GET it saw (failed or passed), `gets` them by object
+    path (unquoted), and `held` the GETs waiting for `release()` right now."""
 
-    def __init__(self, upstream: str, fail_every: int | None = None):
+    def __init__(self, upstream: str, fail_every: int | None = None,
+                 key_statuses: Mapping[str, int] | None = None):
         if fail_every is not None and fail_every < 2:
             raise ValueError("fail_every must be 2 or more, or no read would ever succeed")
         parts = urlsplit(upstream)
         self.upstream = (parts.hostname, parts.port or 80)
         self.fail_every = fail_every
+        self.key_statuses = dict(key_statuses or {})
+        if set(self.key_statuses.values()) - set(_ERRORS):
+            raise ValueError(f"statuses must be among {sorted(_ERRORS)}")
         self.injected: Counter = Counter()
+        self.gets: Counter = Counter()
         self.object_gets = 0
         self.held = 0
         self._lock = threading.Lock()
@@ -89,6 +101,11 @@ class S3FaultProxy:
         with self._lock:
             self.held -= 1
             self.object_gets += 1
+            path = unquote(urlsplit(target).path)
+            self.gets[path] += 1
+            if path in self.key_statuses:
+                self.injected[self.key_statuses[path]] += 1
+                return self.key_statuses[path]
             if self.fail_every is None or self.object_gets % self.fail_every:
                 return None
             status = 500 if sum(self.injected.values()) % 2 == 0 else 503

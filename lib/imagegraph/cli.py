@@ -176,6 +176,10 @@ def setup_logging(level: str) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     for noisy in ("py4j", "aiohttp", "petastorm", "absl"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # botocore logs each request's headers at DEBUG, Authorization (the access key id) included:
+    # the driver's S3 listings and lease writes would put them in the job's log
+    for chatty in ("botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(chatty).setLevel(logging.INFO)
     # gremlinpython logs every error response at ERROR; the graph writer classifies and
     # reports each failure itself (graph.writer, graph.retry)
     logging.getLogger("gremlinpython").setLevel(logging.CRITICAL)

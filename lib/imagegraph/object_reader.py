@@ -64,7 +64,8 @@ def s3_client(settings: ReaderSettings):
                 aws_access_key_id=settings.access_key or None,
                 aws_secret_access_key=settings.secret_key or None,
                 config=BotoConfig(
-                    retries={"mode": "standard", "max_attempts": settings.max_attempts},
+                    retries={"mode": "standard",
+                             "total_max_attempts": settings.max_attempts},
                     max_pool_connections=settings.threads,
                     s3={"addressing_style": "path" if settings.path_style_access else "auto"}))
         return _clients[settings]

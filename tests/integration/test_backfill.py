@@ -17,6 +17,8 @@ from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from urllib.parse import quote_plus
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from gremlin_python.process.graph_traversal import __
 
@@ -119,6 +121,81 @@ def test_prefix_manifest_and_inventory_give_the_same_graph(spark, config, traine
     assert len(edges) == 36 * 3 and uri(SPACED_KEY) in images
     assert snapshots[1] == snapshots[0] and snapshots[2] == snapshots[0]
 
+
+SMALL_KEY = "backfill-small/"  # a second, small prefix for the Parquet sources
+
+
+def put_parquet(s3, key: str, table: pa.Table) -> str:
+    """Put `table` as one Parquet file at s3://BUCKET/key; returns its s3a:// URI."""
+    data = io.BytesIO()
+    pq.write_table(table, data)
+    s3.put_object(Bucket=BUCKET, Key=key, Body=data.getvalue())
+    return f"s3a://{BUCKET}/{key}"
+
+
+def put_parquet_inventory(s3, listed: dict) -> str:
+    """An S3 Inventory report in Parquet as AWS writes it (keys not URL-encoded, typed
+    columns), from `listed` ({key: list_objects_v2 entry}), plus a delete marker and an older
+    version to leave out."""
+    keys = sorted(listed)
+    rows = {"bucket": [BUCKET] * (len(keys) + 2),
+            "key": keys + [SMALL_KEY + "deleted.png", SMALL_KEY + "old-version.png"],
+            "version_id": ["v1"] * (len(keys) + 2),
+            "is_latest": [True] * len(keys) + [True, False],
+            "is_delete_marker": [False] * len(keys) + [True, False],
+            "size": [listed[k]["Size"] for k in keys] + [None, 9],
+            "last_modified_date": [listed[k]["LastModified"] for k in keys]
+            + [None, datetime(2020, 1, 1, tzinfo=timezone.utc)]}
+    data_key = f"inventory/{BUCKET}/small/data/part-0.parquet"
+    put_parquet(s3, data_key, pa.table(rows))
+    body = s3.get_object(Bucket=BUCKET, Key=data_key)["Body"].read()
+    manifest = {"sourceBucket": BUCKET, "destinationBucket": f"arn:aws:s3:::{BUCKET}",
+                "version": "2016-11-30", "fileFormat": "Parquet",
+                "fileSchema": "message s3.inventory { required binary bucket (STRING); ... }",
+                "files": [{"key": data_key, "size": len(body),
+                           "MD5checksum": hashlib.md5(body).hexdigest()}]}
+    key = f"inventory/{BUCKET}/small/2026-12-01T01-00Z/manifest.json"
+    s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(manifest).encode())
+    return f"s3a://{BUCKET}/{key}"
+
+
+def test_parquet_manifest_inventory_and_uri_column_give_the_same_graph(
+        spark, config, trained_model, s3, graph):
+    """Six objects (a digit under a key with a space and a plus, a truncated JPEG): a prefix
+    listing, a Parquet manifest (bucket, key, size), a Parquet S3 Inventory report and CSV and
+    Parquet manifests with a `uri` column (s3a:// URIs, made canonical) give the same graph."""
+    digits, _ = sample_images.digit_images(limit=12)
+    small = {**dict(sorted(digits.items())[:4]), SPACED_KEY: next(iter(digits.values())),
+             **sample_images.corrupt_image()}
+    put_objects(s3, BUCKET, SMALL_KEY, small)
+    listed = {o["Key"]: o for o in
+              s3.list_objects_v2(Bucket=BUCKET, Prefix=SMALL_KEY)["Contents"]}
+    keys = sorted(listed)
+    uris = [f"s3a://{BUCKET}/{key}" for key in keys]
+    uri_csv = "uri\n" + "".join(f'"{u}"\n' for u in uris)
+    s3.put_object(Bucket=BUCKET, Key="manifests/small-uri.csv", Body=uri_csv.encode())
+    sources = [
+        InputSource(PREFIX, f"s3a://{BUCKET}/{SMALL_KEY}"),
+        InputSource(MANIFEST, put_parquet(s3, "manifests/small.parquet", pa.table({
+            "bucket": [BUCKET] * len(keys), "key": keys,
+            "size": [listed[k]["Size"] for k in keys]}))),
+        InputSource(INVENTORY, put_parquet_inventory(s3, listed)),
+        InputSource(MANIFEST, f"s3a://{BUCKET}/manifests/small-uri.csv"),
+        InputSource(MANIFEST, put_parquet(s3, "manifests/small-uri.parquet",
+                                          pa.table({"uri": uris}))),
+    ]
+    snapshots = []
+    for index, source in enumerate(sources):
+        graph.V().drop().iterate()
+        report = run_inference(spark, config, source, MODEL_URI, f"{OUT}/small-{index}")
+        assert (report.listed, report.graph_written, report.dead_lettered) == (6, 5, 1), source
+        assert report.reconciles(), report.disagreements()
+        snapshots.append(graph_snapshot(graph))
+    images, edges = snapshots[0]
+    assert images == sorted(f"s3://{BUCKET}/{SMALL_KEY}{key}" for key in small
+                            if key != sample_images.CORRUPT_KEY)
+    assert len(edges) == 5 * 3
+    assert all(snapshot == snapshots[0] for snapshot in snapshots[1:])
 
 def test_modified_filters_select_by_time(spark, config, trained_model, objects):
     future = (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()

@@ -1,0 +1,29 @@
+"""How the workers' reader maps S3's error answers, over HTTP: dev/s3_fault_proxy.py answers
+chosen keys with S3's status and XML error body (nothing behind it is reached), and
+`read_object` must raise the documented `ObjectUnreadable` after exactly the documented tries."""
+from __future__ import annotations
+
+import pytest
+
+from s3_fault_proxy import S3FaultProxy
+
+from imagegraph.object_reader import ObjectUnreadable, ReaderSettings, read_object
+
+UNREACHABLE = "http://127.0.0.1:9"  # the proxy answers every chosen key itself
+
+
+@pytest.mark.parametrize("status, reason, retryable, tries", [
+    (404, "object not found", False, 1),
+    (403, "access denied", False, 1),
+    (503, "read failed: SlowDown", True, 2),
+    (500, "read failed: InternalError", True, 2),
+])
+def test_error_answers_become_dead_letter_reasons(status, reason, retryable, tries):
+    with S3FaultProxy(UNREACHABLE, key_statuses={"/b/in/k.png": status}) as proxy:
+        settings = ReaderSettings(endpoint=proxy.endpoint, region="us-east-1",
+                                  path_style_access=True, max_attempts=2, threads=1,
+                                  max_bytes=1000, access_key="a", secret_key="b")
+        with pytest.raises(ObjectUnreadable) as raised:
+            read_object("s3://b/in/k.png", None, settings)
+    assert (raised.value.reason, raised.value.retryable) == (reason, retryable)
+    assert proxy.gets == {"/b/in/k.png": tries}  # s3.max_attempts counts tries, not retries
