@@ -180,9 +180,6 @@ def setup_logging(level: str) -> None:
     # the driver's S3 listings and lease writes would put them in the job's log
     for chatty in ("botocore", "boto3", "urllib3", "s3transfer"):
         logging.getLogger(chatty).setLevel(logging.INFO)
-    # gremlinpython logs every error response at ERROR; the graph writer classifies and
-    # reports each failure itself (graph.writer, graph.retry)
-    logging.getLogger("gremlinpython").setLevel(logging.CRITICAL)
 
 
 def run_job(name: str, body: Callable[[], int]) -> int:

@@ -8,6 +8,7 @@ failed connection never holds the one-connection pool (the next submit opens a n
 """
 from __future__ import annotations
 
+import logging
 from contextlib import contextmanager
 from dataclasses import replace
 from typing import Iterator
@@ -26,6 +27,10 @@ from imagegraph.config import GraphConfig
 from imagegraph.errors import JobError
 from imagegraph.graph.auth import (default_chain_credentials, resolve_region,
                                    signed_handshake_headers, uses_iam)
+
+# gremlinpython logs every error response, stack trace included, at ERROR, in the driver and in
+# every executor's Python worker; the graph writer classifies and reports each failure itself.
+logging.getLogger("gremlinpython").setLevel(logging.CRITICAL)
 
 
 class HandshakeRejected(Exception):
