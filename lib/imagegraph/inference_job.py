@@ -121,10 +121,15 @@ def _stage_selection(spark: SparkSession, config: Config, source: InputSource,
                      report: RunReport) -> DataFrame:
     """List the run's objects once into `staging` and, with `resume`, those left to do; count
     the listed and (joined with earlier output, not subtracted) the skipped into `report`.
-    Returns the objects to do, read from the staged copy."""
+    Returns the objects to do, read from the staged copy; `JobError` when a source row names
+    no object."""
     select_objects(spark, source, config.input, config.s3, shard) \
         .write.parquet(f"{staging}/selected")
     selected = spark.read.parquet(f"{staging}/selected")  # listed once, never again
+    unnamed = selected.where(F.col("uri").isNull()).count()
+    if unnamed:  # a manifest row without uri, bucket or key: no object to read or dead-letter
+        raise JobError(f"{source}: {unnamed} row(s) name no object (no uri, or no bucket or "
+                       f"key); fix or remove them and run again")
     report.listed = selected.count()
     if not resume:
         return selected

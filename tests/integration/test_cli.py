@@ -7,6 +7,7 @@ starts at all (no event log)."""
 import os
 import subprocess
 import sys
+from dataclasses import replace
 
 import pytest
 
@@ -16,7 +17,7 @@ from s3_objects import put_objects
 
 from imagegraph.errors import JobError
 from imagegraph.inference_job import run_inference
-from imagegraph.selection import PREFIX, InputSource
+from imagegraph.selection import MANIFEST, PREFIX, InputSource
 
 from conftest import BUCKET, MODEL_URI
 
@@ -186,3 +187,18 @@ def test_too_many_dead_letters_exit_3_with_the_report_written(endpoints, dataset
         "(run.max_failed_fraction)")
     reports = s3.list_objects_v2(Bucket=BUCKET, Prefix="cli-threshold/_reports/")["Contents"]
     assert len(reports) == 1 and reports[0]["Key"].endswith(".json")
+
+
+def test_a_manifest_row_without_a_key_stops_the_run_with_one_line(spark, config, trained_model,
+                                                                  s3):
+    """A row with a bucket and no key names no object: nothing to read, nothing to dead-letter
+    under a URI. The run stops with one line counting such rows (it used to fail a task on the
+    null URI, then the job)."""
+    s3.put_object(Bucket=BUCKET, Key="manifests/keyless.csv",
+                  Body=f"bucket,key\n{BUCKET},cli-in/a.png\n{BUCKET},\n".encode())
+    no_graph = replace(config, graph=replace(config.graph, enabled=False))
+    with pytest.raises(JobError, match=r"^manifest s3a://imagegraph-test/manifests/keyless.csv: "
+                                       r"1 row\(s\) name no object"):
+        run_inference(spark, no_graph,
+                      InputSource(MANIFEST, f"s3a://{BUCKET}/manifests/keyless.csv"), MODEL_URI,
+                      f"s3a://{BUCKET}/cli-out/keyless")
