@@ -45,6 +45,17 @@ def test_png_to_grayscale(photo):
     assert image.format == "PNG"
 
 
+def test_grayscale_is_the_luma_of_all_three_channels(photo):
+    """At its own size (no resampling) a PNG's grayscale pixels are Pillow's ITU-R 601-2 luma,
+    L = (299 R + 587 G + 114 B) / 1000: pure red, green and blue are 76, 150 and 29, not one
+    channel of them."""
+    primaries = Image.fromarray(np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255]]], np.uint8))
+    image = decode_image(bad_images.encode(primaries, "PNG"), 1, 3, 1, **LIMITS)
+    assert image.pixels[0, :, 0].tolist() == [76, 150, 29]
+    gray = decode_image(bad_images.encode(photo, "PNG"), 512, 512, 1, **LIMITS).pixels
+    assert np.array_equal(gray[:, :, 0], np.asarray(photo.convert("L")))
+
+
 def test_transparent_pixels_become_white():
     rgba = Image.new("RGBA", (8, 8), (255, 0, 0, 0))
     image = decode_image(bad_images.encode(rgba, "PNG"), 8, 8, 3, **LIMITS)
@@ -204,9 +215,14 @@ def test_byte_limit_is_checked_before_opening():
 
 
 def test_pixel_limit_is_checked_before_decoding():
-    data = bad_images.encode(Image.new("L", (300, 200)), "PNG")
+    """A PNG whose header declares 300x200 pixels and holds no pixel data: checked before
+    decoding, it is over the limit; decoded first, it would be corrupt."""
+    whole = bad_images.encode(Image.new("L", (300, 200)), "PNG")
+    header_only = whole[:33] + whole[-12:]  # signature, IHDR, IEND: no IDAT
     with pytest.raises(UndecodableImage, match="image is 300x200 pixels, over the limit of 59999"):
-        decode_image(data, 8, 8, 1, max_bytes=10**7, max_pixels=59_999)
+        decode_image(header_only, 8, 8, 1, max_bytes=10**7, max_pixels=59_999)
+    with pytest.raises(UndecodableImage, match="corrupt or truncated PNG data"):
+        decode_image(header_only, 8, 8, 1, max_bytes=10**7, max_pixels=60_000)
 
 
 
