@@ -97,3 +97,22 @@ def test_progress_line():
     assert progress_line(0, 10, 0, 5.0) == (
         "0/10 objects (0.0%), 0.0 images/s, time left unknown, 0 dead-lettered")
     assert progress_line(10, 100_000, 0, 1.0).endswith("about 2h 46m left, 0 dead-lettered")
+
+
+def test_pacer_pause_doubles_on_throttling_and_halves_away_on_success():
+    clock = FakeClock()
+    pacer = Pacer(0.0, clock, clock.sleep)       # defaults: pauses of 0.5 s to 20 s
+    pauses = []
+    for _ in range(8):
+        pacer.slow_down()
+        pauses.append(pacer.pause_s)
+    assert pauses == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 20.0, 20.0]
+    pacer.pause_s = 1.0
+    pacer.speed_up()
+    assert pacer.pause_s == 0.5                  # still at least the smallest pause
+    pacer.speed_up()
+    assert pacer.pause_s == 0.0                  # below it: dropped
+    pacer.slow_down()
+    pacer.wait(100)
+    pacer.wait(100)                              # without a rate, only the pause is waited
+    assert clock.slept == [0.5, 0.5]
