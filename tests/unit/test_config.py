@@ -156,3 +156,13 @@ def test_non_ascii_config_is_read_as_utf_8(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_bytes("input:\n  glob: 'фото-*.jpg'\n".encode("utf-8"))
     assert load_config(str(path)).input.glob == "фото-*.jpg"
+
+
+def test_times_are_read_as_utc():
+    from datetime import datetime, timezone
+    from imagegraph.config import parse_time
+    expected = datetime(2026, 1, 31, tzinfo=timezone.utc)
+    assert parse_time("2026-01-31T00:00:00Z") == expected
+    assert parse_time("2026-01-31T02:00:00+02:00") == expected
+    assert parse_time("2026-01-31") == expected
+    assert parse_time("2026-01-31T02:00:00+02:00").tzinfo is timezone.utc

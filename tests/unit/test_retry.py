@@ -450,3 +450,14 @@ GRAPH = GraphConfig(endpoint="wss://db:8182/gremlin", failover_budget_s=90.0)
 ])
 def test_each_stop_line_is_exactly_what_to_fix(failure, kwargs, line):
     assert stop_line(failure, GRAPH, **kwargs) == line
+
+
+def test_a_wait_that_ends_exactly_at_the_failover_budget_is_taken():
+    class Ceiling(random.Random):
+        def uniform(self, low, high):
+            return high
+    policy = RetryPolicy(max_attempts=8, base_delay_s=0.5, max_delay_s=20.0,
+                         failover_budget_s=10.0)
+    lost = Failure(R.RECONNECT, "OSError", "OSError: down")
+    assert policy.next_delay_s(lost, 3, 8.0, Ceiling()) == 2.0      # 8 + 2 == 10
+    assert policy.next_delay_s(lost, 3, 8.5, Ceiling()) is None

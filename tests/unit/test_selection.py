@@ -116,3 +116,10 @@ def test_pacer_pause_doubles_on_throttling_and_halves_away_on_success():
     pacer.wait(100)
     pacer.wait(100)                              # without a rate, only the pause is waited
     assert clock.slept == [0.5, 0.5]
+
+
+def test_an_input_source_is_named_by_its_uri_and_kind():
+    from imagegraph.selection import INVENTORY, MANIFEST, PREFIX, InputSource
+    assert str(InputSource(PREFIX, "s3://b/in/")) == "s3://b/in/"
+    assert str(InputSource(MANIFEST, "s3://b/m.csv")) == "manifest s3://b/m.csv"
+    assert str(InputSource(INVENTORY, "s3://b/manifest.json")) == "inventory s3://b/manifest.json"
