@@ -321,3 +321,95 @@ except cv2.error as exc:
     with pytest.raises(cv2.error) as resize_error:
         cv2.resize(np.zeros((0, 0), np.uint8), (8, 8))  # an OpenCV error that is not memory
     assert not is_out_of_memory(resize_error.value)
+
+
+def test_the_channel_count_and_the_byte_limit_bounds():
+    data = bad_images.encode(Image.new("L", (4, 4)), "PNG")
+    with pytest.raises(ValueError, match="^channels must be 1 or 3, got 2$"):
+        decode_image(data, 4, 4, 2, **LIMITS)
+    assert decode_image(data, 4, 4, 1, max_bytes=len(data), max_pixels=16).width == 4
+
+
+@pytest.mark.parametrize("mode, values, gray", [
+    ("F", [-1.0, 0.5, 2.0, 1.004], [0, 128, 255, 255]),         # clipped to 0..255
+    ("I;16", [0, 25700, 51400, 65535], [0, 100, 200, 255]),      # 255 / 65535 a level
+    ("LA", [(0, 128), (0, 0), (0, 255), (200, 255)], [127, 255, 0, 200]),  # on white
+])
+def test_high_bit_depth_and_alpha_levels(mode, values, gray):
+    """Decoded at its own size: each level exactly (TIFF keeps F and I;16, PNG keeps LA)."""
+    image = Image.new(mode, (4, 1))
+    image.putdata(values)
+    data = bad_images.encode(image, "PNG" if mode == "LA" else "TIFF")
+    assert decode_image(data, 1, 4, 1, **LIMITS).pixels[0, :, 0].tolist() == gray
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"hello\xff", "unrecognised image format (this job reads BMP, GIF, JPEG, PNG, TIFF, WEBP)"),
+    (b"abc" + b"\x00" * 1021, "unrecognised image format (this job reads BMP, GIF, JPEG, PNG, "
+                              "TIFF, WEBP)"),
+    (b"a" * 1020 + b"\x00bcd", "unrecognised image format (this job reads BMP, GIF, JPEG, PNG, "
+                               "TIFF, WEBP)"),
+    (b"a" * 1022 + "é".encode(), "not an image: text"),   # cut inside its last character
+    (b"<!DOCTYPE html><p>Not found</p>", "not an image: HTML document"),
+])
+def test_what_unrecognised_bytes_look_like(data, reason):
+    assert unrecognised_reason(data) == reason
+
+
+@pytest.mark.parametrize("stored, target, orientation, decoded", [
+    ((512, 256), (256, 128), 1, [(256, 512)]),   # (width, height); target (height, width)
+    ((512, 256), (256, 128), 6, [(128, 256)]),   # displayed turned: 256 wide, 512 high
+    ((512, 512), (64, 256), 1, [(256, 256)]),    # the wider side decides
+])
+def test_jpeg_dct_scale_follows_the_displayed_target(monkeypatch, stored, target, orientation,
+                                                      decoded):
+    sizes = []
+    decode_jpeg = simplejpeg.decode_jpeg
+
+    def recording(*args, **kwargs):
+        pixels = decode_jpeg(*args, **kwargs)
+        sizes.append(pixels.shape[:2])
+        return pixels
+
+    monkeypatch.setattr(simplejpeg, "decode_jpeg", recording)
+    exif = Image.Exif()
+    exif[bad_images.ORIENTATION] = orientation
+    data = bad_images.encode(Image.new("RGB", stored, (200, 30, 30)), "JPEG",
+                             exif=exif.tobytes())
+    image = decode_image(data, *target, 3, **LIMITS)
+    assert sizes == decoded and image.pixels.shape == (*target, 3)
+
+
+def test_libjpeg_turbo_decodes_grayscale_jpegs_and_only_jpegs(monkeypatch):
+    colourspaces = []
+    decode_jpeg = simplejpeg.decode_jpeg
+
+    def recording(data, **kwargs):
+        colourspaces.append(kwargs["colorspace"])
+        return decode_jpeg(data, **kwargs)
+
+    monkeypatch.setattr(simplejpeg, "decode_jpeg", recording)
+    gray = Image.new("L", (16, 16), 90)
+    for fmt in ("PNG", "BMP", "TIFF"):
+        decode_image(bad_images.encode(gray, fmt), 8, 8, 1, **LIMITS)
+    assert colourspaces == []
+    decode_image(bad_images.encode(gray, "JPEG"), 8, 8, 1, **LIMITS)
+    decode_image(bad_images.encode(gray, "JPEG"), 8, 8, 3, **LIMITS)
+    assert colourspaces == ["GRAY", "RGB"]
+
+
+def test_an_allocation_failure_is_out_of_memory_not_the_objects_fault(monkeypatch):
+    from imagegraph import decode
+    data = bad_images.encode(Image.new("RGB", (16, 16)), "PNG")
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError("cannot allocate")
+
+    monkeypatch.setattr(decode, "_resize", no_memory)
+    with pytest.raises(decode.DecoderOutOfMemory) as error:
+        decode_image(data, 8, 8, 3, **LIMITS)
+    assert error.value.reason == "out of memory while decoding: MemoryError: cannot allocate"
+    monkeypatch.setattr(Image, "open", no_memory)
+    with pytest.raises(decode.DecoderOutOfMemory) as error:
+        decode_image(data, 8, 8, 3, **LIMITS)
+    assert error.value.reason == "out of memory while decoding: MemoryError: cannot allocate"
