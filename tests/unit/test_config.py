@@ -166,3 +166,16 @@ def test_times_are_read_as_utc():
     assert parse_time("2026-01-31T02:00:00+02:00") == expected
     assert parse_time("2026-01-31") == expected
     assert parse_time("2026-01-31T02:00:00+02:00").tzinfo is timezone.utc
+
+
+def test_a_time_without_zone_is_utc_whatever_the_machines_zone(monkeypatch):
+    import time
+    from datetime import datetime, timezone
+    from imagegraph.config import parse_time
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        assert parse_time("2026-01-31T00:00:00") == datetime(2026, 1, 31, tzinfo=timezone.utc)
+    finally:
+        monkeypatch.undo()
+        time.tzset()

@@ -185,3 +185,23 @@ def test_step_counts_are_those_of_the_traversals_built():
     for elements, upsert in (([_owning(1, ()), plain], upsert_vertices_coalesce),
                              ([edge, edge], upsert_edges_coalesce)):
         assert _step_count(upsert(elements)) == 1 + sum(coalesce_steps(e) for e in elements)
+
+
+def test_pack_fills_a_request_to_exactly_its_record_budget():
+    elements = [vertex(n, 11) for n in range(4)]          # 12 records each
+    assert [len(r) for r in pack(elements, 48, 1500, "merge")] == [4]
+    assert [len(r) for r in pack(elements, 47, 1500, "merge")] == [3, 1]
+
+
+def test_merge_requests_do_not_grow_in_steps_but_one_over_the_budget_goes_alone():
+    from imagegraph.graph.traversals import merge_request_steps
+    elements = [vertex(n, 2) for n in range(2000)]
+    budget = merge_request_steps(elements[0])             # 9 + 4 * 2
+    assert [len(r) for r in pack(elements, 10**6, budget, "merge")] == [2000]
+    assert [len(r) for r in pack(elements[:3], 10**6, budget - 1, "merge")] == [1, 1, 1]
+
+
+def test_vertices_and_edges_never_share_a_request():
+    v = VertexRecord("a", "image", {"k": 1})
+    e = EdgeRecord("e", "classified_as", "a", "b", {"k": 1})
+    assert pack([v, e], 200, 1500, "merge") == [[v], [e]]
