@@ -128,8 +128,9 @@ def test_jpeg_that_libjpeg_turbo_warns_about_still_decodes_through_pillow(photo)
     padded = data[:after_jfif] + b"\x12\x34" + data[after_jfif:]
     with pytest.raises(ValueError, match="extraneous bytes"):
         simplejpeg.decode_jpeg(padded, strict=True)
-    assert np.array_equal(decode_image(padded, 32, 32, 3, **LIMITS).pixels,
-                          decode_image(data, 32, 32, 3, **LIMITS).pixels)
+    for target, channels in (((32, 32), 3), ((24, 40), 3), ((24, 40), 1), ((130, 20), 1)):
+        assert np.array_equal(decode_image(padded, *target, channels, **LIMITS).pixels,
+                              decode_image(data, *target, channels, **LIMITS).pixels)
 
 
 def test_shrinking_averages_pixels_instead_of_skipping_them():
@@ -409,6 +410,7 @@ def test_an_allocation_failure_is_out_of_memory_not_the_objects_fault(monkeypatc
     with pytest.raises(decode.DecoderOutOfMemory) as error:
         decode_image(data, 8, 8, 3, **LIMITS)
     assert error.value.reason == "out of memory while decoding: MemoryError: cannot allocate"
+    assert str(error.value) == error.value.reason
     monkeypatch.setattr(Image, "open", no_memory)
     with pytest.raises(decode.DecoderOutOfMemory) as error:
         decode_image(data, 8, 8, 3, **LIMITS)

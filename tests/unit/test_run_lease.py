@@ -52,3 +52,9 @@ def test_an_unreadable_lease_names_no_run_and_a_refusal_says_whose_lease_it_is()
         "still run: yarn application -kill) and run again once the lease has expired")
     whole = _refusal("u", StoredLease({**body, "shard": ""}, "v", 0.0))
     assert "is processing every shard of s3://b/out" in whole
+
+
+def test_an_unreachable_lease_store_is_named_with_the_error():
+    from imagegraph.run_lease import _unreachable
+    assert str(_unreachable("s3://b/out/_leases/m@1", TimeoutError("read timed out"))) == (
+        "cannot take the run's lease under s3://b/out/_leases/m@1: TimeoutError: read timed out")
