@@ -415,3 +415,12 @@ def test_an_allocation_failure_is_out_of_memory_not_the_objects_fault(monkeypatc
     with pytest.raises(decode.DecoderOutOfMemory) as error:
         decode_image(data, 8, 8, 3, **LIMITS)
     assert error.value.reason == "out of memory while decoding: MemoryError: cannot allocate"
+
+
+def test_shrinking_by_a_power_of_two_is_a_box_average():
+    """Halving until the target is a mean over whole 8x8 blocks of noise, as an area resize
+    is (within rounding); one bilinear resize would read 2x2 of each 8x8 block."""
+    noise = np.random.default_rng(7).integers(0, 256, (64, 64), dtype=np.uint8)
+    image = decode_image(bad_images.encode(Image.fromarray(noise), "PNG"), 8, 8, 1, **LIMITS)
+    area = cv2.resize(noise, (8, 8), interpolation=cv2.INTER_AREA)
+    assert np.abs(image.pixels[:, :, 0].astype(int) - area).max() <= 2
