@@ -117,7 +117,7 @@ def run_mutmut() -> None:
     earlier run would ignore the tests added since."""
     shutil.rmtree(WORK / "mutants", ignore_errors=True)
     subprocess.run([sys.executable, "-m", "mutmut", "run", "--max-children", "1"], cwd=WORK,
-                   check=False)
+                   check=True)  # mutmut fails when the unit tests fail without a mutant
 
 
 def read_score() -> Score:
