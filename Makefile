@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYSPARK_JARS = $(shell ls -d $(VENV)/lib/python3*/site-packages/pyspark/jars 2>/dev/null)
 
-.PHONY: install jars toxiproxy package services-up services-down demo test unit integration bench clean
+.PHONY: install jars toxiproxy package services-up services-down demo test unit integration mutation bench clean
 
 install: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt requirements-dev.txt setup.py
@@ -65,6 +65,11 @@ unit: $(VENV)/.installed
 
 integration: build/.jars build/bin/toxiproxy-server
 	$(PY) -m pytest tests/integration
+
+# Mutation testing of the pure modules against the unit tests (dev/mutation.py): score and
+# surviving mutants to build/mutation/results.txt and docs/TESTING.md. Not part of `make test`.
+mutation: $(VENV)/.installed
+	$(PY) dev/mutation.py
 
 bench: build/.jars
 	$(PY) benchmarks/writer_bench.py

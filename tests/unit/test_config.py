@@ -74,3 +74,108 @@ def test_iam_auth_on_and_off_as_the_readme_writes_them(tmp_path, word):
     assert load_config(None, dict([parse_override(f"graph.iam_auth={word}")])).graph.iam_auth \
         == word
     assert load_config(write(tmp_path, f"graph:\n  iam_auth: {word}\n")).graph.iam_auth == word
+
+
+def _value(dotted: str, value):
+    section, key = dotted.split(".")
+    return getattr(getattr(load_config(None, {dotted: value}), section), key)
+
+
+@pytest.mark.parametrize("dotted, accepted, refused, message", [
+    ("inference.partitions", (0, 7), (-1,), "must be 0 (automatic) or more, got -1"),
+    ("graph.max_concurrent_writers", (0,), (-1,), "must be 0 (automatic) or more, got -1"),
+    ("graph.max_upserts_per_s", (0, 0.5), (-1,), "must be 0 (automatic) or more, got -1.0"),
+    ("s3.retry_limit", (0, 20), (-1, 21), "must be between 0 and 20, got {}"),
+    ("s3.sdk_max_retries", (0, 20), (-1, 21), "must be between 0 and 20, got {}"),
+    ("s3.throttle_retry_limit", (0, 20), (-1, 21), "must be between 0 and 20, got {}"),
+    ("training.holdout_percent", (1, 90), (0, 91), "must be between 1 and 90, got {}"),
+    ("run.max_failed_fraction", (0, 1), (-0.01, 1.01), "must be between 0 and 1, got {}"),
+    ("graph.max_attempts", (1,), (0, -2), "must be greater than 0, got {}"),
+    ("s3.retry_interval_s", (0.001,), (0, -1), "must be greater than 0, got {}.0"),
+    ("graph.upsert_style", ("merge", "coalesce"), ("Merge",),
+     "must be one of merge, coalesce, got 'Merge'"),
+    ("input.modified_after", ("", "2026-01-31T00:00:00Z"), ("yesterday",),
+     "must be an ISO-8601 time such as 2026-01-31T00:00:00Z, got 'yesterday'"),
+    ("input.modified_before", ("2026-01-31",), ("31/01/2026",),
+     "must be an ISO-8601 time such as 2026-01-31T00:00:00Z, got '31/01/2026'"),
+])
+def test_each_range_accepts_its_bounds_and_refuses_past_them(dotted, accepted, refused,
+                                                             message):
+    for value in accepted:
+        assert _value(dotted, value) == value
+    for value in refused:
+        with pytest.raises(JobError) as error:
+            load_config(None, {dotted: value})
+        assert str(error.value) == f"<defaults>: {dotted} {message.format(value)}"
+
+
+def test_values_are_converted_to_the_declared_type_or_refused_by_name():
+    assert _value("input.glob", 5) == "5" and _value("input.glob", 2.5) == "2.5"
+    assert type(_value("s3.retry_interval_s", 1)) is float
+    assert _value("graph.iam_auth", True) == "on" and _value("graph.iam_auth", False) == "off"
+    with pytest.raises(JobError) as error:
+        load_config(None, {"graph.enabled": 1})
+    assert str(error.value) == "<defaults>: graph.enabled must be bool, got int 1"
+    with pytest.raises(JobError) as error:
+        load_config(None, {"graph.max_attempts": True})
+    assert str(error.value) == "<defaults>: graph.max_attempts must be int, got bool True"
+    with pytest.raises(JobError) as error:
+        load_config(None, {"input.glob": None})
+    assert str(error.value) == "<defaults>: input.glob has no value"
+
+
+def test_override_and_section_errors_name_the_key(tmp_path):
+    with pytest.raises(JobError) as error:
+        load_config(None, {"graph": 3})
+    assert str(error.value) == "override 'graph': expected SECTION.KEY"
+    with pytest.raises(JobError) as error:
+        load_config(None, {"run.lease_ttl_s.x": 3})
+    assert str(error.value).startswith("<defaults>: unknown key run.lease_ttl_s.x (known in "
+                                       "this section: ")
+    assert "lease_ttl_s, max_failed_fraction, " in str(error.value)
+    path = write(tmp_path, "graph: 3\n")
+    with pytest.raises(JobError) as error:
+        load_config(path, {"graph.enabled": False})
+    assert str(error.value) == f"{path}: graph must be a mapping"
+    path = write(tmp_path, "- 1\n")
+    with pytest.raises(JobError) as error:
+        load_config(path)
+    assert str(error.value) == f"config file {path}: expected a mapping of sections at the top"
+
+
+def test_parse_override_splits_at_the_first_equals_sign_and_keeps_an_empty_value():
+    assert parse_override("input.glob=a=b") == ("input.glob", "a=b")
+    assert parse_override(" input.glob =") == ("input.glob", "")
+
+
+def test_a_set_variable_wins_over_its_default():
+    assert expand_environment("${SET:-default}", {"SET": "value"}) == "value"
+
+
+def test_non_ascii_config_is_read_as_utf_8(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_bytes("input:\n  glob: 'фото-*.jpg'\n".encode("utf-8"))
+    assert load_config(str(path)).input.glob == "фото-*.jpg"
+
+
+def test_times_are_read_as_utc():
+    from datetime import datetime, timezone
+    from imagegraph.config import parse_time
+    expected = datetime(2026, 1, 31, tzinfo=timezone.utc)
+    assert parse_time("2026-01-31T00:00:00Z") == expected
+    assert parse_time("2026-01-31T02:00:00+02:00") == expected
+    assert parse_time("2026-01-31") == expected
+    assert parse_time("2026-01-31T02:00:00+02:00").tzinfo is timezone.utc
+
+
+def test_a_time_without_zone_is_utc_whatever_the_machines_zone(monkeypatch):
+    import time
+    from datetime import datetime, timezone
+    from imagegraph.config import parse_time
+    monkeypatch.setenv("TZ", "Asia/Tokyo")
+    time.tzset()
+    try:
+        assert parse_time("2026-01-31T00:00:00") == datetime(2026, 1, 31, tzinfo=timezone.utc)
+    finally:
+        monkeypatch.undo()
+        time.tzset()

@@ -45,6 +45,17 @@ def test_png_to_grayscale(photo):
     assert image.format == "PNG"
 
 
+def test_grayscale_is_the_luma_of_all_three_channels(photo):
+    """At its own size (no resampling) a PNG's grayscale pixels are Pillow's ITU-R 601-2 luma,
+    L = (299 R + 587 G + 114 B) / 1000: pure red, green and blue are 76, 150 and 29, not one
+    channel of them."""
+    primaries = Image.fromarray(np.array([[[255, 0, 0], [0, 255, 0], [0, 0, 255]]], np.uint8))
+    image = decode_image(bad_images.encode(primaries, "PNG"), 1, 3, 1, **LIMITS)
+    assert image.pixels[0, :, 0].tolist() == [76, 150, 29]
+    gray = decode_image(bad_images.encode(photo, "PNG"), 512, 512, 1, **LIMITS).pixels
+    assert np.array_equal(gray[:, :, 0], np.asarray(photo.convert("L")))
+
+
 def test_transparent_pixels_become_white():
     rgba = Image.new("RGBA", (8, 8), (255, 0, 0, 0))
     image = decode_image(bad_images.encode(rgba, "PNG"), 8, 8, 3, **LIMITS)
@@ -117,8 +128,9 @@ def test_jpeg_that_libjpeg_turbo_warns_about_still_decodes_through_pillow(photo)
     padded = data[:after_jfif] + b"\x12\x34" + data[after_jfif:]
     with pytest.raises(ValueError, match="extraneous bytes"):
         simplejpeg.decode_jpeg(padded, strict=True)
-    assert np.array_equal(decode_image(padded, 32, 32, 3, **LIMITS).pixels,
-                          decode_image(data, 32, 32, 3, **LIMITS).pixels)
+    for target, channels in (((32, 32), 3), ((24, 40), 3), ((24, 40), 1), ((130, 20), 1)):
+        assert np.array_equal(decode_image(padded, *target, channels, **LIMITS).pixels,
+                              decode_image(data, *target, channels, **LIMITS).pixels)
 
 
 def test_shrinking_averages_pixels_instead_of_skipping_them():
@@ -204,9 +216,14 @@ def test_byte_limit_is_checked_before_opening():
 
 
 def test_pixel_limit_is_checked_before_decoding():
-    data = bad_images.encode(Image.new("L", (300, 200)), "PNG")
+    """A PNG whose header declares 300x200 pixels and holds no pixel data: checked before
+    decoding, it is over the limit; decoded first, it would be corrupt."""
+    whole = bad_images.encode(Image.new("L", (300, 200)), "PNG")
+    header_only = whole[:33] + whole[-12:]  # signature, IHDR, IEND: no IDAT
     with pytest.raises(UndecodableImage, match="image is 300x200 pixels, over the limit of 59999"):
-        decode_image(data, 8, 8, 1, max_bytes=10**7, max_pixels=59_999)
+        decode_image(header_only, 8, 8, 1, max_bytes=10**7, max_pixels=59_999)
+    with pytest.raises(UndecodableImage, match="corrupt or truncated PNG data"):
+        decode_image(header_only, 8, 8, 1, max_bytes=10**7, max_pixels=60_000)
 
 
 
@@ -305,3 +322,105 @@ except cv2.error as exc:
     with pytest.raises(cv2.error) as resize_error:
         cv2.resize(np.zeros((0, 0), np.uint8), (8, 8))  # an OpenCV error that is not memory
     assert not is_out_of_memory(resize_error.value)
+
+
+def test_the_channel_count_and_the_byte_limit_bounds():
+    data = bad_images.encode(Image.new("L", (4, 4)), "PNG")
+    with pytest.raises(ValueError, match="^channels must be 1 or 3, got 2$"):
+        decode_image(data, 4, 4, 2, **LIMITS)
+    assert decode_image(data, 4, 4, 1, max_bytes=len(data), max_pixels=16).width == 4
+
+
+@pytest.mark.parametrize("mode, values, gray", [
+    ("F", [-1.0, 0.5, 2.0, 1.004], [0, 128, 255, 255]),         # clipped to 0..255
+    ("I;16", [0, 25700, 51400, 65535], [0, 100, 200, 255]),      # 255 / 65535 a level
+    ("LA", [(0, 128), (0, 0), (0, 255), (200, 255)], [127, 255, 0, 200]),  # on white
+])
+def test_high_bit_depth_and_alpha_levels(mode, values, gray):
+    """Decoded at its own size: each level exactly (TIFF keeps F and I;16, PNG keeps LA)."""
+    image = Image.new(mode, (4, 1))
+    image.putdata(values)
+    data = bad_images.encode(image, "PNG" if mode == "LA" else "TIFF")
+    assert decode_image(data, 1, 4, 1, **LIMITS).pixels[0, :, 0].tolist() == gray
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"hello\xff", "unrecognised image format (this job reads BMP, GIF, JPEG, PNG, TIFF, WEBP)"),
+    (b"abc" + b"\x00" * 1021, "unrecognised image format (this job reads BMP, GIF, JPEG, PNG, "
+                              "TIFF, WEBP)"),
+    (b"a" * 1020 + b"\x00bcd", "unrecognised image format (this job reads BMP, GIF, JPEG, PNG, "
+                               "TIFF, WEBP)"),
+    (b"a" * 1022 + "é".encode(), "not an image: text"),   # cut inside its last character
+    (b"<!DOCTYPE html><p>Not found</p>", "not an image: HTML document"),
+])
+def test_what_unrecognised_bytes_look_like(data, reason):
+    assert unrecognised_reason(data) == reason
+
+
+@pytest.mark.parametrize("stored, target, orientation, decoded", [
+    ((512, 256), (256, 128), 1, [(256, 512)]),   # (width, height); target (height, width)
+    ((512, 256), (256, 128), 6, [(128, 256)]),   # displayed turned: 256 wide, 512 high
+    ((512, 512), (64, 256), 1, [(256, 256)]),    # the wider side decides
+])
+def test_jpeg_dct_scale_follows_the_displayed_target(monkeypatch, stored, target, orientation,
+                                                      decoded):
+    sizes = []
+    decode_jpeg = simplejpeg.decode_jpeg
+
+    def recording(*args, **kwargs):
+        pixels = decode_jpeg(*args, **kwargs)
+        sizes.append(pixels.shape[:2])
+        return pixels
+
+    monkeypatch.setattr(simplejpeg, "decode_jpeg", recording)
+    exif = Image.Exif()
+    exif[bad_images.ORIENTATION] = orientation
+    data = bad_images.encode(Image.new("RGB", stored, (200, 30, 30)), "JPEG",
+                             exif=exif.tobytes())
+    image = decode_image(data, *target, 3, **LIMITS)
+    assert sizes == decoded and image.pixels.shape == (*target, 3)
+
+
+def test_libjpeg_turbo_decodes_grayscale_jpegs_and_only_jpegs(monkeypatch):
+    colourspaces = []
+    decode_jpeg = simplejpeg.decode_jpeg
+
+    def recording(data, **kwargs):
+        colourspaces.append(kwargs["colorspace"])
+        return decode_jpeg(data, **kwargs)
+
+    monkeypatch.setattr(simplejpeg, "decode_jpeg", recording)
+    gray = Image.new("L", (16, 16), 90)
+    for fmt in ("PNG", "BMP", "TIFF"):
+        decode_image(bad_images.encode(gray, fmt), 8, 8, 1, **LIMITS)
+    assert colourspaces == []
+    decode_image(bad_images.encode(gray, "JPEG"), 8, 8, 1, **LIMITS)
+    decode_image(bad_images.encode(gray, "JPEG"), 8, 8, 3, **LIMITS)
+    assert colourspaces == ["GRAY", "RGB"]
+
+
+def test_an_allocation_failure_is_out_of_memory_not_the_objects_fault(monkeypatch):
+    from imagegraph import decode
+    data = bad_images.encode(Image.new("RGB", (16, 16)), "PNG")
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError("cannot allocate")
+
+    monkeypatch.setattr(decode, "_resize", no_memory)
+    with pytest.raises(decode.DecoderOutOfMemory) as error:
+        decode_image(data, 8, 8, 3, **LIMITS)
+    assert error.value.reason == "out of memory while decoding: MemoryError: cannot allocate"
+    assert str(error.value) == error.value.reason
+    monkeypatch.setattr(Image, "open", no_memory)
+    with pytest.raises(decode.DecoderOutOfMemory) as error:
+        decode_image(data, 8, 8, 3, **LIMITS)
+    assert error.value.reason == "out of memory while decoding: MemoryError: cannot allocate"
+
+
+def test_shrinking_by_a_power_of_two_is_a_box_average():
+    """Halving until the target is a mean over whole 8x8 blocks of noise, as an area resize
+    is (within rounding); one bilinear resize would read 2x2 of each 8x8 block."""
+    noise = np.random.default_rng(7).integers(0, 256, (64, 64), dtype=np.uint8)
+    image = decode_image(bad_images.encode(Image.fromarray(noise), "PNG"), 8, 8, 1, **LIMITS)
+    area = cv2.resize(noise, (8, 8), interpolation=cv2.INTER_AREA)
+    assert np.abs(image.pixels[:, :, 0].astype(int) - area).max() <= 2

@@ -44,3 +44,27 @@ def test_image_vertex_owns_exactly_its_top_k_edges_of_its_model():
     assert vertex.owned_edges.model == "digits@v1"
     assert vertex.owned_edges.keep == tuple(
         e.id for e in classified_as_edges(ROW, "digits@v1", "run-1", AT))
+
+
+def test_every_record_is_exactly_the_graph_model():
+    """Whole records, labels and property names included: they are the graph's schema."""
+    from imagegraph.graph.elements import EdgeRecord, OwnedEdges, VertexRecord
+    vertices, edges = model_elements(METADATA)
+    assert vertices[1:] == [VertexRecord(f"class:{n}", "class", {"name": n}) for n in "012"]
+    assert vertices[0].label == "model"
+    assert edges == [EdgeRecord(f"model:digits@v1|has_class|class:{n}", "has_class",
+                                "model:digits@v1", f"class:{n}") for n in "012"]
+    keep = ("s3://b/in/x.png|digits@v1|2", "s3://b/in/x.png|digits@v1|0")
+    assert image_vertex(ROW, "digits@v1", "run-1", AT) == VertexRecord(
+        "s3://b/in/x.png", "image",
+        {"uri": "s3://b/in/x.png", "bucket": "b", "key": "in/x.png", "bytes": 123, "width": 32,
+         "height": 30, "format": "PNG", "sha256": "ab" * 32, "model": "digits@v1",
+         "run_id": "run-1", "updated_at": AT},
+        OwnedEdges("classified_as", "digits@v1", keep))
+    assert classified_as_edges(ROW, "digits@v1", "run-1", AT) == [
+        EdgeRecord(keep[0], "classified_as", "s3://b/in/x.png", "class:2",
+                   {"score": 0.9, "rank": 1, "model": "digits@v1", "run_id": "run-1",
+                    "inferred_at": AT}),
+        EdgeRecord(keep[1], "classified_as", "s3://b/in/x.png", "class:0",
+                   {"score": 0.05, "rank": 2, "model": "digits@v1", "run_id": "run-1",
+                    "inferred_at": AT})]

@@ -82,3 +82,9 @@ def test_folder_markers_are_not_objects_but_keys_ending_in_slash_with_bytes_are(
     assert not listing.keeps("photos/", 0)
     assert listing.keeps("photos/", 5)
     assert listing.keeps("empty.jpg", 0)  # zero bytes: listed, then dead-lettered as empty
+
+
+def test_the_scheme_is_only_what_precedes_the_first_separator():
+    assert scheme_of("s3://b/a://b.jpg") == "s3"
+    assert scheme_of("S3A://b/k") == "s3a"
+    assert scheme_of("/local/a://b") == ""

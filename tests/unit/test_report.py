@@ -67,3 +67,27 @@ def test_graph_off_counts_predictions_as_written():
 
 def test_nothing_processed_is_not_a_failure():
     assert report(listed=5, skipped_done=5).failed_fraction == 0.0
+
+
+def test_summary_lines_and_json_word_for_word():
+    done = reconciled(shard="1/4", resume=True, dead_lettered_by_reason={
+        "empty object (0 bytes)": 2, "graph write failed": 1}, elapsed_s=4.0, chunks=2)
+    assert done.summary_lines() == [
+        "run r: s3://b/in/, shard 1/4 -> out with m@1",
+        "  objects listed       12",
+        "  skipped as done      2",
+        "  classified           8",
+        "  dead-lettered        3",
+        "         2  empty object (0 bytes)",
+        "         1  graph write failed",
+        "  written to graph     7 images (0 vertices, 0 edges, 0 requests, 0 retries); 7 read "
+        "back",
+        "  elapsed              4.0 s (2.5 images/s, 2 chunk(s))",
+        "  reconciled           yes: listed 12 = written 7 + dead-lettered 3 + skipped 2"]
+    assert report(listed=0).summary_lines()[:3] == [
+        "run r: s3://b/in/ -> out with m@1", "  objects listed       0",
+        "  skipped as done      0 (no --resume)"]
+    derived = {key: value for key, value in done.to_dict().items()
+               if key not in {f for f in done.__dataclass_fields__}}
+    assert derived == {"written": 7, "dead_lettered": 3, "failed_fraction": 0.3,
+                       "reconciled": True, "disagreements": []}

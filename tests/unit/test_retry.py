@@ -8,8 +8,8 @@ from gremlin_python.driver.protocol import GremlinServerError
 
 from imagegraph.config import GraphConfig
 from imagegraph.graph.connection import HandshakeRejected
-from imagegraph.graph.retry import (NEPTUNE_ERRORS, TINKERPOP_STATUS, Recovery, RetryPolicy,
-                                    classify)
+from imagegraph.graph.retry import (NEPTUNE_ERRORS, TINKERPOP_STATUS, Failure, Recovery,
+                                    RetryPolicy, classify, neptune_error_body, stop_line)
 from imagegraph.graph.writer import GraphWriter, RequestFailed, WriterStopped
 
 R = Recovery
@@ -365,3 +365,99 @@ def test_split_requests_are_capped():
     assert len(connection.requests) == 1 + 1 + 4
     assert sorted(writer.failed) == [f"s3://b/img{n}.png" for n in (4, 5, 6, 7)]
     assert writer.stopped == ""
+
+
+@pytest.mark.parametrize("error, failure", [
+    (ConnectionRefusedError(111, "refused"),
+     Failure(R.RECONNECT, "ConnectionRefusedError", "ConnectionRefusedError: [Errno 111] refused")),
+    (RuntimeError("Connection was closed by server."),
+     Failure(R.RECONNECT, "ConnectionClosed", "RuntimeError: Connection was closed by server.")),
+    (RuntimeError("event loop is running"),
+     Failure(R.ISOLATE, "RuntimeError", "RuntimeError: event loop is running")),
+    (ValueError("stream closed"), Failure(R.ISOLATE, "ValueError", "ValueError: stream closed")),
+    (HandshakeRejected(429, "Too Many Requests"),
+     Failure(R.THROTTLE, "HTTP 429 at handshake",
+             "HTTP 429 Too Many Requests at the WebSocket handshake")),
+    (HandshakeRejected(500, "Internal Server Error"),
+     Failure(R.RECONNECT, "HTTP 500 at handshake",
+             "HTTP 500 Internal Server Error at the WebSocket handshake")),
+    (HandshakeRejected(499, "Client Closed"),
+     Failure(R.STOP, "HTTP 499 at handshake", "HTTP 499 Client Closed at the WebSocket handshake")),
+    (server_error(555, "odd"), Failure(R.ISOLATE, "555", "555 555: odd")),
+    (GremlinServerError({"code": 500, "message": None, "attributes": {}}),
+     Failure(R.ISOLATE, "SERVER_ERROR", "500 SERVER_ERROR:")),
+    (server_error(500, "write conflict in the row's data"),
+     Failure(R.ISOLATE, "SERVER_ERROR", "500 SERVER_ERROR: write conflict in the row's data")),
+    (server_error(500, json.dumps({"code": "ThrottlingException", "requestId": "r"})),
+     Failure(R.THROTTLE, "ThrottlingException", "ThrottlingException:")),
+])
+def test_each_failure_is_exactly_classified(error, failure):
+    """Recovery, cause and the whole message."""
+    assert classify(error) == failure
+
+
+def test_an_aiohttp_error_that_is_no_os_error_reconnects():
+    import aiohttp
+    error = aiohttp.ServerDisconnectedError("gone")
+    assert not isinstance(error, OSError)
+    assert classify(error) == Failure(R.RECONNECT, "ServerDisconnectedError",
+                                      "ServerDisconnectedError: gone")
+
+
+def test_neptune_error_body_is_the_whole_json_object():
+    body = {"code": "BadRequestException", "detailedMessage": "bad {value}", "requestId": "r"}
+    assert neptune_error_body(f"  {json.dumps(body)} ") == body
+    assert neptune_error_body('{"code": 5}') is None
+    assert neptune_error_body("no body") is None
+
+
+def test_long_messages_are_cut_to_300_characters():
+    assert classify(ValueError("x" * 288)).message == "ValueError: " + "x" * 288  # 300
+    cut = classify(ValueError("x" * 289)).message
+    assert cut == "ValueError: " + "x" * 287 + "…" and len(cut) == 300
+
+
+GRAPH = GraphConfig(endpoint="wss://db:8182/gremlin", failover_budget_s=90.0)
+
+
+@pytest.mark.parametrize("failure, kwargs, line", [
+    (Failure(R.WRITER_MOVED, "ReadOnlyViolationException", "m"), {"attempts": 3},
+     "graph writes to wss://db:8182/gremlin stopped: the endpoint refuses writes after 3 "
+     "reconnects (ReadOnlyViolationException); point graph.endpoint at the cluster (writer) "
+     "endpoint, not a reader or instance endpoint"),
+    (Failure(R.RECONNECT, "OSError", "OSError: down"), {},
+     "graph writes to wss://db:8182/gremlin stopped: no connection for "
+     "graph.failover_budget_s=90 s (OSError: down); check the cluster's status, its security "
+     "groups and graph.endpoint"),
+    (Failure(R.THROTTLE, "ThrottlingException", "slow"), {},
+     "graph writes to wss://db:8182/gremlin stopped: throttled for graph.failover_budget_s=90 s "
+     "(slow); lower graph.max_concurrent_writers or graph.max_upserts_per_s"),
+    (Failure(R.STOP, "UnsupportedOperationException", "no such step"), {},
+     "graph writes to wss://db:8182/gremlin stopped: unsupported step (no such step); the "
+     "engine lacks a step the writer uses: upgrade Neptune to engine 1.2.1.0 or later, or set "
+     "graph.upsert_style=coalesce"),
+    (Failure(R.STOP, "REQUEST_ERROR_MALFORMED_REQUEST", "No signature of method: MergeV"), {},
+     "graph writes to wss://db:8182/gremlin stopped: unsupported step (No signature of method: "
+     "MergeV); the engine lacks a step the writer uses: upgrade Neptune to engine 1.2.1.0 or "
+     "later, or set graph.upsert_style=coalesce"),
+    (Failure(R.STOP, "MethodNotAllowedException", "not allowed"), {},
+     "graph writes to wss://db:8182/gremlin stopped: not allowed; check graph.endpoint "
+     "(ws[s]://HOST:8182/gremlin, a Neptune cluster endpoint)"),
+    (Failure(R.ISOLATE, "SERVER_ERROR", "bad row"), {"failures_in_a_row": 4},
+     "graph writes to wss://db:8182/gremlin stopped: the same failure ended 4 requests in a row "
+     "(graph.max_failures_in_a_row), so it is not the rows' (bad row); fix its cause, then run "
+     "again with --resume"),
+])
+def test_each_stop_line_is_exactly_what_to_fix(failure, kwargs, line):
+    assert stop_line(failure, GRAPH, **kwargs) == line
+
+
+def test_a_wait_that_ends_exactly_at_the_failover_budget_is_taken():
+    class Ceiling(random.Random):
+        def uniform(self, low, high):
+            return high
+    policy = RetryPolicy(max_attempts=8, base_delay_s=0.5, max_delay_s=20.0,
+                         failover_budget_s=10.0)
+    lost = Failure(R.RECONNECT, "OSError", "OSError: down")
+    assert policy.next_delay_s(lost, 3, 8.0, Ceiling()) == 2.0      # 8 + 2 == 10
+    assert policy.next_delay_s(lost, 3, 8.5, Ceiling()) is None

@@ -1,4 +1,5 @@
-"""Shards, the --shard argument, pacing and progress lines: pure functions."""
+"""Shards, the --shard argument, pacing and progress lines: pure functions, and the Spark
+expression of shards against the pure one in a one-core local SparkSession."""
 import argparse
 import hashlib
 
@@ -7,7 +8,7 @@ import pytest
 from imagegraph.cli import parse_shard
 from imagegraph.graph.pacing import Pacer
 from imagegraph.progress import progress_line
-from imagegraph.selection import Shard, shard_of
+from imagegraph.selection import Shard, shard_column, shard_of
 
 
 def test_shard_of_is_the_documented_hash():
@@ -20,6 +21,30 @@ def test_shards_cover_every_uri_exactly_once_and_evenly():
     sizes = [sum(1 for uri in uris if shard_of(uri, 4) == index) for index in range(4)]
     assert sum(sizes) == 4000
     assert min(sizes) > 900  # 1000 each, give or take the hash's spread
+
+
+@pytest.fixture(scope="module")
+def spark():
+    from pyspark.sql import SparkSession
+    session = (SparkSession.builder.master("local[1]").appName("test_selection")
+               .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "1")
+               .getOrCreate())
+    yield session
+    session.stop()
+
+
+def test_shard_column_is_shard_of(spark):
+    """The shard Spark selects by is `shard_of` for every URI: odd characters, unicode, long
+    keys, and hashes whose first 15 hex digits start with 8-f (the sign bit of a long)."""
+    from pyspark.sql import functions as F
+    uris = [f"s3://b/k/{i:05d}.jpg" for i in range(300)] + [
+        "s3://bucket/photos/a b+c.jpg", "s3://b/ü/ñ/写真.png", "s3://b//x?y#z%41",
+        "s3://b/" + "k" * 900]
+    counts = (2, 7, 16, 1000)
+    frame = spark.createDataFrame([(uri,) for uri in uris], "uri string").select(
+        "uri", *[shard_column(F.col("uri"), count).alias(f"shard_{count}") for count in counts])
+    expected = {(uri, *[shard_of(uri, count) for count in counts]) for uri in uris}
+    assert {tuple(row) for row in frame.collect()} == expected
 
 
 @pytest.mark.parametrize("text, shard", [("0/1", Shard(0, 1)), ("3/8", Shard(3, 8))])
@@ -72,3 +97,29 @@ def test_progress_line():
     assert progress_line(0, 10, 0, 5.0) == (
         "0/10 objects (0.0%), 0.0 images/s, time left unknown, 0 dead-lettered")
     assert progress_line(10, 100_000, 0, 1.0).endswith("about 2h 46m left, 0 dead-lettered")
+
+
+def test_pacer_pause_doubles_on_throttling_and_halves_away_on_success():
+    clock = FakeClock()
+    pacer = Pacer(0.0, clock, clock.sleep)       # defaults: pauses of 0.5 s to 20 s
+    pauses = []
+    for _ in range(8):
+        pacer.slow_down()
+        pauses.append(pacer.pause_s)
+    assert pauses == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 20.0, 20.0]
+    pacer.pause_s = 1.0
+    pacer.speed_up()
+    assert pacer.pause_s == 0.5                  # still at least the smallest pause
+    pacer.speed_up()
+    assert pacer.pause_s == 0.0                  # below it: dropped
+    pacer.slow_down()
+    pacer.wait(100)
+    pacer.wait(100)                              # without a rate, only the pause is waited
+    assert clock.slept == [0.5, 0.5]
+
+
+def test_an_input_source_is_named_by_its_uri_and_kind():
+    from imagegraph.selection import INVENTORY, MANIFEST, PREFIX, InputSource
+    assert str(InputSource(PREFIX, "s3://b/in/")) == "s3://b/in/"
+    assert str(InputSource(MANIFEST, "s3://b/m.csv")) == "manifest s3://b/m.csv"
+    assert str(InputSource(INVENTORY, "s3://b/manifest.json")) == "inventory s3://b/manifest.json"

@@ -29,3 +29,32 @@ def test_overlap_is_whether_some_uri_falls_in_both_shards():
 def test_a_whole_run_overlaps_every_shard():
     assert shards_overlap(None, Shard(5, 16)) and shards_overlap(Shard(0, 2), None)
     assert shards_overlap(None, None)
+
+
+def test_a_lease_lives_for_its_ttl_after_its_last_renewal():
+    from imagegraph.run_lease import StoredLease
+    assert StoredLease({"ttl_s": 30}, "v", 29.9).live
+    assert not StoredLease({"ttl_s": 30}, "v", 30.0).live
+    assert not StoredLease({}, "v", 0.0).live  # no ttl: a lease no run can be holding
+
+
+def test_an_unreadable_lease_names_no_run_and_a_refusal_says_whose_lease_it_is():
+    from imagegraph.run_lease import StoredLease, _encode, _parse, _refusal
+    body = {"run_id": "r1", "host": "h", "pid": 7, "shard": "1/4", "output": "s3://b/out",
+            "model": "m@1", "ttl_s": 60}
+    assert _parse(_encode(body)) == body
+    assert _encode({"b": 1, "a": "é"}) == b'{"a": "\\u00e9", "b": 1}'
+    assert _parse(b"{not json") == _parse(b"[1]") == {"run_id": "unknown (unreadable lease)"}
+    assert _refusal("s3://b/out/_leases/m@1/1-of-4.json", StoredLease(body, "v", 12.4)) == (
+        "run r1 on h (pid 7) is processing shard 1/4 of s3://b/out with m@1: its lease "
+        "s3://b/out/_leases/m@1/1-of-4.json was renewed 12 s ago and lives 60 s past each "
+        "renewal; let that run finish, or stop it (a cancelled EMR step's YARN application may "
+        "still run: yarn application -kill) and run again once the lease has expired")
+    whole = _refusal("u", StoredLease({**body, "shard": ""}, "v", 0.0))
+    assert "is processing every shard of s3://b/out" in whole
+
+
+def test_an_unreachable_lease_store_is_named_with_the_error():
+    from imagegraph.run_lease import _unreachable
+    assert str(_unreachable("s3://b/out/_leases/m@1", TimeoutError("read timed out"))) == (
+        "cannot take the run's lease under s3://b/out/_leases/m@1: TimeoutError: read timed out")

@@ -21,3 +21,22 @@ def test_s3a_retry_defaults_are_bounded():
     assert conf["spark.hadoop.fs.s3a.attempts.maximum"] == "5"
     assert conf["spark.hadoop.fs.s3a.retry.throttle.limit"] == "8"
     assert conf["spark.hadoop.fs.s3a.retry.throttle.interval"] == "500ms"
+    assert conf["spark.hadoop.fs.s3a.retry.limit"] == "7"
+    assert conf["spark.hadoop.fs.s3a.retry.interval"] == "500ms"
+
+
+def worst_backoff_s(limit: str, interval: str) -> float:
+    """s3a's longest total wait over `limit` retries: interval * 2**n * 1.5 before the n-th."""
+    return sum(int(interval.removesuffix("ms")) / 1000 * 2 ** n * 1.5
+               for n in range(1, int(limit) + 1))
+
+
+def test_s3a_default_backoff_totals_stay_within_minutes():
+    """With the defaults an operation fails its task after at most about 3 minutes of s3a's
+    retry backoff and 6.5 of its throttling backoff (S3Config's docstring), not days."""
+    conf = spark_conf(load_config(None))
+    retry = worst_backoff_s(conf["spark.hadoop.fs.s3a.retry.limit"],
+                            conf["spark.hadoop.fs.s3a.retry.interval"])
+    throttle = worst_backoff_s(conf["spark.hadoop.fs.s3a.retry.throttle.limit"],
+                               conf["spark.hadoop.fs.s3a.retry.throttle.interval"])
+    assert (retry, throttle) == (190.5, 382.5)

@@ -26,7 +26,7 @@ from gremlin_python.structure.graph import Graph
 from imagegraph.graph.elements import EdgeRecord, VertexRecord
 
 Element = Union[VertexRecord, EdgeRecord]
-MERGE_STEPS_PER_REQUEST = 8       # inject, unfold, merge, selects of the options, count
+MERGE_STEPS_PER_REQUEST = 9       # inject unfold merge option option count, 3 selects or 2 and as
 OWNED_EDGES_MERGE_STEPS = 11      # sideEffect outE has not id as select select unfold where drop
 OWNED_EDGES_COALESCE_STEPS = 5    # sideEffect outE has hasId drop
 SOURCE = Graph().traversal()
@@ -42,8 +42,9 @@ def coalesce_steps(element: Element) -> int:
     """Steps an element adds to a coalesce-style traversal."""
     if isinstance(element, VertexRecord):
         owned = OWNED_EDGES_COALESCE_STEPS if element.owned_edges else 0
-        return 5 + len(element.properties) + owned  # V fold coalesce unfold addV(+id)
-    return 9 + len(element.properties)          # V outE hasId fold coalesce unfold addE from to
+        return 6 + len(element.properties) + owned  # V fold coalesce unfold addV property(id)
+    return 12 + len(element.properties)  # V outE hasId fold coalesce unfold addE from V to V
+                                         # property(id)
 
 
 def upsert_vertices(vertices: Sequence[VertexRecord]) -> GraphTraversal:
