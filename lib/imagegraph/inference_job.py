@@ -126,11 +126,12 @@ def _stage_selection(spark: SparkSession, config: Config, source: InputSource,
     select_objects(spark, source, config.input, config.s3, shard) \
         .write.parquet(f"{staging}/selected")
     selected = spark.read.parquet(f"{staging}/selected")  # listed once, never again
-    unnamed = selected.where(F.col("uri").isNull()).count()
+    listed, unnamed = selected.agg(F.count(F.lit(1)),
+                                   F.count(F.when(F.col("uri").isNull(), 1))).first()
     if unnamed:  # a manifest row without uri, bucket or key: no object to read or dead-letter
         raise JobError(f"{source}: {unnamed} row(s) name no object (no uri, or no bucket or "
                        f"key); fix or remove them and run again")
-    report.listed = selected.count()
+    report.listed = listed
     if not resume:
         return selected
     done = done_uris(spark, report.output_uri, report.model)
