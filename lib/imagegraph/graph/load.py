@@ -26,11 +26,6 @@ from imagegraph.graph.writer import (GraphWriter, RequestFailed, WriteStats, Wri
 from imagegraph.model_artifact import ModelMetadata
 
 
-def count_run_images(graph: GraphConfig, run_id: str) -> int:
-    """Image vertices in the graph whose `run_id` is `run_id`: what a run wrote, read back."""
-    with remote_traversal(graph) as g:
-        return g.V().has_label("image").has("run_id", run_id).count().next()
-
 OUTCOME = StructType([StructField("uri", StringType(), True),
                       StructField("reason", StringType(), True),
                       StructField("stopped", StringType(), True),
@@ -105,3 +100,9 @@ def load_predictions(spark: SparkSession, graph: GraphConfig, predictions: DataF
     totals = WriteStats(**{f.name: int(summary[f.name]) for f in fields(WriteStats)})
     failed = outcome.where(F.col("uri").isNotNull()).select("uri", "reason")
     return GraphLoad(totals, failed, tuple(sorted(summary["stopped"])))
+
+
+def count_run_images(graph: GraphConfig, run_id: str) -> int:
+    """Image vertices in the graph whose `run_id` is `run_id`: what a run wrote, read back."""
+    with remote_traversal(graph) as g:
+        return g.V().has_label("image").has("run_id", run_id).count().next()
