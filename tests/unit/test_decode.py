@@ -92,9 +92,8 @@ def test_every_exif_orientation_turns_pixels_as_pillow_does(orientation):
     assert (image.height, image.width) == expected.shape[:2]
 
 
-@pytest.mark.parametrize("target, decoded", [(64, 64), (100, 128), (256, 256), (300, 512)])
-def test_jpeg_is_scaled_in_the_dct_to_the_smallest_size_not_below_the_target(
-        photo, monkeypatch, target, decoded):
+def record_libjpeg_sizes(monkeypatch) -> list[tuple[int, int]]:
+    """The (height, width) of every image libjpeg-turbo decodes from now on in the test."""
     sizes = []
     decode_jpeg = simplejpeg.decode_jpeg
 
@@ -104,6 +103,13 @@ def test_jpeg_is_scaled_in_the_dct_to_the_smallest_size_not_below_the_target(
         return pixels
 
     monkeypatch.setattr(simplejpeg, "decode_jpeg", recording)
+    return sizes
+
+
+@pytest.mark.parametrize("target, decoded", [(64, 64), (100, 128), (256, 256), (300, 512)])
+def test_jpeg_is_scaled_in_the_dct_to_the_smallest_size_not_below_the_target(
+        photo, monkeypatch, target, decoded):
+    sizes = record_libjpeg_sizes(monkeypatch)
     image = decode_image(bad_images.encode(photo, "JPEG"), target, target, 3, **LIMITS)
     assert sizes == [(decoded, decoded)]
     assert image.pixels.shape == (target, target, 3)
@@ -364,15 +370,7 @@ def test_what_unrecognised_bytes_look_like(data, reason):
 ])
 def test_jpeg_dct_scale_follows_the_displayed_target(monkeypatch, stored, target, orientation,
                                                       decoded):
-    sizes = []
-    decode_jpeg = simplejpeg.decode_jpeg
-
-    def recording(*args, **kwargs):
-        pixels = decode_jpeg(*args, **kwargs)
-        sizes.append(pixels.shape[:2])
-        return pixels
-
-    monkeypatch.setattr(simplejpeg, "decode_jpeg", recording)
+    sizes = record_libjpeg_sizes(monkeypatch)
     exif = Image.Exif()
     exif[bad_images.ORIENTATION] = orientation
     data = bad_images.encode(Image.new("RGB", stored, (200, 30, 30)), "JPEG",
