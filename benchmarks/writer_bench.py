@@ -22,7 +22,6 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +44,6 @@ from imagegraph.model_artifact import ModelMetadata  # noqa: E402
 CLASSES = tuple(str(n) for n in range(10))
 METADATA = ModelMetadata(name="bench", version="1", input_height=8, input_width=8, channels=1,
                          preprocessing="scale_0_1", classes=CLASSES)
-AT = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
 TOP_K = 3
 
 
@@ -60,7 +58,7 @@ def write_batched(connection: GremlinConnection, graph: GraphConfig, rows: list[
     writer = GraphWriter(GremlinConnection(graph), graph)  # its own connection, as a partition
     try:
         for chunk in chunks(rows, graph.rows_per_flush):
-            writer.write_predictions(chunk, METADATA.tag, "bench", AT)
+            writer.write_predictions(chunk, METADATA.tag, "bench")
     finally:
         writer.connection.close()
     assert not writer.failed
@@ -68,13 +66,13 @@ def write_batched(connection: GremlinConnection, graph: GraphConfig, rows: list[
 
 def write_per_row(connection: GremlinConnection, graph: GraphConfig, rows: list[dict]) -> None:
     for row in rows:
-        vertex = image_vertex(row, METADATA.tag, "bench", AT)
+        vertex = image_vertex(row, METADATA.tag, "bench")
         traversal = (SOURCE.merge_v({T.id: vertex.id})
                      .option(Merge.on_create, {T.id: vertex.id, T.label: vertex.label,
                                                **vertex.properties})
                      .option(Merge.on_match, {k: CardinalityValue.single(v)
                                               for k, v in vertex.properties.items()}))
-        for edge in classified_as_edges(row, METADATA.tag, "bench", AT):
+        for edge in classified_as_edges(row, METADATA.tag, "bench"):
             traversal = (traversal.merge_e({T.id: edge.id, T.label: edge.label,
                                             Direction.OUT: edge.out_id, Direction.IN: edge.in_id})
                          .option(Merge.on_create, edge.properties)
@@ -84,8 +82,8 @@ def write_per_row(connection: GremlinConnection, graph: GraphConfig, rows: list[
 
 def write_coalesce_chain(connection: GremlinConnection, graph: GraphConfig,
                          rows: list[dict]) -> None:
-    vertices = [image_vertex(row, METADATA.tag, "bench", AT) for row in rows]
-    edges = [e for row in rows for e in classified_as_edges(row, METADATA.tag, "bench", AT)]
+    vertices = [image_vertex(row, METADATA.tag, "bench") for row in rows]
+    edges = [e for row in rows for e in classified_as_edges(row, METADATA.tag, "bench")]
     for chunk in chunks(vertices, 50):
         connection.submit(upsert_vertices_coalesce(chunk))
     for chunk in chunks(edges, 50):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pyarrow.dataset
 import pyarrow.fs
 from gremlin_python.process.graph_traversal import __
-from gremlin_python.process.traversal import TextP
+from gremlin_python.process.traversal import Order, T, TextP
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sample_images  # noqa: E402
@@ -61,28 +61,41 @@ def seed(env: dict) -> int:
     return len(held_out) + len(photos) + len(corrupt)
 
 
+def best_edge():
+    """An image's classified_as edge with the highest score (its top class)."""
+    return __.out_e("classified_as").order().by("score", Order.desc).limit(1)
+
+
+def under(folder: str) -> TextP:
+    """Image ids (URIs) under s3://<demo bucket>/incoming/<folder>/."""
+    return TextP.starting_with(f"s3://{BUCKET}/incoming/{folder}/")
+
+
+def true_class(uri: str) -> str:
+    """The held-out digit's class: its folder, `.../digits/<class>/<n>.png`."""
+    return uri.rsplit("/", 2)[1]
+
+
 def read_graph_back(endpoint: str) -> float:
     """Print what the graph holds; return the held-out digits' accuracy."""
     with remote_traversal(GraphConfig(endpoint=endpoint)) as g:
         print(f"   vertices: {g.V().group_count().by(__.label()).next()}")
         print(f"   edges:    {g.E().group_count().by(__.label()).next()}")
-        top_counts = (g.E().has_label("classified_as").has("rank", 1)
-                      .group_count().by(__.in_v().values("name")).next())
+        top_counts = (g.V().has_label("image")
+                      .group_count().by(best_edge().in_v().values("name")).next())
         print("   images per top class: " + ", ".join(
             f"{name}={top_counts[name]}" for name in sorted(top_counts)))
-        for image in (g.V().has_label("image").has("key", TextP.starting_with("incoming/photos/"))
-                      .project("key", "class", "score")
-                      .by("key")
-                      .by(__.out_e("classified_as").has("rank", 1).in_v().values("name"))
-                      .by(__.out_e("classified_as").has("rank", 1).values("score")).to_list()):
-            print(f"   {image['key']:<32} top class {image['class']} score {image['score']:.3f}")
-        digits = (g.V().has_label("image").has("key", TextP.starting_with("incoming/digits/"))
-                  .project("key", "class")
-                  .by("key")
-                  .by(__.out_e("classified_as").has("rank", 1).in_v().values("name")).to_list())
-    correct = sum(1 for d in digits if d["key"].split("/")[2] == d["class"])
+        for image in (g.V().has_label("image").has(T.id, under("photos"))
+                      .project("id", "class", "score").by(T.id)
+                      .by(best_edge().in_v().values("name"))
+                      .by(best_edge().values("score")).to_list()):
+            print(f"   {image['id']:<52} top class {image['class']} score {image['score']:.3f}")
+        digits = (g.V().has_label("image").has(T.id, under("digits"))
+                  .project("id", "class").by(T.id)
+                  .by(best_edge().in_v().values("name")).to_list())
+    correct = sum(1 for d in digits if true_class(d["id"]) == d["class"])
     for d in digits[:3]:
-        print(f"   {d['key']:<32} true {d['key'].split('/')[2]} top class {d['class']}")
+        print(f"   {d['id']:<52} true {true_class(d['id'])} top class {d['class']}")
     print(f"   held-out digits: {correct} of {len(digits)} correct")
     return correct / len(digits) if digits else 0.0
 

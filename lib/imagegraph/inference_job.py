@@ -217,7 +217,7 @@ def _write_graph(spark: SparkSession, run: _Run, predictions: DataFrame,
     (the chunk is then not committed, and `--resume` does it again)."""
     report = run.report
     load = load_predictions(spark, run.config.graph, predictions, run.metadata.tag,
-                            report.run_id, run.started_at, outcome_uri)
+                            report.run_id, outcome_uri)
     if load.stopped:
         raise JobError("; ".join(load.stopped))
     totals = load.totals

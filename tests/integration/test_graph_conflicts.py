@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from datetime import datetime, timezone
 
 from gremlin_python.process.traversal import T
 
@@ -22,7 +21,6 @@ from imagegraph.model_artifact import ModelMetadata
 CLASSES = tuple(f"c{n}" for n in range(10))
 METADATA = ModelMetadata(name="m", version="1", input_height=8, input_width=8, channels=1,
                          preprocessing="scale_0_1", classes=CLASSES)
-AT = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 WRITERS, ROWS_PER_WRITER, TOP_K = 4, 100, 3
 
 
@@ -43,7 +41,7 @@ def test_concurrent_writers_on_shared_class_vertices_retry_conflicts_and_end_exa
     partitions = [[prediction(n) for n in range(w * ROWS_PER_WRITER, (w + 1) * ROWS_PER_WRITER)]
                   for w in range(WRITERS)]
     with ThreadPoolExecutor(WRITERS) as pool:
-        writers = list(pool.map(lambda rows: write_partition(rows, settings, "m@1", "run-1", AT),
+        writers = list(pool.map(lambda rows: write_partition(rows, settings, "m@1", "run-1"),
                                 partitions))
 
     rows = WRITERS * ROWS_PER_WRITER

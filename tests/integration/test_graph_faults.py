@@ -1,7 +1,6 @@
 """Faults while loading into the graph through Spark: a row the server rejects ends up
 dead-lettered, every other row written exactly once. (The Gremlin Server restarted in the middle
 of a load is in test_run_faults.py, through a whole run.)"""
-from datetime import datetime, timezone
 
 from gremlin_python.process.traversal import T
 
@@ -10,7 +9,6 @@ from imagegraph.model_artifact import ModelMetadata
 
 METADATA = ModelMetadata(name="m", version="1", input_height=8, input_width=8, channels=1,
                          preprocessing="scale_0_1", classes=("a", "b", "c"))
-AT = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
 
 
 def predictions(spark, count: int, bad: set[int] = frozenset()):
@@ -26,7 +24,7 @@ def test_rejected_rows_come_back_as_failed_rows(spark, config, graph, tmp_path):
     graph.V().drop().iterate()
     write_model(config.graph, METADATA)
     load = load_predictions(spark, config.graph, predictions(spark, 40, bad={7, 31}),
-                            "m@1", "run-1", AT, f"file://{tmp_path}/outcome")
+                            "m@1", "run-1", f"file://{tmp_path}/outcome")
     rows = sorted((r["uri"], r["reason"]) for r in load.failed.collect())
     assert [uri for uri, _ in rows] == ["s3://b/img31.png", "s3://b/img7.png"]
     assert all("no-such-class" in reason for _, reason in rows)

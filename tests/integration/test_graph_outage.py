@@ -9,7 +9,6 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
 
 from gremlin_python.process.traversal import T
 
@@ -19,7 +18,6 @@ from imagegraph.model_artifact import ModelMetadata
 
 METADATA = ModelMetadata(name="m", version="1", input_height=8, input_width=8, channels=1,
                          preprocessing="scale_0_1", classes=("a", "b", "c"))
-AT = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 ROWS, OUTAGE_S = 100, 4.0
 
 
@@ -59,7 +57,7 @@ def test_write_outlasts_an_endpoint_outage_with_no_failed_row(graph, config, gre
     gremlin_proxy.add_latency(latency_ms=50)  # ~2 s of writing: the outage lands mid-write
     outage = outage_once_written(graph, gremlin_proxy, images=20, outage_s=OUTAGE_S)
     started = time.monotonic()
-    writer = write_partition([prediction(n) for n in range(ROWS)], settings, "m@1", "run-1", AT)
+    writer = write_partition([prediction(n) for n in range(ROWS)], settings, "m@1", "run-1")
     elapsed = time.monotonic() - started
     outage.join(timeout=60)
 
@@ -82,7 +80,7 @@ def test_an_outage_longer_than_the_failover_budget_stops_the_writer_cleanly(
                        request_timeout_s=10)
     gremlin_proxy.add_latency(latency_ms=50)
     outage = outage_once_written(graph, gremlin_proxy, images=20, outage_s=6.0)
-    writer = write_partition([prediction(n) for n in range(ROWS)], settings, "m@1", "run-1", AT)
+    writer = write_partition([prediction(n) for n in range(ROWS)], settings, "m@1", "run-1")
     outage.join(timeout=60)
 
     assert "no connection for graph.failover_budget_s=2 s" in writer.stopped

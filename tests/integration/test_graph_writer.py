@@ -1,7 +1,6 @@
 """The partition writer against the real Gremlin Server: idempotent upserts, single values on
 update, and a row the server rejects isolated into `failed` instead of failing the batch."""
 from dataclasses import replace
-from datetime import datetime, timezone
 
 import pytest
 
@@ -16,7 +15,6 @@ from imagegraph.model_artifact import ModelMetadata
 
 METADATA = ModelMetadata(name="m", version="1", input_height=8, input_width=8, channels=1,
                          preprocessing="scale_0_1", classes=("a", "b", "c"))
-AT = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
 
 
 @pytest.fixture(autouse=True)
@@ -39,21 +37,22 @@ def test_same_batch_twice_changes_nothing(graph, config):
     write_model(config.graph, METADATA)
     writer = writer_for(config)
     rows = [prediction(n) for n in range(25)]
-    writer.write_predictions(rows, "m@1", "run-1", AT)
-    writer.write_predictions(rows, "m@1", "run-1", AT)
+    writer.write_predictions(rows, "m@1", "run-1")
+    writer.write_predictions(rows, "m@1", "run-1")
     writer.connection.close()
     assert writer.stats.rows_written == 50 and writer.failed == {} and writer.stats.failed_rows == 0
     assert graph.V().has_label("image").count().next() == 25
     assert graph.E().has_label("classified_as").count().next() == 50
-    assert graph.V("s3://b/img7.png").values("bytes").to_list() == [107]
-    assert graph.V().has_label("image").properties().count().next() == 25 * 11
+    assert graph.V("s3://b/img7.png").values("sha256").to_list() == [f"{7:064x}"]
+    assert graph.V().has_label("image").properties().count().next() == 25 * 2
+    assert graph.E().has_label("classified_as").properties().count().next() == 50 * 3
 
 
 def test_rerun_with_new_score_leaves_one_value(graph, config):
     write_model(config.graph, METADATA)
     writer = writer_for(config)
-    writer.write_predictions([prediction(1, (0.6, 0.3))], "m@1", "run-1", AT)
-    writer.write_predictions([prediction(1, (0.9, 0.05))], "m@1", "run-2", AT)
+    writer.write_predictions([prediction(1, (0.6, 0.3))], "m@1", "run-1")
+    writer.write_predictions([prediction(1, (0.9, 0.05))], "m@1", "run-2")
     writer.connection.close()
     assert graph.V("s3://b/img1.png").properties("run_id").value().to_list() == ["run-2"]
     assert graph.E("s3://b/img1.png|m@1|a").values("score").to_list() == [0.9]
@@ -65,7 +64,7 @@ def test_rejected_row_is_isolated_and_reported(graph, config):
     writer = writer_for(config)
     rows = [prediction(n) for n in range(8)]
     rows[5] = {**rows[5], "labels": ["a", "no-such-class"]}  # edge to a missing vertex
-    writer.write_predictions(rows, "m@1", "run-1", AT)
+    writer.write_predictions(rows, "m@1", "run-1")
     writer.connection.close()
     assert list(writer.failed) == ["s3://b/img5.png"] and writer.stats.failed_rows == 1
     assert "Vertex id could not be resolved" in writer.failed["s3://b/img5.png"]

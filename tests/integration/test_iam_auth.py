@@ -7,7 +7,6 @@ AccessDeniedException)."""
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import datetime, timezone
 from urllib.parse import urlsplit
 
 import pytest
@@ -26,7 +25,6 @@ SESSION_TOKEN = "IamGateSessionToken0123456789abcdef"
 REGION = "us-east-1"
 METADATA = ModelMetadata(name="iam", version="1", input_height=8, input_width=8, channels=1,
                          preprocessing="scale_0_1", classes=("a", "b"))
-AT = datetime(2026, 12, 1, 12, 0, tzinfo=timezone.utc)
 
 
 def prediction(n: int) -> dict:
@@ -60,7 +58,7 @@ def test_signed_writes_are_let_in_and_land(gate, graph, config, monkeypatch, cap
     caplog.set_level("DEBUG")
     write_model(signed, METADATA)
     writer = write_partition([prediction(n) for n in range(10)], signed, METADATA.tag,
-                             "run-iam", AT)
+                             "run-iam")
     assert writer.stopped == "" and writer.failed == {}
     assert writer.stats.rows_written == 10
     assert gate.refusals == [] and gate.accepted >= 2  # the driver's and the writer's
@@ -78,7 +76,7 @@ def test_a_wrong_secret_is_refused_and_stops_the_writers(gate, graph, config, mo
     with pytest.raises(JobError) as probe:
         write_model(signed, METADATA)
     writer = write_partition([prediction(n) for n in range(10)], signed, METADATA.tag,
-                             "run-iam", AT)
+                             "run-iam")
     for line in (str(probe.value), writer.stopped):
         assert "\n" not in line
         assert line.startswith(f"graph writes to {signed.endpoint} stopped: permission denied "

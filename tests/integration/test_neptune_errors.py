@@ -9,7 +9,6 @@ import socket
 import threading
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
 
 import pytest
 from neptune_errors_server import Answers, NeptuneErrorsServer
@@ -23,7 +22,6 @@ from imagegraph.model_artifact import ModelMetadata
 
 METADATA = ModelMetadata(name="m", version="1", input_height=8, input_width=8, channels=1,
                          preprocessing="scale_0_1", classes=("a", "b", "c"))
-AT = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
 FAST = {"retry_base_delay_s": 0.05, "retry_max_delay_s": 0.2, "connect_timeout_s": 2.0,
         "request_timeout_s": 2.0}
 
@@ -59,7 +57,7 @@ def test_handshake_refused_stops_the_writer_within_seconds(status):
     with NeptuneErrorsServer(Answers(handshake_status=status)) as server:
         graph = GraphConfig(endpoint=server.endpoint, **FAST)
         writer, elapsed = within(20, lambda: write_partition(
-            (prediction(n) for n in range(20)), graph, "m@1", "run-1", AT))
+            (prediction(n) for n in range(20)), graph, "m@1", "run-1"))
     assert elapsed < 5
     assert writer.stopped.startswith(f"graph writes to {server.endpoint} stopped: permission "
                                      f"denied (HTTP {status} ")
@@ -76,7 +74,7 @@ def test_credentials_that_stop_working_mid_run_stop_the_writer():
     with NeptuneErrorsServer(answers) as server:
         graph = GraphConfig(endpoint=server.endpoint, **FAST)
         writer, elapsed = within(20, lambda: write_partition(
-            (prediction(n) for n in range(20)), graph, "m@1", "run-1", AT))
+            (prediction(n) for n in range(20)), graph, "m@1", "run-1"))
     assert elapsed < 5 and "permission denied (HTTP 403" in writer.stopped
     assert server.handshakes == 2 and writer.failed == {}
 
@@ -86,7 +84,7 @@ def test_a_server_that_never_answers_is_bounded_by_the_failover_budget():
         graph = GraphConfig(endpoint=server.endpoint, **{**FAST, "request_timeout_s": 0.5},
                             failover_budget_s=3.0)
         writer, elapsed = within(30, lambda: write_partition(
-            (prediction(n) for n in range(5)), graph, "m@1", "run-1", AT))
+            (prediction(n) for n in range(5)), graph, "m@1", "run-1"))
     # requests of 0.5 s each until the next would start after the 3 s budget
     assert 2.5 <= elapsed < 10
     assert "no connection for graph.failover_budget_s=3 s (TimeoutError" in writer.stopped
@@ -152,7 +150,7 @@ def test_one_malformed_row_among_200_is_isolated_with_a_counted_split(graph, con
     writer = GraphWriter(GremlinConnection(settings), settings)
     rows = [prediction(n) for n in range(200)]
     rows[0] = prediction(0, "no-such-class")
-    within(60, lambda: writer.write_predictions(rows, "m@1", "run-1", AT))
+    within(60, lambda: writer.write_predictions(rows, "m@1", "run-1"))
     writer.connection.close()
     assert list(writer.failed) == ["s3://b/img0.png"] and writer.stopped == ""
     assert writer.stats.rows_written == 199

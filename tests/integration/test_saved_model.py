@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from gremlin_python.process.graph_traversal import __
-from gremlin_python.process.traversal import T
+from gremlin_python.process.traversal import Order, T
 from PIL import Image
 
 from imagegraph.errors import JobError
@@ -72,9 +72,10 @@ def test_saved_model_run_reads_back_exact_labels(spark, config, exported, graph)
     assert report.graph_written == 4 and report.graph_failed == 0 and report.reconciles()
     assert graph.V().group_count().by(T.label).next() == {"image": 4, "class": 3, "model": 1}
     assert graph.E().group_count().by(T.label).next() == {"classified_as": 12, "has_class": 3}
-    best = (graph.V().has_label("image").project("key", "class").by("key")
-            .by(__.out_e("classified_as").has("rank", 1).in_v().values("name")).to_list())
-    assert {row["key"].rsplit("/", 1)[1]: row["class"] for row in best} == EXPECTED
+    best = (graph.V().has_label("image").project("id", "class").by(T.id)
+            .by(__.out_e("classified_as").order().by("score", Order.desc).limit(1)
+                .in_v().values("name")).to_list())
+    assert {row["id"].rsplit("/", 1)[1]: row["class"] for row in best} == EXPECTED
     predictions = spark.read.parquet(f"{OUTPUT}/predictions").where(
         f"run_id = '{report.run_id}'").collect()
     assert {row["uri"].rsplit("/", 1)[1]: row["labels"][0] for row in predictions} == EXPECTED

@@ -1,6 +1,5 @@
 import json
 import random
-from datetime import datetime, timezone
 
 import botocore.session
 import pytest
@@ -308,7 +307,6 @@ def test_permission_errors_stop_at_once_with_one_line(error):
     assert "\n" not in writer.stopped
 
 
-AT = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
 
 
 def prediction(n: int, label: str = "b") -> dict:
@@ -321,7 +319,7 @@ def test_the_same_data_error_in_a_row_stops_without_dead_letters():
     malformed = neptune_error("MalformedQueryException", 400, "bad traversal")
     writer, connection, _ = writer_with(reject=lambda request: malformed,
                                         max_failures_in_a_row=5, records_per_request=10_000)
-    writer.write_predictions([prediction(n) for n in range(8)], "m@1", "run-1", AT)
+    writer.write_predictions([prediction(n) for n in range(8)], "m@1", "run-1")
     assert len(connection.requests) == 5
     assert writer.failed == {} and writer.stats.rows_written == 0
     assert writer.stopped.endswith("ended 5 requests in a row (graph.max_failures_in_a_row), "
@@ -345,7 +343,7 @@ def test_split_isolates_the_bad_row_with_pauses_and_a_bounded_number_of_requests
                                             max_steps_per_request=100_000)
     rows = [prediction(n) for n in range(16)]
     rows[5] = prediction(5, "no-such-class")
-    writer.write_predictions(rows, "m@1", "run-1", AT)
+    writer.write_predictions(rows, "m@1", "run-1")
     assert list(writer.failed) == ["s3://b/img5.png"] and writer.stats.rows_written == 15
     # 1 vertex request; 32 edges in one request, then halves of 16, 8, 4, 2, 1 edges:
     # 1 + 1 + 2 * 5 requests, a pause of at most retry_base_delay_s before each half
@@ -359,7 +357,7 @@ def test_split_requests_are_capped():
                                         max_steps_per_request=100_000, max_split_requests=4)
     rows = [prediction(n) for n in range(16)]
     rows[5] = prediction(5, "no-such-class")
-    writer.write_predictions(rows, "m@1", "run-1", AT)
+    writer.write_predictions(rows, "m@1", "run-1")
     # edges: the request of 32, halves of 16 (rows 0-7 bad, 8-15 written), halves of 8 (rows
     # 0-3 written, 4-7 bad): the budget of 4 is spent, rows 4-7 fail unisolated
     assert len(connection.requests) == 1 + 1 + 4

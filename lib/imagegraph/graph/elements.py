@@ -6,7 +6,6 @@ every write an idempotent upsert.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Mapping
 
 from imagegraph.model_artifact import ModelMetadata
@@ -75,30 +74,27 @@ def model_elements(metadata: ModelMetadata) -> tuple[list[VertexRecord], list[Ed
     return [model, *classes], edges
 
 
-def image_vertex(prediction: Mapping, model_tag: str, run_id: str,
-                 updated_at: datetime) -> VertexRecord:
-    """The image vertex of one prediction row (keys as in the predictions Parquet). It owns
-    the image's classified_as edges of `model_tag`: its upsert drops those that are not among
-    the row's top-k (a rerun with a lower top-k, an overwritten object, swapped scores)."""
+def image_vertex(prediction: Mapping, model_tag: str, run_id: str) -> VertexRecord:
+    """The image vertex of one prediction row (keys as in the predictions Parquet): its content
+    hash and the run that last wrote it, nothing the id (the URI) or predictions/ already says.
+    It owns the image's classified_as edges of `model_tag`: its upsert drops those that are
+    not among the row's top-k (a rerun with a lower top-k, an overwritten object)."""
     keep = tuple(classified_as_id(prediction["uri"], model_tag, label)
                  for label in prediction["labels"])
     return VertexRecord(prediction["uri"], "image", {
-        "uri": prediction["uri"], "bucket": prediction["bucket"], "key": prediction["key"],
-        "bytes": int(prediction["bytes"]), "width": int(prediction["width"]),
-        "height": int(prediction["height"]), "format": prediction["format"],
-        "sha256": prediction["sha256"], "model": model_tag, "run_id": run_id,
-        "updated_at": updated_at,
+        "sha256": prediction["sha256"], "run_id": run_id,
     }, OwnedEdges(CLASSIFIED_AS, model_tag, keep))
 
 
-def classified_as_edges(prediction: Mapping, model_tag: str, run_id: str,
-                        inferred_at: datetime) -> list[EdgeRecord]:
-    """One classified_as edge per top-k class of a prediction row; rank 1 is the best."""
+def classified_as_edges(prediction: Mapping, model_tag: str,
+                        run_id: str) -> list[EdgeRecord]:
+    """One classified_as edge per top-k class of a prediction row, with its score (an image's
+    classes ranked are its edges ordered by score), its model (what `OwnedEdges` selects by)
+    and the run that wrote it."""
     image_id = prediction["uri"]
     return [
         EdgeRecord(classified_as_id(image_id, model_tag, label), CLASSIFIED_AS, image_id,
-                   class_id(label), {"score": float(score), "rank": rank, "model": model_tag,
-                                     "run_id": run_id, "inferred_at": inferred_at})
-        for rank, (label, score) in enumerate(zip(prediction["labels"], prediction["scores"]),
-                                              start=1)
+                   class_id(label), {"score": float(score), "model": model_tag,
+                                     "run_id": run_id})
+        for label, score in zip(prediction["labels"], prediction["scores"])
     ]

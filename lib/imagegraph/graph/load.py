@@ -10,7 +10,6 @@ count every attempt)."""
 from __future__ import annotations
 
 from dataclasses import astuple, dataclass, fields, replace
-from datetime import datetime
 
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
@@ -70,7 +69,7 @@ def write_model(graph: GraphConfig, metadata: ModelMetadata) -> WriteStats:
 
 
 def load_predictions(spark: SparkSession, graph: GraphConfig, predictions: DataFrame,
-                     model_tag: str, run_id: str, written_at: datetime,
+                     model_tag: str, run_id: str,
                      outcome_uri: str) -> GraphLoad:
     """Write `predictions` (rows of the predictions Parquet) into the graph, the writing tasks'
     outcome to `outcome_uri` (a new Parquet dataset), and read the load's figures back from it.
@@ -86,7 +85,7 @@ def load_predictions(spark: SparkSession, graph: GraphConfig, predictions: DataF
 
     def write(rows):
         writer = write_partition((row.asDict() for row in rows), graph, model_tag, run_id,
-                                 written_at, upserts_per_s)
+                                 upserts_per_s)
         for uri, reason in writer.failed.items():
             yield (uri, reason, None, *no_counts)
         yield (None, None, writer.stopped or None, *astuple(writer.stats))

@@ -17,7 +17,6 @@ import logging
 import random
 import time
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 from imagegraph.config import GraphConfig
@@ -164,20 +163,19 @@ class GraphWriter:
         return pack(elements, self.graph.records_per_request, self.graph.max_steps_per_request,
                     self.graph.upsert_style)
 
-    def write_predictions(self, rows: Sequence[Mapping], model_tag: str, run_id: str,
-                          written_at: datetime) -> None:
+    def write_predictions(self, rows: Sequence[Mapping], model_tag: str, run_id: str) -> None:
         """Upsert the image vertices of `rows`, then the classified_as edges of the rows
         whose vertex was written. Rows that fail land in `failed`. Once the writer has
         stopped, nothing is sent, and the rows not written are not counted or put in
         `failed` (nor are those that failed after the last success: the failure that stopped
         the writer may have been theirs)."""
         try:
-            vertices = [(row["uri"], image_vertex(row, model_tag, run_id, written_at))
+            vertices = [(row["uri"], image_vertex(row, model_tag, run_id))
                         for row in rows]
             self.stats.vertices += self._write(self._upsert_vertices, vertices)
             edges = [(row["uri"], edge) for row in rows
                      if row["uri"] not in self.failed and row["uri"] not in self._pending
-                     for edge in classified_as_edges(row, model_tag, run_id, written_at)]
+                     for edge in classified_as_edges(row, model_tag, run_id)]
             self.stats.edges += self._write(self._upsert_edges, edges)
         except WriterStopped:
             self._pending.clear()
@@ -221,7 +219,7 @@ class GraphWriter:
 
 
 def write_partition(rows: Iterable[Mapping], graph: GraphConfig, model_tag: str, run_id: str,
-                    written_at: datetime, upserts_per_s: float = 0.0) -> GraphWriter:
+                    upserts_per_s: float = 0.0) -> GraphWriter:
     """Write one partition's prediction rows with its own connection, always closed, at most
     `upserts_per_s` upserts a second (0: no limit); the writer holds the counts, the failed
     rows and, when a systematic failure stopped it, `stopped` (the rows after it are neither
@@ -230,7 +228,7 @@ def write_partition(rows: Iterable[Mapping], graph: GraphConfig, model_tag: str,
     writer = GraphWriter(connection, graph, upserts_per_s)
     try:
         for chunk in chunks(rows, graph.rows_per_flush):
-            writer.write_predictions(chunk, model_tag, run_id, written_at)
+            writer.write_predictions(chunk, model_tag, run_id)
             if writer.stopped:
                 break
     finally:
