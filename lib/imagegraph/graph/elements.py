@@ -98,3 +98,46 @@ def classified_as_edges(prediction: Mapping, model_tag: str,
                                      "run_id": run_id})
         for label, score in zip(prediction["labels"], prediction["scores"])
     ]
+
+
+CONTENT = "content"
+HAS_CONTENT = "has_content"
+NEAR_DUPLICATE = "near_duplicate"
+SIMILAR_TO = "similar_to"
+LINK_EDGE_LABELS = (HAS_CONTENT, NEAR_DUPLICATE, SIMILAR_TO)
+"""The edges the link job writes between images (and to their content); it replaces an image's
+all at once when it links the image again."""
+
+
+def content_id(sha256: str) -> str:
+    """`content:<sha256 of the bytes, hex>`."""
+    return f"{CONTENT}:{sha256}"
+
+
+def content_elements(image_id: str, sha256: str) -> tuple[VertexRecord, EdgeRecord]:
+    """The content vertex of bytes hashing to `sha256` and the image's has_content edge to it,
+    `<image id>|has_content|content:<sha256>`: every image with the same bytes points to one
+    vertex, so a group of n copies costs n edges, not n(n-1)/2."""
+    content = VertexRecord(content_id(sha256), CONTENT)
+    return content, EdgeRecord(f"{image_id}|{HAS_CONTENT}|{content.id}", HAS_CONTENT, image_id,
+                               content.id)
+
+
+def near_duplicate_edge(image_a: str, image_b: str, distance: int) -> EdgeRecord:
+    """`<image>|near_duplicate|<image>`, from the lesser id to the greater (one edge per pair
+    whichever image found the other), with the Hamming `distance` of their perceptual
+    hashes in bits."""
+    low, high = sorted((image_a, image_b))
+    return EdgeRecord(f"{low}|{NEAR_DUPLICATE}|{high}", NEAR_DUPLICATE, low, high,
+                      {"distance": int(distance)})
+
+
+def similar_to_edge(image_a: str, image_b: str, distance: float,
+                    model_tag: str) -> EdgeRecord:
+    """`<image>|similar_to|<image>|<name>@<version>`, from the lesser id to the greater, with
+    the Euclidean `distance` of the two images' unit-length embeddings of model `model_tag`
+    (0: same direction, 2: opposite) and the model (embeddings of different models are not
+    comparable; a query selects one)."""
+    low, high = sorted((image_a, image_b))
+    return EdgeRecord(f"{low}|{SIMILAR_TO}|{high}|{model_tag}", SIMILAR_TO, low, high,
+                      {"distance": float(distance), "model": model_tag})
