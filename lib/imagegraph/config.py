@@ -175,6 +175,27 @@ class RunConfig:
 
 
 @dataclass(frozen=True)
+class LinkConfig:
+    """How the link job (`jobs/link.py`) connects images. Near duplicates: perceptual hashes
+    (64 bits) within `near_duplicate_max_distance` bits, compared only when one of their
+    `near_duplicate_bands` equal slices of bits (2, 4, 8 or 16) differs in at most
+    `near_duplicate_band_radius` bits (none is missed while bands x (radius + 1) > the
+    distance). Similar images:
+    each new image's `similar_k` nearest by the Euclidean distance of unit-length embeddings
+    (0..2), within `similar_max_distance`, found by Spark ML's BucketedRandomProjectionLSH with
+    `similar_hash_tables` tables of buckets `similar_bucket_length` wide, seeded by `seed`."""
+
+    near_duplicate_max_distance: int = 12
+    near_duplicate_bands: int = 4
+    near_duplicate_band_radius: int = 2
+    similar_k: int = 5
+    similar_max_distance: float = 0.5
+    similar_bucket_length: float = 0.5
+    similar_hash_tables: int = 4
+    seed: int = 7
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of a job run."""
 
@@ -185,11 +206,13 @@ class Config:
     graph: GraphConfig = field(default_factory=GraphConfig)
     run: RunConfig = field(default_factory=RunConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
+    link: LinkConfig = field(default_factory=LinkConfig)
 
 
 _CHOICES = {"training.color_mode": ("grayscale", "rgb"),
             "graph.iam_auth": ("auto", "on", "off"),
             "inference.runtime": ("tflite", "tensorflow"),
+            "link.near_duplicate_bands": (2, 4, 8, 16),
             "graph.upsert_style": ("merge", "coalesce"),
             "spark.log_level": ("ALL", "DEBUG", "INFO", "WARN", "ERROR", "OFF")}
 _POSITIVE = {
@@ -203,6 +226,8 @@ _POSITIVE = {
     "graph.request_timeout_s", "s3.retry_interval_s", "s3.throttle_retry_interval_s",
     "training.input_height",
     "training.input_width", "training.epochs", "training.batch_size", "training.learning_rate",
+    "link.similar_k", "link.similar_max_distance", "link.similar_bucket_length",
+    "link.similar_hash_tables",
 }
 _RETRY_LIMITS = {"s3.sdk_max_retries", "s3.retry_limit", "s3.throttle_retry_limit"}
 _MAX_RETRY_LIMIT = 20  # s3a's backoff doubles with each retry: 2**20 intervals is days
@@ -314,7 +339,7 @@ def _check_value(dotted: str, expected: type, value: Any, source: str) -> Any:
     if dotted in _POSITIVE and value <= 0:
         raise JobError(f"{source}: {dotted} must be greater than 0, got {value!r}")
     if dotted in _CHOICES and value not in _CHOICES[dotted]:
-        raise JobError(f"{source}: {dotted} must be one of {', '.join(_CHOICES[dotted])}, "
+        raise JobError(f"{source}: {dotted} must be one of {', '.join(map(str, _CHOICES[dotted]))}, "
                        f"got {value!r}")
     if dotted in ("inference.partitions", "graph.max_concurrent_writers",
                   "graph.max_upserts_per_s") and value < 0:
@@ -322,6 +347,10 @@ def _check_value(dotted: str, expected: type, value: Any, source: str) -> Any:
     if dotted in _RETRY_LIMITS and not 0 <= value <= _MAX_RETRY_LIMIT:
         raise JobError(f"{source}: {dotted} must be between 0 and {_MAX_RETRY_LIMIT}, "
                        f"got {value!r}")
+    if dotted == "link.near_duplicate_band_radius" and not 0 <= value <= 3:
+        raise JobError(f"{source}: {dotted} must be between 0 and 3 bits, got {value!r}")
+    if dotted == "link.near_duplicate_max_distance" and not 0 <= value <= 64:
+        raise JobError(f"{source}: {dotted} must be between 0 and 64 bits, got {value!r}")
     if dotted == "training.holdout_percent" and not 1 <= value <= 90:
         raise JobError(f"{source}: {dotted} must be between 1 and 90, got {value!r}")
     if dotted == "run.max_failed_fraction" and not 0 <= value <= 1:

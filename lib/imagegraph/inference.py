@@ -21,6 +21,7 @@ from pyspark.sql.types import (ArrayType, BooleanType, FloatType, IntegerType, L
 from imagegraph.decode import DecoderOutOfMemory, UndecodableImage, decode_image
 from imagegraph.model_artifact import ModelMetadata
 from imagegraph.object_reader import ObjectUnreadable, ReaderSettings, read_object
+from imagegraph.perceptual_hash import perceptual_hash
 from imagegraph.progress import ProgressCounters
 from imagegraph.sources import bucket_and_key
 
@@ -45,10 +46,12 @@ CLASSIFICATION = StructType([
     StructField("labels", ArrayType(StringType()), True),
     StructField("scores", ArrayType(FloatType()), True),
     StructField("embedding", ArrayType(FloatType()), True),
+    StructField("phash", LongType(), True),
 ])
 """What `classify_images` returns per object: its canonical `uri` (see `sources`), whether it
 was classified, and if so its size in bytes and pixels, the top-k `labels`/`scores`, best first,
-and (when asked for) the penultimate layer's `embedding`; if not, the `stage` (read or decode)
+(when asked for) the penultimate layer's `embedding`, and the decoded pixels' 64-bit
+perceptual hash `phash` (see `perceptual_hash`); if not, the `stage` (read or decode)
 that failed, the `reason`, and whether a later run may succeed (`retryable`)."""
 
 
@@ -76,7 +79,8 @@ def prepare_object(uri: str, size: int | None, metadata: ModelMetadata,
     bucket, key = bucket_and_key(uri)
     row = {"uri": uri, "bucket": bucket, "key": key, "status": STATUS_OK, "stage": None,
            "reason": None, "retryable": None, "bytes": size, "width": None, "height": None,
-           "format": None, "sha256": None, "labels": None, "scores": None, "embedding": None}
+           "format": None, "sha256": None, "labels": None, "scores": None, "embedding": None,
+           "phash": None}
     try:
         data = read_object(uri, size, settings.reader)
     except ObjectUnreadable as exc:
@@ -92,7 +96,8 @@ def prepare_object(uri: str, size: int | None, metadata: ModelMetadata,
         row.update(status=STATUS_FAILED, stage=STAGE_DECODE, reason=exc.reason,
                    retryable=isinstance(exc, DecoderOutOfMemory))
         return row, None
-    row.update(width=image.width, height=image.height, format=image.format)
+    row.update(width=image.width, height=image.height, format=image.format,
+               phash=perceptual_hash(image.pixels))
     return row, image.pixels
 
 
