@@ -130,6 +130,29 @@ def train_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def link_parser() -> argparse.ArgumentParser:
+    """The parser of `jobs/link.py`."""
+    parser = argparse.ArgumentParser(
+        prog="link.py",
+        description="Link the images that inference runs of --model wrote under --output: "
+                    "content vertices for identical bytes, near_duplicate edges from perceptual "
+                    "hashes, similar_to edges from embeddings (runs with inference.embedding). "
+                    "Only runs no link run has linked are new; they are linked against every "
+                    "image of the model.")
+    parser.add_argument("--output", required=True, metavar="URI",
+                        help="the --output of jobs/infer.py (holding predictions/)")
+    parser.add_argument("--model", required=True, metavar="NAME@VERSION",
+                        help="the model whose predictions to link, e.g. digits-cnn@v1")
+    parser.add_argument("--gremlin-endpoint", metavar="URL",
+                        help="Gremlin WebSocket endpoint, ws://HOST:PORT/gremlin "
+                             "(config: graph.endpoint)")
+    parser.add_argument("--relink", action="store_true",
+                        help="link the images of every run again, not only of the runs not "
+                             "linked yet")
+    _common(parser)
+    return parser
+
+
 _FLAG_KEYS = {
     "gremlin_endpoint": "graph.endpoint", "glob": "input.glob", "top_k": "inference.top_k",
     "modified_after": "input.modified_after", "modified_before": "input.modified_before",

@@ -86,7 +86,7 @@ def test_new_cluster_runs_every_shard_of_a_backfill(aws, emr_package, capsys):
 
     s3 = aws("s3")
     for rel in ["requirements.txt", "bootstrap.sh", "jobs/infer.py", "jobs/train.py",
-                "imagegraph-env.tar.gz", "imagegraph-0.1.0-py3-none-any.whl"]:
+                "jobs/link.py", "imagegraph-env.tar.gz", "imagegraph-0.1.0-py3-none-any.whl"]:
         head = s3.head_object(Bucket=CODE_BUCKET, Key=f"imagegraph/0.1.0/{rel}")
         assert head["ContentLength"] == (emr_package / rel).stat().st_size, rel
     stored = s3.get_object(Bucket=CODE_BUCKET, Key="imagegraph/0.1.0/imagegraph-env.tar.gz")

@@ -68,7 +68,7 @@ def test_uploads_keep_the_package_layout_under_the_code_prefix(tmp_path, emr_pac
     keys = {u.key: u for u in uploads}
     prefix = "imagegraph/0.1.0/"
     assert sorted(keys) == sorted(prefix + name for name in [
-        "requirements.txt", "bootstrap.sh", "jobs/infer.py", "jobs/train.py",
+        "requirements.txt", "bootstrap.sh", "jobs/infer.py", "jobs/train.py", "jobs/link.py",
         "imagegraph-env.tar.gz", "imagegraph-0.1.0-py3-none-any.whl", "conf/emr.yaml"])
     assert {u.bucket for u in uploads} == {"code-bucket"}
     archive = keys[prefix + "imagegraph-env.tar.gz"]

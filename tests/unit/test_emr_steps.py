@@ -12,7 +12,7 @@ from imagegraph.emr.templates import check_step, load_template, render, split_sp
 from imagegraph.errors import JobError
 
 ROOT = Path(__file__).resolve().parents[2]
-TEMPLATE_NAMES = ("train", "infer", "backfill")
+TEMPLATE_NAMES = ("train", "infer", "backfill", "link")
 CODE = "s3://code-bucket/imagegraph/0.1.0"
 MODEL = "s3://models/digits/v1"
 OUTPUT = "s3://results/imagegraph"
@@ -22,6 +22,7 @@ JOB_VALUES = {
     "infer": {"input": "s3://images/incoming/", "model": MODEL, "output": OUTPUT},
     "backfill": {"source_kind": "inventory", "source": "s3://inv/manifest.json", "shard": 3,
                  "shards": 8, "model": MODEL, "output": OUTPUT},
+    "link": {"model": "digits@v1", "output": OUTPUT},
 }
 
 
@@ -55,7 +56,7 @@ def test_template_is_spark_submit_in_cluster_mode_through_command_runner(name):
     args = step["HadoopJarStep"]["Args"]
     assert args[:3] == ["spark-submit", "--deploy-mode", "cluster"]
     options, entry, _ = split_spark_submit(args)
-    assert entry == f"{CODE}/jobs/{'train' if name == 'train' else 'infer'}.py"
+    assert entry == f"{CODE}/jobs/{name if name in ('train', 'link') else 'infer'}.py"
     assert options[options.index("--archives") + 1] == \
         f"{CODE}/imagegraph-env.tar.gz#environment"
     assert options[options.index("--files") + 1] == f"{CODE}/conf/emr.yaml"

@@ -120,6 +120,13 @@ def launcher_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--shard", type=int, action="append", metavar="I",
                           help="launch only shard I (0 <= I < N), e.g. to rerun a failed one; "
                                "repeatable (default: all N)")
+    link = commands.add_parser("link", parents=[common], epilog=_EPILOG, formatter_class=formatter,
+                               help="link the images infer wrote to each other (jobs/link.py)")
+    link.add_argument("--output", required=True, metavar="URI", help="infer's --output (s3://...)")
+    link.add_argument("--model", required=True, metavar="NAME@VERSION",
+                      help="the model whose predictions to link")
+    link.add_argument("--gremlin-endpoint", metavar="URL",
+                      help="Neptune's writer endpoint (settings: steps.gremlin_endpoint)")
     return parser
 
 
@@ -127,8 +134,9 @@ def step_values(args: argparse.Namespace) -> list[dict]:
     """The job's own placeholder values, one dict per step."""
     if args.command == "train":
         return [{"input": args.input, "output": args.output}]
-    if args.command == "infer":
-        return [{"input": args.input, "model": args.model, "output": args.output}]
+    if args.command in ("infer", "link"):
+        return [{**({"input": args.input} if args.command == "infer" else {}),
+                 "model": args.model, "output": args.output}]
     if args.shards < 1:
         raise JobError("--shards must be at least 1")
     shards = args.shard if args.shard else list(range(args.shards))

@@ -6,7 +6,7 @@ file lands under the S3 prefix `package.code_uri`.
       imagegraph-<version>-py3-none-any.whl   imagegraph-<version>-py3-none-any.whl
       requirements.txt                        requirements.txt
       bootstrap.sh                            bootstrap.sh
-      jobs/infer.py, jobs/train.py            jobs/infer.py, jobs/train.py
+      jobs/infer.py, train.py, link.py        jobs/infer.py, train.py, link.py
     conf/emr.yaml (package.job_config)        conf/emr.yaml
 
 `emr/build_package.py` builds the directory with these names; the launcher uploads it.
@@ -22,7 +22,7 @@ from imagegraph.errors import JobError
 ENV_ARCHIVE = "imagegraph-env.tar.gz"
 REQUIREMENTS = "requirements.txt"
 BOOTSTRAP = "bootstrap.sh"
-ENTRY_FILES = ("jobs/infer.py", "jobs/train.py")
+ENTRY_FILES = ("jobs/infer.py", "jobs/train.py", "jobs/link.py")
 WHEEL_PATTERN = "imagegraph-*-py3-none-any.whl"
 CONF_DIR = "conf"
 

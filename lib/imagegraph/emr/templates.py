@@ -20,11 +20,11 @@ import re
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from imagegraph.cli import infer_parser, train_parser
+from imagegraph.cli import infer_parser, link_parser, train_parser
 from imagegraph.errors import JobError
 
 JOB_PARSERS: dict[str, Callable[[], argparse.ArgumentParser]] = {
-    "infer.py": infer_parser, "train.py": train_parser}
+    "infer.py": infer_parser, "train.py": train_parser, "link.py": link_parser}
 # spark-submit options that take no value; every other option takes one.
 SPARK_SUBMIT_FLAGS = frozenset({"--verbose", "--supervise"})
 _PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")

@@ -23,7 +23,7 @@ from gremlin_python.process.graph_traversal import GraphTraversal, __
 from gremlin_python.process.traversal import Cardinality, Direction, Merge, P, T
 from gremlin_python.structure.graph import Graph
 
-from imagegraph.graph.elements import EdgeRecord, VertexRecord
+from imagegraph.graph.elements import LINK_EDGE_LABELS, EdgeRecord, VertexRecord
 
 Element = Union[VertexRecord, EdgeRecord]
 MERGE_STEPS_PER_REQUEST = 9       # inject unfold merge option option count, 3 selects or 2 and as
@@ -113,6 +113,13 @@ def upsert_edges_coalesce(edges: Sequence[EdgeRecord]) -> GraphTraversal:
         for key, value in e.properties.items():
             traversal = traversal.property(key, value)
     return traversal.count()
+
+
+def drop_link_edges(image_ids: Sequence[str]) -> GraphTraversal:
+    """Drop every edge of the link job (`LINK_EDGE_LABELS`) at the image vertices
+    `image_ids`, in or out, in one request, before the job writes them anew; counts the
+    vertices found."""
+    return SOURCE.V(*image_ids).side_effect(__.both_e(*LINK_EDGE_LABELS).drop()).count()
 
 
 def _shape(element: Element) -> tuple:
