@@ -40,6 +40,8 @@ def run_job(job: str, *args: str, env: dict | None = None) -> subprocess.Complet
                   "--config", "--set", "--log-level"]),
     ("train.py", ["--input", "--output", "--epochs", "--model-name", "--model-version",
                   "--config", "--set", "--log-level"]),
+    ("link.py", ["--output", "--model", "--gremlin-endpoint", "--relink", "--config", "--set",
+                 "--log-level"]),
 ])
 def test_help_documents_every_option(job, options):
     result = run_job(job, "--help")

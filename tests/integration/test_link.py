@@ -17,6 +17,7 @@ from PIL import Image
 import services
 from s3_objects import put_objects
 
+from imagegraph.errors import JobError
 from imagegraph.inference_job import run_inference
 from imagegraph.link_job import run_link
 from imagegraph.selection import PREFIX, InputSource
@@ -159,3 +160,9 @@ def test_a_later_run_is_linked_to_the_earlier_images_alone(linked, spark, embedd
     after = counts(graph)
     assert after[1]["has_content"] == before[1]["has_content"] + 1
     assert after[0]["content"] == before[0]["content"]
+
+
+def test_an_output_without_predictions_stops_with_one_line(spark, config, tmp_path):
+    with pytest.raises(JobError, match=r"^file://.*/predictions does not exist: run "
+                                       r"jobs/infer.py with this --output first$"):
+        run_link(spark, config, f"file://{tmp_path}", MODEL)

@@ -1,5 +1,6 @@
 from imagegraph.graph.elements import (EdgeRecord, OwnedEdges, VertexRecord, classified_as_edges,
-                                       image_vertex, model_elements)
+                                       content_elements, image_vertex, model_elements,
+                                       near_duplicate_edge, similar_to_edge)
 from imagegraph.model_artifact import ModelMetadata
 
 METADATA = ModelMetadata(name="digits", version="v1", input_height=32, input_width=32,
@@ -61,3 +62,17 @@ def test_records_per_image():
                [image_vertex(row, "digits@v1", "run-1"),
                 *classified_as_edges(row, "digits@v1", "run-1")]]
     assert sum(records) == 15
+
+
+def test_link_records_are_exactly_the_graph_model():
+    """Ids in the README's graph model; a pair's edge is the same whichever image found it."""
+    a, b = "s3://b/x/b.jpg", "s3://b/x/a.jpg"
+    content, has_content = content_elements(a, "cd" * 32)
+    assert content == VertexRecord("content:" + "cd" * 32, "content")
+    assert has_content == EdgeRecord(f"{a}|has_content|content:{'cd' * 32}", "has_content", a,
+                                     "content:" + "cd" * 32)
+    assert near_duplicate_edge(a, b, 3) == near_duplicate_edge(b, a, 3) == EdgeRecord(
+        f"{b}|near_duplicate|{a}", "near_duplicate", b, a, {"distance": 3})
+    assert similar_to_edge(a, b, 0.25, "digits@v1") == similar_to_edge(
+        b, a, 0.25, "digits@v1") == EdgeRecord(f"{b}|similar_to|{a}|digits@v1", "similar_to", b,
+                                               a, {"distance": 0.25, "model": "digits@v1"})

@@ -1,8 +1,9 @@
 from gremlin_python.process.traversal import Bytecode
 
 from imagegraph.graph.elements import EdgeRecord, VertexRecord
-from imagegraph.graph.traversals import (MERGE_STEPS_PER_REQUEST, coalesce_steps, pack, records,
-                                         upsert_edges, upsert_edges_coalesce, upsert_vertices,
+from imagegraph.graph.traversals import (MERGE_STEPS_PER_REQUEST, coalesce_steps,
+                                         drop_link_edges, pack, records, upsert_edges,
+                                         upsert_edges_coalesce, upsert_vertices,
                                          upsert_vertices_coalesce)
 
 
@@ -144,6 +145,12 @@ def test_upsert_edges_is_exactly_one_mergee():
         "'properties': {'model': 'm@1', 'score': 0.5}}]).unfold().mergeE(__.select('match'))"
         ".option(Merge.onCreate,__.select('properties'))"
         ".option(Merge.onMatch,__.select('properties')).count()")
+
+
+def test_drop_link_edges_drops_exactly_the_link_labels_at_the_images_in_either_direction():
+    assert _gremlin(drop_link_edges(["s3://b/1.png", "s3://b/2.png"])) == (
+        "g.V('s3://b/1.png','s3://b/2.png')"
+        ".sideEffect(__.bothE('has_content','near_duplicate','similar_to').drop()).count()")
 
 
 def test_coalesce_upserts_are_exactly_the_fold_coalesce_idiom():
