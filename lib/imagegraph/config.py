@@ -339,8 +339,8 @@ def _check_value(dotted: str, expected: type, value: Any, source: str) -> Any:
     if dotted in _POSITIVE and value <= 0:
         raise JobError(f"{source}: {dotted} must be greater than 0, got {value!r}")
     if dotted in _CHOICES and value not in _CHOICES[dotted]:
-        raise JobError(f"{source}: {dotted} must be one of {', '.join(map(str, _CHOICES[dotted]))}, "
-                       f"got {value!r}")
+        choices = ", ".join(map(str, _CHOICES[dotted]))
+        raise JobError(f"{source}: {dotted} must be one of {choices}, got {value!r}")
     if dotted in ("inference.partitions", "graph.max_concurrent_writers",
                   "graph.max_upserts_per_s") and value < 0:
         raise JobError(f"{source}: {dotted} must be 0 (automatic) or more, got {value!r}")

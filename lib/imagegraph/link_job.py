@@ -152,7 +152,8 @@ def _edges(spark: SparkSession, config: Config, new: DataFrame, every: DataFrame
     copies = every.groupBy("sha256").count().where(F.col("count") > 1).select("sha256")
     report.same_content_images = new.join(copies, "sha256", "left_semi").count()
     content = new.select(F.lit(HAS_CONTENT).alias("label"), "uri",
-                         F.col("sha256").alias("other"), F.lit(None).cast("double").alias("distance"))
+                         F.col("sha256").alias("other"),
+                         F.lit(None).cast("double").alias("distance"))
     near = near_duplicates(new, every, link.near_duplicate_bands,
                            link.near_duplicate_band_radius, link.near_duplicate_max_distance)
     report.near_duplicate_pairs_compared = near.pairs_compared

@@ -78,7 +78,8 @@ def near_duplicates(new: DataFrame, every: DataFrame, bands: int, band_radius: i
     masks = F.array(*(F.lit(mask).cast("long")
                       for mask in flip_masks(HASH_BITS // bands, band_radius)))
     probes = (banded(new).select("uri", "phash", "band", "bits", F.explode(masks).alias("mask"))
-              .select("uri", "phash", "band", F.col("bits").bitwiseXOR(F.col("mask")).alias("bits")))
+              .select("uri", "phash", "band",
+                      F.col("bits").bitwiseXOR(F.col("mask")).alias("bits")))
     left, right = probes.alias("l"), banded(every).alias("r")
     candidates = left.join(right, ["band", "bits"]).where(F.col("l.uri") != F.col("r.uri"))
     found = (candidates.select(

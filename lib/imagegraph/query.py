@@ -90,8 +90,8 @@ def image_lines(g: GraphTraversalSource, uri: str, model: str | None, top: int) 
     if not found:
         raise NotInGraph(f"no image vertex {uri}")
     vertex = found[0]
-    lines = [f"image {uri}",
-             f"  sha256 {vertex.get('sha256', '-')}, last written by run {vertex.get('run_id', '-')}"]
+    lines = [f"image {uri}", f"  sha256 {vertex.get('sha256', '-')}, "
+                             f"last written by run {vertex.get('run_id', '-')}"]
     classes = g.V(uri).out_e(CLASSIFIED_AS)
     if model:
         classes = classes.has("model", model)

@@ -1,4 +1,4 @@
-"""The launcher's command line: `python -m imagegraph.emr {train,infer,backfill} ...`.
+"""The launcher's command line: `python -m imagegraph.emr {train,infer,backfill,link} ...`.
 
 Arguments after `--` are passed to the job itself (checked by the job's own parser), e.g.
 `-- --top-k 5 --set inference.batch_size=32`.
@@ -86,7 +86,7 @@ def launcher_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Upload the package built by `make package` and the job entry files to S3, "
-                    "then run train, infer or a sharded backfill on Amazon EMR.")
+                    "then run train, infer, a sharded backfill or link on Amazon EMR.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     common = _options()
     formatter = argparse.RawDescriptionHelpFormatter
