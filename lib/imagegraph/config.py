@@ -180,18 +180,18 @@ class LinkConfig:
     (64 bits) within `near_duplicate_max_distance` bits, compared only when one of their
     `near_duplicate_bands` equal slices of bits (2, 4, 8 or 16) differs in at most
     `near_duplicate_band_radius` bits (none is missed while bands x (radius + 1) > the
-    distance). Similar images:
-    each new image's `similar_k` nearest by the Euclidean distance of unit-length embeddings
-    (0..2), within `similar_max_distance`, found by Spark ML's BucketedRandomProjectionLSH with
-    `similar_hash_tables` tables of buckets `similar_bucket_length` wide, seeded by `seed`."""
+    distance). Similar images: each new image's `similar_k` nearest by the Euclidean distance of
+    unit-length embeddings (0..2), within `similar_max_distance`, compared only when their
+    64-bit random-hyperplane signatures (hyperplanes drawn with `seed`) have one of
+    `similar_bands` bands within `similar_band_radius` bits."""
 
     near_duplicate_max_distance: int = 12
     near_duplicate_bands: int = 4
     near_duplicate_band_radius: int = 2
     similar_k: int = 5
     similar_max_distance: float = 0.5
-    similar_bucket_length: float = 0.5
-    similar_hash_tables: int = 4
+    similar_bands: int = 4
+    similar_band_radius: int = 2
     seed: int = 7
 
 
@@ -212,7 +212,7 @@ class Config:
 _CHOICES = {"training.color_mode": ("grayscale", "rgb"),
             "graph.iam_auth": ("auto", "on", "off"),
             "inference.runtime": ("tflite", "tensorflow"),
-            "link.near_duplicate_bands": (2, 4, 8, 16),
+            "link.near_duplicate_bands": (2, 4, 8, 16), "link.similar_bands": (2, 4, 8, 16),
             "graph.upsert_style": ("merge", "coalesce"),
             "spark.log_level": ("ALL", "DEBUG", "INFO", "WARN", "ERROR", "OFF")}
 _POSITIVE = {
@@ -226,8 +226,7 @@ _POSITIVE = {
     "graph.request_timeout_s", "s3.retry_interval_s", "s3.throttle_retry_interval_s",
     "training.input_height",
     "training.input_width", "training.epochs", "training.batch_size", "training.learning_rate",
-    "link.similar_k", "link.similar_max_distance", "link.similar_bucket_length",
-    "link.similar_hash_tables",
+    "link.similar_k", "link.similar_max_distance",
 }
 _RETRY_LIMITS = {"s3.sdk_max_retries", "s3.retry_limit", "s3.throttle_retry_limit"}
 _MAX_RETRY_LIMIT = 20  # s3a's backoff doubles with each retry: 2**20 intervals is days
@@ -347,7 +346,8 @@ def _check_value(dotted: str, expected: type, value: Any, source: str) -> Any:
     if dotted in _RETRY_LIMITS and not 0 <= value <= _MAX_RETRY_LIMIT:
         raise JobError(f"{source}: {dotted} must be between 0 and {_MAX_RETRY_LIMIT}, "
                        f"got {value!r}")
-    if dotted == "link.near_duplicate_band_radius" and not 0 <= value <= 3:
+    if dotted in ("link.near_duplicate_band_radius", "link.similar_band_radius") \
+            and not 0 <= value <= 3:
         raise JobError(f"{source}: {dotted} must be between 0 and 3 bits, got {value!r}")
     if dotted == "link.near_duplicate_max_distance" and not 0 <= value <= 64:
         raise JobError(f"{source}: {dotted} must be between 0 and 64 bits, got {value!r}")

@@ -9,9 +9,11 @@ run links what it adds without comparing the old images among themselves again.
   their variants within that radius), then the pair is kept when the whole hashes are within
   the distance. With `bands` x (`band_radius` + 1) > the distance no pair within it is missed
   (one band must then differ in at most `band_radius` bits);
-- similar images: unit-length embeddings bucketed by Spark ML's
-  `BucketedRandomProjectionLSH` (`approxSimilarityJoin`), each new image's k nearest within
-  the distance kept.
+- similar images: the same banded join on 64-bit random-hyperplane signatures of the
+  embeddings (SimHash), then the Euclidean distance of the unit-length embeddings; each new
+  image's k nearest within the distance kept. (Spark ML's BucketedRandomProjectionLSH hashes
+  one projection per table: on 128-dimension embeddings its buckets held more pairs than all
+  pairs; `make bench` measures both.)
 
 Each also says how many pairs its buckets put side by side (`pairs_compared`): what the join
 costs, against n_new * n_all for all pairs.
@@ -21,10 +23,11 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 
-from pyspark.ml.feature import BucketedRandomProjectionLSH, Normalizer
-from pyspark.ml.functions import array_to_vector, vector_to_array
+import numpy as np
+import pandas as pd
 from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
+from pyspark.sql.functions import pandas_udf
 
 from imagegraph.perceptual_hash import HASH_BITS
 
@@ -70,58 +73,92 @@ def near_duplicates(new: DataFrame, every: DataFrame, bands: int, band_radius: i
     """Pairs of a `new` image and any image of `every` (both with uri and phash; `every`
     holds the new ones too) of which a band differs in at most `band_radius` bits and the
     whole hashes in at most `max_distance` bits."""
+    candidates, compared = _banded_candidates(new, every, "phash", "phash", bands, band_radius)
+    found = (candidates
+             .withColumn("distance", F.bit_count(F.col("key").bitwiseXOR(F.col("other_key")))
+                         .cast("int"))
+             .where(F.col("distance") <= max_distance))
+    return Pairs(_unordered(found), compared)
+
+
+def similar_images(new: DataFrame, every: DataFrame, k: int, max_distance: float, bands: int,
+                   band_radius: int, seed: int) -> Pairs:
+    """Each `new` image's `k` nearest images of `every` (both with uri and embedding) within
+    `max_distance`, by the Euclidean distance of the embeddings scaled to unit length. Pairs
+    are compared when their 64-bit random-hyperplane signatures (`embedding_signature`, a bit
+    per hyperplane: which side of it the embedding lies) have a band within `band_radius` bits,
+    as for near duplicates: two embeddings at angle t differ in a bit with probability t/pi."""
+    def signed(frame: DataFrame) -> DataFrame:
+        return (frame.where(F.size("embedding") > 0)
+                .select("uri", embedding_signature(F.col("embedding"), seed).alias("s"))
+                .select("uri", "s.signature", "s.unit"))
+
+    candidates, compared = _banded_candidates(signed(new), signed(every), "signature", "unit",
+                                              bands, band_radius)
+    squares = F.zip_with("payload", "other_payload", lambda a, b: (a - b) * (a - b))
+    distance = F.sqrt(F.aggregate(squares, F.lit(0.0), lambda total, x: total + x))
+    nearest = Window.partitionBy("uri").orderBy("distance", "other")
+    found = (candidates.withColumn("distance", distance)
+             .where(F.col("distance") <= max_distance)
+             .withColumn("_rank", F.row_number().over(nearest))
+             .where(F.col("_rank") <= k))
+    return Pairs(_unordered(found), compared)
+
+
+def embedding_signature(embedding: Column, seed: int) -> Column:
+    """A struct of the embedding's 64-bit random-hyperplane signature (`signature`, a signed
+    64-bit int: bit i set when the embedding is on the positive side of hyperplane i, the
+    hyperplanes drawn from a normal distribution seeded by `seed`) and the embedding scaled to
+    unit length (`unit`, floats; an all-zero embedding stays zero)."""
+
+    @pandas_udf("signature long, unit array<float>")
+    def sign(embeddings: pd.Series) -> pd.DataFrame:
+        if embeddings.empty:
+            return pd.DataFrame({"signature": pd.Series(dtype="int64"),
+                                 "unit": pd.Series(dtype="object")})
+        vectors = np.stack(embeddings.to_numpy()).astype(np.float64)
+        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+        units = vectors / np.where(norms == 0, 1.0, norms)
+        planes = np.random.default_rng(seed).standard_normal((HASH_BITS, vectors.shape[1]))
+        bits = np.packbits(units @ planes.T > 0, axis=1)
+        return pd.DataFrame({"signature": bits.view(">i8")[:, 0].astype(np.int64),
+                             "unit": list(units.astype(np.float32))})
+
+    return sign(embedding)
+
+
+def _banded_candidates(new: DataFrame, every: DataFrame, key: str, payload: str, bands: int,
+                       band_radius: int) -> tuple[DataFrame, int]:
+    """Each distinct (uri, key, payload, other, other_key, other_payload) of a `new` row and
+    another row of `every` whose 64-bit `key`s have a band within `band_radius` bits, and
+    how many (probe, row) pairs the equi-join on (band, bits) made."""
     def banded(frame: DataFrame) -> DataFrame:
-        return (frame.where(F.col("phash").isNotNull())
-                .select("uri", "phash", F.explode(hash_bands(F.col("phash"), bands)).alias("b"))
-                .select("uri", "phash", "b.band", "b.bits"))
+        return (frame.where(F.col(key).isNotNull())
+                .select("uri", F.col(key).alias("key"), F.col(payload).alias("payload"),
+                        F.explode(hash_bands(F.col(key), bands)).alias("b"))
+                .select("uri", "key", "payload", "b.band", "b.bits"))
 
     masks = F.array(*(F.lit(mask).cast("long")
                       for mask in flip_masks(HASH_BITS // bands, band_radius)))
-    probes = (banded(new).select("uri", "phash", "band", "bits", F.explode(masks).alias("mask"))
-              .select("uri", "phash", "band",
+    probes = (banded(new).select("uri", "key", "payload", "band", "bits",
+                                 F.explode(masks).alias("mask"))
+              .select("uri", "key", "payload", "band",
                       F.col("bits").bitwiseXOR(F.col("mask")).alias("bits")))
-    left, right = probes.alias("l"), banded(every).alias("r")
-    candidates = left.join(right, ["band", "bits"]).where(F.col("l.uri") != F.col("r.uri"))
-    found = (candidates.select(
-        F.least("l.uri", "r.uri").alias("uri"), F.greatest("l.uri", "r.uri").alias("other"),
-        F.bit_count(F.col("l.phash").bitwiseXOR(F.col("r.phash"))).cast("int").alias("distance"))
-        .where(F.col("distance") <= max_distance)
-        .dropDuplicates(["uri", "other"]))
-    return Pairs(found, _bucket_pairs(probes, banded(every), ["band", "bits"]))
+    rows = banded(every)
+    candidates = (probes.alias("l").join(rows.alias("r"), ["band", "bits"])
+                  .where(F.col("l.uri") != F.col("r.uri"))
+                  .select("l.uri", "l.key", "l.payload", F.col("r.uri").alias("other"),
+                          F.col("r.key").alias("other_key"),
+                          F.col("r.payload").alias("other_payload"))
+                  .dropDuplicates(["uri", "other"]))
+    return candidates, _bucket_pairs(probes, rows, ["band", "bits"])
 
 
-def similar_images(new: DataFrame, every: DataFrame, k: int, max_distance: float,
-                   bucket_length: float, hash_tables: int, seed: int) -> Pairs:
-    """Each `new` image's `k` nearest images of `every` (both with uri and a non-empty
-    embedding) within `max_distance`, by the Euclidean distance of the embeddings scaled to
-    unit length, found by `BucketedRandomProjectionLSH.approxSimilarityJoin`."""
-    def unit(frame: DataFrame) -> DataFrame:
-        vectors = (frame.where(F.size("embedding") > 0)
-                   .select("uri", array_to_vector("embedding").alias("vector")))
-        return Normalizer(inputCol="vector", outputCol="unit", p=2.0).transform(vectors)
-
-    new_units, every_units = unit(new), unit(every)
-    lsh = BucketedRandomProjectionLSH(inputCol="unit", outputCol="hashes", seed=seed,
-                                      bucketLength=bucket_length, numHashTables=hash_tables)
-    model = lsh.fit(every_units)
-    new_hashed, every_hashed = model.transform(new_units), model.transform(every_units)
-    joined = (model.approxSimilarityJoin(new_hashed, every_hashed, max_distance, "distance")
-              .select(F.col("datasetA.uri").alias("uri"), F.col("datasetB.uri").alias("other"),
-                      "distance")
-              .where(F.col("uri") != F.col("other")))
-    nearest = Window.partitionBy("uri").orderBy("distance", "other")
-    found = (joined.withColumn("_rank", F.row_number().over(nearest))
-             .where(F.col("_rank") <= k)
-             .select(F.least("uri", "other").alias("uri"),
-                     F.greatest("uri", "other").alias("other"), "distance")
-             .dropDuplicates(["uri", "other"]))
-
-    def buckets(hashed: DataFrame) -> DataFrame:
-        return (hashed.select("uri", F.posexplode("hashes").alias("table", "h"))
-                .select("uri", "table", vector_to_array("h")[0].alias("bucket")))
-
-    return Pairs(found, _bucket_pairs(buckets(new_hashed), buckets(every_hashed),
-                                      ["table", "bucket"]))
+def _unordered(pairs: DataFrame) -> DataFrame:
+    """(uri, other, distance) with `uri` the lesser of each pair, each pair once."""
+    return (pairs.select(F.least("uri", "other").alias("uri"),
+                         F.greatest("uri", "other").alias("other"), "distance")
+            .dropDuplicates(["uri", "other"]))
 
 
 def _bucket_pairs(left: DataFrame, right: DataFrame, keys: list[str]) -> int:

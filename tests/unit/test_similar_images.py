@@ -1,0 +1,80 @@
+"""Similar images: the random-hyperplane signature of embeddings and the banded join that pairs
+each new image with its nearest, on a local Spark, against brute force."""
+import os
+import sys
+
+import numpy as np
+import pytest
+
+from imagegraph.config import LinkConfig
+from imagegraph.linking import similar_images
+from imagegraph.perceptual_hash import hamming_distance
+
+
+@pytest.fixture(scope="module")
+def spark():
+    from pyspark.sql import SparkSession
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # the signature is a pandas UDF
+    session = (SparkSession.builder.master("local[1]").appName("test_similar_images")
+               .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "2")
+               .getOrCreate())
+    yield session
+    session.stop()
+
+
+def embeddings(count: int, seed: int) -> list[tuple[str, list[float]]]:
+    """`count` random 128-dimension vectors and, for each, a copy nudged by noise (about 0.2
+    away once both are unit length) and one scaled by 3 (the same direction)."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for n, base in enumerate(rng.standard_normal((count, 128))):
+        rows += [(f"u{n:03d}", base.tolist()),
+                 (f"u{n:03d}-near", (base + 0.2 * rng.standard_normal(128)).tolist()),
+                 (f"u{n:03d}-scaled", (3 * base).tolist())]
+    return rows
+
+
+def unit_distance(a, b) -> float:
+    a, b = np.asarray(a), np.asarray(b)
+    return float(np.linalg.norm(a / np.linalg.norm(a) - b / np.linalg.norm(b)))
+
+
+def test_each_new_image_finds_its_nearest_as_brute_force_does(spark):
+    rows = embeddings(40, seed=1)
+    every = spark.createDataFrame(rows, "uri string, embedding array<float>")
+    new = every.where("uri < 'u010'")
+    link = LinkConfig()
+    pairs = similar_images(new, every, 2, link.similar_max_distance, link.similar_bands,
+                           link.similar_band_radius, link.seed)
+    found = {(r.uri, r.other): r.distance for r in pairs.found.collect()}
+    vectors = dict(rows)
+    expected = set()
+    for uri in (u for u, _ in rows if u < "u010"):
+        nearest = sorted((unit_distance(vectors[uri], v), other) for other, v in rows
+                         if other != uri)[:2]
+        expected |= {tuple(sorted((uri, other))) for d, other in nearest
+                     if d <= link.similar_max_distance}
+    assert set(found) == expected
+    for (a, b), distance in found.items():
+        assert distance == pytest.approx(unit_distance(vectors[a], vectors[b]), abs=1e-5)
+    all_pairs = new.count() * every.count()
+    assert 0 < pairs.pairs_compared < all_pairs / 10
+
+
+def test_the_signature_is_the_side_of_each_hyperplane(spark):
+    from imagegraph.linking import embedding_signature
+
+    rng = np.random.default_rng(2)
+    base = rng.standard_normal(16)
+    frame = spark.createDataFrame([("a", base.tolist()), ("scaled", (5 * base).tolist()),
+                                   ("opposite", (-base).tolist()), ("zero", [0.0] * 16)],
+                                  "uri string, embedding array<float>")
+    rows = {r.uri: r for r in frame.select("uri", embedding_signature("embedding", 7)
+                                           .alias("s")).select("uri", "s.*").collect()}
+    assert rows["a"].signature == rows["scaled"].signature
+    assert hamming_distance(rows["a"].signature, rows["opposite"].signature) == 64
+    assert rows["zero"].signature == 0 and rows["zero"].unit == [0.0] * 16
+    assert np.linalg.norm(rows["a"].unit) == pytest.approx(1.0, abs=1e-6)
+    planes = np.random.default_rng(7).standard_normal((64, 16))
+    expected = int("".join("1" if p @ base > 0 else "0" for p in planes), 2)
+    assert rows["a"].signature & (2**64 - 1) == expected
