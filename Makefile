@@ -74,6 +74,7 @@ mutation: $(VENV)/.installed
 bench: build/.jars
 	$(PY) benchmarks/writer_bench.py
 	$(PY) benchmarks/inference_bench.py
+	$(PY) benchmarks/link_bench.py
 
 clean: services-down
 	rm -rf build

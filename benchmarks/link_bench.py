@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import platform
 import sys
 import time
@@ -148,10 +149,10 @@ def main() -> int:
     args = parser.parse_args()
 
     from pyspark.sql import SparkSession
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # the signatures' pandas UDF
     spark = (SparkSession.builder.master("local[2]").appName("link_bench")
              .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "8")
-             .config("spark.driver.memory", "2g")
-             .config("spark.pyspark.python", sys.executable).getOrCreate())
+             .config("spark.driver.memory", "2g").getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
     link = LinkConfig()
     figures = {}
