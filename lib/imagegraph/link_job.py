@@ -49,8 +49,9 @@ PREDICTION_COLUMNS = "uri string, sha256 string, phash long, embedding array<flo
 
 @dataclass
 class LinkReport:
-    """What one link run found and wrote. `pairs_compared` are the pairs the join's buckets
-    put side by side (what linking cost), against `new_images` x `images` for all pairs."""
+    """What one link run found and wrote. `pairs_compared` are the band matches of the join
+    (what linking cost; a pair matching in several bands counts once per band), against
+    `new_images` x `images` for all pairs."""
 
     link_id: str
     output_uri: str

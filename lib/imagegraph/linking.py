@@ -15,8 +15,8 @@ run links what it adds without comparing the old images among themselves again.
   one projection per table: on 128-dimension embeddings its buckets held more pairs than all
   pairs; `make bench` measures both.)
 
-Each also says how many pairs its buckets put side by side (`pairs_compared`): what the join
-costs, against n_new * n_all for all pairs.
+Each also says how many band matches its join made (`pairs_compared`: what the join costs; a
+pair matching in several bands counts once per band), against n_new * n_all for all pairs.
 """
 from __future__ import annotations
 
