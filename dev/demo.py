@@ -2,8 +2,11 @@
 
 Starts the servers, puts real labeled digits, photos and one corrupt file into the local S3,
 runs jobs/train.py and jobs/infer.py through spark-submit, reads the graph back over Gremlin,
-prints what it finds (with `accuracy=<value>` on a line of its own) and stops the servers.
-Exits non-zero when held-out accuracy is under 0.9 or the corrupt file is not dead-lettered.
+prints what it finds (with `accuracy=<value>` on a line of its own); then classifies photos
+uploaded again (a copy, resized, re-encoded, cropped), links them with jobs/link.py and prints
+what `python -m imagegraph.query` says of coffee.jpg; and stops the servers. Exits non-zero
+when held-out accuracy is under 0.9, the corrupt file is not dead-lettered or the query does
+not show coffee.jpg's copy.
 """
 from __future__ import annotations
 
@@ -109,6 +112,32 @@ def dead_letters(env: dict) -> list[dict]:
     return dataset.to_table(columns=["uri", "reason", "stage"]).to_pylist()
 
 
+def link_reuploads(env: dict, endpoint: str, model_uri: str) -> str:
+    """Classify the re-uploaded photos into the same output, link (jobs/link.py), print and
+    return what the query command says of coffee.jpg."""
+    started = step("classifying photos uploaded again (jobs/infer.py)")
+    client = s3_client(env["S3_ENDPOINT"], env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"])
+    put_objects(client, BUCKET, "", sample_images.reuploaded_photos())
+    spark_submit("infer.py", "--input", f"s3a://{BUCKET}/reuploads/", "--model", model_uri,
+                 "--output", f"s3a://{BUCKET}/results", "--gremlin-endpoint", endpoint,
+                 "--set", "inference.embedding=true", env=env)
+    done(started)
+    started = step("linking images to each other (jobs/link.py)")
+    spark_submit("link.py", "--output", f"s3a://{BUCKET}/results", "--model", "digits-cnn@v1",
+                 "--gremlin-endpoint", endpoint, env=env)
+    done(started)
+    started = step("querying the graph (python -m imagegraph.query)")
+    command = [sys.executable, "-m", "imagegraph.query", "--config",
+               str(ROOT / "conf" / "local.yaml"), "--gremlin-endpoint", endpoint, "image",
+               f"s3://{BUCKET}/incoming/photos/coffee.jpg", "--top", "5"]
+    print("   $ python -m imagegraph.query " + " ".join(command[3:]), flush=True)
+    output = subprocess.run(command, env=env, check=True, cwd=ROOT, capture_output=True,
+                            text=True).stdout
+    print("\n".join("   " + line for line in output.splitlines()))
+    done(started)
+    return output
+
+
 def main() -> int:
     endpoints = services.ports_from_environment()
     started = step("starting S3 (moto) and Gremlin Server")
@@ -127,7 +156,7 @@ def main() -> int:
         started = step("classifying (jobs/infer.py)")
         spark_submit("infer.py", "--input", f"s3a://{BUCKET}/incoming/", "--model", model_uri,
                      "--output", f"s3a://{BUCKET}/results", "--gremlin-endpoint",
-                     endpoints.gremlin_endpoint, env=env)
+                     endpoints.gremlin_endpoint, "--set", "inference.embedding=true", env=env)
         done(started)
         started = step("reading the graph back over Gremlin")
         accuracy = read_graph_back(endpoints.gremlin_endpoint)
@@ -135,12 +164,16 @@ def main() -> int:
         for letter in letters:
             print(f"   dead letter: {letter['uri']} ({letter['stage']}): {letter['reason']}")
         done(started)
+        coffee = link_reuploads(env, endpoints.gremlin_endpoint, model_uri)
     finally:
         services.stop()
     print(f"accuracy={accuracy:.4f}")
     corrupt_uri = f"s3://{BUCKET}/incoming/{sample_images.CORRUPT_KEY}"
     if not any(letter["uri"] == corrupt_uri for letter in letters):
         print(f"demo: FAILED: {corrupt_uri} is not in the dead-letter output", file=sys.stderr)
+        return 1
+    if f"s3://{BUCKET}/reuploads/coffee-copy.jpg" not in coffee.split("same content")[1]:
+        print("demo: FAILED: the query does not show coffee.jpg's copy", file=sys.stderr)
         return 1
     if accuracy < MIN_ACCURACY:
         print(f"demo: FAILED: held-out accuracy {accuracy:.4f} < {MIN_ACCURACY}", file=sys.stderr)

@@ -54,6 +54,26 @@ def photo_images() -> dict[str, bytes]:
     return {f"photos/{name}.jpg": _jpeg(getattr(skimage.data, name)()) for name in PHOTOS}
 
 
+def reuploaded_photos() -> dict[str, bytes]:
+    """{'reuploads/<name>.jpg': bytes}: photos of `photo_images` uploaded again, the way a
+    retailer's uploads repeat: coffee byte for byte, coffee at half size, astronaut saved again
+    at JPEG quality 50, rocket with 2.5% cropped off each side."""
+    import skimage.data
+
+    coffee, rocket = skimage.data.coffee(), skimage.data.rocket()
+    height, width = rocket.shape[:2]
+    crop = round(0.025 * height)
+    buffer = io.BytesIO()
+    Image.fromarray(skimage.data.astronaut()).save(buffer, format="JPEG", quality=50)
+    return {
+        "reuploads/coffee-copy.jpg": photo_images()["photos/coffee.jpg"],
+        "reuploads/coffee-small.jpg": _jpeg(np.asarray(Image.fromarray(coffee).resize(
+            (coffee.shape[1] // 2, coffee.shape[0] // 2), Image.Resampling.LANCZOS))),
+        "reuploads/astronaut-q50.jpg": buffer.getvalue(),
+        "reuploads/rocket-cropped.jpg": _jpeg(rocket[crop:height - crop, crop:width - crop]),
+    }
+
+
 def corrupt_image() -> dict[str, bytes]:
     """{CORRUPT_KEY: bytes}: the first 300 bytes of a JPEG, named like a JPEG."""
     return {CORRUPT_KEY: photo_images()["photos/coffee.jpg"][:300]}

@@ -15,6 +15,7 @@ from imagegraph.model_artifact import (KERAS, LABELS_FILE, METADATA_FILE, MODEL_
                                        model_format, write_artifact)
 from imagegraph.model_cache import LoadedModel, ModelCache
 from imagegraph.object_reader import ReaderSettings
+from imagegraph.perceptual_hash import perceptual_hash
 
 METADATA = ModelMetadata(name="brightness", version="1", input_height=4, input_width=4,
                          channels=1, preprocessing="scale_0_1", classes=("dark", "mid", "bright"))
@@ -91,6 +92,11 @@ def test_top_k_in_order_and_failed_rows_kept_in_place(brightness_model, tmp_path
     assert result["embedding"][0][0] == pytest.approx(0.0)
     assert result["embedding"][2][0] == pytest.approx(1.0)
     assert result["embedding"][1] is None
+    # the perceptual hash of every decoded image, from the pixels the model got (not the bytes)
+    assert result["phash"].notna().tolist() == [True, False, True, False, True, False, False]
+    assert result["phash"][0] == perceptual_hash(np.zeros((METADATA.input_height,
+                                                            METADATA.input_width,
+                                                            METADATA.channels), np.uint8))
 
 
 def test_model_cache_loads_once_per_worker(brightness_model, tmp_path):
