@@ -71,9 +71,10 @@ integration: build/.jars build/bin/toxiproxy-server
 mutation: $(VENV)/.installed
 	$(PY) dev/mutation.py
 
-bench: build/.jars
+bench: build/.jars build/bin/toxiproxy-server
 	$(PY) benchmarks/writer_bench.py
 	$(PY) benchmarks/inference_bench.py
+	$(PY) benchmarks/graph_projection.py
 
 clean: services-down
 	rm -rf build

@@ -188,3 +188,4 @@ def test_writers_default_to_twice_the_neptune_instances_vcpus():
     assert GraphConfig(instance_vcpus=16).writers == 32
     assert GraphConfig(instance_vcpus=16, max_concurrent_writers=5).writers == 5
     assert GraphConfig().writers == 8
+
