@@ -12,16 +12,17 @@ listed in S3 -> queued, FIFO, one load at a time (a request without queueRequest
 load waits or runs is refused) -> the worker: a load whose dependencies did not complete fails
 with LOAD_FAILED_BECAUSE_DEPENDENCY_NOT_SATISFIED -> each object under the source prefix is a
 feed: its header parsed (system columns, types, cardinality, escapes) or the feed fails as a
-whole; each record parsed and converted by its column's type, then upserted by id -> a record
-that cannot be loaded is logged (errorCode, errorMessage, fileName, recordNum: its data row,
-from 1 after the header) and skipped, or with failOnError stops the load -> LOAD_COMPLETED, or
-LOAD_FAILED when any feed logged an error.
+whole; each record parsed and converted by its column's type, then upserted by id (what is
+present read once a feed, 50 records written a request) -> a record that cannot be loaded is
+logged (errorCode, errorMessage, fileName, recordNum: its data row, from 1 after the header)
+and skipped, or with failOnError stops the load -> LOAD_COMPLETED, or LOAD_FAILED when any
+feed logged an error.
 GET /loader/{loadId}?details&errors&page&errorsPerPage -> {"status": "200 OK", "payload":
 {feedCount, overallStatus[, failedFeeds][, errors]}} as AWS documents it. Errors are JSON
 bodies {"code", "requestId", "detailedMessage"} with the HTTP status of botocore's model.
 
-Not Neptune: one label per vertex (Gremlin Server's TinkerGraph), loads run one record at a
-time, and whatever Neptune does that its documentation does not say. Run it alone:
+Not Neptune: one label per vertex (Gremlin Server's TinkerGraph), one feed at a time, and
+whatever Neptune does that its documentation does not say. Run it alone:
 `python dev/neptune_loader.py --help`.
 """
 from __future__ import annotations
@@ -334,60 +335,107 @@ def _same(existing: list, values: list) -> bool:
                    and math.isnan(b)) for a, b in zip(existing, values))
 
 
-def upsert_vertex(g, record: Record, update_single: bool) -> RecordError | None:
-    """mergeV by id, then each property (single: replaced only with `update_single`, else a
-    different value already there is a violation; set: added)."""
+WRITES_PER_REQUEST = 50
+
+
+def load_vertices(g, records: list[Record], update_single: bool) -> list[RecordError]:
+    """mergeV each record by id, then its properties (single: replaced only with
+    `update_single`, else a different value already there is a violation; set: added). The
+    vertices present are read in one request, the records written 50 a request."""
     from gremlin_python.process.traversal import Cardinality, Merge, T
 
-    found = g.V(record.id).value_map().to_list()
-    existing = found[0] if found else {}
-    for name, (column, values) in record.properties.items():
-        if column.cardinality == "single" and (len(values) > 1 or (
-                name in existing and not update_single and not _same(existing[name], values))):
-            return RecordError(CARDINALITY_VIOLATION, f"Vertex {record.id!r} already has a "
-                                                      f"value for single-cardinality property "
-                                                      f"{name!r}", record.number, INSERT)
-    traversal = g.merge_v({T.id: record.id}).option(
-        Merge.on_create, {T.id: record.id, T.label: record.label}).option(Merge.on_match, {})
-    for name, (column, values) in record.properties.items():
-        cardinality = Cardinality.single if column.cardinality == "single" else Cardinality.set_
-        for value in values:
-            traversal = traversal.property(cardinality, name, value)
-    traversal.iterate()
-    return None
+    existing = {v["id"]: v["properties"] for v in g.V(*{r.id for r in records}).project(
+        "id", "properties").by(T.id).by(_value_map()).to_list()} if records else {}
+    errors, accepted = [], []
+    for record in records:
+        present = existing.setdefault(record.id, {})
+        violation = next((name for name, (column, values) in record.properties.items()
+                          if column.cardinality == "single" and (len(values) > 1 or (
+                              name in present and not update_single
+                              and not _same(present[name], values)))), None)
+        if violation:
+            errors.append(RecordError(CARDINALITY_VIOLATION, f"Vertex {record.id!r} already has "
+                                                             f"a value for single-cardinality "
+                                                             f"property {violation!r}",
+                                      record.number, INSERT))
+            continue
+        present.update({name: values for name, (_, values) in record.properties.items()})
+        accepted.append(record)
+    for batch in _batches(accepted):
+        traversal = g
+        for record in batch:
+            traversal = traversal.merge_v({T.id: record.id}).option(
+                Merge.on_create, {T.id: record.id, T.label: record.label}) \
+                .option(Merge.on_match, {})
+            for name, (column, values) in record.properties.items():
+                cardinality = Cardinality.single if column.cardinality == "single" \
+                    else Cardinality.set_
+                for value in values:
+                    traversal = traversal.property(cardinality, name, value)
+        traversal.iterate()
+    return errors
 
 
-def upsert_edge(g, record: Record, update_single: bool) -> RecordError | None:
-    """mergeE by id between existing vertices; the id of an edge with other ends or label is
-    an error, so is a different value of a property without `update_single`."""
+def load_edges(g, records: list[Record], update_single: bool) -> list[RecordError]:
+    """mergeE each record by id between vertices present; a missing end vertex, an id already
+    on an edge with other ends or label, and (without `update_single`) a different value of a
+    property are errors. Vertices and edges present are read in one request each, the
+    records written 50 a request."""
     from gremlin_python.process.graph_traversal import __
     from gremlin_python.process.traversal import Direction, Merge, T
 
-    present = set(g.V(*{record.from_id, record.to_id}).id_().to_list())
-    if {record.from_id, record.to_id} - present:
-        return RecordError(MISSING_VERTEX, f"Either from vertex, '{record.from_id}', or to "
-                                           f"vertex, '{record.to_id}', is not present.",
-                           record.number, INSERT)
-    found = g.E(record.id).project("label", "from", "to", "properties").by(__.label()) \
-        .by(__.out_v().id_()).by(__.in_v().id_()).by(__.value_map()).to_list()
-    if found:
-        edge = found[0]
-        if (edge["label"], edge["from"], edge["to"]) != (record.label, record.from_id,
-                                                        record.to_id):
-            return RecordError(ID_ON_MULTIPLE_EDGES, f"Edge id {record.id!r} is already "
-                                                     f"assigned to another edge",
-                               record.number, INSERT)
-        for name, (_, values) in record.properties.items():
-            if name in edge["properties"] and not update_single and \
-                    not _same([edge["properties"][name]], values):
-                return RecordError(CARDINALITY_VIOLATION, f"Edge {record.id!r} already has a "
-                                                          f"value for property {name!r}",
-                                   record.number, INSERT)
-    values = {name: values[0] for name, (_, values) in record.properties.items()}
-    g.merge_e({T.id: record.id, T.label: record.label, Direction.OUT: record.from_id,
-               Direction.IN: record.to_id}) \
-        .option(Merge.on_create, values).option(Merge.on_match, values).iterate()
-    return None
+    ends = {end for r in records for end in (r.from_id, r.to_id)}
+    present = set(g.V(*ends).id_().to_list()) if ends else set()
+    existing = {e["id"]: e for e in g.E(*{r.id for r in records}).project(
+        "id", "label", "from", "to", "properties").by(T.id).by(T.label).by(__.out_v().id_())
+        .by(__.in_v().id_()).by(_value_map()).to_list()} if records else {}
+    errors, accepted = [], []
+    for record in records:
+        error = None
+        edge = existing.get(record.id)
+        if {record.from_id, record.to_id} - present:
+            error = RecordError(MISSING_VERTEX, f"Either from vertex, '{record.from_id}', or to "
+                                                f"vertex, '{record.to_id}', is not present.",
+                                record.number, INSERT)
+        elif edge and (edge["label"], edge["from"], edge["to"]) != (
+                record.label, record.from_id, record.to_id):
+            error = RecordError(ID_ON_MULTIPLE_EDGES, f"Edge id {record.id!r} is already "
+                                                      f"assigned to another edge",
+                                record.number, INSERT)
+        elif edge and not update_single and any(
+                name in edge["properties"] and not _same([edge["properties"][name]], values)
+                for name, (_, values) in record.properties.items()):
+            error = RecordError(CARDINALITY_VIOLATION, f"Edge {record.id!r} already has a "
+                                                       f"different value for a property",
+                                record.number, INSERT)
+        if error:
+            errors.append(error)
+            continue
+        properties = {name: values[0] for name, (_, values) in record.properties.items()}
+        existing[record.id] = {"label": record.label, "from": record.from_id,
+                               "to": record.to_id,
+                               "properties": {**(edge or {}).get("properties", {}),
+                                              **properties}}
+        accepted.append((record, properties))
+    for batch in _batches(accepted):
+        traversal = g
+        for record, properties in batch:
+            traversal = traversal.merge_e({T.id: record.id, T.label: record.label,
+                                           Direction.OUT: record.from_id,
+                                           Direction.IN: record.to_id}) \
+                .option(Merge.on_create, properties).option(Merge.on_match, properties)
+        traversal.iterate()
+    return errors
+
+
+def _value_map():
+    from gremlin_python.process.graph_traversal import __
+    return __.value_map()
+
+
+def _batches(items: list) -> list[list]:
+    return [items[start:start + WRITES_PER_REQUEST]
+            for start in range(0, len(items), WRITES_PER_REQUEST)]
 
 
 # --- the endpoints ------------------------------------------------------------------------------
@@ -652,17 +700,20 @@ class NeptuneLoader:
         except FileRejected as rejected:
             log(PARSING_ERROR, str(rejected), 0, PARSING)
             return "LOAD_FAILED"
-        upsert = upsert_edge if header.kind == "edge" else upsert_vertex
-        for record in records:
-            if isinstance(record, Record):
-                feed.counts["totalRecords"] += 1 + len(record.properties)
-                record = upsert(g, record, load.update_single) or record
-            if isinstance(record, RecordError):
-                log(record.code, record.message, record.number, record.counter)
-                if load.fail_on_error:
-                    return "LOAD_FAILED"
-        return "LOAD_FAILED" if any(feed.counts[c] for c in (PARSING, DATATYPE, INSERT)) \
-            else "LOAD_COMPLETED"
+        load_records = load_edges if header.kind == "edge" else load_vertices
+        parsed = [r for r in records if isinstance(r, Record)]
+        if load.fail_on_error:  # the records before the first bad one, then stop
+            first_bad = next((r for r in records if isinstance(r, RecordError)), None)
+            if first_bad:
+                parsed = [r for r in parsed if r.number < first_bad.number]
+        errors = [r for r in records if isinstance(r, RecordError)] + \
+            load_records(g, parsed, load.update_single)
+        feed.counts["totalRecords"] += sum(1 + len(r.properties) for r in parsed)
+        for error in sorted(errors, key=lambda e: e.number):
+            log(error.code, error.message, error.number, error.counter)
+            if load.fail_on_error:
+                return "LOAD_FAILED"
+        return "LOAD_FAILED" if errors else "LOAD_COMPLETED"
 
 
 def _query_flag(query: dict, name: str) -> bool:
