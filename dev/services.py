@@ -5,7 +5,7 @@ faults (dev/toxiproxy_client.py).
 Used by `make services-up` / `make services-down`, by `make demo` and by the integration tests'
 session fixture, so there is one way to run the servers.
 
-    python dev/services.py up      # start them all, wait until each answers, print shell-ready lines
+    python dev/services.py up      # start them, wait until each answers, print shell-ready lines
     python dev/services.py down    # stop them
     python dev/services.py env     # print the shell-ready lines again
 
