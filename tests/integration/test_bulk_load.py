@@ -5,6 +5,7 @@ loader give the identical graph, read back over Gremlin; a record the loader rej
 dead letter with the loader's reason, and the run still reconciles."""
 from __future__ import annotations
 
+import time
 import uuid
 from dataclasses import replace
 
@@ -12,7 +13,8 @@ import pytest
 from gremlin_python.process.graph_traversal import __
 from gremlin_python.process.traversal import T
 
-from imagegraph.graph.bulk_load import bulk_load_predictions
+from imagegraph.graph.bulk_load import (LoaderJob, LoadStopped, bulk_load_predictions,
+                                        loader_client, record_errors)
 from imagegraph.graph.connection import GremlinConnection
 from imagegraph.graph.elements import VertexRecord, class_id
 from imagegraph.graph.load import load_predictions
@@ -137,3 +139,41 @@ def test_a_record_the_loader_rejects_is_dead_lettered_and_the_run_reconciles(
     assert graph.V().has("run_id", report.run_id).count().next() == 20
     assert graph.V().has("run_id", report.run_id).out_e("classified_as").has(
         "run_id", report.run_id).count().next() == 19 * 3
+
+
+def test_a_loader_that_refuses_the_load_stops_it_with_one_line(spark, bulk_graph, graph, clean):
+    clean()
+    result = bulk_load_predictions(
+        spark, replace(bulk_graph, loader_iam_role_arn="not-a-role"), predictions(spark, 3, 0),
+        MODEL, "run-1", f"s3a://{BUCKET}/bulk-refused/graph", f"s3a://{BUCKET}/bulk-refused/bulk")
+    assert len(result.stopped) == 1
+    assert result.stopped[0].startswith(
+        f"Neptune's bulk loader at {bulk_graph.loader_endpoint} refused to start a load of "
+        f"s3://{BUCKET}/bulk-refused/bulk/vertices/part-: BadRequestException: Invalid IAM role "
+        f"ARN 'not-a-role'")
+    assert graph.V().has_label("image").count().next() == 0
+
+
+def test_a_header_the_loader_rejects_fails_the_load_as_a_whole(bulk_graph, s3):
+    put_objects(s3, BUCKET, "bulk-bad-header/", {"part-0": b'~id,~label,age:Integer\n"v1","x",1\n'})
+    client = loader_client(bulk_graph)
+    load_id = client.start_loader_job(
+        source=f"s3://{BUCKET}/bulk-bad-header/part-", format="csv", s3BucketRegion="us-east-1",
+        iamRoleArn=bulk_graph.loader_iam_role_arn, failOnError=False,
+        queueRequest=True)["payload"]["loadId"]
+    for _ in range(100):
+        payload = client.get_loader_job_status(loadId=load_id, details=True, errors=True,
+                                               page=1, errorsPerPage=10)["payload"]
+        if payload["overallStatus"]["status"] not in ("LOAD_IN_QUEUE", "LOAD_IN_PROGRESS"):
+            break
+        time.sleep(0.1)
+    assert payload["overallStatus"]["status"] == "LOAD_FAILED"
+    assert payload["overallStatus"]["parsingErrors"] == 1
+    assert payload["failedFeeds"][0]["fullUri"] == f"s3://{BUCKET}/bulk-bad-header/part-0"
+    error = payload["errors"]["errorLogs"][0]
+    assert error == {"errorCode": "PARSING_ERROR", "recordNum": 0,
+                     "fileName": f"s3://{BUCKET}/bulk-bad-header/part-0",
+                     "errorMessage": "Invalid data type 'Integer' in column header "
+                                     "'age:Integer'"}
+    with pytest.raises(LoadStopped, match="PARSING_ERROR: Invalid data type 'Integer'"):
+        record_errors(LoaderJob(load_id, "s3://...", "LOAD_FAILED", (error,)))
