@@ -152,5 +152,7 @@ def test_an_error_names_the_image_of_its_record():
     assert rejected_uri(RECORD_ERROR, {FILE: edge_file}) == "s3://b/2.png"
     assert rejected_uri({**RECORD_ERROR, "recordNum": 1}, {FILE: vertex_file}) == "s3://b/1.png"
     assert rejected_uri(MISSING, {}) == "s3://b/it's, here.png"
+    assert rejected_uri({**RECORD_ERROR, "recordNum": 3}, {FILE: edge_file}) is None
+    assert rejected_uri(RECORD_ERROR, {}) is None
     assert rejection_reason(RECORD_ERROR) == (
         f"graph bulk load rejected the record: PARSING_ERROR: bad Double ({FILE} record 2)")

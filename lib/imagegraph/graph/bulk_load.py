@@ -355,16 +355,19 @@ def _names_record(error: Mapping) -> bool:
         and _MISSING_VERTEX_MESSAGE.fullmatch(error.get("errorMessage", "")) is not None)
 
 
-def rejected_uri(error: Mapping, records: Mapping[str, list[list[str]]]) -> str:
+def rejected_uri(error: Mapping, records: Mapping[str, list[list[str]]]) -> str | None:
     """The image uri of the record `error` names: the `~id` (vertex files) or `~from` (edge
     files) of data row `recordNum` (from 1, after the header) of its file, whose parsed rows
-    are `records[fileName]`; else, for a missing vertex, the from-vertex of the message."""
+    are `records[fileName]`; else, for a missing vertex, the from-vertex of the message; else
+    None."""
     rows = records.get(error.get("fileName", ""))
     number = error.get("recordNum", 0)
     if rows and 0 < number < len(rows):
         header = rows[0]
         return rows[number][header.index("~from") if "~from" in header else 0]
-    return _MISSING_VERTEX_MESSAGE.fullmatch(error["errorMessage"]).group(1)
+    missing = _MISSING_VERTEX_MESSAGE.fullmatch(error.get("errorMessage", "")) \
+        if error.get("errorCode") == MISSING_VERTEX else None
+    return missing.group(1) if missing else None
 
 
 def rejection_reason(error: Mapping) -> str:
@@ -396,7 +399,11 @@ def bulk_load_predictions(spark: SparkSession, graph: GraphConfig, predictions: 
         for kind, errors in _load(loader, files_uri).items():
             records = _read_rejected_files(spark, errors, files_uri)
             for error in errors:
-                failed.setdefault(rejected_uri(error, records), rejection_reason(error))
+                uri = rejected_uri(error, records)
+                if uri is None:
+                    raise LoadStopped(f"bulk load error names no record of the chunk: "
+                                      f"{rejection_reason(error)}")
+                failed.setdefault(uri, rejection_reason(error))
             rejected[kind] = len(errors)
         failed_rows = spark.createDataFrame(sorted(failed.items()), FAILED_ROWS)
         if failed_rows.join(predictions.select("uri"), "uri", "left_anti").count():
