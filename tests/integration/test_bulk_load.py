@@ -13,8 +13,9 @@ import pytest
 from gremlin_python.process.graph_traversal import __
 from gremlin_python.process.traversal import T
 
-from imagegraph.graph.bulk_load import (LoaderJob, LoadStopped, bulk_load_predictions,
-                                        loader_client, record_errors)
+from imagegraph.graph.bulk_load import (Loader, LoaderJob, LoadStopped, bulk_load_predictions,
+                                        load_vertices_then_edges, loader_client,
+                                        record_errors)
 from imagegraph.graph.connection import GremlinConnection
 from imagegraph.graph.elements import VertexRecord, class_id
 from imagegraph.graph.load import load_predictions
@@ -177,3 +178,26 @@ def test_a_header_the_loader_rejects_fails_the_load_as_a_whole(bulk_graph, s3):
                                      "'age:Integer'"}
     with pytest.raises(LoadStopped, match="PARSING_ERROR: Invalid data type 'Integer'"):
         record_errors(LoaderJob(load_id, "s3://...", "LOAD_FAILED", (error,)))
+
+
+def test_edges_load_after_vertices_that_failed_record_by_record(bulk_graph, s3, graph, clean):
+    clean()
+    put_objects(s3, BUCKET, "bulk-vertex-error/", {
+        "vertices/part-0": b'~id,~label,n:Long(single)\n"s3://b/good.png","image",1\n'
+                           b'"s3://b/bad.png","image",one\n',
+        "edges/part-0": b'~id,~from,~to,~label\n"e-good","s3://b/good.png","class:a","x"\n'
+                        b'"e-bad","s3://b/bad.png","class:a","x"\n'})
+    loader = Loader(loader_client(bulk_graph), bulk_graph)
+
+    errors = load_vertices_then_edges(loader, f"s3a://{BUCKET}/bulk-vertex-error")
+
+    files = f"s3://{BUCKET}/bulk-vertex-error"
+    assert errors == {
+        "vertices": ({"errorCode": "PARSING_ERROR", "recordNum": 2,
+                      "errorMessage": "Data type mismatch in column n: 'one' is not a Long",
+                      "fileName": f"{files}/vertices/part-0"},),
+        "edges": ({"errorCode": "FROM_OR_TO_VERTEX_ARE_MISSING", "recordNum": 2,
+                   "errorMessage": "Either from vertex, 's3://b/bad.png', or to vertex, "
+                                   "'class:a', is not present.",
+                   "fileName": f"{files}/edges/part-0"},)}
+    assert graph.E().id_().to_list() == ["e-good"]

@@ -248,7 +248,7 @@ class LoaderJob:
     errors: tuple[dict, ...]
 
 
-class _Loader:
+class Loader:
     """Starts and follows loader jobs through one client, counting its requests."""
 
     def __init__(self, client, graph: GraphConfig, sleep=time.sleep, clock=time.monotonic):
@@ -392,11 +392,11 @@ def bulk_load_predictions(spark: SparkSession, graph: GraphConfig, predictions: 
     rows, edge_rows = predictions.agg(F.count(F.lit(1)),
                                       F.coalesce(F.sum(F.size("labels")), F.lit(0))).first()
     _write_csv(spark, predictions, model_tag, run_id, files_uri)
-    loader = _Loader(loader_client(graph), graph)
+    loader = Loader(loader_client(graph), graph)
     failed: dict[str, str] = {}
     rejected = {"vertices": 0, "edges": 0}
     try:
-        for kind, errors in _load(loader, files_uri).items():
+        for kind, errors in load_vertices_then_edges(loader, files_uri).items():
             records = _read_rejected_files(spark, errors, files_uri)
             for error in errors:
                 uri = rejected_uri(error, records)
@@ -443,10 +443,13 @@ def _write_csv(spark: SparkSession, predictions: DataFrame, model_tag: str, run_
             .write.text(f"{files_uri}/{folder}")
 
 
-def _load(loader: _Loader, files_uri: str) -> dict[str, tuple[dict, ...]]:
-    """Load the vertex files, then the edge files (queued with the vertex load as dependency:
-    Neptune starts them only once the vertices are in); the record errors of each. The part-
-    prefix keeps the committer's _SUCCESS marker out of the load."""
+def load_vertices_then_edges(loader: Loader, files_uri: str) -> dict[str, tuple[dict, ...]]:
+    """Load the vertex files under `<files_uri>/vertices/`, then the edge files under
+    `<files_uri>/edges/` (queued with the vertex load as dependency: Neptune starts them only
+    once the vertices are in); {'vertices': record errors, 'edges': record errors}, or
+    `LoadStopped` (`record_errors`). A vertex load that failed record by record makes Neptune
+    cancel the edge load for its dependency: the edges are then loaded again without it. The
+    part- prefix keeps the committer's _SUCCESS marker out of the load."""
     vertices_source = f"{loader_source(files_uri)}/vertices/part-"
     edges_source = f"{loader_source(files_uri)}/edges/part-"
     vertices_id = loader.start(vertices_source)
