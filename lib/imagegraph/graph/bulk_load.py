@@ -480,14 +480,12 @@ def _read_rejected_files(spark: SparkSession, errors: Sequence[Mapping],
 def _drop_stale(predictions: DataFrame, failed_rows: DataFrame, graph: GraphConfig,
                 model_tag: str, run_id: str) -> tuple[list[tuple[str, str]], int, int]:
     """Drop, over Gremlin, the classified_as edges of `model_tag` that the written images' new
-    top-k does not keep, from at most `graph.max_concurrent_writers` partitions; (the rows
-    whose edges could not be dropped with the reason, requests, retries). `LoadStopped` when
-    a writer stopped."""
+    top-k does not keep, from at most `graph.writers` partitions; (the rows whose edges could
+    not be dropped with the reason, requests, retries). `LoadStopped` when a writer stopped."""
     written = predictions.join(failed_rows, "uri", "left_anti").select("uri", "labels",
                                                                        "sha256")
-    writers = written.rdd.getNumPartitions()
-    if graph.max_concurrent_writers and writers > graph.max_concurrent_writers:
-        written = written.coalesce(graph.max_concurrent_writers)
+    if written.rdd.getNumPartitions() > graph.writers:
+        written = written.coalesce(graph.writers)
 
     def drop(rows: Iterable) -> Iterator[tuple]:
         """(kind, uri, text, requests, retries): a 'failed' row per image whose stale edges
