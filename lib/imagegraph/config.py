@@ -121,6 +121,13 @@ class GraphConfig:
     `iam_auth`: 'auto' signs requests (SigV4) for wss:// endpoints, 'on' always, 'off' never.
     `upsert_style`: 'merge' (mergeV/mergeE) or 'coalesce' (fold/coalesce/unfold, for engines
     without mergeV).
+    `load`: 'mergev' (the upserts above) or 'bulk' (each chunk as Neptune Gremlin load-format CSV
+    under the run's staging area, loaded by Neptune's bulk loader: `graph.bulk_load`). The
+    loader's HTTPS endpoint is `loader_endpoint` (empty: the Gremlin endpoint's host and port);
+    it reads S3 with the IAM role `loader_iam_role_arn` (attached to the cluster) using
+    `loader_parallelism` threads (LOW, MEDIUM, HIGH, OVERSUBSCRIBE); its status is polled every
+    `loader_poll_interval_s` seconds, and a load still running after `loader_timeout_s` seconds
+    stops the run.
     """
 
     endpoint: str = "ws://localhost:8182/gremlin"
@@ -142,6 +149,12 @@ class GraphConfig:
     max_failures_in_a_row: int = 20
     connect_timeout_s: float = 15.0
     request_timeout_s: float = 150.0
+    load: str = "mergev"
+    loader_endpoint: str = ""
+    loader_iam_role_arn: str = ""
+    loader_parallelism: str = "HIGH"
+    loader_poll_interval_s: float = 5.0
+    loader_timeout_s: float = 21600.0
 
     @property
     def writers(self) -> int:
@@ -202,6 +215,8 @@ _CHOICES = {"training.color_mode": ("grayscale", "rgb"),
             "graph.iam_auth": ("auto", "on", "off"),
             "inference.runtime": ("tflite", "tensorflow"),
             "graph.upsert_style": ("merge", "coalesce"),
+            "graph.load": ("mergev", "bulk"),
+            "graph.loader_parallelism": ("LOW", "MEDIUM", "HIGH", "OVERSUBSCRIBE"),
             "spark.log_level": ("ALL", "DEBUG", "INFO", "WARN", "ERROR", "OFF")}
 _POSITIVE = {
     "s3.max_attempts", "input.read_threads", "inference.objects_per_partition",
@@ -211,7 +226,8 @@ _POSITIVE = {
     "graph.records_per_request", "graph.max_steps_per_request", "graph.max_attempts",
     "graph.retry_base_delay_s", "graph.retry_max_delay_s", "graph.failover_budget_s",
     "graph.max_split_requests", "graph.max_failures_in_a_row", "graph.connect_timeout_s",
-    "graph.request_timeout_s", "graph.instance_vcpus", "s3.retry_interval_s", "s3.throttle_retry_interval_s",
+    "graph.request_timeout_s", "graph.instance_vcpus", "graph.loader_poll_interval_s",
+    "graph.loader_timeout_s", "s3.retry_interval_s", "s3.throttle_retry_interval_s",
     "training.input_height",
     "training.input_width", "training.epochs", "training.batch_size", "training.learning_rate",
 }

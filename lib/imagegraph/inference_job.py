@@ -31,6 +31,7 @@ from imagegraph import hadoop_fs
 from imagegraph.background import BackgroundJobs
 from imagegraph.config import Config
 from imagegraph.errors import JobError
+from imagegraph.graph.bulk_load import bulk_load_predictions
 from imagegraph.graph.connection import with_resolved_region
 from imagegraph.graph.load import count_run_images, load_predictions, write_model
 from imagegraph.inference import STATUS_OK, InferenceSettings, classify_images
@@ -244,8 +245,13 @@ def _write_graph(spark: SparkSession, run: _Run, predictions: DataFrame,
     not be written, counted in the report. Raises `JobError` when a writer stopped the run
     (the chunk is then not committed, and `--resume` does it again)."""
     report = run.report
-    load = load_predictions(spark, run.config.graph, predictions, run.metadata.tag,
-                            report.run_id, outcome_uri)
+    if run.config.graph.load == "bulk":  # its CSV beside the outcome: <chunk staging>/bulk
+        load = bulk_load_predictions(spark, run.config.graph, predictions, run.metadata.tag,
+                                     report.run_id, outcome_uri,
+                                     f"{outcome_uri.rsplit('/', 1)[0]}/bulk")
+    else:
+        load = load_predictions(spark, run.config.graph, predictions, run.metadata.tag,
+                                report.run_id, outcome_uri)
     if load.stopped:
         raise JobError("; ".join(load.stopped))
     totals = load.totals
