@@ -5,15 +5,19 @@ file lands under the S3 prefix `package.code_uri`.
       imagegraph-env.tar.gz                   imagegraph-env.tar.gz   (python_env: archive)
       imagegraph-<version>-py3-none-any.whl   imagegraph-<version>-py3-none-any.whl
       requirements.txt                        requirements.txt
+      constraints.txt                         constraints.txt         (every package pinned)
       bootstrap.sh                            bootstrap.sh
       jobs/infer.py, jobs/train.py            jobs/infer.py, jobs/train.py
     conf/emr.yaml (package.job_config)        conf/emr.yaml
 
-`emr/build_package.py` builds the directory with these names; the launcher uploads it.
+`emr/build_package.py` builds the directory with these names; the launcher uploads it, once
+the environment archive's bin/python is seen to link to the nodes' interpreter.
 """
 from __future__ import annotations
 
 import hashlib
+import posixpath
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +25,7 @@ from imagegraph.errors import JobError
 
 ENV_ARCHIVE = "imagegraph-env.tar.gz"
 REQUIREMENTS = "requirements.txt"
+CONSTRAINTS = "constraints.txt"
 BOOTSTRAP = "bootstrap.sh"
 ENTRY_FILES = ("jobs/infer.py", "jobs/train.py")
 WHEEL_PATTERN = "imagegraph-*-py3-none-any.whl"
@@ -64,23 +69,65 @@ def wheel_file(package_dir: Path) -> Path:
 def package_files(package_dir: Path, with_env_archive: bool) -> list[Path]:
     """The files of the package, relative to `package_dir`; `JobError` naming the first one
     missing. The environment archive only when the jobs run from it."""
-    names = [REQUIREMENTS, BOOTSTRAP, *ENTRY_FILES] + ([ENV_ARCHIVE] if with_env_archive else [])
+    names = [REQUIREMENTS, CONSTRAINTS, BOOTSTRAP, *ENTRY_FILES] + \
+        ([ENV_ARCHIVE] if with_env_archive else [])
     for name in names:
         if not (package_dir / name).is_file():
             raise JobError(f"{package_dir / name} is missing; run `make package`")
     return [Path(name) for name in names] + [wheel_file(package_dir).relative_to(package_dir)]
 
 
-def uploads(package_dir: str, code_uri: str, job_config: str,
-            with_env_archive: bool) -> list[Upload]:
+def archive_python(archive: Path) -> str | None:
+    """The interpreter the packed environment's bin/python runs, its symlinks followed inside
+    bin/ (`python -> python3.11 -> /usr/bin/python3.11`); None when it has no bin/python
+    symlink. Reads the tar.gz only as far as its bin/ entries."""
+    links: dict[str, str] = {}
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            for member in tar:
+                if member.issym() and member.name.startswith("bin/python"):
+                    links[member.name] = member.linkname
+                    target = _followed(links, "bin/python")
+                    if target is not None:
+                        return target
+    except (tarfile.TarError, OSError) as exc:
+        raise JobError(f"{archive} is not a readable tar.gz: {exc}; run `make package`") from None
+    return None
+
+
+def _followed(links: dict[str, str], name: str) -> str | None:
+    """Where the symlink `name` leads through `links` (archive paths); None while unknown."""
+    for _ in range(8):
+        if name not in links:
+            return None if name.startswith("bin/") else name
+        target = links[name]
+        name = target if target.startswith("/") else posixpath.normpath(
+            posixpath.join(posixpath.dirname(name), target))
+    return None
+
+
+def check_archive_python(archive: Path, node_python: str) -> None:
+    """`JobError` unless the archive's bin/python links to `node_python`."""
+    linked = archive_python(archive)
+    if linked != node_python:
+        raise JobError(f"{archive.name}'s bin/python links to {linked or 'nothing'}, not "
+                       f"package.node_python {node_python}: rebuild it with `make package`")
+
+
+def uploads(package_dir: str, code_uri: str, job_config: str, with_env_archive: bool,
+            node_python: str) -> list[Upload]:
     """Every file to upload: the package files under `code_uri`, keeping their relative paths,
-    and the job configuration under `<code_uri>/conf/`."""
+    and the job configuration under `<code_uri>/conf/`; with the environment archive, once its
+    bin/python is seen to link to `node_python`."""
     bucket, prefix = split_s3_uri(code_uri)
     root = Path(package_dir)
     config = Path(job_config)
     if not config.is_file():
         raise JobError(f"job configuration {job_config} does not exist")
-    pairs = [(root / rel, rel.as_posix()) for rel in package_files(root, with_env_archive)]
+    files = package_files(root, with_env_archive)
+    if with_env_archive:
+        check_archive_python(root / ENV_ARCHIVE, node_python)
+    pairs = [(root / rel, rel.as_posix()) for rel in files]
     pairs.append((config, f"{CONF_DIR}/{config.name}"))
     return [Upload(path, bucket, "/".join(p for p in (prefix, key) if p), file_sha256(path))
             for path, key in pairs]
