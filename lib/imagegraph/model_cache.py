@@ -16,6 +16,7 @@ import numpy as np
 
 from imagegraph.model_artifact import (MODEL_FILE, SAVED_MODEL, SAVED_MODEL_DIR, ModelMetadata,
                                        model_format, preprocess)
+from imagegraph.tensorflow_output import quiet_tensorflow
 
 
 class LoadedModel:
@@ -119,12 +120,15 @@ def _tflite_function(converter, threads: int):
     interpreter on `threads` threads (0: all); returns a function of pixels -> its output(s)."""
     import tensorflow as tf
 
-    with warnings.catch_warnings():  # tf.lite.Interpreter's notice of its move to LiteRT
-        warnings.simplefilter("ignore", UserWarning)
+    # Keras's export and the converter's and interpreter's native log lines kept out of the log
+    with quiet_tensorflow(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # tf.lite.Interpreter's move to LiteRT
         interpreter = tf.lite.Interpreter(model_content=converter.convert(),
                                           num_threads=threads or None)
-    runner = interpreter.get_signature_runner()
-    (input_name,) = runner.get_input_details()
+        runner = interpreter.get_signature_runner()
+        (input_name,) = runner.get_input_details()
+        spec = runner.get_input_details()[input_name]
+        runner(**{input_name: np.zeros(spec["shape"], spec["dtype"])})  # applies XNNPACK
     output_names = sorted(runner.get_output_details())  # output_0, output_1: Keras's order
 
     def run(pixels: np.ndarray):
