@@ -126,10 +126,11 @@ def python_description(settings: LauncherSettings, target: str) -> str:
     if python_env == "node_archive":
         return (f"{settings.package.node_env_dir}/bin/python: {package.ENV_ARCHIVE} unpacked "
                 f"once per node by the bootstrap action; bin/python -> {node_python}")
-    where = ("the application's custom image (checked with get_application before sending)"
-             if target == "serverless" and settings.serverless.require_custom_image else
-             "the application's image (serverless.require_custom_image is false: not checked)"
-             if target == "serverless" else "the nodes")
+    where = "the nodes"
+    if target == "serverless":
+        where = ("the application's custom image (checked with get_application before sending)"
+                 if settings.serverless.require_custom_image else "the application's image "
+                 "(serverless.require_custom_image is false: not checked)")
     return (f"{ARCHIVE_PYTHON}: {package.ENV_ARCHIVE} unpacked by YARN for each application; "
             f"bin/python -> {node_python} from {where}")
 
@@ -168,9 +169,7 @@ def render_steps(settings: LauncherSettings, target: str, template_name: str,
     backfill shard's), from `<steps.templates>/<template_name>.json`."""
     template = load_template(settings.steps.templates, template_name)
     # A running cluster has its own spark-defaults: the job's tuning goes on every step.
-    tuning = [item for key, value in spark_defaults(load_configurations(
-        settings.cluster.configurations)).items() for item in ("--conf", f"{key}={value}")] \
-        if target == "steps" else []
+    tuning = tuning_options(settings.cluster.configurations) if target == "steps" else []
     common = {
         "code_uri": code_root(settings),
         "job_config": Path(settings.package.job_config).name,
@@ -211,6 +210,12 @@ def spark_defaults(configurations: list[dict]) -> dict[str, str]:
         if item["Classification"] == "spark-defaults":
             return dict(item.get("Properties", {}))
     return {}
+
+
+def tuning_options(configurations_path: str) -> list[str]:
+    """The spark-defaults of the configurations file as spark-submit `--conf key=value`s."""
+    defaults = spark_defaults(load_configurations(configurations_path))
+    return [item for key, value in defaults.items() for item in ("--conf", f"{key}={value}")]
 
 
 def with_node_python(configurations: list[dict], node_python: str, source: str) -> list[dict]:
