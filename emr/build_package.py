@@ -208,7 +208,8 @@ def main() -> int:
     with stage("venv-pack"), interpreter_pointed_at(env_dir, node_python):
         pack(env_dir, out / package.ENV_ARCHIVE)
     archive = out / package.ENV_ARCHIVE
-    package.check_archive_python(archive, node_python)
+    with stage("bin/python checked in the archive"):
+        package.check_archive_python(archive, node_python, package.file_sha256(archive))
     print(f"package: {out} in {time.monotonic() - started:.0f} s; {archive.name} "
           f"{archive.stat().st_size / 2**20:.0f} MiB, bin/python -> {node_python}")
     return 0

@@ -314,6 +314,22 @@ def test_an_archive_linking_elsewhere_is_refused_before_upload(tmp_path, emr_pac
         plan(tmp_path, target, resource_id)
 
 
+def test_the_archives_python_is_read_once_per_content(tmp_path, emr_package, env_archive):
+    """Reading bin/python means reading through 500 MiB of tar.gz: the answer is kept beside
+    the archive under its SHA-256, and a different archive is read again."""
+    plan(tmp_path)
+    record = emr_package / package.ENV_ARCHIVE_PYTHON
+    kept = json.loads(record.read_text())
+    assert kept == {"sha256": package.file_sha256(emr_package / package.ENV_ARCHIVE),
+                    "python": "/usr/bin/python3.11"}
+    record.write_text(json.dumps({**kept, "python": "/seen/before/python3.11"}))
+    with pytest.raises(JobError, match="links to /seen/before/python3.11"):
+        plan(tmp_path)
+    env_archive(emr_package / package.ENV_ARCHIVE, "/usr/bin/python3.11")  # new content
+    assert plan(tmp_path).uploads
+    assert json.loads(record.read_text())["python"] == "/usr/bin/python3.11"
+
+
 def test_steps_on_a_running_cluster_carry_the_jobs_spark_defaults(tmp_path, emr_package):
     """A running cluster has its own spark-defaults (no memoryOverhead for TensorFlow, no
     task.cpus): every step passes the job's as --conf, and a new cluster gets them as its

@@ -11,11 +11,13 @@ file lands under the S3 prefix `package.code_uri`.
     conf/emr.yaml (package.job_config)        conf/emr.yaml
 
 `emr/build_package.py` builds the directory with these names; the launcher uploads it, once
-the environment archive's bin/python is seen to link to the nodes' interpreter.
+the environment archive's bin/python is seen to link to the nodes' interpreter (read from the
+archive once per content, then from imagegraph-env.python.json beside it).
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import posixpath
 import tarfile
 from dataclasses import dataclass
@@ -24,6 +26,9 @@ from pathlib import Path
 from imagegraph.errors import JobError
 
 ENV_ARCHIVE = "imagegraph-env.tar.gz"
+# Beside the archive, not uploaded: {"sha256": the archive's, "python": its bin/python's
+# target}, so a launch need not read 500 MiB of tar.gz again to check an unchanged archive.
+ENV_ARCHIVE_PYTHON = "imagegraph-env.python.json"
 REQUIREMENTS = "requirements.txt"
 CONSTRAINTS = "constraints.txt"
 BOOTSTRAP = "bootstrap.sh"
@@ -106,9 +111,25 @@ def _followed(links: dict[str, str], name: str) -> str | None:
     return None
 
 
-def check_archive_python(archive: Path, node_python: str) -> None:
-    """`JobError` unless the archive's bin/python links to `node_python`."""
+def record_archive_python(archive: Path, sha256: str) -> str | None:
+    """The archive's bin/python target (`archive_python`), read once per content: kept in
+    ENV_ARCHIVE_PYTHON beside it under the archive's `sha256`."""
+    record = archive.parent / ENV_ARCHIVE_PYTHON
+    try:
+        known = json.loads(record.read_text())
+        if known.get("sha256") == sha256:
+            return known.get("python")
+    except (OSError, ValueError):
+        pass
     linked = archive_python(archive)
+    record.write_text(json.dumps({"sha256": sha256, "python": linked}) + "\n")
+    return linked
+
+
+def check_archive_python(archive: Path, node_python: str, sha256: str) -> None:
+    """`JobError` unless the archive (of content `sha256`) has bin/python link to
+    `node_python`."""
+    linked = record_archive_python(archive, sha256)
     if linked != node_python:
         raise JobError(f"{archive.name}'s bin/python links to {linked or 'nothing'}, not "
                        f"package.node_python {node_python}: rebuild it with `make package`")
@@ -124,13 +145,14 @@ def uploads(package_dir: str, code_uri: str, job_config: str, with_env_archive: 
     config = Path(job_config)
     if not config.is_file():
         raise JobError(f"job configuration {job_config} does not exist")
-    files = package_files(root, with_env_archive)
-    if with_env_archive:
-        check_archive_python(root / ENV_ARCHIVE, node_python)
-    pairs = [(root / rel, rel.as_posix()) for rel in files]
+    pairs = [(root / rel, rel.as_posix()) for rel in package_files(root, with_env_archive)]
     pairs.append((config, f"{CONF_DIR}/{config.name}"))
-    return [Upload(path, bucket, "/".join(p for p in (prefix, key) if p), file_sha256(path))
-            for path, key in pairs]
+    planned = [Upload(path, bucket, "/".join(p for p in (prefix, key) if p), file_sha256(path))
+               for path, key in pairs]
+    for upload in planned:
+        if upload.path.name == ENV_ARCHIVE:
+            check_archive_python(upload.path, node_python, upload.sha256)
+    return planned
 
 
 def file_sha256(path: Path) -> str:
