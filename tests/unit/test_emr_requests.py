@@ -288,6 +288,18 @@ def test_node_python_is_named_only_in_the_settings(tmp_path, emr_package, env_ar
     assert request["BootstrapActions"][0]["ScriptBootstrapAction"]["Args"] == [other]
 
 
+def test_the_nodes_python_joins_the_files_own_spark_env_exports(tmp_path, emr_package):
+    own = configurations() + [{"Classification": "spark-env", "Properties": {},
+                               "Configurations": [{"Classification": "export", "Properties": {
+                                   "TF_CPP_MIN_LOG_LEVEL": "2"}}]}]
+    path = tmp_path / "configurations.json"
+    path.write_text(json.dumps(own))
+    request = plan(tmp_path, **{"cluster.configurations": str(path)}).requests[0]
+    [spark_env] = [c for c in request["Configurations"] if c["Classification"] == "spark-env"]
+    assert spark_env["Configurations"] == [{"Classification": "export", "Properties": {
+        "TF_CPP_MIN_LOG_LEVEL": "2", "PYSPARK_PYTHON": "/usr/bin/python3.11"}}]
+
+
 def test_a_configurations_file_naming_the_python_is_refused(tmp_path, emr_package):
     named = configurations() + [{"Classification": "spark-env", "Properties": {},
                                  "Configurations": [{"Classification": "export", "Properties": {

@@ -219,20 +219,28 @@ def tuning_options(configurations_path: str) -> list[str]:
 
 
 def with_node_python(configurations: list[dict], node_python: str, source: str) -> list[dict]:
-    """`configurations` plus spark-env's `export PYSPARK_PYTHON=<node_python>`, the nodes'
-    default Python, from the settings; `JobError` when the file names one itself."""
+    """`configurations` with spark-env's `export PYSPARK_PYTHON=<node_python>`, the nodes'
+    default Python, from the settings (added to an `export` the file has, else a new one);
+    `JobError` when the file names one itself."""
     named = [item for item in configurations if item["Classification"] == "spark-env"
              for export in item.get("Configurations", [])
              if "PYSPARK_PYTHON" in export.get("Properties", {})]
     if named:
         raise JobError(f"cluster configurations {source} set PYSPARK_PYTHON: the nodes' Python "
                        "is package.node_python in the launcher's settings, and only there")
-    export = {"Classification": "export", "Properties": {"PYSPARK_PYTHON": node_python}}
     others = [item for item in configurations if item["Classification"] != "spark-env"]
     [spark_env] = [item for item in configurations if item["Classification"] == "spark-env"] \
         or [{"Classification": "spark-env", "Properties": {}, "Configurations": []}]
-    return others + [{**spark_env, "Configurations": [*spark_env.get("Configurations", []),
-                                                       export]}]
+    inner = list(spark_env.get("Configurations", []))
+    exports = [i for i, item in enumerate(inner) if item["Classification"] == "export"]
+    if exports:
+        export = inner[exports[0]]
+        inner[exports[0]] = {**export, "Properties": {**export.get("Properties", {}),
+                                                      "PYSPARK_PYTHON": node_python}}
+    else:
+        inner.append({"Classification": "export",
+                      "Properties": {"PYSPARK_PYTHON": node_python}})
+    return others + [{**spark_env, "Configurations": inner}]
 
 
 def graviton_types(types: list[str]) -> list[str]:
