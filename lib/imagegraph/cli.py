@@ -92,8 +92,9 @@ def infer_parser() -> argparse.ArgumentParser:
                         help="seconds between progress lines (config: run.progress_interval_s; "
                              "default 30)")
     parser.add_argument("--max-concurrent-writers", type=int, metavar="N",
-                        help="partitions writing to the graph at once; 0: no bound "
-                             "(config: graph.max_concurrent_writers)")
+                        help="partitions writing to the graph at once; 0: twice the Neptune "
+                             "writer's vCPUs, graph.instance_vcpus (config: "
+                             "graph.max_concurrent_writers)")
     parser.add_argument("--max-upserts-per-second", type=float, metavar="N",
                         help="cap on vertex and edge upserts per second over all writers; "
                              "0: no cap (config: graph.max_upserts_per_s)")

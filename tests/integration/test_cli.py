@@ -77,6 +77,7 @@ def assert_one_error_line(result: subprocess.CompletedProcess, *fragments: str) 
 ARGS = ["--config", "conf/local.yaml", "--input", "s3a://b/in/", "--model", "s3a://b/m",
         "--output", "s3a://b/out"]
 KNOWN_GRAPH_KEYS = ("connect_timeout_s, enabled, endpoint, failover_budget_s, iam_auth, "
+                    "instance_vcpus, "
                     "max_attempts, max_concurrent_writers, max_failures_in_a_row, "
                     "max_split_requests, max_steps_per_request, max_upserts_per_s, "
                     "records_per_request, region, request_timeout_s, retry_base_delay_s, "

@@ -1,6 +1,5 @@
 """Loading a run's predictions into the graph from Spark: model and class elements from the
-driver, then image vertices and edges from at most `graph.max_concurrent_writers` partitions at
-once.
+driver, then image vertices and edges from at most `graph.writers` partitions at once.
 
 Each writing task's outcome, a row per image it could not write (with the reason) and a row with
 its writer's counts, is written as Parquet through Spark's output commit protocol, and the load's
@@ -77,8 +76,8 @@ def load_predictions(spark: SparkSession, graph: GraphConfig, predictions: DataF
     `graph.max_upserts_per_s` is shared evenly by the partitions that write at once.
     """
     writers = predictions.rdd.getNumPartitions()
-    if graph.max_concurrent_writers and writers > graph.max_concurrent_writers:
-        writers = graph.max_concurrent_writers
+    if writers > graph.writers:
+        writers = graph.writers
         predictions = predictions.coalesce(writers)
     upserts_per_s = graph.max_upserts_per_s / max(1, writers)
     no_counts = (None,) * len(fields(WriteStats))
