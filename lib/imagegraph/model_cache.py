@@ -120,15 +120,12 @@ def _tflite_function(converter, threads: int):
     interpreter on `threads` threads (0: all); returns a function of pixels -> its output(s)."""
     import tensorflow as tf
 
-    # Keras's export and the converter's and interpreter's native log lines kept out of the log
-    with quiet_tensorflow(), warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # tf.lite.Interpreter's move to LiteRT
+    with warnings.catch_warnings():  # tf.lite.Interpreter's notice of its move to LiteRT
+        warnings.simplefilter("ignore", UserWarning)
         interpreter = tf.lite.Interpreter(model_content=converter.convert(),
                                           num_threads=threads or None)
-        runner = interpreter.get_signature_runner()
-        (input_name,) = runner.get_input_details()
-        spec = runner.get_input_details()[input_name]
-        runner(**{input_name: np.zeros(spec["shape"], spec["dtype"])})  # applies XNNPACK
+    runner = interpreter.get_signature_runner()
+    (input_name,) = runner.get_input_details()
     output_names = sorted(runner.get_output_details())  # output_0, output_1: Keras's order
 
     def run(pixels: np.ndarray):
@@ -175,8 +172,14 @@ class ModelCache:
         key = (metadata.model_id, metadata.uri, batch_size, embedding, runtime)
         with self._lock:
             if key not in self._models:
-                self._models[key] = LoadedModel(_load_model(files, threads), metadata,
-                                                batch_size, embedding, runtime, threads)
+                # TensorFlow's conversion dumps and native log lines kept out of the job's log;
+                # one image run here, where TensorFlow Lite announces its XNNPACK delegate
+                with quiet_tensorflow():
+                    loaded = LoadedModel(_load_model(files, threads), metadata, batch_size,
+                                         embedding, runtime, threads)
+                    loaded.predict(np.zeros((1, metadata.input_height, metadata.input_width,
+                                             metadata.channels), np.uint8))
+                self._models[key] = loaded
                 self.loads += 1
             return self._models[key]
 

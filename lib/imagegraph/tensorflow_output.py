@@ -8,12 +8,12 @@ file.cc:365] Ignored output_format.`), absl's note that it was not initialized, 
 `Created TensorFlow Lite XNNPACK delegate` banner straight to file descriptor 2, which neither
 Python's logging nor TF_CPP_MIN_LOG_LEVEL reaches.
 
-`quiet_tensorflow()` wraps a conversion, an interpreter's creation and its first invocation
-(where TensorFlow Lite applies the XNNPACK delegate and says so): within it Keras prints
-nothing (its interactive logging is off for the calling thread), and what anything writes to
-file descriptor 2 meanwhile is captured, then written back without those INFO and WARNING
-lines and banners. Everything else (an ERROR or FATAL line, a traceback, another thread's
-log record) is written back as it came, only later.
+`quiet_tensorflow()` wraps a model's loading: its conversion, the interpreter's creation and
+its first run (where TensorFlow Lite applies the XNNPACK delegate and says so). Within it Keras
+prints nothing (its interactive logging is off for the calling thread), and what anything
+writes to file descriptor 2 meanwhile is captured, then written back without those INFO and
+WARNING lines and banners. Everything else (an ERROR or FATAL line, a traceback, another
+thread's log record) is written back as it came, only later.
 """
 from __future__ import annotations
 
@@ -39,7 +39,10 @@ def without_noise(text: str) -> str:
 @contextlib.contextmanager
 def quiet_tensorflow():
     """Within the block: no Keras printing in this thread, and file descriptor 2 captured and
-    written back through `without_noise` at the end (also when the block raises)."""
+    written back through `without_noise` at the end (also when the block raises). TensorFlow's
+    start-up banners are its INFO lines: off (TF_CPP_MIN_LOG_LEVEL 1, unless set) when this
+    first imports it."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     import keras
 
     interactive = keras.config.is_interactive_logging_enabled()
