@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYSPARK_JARS = $(shell ls -d $(VENV)/lib/python3*/site-packages/pyspark/jars 2>/dev/null)
 
-.PHONY: install jars toxiproxy package services-up services-down demo test unit integration mutation bench clean
+.PHONY: install jars toxiproxy package lock services-up services-down demo test unit integration mutation bench clean
 
 install: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt requirements-dev.txt setup.py
@@ -39,14 +39,18 @@ build/bin/toxiproxy-server:
 	cp build/go-bin/server $@
 
 # What an EMR run uploads (see emr/build_package.py and README "Run on EMR"): the wheel, the
-# job entry files, bootstrap.sh and the packed environment for --archives, whose bin/python
-# links to NODE_PYTHON, the interpreter on the EMR nodes.
-NODE_PYTHON ?= /usr/bin/python3.11
+# job entry files, bootstrap.sh, constraints.txt and the packed environment for --archives
+# (installed under constraints.txt), whose bin/python links to the settings'
+# package.node_python, the interpreter on the EMR nodes. `make lock` rewrites constraints.txt.
 package: build/package/.built
-build/package/.built: $(VENV)/.installed requirements.txt setup.py emr/build_package.py \
-		emr/bootstrap.sh $(wildcard jobs/*.py) $(shell find lib -name '*.py')
-	$(PY) emr/build_package.py --out build/package --node-python $(NODE_PYTHON)
+build/package/.built: $(VENV)/.installed requirements.txt constraints.txt setup.py \
+		emr/build_package.py emr/bootstrap.sh emr/launcher.yaml $(wildcard jobs/*.py) \
+		$(shell find lib -name '*.py')
+	$(PY) emr/build_package.py --out build/package
 	touch $@
+
+lock: $(VENV)/.installed
+	$(PY) emr/build_package.py --lock
 
 services-up: build/.jars build/bin/toxiproxy-server
 	@$(PY) dev/services.py up

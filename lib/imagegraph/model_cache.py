@@ -16,6 +16,7 @@ import numpy as np
 
 from imagegraph.model_artifact import (MODEL_FILE, SAVED_MODEL, SAVED_MODEL_DIR, ModelMetadata,
                                        model_format, preprocess)
+from imagegraph.tensorflow_output import quiet_tensorflow
 
 
 class LoadedModel:
@@ -171,8 +172,14 @@ class ModelCache:
         key = (metadata.model_id, metadata.uri, batch_size, embedding, runtime)
         with self._lock:
             if key not in self._models:
-                self._models[key] = LoadedModel(_load_model(files, threads), metadata,
-                                                batch_size, embedding, runtime, threads)
+                # TensorFlow's conversion dumps and native log lines kept out of the job's log;
+                # one image run here, where TensorFlow Lite announces its XNNPACK delegate
+                with quiet_tensorflow():
+                    loaded = LoadedModel(_load_model(files, threads), metadata, batch_size,
+                                         embedding, runtime, threads)
+                    loaded.predict(np.zeros((1, metadata.input_height, metadata.input_width,
+                                             metadata.channels), np.uint8))
+                self._models[key] = loaded
                 self.loads += 1
             return self._models[key]
 
