@@ -224,7 +224,7 @@ def _commit_chunk(spark: SparkSession, run: _Run, chunk: _StagedChunk) -> None:
     dead_letters = (results.where(F.col("status") != STATUS_OK)
                     .select("uri", "stage", "reason", "retryable", "bytes", "model", "run_id"))
     if config.graph.enabled and classified:
-        failed = _write_graph(spark, run, predictions, f"{chunk.uri}/graph")
+        failed = _write_graph(spark, run, predictions, chunk.uri)
         dead_letters = dead_letters.unionByName(
             failed.join(predictions.select("uri", "bytes", "model", "run_id"), "uri")
             .select("uri", F.lit(STAGE_GRAPH).alias("stage"), "reason",
@@ -240,18 +240,18 @@ def _count_dead_letters(report: RunReport, reason: str, count: int) -> None:
 
 
 def _write_graph(spark: SparkSession, run: _Run, predictions: DataFrame,
-                 outcome_uri: str) -> DataFrame:
-    """Every prediction's vertex and edges; returns the (uri, reason) of the rows that could
-    not be written, counted in the report. Raises `JobError` when a writer stopped the run
-    (the chunk is then not committed, and `--resume` does it again)."""
+                 chunk_uri: str) -> DataFrame:
+    """Every prediction's vertex and edges (the load's outcome under `<chunk_uri>/graph`, with
+    `graph.load: bulk` its CSV under `<chunk_uri>/bulk`); returns the (uri, reason) of the rows
+    that could not be written, counted in the report. Raises `JobError` when a writer stopped
+    the run (the chunk is then not committed, and `--resume` does it again)."""
     report = run.report
-    if run.config.graph.load == "bulk":  # its CSV beside the outcome: <chunk staging>/bulk
+    if run.config.graph.load == "bulk":
         load = bulk_load_predictions(spark, run.config.graph, predictions, run.metadata.tag,
-                                     report.run_id, outcome_uri,
-                                     f"{outcome_uri.rsplit('/', 1)[0]}/bulk")
+                                     report.run_id, f"{chunk_uri}/graph", f"{chunk_uri}/bulk")
     else:
         load = load_predictions(spark, run.config.graph, predictions, run.metadata.tag,
-                                report.run_id, outcome_uri)
+                                report.run_id, f"{chunk_uri}/graph")
     if load.stopped:
         raise JobError("; ".join(load.stopped))
     totals = load.totals
