@@ -12,9 +12,14 @@ through the settings' own `steps.spark_submit_options`, after the rendered ones:
 client deploy mode (a standalone cluster has no cluster mode for Python), the driver on
 loopback, the executors' memory and quiet driver logs.
 
-The driver runs on this machine with this interpreter (the venv's) in a working directory
-that holds the `--files`, as YARN puts them into the driver's container; the executors run the
-packed environment's Python, with imagegraph from its wheel.
+The driver runs on this machine with this interpreter (PYSPARK_DRIVER_PYTHON, the venv's) in a
+working directory that holds the `--files`, as YARN puts them into the driver's container; the
+executors run the packed environment's Python, with imagegraph from its wheel. PySpark 3.5
+takes the executors' interpreter from the driver's PYSPARK_PYTHON, not from
+`spark.executorEnv.PYSPARK_PYTHON` (with that alone they run `python3` from PATH); the
+rendered `spark.yarn.appMasterEnv.PYSPARK_PYTHON` sets it for a YARN driver, and a client-mode
+driver gets the same `./environment/bin/python` from its environment, as PySpark's
+package-management guide does for client mode.
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ import services
 from spark_cluster import Cluster
 
 from imagegraph.emr import package
-from imagegraph.emr.requests import render_steps
+from imagegraph.emr.requests import ARCHIVE_PYTHON, render_steps
 from imagegraph.emr.settings import load_settings
 from imagegraph.emr.templates import split_spark_submit
 
@@ -100,9 +105,8 @@ def submission(cluster: Cluster, template: str, values: dict, work_dir: Path,
         local = Path(uri.removeprefix("file://"))
         (driver_dir / local.name).unlink(missing_ok=True)
         (driver_dir / local.name).symlink_to(local)
-    env = {key: value for key, value in os.environ.items() if key != "PYSPARK_PYTHON"}
-    env.update(services_env, PYSPARK_DRIVER_PYTHON=sys.executable,
-               SPARK_LOCAL_IP=services.HOST)
+    env = {**os.environ, **services_env, "PYSPARK_DRIVER_PYTHON": sys.executable,
+           "PYSPARK_PYTHON": ARCHIVE_PYTHON, "SPARK_LOCAL_IP": services.HOST}
     spark_submit = str(Path(sys.executable).parent / "spark-submit")
     return Submission([spark_submit, *options, entry, *job_args], driver_dir, env)
 

@@ -1,5 +1,6 @@
 """dev/cluster_jobs.py: a job for the local standalone cluster is the EMR launcher's rendered
 step, with the code at a local directory laid out as the upload, plus the standalone options."""
+import sys
 from pathlib import Path
 
 import cluster_jobs
@@ -41,8 +42,9 @@ def test_infer_is_the_rendered_step_with_the_code_at_a_local_directory(emr_packa
     assert submission.cwd == tmp_path / "work" / "driver"
     assert (submission.cwd / "local.yaml").read_text() == \
         (cluster_jobs.ROOT / "conf" / "local.yaml").read_text()
-    assert submission.env["PYSPARK_DRIVER_PYTHON"].endswith("python")
-    assert "PYSPARK_PYTHON" not in submission.env
+    # the driver runs this interpreter; the executors the driver's PYSPARK_PYTHON
+    assert submission.env["PYSPARK_DRIVER_PYTHON"] == sys.executable
+    assert submission.env["PYSPARK_PYTHON"] == "./environment/bin/python"
     assert submission.env["S3_ENDPOINT"] == "http://127.0.0.1:9090"
 
 
