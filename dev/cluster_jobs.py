@@ -19,11 +19,15 @@ takes the executors' interpreter from the driver's PYSPARK_PYTHON, not from
 `spark.executorEnv.PYSPARK_PYTHON` (with that alone they run `python3` from PATH); the
 rendered `spark.yarn.appMasterEnv.PYSPARK_PYTHON` sets it for a YARN driver, and a client-mode
 driver gets the same `./environment/bin/python` from its environment, as PySpark's
-package-management guide does for client mode.
+package-management guide does for client mode. A client-mode driver unpacks `--archives` too
+(34,000 files) into its scratch directory, which it may fail to delete within Spark's 30 s
+shutdown hook on a busy machine: that directory (SPARK_LOCAL_DIRS) is `<work dir>/driver-local`,
+emptied before each submission.
 """
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -105,8 +109,12 @@ def submission(cluster: Cluster, template: str, values: dict, work_dir: Path,
         local = Path(uri.removeprefix("file://"))
         (driver_dir / local.name).unlink(missing_ok=True)
         (driver_dir / local.name).symlink_to(local)
+    driver_scratch = work_dir / "driver-local"
+    shutil.rmtree(driver_scratch, ignore_errors=True)
+    driver_scratch.mkdir()
     env = {**os.environ, **services_env, "PYSPARK_DRIVER_PYTHON": sys.executable,
-           "PYSPARK_PYTHON": ARCHIVE_PYTHON, "SPARK_LOCAL_IP": services.HOST}
+           "PYSPARK_PYTHON": ARCHIVE_PYTHON, "SPARK_LOCAL_IP": services.HOST,
+           "SPARK_LOCAL_DIRS": str(driver_scratch)}
     spark_submit = str(Path(sys.executable).parent / "spark-submit")
     return Submission([spark_submit, *options, entry, *job_args], driver_dir, env)
 

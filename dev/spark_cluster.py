@@ -164,14 +164,6 @@ def start(run_dir: Path = DEFAULT_RUN_DIR) -> Cluster:
     return cluster
 
 
-def running(run_dir: Path = DEFAULT_RUN_DIR) -> Cluster:
-    """The cluster that `start` recorded in `run_dir`."""
-    try:
-        return Cluster(**json.loads((run_dir / "cluster.json").read_text()))
-    except FileNotFoundError:
-        raise ClusterError(f"no cluster was started from {run_dir}; `make cluster-up`") from None
-
-
 def kill_worker(cluster: Cluster, name: str) -> None:
     """SIGKILL worker `name`'s JVM, as a lost node: its executor then exits on its own (an
     executor stops when it loses its worker)."""

@@ -46,6 +46,8 @@ def test_infer_is_the_rendered_step_with_the_code_at_a_local_directory(emr_packa
     assert submission.env["PYSPARK_DRIVER_PYTHON"] == sys.executable
     assert submission.env["PYSPARK_PYTHON"] == "./environment/bin/python"
     assert submission.env["S3_ENDPOINT"] == "http://127.0.0.1:9090"
+    # the driver's scratch (where it unpacks the archive too) inside the work directory
+    assert submission.env["SPARK_LOCAL_DIRS"] == str(tmp_path / "work" / "driver-local")
 
 
 def test_a_second_submission_relinks_the_same_layout(emr_package, tmp_path):
