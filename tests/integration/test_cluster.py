@@ -52,8 +52,10 @@ PREDICTION_COLUMNS = ["uri", "bucket", "key", "bytes", "width", "height", "forma
                       "labels", "model"]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
+    """The one cluster of these tests, stopped when the module ends so that its three JVMs do
+    not idle through the rest of the suite."""
     if not (cluster_jobs.PACKAGE_DIR / package.ENV_ARCHIVE).is_file():
         pytest.fail(f"{cluster_jobs.PACKAGE_DIR / package.ENV_ARCHIVE} is missing: run "
                     "`make package` (`make test` does)")
