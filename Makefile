@@ -5,7 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYSPARK_JARS = $(shell ls -d $(VENV)/lib/python3*/site-packages/pyspark/jars 2>/dev/null)
 
-.PHONY: install jars toxiproxy package lock services-up services-down demo test unit integration mutation bench clean
+.PHONY: install jars toxiproxy package lock services-up services-down cluster-up cluster-down \
+	demo cluster-demo test unit integration mutation bench clean
 
 install: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt requirements-dev.txt setup.py
@@ -58,16 +59,31 @@ services-up: build/.jars build/bin/toxiproxy-server
 services-down:
 	@$(PY) dev/services.py down
 
+# A Spark standalone cluster on loopback (dev/spark_cluster.py): a master and two 1-core workers,
+# each its own JVM, from the venv's pyspark; prints SPARK_MASTER=spark://... (README "A Spark
+# cluster on this machine"). Logs, pids and the workers' directories in build/cluster.
+cluster-up: build/.jars
+	@$(PY) dev/services.py cluster-up
+
+cluster-down:
+	@$(PY) dev/services.py cluster-down
+
 demo: build/.jars build/bin/toxiproxy-server
 	$(PY) dev/demo.py
 
-test: build/.jars build/bin/toxiproxy-server
+# The demo with train and infer submitted to the standalone cluster as the EMR launcher
+# submits them (the packed environment from `make package`).
+cluster-demo: build/.jars build/bin/toxiproxy-server build/package/.built
+	$(PY) dev/demo.py --cluster
+
+# The packed environment first: tests/integration/test_cluster.py submits the jobs with it.
+test: build/.jars build/bin/toxiproxy-server build/package/.built
 	$(PY) -m pytest tests
 
 unit: $(VENV)/.installed
 	$(PY) -m pytest tests/unit
 
-integration: build/.jars build/bin/toxiproxy-server
+integration: build/.jars build/bin/toxiproxy-server build/package/.built
 	$(PY) -m pytest tests/integration
 
 # Mutation testing of the pure modules against the unit tests (dev/mutation.py): score and
@@ -80,5 +96,5 @@ bench: build/.jars build/bin/toxiproxy-server
 	$(PY) benchmarks/inference_bench.py
 	$(PY) benchmarks/graph_projection.py
 
-clean: services-down
+clean: services-down cluster-down
 	rm -rf build

@@ -8,6 +8,8 @@ session fixture, so there is one way to run the servers.
     python dev/services.py up      # start them, wait until each answers, print shell-ready lines
     python dev/services.py down    # stop them
     python dev/services.py env     # print the shell-ready lines again
+    python dev/services.py cluster-up    # a Spark standalone cluster (dev/spark_cluster.py)
+    python dev/services.py cluster-down
 
 Ports come from S3_PORT (default 9090), GREMLIN_PORT (default 8182), TOXIPROXY_PORT (default
 8474, Toxiproxy's API; its proxies listen on ports their creator chooses) and LOADER_PORT (default
@@ -300,9 +302,14 @@ def _print_env(endpoints: Endpoints) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["up", "down", "env"],
-                        help="up: start and wait; down: stop; env: print the variables")
+    parser.add_argument("action", choices=["up", "down", "env", "cluster-up", "cluster-down"],
+                        help="up: start and wait; down: stop; env: print the variables; "
+                             "cluster-up, cluster-down: the Spark standalone cluster")
     args = parser.parse_args(argv)
+    if args.action.startswith("cluster-"):
+        import spark_cluster  # it builds on this module
+
+        return spark_cluster.main([args.action.removeprefix("cluster-")])
     try:
         endpoints = ports_from_environment()
         if args.action == "up":

@@ -107,11 +107,15 @@ def dumps(value: Any, width: int = 100, indent: int = 0, lead: int = 0) -> str:
 
 
 def code_root(settings: LauncherSettings) -> str:
-    """`package.code_uri` without a trailing slash; `JobError` when it is not set."""
+    """`package.code_uri` without a trailing slash; `JobError` when it is not set. A
+    `file:///...` directory laid out as the upload renders steps for a local standalone
+    cluster (dev/cluster_jobs.py); only s3:// URIs can be uploaded to."""
     uri = settings.package.code_uri
     if not uri:
         raise JobError("package.code_uri is empty: set it in the settings file or pass "
                        "--code-uri s3://bucket/prefix")
+    if uri.startswith("file:///"):
+        return uri.rstrip("/")
     bucket, prefix = package.split_s3_uri(uri)
     return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
 
