@@ -4,7 +4,11 @@ figures `writer_bench.py` measured (in bench-results.json) and from published lo
 mergeV path: writers W = 2 x vCPUs (`graph.instance_vcpus`: Neptune runs twice its vCPUs in
 queries at once), each one request in flight at the per-writer rate measured through Toxiproxy
 at 2 and 10 ms of added round trip (`writer_batched_rtt<N>ms_elems_per_s` / (1 + top-3 edges)
-images a second):  hours = images / (W x per-writer images/s) / 3600.
+images a second):  hours = images / (W x per-writer images/s) / 3600. The per-writer rate
+includes the local Gremlin Server's time per request, not Neptune's, which no machine here can
+measure; so the table also gives the time a request may take (queueing excluded: W equals
+Neptune's query threads) for the load to finish in 6 hours:
+t = W x 6 h / (images x requests per image), requests per image = 15 records / 200 a request.
 
 Bulk path: records = images x records per image (15: `graph.elements`), loaded at R records a
 second per vCPU:  hours = records / (R x vCPUs) / 3600, with R from a published load of 100
@@ -31,6 +35,8 @@ from results import RESULTS_FILE, merge_results  # noqa: E402
 IMAGES = 100_000_000
 ELEMENTS_PER_IMAGE = 4          # the image vertex and its top-3 classified_as edges
 RECORDS_PER_IMAGE = 15          # tests/unit/test_elements.py::test_records_per_image
+RECORDS_PER_REQUEST = 200      # graph.records_per_request
+GOAL_HOURS = 6
 VCPUS = (4, 16, 64)
 RTTS_MS = (2, 10)
 LOADER_RECORDS_PER_S_PER_VCPU = 100_000_000 / 1169 / 16
@@ -38,6 +44,11 @@ LOADER_RECORDS_PER_S_PER_VCPU = 100_000_000 / 1169 / 16
 
 def mergev_hours(vcpus: int, writer_images_per_s: float) -> float:
     return IMAGES / (2 * vcpus * writer_images_per_s) / 3600
+
+
+def request_ms_for_goal(vcpus: int) -> float:
+    requests = IMAGES * RECORDS_PER_IMAGE / RECORDS_PER_REQUEST
+    return 2 * vcpus * GOAL_HOURS * 3600 / requests * 1000
 
 
 def bulk_hours(vcpus: int) -> float:
@@ -49,10 +60,14 @@ def main() -> int:
     per_writer = {rtt: measured[f"writer_batched_rtt{rtt}ms_elems_per_s"] / ELEMENTS_PER_IMAGE
                   for rtt in RTTS_MS}
     figures = {}
+    per_request_ms = {rtt: 1000 / (per_writer[rtt] * RECORDS_PER_IMAGE / RECORDS_PER_REQUEST)
+                      for rtt in RTTS_MS}
     print("| writer vCPUs | writers | " + " | ".join(
-        f"mergeV at {rtt} ms ({per_writer[rtt]:.0f} images/s a writer)" for rtt in RTTS_MS)
+        f"mergeV at {rtt} ms ({per_writer[rtt]:.0f} images/s a writer, "
+        f"{per_request_ms[rtt]:.0f} ms a request)" for rtt in RTTS_MS)
+        + f" | mergeV in {GOAL_HOURS} h if a request takes at most"
         + f" | bulk ({LOADER_RECORDS_PER_S_PER_VCPU:,.0f} records/s a vCPU) |")
-    print("| ---: | ---: | " + " | ".join("---:" for _ in RTTS_MS) + " | ---: |")
+    print("| ---: | ---: | " + " | ".join("---:" for _ in RTTS_MS) + " | ---: | ---: |")
     for vcpus in VCPUS:
         row = []
         for rtt in RTTS_MS:
@@ -61,7 +76,7 @@ def main() -> int:
             row.append(f"{hours:.1f} h")
         figures[f"projected_bulk_hours_vcpus_{vcpus}"] = round(bulk_hours(vcpus), 1)
         print(f"| {vcpus} | {2 * vcpus} | " + " | ".join(row)
-              + f" | {bulk_hours(vcpus):.1f} h |")
+              + f" | {request_ms_for_goal(vcpus):.0f} ms | {bulk_hours(vcpus):.1f} h |")
     merge_results(figures, "projection_inputs",
                   f"{IMAGES:,} images, {RECORDS_PER_IMAGE} records each, writers 2 x vCPUs, "
                   f"per-writer rates from writer_batched_rtt*ms_elems_per_s / "
