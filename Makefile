@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYSPARK_JARS = $(shell ls -d $(VENV)/lib/python3*/site-packages/pyspark/jars 2>/dev/null)
 
-.PHONY: install jars toxiproxy package services-up services-down demo test unit integration mutation bench clean
+.PHONY: install jars toxiproxy package services-up services-down demo demo-finetune test unit integration mutation bench bench-train clean
 
 install: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt requirements-dev.txt setup.py
@@ -57,6 +57,11 @@ services-down:
 demo: build/.jars build/bin/toxiproxy-server
 	$(PY) dev/demo.py
 
+# Fine-tunes MobileNetV2 from a weights file in the local S3 on scikit-image photo crops
+# (dev/demo_finetune.py; README "Training"). Not part of `make test`.
+demo-finetune: build/.jars
+	$(PY) dev/demo_finetune.py
+
 test: build/.jars build/bin/toxiproxy-server
 	$(PY) -m pytest tests
 
@@ -74,6 +79,11 @@ mutation: $(VENV)/.installed
 bench: build/.jars
 	$(PY) benchmarks/writer_bench.py
 	$(PY) benchmarks/inference_bench.py
+
+# Training's feed (uint8 vs float32 pixels in petastorm's cache) and 1 vs 2 workers
+# (benchmarks/training_bench.py): figures into bench-results.json, about 15 minutes.
+bench-train: build/.jars
+	$(PY) benchmarks/training_bench.py
 
 clean: services-down
 	rm -rf build

@@ -57,3 +57,30 @@ def photo_images() -> dict[str, bytes]:
 def corrupt_image() -> dict[str, bytes]:
     """{CORRUPT_KEY: bytes}: the first 300 bytes of a JPEG, named like a JPEG."""
     return {CORRUPT_KEY: photo_images()["photos/coffee.jpg"][:300]}
+
+
+CROP_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
+               "immunohistochemistry")
+
+
+def photo_crops(per_photo: int = 50, size: int = 128, seed: int = 0) -> dict[str, bytes]:
+    """{'<photo>/<n>.jpg': bytes}: `per_photo` random square crops (30 to 70% of the photo's
+    shorter side, flipped at random) of each of six scikit-image photos, as JPEG files of
+    `size` pixels: a labeled set whose class is the photo a crop comes from."""
+    import skimage.data
+
+    rng = np.random.default_rng(seed)
+    crops: dict[str, bytes] = {}
+    for name in CROP_PHOTOS:
+        photo = getattr(skimage.data, name)()
+        height, width = photo.shape[:2]
+        for n in range(per_photo):
+            side = int(min(height, width) * rng.uniform(0.3, 0.7))
+            top, left = rng.integers(0, height - side + 1), rng.integers(0, width - side + 1)
+            crop = photo[top:top + side, left:left + side]
+            if rng.random() < 0.5:
+                crop = crop[:, ::-1]
+            image = Image.fromarray(np.ascontiguousarray(crop)).resize(
+                (size, size), Image.Resampling.BILINEAR)
+            crops[f"{name}/{n:03d}.jpg"] = _jpeg(np.asarray(image))
+    return crops

@@ -31,6 +31,8 @@ def main() -> int:
     print(f"  feed                 {result.cache_bytes_per_image:.0f} bytes/image in the "
           f"petastorm cache ({trained['pixel_feed']}), {result.images_per_second:.0f} "
           f"images/s on {trained['workers']} worker(s)")
+    print(f"  images per worker    "
+          f"{', '.join(str(count) for count in result.worker_images)} stepped over")
     print(f"  held-out accuracy    {metadata.metrics['holdout_accuracy']:.4f}")
     print(f"  evaluation           {metadata.uri}/{EVALUATION_FILE}, "
           f"{metadata.uri}/{CONFUSION_PLOT}, {metadata.uri}/{CURVES_PLOT}")
