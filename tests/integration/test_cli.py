@@ -39,6 +39,8 @@ def run_job(job: str, *args: str, env: dict | None = None) -> subprocess.Complet
                   "--max-upserts-per-second", "--top-k", "--batch-size", "--partitions",
                   "--config", "--set", "--log-level"]),
     ("train.py", ["--input", "--output", "--epochs", "--model-name", "--model-version",
+                  "--base", "--weights", "--fine-tune-epochs", "--unfreeze-layers",
+                  "--early-stopping-patience", "--workers", "--resume", "needs internet",
                   "--config", "--set", "--log-level"]),
 ])
 def test_help_documents_every_option(job, options):
