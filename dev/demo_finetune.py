@@ -9,8 +9,9 @@ pipeline. Copies the evaluation (evaluation.json and the two plots) to build/dem
 prints `accuracy=<held-out accuracy>` and stops the server.
 
 No ImageNet weights can be downloaded here, so the weights file is that of a backbone the demo
-builds with random weights: the same file format and code path as `--weights imagenet` or a
-weights file of your own (`model.get_layer(...).save_weights(...)`), not the same accuracy.
+builds with random convolutions and batch-normalisation statistics calibrated on other photos
+(`backbone_weights_file`): the same file format and code path as `--weights imagenet` or a
+weights file of your own (`backbone.save_weights(...)`), not the same accuracy.
 `--per-photo N` and `--size PIXELS` shrink it.
 """
 from __future__ import annotations
@@ -36,11 +37,30 @@ WEIGHTS_KEY = "weights/mobilenet_v2_notop.weights.h5"
 
 
 def backbone_weights_file(size: int, directory: str) -> str:
-    """A Keras weights file of MobileNetV2 without its top for size x size RGB input."""
+    """A Keras weights file of MobileNetV2 without its top for size x size RGB input: random
+    convolutions whose batch-normalisation statistics are calibrated on crops of other
+    scikit-image photos (`OTHER_PHOTOS`, none of the classes). Left at their initial values
+    (mean 0, variance 1) the statistics do not fit the activations, and the frozen backbone's
+    features collapse to constants a head cannot learn from."""
+    import io
+
+    import numpy as np
+    import tensorflow as tf
+    from PIL import Image
+
     from imagegraph.backbones import application_backbone
 
+    backbone = application_backbone("mobilenet_v2", size, size, None)
+    crops = sample_images.photo_crops(per_photo=20, size=size, seed=1,
+                                      photos=sample_images.OTHER_PHOTOS)
+    batch = np.stack([np.asarray(Image.open(io.BytesIO(body)).convert("RGB"), np.float32)
+                      for body in crops.values()])
+    for layer in backbone.layers:
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            layer.momentum = 0.0  # the moving statistics become this one batch's
+    backbone(tf.keras.applications.mobilenet_v2.preprocess_input(batch), training=True)
     path = os.path.join(directory, "mobilenet_v2_notop.weights.h5")
-    application_backbone("mobilenet_v2", size, size, None).save_weights(path)
+    backbone.save_weights(path)
     return path
 
 

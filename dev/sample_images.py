@@ -61,18 +61,24 @@ def corrupt_image() -> dict[str, bytes]:
 
 CROP_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
                "immunohistochemistry")
+OTHER_PHOTOS = ("retina", "colorwheel", "brick", "grass", "gravel", "camera", "coins")
+"""scikit-image photos that are none of `CROP_PHOTOS` (the grayscale ones as RGB)."""
 
 
-def photo_crops(per_photo: int = 50, size: int = 128, seed: int = 0) -> dict[str, bytes]:
+def photo_crops(per_photo: int = 50, size: int = 128, seed: int = 0,
+                photos: tuple[str, ...] = CROP_PHOTOS) -> dict[str, bytes]:
     """{'<photo>/<n>.jpg': bytes}: `per_photo` random square crops (30 to 70% of the photo's
-    shorter side, flipped at random) of each of six scikit-image photos, as JPEG files of
-    `size` pixels: a labeled set whose class is the photo a crop comes from."""
+    shorter side, flipped at random) of each of the scikit-image `photos` (by default six
+    colour photos), as RGB JPEG files of `size` pixels: a labeled set whose class is the photo a
+    crop comes from."""
     import skimage.data
 
     rng = np.random.default_rng(seed)
     crops: dict[str, bytes] = {}
-    for name in CROP_PHOTOS:
+    for name in photos:
         photo = getattr(skimage.data, name)()
+        if photo.ndim == 2:
+            photo = np.stack([photo] * 3, axis=-1)
         height, width = photo.shape[:2]
         for n in range(per_photo):
             side = int(min(height, width) * rng.uniform(0.3, 0.7))
