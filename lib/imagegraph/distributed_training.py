@@ -37,14 +37,17 @@ def train_on_executors(spark: SparkSession, plan: TrainingPlan, train_data, hold
                        workers: int) -> list[TrainedModel]:
     """Train on `workers` Spark tasks at once; the results in worker order (the chief's, first,
     holds the model). `plan.weights`, a local file on the driver, is shipped with
-    `SparkContext.addFile`. Raises `JobError` when the cluster has fewer free task slots."""
+    `SparkContext.addFile`. Raises `JobError` under dynamic allocation, which Spark refuses
+    for barrier stages; with too few task slots Spark itself fails the stage after waiting
+    (`spark.scheduler.barrier.maxConcurrentTasksCheck.*`)."""
     from pyspark import BarrierTaskContext, SparkFiles
 
     context = spark.sparkContext
-    slots = context.defaultParallelism
-    if workers > slots:
-        raise JobError(f"training.workers is {workers} but the cluster has {slots} task slots; "
-                       "a barrier stage needs all its tasks running at once")
+    if context.getConf().get("spark.dynamicAllocation.enabled", "false").lower() == "true":
+        raise JobError(f"training.workers is {workers}: a barrier stage, which Spark refuses "
+                       "under dynamic allocation; run with --conf "
+                       "spark.dynamicAllocation.enabled=false and at least "
+                       f"{workers} task slots (spark.executor.instances x cores / task.cpus)")
     weights_name = None
     if plan.weights not in (None, "imagenet"):
         context.addFile(plan.weights)
