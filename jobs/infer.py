@@ -17,12 +17,15 @@ def main() -> int:
     setup_logging(args.log_level)
     config = config_from_args(args)
 
+    from imagegraph.graph.bulk_load import check_bulk_settings
     from imagegraph.graph.connection import validate_endpoint
     from imagegraph.inference_job import run_inference
     from imagegraph.spark_session import get_spark
 
     if config.graph.enabled:
         validate_endpoint(config.graph.endpoint)
+    if config.graph.enabled and config.graph.load == "bulk":
+        check_bulk_settings(config.graph, args.output)
     spark = get_spark(config)
     report = run_inference(spark, config, input_source(args), args.model, args.output,
                            shard=args.shard, resume=args.resume)

@@ -3,12 +3,16 @@
 The driver ships the artifact's files as a broadcast of {relative file name: bytes}; the first
 batch in a worker writes them to a local directory and loads the Keras model or SavedModel.
 Spark reuses Python workers (`spark.python.worker.reuse`, on by default), so later tasks find
-the model already loaded.
+the model already loaded. Each load prints one line on the worker's stderr (the executor's log:
+on EMR the container's stderr), naming the worker's pid and Python, e.g.
+`imagegraph: model digits@v1 loaded in python worker 4711 (/mnt/.../environment) in 3.1 s`.
 """
 from __future__ import annotations
 
 import os
+import sys
 import tempfile
+import time
 import threading
 import warnings
 
@@ -16,6 +20,7 @@ import numpy as np
 
 from imagegraph.model_artifact import (MODEL_FILE, SAVED_MODEL, SAVED_MODEL_DIR, ModelMetadata,
                                        model_format, preprocess)
+from imagegraph.tensorflow_output import quiet_tensorflow
 
 
 class LoadedModel:
@@ -149,6 +154,10 @@ def _with_embedding(keras_model, input_shape: tuple):
                           [keras_model.outputs[0], keras_model.layers[-2].output])
 
 
+LOAD_LINE_PREFIX = "imagegraph: model"
+"""How the line a worker prints when it loads a model begins."""
+
+
 class ModelCache:
     """Loaded models by key, loaded at most once per process. `loads` counts real loads."""
 
@@ -171,9 +180,19 @@ class ModelCache:
         key = (metadata.model_id, metadata.uri, batch_size, embedding, runtime)
         with self._lock:
             if key not in self._models:
-                self._models[key] = LoadedModel(_load_model(files, threads), metadata,
-                                                batch_size, embedding, runtime, threads)
+                # TensorFlow's conversion dumps and native log lines kept out of the job's log;
+                # one image run here, where TensorFlow Lite announces its XNNPACK delegate
+                started = time.monotonic()
+                with quiet_tensorflow():
+                    loaded = LoadedModel(_load_model(files, threads), metadata, batch_size,
+                                         embedding, runtime, threads)
+                    loaded.predict(np.zeros((1, metadata.input_height, metadata.input_width,
+                                             metadata.channels), np.uint8))
+                self._models[key] = loaded
                 self.loads += 1
+                print(f"{LOAD_LINE_PREFIX} {metadata.tag} loaded in python worker "
+                      f"{os.getpid()} ({sys.prefix}) in {time.monotonic() - started:.1f} s",
+                      file=sys.stderr, flush=True)
             return self._models[key]
 
 
