@@ -24,7 +24,7 @@ def main() -> int:
     print(f"model {metadata.tag} -> {metadata.uri}")
     print(f"  classes              {len(metadata.classes)}: {', '.join(metadata.classes)}")
     print(f"  network              {trained['base']} (weights: {trained['weights']}), "
-          f"{trained['epochs_done']} epochs, best {trained['best_epoch']}"
+          f"{trained['epochs_trained']} epochs, best {trained['best_epoch']}"
           f"{', stopped early' if trained['early_stopped'] else ''}")
     print(f"  images               {result.train_images} trained, {result.holdout_images} "
           f"held out, {result.undecodable_images} undecodable")

@@ -104,7 +104,7 @@ def _plot_confusion(path: str, evaluation: Evaluation, title: str) -> None:
 
 def _plot_curves(path: str, history: dict, title: str) -> None:
     plt = _pyplot()
-    epochs = range(1, len(history.get("loss", [])) + 1)
+    epochs = history.get("epoch") or range(1, len(history.get("loss", [])) + 1)
     figure, (loss_axes, accuracy_axes) = plt.subplots(1, 2, figsize=(9, 3.5))
     for key, label in (("loss", "training"), ("val_loss", "held out")):
         loss_axes.plot(epochs, history.get(key, []), marker="o", label=label)

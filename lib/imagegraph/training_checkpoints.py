@@ -31,8 +31,9 @@ STATE_FILE = "state.json"
 @dataclass(frozen=True)
 class TrainingState:
     """Where training stands after `epochs_done` epochs (counted over both phases); `phase`
-    is 'head' or 'fine_tune'; `history` holds per-epoch lists (loss, accuracy, val_loss,
-    val_accuracy, seconds); `phase_stopped` is true when early stopping ended the phase;
+    is 'head', 'fine_tune' or 'whole'; `history` holds per-epoch lists (epoch: its number, which
+    skips the epochs of a phase that stopped early; loss, accuracy, val_loss, val_accuracy,
+    seconds); `phase_stopped` is true when early stopping ended the phase;
     `images_trained` counts images over all workers."""
 
     epochs_done: int = 0

@@ -184,7 +184,8 @@ def train_model(plan: TrainingPlan, train_data, holdout_data, worker: int = 0,
                 seconds = time.monotonic() - began
                 worker_images += steps * feed.batch_size
                 val_loss, val_accuracy = _evaluate(strategy, predict, holdout_data, feed)
-                metrics = {"loss": loss_sum / steps, "accuracy": correct / (steps * global_batch),
+                metrics = {"epoch": epoch + 1, "loss": loss_sum / steps,
+                           "accuracy": correct / (steps * global_batch),
                            "val_loss": val_loss, "val_accuracy": val_accuracy,
                            "seconds": seconds}
                 history = {key: [*state.history.get(key, []), round(value, 5)]

@@ -86,7 +86,7 @@ def test_fine_tuning_starts_from_the_weights_file_and_unfreezes_only_the_top(
     result = run_training(spark, replace(config, training=training), TRAIN,
                           f"s3a://{BUCKET}/models/mobilenet/v1")
     assert result.metadata.preprocessing == "mobilenet_v2"
-    assert result.metadata.training["epochs_done"] == 2
+    assert result.metadata.training["epochs_trained"] == 2
     local = f"{os.environ.get('TMPDIR', '/tmp')}/imagegraph-test-mobilenet.keras"
     s3.download_file(BUCKET, "models/mobilenet/v1/model.keras", local)
     backbone = tf.keras.models.load_model(local).get_layer("backbone")
