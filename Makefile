@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PYSPARK_JARS = $(shell ls -d $(VENV)/lib/python3*/site-packages/pyspark/jars 2>/dev/null)
 
 .PHONY: install jars toxiproxy package lock services-up services-down cluster-up cluster-down \
-	demo cluster-demo test unit integration mutation bench clean
+	demo cluster-demo demo-finetune test unit integration mutation bench bench-train clean
 
 install: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt requirements-dev.txt setup.py
@@ -76,6 +76,11 @@ demo: build/.jars build/bin/toxiproxy-server
 cluster-demo: build/.jars build/bin/toxiproxy-server build/package/.built
 	$(PY) dev/demo.py --cluster
 
+# Fine-tunes MobileNetV2 from a weights file in the local S3 on scikit-image photo crops
+# (dev/demo_finetune.py; README "Training"). Not part of `make test`.
+demo-finetune: build/.jars
+	$(PY) dev/demo_finetune.py
+
 # The packed environment first: tests/integration/test_cluster.py submits the jobs with it.
 test: build/.jars build/bin/toxiproxy-server build/package/.built
 	$(PY) -m pytest tests
@@ -96,6 +101,11 @@ bench: build/.jars build/bin/toxiproxy-server
 	$(PY) benchmarks/inference_bench.py
 	$(PY) benchmarks/graph_projection.py
 	$(PY) benchmarks/link_bench.py
+
+# Training's feed (uint8 vs float32 pixels in petastorm's cache) and 1 vs 2 workers
+# (benchmarks/training_bench.py): figures into bench-results.json, about 30 minutes here.
+bench-train: build/.jars
+	$(PY) benchmarks/training_bench.py
 
 clean: services-down cluster-down
 	rm -rf build

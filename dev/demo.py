@@ -1,12 +1,12 @@
 """`make demo`: the whole pipeline, locally, against real S3 (moto), Spark and Gremlin Server.
 
 Starts the servers, puts real labeled digits, photos and one corrupt file into the local S3,
-runs jobs/train.py and jobs/infer.py through spark-submit, reads the graph back over Gremlin,
-prints what it finds (with `accuracy=<value>` on a line of its own); then classifies photos
-uploaded again (a copy, resized, re-encoded, cropped), links them with jobs/link.py and prints
-what `python -m imagegraph.query` says of coffee.jpg; and stops the servers. Exits non-zero
-when held-out accuracy is under 0.9, the corrupt file is not dead-lettered or the query does
-not show coffee.jpg's copy.
+runs jobs/train.py (its confusion-matrix plot copied to build/demo/) and jobs/infer.py through
+spark-submit, reads the graph back over Gremlin, prints what it finds (with `accuracy=<value>`
+on a line of its own); then classifies photos uploaded again (a copy, resized, re-encoded,
+cropped), links them with jobs/link.py and prints what `python -m imagegraph.query` says of
+coffee.jpg; and stops the servers. Exits non-zero when held-out accuracy is under 0.9, the
+corrupt file is not dead-lettered or the query does not show coffee.jpg's copy.
 
 With `--cluster` (`make cluster-demo`) it also starts the Spark standalone cluster
 (dev/spark_cluster.py) and submits both jobs to it as the EMR launcher renders their steps
@@ -40,6 +40,7 @@ from imagegraph.graph.connection import remote_traversal  # noqa: E402
 ROOT = services.ROOT
 BUCKET = "imagegraph-demo"
 MIN_ACCURACY = 0.9
+DEMO_OUT = ROOT / "build" / "demo"
 
 
 def step(title: str):
@@ -80,6 +81,15 @@ def seed(env: dict) -> int:
     print(f"   s3://{BUCKET}/incoming/: {len(held_out)} held-out digits, {len(photos)} photos, "
           f"{len(corrupt)} corrupt file")
     return len(held_out) + len(photos) + len(corrupt)
+
+
+def save_confusion_matrix(env: dict) -> None:
+    """Copy the trained model's confusion-matrix plot out of the local S3 (it goes with it)."""
+    client = s3_client(env["S3_ENDPOINT"], env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"])
+    DEMO_OUT.mkdir(parents=True, exist_ok=True)
+    client.download_file(BUCKET, "models/digits-cnn/v1/confusion_matrix.png",
+                         str(DEMO_OUT / "confusion_matrix.png"))
+    print(f"   confusion matrix: {DEMO_OUT.relative_to(ROOT)}/confusion_matrix.png")
 
 
 def best_edge():
@@ -187,6 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             spark_submit("train.py", "--input", train["input"], "--output", model_uri,
                          "--model-version", "v1", env=env)
+        save_confusion_matrix(env)
         done(started)
         started = step("classifying (jobs/infer.py)")
         if cluster:

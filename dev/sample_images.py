@@ -77,3 +77,36 @@ def reuploaded_photos() -> dict[str, bytes]:
 def corrupt_image() -> dict[str, bytes]:
     """{CORRUPT_KEY: bytes}: the first 300 bytes of a JPEG, named like a JPEG."""
     return {CORRUPT_KEY: photo_images()["photos/coffee.jpg"][:300]}
+
+
+CROP_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "hubble_deep_field",
+               "immunohistochemistry")
+OTHER_PHOTOS = ("retina", "colorwheel", "brick", "grass", "gravel", "camera", "coins")
+"""scikit-image photos that are none of `CROP_PHOTOS` (the grayscale ones as RGB)."""
+
+
+def photo_crops(per_photo: int = 50, size: int = 128, seed: int = 0,
+                photos: tuple[str, ...] = CROP_PHOTOS) -> dict[str, bytes]:
+    """{'<photo>/<n>.jpg': bytes}: `per_photo` random square crops (30 to 70% of the photo's
+    shorter side, flipped at random) of each of the scikit-image `photos` (by default six
+    colour photos), as RGB JPEG files of `size` pixels: a labeled set whose class is the photo a
+    crop comes from."""
+    import skimage.data
+
+    rng = np.random.default_rng(seed)
+    crops: dict[str, bytes] = {}
+    for name in photos:
+        photo = getattr(skimage.data, name)()
+        if photo.ndim == 2:
+            photo = np.stack([photo] * 3, axis=-1)
+        height, width = photo.shape[:2]
+        for n in range(per_photo):
+            side = int(min(height, width) * rng.uniform(0.3, 0.7))
+            top, left = rng.integers(0, height - side + 1), rng.integers(0, width - side + 1)
+            crop = photo[top:top + side, left:left + side]
+            if rng.random() < 0.5:
+                crop = crop[:, ::-1]
+            image = Image.fromarray(np.ascontiguousarray(crop)).resize(
+                (size, size), Image.Resampling.BILINEAR)
+            crops[f"{name}/{n:03d}.jpg"] = _jpeg(np.asarray(image))
+    return crops

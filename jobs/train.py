@@ -1,6 +1,8 @@
-"""spark-submit entry point: train a CNN on labeled images and export the model.
+"""spark-submit entry point: train a CNN on labeled images and export the model with its
+evaluation.
 
-    spark-submit jobs/train.py --config conf/local.yaml --input URI --output URI
+    spark-submit jobs/train.py --config conf/local.yaml --input URI --output URI \
+        [--base mobilenet_v2 --weights URI] [--workers N] [--resume]
 """
 import sys
 
@@ -12,17 +14,28 @@ def main() -> int:
     setup_logging(args.log_level)
     config = config_from_args(args)
 
+    from imagegraph.evaluation import CONFUSION_PLOT, CURVES_PLOT, EVALUATION_FILE
     from imagegraph.spark_session import get_spark
     from imagegraph.training import run_training
 
     spark = get_spark(config)
-    result = run_training(spark, config, args.input, args.output)
-    metadata = result.metadata
+    result = run_training(spark, config, args.input, args.output, resume=args.resume)
+    metadata, trained = result.metadata, result.metadata.training
     print(f"model {metadata.tag} -> {metadata.uri}")
     print(f"  classes              {len(metadata.classes)}: {', '.join(metadata.classes)}")
+    print(f"  network              {trained['base']} (weights: {trained['weights']}), "
+          f"{trained['epochs_trained']} epochs, best {trained['best_epoch']}"
+          f"{', stopped early' if trained['early_stopped'] else ''}")
     print(f"  images               {result.train_images} trained, {result.holdout_images} "
           f"held out, {result.undecodable_images} undecodable")
+    print(f"  feed                 {result.cache_bytes_per_image:.0f} bytes/image in the "
+          f"petastorm cache ({trained['pixel_feed']}), {result.images_per_second:.0f} "
+          f"images/s on {trained['workers']} worker(s)")
+    print(f"  images per worker    "
+          f"{', '.join(str(count) for count in result.worker_images)} stepped over")
     print(f"  held-out accuracy    {metadata.metrics['holdout_accuracy']:.4f}")
+    print(f"  evaluation           {metadata.uri}/{EVALUATION_FILE}, "
+          f"{metadata.uri}/{CONFUSION_PLOT}, {metadata.uri}/{CURVES_PLOT}")
     return 0
 
 

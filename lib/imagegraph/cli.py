@@ -123,13 +123,43 @@ def train_parser() -> argparse.ArgumentParser:
         prog="train.py",
         description="Train a CNN on labeled images under --input (the label is each image's "
                     "parent folder), fed through petastorm, evaluate it on a held-out split and "
-                    "export model.keras, labels.json and metadata.json under --output.")
+                    "export model.keras, labels.json, metadata.json, evaluation.json and its "
+                    "plots (confusion_matrix.png, training_curves.png) under --output. "
+                    "Checkpoints go to <output>/_checkpoints/ every epoch until the export.")
     parser.add_argument("--input", required=True, metavar="URI",
                         help="prefix of labeled images: <input>/<label>/<image>")
     parser.add_argument("--output", required=True, metavar="URI",
                         help="model directory to write (s3a://, s3://, file://)")
     parser.add_argument("--epochs", type=int, metavar="N",
-                        help="passes over the training split (config: training.epochs)")
+                        help="passes over the training split; with pretrained weights, of the "
+                             "new head on the frozen backbone (config: training.epochs)")
+    parser.add_argument("--base", choices=["small_cnn", "mobilenet_v2", "efficientnet_b0",
+                                           "resnet50"],
+                        help="the network: a small CNN, or a Keras application without its "
+                             "top under a new head (RGB input; config: training.base)")
+    parser.add_argument("--weights", metavar="none|imagenet|URI",
+                        help="the backbone's starting weights: none (random), imagenet "
+                             "(downloaded by Keras from its usual place: needs internet "
+                             "access), or the URI of a Keras weights file of the backbone "
+                             "without its top, e.g. s3://models/mobilenet_v2_notop.weights.h5 "
+                             "(config: training.weights)")
+    parser.add_argument("--fine-tune-epochs", type=int, metavar="N",
+                        help="with pretrained weights: epochs after unfreezing the top of "
+                             "the backbone (config: training.fine_tune_epochs)")
+    parser.add_argument("--unfreeze-layers", type=int, metavar="N",
+                        help="backbone layers, from the top, that train in the fine-tuning "
+                             "epochs (config: training.unfreeze_layers)")
+    parser.add_argument("--early-stopping-patience", type=int, metavar="N",
+                        help="stop a phase after N epochs without a lower held-out loss and "
+                             "export the best epoch; 0: never (config: "
+                             "training.early_stopping_patience)")
+    parser.add_argument("--workers", type=int, metavar="N",
+                        help="train data-parallel on N Spark tasks at once (a barrier stage, "
+                             "MultiWorkerMirroredStrategy); 1: on the driver "
+                             "(config: training.workers)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the last epoch checkpointed under --output by a "
+                             "run that did not finish")
     parser.add_argument("--model-name", metavar="NAME",
                         help="model name in the graph (config: training.model_name)")
     parser.add_argument("--model-version", metavar="VERSION",
@@ -172,6 +202,11 @@ _FLAG_KEYS = {
     "max_upserts_per_second": "graph.max_upserts_per_s",
     "batch_size": "inference.batch_size", "partitions": "inference.partitions",
     "epochs": "training.epochs", "model_name": "training.model_name",
+    "base": "training.base", "weights": "training.weights",
+    "fine_tune_epochs": "training.fine_tune_epochs",
+    "unfreeze_layers": "training.unfreeze_layers",
+    "early_stopping_patience": "training.early_stopping_patience",
+    "workers": "training.workers",
     "model_version": "training.model_version",
 }
 

@@ -166,9 +166,27 @@ class GraphConfig:
 @dataclass(frozen=True)
 class TrainingConfig:
     """Training settings: input size in pixels (height, width), epochs over the training split,
-    the share of images held out for evaluation in percent, and where petastorm materialises
-    its Parquet cache (`cache_url`: a URI every executor and the driver can read; empty means a
-    local temporary directory, right for local mode)."""
+    the share of images held out for evaluation (and early stopping) in percent, and where
+    petastorm materialises its Parquet cache (`cache_url`: a URI every executor and the driver
+    can read; empty means a local temporary directory, right for local mode).
+
+    `base`: the network, `small_cnn` (trained from scratch) or a Keras application
+    (`mobilenet_v2`, `efficientnet_b0`, `resnet50`; RGB input, at least 32x32) whose `weights`
+    are `none` (random), `imagenet` (downloaded by Keras: needs internet) or the URI of a Keras
+    weights file of the backbone without its top. With pretrained weights a new head is trained
+    on the frozen backbone for `epochs`, then the top `unfreeze_layers` layers of the backbone
+    train with it for `fine_tune_epochs` more at `fine_tune_learning_rate`.
+    `pixel_feed`: `uint8` (1 byte a pixel in the petastorm cache, cast in TensorFlow) or
+    `float32` (4 bytes, the former feed, kept to measure against).
+    Augmentation of the training split only, in the TensorFlow input pipeline: `augment_flip`
+    (left-right), `augment_crop` (up to this fraction of each side cut away, resized back),
+    `augment_brightness` (up to this fraction of 255 added or taken), `augment_contrast` (up to
+    this fraction more or less contrast); 0 or false: off.
+    `class_weighting`: `balanced` weighs each image by n / (classes * its class's count), or
+    `none`. `early_stopping_patience`: epochs without a lower held-out loss before a phase stops
+    (0: never); the best epoch's weights are exported.
+    `workers`: Spark tasks training data-parallel (MultiWorkerMirroredStrategy in a barrier
+    stage), 1: on the driver."""
 
     model_name: str = "imagegraph-cnn"
     model_version: str = ""
@@ -181,6 +199,19 @@ class TrainingConfig:
     learning_rate: float = 0.002
     seed: int = 7
     cache_url: str = ""
+    base: str = "small_cnn"
+    weights: str = "none"
+    fine_tune_epochs: int = 0
+    unfreeze_layers: int = 20
+    fine_tune_learning_rate: float = 0.0001
+    pixel_feed: str = "uint8"
+    augment_flip: bool = False
+    augment_crop: float = 0.0
+    augment_brightness: float = 0.0
+    augment_contrast: float = 0.0
+    class_weighting: str = "balanced"
+    early_stopping_patience: int = 0
+    workers: int = 1
 
 
 @dataclass(frozen=True)
@@ -234,6 +265,9 @@ class Config:
 
 
 _CHOICES = {"training.color_mode": ("grayscale", "rgb"),
+            "training.base": ("small_cnn", "mobilenet_v2", "efficientnet_b0", "resnet50"),
+            "training.pixel_feed": ("uint8", "float32"),
+            "training.class_weighting": ("balanced", "none"),
             "graph.iam_auth": ("auto", "on", "off"),
             "inference.runtime": ("tflite", "tensorflow"),
             "link.near_duplicate_bands": (2, 4, 8, 16), "link.similar_bands": (2, 4, 8, 16),
@@ -254,6 +288,7 @@ _POSITIVE = {
     "training.input_height",
     "training.input_width", "training.epochs", "training.batch_size", "training.learning_rate",
     "link.similar_k", "link.similar_max_distance",
+    "training.fine_tune_learning_rate", "training.workers",
 }
 _RETRY_LIMITS = {"s3.sdk_max_retries", "s3.retry_limit", "s3.throttle_retry_limit"}
 _MAX_RETRY_LIMIT = 20  # s3a's backoff doubles with each retry: 2**20 intervals is days
@@ -378,6 +413,12 @@ def _check_value(dotted: str, expected: type, value: Any, source: str) -> Any:
         raise JobError(f"{source}: {dotted} must be between 0 and 3 bits, got {value!r}")
     if dotted == "link.near_duplicate_max_distance" and not 0 <= value <= 64:
         raise JobError(f"{source}: {dotted} must be between 0 and 64 bits, got {value!r}")
+    if dotted in ("training.fine_tune_epochs", "training.unfreeze_layers",
+                  "training.early_stopping_patience") and value < 0:
+        raise JobError(f"{source}: {dotted} must be 0 or more, got {value!r}")
+    if dotted.startswith("training.augment_") and not isinstance(value, bool) \
+            and not 0 <= value < 1:
+        raise JobError(f"{source}: {dotted} must be between 0 (off) and 1, got {value!r}")
     if dotted == "training.holdout_percent" and not 1 <= value <= 90:
         raise JobError(f"{source}: {dotted} must be between 1 and 90, got {value!r}")
     if dotted == "run.max_failed_fraction" and not 0 <= value <= 1:

@@ -4,7 +4,8 @@
     saved_model/    a TensorFlow SavedModel (saved_model.pb, variables/, ...) whose
                     `serving_default` signature maps the preprocessed input to probabilities
     labels.json     the class names, in output-index order
-    metadata.json   name, version, input size, preprocessing, classes, metrics
+    metadata.json   name, version, input size, preprocessing, classes, metrics, and how it
+                    was trained (base network, weights, epochs, workers)
 
 `ModelMetadata` is that metadata; `preprocess` turns uint8 pixels into the model's input;
 `model_format` says which kind of model an artifact holds.
@@ -33,7 +34,8 @@ ImageNet means subtracted; EfficientNet: raw 0..255, the model rescales)."""
 
 @dataclass(frozen=True)
 class ModelMetadata:
-    """What inference needs to know about a model. Sizes are pixels; channels is 1 or 3."""
+    """What inference needs to know about a model. Sizes are pixels; channels is 1 or 3;
+    `training` describes the training run (base, weights, epochs, workers), for people."""
 
     name: str
     version: str
@@ -43,6 +45,7 @@ class ModelMetadata:
     preprocessing: str
     classes: tuple[str, ...]
     metrics: dict = field(default_factory=dict)
+    training: dict = field(default_factory=dict)
     uri: str = ""
 
     @property

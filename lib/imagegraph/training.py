@@ -1,123 +1,102 @@
-"""The training run: labeled images (label = parent folder) -> decoded in Spark -> petastorm ->
-a small CNN in TensorFlow -> evaluated on a held-out split -> exported as a model artifact.
+"""The training run: labeled images (label = parent folder) -> decoded to uint8 pixels in Spark
+-> petastorm's cache (a training and a held-out split) -> a network trained in TensorFlow, on
+the driver or on N Spark tasks together -> evaluated on the held-out split -> exported with
+its evaluation as a model artifact.
+
+    training_data         the feed: decoding, the split, petastorm, tf.data batches, augmentation
+    backbones             the networks: small CNN, or a Keras application under a new head
+    training_loop         what each worker runs: phases, epochs, early stopping, checkpoints
+    training_checkpoints  the per-epoch checkpoints under the output URI (`--resume`)
+    distributed_training  the barrier stage behind `--workers N`
+    evaluation            per-class figures, confusion matrix, plots
 
 `run_training` is what `jobs/train.py` calls once arguments and configuration are parsed.
 """
 from __future__ import annotations
 
 import logging
-import math
 import os
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Iterator
 
-import numpy as np
-import pandas as pd
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
-from pyspark.sql.functions import pandas_udf
-from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
 from imagegraph import hadoop_fs
-from imagegraph.config import Config
-from imagegraph.decode import UndecodableImage, decode_image
+from imagegraph.backbones import MIN_APPLICATION_SIZE, PREPROCESSING
+from imagegraph.config import Config, TrainingConfig
 from imagegraph.errors import JobError
-from imagegraph.model_artifact import (ARTIFACT_FILES, ModelMetadata, preprocess,
-                                       write_artifact)
-from imagegraph.sources import read_images
+from imagegraph.evaluation import EVALUATION_FILES, Evaluation, evaluate, write_evaluation
+from imagegraph.model_artifact import ARTIFACT_FILES, ModelMetadata, write_artifact
+from imagegraph.training_checkpoints import CheckpointStore
+from imagegraph.training_data import (PIXELS, Augmentation, FeedSpec, balanced_class_weights,
+                                      cache_bytes, converter_for, labeled_images, tf_batches)
+from imagegraph.training_loop import TrainedModel, TrainingPlan, train_model
 
 log = logging.getLogger(__name__)
-
-PREPROCESSING = "scale_0_1"
-_DECODED = StructType([StructField("features", ArrayType(FloatType()), True),
-                       StructField("reason", StringType(), True)])
 
 
 @dataclass(frozen=True)
 class TrainingResult:
-    """What was exported where, and how well it did on the held-out split."""
+    """What was exported where, how well it did on the held-out split, and what the feed cost:
+    petastorm cache bytes per image, training images a second (over all workers, the epochs'
+    step time only), images each worker stepped over."""
 
     metadata: ModelMetadata
     train_images: int
     holdout_images: int
     undecodable_images: int
+    evaluation: Evaluation
+    cache_bytes_per_image: float
+    images_per_second: float
+    worker_images: tuple[int, ...]
 
 
-def label_of(path: F.Column) -> F.Column:
-    """The label of an image: the name of its parent folder."""
-    return F.element_at(F.split(path, "/"), -2)
+def check_network(training: TrainingConfig) -> None:
+    """Raise `JobError` for a base that cannot take the configured input."""
+    if training.base == "small_cnn":
+        return
+    if training.color_mode != "rgb":
+        raise JobError(f"training.base {training.base} takes RGB images: set "
+                       "training.color_mode=rgb")
+    if min(training.input_height, training.input_width) < MIN_APPLICATION_SIZE:
+        raise JobError(f"training.base {training.base} needs input of at least "
+                       f"{MIN_APPLICATION_SIZE}x{MIN_APPLICATION_SIZE} pixels")
 
 
-def decode_features(content: F.Column, config: Config) -> F.Column:
-    """A (features: array<float> of height*width*channels pixel values 0..255, reason) struct;
-    features is null and reason set when the bytes do not decode. The model's preprocessing is
-    applied later, in TensorFlow, as at inference."""
-    training, limits = config.training, config.inference
-    height, width = training.input_height, training.input_width
-    channels = 1 if training.color_mode == "grayscale" else 3
-
-    @pandas_udf(_DECODED)
-    def decode(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
-        for contents in batches:
-            features, reasons = [], []
-            for data in contents:
-                try:
-                    image = decode_image(bytes(data), height, width, channels,
-                                         limits.max_image_bytes, limits.max_image_pixels)
-                except UndecodableImage as exc:
-                    features.append(None)
-                    reasons.append(exc.reason)
-                    continue
-                features.append(image.pixels.ravel().astype(np.float32))
-                reasons.append(None)
-            yield pd.DataFrame({"features": features, "reason": reasons})
-
-    return decode(content)
+def _local_weights(spark: SparkSession, weights: str, directory: str) -> str | None:
+    """None, 'imagenet', or a local copy of the weights file at the URI `weights`."""
+    if weights == "none":
+        return None
+    if weights == "imagenet":
+        return weights
+    if not hadoop_fs.exists(spark, weights):
+        raise JobError(f"--weights {weights}: no such file")
+    local = os.path.join(directory, os.path.basename(weights.rstrip("/")) or "backbone.weights.h5")
+    hadoop_fs.copy_to_local(spark, weights, local)
+    return local
 
 
-def build_cnn(height: int, width: int, channels: int, num_classes: int, learning_rate: float):
-    """A small Keras CNN (two conv blocks, dropout, softmax), compiled for integer labels."""
+def run_training(spark: SparkSession, config: Config, input_uri: str, output_uri: str,
+                 resume: bool = False) -> TrainingResult:
+    """Train on the labeled images under `input_uri`; export the artifact to `output_uri`.
+    `resume` continues from the checkpoints an interrupted run left under `output_uri`."""
     import tensorflow as tf
-
-    layers = tf.keras.layers
-    model = tf.keras.Sequential([
-        layers.Input(shape=(height, width, channels)),
-        layers.Conv2D(32, 3, padding="same", activation="relu"),
-        layers.MaxPooling2D(),
-        layers.Conv2D(64, 3, padding="same", activation="relu"),
-        layers.MaxPooling2D(),
-        layers.Flatten(),
-        layers.Dropout(0.3),
-        layers.Dense(128, activation="relu"),
-        layers.Dense(num_classes, activation="softmax"),
-    ])
-    model.compile(optimizer=tf.keras.optimizers.Adam(learning_rate),
-                  loss="sparse_categorical_crossentropy", metrics=["accuracy"])
-    return model
-
-
-def run_training(spark: SparkSession, config: Config, input_uri: str,
-                 output_uri: str) -> TrainingResult:
-    """Train on the labeled images under `input_uri`; export the artifact to `output_uri`."""
-    import tensorflow as tf
-    from petastorm.spark import SparkDatasetConverter, make_spark_converter
+    from petastorm.spark import SparkDatasetConverter
 
     training = config.training
+    check_network(training)
+    checkpoints = CheckpointStore.under(output_uri, config.s3)
     channels = 1 if training.color_mode == "grayscale" else 3
-    tf.keras.utils.set_random_seed(training.seed)
-    images = read_images(spark, input_uri, config.input)
-    labeled = (images.select("path", label_of(F.col("path")).alias("label_name"),
-                             decode_features(F.col("content"), config).alias("d"))
-               .select("path", "label_name", "d.features", "d.reason")
-               .cache())
-    undecodable = labeled.where(F.col("features").isNull()).count()
+    column = PIXELS[training.pixel_feed]
+    labeled = labeled_images(spark, config, input_uri)
+    undecodable = labeled.where(F.col(column).isNull()).count()
     if undecodable:
         examples = [row["path"] + ": " + row["reason"] for row in
-                    labeled.where(F.col("features").isNull()).limit(5).collect()]
+                    labeled.where(F.col(column).isNull()).limit(5).collect()]
         log.warning("%d undecodable training images skipped, e.g. %s", undecodable, examples)
-    decoded = labeled.where(F.col("features").isNotNull())
+    decoded = labeled.where(F.col(column).isNotNull())
     classes = tuple(sorted(row["label_name"] for row in
                            decoded.select("label_name").distinct().collect()))
     if len(classes) < 2:
@@ -127,55 +106,104 @@ def run_training(spark: SparkSession, config: Config, input_uri: str,
                                   "label_name string, label int")
     split = F.abs(F.xxhash64("path")) % 100 < training.holdout_percent
     dataset = decoded.join(F.broadcast(index), "label_name").withColumn("holdout", split)
-    train_df = dataset.where(~F.col("holdout")).select("features", "label")
-    holdout_df = dataset.where(F.col("holdout")).select("features", "label")
+    # at least a file per worker, since petastorm shards a dataset by its row groups
+    train_df = (dataset.where(~F.col("holdout")).select(column, "label")
+                .repartition(max(2, 2 * training.workers)))
+    holdout_df = dataset.where(F.col("holdout")).select(column, "label")
+    counts = dict(train_df.groupBy("label").count().collect())
+    class_counts = [counts.get(i, 0) for i in range(len(classes))]
 
     cache_dir = training.cache_url or "file://" + tempfile.mkdtemp(prefix="imagegraph-petastorm-")
     spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, cache_dir)
-    train_data = make_spark_converter(train_df, dtype="float32")
-    holdout_data = make_spark_converter(holdout_df, dtype="float32")
-    if len(train_data) == 0 or len(holdout_data) == 0:
-        raise JobError(f"input {input_uri}: {len(train_data)} training and {len(holdout_data)} "
-                       "held-out images; need at least one of each")
-    log.info("training on %d images, holding out %d, %d classes: %s", len(train_data),
-             len(holdout_data), len(classes), ", ".join(classes))
-
-    shape = (training.input_height, training.input_width, channels)
-
-    def to_example(batch):
-        return preprocess(tf.reshape(batch.features, (-1, *shape)), PREPROCESSING), batch.label
-
-    model = build_cnn(*shape, len(classes), training.learning_rate)
+    train_data = converter_for(train_df, training.pixel_feed)
+    holdout_data = converter_for(holdout_df, training.pixel_feed)
+    work = tempfile.mkdtemp(prefix="imagegraph-training-")
     try:
-        with train_data.make_tf_dataset(batch_size=training.batch_size, num_epochs=None,
-                                        workers_count=2, shuffling_queue_capacity=2048) as train_ds:
-            steps = math.ceil(len(train_data) / training.batch_size)
-            model.fit(train_ds.map(to_example), steps_per_epoch=steps, epochs=training.epochs,
-                      verbose=2)
-        with holdout_data.make_tf_dataset(batch_size=training.batch_size, num_epochs=1,
-                                          workers_count=1) as holdout_ds:
-            loss, accuracy = model.evaluate(
-                holdout_ds.map(to_example), verbose=0,
-                steps=math.ceil(len(holdout_data) / training.batch_size))
+        if len(train_data) == 0 or len(holdout_data) == 0:
+            raise JobError(f"input {input_uri}: {len(train_data)} training and "
+                           f"{len(holdout_data)} held-out images; need at least one of each")
+        per_image = (cache_bytes(spark, train_data) + cache_bytes(spark, holdout_data)) / (
+            len(train_data) + len(holdout_data))
+        log.info("training on %d images, holding out %d, %d classes: %s; petastorm cache "
+                 "%.0f bytes/image (%s pixels)", len(train_data), len(holdout_data),
+                 len(classes), ", ".join(classes), per_image, training.pixel_feed)
+        feed = FeedSpec(
+            shape=(training.input_height, training.input_width, channels),
+            pixel_feed=training.pixel_feed, preprocessing=PREPROCESSING[training.base],
+            batch_size=training.batch_size,
+            class_weights=(balanced_class_weights(class_counts)
+                           if training.class_weighting == "balanced"
+                           else (1.0,) * len(classes)),
+            augmentation=Augmentation.from_config(training))
+        plan = TrainingPlan(
+            base=training.base, weights=_local_weights(spark, training.weights, work),
+            num_classes=len(classes), feed=feed, epochs=training.epochs,
+            fine_tune_epochs=training.fine_tune_epochs,
+            unfreeze_layers=training.unfreeze_layers, learning_rate=training.learning_rate,
+            fine_tune_learning_rate=training.fine_tune_learning_rate,
+            early_stopping_patience=training.early_stopping_patience,
+            train_images=len(train_data), holdout_images=len(holdout_data),
+            seed=training.seed, checkpoints=checkpoints, resume=resume)
+        trained = _train(spark, plan, train_data, holdout_data, training.workers)
+        chief = trained[0]
+        model_path = os.path.join(work, "best.keras")
+        with open(model_path, "wb") as handle:
+            handle.write(chief.model_bytes)
+        model = tf.keras.models.load_model(model_path)
+        evaluation = _evaluate(model, holdout_data, feed, classes)
     finally:
         train_data.delete()
         holdout_data.delete()
         labeled.unpersist()
 
+    state = chief.state
+    seconds = sum(state.history.get("seconds", [])) or 1.0
+    images_per_second = state.images_trained / seconds
     metadata = ModelMetadata(
         name=training.model_name,
         version=training.model_version or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"),
         input_height=training.input_height, input_width=training.input_width,
-        channels=channels, preprocessing=PREPROCESSING, classes=classes,
-        metrics={"holdout_accuracy": round(float(accuracy), 4),
-                 "holdout_loss": round(float(loss), 4),
+        channels=channels, preprocessing=PREPROCESSING[training.base], classes=classes,
+        metrics={"holdout_accuracy": evaluation.accuracy,
+                 "holdout_loss": state.best_val_loss,
                  "train_images": len(train_data), "holdout_images": len(holdout_data)},
+        training={"base": training.base, "weights": training.weights,
+                  "epochs_trained": len(state.history["loss"]), "best_epoch": state.best_epoch,
+                  "early_stopped": state.phase_stopped, "workers": training.workers,
+                  "pixel_feed": training.pixel_feed,
+                  "images_per_second": round(images_per_second, 1),
+                  "class_weights": list(feed.class_weights)},
         uri=output_uri.rstrip("/"),
     )
-    with tempfile.TemporaryDirectory(prefix="imagegraph-export-") as local:
-        write_artifact(local, model, metadata)
-        for name in ARTIFACT_FILES:
-            hadoop_fs.copy_from_local(spark, os.path.join(local, name),
-                                      f"{metadata.uri}/{name}")
-    log.info("exported %s to %s (held-out accuracy %.4f)", metadata.tag, output_uri, accuracy)
-    return TrainingResult(metadata, len(train_data), len(holdout_data), undecodable)
+    export = os.path.join(work, "export")
+    write_artifact(export, model, metadata)
+    write_evaluation(export, evaluation, state.history, metadata.tag)
+    for name in (*ARTIFACT_FILES, *EVALUATION_FILES):
+        hadoop_fs.copy_from_local(spark, os.path.join(export, name), f"{metadata.uri}/{name}")
+    checkpoints.clear()
+    log.info("exported %s to %s (held-out accuracy %.4f)", metadata.tag, output_uri,
+             evaluation.accuracy)
+    return TrainingResult(metadata, len(train_data), len(holdout_data), undecodable, evaluation,
+                          round(per_image, 1), round(images_per_second, 1),
+                          tuple(result.worker_images for result in trained))
+
+
+def _train(spark: SparkSession, plan: TrainingPlan, train_data, holdout_data,
+           workers: int) -> list[TrainedModel]:
+    if workers == 1:
+        return [train_model(plan, train_data, holdout_data)]
+    from imagegraph.distributed_training import train_on_executors
+
+    return train_on_executors(spark, plan, train_data, holdout_data, workers)
+
+
+def _evaluate(model, holdout_data, feed: FeedSpec, classes: tuple[str, ...]) -> Evaluation:
+    """The held-out split's figures for `model`."""
+    import numpy as np
+
+    labels, predicted = [], []
+    with tf_batches(holdout_data, feed, training=False) as holdout_ds:
+        for images, batch_labels, _ in holdout_ds:
+            labels.append(batch_labels.numpy())
+            predicted.append(np.argmax(model(images, training=False).numpy(), axis=1))
+    return evaluate(np.concatenate(labels), np.concatenate(predicted), classes)

@@ -40,6 +40,8 @@ def run_job(job: str, *args: str, env: dict | None = None) -> subprocess.Complet
                   "--graph-load",
                   "--config", "--set", "--log-level"]),
     ("train.py", ["--input", "--output", "--epochs", "--model-name", "--model-version",
+                  "--base", "--weights", "--fine-tune-epochs", "--unfreeze-layers",
+                  "--early-stopping-patience", "--workers", "--resume", "needs internet",
                   "--config", "--set", "--log-level"]),
     ("link.py", ["--output", "--model", "--gremlin-endpoint", "--relink", "--config", "--set",
                  "--log-level"]),

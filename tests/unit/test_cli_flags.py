@@ -39,6 +39,12 @@ FLAGS = [
     (train_parser, ["--epochs", "11"], "training.epochs", 11),
     (train_parser, ["--model-name", "flowers"], "training.model_name", "flowers"),
     (train_parser, ["--model-version", "v42"], "training.model_version", "v42"),
+    (train_parser, ["--base", "resnet50"], "training.base", "resnet50"),
+    (train_parser, ["--weights", "s3://m/w.weights.h5"], "training.weights", "s3://m/w.weights.h5"),
+    (train_parser, ["--fine-tune-epochs", "3"], "training.fine_tune_epochs", 3),
+    (train_parser, ["--unfreeze-layers", "7"], "training.unfreeze_layers", 7),
+    (train_parser, ["--early-stopping-patience", "2"], "training.early_stopping_patience", 2),
+    (train_parser, ["--workers", "4"], "training.workers", 4),
 ]
 # options that are not configuration keys: where to read and write, what to run, logging
 NOT_CONFIG = {"-h", "--help", "--input", "--manifest", "--inventory", "--model", "--output",

@@ -1,0 +1,81 @@
+"""The networks training builds: a small CNN trained from scratch, or a Keras application
+(MobileNetV2, EfficientNetB0, ResNet50) without its top, under a new classification head.
+
+`build_classifier` builds either (weights from ImageNet, from a Keras weights file of the
+backbone, or random); `freeze_backbone` and `unfreeze_top` set which layers train in the two
+phases of fine-tuning. Models take the family's preprocessed float32 input (`PREPROCESSING`,
+applied by `model_artifact.preprocess` at training and inference alike) and output softmax
+probabilities.
+"""
+from __future__ import annotations
+
+BACKBONE_LAYER = "backbone"
+"""The name of the application sub-model inside a classifier built on one."""
+PREPROCESSING = {"small_cnn": "scale_0_1", "mobilenet_v2": "mobilenet_v2",
+                 "efficientnet_b0": "efficientnet", "resnet50": "resnet50"}
+"""Each base's input convention, as `metadata.json` records it for inference."""
+_APPLICATIONS = {"mobilenet_v2": "MobileNetV2", "efficientnet_b0": "EfficientNetB0",
+                 "resnet50": "ResNet50"}
+MIN_APPLICATION_SIZE = 32
+"""Keras applications accept inputs of at least 32x32 pixels."""
+
+
+def application_backbone(base: str, height: int, width: int, weights: str | None):
+    """The Keras application `base` without its top, global-average-pooled, for RGB input of
+    (height, width) pixels; `weights` is None (random), 'imagenet' (Keras downloads the file:
+    needs internet) or the local path of a Keras weights file (`.weights.h5`) of this very
+    backbone, as `save_weights` writes it."""
+    import tensorflow as tf
+
+    constructor = getattr(tf.keras.applications, _APPLICATIONS[base])
+    backbone = constructor(include_top=False, pooling="avg", input_shape=(height, width, 3),
+                           weights="imagenet" if weights == "imagenet" else None)
+    if weights not in (None, "imagenet"):
+        backbone.load_weights(weights)
+    return backbone
+
+
+def build_classifier(base: str, height: int, width: int, channels: int, num_classes: int,
+                     weights: str | None):
+    """An uncompiled Keras model: (batch, height, width, channels) preprocessed float32 ->
+    (batch, num_classes) probabilities. `weights` as in `application_backbone` (ignored by
+    `small_cnn`, which always starts from random weights)."""
+    import tensorflow as tf
+
+    layers = tf.keras.layers
+    if base == "small_cnn":
+        return tf.keras.Sequential([
+            layers.Input(shape=(height, width, channels)),
+            layers.Conv2D(32, 3, padding="same", activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Conv2D(64, 3, padding="same", activation="relu"),
+            layers.MaxPooling2D(),
+            layers.Flatten(),
+            layers.Dropout(0.3),
+            layers.Dense(128, activation="relu"),
+            layers.Dense(num_classes, activation="softmax"),
+        ])
+    backbone = application_backbone(base, height, width, weights)
+    backbone.name = BACKBONE_LAYER
+    inputs = layers.Input(shape=(height, width, channels))
+    features = backbone(inputs, training=False)  # batch norm statistics stay the backbone's
+    outputs = layers.Dense(num_classes, activation="softmax")(layers.Dropout(0.2)(features))
+    return tf.keras.Model(inputs, outputs)
+
+
+def freeze_backbone(model) -> None:
+    """The first phase of fine-tuning: only the head trains."""
+    model.get_layer(BACKBONE_LAYER).trainable = False
+
+
+def unfreeze_top(model, layer_count: int) -> None:
+    """The second phase: the top `layer_count` layers of the backbone train too (batch
+    normalisation layers stay frozen, as Keras's transfer-learning guide advises)."""
+    import tensorflow as tf
+
+    backbone = model.get_layer(BACKBONE_LAYER)
+    backbone.trainable = True
+    top = backbone.layers[len(backbone.layers) - layer_count:] if layer_count else []
+    for layer in backbone.layers:
+        layer.trainable = (layer in top
+                           and not isinstance(layer, tf.keras.layers.BatchNormalization))
