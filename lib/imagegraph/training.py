@@ -21,6 +21,7 @@ from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import ArrayType, FloatType, StringType, StructField, StructType
 
 from imagegraph import hadoop_fs
+from imagegraph.calibration import store_training_sample
 from imagegraph.config import Config
 from imagegraph.decode import UndecodableImage, decode_image
 from imagegraph.errors import JobError
@@ -172,6 +173,9 @@ def run_training(spark: SparkSession, config: Config, input_uri: str,
                  "train_images": len(train_data), "holdout_images": len(holdout_data)},
         uri=output_uri.rstrip("/"),
     )
+    metadata = store_training_sample(spark, dataset, metadata,  # for inference.precision int8
+                                     config.inference.int8_calibration_images,
+                                     config.inference.int8_check_images)
     with tempfile.TemporaryDirectory(prefix="imagegraph-export-") as local:
         write_artifact(local, model, metadata)
         for name in ARTIFACT_FILES:
