@@ -54,8 +54,10 @@ services-up: build/.jars build/bin/toxiproxy-server
 services-down:
 	@$(PY) dev/services.py down
 
+# `make demo PRECISION=int8` classifies with the int8 model (inference.precision)
+PRECISION ?= float32
 demo: build/.jars build/bin/toxiproxy-server
-	$(PY) dev/demo.py
+	$(PY) dev/demo.py --precision $(PRECISION)
 
 test: build/.jars build/bin/toxiproxy-server
 	$(PY) -m pytest tests

@@ -4,9 +4,11 @@ Starts the servers, puts real labeled digits, photos and one corrupt file into t
 runs jobs/train.py and jobs/infer.py through spark-submit, reads the graph back over Gremlin,
 prints what it finds (with `accuracy=<value>` on a line of its own) and stops the servers.
 Exits non-zero when held-out accuracy is under 0.9 or the corrupt file is not dead-lettered.
+`--precision int8` (`make demo PRECISION=int8`) classifies with the int8 model.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 import sys
@@ -110,6 +112,10 @@ def dead_letters(env: dict) -> list[dict]:
 
 
 def main() -> int:
+    parser = argparse.ArgumentParser(description="make demo: the whole pipeline, locally")
+    parser.add_argument("--precision", choices=["float32", "int8"], default="float32",
+                        help="inference.precision of jobs/infer.py (make demo PRECISION=int8)")
+    args = parser.parse_args()
     endpoints = services.ports_from_environment()
     started = step("starting S3 (moto) and Gremlin Server")
     services.start(endpoints)
@@ -127,7 +133,7 @@ def main() -> int:
         started = step("classifying (jobs/infer.py)")
         spark_submit("infer.py", "--input", f"s3a://{BUCKET}/incoming/", "--model", model_uri,
                      "--output", f"s3a://{BUCKET}/results", "--gremlin-endpoint",
-                     endpoints.gremlin_endpoint, env=env)
+                     endpoints.gremlin_endpoint, "--precision", args.precision, env=env)
         done(started)
         started = step("reading the graph back over Gremlin")
         accuracy = read_graph_back(endpoints.gremlin_endpoint)

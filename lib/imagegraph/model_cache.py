@@ -33,9 +33,10 @@ class LoadedModel:
     `model` is a Keras model, or a SavedModel as `tf.saved_model.load` returns it whose
     `serving_default` signature maps one float input (the preprocessed images) to one output
     (the class probabilities), or the bytes of a TensorFlow Lite model converted for this
-    batch size (`quantize_int8`), which runs on TensorFlow Lite whatever `runtime` says. `predict(pixels)` takes uint8 pixels (n, height, width,
-    channels), n <= batch_size, pads them to `batch_size` so the function is traced once,
-    applies the model family's preprocessing inside the graph, and returns (probabilities
+    batch size (`quantize_int8`), which runs on TensorFlow Lite whatever `runtime` says.
+    `predict(pixels)` takes uint8 pixels (n, height, width, channels), n <= batch_size, pads
+    them to `batch_size` so the function is traced once, applies the model family's
+    preprocessing (inside the graph, or folded into an int8 model's input), and returns (probabilities
     (n, classes), embeddings (n, features) or None). With `embedding` (Keras models only), the
     embedding is the penultimate layer's output. `runtime` 'tensorflow' runs a `tf.function`;
     'tflite' converts the same graph once to TensorFlow Lite and runs it with the XNNPACK CPU

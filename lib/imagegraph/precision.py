@@ -64,6 +64,19 @@ class PrecisionChoice:
             report.float32_accuracy = self.check.float32_accuracy
 
 
+def precision_line(report: RunReport) -> str | None:
+    """The run summary's line on int8 (None when it was not asked for): what ran, on which
+    calibration sample, and the answer check, or why the run fell back to float32."""
+    if not (report.int8_calibration or report.int8_fallback):
+        return None
+    if report.int8_fallback:
+        return f"  precision            float32 (int8 not used: {report.int8_fallback})"
+    accuracies = "" if report.int8_accuracy is None else (
+        f", accuracy int8 {report.int8_accuracy:.4f} float32 {report.float32_accuracy:.4f}")
+    return (f"  precision            int8 ({report.int8_calibration}; top-1 agreement with "
+            f"float32 {report.int8_agreement:.2%}{accuracies})")
+
+
 def compare_answers(float32_probabilities: np.ndarray, int8_probabilities: np.ndarray,
                     labels: np.ndarray | None) -> AnswerCheck:
     """The answer check of two (images, classes) probability arrays of the same images, with

@@ -86,7 +86,8 @@ def test_a_model_without_a_sample_is_calibrated_on_the_input(spark, config, s3, 
     for name in ARTIFACT_FILES:  # the artifact without calibration.npz
         s3.copy_object(Bucket=BUCKET, Key=f"{UNCALIBRATED_KEY}/{name}",
                        CopySource={"Bucket": BUCKET, "Key": f"models/digits/v1/{name}"})
-    report = run_inference(spark, int8_config(config, graph=False), INPUT, f"s3a://{BUCKET}/{UNCALIBRATED_KEY}", OUTPUT)
+    report = run_inference(spark, int8_config(config, graph=False), INPUT,
+                           f"s3a://{BUCKET}/{UNCALIBRATED_KEY}", OUTPUT)
     # 45 objects drawn, the corrupt one left out, 44 split 200:200
     assert report.int8_calibration == "input: 22 images to calibrate, 22 to check"
     assert report.int8_check_images == 22 and report.int8_accuracy is None

@@ -13,7 +13,7 @@ from imagegraph.model_artifact import LABELS_FILE, METADATA_FILE, ModelMetadata,
 from imagegraph.model_cache import INT8_MODEL_FILE, LoadedModel, ModelCache
 from imagegraph.object_reader import ReaderSettings
 from imagegraph.precision import FLOAT32, INT8, AnswerCheck, compare_answers, \
-    quantize_and_check
+    precision_line, quantize_and_check
 from imagegraph.report import RunReport
 
 BRIGHTNESS = ModelMetadata(name="brightness", version="1", input_height=4, input_width=4,
@@ -172,3 +172,17 @@ def test_calibration_sample_round_trips_through_its_file():
     unlabeled = CalibrationSample.from_npz(
         CalibrationSample(levels(1), levels(2), None, INPUT).to_npz())
     assert unlabeled.check_labels is None
+
+
+def test_precision_line_says_what_ran_and_why():
+    report = RunReport(run_id="r", source="s", output_uri="o", model="m")
+    assert precision_line(report) is None  # float32, as asked
+    report.precision, report.int8_calibration, report.int8_agreement = \
+        INT8, "artifact: 200 images to calibrate, 40 labeled to check", 0.975
+    report.int8_accuracy, report.float32_accuracy = 0.95, 0.975
+    assert precision_line(report) == (
+        "  precision            int8 (artifact: 200 images to calibrate, 40 labeled to check; "
+        "top-1 agreement with float32 97.50%, accuracy int8 0.9500 float32 0.9750)")
+    report.precision, report.int8_fallback = FLOAT32, "the int8 conversion failed: X"
+    assert precision_line(report) == ("  precision            float32 (int8 not used: the int8 "
+                                      "conversion failed: X)")
