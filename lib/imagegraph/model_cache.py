@@ -36,11 +36,12 @@ class LoadedModel:
     batch size (`quantize_int8`), which runs on TensorFlow Lite whatever `runtime` says.
     `predict(pixels)` takes uint8 pixels (n, height, width, channels), n <= batch_size, pads
     them to `batch_size` so the function is traced once, applies the model family's
-    preprocessing (inside the graph, or folded into an int8 model's input), and returns (probabilities
-    (n, classes), embeddings (n, features) or None). With `embedding` (Keras models only), the
-    embedding is the penultimate layer's output. `runtime` 'tensorflow' runs a `tf.function`;
-    'tflite' converts the same graph once to TensorFlow Lite and runs it with the XNNPACK CPU
-    kernels on `threads` threads (0: all). Raises `ValueError` for a model it cannot run so.
+    preprocessing (inside the graph, or folded into an int8 model's input), and returns
+    (probabilities (n, classes), embeddings (n, features) or None). With `embedding` (Keras
+    models only), the embedding is the penultimate layer's output. `runtime` 'tensorflow' runs
+    a `tf.function`; 'tflite' converts the same graph once to TensorFlow Lite and runs it with
+    the XNNPACK CPU kernels on `threads` threads (0: all). Raises `ValueError` for a model it
+    cannot run so.
     """
 
     def __init__(self, model, metadata: ModelMetadata, batch_size: int, embedding: bool,

@@ -101,6 +101,28 @@ def test_int8_takes_the_decoders_pixels_and_keeps_the_answers(tmp_path, family):
     assert np.argmax(probabilities, axis=1).tolist() == expected[[0, 51, 40]].tolist()
 
 
+def test_int8_of_a_per_channel_family_takes_the_preprocessed_images(tmp_path):
+    import tensorflow as tf
+
+    # resnet50: BGR, each channel less its own ImageNet mean; no one scale and zero point
+    # maps raw pixels to that, so the int8 model takes float input, quantized on the way in
+    metadata = ModelMetadata(**{**BRIGHTNESS.__dict__, "channels": 3,
+                                "preprocessing": "resnet50"})
+    inputs = tf.keras.Input((4, 4, 3))
+    dense = tf.keras.layers.Dense(3, activation="softmax")
+    model = tf.keras.Model(inputs, dense(tf.keras.layers.GlobalAveragePooling2D()(inputs)))
+    dense.set_weights([np.array([[0.0, 0.02, 0.05]] * 3, np.float32) / 3,
+                       np.array([0.0, 0.0, -1.0], np.float32)])
+    files = keras_files(tmp_path, model, metadata)
+    gray = np.repeat(levels(*range(0, 256, 5)), 3, axis=3)
+    sample = CalibrationSample(gray[::3], gray, None, INPUT)
+    choice = quantize_and_check(files, metadata, SETTINGS, sample, min_agreement=0.95)
+    assert (choice.precision, choice.check.images) == (INT8, len(gray))
+    assert choice.check.agreement >= 0.95
+    interpreter = tf.lite.Interpreter(model_content=choice.model_files[INT8_MODEL_FILE])
+    assert interpreter.get_input_details()[0]["dtype"] == np.float32
+
+
 def test_int8_below_the_agreement_falls_back_to_float32_in_one_line(tmp_path, caplog):
     # two classes a hair apart: float32 always picks the second; int8's softmax output has
     # steps of 1/256, so it sees a tie and picks the first
