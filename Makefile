@@ -5,7 +5,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PYSPARK_JARS = $(shell ls -d $(VENV)/lib/python3*/site-packages/pyspark/jars 2>/dev/null)
 
-.PHONY: install jars toxiproxy package services-up services-down demo test unit integration mutation bench clean
+.PHONY: install jars toxiproxy package lock services-up services-down cluster-up cluster-down \
+	demo cluster-demo test unit integration mutation bench clean
 
 install: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt requirements-dev.txt setup.py
@@ -39,14 +40,18 @@ build/bin/toxiproxy-server:
 	cp build/go-bin/server $@
 
 # What an EMR run uploads (see emr/build_package.py and README "Run on EMR"): the wheel, the
-# job entry files, bootstrap.sh and the packed environment for --archives, whose bin/python
-# links to NODE_PYTHON, the interpreter on the EMR nodes.
-NODE_PYTHON ?= /usr/bin/python3.11
+# job entry files, bootstrap.sh, constraints.txt and the packed environment for --archives
+# (installed under constraints.txt), whose bin/python links to the settings'
+# package.node_python, the interpreter on the EMR nodes. `make lock` rewrites constraints.txt.
 package: build/package/.built
-build/package/.built: $(VENV)/.installed requirements.txt setup.py emr/build_package.py \
-		emr/bootstrap.sh $(wildcard jobs/*.py) $(shell find lib -name '*.py')
-	$(PY) emr/build_package.py --out build/package --node-python $(NODE_PYTHON)
+build/package/.built: $(VENV)/.installed requirements.txt constraints.txt setup.py \
+		emr/build_package.py emr/bootstrap.sh emr/launcher.yaml $(wildcard jobs/*.py) \
+		$(shell find lib -name '*.py')
+	$(PY) emr/build_package.py --out build/package
 	touch $@
+
+lock: $(VENV)/.installed
+	$(PY) emr/build_package.py --lock
 
 services-up: build/.jars build/bin/toxiproxy-server
 	@$(PY) dev/services.py up
@@ -54,18 +59,33 @@ services-up: build/.jars build/bin/toxiproxy-server
 services-down:
 	@$(PY) dev/services.py down
 
+# A Spark standalone cluster on loopback (dev/spark_cluster.py): a master and two 1-core workers,
+# each its own JVM, from the venv's pyspark; prints SPARK_MASTER=spark://... (README "A Spark
+# cluster on this machine"). Logs, pids and the workers' directories in build/cluster.
+cluster-up: build/.jars
+	@$(PY) dev/services.py cluster-up
+
+cluster-down:
+	@$(PY) dev/services.py cluster-down
+
 # `make demo PRECISION=int8` classifies with the int8 model (inference.precision)
 PRECISION ?= float32
 demo: build/.jars build/bin/toxiproxy-server
 	$(PY) dev/demo.py --precision $(PRECISION)
 
-test: build/.jars build/bin/toxiproxy-server
+# The demo with train and infer submitted to the standalone cluster as the EMR launcher
+# submits them (the packed environment from `make package`).
+cluster-demo: build/.jars build/bin/toxiproxy-server build/package/.built
+	$(PY) dev/demo.py --cluster
+
+# The packed environment first: tests/integration/test_cluster.py submits the jobs with it.
+test: build/.jars build/bin/toxiproxy-server build/package/.built
 	$(PY) -m pytest tests
 
 unit: $(VENV)/.installed
 	$(PY) -m pytest tests/unit
 
-integration: build/.jars build/bin/toxiproxy-server
+integration: build/.jars build/bin/toxiproxy-server build/package/.built
 	$(PY) -m pytest tests/integration
 
 # Mutation testing of the pure modules against the unit tests (dev/mutation.py): score and
@@ -73,9 +93,10 @@ integration: build/.jars build/bin/toxiproxy-server
 mutation: $(VENV)/.installed
 	$(PY) dev/mutation.py
 
-bench: build/.jars
+bench: build/.jars build/bin/toxiproxy-server
 	$(PY) benchmarks/writer_bench.py
 	$(PY) benchmarks/inference_bench.py
+	$(PY) benchmarks/graph_projection.py
 
-clean: services-down
+clean: services-down cluster-down
 	rm -rf build

@@ -16,6 +16,9 @@ MobileNetV2 at 224x224 built with `weights=None` (1,000 classes), Spark `local[2
                      sample, so every run draws 2 x INT8_SAMPLE images from its input,
                      converts and checks on the driver (int8_min_agreement 0: the untrained model's
                      agreement is recorded, not required)
+- job_graph_off, job_graph_on: the same run in 4 chunks, graph writes off and on (into a
+                     local Gremlin Server): what writing the graph costs a backfill whose
+                     chunks are pipelined (chunk k written while chunk k+1 is classified)
 - naive_udf:         an iterator pandas UDF that builds the model in each task and decodes and
                      predicts row by row
 - predict_batch_udf: Spark's own `pyspark.ml.functions.predict_batch_udf`, decoding the same
@@ -50,6 +53,8 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "dev"))
+import services  # noqa: E402
 from results import merge_results  # noqa: E402
 
 SIZE = 224
@@ -191,6 +196,15 @@ def spark_variant(name: str, spark, config, model_dir: Path, metadata, images, o
     return cold, [(timed(n, f"{r}-n"), timed(2 * n, f"{r}-2n")) for r in range(rounds)]
 
 
+def chunked(config, objects_per_chunk: int, graph_endpoint: str | bool):
+    """`config` with runs in chunks of `objects_per_chunk`, writing the graph at
+    `graph_endpoint` (False: graph writes off)."""
+    graph = replace(config.graph, enabled=bool(graph_endpoint),
+                    endpoint=graph_endpoint or config.graph.endpoint)
+    return replace(config, graph=graph, run=replace(config.run,
+                                                    objects_per_chunk=objects_per_chunk))
+
+
 def naive_udf(metadata):
     from pyspark.sql.functions import pandas_udf
 
@@ -241,6 +255,7 @@ def main() -> int:
                         help="input partitions for every Spark variant (default 4)")
     parser.add_argument("--variants", default="decode,bare_model,bare_model_int8,"
                                                "bare_model_tensorflow,job,job_int8,"
+                                               "job_graph_off,job_graph_on,"
                                                "predict_batch_udf,naive_udf",
                         help="comma-separated subset to run (default: all)")
     parser.add_argument("--rounds", type=int, default=3,
@@ -271,7 +286,12 @@ def main() -> int:
             int8_calibration_images=INT8_SAMPLE, int8_check_images=INT8_SAMPLE))
         figures: dict = {}
         spark = None
-        for variant in args.variants.split(","):
+        variants = args.variants.split(",")
+        gremlin_dir = work / "gremlin"
+        if "job_graph_on" in variants:
+            gremlin_dir.mkdir()
+            graph_endpoint = services.start_gremlin(services.free_port(), gremlin_dir)
+        for variant in variants:
             print(f"== {variant}", flush=True)
             rounds = args.naive_rounds if variant == "naive_udf" else args.rounds
             if variant == "decode":
@@ -285,10 +305,14 @@ def main() -> int:
                                            rounds)
             else:
                 spark = spark or get_spark(config)
+                variant_config = int8_config if variant == "job_int8" else config
+                if variant.startswith("job_graph"):
+                    variant_config = chunked(config, n // 4, variant == "job_graph_on" and
+                                             graph_endpoint)
                 reports: list = []
-                cold, timings = spark_variant(
-                    variant, spark, int8_config if variant == "job_int8" else config,
-                    model_dir, metadata, images, work / "out", args.partitions, rounds, reports)
+                cold, timings = spark_variant(variant, spark, variant_config, model_dir,
+                                              metadata, images, work / "out", args.partitions,
+                                              rounds, reports)
                 if variant == "job_int8":  # the untrained model's agreement: recorded only
                     figures["job_int8_precisions"] = sorted({r.precision for r in reports})
                     figures["job_int8_agreement_untrained"] = reports[-1].int8_agreement
@@ -297,6 +321,8 @@ def main() -> int:
             print(f"   {variant}: {figures[f'{variant}_img_per_s']} images/s steady "
                   f"(rounds {figures[f'{variant}_rounds_img_per_s']})", flush=True)
     finally:
+        if gremlin_dir.exists():
+            services.stop_one("gremlin", gremlin_dir)
         shutil.rmtree(work, ignore_errors=True)
     merge_results(figures, "inference_machine",
                   f"{os.cpu_count()} cores, Spark local[2], {n} and {2 * n} JPEGs 500x375, "

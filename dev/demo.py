@@ -5,6 +5,10 @@ runs jobs/train.py and jobs/infer.py through spark-submit, reads the graph back 
 prints what it finds (with `accuracy=<value>` on a line of its own) and stops the servers.
 Exits non-zero when held-out accuracy is under 0.9 or the corrupt file is not dead-lettered.
 `--precision int8` (`make demo PRECISION=int8`) classifies with the int8 model.
+
+With `--cluster` (`make cluster-demo`) it also starts the Spark standalone cluster
+(dev/spark_cluster.py) and submits both jobs to it as the EMR launcher renders their steps
+(dev/cluster_jobs.py: the packed environment of `make package` for the executors).
 """
 from __future__ import annotations
 
@@ -21,8 +25,10 @@ from gremlin_python.process.graph_traversal import __
 from gremlin_python.process.traversal import Order, T, TextP
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cluster_jobs  # noqa: E402
 import sample_images  # noqa: E402
 import services  # noqa: E402
+import spark_cluster  # noqa: E402
 from s3_objects import put_objects, s3_client  # noqa: E402
 
 from imagegraph.config import GraphConfig  # noqa: E402
@@ -48,6 +54,16 @@ def spark_submit(job: str, *args: str, env: dict) -> None:
                str(ROOT / "jobs" / job), "--config", str(ROOT / "conf" / "local.yaml"), *args]
     print("   $ spark-submit " + " ".join([f"jobs/{job}"] + command[4:]), flush=True)
     subprocess.run(command, env=env, check=True, cwd=ROOT)
+
+
+def cluster_submit(cluster: spark_cluster.Cluster, template: str, values: dict,
+                   job_options: tuple, env: dict) -> None:
+    """Run the EMR step `template` with `values` on `cluster` (dev/cluster_jobs.py)."""
+    work_dir = spark_cluster.DEFAULT_RUN_DIR / f"demo-{template}"
+    submission = cluster_jobs.submission(cluster, template, values, work_dir,
+                                         services_env=env, job_options=job_options)
+    print("   $ " + " ".join(submission.argv), flush=True)
+    subprocess.run(submission.argv, cwd=submission.cwd, env=submission.env, check=True)
 
 
 def seed(env: dict) -> int:
@@ -111,29 +127,48 @@ def dead_letters(env: dict) -> list[dict]:
     return dataset.to_table(columns=["uri", "reason", "stage"]).to_pylist()
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description="make demo: the whole pipeline, locally")
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cluster", action="store_true",
+                        help="run both jobs on a local Spark standalone cluster")
     parser.add_argument("--precision", choices=["float32", "int8"], default="float32",
                         help="inference.precision of jobs/infer.py (make demo PRECISION=int8)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     endpoints = services.ports_from_environment()
     started = step("starting S3 (moto) and Gremlin Server")
     services.start(endpoints)
     done(started)
     try:
+        cluster = None
+        if args.cluster:
+            started = step("starting a Spark standalone cluster: a master and two workers")
+            cluster = spark_cluster.start()
+            print(f"   {cluster.master_url} (web UI {cluster.master_ui})")
+            done(started)
         env = {**os.environ, **endpoints.env(), "PYSPARK_PYTHON": sys.executable}
         started = step("putting real images into the local S3")
         seed(env)
         done(started)
         model_uri = f"s3a://{BUCKET}/models/digits-cnn/v1"
+        train = {"input": f"s3a://{BUCKET}/train/", "output": model_uri}
+        infer = {"input": f"s3a://{BUCKET}/incoming/", "model": model_uri,
+                 "output": f"s3a://{BUCKET}/results"}
         started = step("training (jobs/train.py)")
-        spark_submit("train.py", "--input", f"s3a://{BUCKET}/train/", "--output", model_uri,
-                     "--model-version", "v1", env=env)
+        if cluster:
+            cluster_submit(cluster, "train", train, ("--model-version", "v1"), endpoints.env())
+        else:
+            spark_submit("train.py", "--input", train["input"], "--output", model_uri,
+                         "--model-version", "v1", env=env)
         done(started)
         started = step("classifying (jobs/infer.py)")
-        spark_submit("infer.py", "--input", f"s3a://{BUCKET}/incoming/", "--model", model_uri,
-                     "--output", f"s3a://{BUCKET}/results", "--gremlin-endpoint",
-                     endpoints.gremlin_endpoint, "--precision", args.precision, env=env)
+        if cluster:
+            cluster_submit(cluster, "infer", infer, ("--precision", args.precision),
+                           endpoints.env())
+        else:
+            spark_submit("infer.py", "--input", infer["input"], "--model", model_uri,
+                         "--output", infer["output"], "--gremlin-endpoint",
+                         endpoints.gremlin_endpoint, "--precision", args.precision, env=env)
         done(started)
         started = step("reading the graph back over Gremlin")
         accuracy = read_graph_back(endpoints.gremlin_endpoint)
@@ -142,6 +177,8 @@ def main() -> int:
             print(f"   dead letter: {letter['uri']} ({letter['stage']}): {letter['reason']}")
         done(started)
     finally:
+        if args.cluster:
+            spark_cluster.stop()
         services.stop()
     print(f"accuracy={accuracy:.4f}")
     corrupt_uri = f"s3://{BUCKET}/incoming/{sample_images.CORRUPT_KEY}"

@@ -7,7 +7,8 @@ moto's server cannot:
 - with `key_statuses` ({'/bucket/key': status}), every GET of a chosen object is answered with
   its status (403 AccessDenied, 404 NoSuchKey, 500 InternalError, 503 SlowDown) and S3's XML
   error body, and never reaches the server; the mapping may be replaced while the proxy runs;
-- while `hold()` is in effect, GETs of objects wait (a stalled read) until `release()`.
+- while `hold()` is in effect, GETs of objects (or of the chosen ones) wait (a stalled read)
+  until `release()`.
 
 Every other request is passed through unchanged.
 
@@ -74,6 +75,7 @@ class S3FaultProxy:
         self._lock = threading.Lock()
         self._released = threading.Event()
         self._released.set()
+        self._held_paths: frozenset[str] | None = None
         self._server = ThreadingHTTPServer((HOST, 0), _handler(self))
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True,
@@ -83,8 +85,10 @@ class S3FaultProxy:
     def endpoint(self) -> str:
         return f"http://{HOST}:{self._server.server_address[1]}"
 
-    def hold(self) -> None:
-        """Make GETs of objects wait from now on."""
+    def hold(self, paths: frozenset[str] | None = None) -> None:
+        """Make GETs of objects wait from now on: those of `paths` ('/bucket/key', unquoted),
+        or of every object when None."""
+        self._held_paths = paths
         self._released.clear()
 
     def release(self) -> None:
@@ -95,13 +99,15 @@ class S3FaultProxy:
         """Wait while held; then the status to fail this request with, or None to pass it."""
         if not is_object_get(method, target):
             return None
+        path = unquote(urlsplit(target).path)
+        if self._held_paths is None or path in self._held_paths:
+            with self._lock:
+                self.held += 1
+            self._released.wait()
+            with self._lock:
+                self.held -= 1
         with self._lock:
-            self.held += 1
-        self._released.wait()
-        with self._lock:
-            self.held -= 1
             self.object_gets += 1
-            path = unquote(urlsplit(target).path)
             self.gets[path] += 1
             if path in self.key_statuses:
                 self.injected[self.key_statuses[path]] += 1

@@ -1,15 +1,19 @@
-"""Start and stop the local stand-ins for S3 (moto's server mode) and Neptune (Gremlin Server),
-and Toxiproxy, through which tests inject network faults (dev/toxiproxy_client.py).
+"""Start and stop the local stand-ins for S3 (moto's server mode) and Neptune (Gremlin Server,
+and dev/neptune_loader.py for its bulk loader), and Toxiproxy, through which tests inject network
+faults (dev/toxiproxy_client.py).
 
 Used by `make services-up` / `make services-down`, by `make demo` and by the integration tests'
 session fixture, so there is one way to run the servers.
 
-    python dev/services.py up      # start all three, wait until each answers, print shell-ready lines
+    python dev/services.py up      # start them, wait until each answers, print shell-ready lines
     python dev/services.py down    # stop them
     python dev/services.py env     # print the shell-ready lines again
+    python dev/services.py cluster-up    # a Spark standalone cluster (dev/spark_cluster.py)
+    python dev/services.py cluster-down
 
-Ports come from S3_PORT (default 9090), GREMLIN_PORT (default 8182) and TOXIPROXY_PORT (default
-8474, Toxiproxy's API; its proxies listen on ports their creator chooses).
+Ports come from S3_PORT (default 9090), GREMLIN_PORT (default 8182), TOXIPROXY_PORT (default
+8474, Toxiproxy's API; its proxies listen on ports their creator chooses) and LOADER_PORT (default
+8183, the bulk loader's stand-in; the tests start their own in-process).
 """
 from __future__ import annotations
 
@@ -47,6 +51,7 @@ class Endpoints:
     s3_port: int
     gremlin_port: int
     toxiproxy_port: int
+    loader_port: int = 0  # 0: no bulk loader stand-in
 
     @property
     def s3_endpoint(self) -> str:
@@ -60,11 +65,16 @@ class Endpoints:
     def toxiproxy_url(self) -> str:
         return f"http://{HOST}:{self.toxiproxy_port}"
 
+    @property
+    def loader_endpoint(self) -> str:
+        return f"http://{HOST}:{self.loader_port}"
+
     def env(self) -> dict[str, str]:
         return {
             "S3_ENDPOINT": self.s3_endpoint,
             "GREMLIN_ENDPOINT": self.gremlin_endpoint,
             "TOXIPROXY_URL": self.toxiproxy_url,
+            **({"NEPTUNE_LOADER_ENDPOINT": self.loader_endpoint} if self.loader_port else {}),
             "AWS_ACCESS_KEY_ID": LOCAL_ACCESS_KEY,
             "AWS_SECRET_ACCESS_KEY": LOCAL_SECRET_KEY,
             "AWS_DEFAULT_REGION": "us-east-1",
@@ -72,9 +82,10 @@ class Endpoints:
 
 
 def ports_from_environment() -> Endpoints:
-    """Ports from S3_PORT, GREMLIN_PORT and TOXIPROXY_PORT, with defaults 9090, 8182, 8474."""
+    """Ports from S3_PORT, GREMLIN_PORT, TOXIPROXY_PORT and LOADER_PORT, with defaults 9090,
+    8182, 8474, 8183."""
     return Endpoints(_port_from_env("S3_PORT", 9090), _port_from_env("GREMLIN_PORT", 8182),
-                     _port_from_env("TOXIPROXY_PORT", 8474))
+                     _port_from_env("TOXIPROXY_PORT", 8474), _port_from_env("LOADER_PORT", 8183))
 
 
 def _port_from_env(name: str, default: int) -> int:
@@ -209,9 +220,25 @@ def _toxiproxy_answers(url: str) -> None:
         response.read()
 
 
+def start_loader(endpoints: Endpoints, run_dir: Path) -> str:
+    """Start the bulk loader's stand-in (dev/neptune_loader.py) on `endpoints.loader_port`,
+    reading the local S3 and loading into the local Gremlin Server; its endpoint once it
+    answers."""
+    _require_free(endpoints.loader_port, "the bulk loader stand-in (LOADER_PORT)")
+    loader = _spawn("loader", [
+        sys.executable, str(ROOT / "dev" / "neptune_loader.py"),
+        "--port", str(endpoints.loader_port), "--s3-endpoint", endpoints.s3_endpoint,
+        "--access-key", LOCAL_ACCESS_KEY, "--secret-key", LOCAL_SECRET_KEY,
+        "--gremlin-endpoint", endpoints.gremlin_endpoint,
+    ], run_dir)
+    _wait_until("loader", loader, run_dir,
+                lambda: socket.create_connection((HOST, endpoints.loader_port), timeout=2).close())
+    return endpoints.loader_endpoint
+
+
 def start(endpoints: Endpoints, run_dir: Path = DEFAULT_RUN_DIR) -> Endpoints:
-    """Start moto's S3 server, Gremlin Server and Toxiproxy on `endpoints`' ports; return when
-    each answers."""
+    """Start moto's S3 server, Gremlin Server, Toxiproxy and (with a `loader_port`) the bulk
+    loader's stand-in on `endpoints`' ports; return when each answers."""
     _require_free(endpoints.s3_port, "the S3 server (S3_PORT)")
     _require_free(endpoints.gremlin_port, "Gremlin Server (GREMLIN_PORT)")
     _require_free(endpoints.toxiproxy_port, "Toxiproxy's API (TOXIPROXY_PORT)")
@@ -219,6 +246,8 @@ def start(endpoints: Endpoints, run_dir: Path = DEFAULT_RUN_DIR) -> Endpoints:
         start_s3(endpoints.s3_port, run_dir)
         start_gremlin(endpoints.gremlin_port, run_dir)
         start_toxiproxy(endpoints.toxiproxy_port, run_dir)
+        if endpoints.loader_port:
+            start_loader(endpoints, run_dir)
     except ServiceError:
         stop(run_dir)
         raise
@@ -261,7 +290,7 @@ def _exited(pid: int) -> bool:
 
 def stop(run_dir: Path = DEFAULT_RUN_DIR) -> None:
     """Stop the servers started by `start` in `run_dir`."""
-    for name in ("toxiproxy", "gremlin", "s3"):
+    for name in ("loader", "toxiproxy", "gremlin", "s3"):
         stop_one(name, run_dir)
 
 
@@ -273,9 +302,14 @@ def _print_env(endpoints: Endpoints) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["up", "down", "env"],
-                        help="up: start and wait; down: stop; env: print the variables")
+    parser.add_argument("action", choices=["up", "down", "env", "cluster-up", "cluster-down"],
+                        help="up: start and wait; down: stop; env: print the variables; "
+                             "cluster-up, cluster-down: the Spark standalone cluster")
     args = parser.parse_args(argv)
+    if args.action.startswith("cluster-"):
+        import spark_cluster  # it builds on this module
+
+        return spark_cluster.main([args.action.removeprefix("cluster-")])
     try:
         endpoints = ports_from_environment()
         if args.action == "up":

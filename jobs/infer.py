@@ -17,6 +17,7 @@ def main() -> int:
     setup_logging(args.log_level)
     config = config_from_args(args)
 
+    from imagegraph.graph.bulk_load import check_bulk_settings
     from imagegraph.graph.connection import validate_endpoint
     from imagegraph.inference_job import run_inference
     from imagegraph.precision import precision_line
@@ -24,6 +25,8 @@ def main() -> int:
 
     if config.graph.enabled:
         validate_endpoint(config.graph.endpoint)
+    if config.graph.enabled and config.graph.load == "bulk":
+        check_bulk_settings(config.graph, args.output)
     spark = get_spark(config)
     report = run_inference(spark, config, input_source(args), args.model, args.output,
                            shard=args.shard, resume=args.resume)

@@ -1,7 +1,9 @@
 """Shared by unit and integration tests: dev/ (services, sample images) on the import path,
 and a stand-in for the EMR package."""
+import io
 import os
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -13,8 +15,9 @@ sys.path.insert(0, str(ROOT / "dev"))
 @pytest.fixture
 def emr_package(tmp_path):
     """A stand-in for build/package (layout: imagegraph.emr.package): the real entry files,
-    bootstrap action and requirements.txt, a small wheel and 300 kB of random bytes as the
-    environment archive. Returns its directory, tmp_path/package."""
+    bootstrap action, requirements.txt and constraints.txt, a small wheel and as the
+    environment archive a tar.gz of bin/python links to /usr/bin/python3.11 and 300 kB of
+    random bytes. Returns its directory, tmp_path/package."""
     from imagegraph.emr import package
 
     directory = tmp_path / "package"
@@ -22,7 +25,29 @@ def emr_package(tmp_path):
     for entry in package.ENTRY_FILES:
         (directory / entry).write_bytes((ROOT / entry).read_bytes())
     (directory / package.BOOTSTRAP).write_bytes((ROOT / "emr" / "bootstrap.sh").read_bytes())
-    (directory / package.REQUIREMENTS).write_bytes((ROOT / "requirements.txt").read_bytes())
+    for name in (package.REQUIREMENTS, package.CONSTRAINTS):
+        (directory / name).write_bytes((ROOT / name).read_bytes())
     (directory / "imagegraph-0.1.0-py3-none-any.whl").write_bytes(b"wheel")
-    (directory / package.ENV_ARCHIVE).write_bytes(os.urandom(300_000))
+    write_env_archive(directory / package.ENV_ARCHIVE, "/usr/bin/python3.11")
     return directory
+
+
+@pytest.fixture
+def env_archive():
+    """`write(path, python)`: writes an environment archive whose bin/python leads to
+    `python` (see write_env_archive)."""
+    return write_env_archive
+
+
+def write_env_archive(path: Path, python: str) -> None:
+    """A tar.gz laid out as venv-pack packs a venv: bin/python -> python3.11 -> `python`, and
+    300 kB of random bytes in lib/."""
+    with tarfile.open(path, "w:gz") as tar:
+        payload = os.urandom(300_000)
+        data = tarfile.TarInfo("lib/python3.11/site-packages/payload.bin")
+        data.size = len(payload)
+        tar.addfile(data, io.BytesIO(payload))
+        for name, target in (("bin/python", "python3.11"), ("bin/python3.11", python)):
+            link = tarfile.TarInfo(name)
+            link.type, link.linkname = tarfile.SYMTYPE, target
+            tar.addfile(link)

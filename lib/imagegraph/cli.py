@@ -91,9 +91,18 @@ def infer_parser() -> argparse.ArgumentParser:
     parser.add_argument("--progress-interval", type=float, metavar="SECONDS",
                         help="seconds between progress lines (config: run.progress_interval_s; "
                              "default 30)")
+    parser.add_argument("--graph-load", choices=["mergev", "bulk"],
+                        help="mergev: upsert from Spark partitions over Gremlin; bulk: write "
+                             "each chunk as Neptune Gremlin load-format CSV under --output "
+                             "(_staging/) and load it with Neptune's bulk loader, which needs "
+                             "an S3 --output the cluster can read, the loader's IAM role "
+                             "attached to the cluster (graph.loader_iam_role_arn) and "
+                             "neptune-db:StartLoaderJob and GetLoaderJobStatus for the job "
+                             "(config: graph.load; default mergev; README \"Bulk load\")")
     parser.add_argument("--max-concurrent-writers", type=int, metavar="N",
-                        help="partitions writing to the graph at once; 0: no bound "
-                             "(config: graph.max_concurrent_writers)")
+                        help="partitions writing to the graph at once; 0: twice the Neptune "
+                             "writer's vCPUs, graph.instance_vcpus (config: "
+                             "graph.max_concurrent_writers)")
     parser.add_argument("--max-upserts-per-second", type=float, metavar="N",
                         help="cap on vertex and edge upserts per second over all writers; "
                              "0: no cap (config: graph.max_upserts_per_s)")
@@ -141,7 +150,7 @@ _FLAG_KEYS = {
     "max_object_bytes": "inference.max_image_bytes",
     "max_failed_fraction": "run.max_failed_fraction",
     "progress_interval": "run.progress_interval_s",
-    "max_concurrent_writers": "graph.max_concurrent_writers",
+    "max_concurrent_writers": "graph.max_concurrent_writers", "graph_load": "graph.load",
     "max_upserts_per_second": "graph.max_upserts_per_s",
     "batch_size": "inference.batch_size", "partitions": "inference.partitions",
     "precision": "inference.precision",

@@ -107,8 +107,12 @@ class GraphConfig:
     Requests carry at most `records_per_request` records (a label or a property is one record,
     as Neptune counts them) and `max_steps_per_request` traversal steps. `rows_per_flush`
     prediction rows are buffered per partition before their vertices, then their edges, are
-    written. At most `max_concurrent_writers` partitions write at once (0: no bound), together
-    at most `max_upserts_per_s` vertices and edges a second (0: no cap).
+    written. At most `max_concurrent_writers` partitions write at once, one request in flight
+    each, together at most `max_upserts_per_s` vertices and edges a second (0: no cap). Its
+    default, 0, sizes them to the Neptune writer instance: `writers` is 2 x `instance_vcpus`,
+    the number of queries Neptune executes at once (it runs "twice the number of vCPUs" worker
+    threads and queues the rest, queue time counting against the query timeout:
+    https://docs.aws.amazon.com/neptune/latest/userguide/access-graph-queuing.html).
 
     Failures are handled as `graph.retry` classifies them. Waits back off exponentially from
     `retry_base_delay_s` up to `retry_max_delay_s` (full jitter). Transient server errors get at
@@ -125,6 +129,13 @@ class GraphConfig:
     `iam_auth`: 'auto' signs requests (SigV4) for wss:// endpoints, 'on' always, 'off' never.
     `upsert_style`: 'merge' (mergeV/mergeE) or 'coalesce' (fold/coalesce/unfold, for engines
     without mergeV).
+    `load`: 'mergev' (the upserts above) or 'bulk' (each chunk as Neptune Gremlin load-format CSV
+    under the run's staging area, loaded by Neptune's bulk loader: `graph.bulk_load`). The
+    loader's HTTPS endpoint is `loader_endpoint` (empty: the Gremlin endpoint's host and port);
+    it reads S3 with the IAM role `loader_iam_role_arn` (attached to the cluster) using
+    `loader_parallelism` threads (LOW, MEDIUM, HIGH, OVERSUBSCRIBE); its status is polled every
+    `loader_poll_interval_s` seconds, and a load still running after `loader_timeout_s` seconds
+    stops the run.
     """
 
     endpoint: str = "ws://localhost:8182/gremlin"
@@ -135,7 +146,8 @@ class GraphConfig:
     rows_per_flush: int = 500
     records_per_request: int = 200
     max_steps_per_request: int = 1500
-    max_concurrent_writers: int = 8
+    instance_vcpus: int = 4
+    max_concurrent_writers: int = 0
     max_upserts_per_s: float = 0.0
     max_attempts: int = 8
     retry_base_delay_s: float = 0.5
@@ -145,6 +157,18 @@ class GraphConfig:
     max_failures_in_a_row: int = 20
     connect_timeout_s: float = 15.0
     request_timeout_s: float = 150.0
+    load: str = "mergev"
+    loader_endpoint: str = ""
+    loader_iam_role_arn: str = ""
+    loader_parallelism: str = "HIGH"
+    loader_poll_interval_s: float = 5.0
+    loader_timeout_s: float = 21600.0
+
+    @property
+    def writers(self) -> int:
+        """Partitions that write at once: `max_concurrent_writers`, or when that is 0, 2 x
+        `instance_vcpus` (Neptune's query threads)."""
+        return self.max_concurrent_writers or 2 * self.instance_vcpus
 
 
 @dataclass(frozen=True)
@@ -200,6 +224,8 @@ _CHOICES = {"training.color_mode": ("grayscale", "rgb"),
             "inference.runtime": ("tflite", "tensorflow"),
             "inference.precision": ("float32", "int8"),
             "graph.upsert_style": ("merge", "coalesce"),
+            "graph.load": ("mergev", "bulk"),
+            "graph.loader_parallelism": ("LOW", "MEDIUM", "HIGH", "OVERSUBSCRIBE"),
             "spark.log_level": ("ALL", "DEBUG", "INFO", "WARN", "ERROR", "OFF")}
 _POSITIVE = {
     "s3.max_attempts", "input.read_threads", "inference.objects_per_partition",
@@ -210,7 +236,8 @@ _POSITIVE = {
     "graph.records_per_request", "graph.max_steps_per_request", "graph.max_attempts",
     "graph.retry_base_delay_s", "graph.retry_max_delay_s", "graph.failover_budget_s",
     "graph.max_split_requests", "graph.max_failures_in_a_row", "graph.connect_timeout_s",
-    "graph.request_timeout_s", "s3.retry_interval_s", "s3.throttle_retry_interval_s",
+    "graph.request_timeout_s", "graph.instance_vcpus", "graph.loader_poll_interval_s",
+    "graph.loader_timeout_s", "s3.retry_interval_s", "s3.throttle_retry_interval_s",
     "training.input_height",
     "training.input_width", "training.epochs", "training.batch_size", "training.learning_rate",
 }

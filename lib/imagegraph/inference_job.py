@@ -1,6 +1,10 @@
 """The inference run: select objects -> skip what is done -> in chunks: read and classify,
 upsert into the graph, commit to Parquet -> read back and reconcile -> report.
 
+Chunks are pipelined: while the main thread classifies chunk k+1, a background thread writes
+chunk k to the graph and commits it (`background.BackgroundJobs`), so a backfill's graph writes
+overlap its inference instead of following it. Commits stay in chunk order, one at a time.
+
 Everything a later step reads is computed once into the run's staging area (see
 `outputs.staging_uri`): the selected objects, those left to do, each chunk's classification
 results and its graph outcome. Spark never rebuilds them by listing or reading S3 again, so the
@@ -24,8 +28,10 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from imagegraph import hadoop_fs
+from imagegraph.background import BackgroundJobs
 from imagegraph.config import Config
 from imagegraph.errors import JobError
+from imagegraph.graph.bulk_load import bulk_load_predictions
 from imagegraph.graph.connection import with_resolved_region
 from imagegraph.graph.load import count_run_images, load_predictions, write_model
 from imagegraph.inference import STATUS_OK, InferenceSettings, classify_images
@@ -107,11 +113,14 @@ def run_inference(spark: SparkSession, config: Config, source: InputSource, mode
                        replace(settings, precision=precision.precision),
                        ProgressCounters(spark.sparkContext), report, started_at, staging,
                        lease)
-            with ProgressLogger(run.counters, remaining, config.run.progress_interval_s):
+            with ProgressLogger(run.counters, remaining, config.run.progress_interval_s), \
+                    BackgroundJobs(spark.sparkContext, report.run_id) as commits:
                 for index in range(report.chunks if remaining else 0):
                     chunk = todo if report.chunks == 1 else \
                         todo.where(F.pmod(F.xxhash64("uri"), F.lit(report.chunks)) == index)
-                    _run_chunk(spark, run, chunk, index)
+                    staged = commits.run_in_foreground(_classify_chunk, spark, run, chunk,
+                                                       index)
+                    commits.submit(_commit_chunk, spark, run, staged)
         finally:
             broadcast.unpersist()
         _read_back(spark, config, report)
@@ -169,39 +178,59 @@ def _add_model_totals(report: RunReport, config: Config, metadata: ModelMetadata
     report.graph_retries += totals.retries
 
 
-def _run_chunk(spark: SparkSession, run: _Run, objects: DataFrame, index: int) -> None:
-    """Classify `objects` into the staging area, write the classified ones to the graph, then
-    commit the chunk: predictions/ for those written, dead_letter/ for the rest."""
-    config, report = run.config, run.report
+@dataclass(frozen=True)
+class _StagedChunk:
+    """A classified chunk: its index, its staging directory (`results` in it) and its
+    objects by (status, reason)."""
+
+    index: int
+    uri: str
+    counts: tuple[tuple[str, str, int], ...]
+
+
+def _classify_chunk(spark: SparkSession, run: _Run, objects: DataFrame,
+                    index: int) -> _StagedChunk:
+    """Classify `objects` into the staging area; the main thread's work."""
     staged = f"{run.staging_uri}/chunk={index}"
     count = objects.count()
-    partitions = config.inference.partitions or max(
+    partitions = run.config.inference.partitions or max(
         spark.sparkContext.defaultParallelism,
-        math.ceil(count / config.inference.objects_per_partition))
+        math.ceil(count / run.config.inference.objects_per_partition))
     (objects.repartition(partitions)
      .select(classify_images(F.col("uri"), F.col("size"), run.model_files, run.metadata,
                              run.settings, run.counters).alias("c"))
      .select("c.*")
      .withColumn("model", F.lit(run.metadata.tag))
-     .withColumn("run_id", F.lit(report.run_id))
+     .withColumn("run_id", F.lit(run.report.run_id))
      .withColumn("inferred_at", F.lit(run.started_at))
      .write.parquet(f"{staged}/results"))
-    results = spark.read.parquet(f"{staged}/results")
-    counts = results.groupBy("status", "reason").count().collect()
-    classified = sum(row["count"] for row in counts if row["status"] == STATUS_OK)
+    counts = spark.read.parquet(f"{staged}/results").groupBy("status", "reason").count()
+    return _StagedChunk(index, staged, tuple((row["status"], row["reason"], row["count"])
+                                             for row in counts.collect()))
+
+
+def _commit_chunk(spark: SparkSession, run: _Run, chunk: _StagedChunk) -> None:
+    """Count a classified chunk into the report, write its classified objects to the graph,
+    then commit it: predictions/ for those written, dead_letter/ for the rest. The background
+    thread's work; the only writer of the report while chunks run."""
+    config, report = run.config, run.report
+    classified = sum(count for status, _, count in chunk.counts if status == STATUS_OK)
+    total = sum(count for _, _, count in chunk.counts)
     report.classified += classified
-    for row in counts:
-        if row["status"] != STATUS_OK:
-            _count_dead_letters(report, row["reason"], row["count"])
+    for status, reason, count in chunk.counts:
+        if status != STATUS_OK:
+            _count_dead_letters(report, reason, count)
     log.info("run %s chunk %d/%d: %d objects, %d classified, %d dead-lettered",
-             report.run_id, index + 1, report.chunks, count, classified, count - classified)
+             report.run_id, chunk.index + 1, report.chunks, total, classified,
+             total - classified)
+    results = spark.read.parquet(f"{chunk.uri}/results")
     predictions = (results.where(F.col("status") == STATUS_OK)
                    .drop("status", "stage", "reason", "retryable",
                          *([] if run.settings.embedding else ["embedding"])))
     dead_letters = (results.where(F.col("status") != STATUS_OK)
                     .select("uri", "stage", "reason", "retryable", "bytes", "model", "run_id"))
     if config.graph.enabled and classified:
-        failed = _write_graph(spark, run, predictions, f"{staged}/graph")
+        failed = _write_graph(spark, run, predictions, chunk.uri)
         dead_letters = dead_letters.unionByName(
             failed.join(predictions.select("uri", "bytes", "model", "run_id"), "uri")
             .select("uri", F.lit(STAGE_GRAPH).alias("stage"), "reason",
@@ -217,13 +246,18 @@ def _count_dead_letters(report: RunReport, reason: str, count: int) -> None:
 
 
 def _write_graph(spark: SparkSession, run: _Run, predictions: DataFrame,
-                 outcome_uri: str) -> DataFrame:
-    """Every prediction's vertex and edges; returns the (uri, reason) of the rows that could
-    not be written, counted in the report. Raises `JobError` when a writer stopped the run
-    (the chunk is then not committed, and `--resume` does it again)."""
+                 chunk_uri: str) -> DataFrame:
+    """Every prediction's vertex and edges (the load's outcome under `<chunk_uri>/graph`, with
+    `graph.load: bulk` its CSV under `<chunk_uri>/bulk`); returns the (uri, reason) of the rows
+    that could not be written, counted in the report. Raises `JobError` when a writer stopped
+    the run (the chunk is then not committed, and `--resume` does it again)."""
     report = run.report
-    load = load_predictions(spark, run.config.graph, predictions, run.metadata.tag,
-                            report.run_id, outcome_uri)
+    if run.config.graph.load == "bulk":
+        load = bulk_load_predictions(spark, run.config.graph, predictions, run.metadata.tag,
+                                     report.run_id, f"{chunk_uri}/graph", f"{chunk_uri}/bulk")
+    else:
+        load = load_predictions(spark, run.config.graph, predictions, run.metadata.tag,
+                                report.run_id, f"{chunk_uri}/graph")
     if load.stopped:
         raise JobError("; ".join(load.stopped))
     totals = load.totals

@@ -22,6 +22,7 @@ from imagegraph.config import InferenceConfig
 from imagegraph.inference import InferenceSettings
 from imagegraph.model_artifact import ModelMetadata
 from imagegraph.report import RunReport
+from imagegraph.tensorflow_output import quiet_tensorflow
 
 log = logging.getLogger(__name__)
 
@@ -119,9 +120,11 @@ def quantize_and_check(model_files: dict[str, bytes], metadata: ModelMetadata,
         return _fall_back(model_files, calibration, None,
                           f"no images to calibrate on or check with ({calibration})")
     try:
-        flatbuffer = quantize_int8(model_files, metadata, settings.batch_size,
-                                   settings.embedding, sample.calibration)
-        int8_model = LoadedModel(flatbuffer, metadata, settings.batch_size, settings.embedding)
+        with quiet_tensorflow():  # the conversion's dumps and log lines (see tensorflow_output)
+            flatbuffer = quantize_int8(model_files, metadata, settings.batch_size,
+                                       settings.embedding, sample.calibration)
+            int8_model = LoadedModel(flatbuffer, metadata, settings.batch_size,
+                                     settings.embedding)
     except Exception as exc:  # noqa: BLE001 (the converter's errors have many types)
         return _fall_back(model_files, calibration, None,
                           f"the int8 conversion failed: {_first_line(exc)}")

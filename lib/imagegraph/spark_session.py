@@ -13,9 +13,11 @@ _S3A_CREDENTIALS = "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
 
 
 def spark_conf(config: Config) -> dict[str, str]:
-    """The Spark settings a job needs: `spark.conf` from the config plus s3a and Arrow settings."""
+    """The Spark settings a job needs: `spark.conf` from the config plus s3a, Arrow and
+    scheduler settings."""
     conf = {key: str(value) for key, value in config.spark.conf.items()}
     conf["spark.sql.execution.arrow.maxRecordsPerBatch"] = str(config.inference.arrow_batch_size)
+    conf["spark.scheduler.mode"] = "FAIR"  # a chunk's graph load beside the next's inference
     s3 = config.s3
     if s3.endpoint:
         conf["spark.hadoop.fs.s3a.endpoint"] = s3.endpoint

@@ -9,6 +9,7 @@ import pytest
 
 import sample_images
 import services
+from neptune_loader import LoaderSettings, NeptuneLoader
 from s3_objects import put_objects, s3_client
 from toxiproxy_client import Proxy, ToxiproxyClient
 
@@ -81,6 +82,17 @@ def graph(config):
     with remote_traversal(config.graph) as g:
         g.V().drop().iterate()
         yield g
+
+
+@pytest.fixture(scope="session")
+def neptune_loader(endpoints) -> NeptuneLoader:
+    """The bulk loader's stand-in (dev/neptune_loader.py) on a free port, reading the session's
+    S3 and loading into its Gremlin Server."""
+    env = endpoints.env()
+    with NeptuneLoader(LoaderSettings(env["S3_ENDPOINT"], env["AWS_ACCESS_KEY_ID"],
+                                      env["AWS_SECRET_ACCESS_KEY"], env["GREMLIN_ENDPOINT"]),
+                       services.free_port()) as loader:
+        yield loader
 
 
 @pytest.fixture(scope="session")

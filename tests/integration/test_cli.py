@@ -37,6 +37,7 @@ def run_job(job: str, *args: str, env: dict | None = None) -> subprocess.Complet
                   "--modified-before", "--max-object-bytes", "--shard", "--resume",
                   "--max-failed-fraction", "--progress-interval", "--max-concurrent-writers",
                   "--max-upserts-per-second", "--top-k", "--batch-size", "--partitions",
+                  "--graph-load",
                   "--config", "--set", "--log-level"]),
     ("train.py", ["--input", "--output", "--epochs", "--model-name", "--model-version",
                   "--config", "--set", "--log-level"]),
@@ -77,6 +78,8 @@ def assert_one_error_line(result: subprocess.CompletedProcess, *fragments: str) 
 ARGS = ["--config", "conf/local.yaml", "--input", "s3a://b/in/", "--model", "s3a://b/m",
         "--output", "s3a://b/out"]
 KNOWN_GRAPH_KEYS = ("connect_timeout_s, enabled, endpoint, failover_budget_s, iam_auth, "
+                    "instance_vcpus, load, loader_endpoint, loader_iam_role_arn, "
+                    "loader_parallelism, loader_poll_interval_s, loader_timeout_s, "
                     "max_attempts, max_concurrent_writers, max_failures_in_a_row, "
                     "max_split_requests, max_steps_per_request, max_upserts_per_s, "
                     "records_per_request, region, request_timeout_s, retry_base_delay_s, "
@@ -95,8 +98,11 @@ KNOWN_GRAPH_KEYS = ("connect_timeout_s, enabled, endpoint, failover_budget_s, ia
     ('graph:\n  enabled: "false"\n', [], "{path}: graph.enabled must be bool, got str 'false'"),
     ("s3:\n  throttle_retry_limit: 64\n", [],
      "{path}: s3.throttle_retry_limit must be between 0 and 20, got 64"),
+    (None, ["graph.load=bulk", "graph.loader_iam_role_arn="],
+     "graph.load=bulk needs graph.loader_iam_role_arn: the IAM role attached to the Neptune "
+     "cluster that lets the loader read the staging prefix (README \"Bulk load\")"),
 ], ids=["--set out of range", "--set unknown key", "--set wrong type", "file unknown key",
-        "file wrong type", "file retry limit out of range"])
+        "file wrong type", "file retry limit out of range", "bulk load without the loader role"])
 def test_configuration_errors_stop_before_spark_starts(tmp_path, file_text, overrides, message):
     args = list(ARGS)
     if file_text is not None:

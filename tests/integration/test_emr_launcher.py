@@ -1,7 +1,10 @@
 """The EMR launcher against moto's server (S3, EMR and EMR Serverless on one port): the
 uploaded objects, the cluster, its steps and the job runs exist with the shapes the launcher
-promised; a dry run sends nothing."""
+promised; what the launcher refuses (an application without a custom image, more active steps
+than EMR takes, Graviton nodes) is refused before anything is uploaded or started; a dry run
+sends nothing."""
 import json
+import re
 import subprocess
 import sys
 
@@ -47,6 +50,8 @@ def launcher_args(aws, emr_package, *extra):
     return ["--endpoint-url", aws.endpoint, "--code-uri", CODE,
             "--set", f"package.dir={emr_package}",
             "--set", f"cluster.log_uri=s3://{CODE_BUCKET}/logs/",
+            "--set", "cluster.os_release_label=2023.9.20251117.1",
+            "--set", "cluster.ebs_root_volume_gb=40",
             "--set", "cluster.subnet_id=subnet-0neptune",
             "--set", "cluster.additional_security_groups=[sg-0neptune-clients]",
             "--set", f"serverless.execution_role_arn={ROLE}",
@@ -57,6 +62,32 @@ def launch(capsys, args):
     code = main(args)
     captured = capsys.readouterr()
     return code, captured.out, captured.err
+
+
+def refused_code_uri(request):
+    """A code prefix of this test's own, where a refused launch must have uploaded nothing."""
+    return f"s3://{CODE_BUCKET}/refused/{request.node.name}"
+
+
+def code_objects(aws, code_uri):
+    """The keys under `code_uri` (s3://CODE_BUCKET/...)."""
+    prefix = code_uri.split("/", 3)[3] + "/"
+    listing = aws("s3").list_objects_v2(Bucket=CODE_BUCKET, Prefix=prefix)
+    return [entry["Key"] for entry in listing.get("Contents", [])]
+
+
+def job_run_count(serverless, app_id):
+    """The application's job runs (moto answers ResourceNotFound for one that never had any)."""
+    try:
+        return len(serverless.list_job_runs(applicationId=app_id)["jobRuns"])
+    except serverless.exceptions.ResourceNotFoundException:
+        return 0
+
+
+def step_count(emr, cluster_id):
+    """How many steps the cluster has (list_steps answers 50 a page)."""
+    return sum(len(page["Steps"]) for page in
+               emr.get_paginator("list_steps").paginate(ClusterId=cluster_id))
 
 
 def newest_cluster_id(emr):
@@ -103,7 +134,14 @@ def test_new_cluster_runs_every_shard_of_a_backfill(aws, emr_package, capsys):
     assert cluster["AutoTerminate"] is True
     assert {app["Name"] for app in cluster["Applications"]} == {"Hadoop", "Spark"}
     assert cluster["Configurations"] == json.loads(
-        (services.ROOT / "emr" / "configurations.json").read_text())
+        (services.ROOT / "emr" / "configurations.json").read_text()) + [{
+            "Classification": "spark-env", "Properties": {}, "Configurations": [{
+                "Classification": "export",
+                "Properties": {"PYSPARK_PYTHON": "/usr/bin/python3.11"}}]}]
+    assert cluster["ServiceRole"] == "EMR_DefaultRole_V2"
+    assert {"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"} in \
+        cluster["Tags"]
+    assert cluster["EbsRootVolumeSize"] == 40
     assert cluster["Ec2InstanceAttributes"]["Ec2SubnetId"] == "subnet-0neptune"
     assert cluster["Ec2InstanceAttributes"]["AdditionalSlaveSecurityGroups"] == \
         ["sg-0neptune-clients"]
@@ -111,7 +149,8 @@ def test_new_cluster_runs_every_shard_of_a_backfill(aws, emr_package, capsys):
     assert sorted((g["InstanceGroupType"], g["InstanceType"], g["RequestedInstanceCount"])
                   for g in groups) == [("CORE", "m6i.2xlarge", 2), ("MASTER", "m6i.xlarge", 1)]
     assert emr.list_bootstrap_actions(ClusterId=cluster_id)["BootstrapActions"] == [
-        {"Name": "imagegraph python", "ScriptPath": f"{CODE}/bootstrap.sh", "Args": []}]
+        {"Name": "imagegraph python", "ScriptPath": f"{CODE}/bootstrap.sh",
+         "Args": ["/usr/bin/python3.11"]}]
 
     steps = emr.list_steps(ClusterId=cluster_id)["Steps"]
     assert shard_args(steps) == ["0/4", "1/4", "2/4", "3/4"]
@@ -137,6 +176,53 @@ def test_steps_added_to_a_running_cluster_are_exactly_the_shards_asked_for(aws, 
     steps = emr.list_steps(ClusterId=cluster_id)["Steps"]
     assert shard_args(steps) == ["2/8", "5/8"]
     assert all(step["Id"] in out for step in steps)
+    # that cluster's spark-defaults are not the job's: each step carries the job's tuning
+    tuning = json.loads((services.ROOT / "emr" / "configurations.json").read_text())[0]
+    for step in steps:
+        args = step["Config"]["Args"]
+        for key, value in tuning["Properties"].items():
+            assert f"{key}={value}" in args, key
+
+
+def test_a_running_cluster_is_not_given_more_than_256_active_steps(aws, emr_package, capsys,
+                                                                   request):
+    code_uri = refused_code_uri(request)
+    emr = aws("emr")
+    cluster_id = running_cluster(emr)
+    emr.add_job_flow_steps(JobFlowId=cluster_id, Steps=[
+        {"Name": f"other {i}", "ActionOnFailure": "CONTINUE",
+         "HadoopJarStep": {"Jar": "command-runner.jar", "Args": ["true"]}} for i in range(250)])
+    code, out, err = launch(capsys, [*BACKFILL, "--shards", "8", "--cluster-id", cluster_id,
+                                     *launcher_args(aws, emr_package), "--code-uri", code_uri])
+    assert code == 2 and out == ""
+    assert err == (f"python -m imagegraph.emr: error: cluster {cluster_id} has 250 PENDING or "
+                   "RUNNING steps: 8 more would pass EMR's 256; launch at most 6 shards now\n")
+    assert step_count(emr, cluster_id) == 250
+    assert code_objects(aws, code_uri) == []
+    code, out, err = launch(capsys, [*BACKFILL, "--shards", "8", "--shard", "0", "--shard", "1",
+                                     "--cluster-id", cluster_id,
+                                     *launcher_args(aws, emr_package), "--code-uri", code_uri])
+    assert code == 0, err
+    assert step_count(emr, cluster_id) == 252
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--shards", "257"], "257 steps are more than the 256 a cluster takes at once"),
+    (["--shards", "2", "--set", "cluster.core_instance_type=m7g.2xlarge"],
+     r"instance type m7g.2xlarge is Graviton \(arm64\)"),
+    (["--shards", "2", "--set", "cluster.os_release_label="],
+     "cluster.os_release_label is empty"),
+])
+def test_a_cluster_emr_would_refuse_or_break_is_not_started(aws, emr_package, capsys, request,
+                                                             extra, message):
+    code_uri = refused_code_uri(request)
+    before = len(aws("emr").list_clusters()["Clusters"])
+    code, out, err = launch(capsys, [*BACKFILL, *launcher_args(aws, emr_package), *extra,
+                                     "--code-uri", code_uri])
+    assert code == 2 and out == "" and len(err.splitlines()) == 1
+    assert re.search(message, err)
+    assert len(aws("emr").list_clusters()["Clusters"]) == before
+    assert code_objects(aws, code_uri) == []
 
 
 def test_wait_prints_each_step_state_and_its_logs(aws, emr_package, capsys):
@@ -182,14 +268,48 @@ def test_unchanged_files_are_not_uploaded_again(aws, emr_package, capsys):
     assert f"unchanged  {CODE}/imagegraph-env.tar.gz" in out
 
 
+def test_serverless_application_without_a_custom_image_is_refused_before_sending(
+        aws, emr_package, capsys, request):
+    """EMR Serverless 7.x's own image has Python 3.9, not the packed environment's 3.11:
+    get_application shows no imageConfiguration (moto's never does), so nothing is uploaded
+    and no job run is started."""
+    serverless = aws("emr-serverless")
+    app_id = serverless.create_application(name="imagegraph", releaseLabel="emr-7.12.0",
+                                           type="SPARK")["applicationId"]
+    code_uri = refused_code_uri(request)
+    code, out, err = launch(capsys, [*BACKFILL, "--shards", "3", "--serverless", app_id,
+                                     *launcher_args(aws, emr_package), "--code-uri", code_uri])
+    assert code == 2 and out == ""
+    assert err.startswith(f"python -m imagegraph.emr: error: EMR Serverless application "
+                          f"{app_id} (emr-7.12.0) runs no custom image: its Python is 3.9")
+    assert job_run_count(serverless, app_id) == 0
+    assert code_objects(aws, code_uri) == []
+    code, _, err = launch(capsys, [*BACKFILL, "--shards", "3", "--serverless", "00fnosuchapp",
+                                   *launcher_args(aws, emr_package), "--code-uri", code_uri])
+    assert code == 2 and "get_application 00fnosuchapp failed: " in err
+    assert code_objects(aws, code_uri) == []
+
+
 def test_serverless_job_runs_one_per_shard(aws, emr_package, capsys):
     serverless = aws("emr-serverless")
     app_id = serverless.create_application(name="imagegraph", releaseLabel="emr-7.12.0",
                                            type="SPARK")["applicationId"]
     code, out, err = launch(capsys, [*BACKFILL, "--shards", "3", "--serverless", app_id,
                                      "--wait", "--poll-seconds", "0.05",
+                                     "--set", "serverless.require_custom_image=false",
+                                     "--set", "steps.concurrency=1",
                                      *launcher_args(aws, emr_package)])
     assert code == 0, err
+    # one run at a time: each run starts only after the one before it is seen to end
+    lines = out.splitlines()
+
+    def first(prefix):
+        return next(index for index, line in enumerate(lines) if line.startswith(prefix))
+    started = [line.split()[0] for line in lines
+               if re.match(r"  \S+  imagegraph backfill shard", line)]
+    assert len(started) == 3
+    for earlier, later in zip(started, started[1:]):
+        assert first(f"{earlier}  SUCCESS") < first(f"  {later}  ")
     runs = serverless.list_job_runs(applicationId=app_id)["jobRuns"]
     assert len(runs) == 3
     shards = []
@@ -222,7 +342,7 @@ def test_dry_run_sends_nothing(aws, emr_package, capsys):
         ["imagegraph backfill shard 0/2", "imagegraph backfill shard 1/2"]
 
 
-def test_errors_are_one_line_with_exit_code_2(aws, emr_package, capsys):
+def test_errors_are_one_line_with_exit_code_2(aws, emr_package, env_archive, capsys):
     (emr_package / "imagegraph-env.tar.gz").unlink()
     code, out, err = launch(capsys, [*BACKFILL, "--shards", "2",
                                      *launcher_args(aws, emr_package)])
@@ -230,7 +350,7 @@ def test_errors_are_one_line_with_exit_code_2(aws, emr_package, capsys):
     assert err == (f"python -m imagegraph.emr: error: {emr_package}/imagegraph-env.tar.gz is "
                    "missing; run `make package`\n")
 
-    (emr_package / "imagegraph-env.tar.gz").write_bytes(b"packed environment")
+    env_archive(emr_package / "imagegraph-env.tar.gz", "/usr/bin/python3.11")
     code, _, err = launch(capsys, [*BACKFILL, "--shards", "2", *launcher_args(aws, emr_package),
                                    "--code-uri", "s3://no-such-bucket/imagegraph"])
     assert code == 2

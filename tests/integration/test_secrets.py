@@ -108,3 +108,22 @@ def test_spark_submit_master_is_the_one_used(submitted):
     no master and forced local[*]: on EMR, `--master yarn` would have run on one node."""
     _, _, event_logs = submitted
     assert '"spark.master":"local[2]"' in next(iter(event_logs.values()))
+
+
+# What TensorFlow and Keras print by themselves: the TensorFlow Lite conversion's export of the
+# model (hundreds of `Captures:` lines a worker), start-up banners of TensorFlow's C++ runtime
+# and of TensorFlow Lite's interpreter.
+LIBRARY_NOISE = ("Captures:", "TensorSpec(", "Saved artifact at", "The following endpoints are",
+                 "This TensorFlow binary is optimized", "oneDNN custom operations",
+                 "Created TensorFlow Lite XNNPACK delegate", "absl::InitializeLog",
+                 "cpu_feature_guard", "Estimated count of arithmetic ops")
+
+
+def test_the_run_prints_its_progress_and_no_library_dumps(submitted):
+    """Driver and executors alike (local mode's Python workers print through the same JVM):
+    the job's own lines are there, TensorFlow's conversion dumps and banners are not."""
+    result, _, _ = submitted
+    printed = (result.stdout + result.stderr).splitlines()
+    assert any("progress: " in line for line in printed)
+    assert any(line.startswith("  reconciled           yes") for line in printed)
+    assert [line for line in printed if any(noise in line for noise in LIBRARY_NOISE)] == []

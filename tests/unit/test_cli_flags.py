@@ -30,6 +30,7 @@ FLAGS = [
     (infer_parser, ["--max-failed-fraction", "0.25"], "run.max_failed_fraction", 0.25),
     (infer_parser, ["--progress-interval", "7.5"], "run.progress_interval_s", 7.5),
     (infer_parser, ["--max-concurrent-writers", "5"], "graph.max_concurrent_writers", 5),
+    (infer_parser, ["--graph-load", "bulk"], "graph.load", "bulk"),
     (infer_parser, ["--max-upserts-per-second", "321.5"], "graph.max_upserts_per_s", 321.5),
     (infer_parser, ["--top-k", "2"], "inference.top_k", 2),
     (infer_parser, ["--batch-size", "17"], "inference.batch_size", 17),

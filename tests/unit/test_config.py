@@ -1,6 +1,7 @@
 import pytest
 
-from imagegraph.config import Config, expand_environment, load_config, parse_override
+from imagegraph.config import (Config, GraphConfig, expand_environment, load_config,
+                               parse_override)
 from imagegraph.errors import JobError
 
 
@@ -84,6 +85,7 @@ def _value(dotted: str, value):
 @pytest.mark.parametrize("dotted, accepted, refused, message", [
     ("inference.partitions", (0, 7), (-1,), "must be 0 (automatic) or more, got -1"),
     ("graph.max_concurrent_writers", (0,), (-1,), "must be 0 (automatic) or more, got -1"),
+    ("graph.instance_vcpus", (1,), (0,), "must be greater than 0, got 0"),
     ("graph.max_upserts_per_s", (0, 0.5), (-1,), "must be 0 (automatic) or more, got -1.0"),
     ("s3.retry_limit", (0, 20), (-1, 21), "must be between 0 and 20, got {}"),
     ("s3.sdk_max_retries", (0, 20), (-1, 21), "must be between 0 and 20, got {}"),
@@ -184,3 +186,11 @@ def test_a_time_without_zone_is_utc_whatever_the_machines_zone(monkeypatch):
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def test_writers_default_to_twice_the_neptune_instances_vcpus():
+    """Neptune executes twice its vCPUs in queries at once: 0 sizes the writers to that."""
+    assert GraphConfig(instance_vcpus=16).writers == 32
+    assert GraphConfig(instance_vcpus=16, max_concurrent_writers=5).writers == 5
+    assert GraphConfig().writers == 8
+

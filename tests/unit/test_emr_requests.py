@@ -9,7 +9,8 @@ import pytest
 
 from imagegraph.config import load_config
 from imagegraph.emr import package
-from imagegraph.emr.requests import (build_plan, dumps, run_job_flow_request,
+from imagegraph.emr.requests import (MANAGED_POLICY_TAG, build_plan, dumps, graviton_types,
+                                     run_job_flow_request, serverless_application_problem,
                                      serverless_submit_parameters, spark_defaults,
                                      start_job_run_requests)
 from imagegraph.emr.settings import load_settings
@@ -20,6 +21,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CODE = "s3://code-bucket/imagegraph/0.1.0"
 INFER = {"input": "s3://images/incoming/", "model": "s3://m/v1", "output": "s3://out/"}
 ROLE = "arn:aws:iam::123456789012:role/imagegraph-job"
+OS_RELEASE = "2023.9.20251117.1"
 
 
 def settings(tmp_path, **overrides):
@@ -29,6 +31,7 @@ def settings(tmp_path, **overrides):
         "cluster.configurations": str(ROOT / "emr" / "configurations.json"),
         "steps.templates": str(ROOT / "emr" / "steps"),
         "cluster.log_uri": "s3://logs/emr/", "steps.gremlin_endpoint": "wss://n:8182/gremlin",
+        "cluster.os_release_label": OS_RELEASE,
         "serverless.execution_role_arn": ROLE, "serverless.log_uri": "s3://logs/serverless/",
         **overrides})
 
@@ -55,8 +58,12 @@ def test_shipped_settings_load_with_empty_environment_references(monkeypatch):
     ({"cluster.core_instance_cont": 3}, "unknown key cluster.core_instance_cont"),
     ({"cluster.core_instance_count": "two"}, "cluster.core_instance_count must be int"),
     ({"cluster.core_instance_count": 0}, "cluster.core_instance_count must be at least 1"),
-    ({"package.python_env": "conda"}, "package.python_env must be one of archive, bootstrap"),
+    ({"package.python_env": "conda"},
+     "package.python_env must be one of archive, node_archive, bootstrap"),
     ({"steps.spark_submit_options": ["--num-executors", 8]}, "must be a list of strings"),
+    ({"steps.concurrency": 0}, "steps.concurrency must be at least 1"),
+    ({"cluster.task_spot_count": -1}, "cluster.task_spot_count must be at least 0"),
+    ({"cluster.core_instance_types": ["m6i.2xlarge", 2]}, "core_instance_types must be a list"),
 ])
 def test_bad_settings_stop_with_the_key_named(overrides, message):
     with pytest.raises(JobError, match=message):
@@ -68,7 +75,7 @@ def test_uploads_keep_the_package_layout_under_the_code_prefix(tmp_path, emr_pac
     keys = {u.key: u for u in uploads}
     prefix = "imagegraph/0.1.0/"
     assert sorted(keys) == sorted(prefix + name for name in [
-        "requirements.txt", "bootstrap.sh", "jobs/infer.py", "jobs/train.py",
+        "requirements.txt", "constraints.txt", "bootstrap.sh", "jobs/infer.py", "jobs/train.py",
         "imagegraph-env.tar.gz", "imagegraph-0.1.0-py3-none-any.whl", "conf/emr.yaml"])
     assert {u.bucket for u in uploads} == {"code-bucket"}
     archive = keys[prefix + "imagegraph-env.tar.gz"]
@@ -103,7 +110,12 @@ def test_run_job_flow_request(tmp_path, emr_package):
     assert request["ReleaseLabel"] == "emr-7.12.0"
     assert request["LogUri"] == "s3://logs/emr/"
     assert request["Applications"] == [{"Name": "Hadoop"}, {"Name": "Spark"}]
-    assert request["Configurations"] == configurations()
+    assert request["Configurations"] == configurations() + [{
+        "Classification": "spark-env", "Properties": {}, "Configurations": [{
+            "Classification": "export",
+            "Properties": {"PYSPARK_PYTHON": "/usr/bin/python3.11"}}]}]
+    assert request["OSReleaseLabel"] == OS_RELEASE
+    assert "EbsRootVolumeSize" not in request and "ManagedScalingPolicy" not in request
     instances = request["Instances"]
     assert [(g["InstanceRole"], g["InstanceType"], g["InstanceCount"])
             for g in instances["InstanceGroups"]] == [("MASTER", "m6i.xlarge", 1),
@@ -114,17 +126,23 @@ def test_run_job_flow_request(tmp_path, emr_package):
     assert instances["KeepJobFlowAliveWhenNoSteps"] is False
     assert "AutoTerminationPolicy" not in request
     assert request["BootstrapActions"] == [{"Name": "imagegraph python", "ScriptBootstrapAction": {
-        "Path": f"{CODE}/bootstrap.sh", "Args": []}}]
+        "Path": f"{CODE}/bootstrap.sh", "Args": ["/usr/bin/python3.11"]}}]
+    # AWS's current default service role, whose managed policy acts only on tagged resources
     assert (request["JobFlowRole"], request["ServiceRole"]) == \
-        ("EMR_EC2_DefaultRole", "EMR_DefaultRole")
+        ("EMR_EC2_DefaultRole", "EMR_DefaultRole_V2")
     assert [s["Name"] for s in request["Steps"]] == ["imagegraph infer"]
-    assert {"Key": "project", "Value": "imagegraph"} in request["Tags"]
+    assert request["Tags"] == [{"Key": "project", "Value": "imagegraph"},
+                               {"Key": "for-use-with-amazon-emr-managed-policies",
+                                "Value": "true"}]
+    assert request["StepConcurrencyLevel"] == 1
 
 
 def test_bootstrap_python_env_installs_the_wheel_on_every_node(tmp_path, emr_package):
     request = plan(tmp_path, **{"package.python_env": "bootstrap"}).requests[0]
     assert request["BootstrapActions"][0]["ScriptBootstrapAction"]["Args"] == \
-        [CODE, "imagegraph-0.1.0-py3-none-any.whl"]
+        ["/usr/bin/python3.11", "install", CODE, "imagegraph-0.1.0-py3-none-any.whl"]
+    assert not any(u.key.endswith(package.ENV_ARCHIVE)
+                   for u in plan(tmp_path, **{"package.python_env": "bootstrap"}).uploads)
 
 
 def test_keep_alive_cluster_terminates_when_idle(tmp_path, emr_package):
@@ -195,9 +213,10 @@ def test_yarn_never_starts_a_second_attempt_of_a_driver(tmp_path, emr_package, j
                           job, JOBS[job], [], "eu-west-1", resource_id)
 
     cluster = build("cluster").requests[0]
-    running = build("steps", "j-ABC").requests[0]
-    steps = cluster["Steps"] + running["Steps"]
-    assert len(steps) == 2 * len(JOBS[job])
+    steps = cluster["Steps"]
+    if python_env == "archive":  # a running cluster never ran the bootstrap action
+        steps += build("steps", "j-ABC").requests[0]["Steps"]
+    assert len(steps) == (2 if python_env == "archive" else 1) * len(JOBS[job])
     for step in steps:
         options, _, _ = split_spark_submit(step["HadoopJarStep"]["Args"])
         assert options[:2] == ["--deploy-mode", "cluster"]
@@ -253,13 +272,268 @@ def test_dry_run_json_is_json_with_plain_lists_and_mappings_packed():
 # The cluster configuration, the launcher's settings, conf/emr.yaml and the bootstrap action
 # must agree with each other; nothing else holds them together.
 
-def test_node_python_is_the_same_everywhere():
-    node_python = load_settings(str(ROOT / "emr" / "launcher.yaml")).package.node_python
-    [spark_env] = [c for c in configurations() if c["Classification"] == "spark-env"]
-    assert spark_env["Configurations"][0]["Properties"]["PYSPARK_PYTHON"] == node_python
-    bootstrap = (ROOT / "emr" / "bootstrap.sh").read_text()
-    assert re.search(r"^python=(\S+)$", bootstrap, re.M).group(1) == node_python
-    assert f"NODE_PYTHON ?= {node_python}" in (ROOT / "Makefile").read_text()
+def test_node_python_is_named_only_in_the_settings(tmp_path, emr_package, env_archive):
+    """bootstrap.sh takes it as an argument, the Makefile and configurations.json do not name
+    it; the request carries the settings' value to spark-env and the bootstrap action."""
+    default = load_settings(str(ROOT / "emr" / "launcher.yaml")).package.node_python
+    assert default == "/usr/bin/python3.11"
+    for name in ("emr/bootstrap.sh", "Makefile", "emr/configurations.json"):
+        assert "python3.11" not in (ROOT / name).read_text(), name
+    other = "/opt/python/bin/python3.11"
+    (emr_package / package.ENV_ARCHIVE).unlink()
+    env_archive(emr_package / package.ENV_ARCHIVE, other)
+    request = plan(tmp_path, **{"package.node_python": other}).requests[0]
+    [spark_env] = [c for c in request["Configurations"] if c["Classification"] == "spark-env"]
+    assert spark_env["Configurations"][-1]["Properties"] == {"PYSPARK_PYTHON": other}
+    assert request["BootstrapActions"][0]["ScriptBootstrapAction"]["Args"] == [other]
+
+
+def test_the_nodes_python_joins_the_files_own_spark_env_exports(tmp_path, emr_package):
+    own = configurations() + [{"Classification": "spark-env", "Properties": {},
+                               "Configurations": [{"Classification": "export", "Properties": {
+                                   "TF_CPP_MIN_LOG_LEVEL": "2"}}]}]
+    path = tmp_path / "configurations.json"
+    path.write_text(json.dumps(own))
+    request = plan(tmp_path, **{"cluster.configurations": str(path)}).requests[0]
+    [spark_env] = [c for c in request["Configurations"] if c["Classification"] == "spark-env"]
+    assert spark_env["Configurations"] == [{"Classification": "export", "Properties": {
+        "TF_CPP_MIN_LOG_LEVEL": "2", "PYSPARK_PYTHON": "/usr/bin/python3.11"}}]
+
+
+def test_a_configurations_file_naming_the_python_is_refused(tmp_path, emr_package):
+    named = configurations() + [{"Classification": "spark-env", "Properties": {},
+                                 "Configurations": [{"Classification": "export", "Properties": {
+                                     "PYSPARK_PYTHON": "/usr/bin/python3"}}]}]
+    path = tmp_path / "configurations.json"
+    path.write_text(json.dumps(named))
+    with pytest.raises(JobError, match="set PYSPARK_PYTHON: the nodes' Python is "
+                                       "package.node_python"):
+        plan(tmp_path, **{"cluster.configurations": str(path)})
+
+
+@pytest.mark.parametrize("target, resource_id", [("cluster", ""), ("steps", "j-ABC"),
+                                                 ("serverless", "00fabc")])
+def test_an_archive_linking_elsewhere_is_refused_before_upload(tmp_path, emr_package, env_archive,
+                                                               target, resource_id):
+    (emr_package / package.ENV_ARCHIVE).unlink()
+    env_archive(emr_package / package.ENV_ARCHIVE, "/usr/local/bin/python3.11")
+    with pytest.raises(JobError, match=r"imagegraph-env.tar.gz's bin/python links to "
+                                       r"/usr/local/bin/python3.11, not package.node_python "
+                                       r"/usr/bin/python3.11"):
+        plan(tmp_path, target, resource_id)
+    (emr_package / package.ENV_ARCHIVE).write_bytes(b"not a tar.gz")
+    with pytest.raises(JobError, match="is not a readable tar.gz"):
+        plan(tmp_path, target, resource_id)
+
+
+def test_the_archives_python_is_read_once_per_content(tmp_path, emr_package, env_archive):
+    """Reading bin/python means reading through 500 MiB of tar.gz: the answer is kept beside
+    the archive under its SHA-256, and a different archive is read again."""
+    plan(tmp_path)
+    record = emr_package / package.ENV_ARCHIVE_PYTHON
+    kept = json.loads(record.read_text())
+    assert kept == {"sha256": package.file_sha256(emr_package / package.ENV_ARCHIVE),
+                    "python": "/usr/bin/python3.11"}
+    record.write_text(json.dumps({**kept, "python": "/seen/before/python3.11"}))
+    with pytest.raises(JobError, match="links to /seen/before/python3.11"):
+        plan(tmp_path)
+    env_archive(emr_package / package.ENV_ARCHIVE, "/usr/bin/python3.11")  # new content
+    assert plan(tmp_path).uploads
+    assert json.loads(record.read_text())["python"] == "/usr/bin/python3.11"
+
+
+def test_steps_on_a_running_cluster_carry_the_jobs_spark_defaults(tmp_path, emr_package):
+    """A running cluster has its own spark-defaults (no memoryOverhead for TensorFlow, no
+    task.cpus): every step passes the job's as --conf, and a new cluster gets them as its
+    configuration instead."""
+    defaults = spark_defaults(configurations())
+    [step] = plan(tmp_path, "steps", "j-ABC").requests[0]["Steps"]
+    options, _, _ = split_spark_submit(step["HadoopJarStep"]["Args"])
+    for key, value in defaults.items():
+        assert submitted_conf(options, key) == value, key
+    [step] = plan(tmp_path).requests[0]["Steps"]
+    options, _, _ = split_spark_submit(step["HadoopJarStep"]["Args"])
+    assert submitted_conf(options, "spark.executor.memoryOverhead") is None
+
+
+def test_steps_options_given_in_the_settings_come_after_the_tuning(tmp_path, emr_package):
+    [step] = plan(tmp_path, "steps", "j-ABC", **{
+        "steps.spark_submit_options": ["--conf", "spark.executor.memory=7g"]}).requests[0]["Steps"]
+    options, _, _ = split_spark_submit(step["HadoopJarStep"]["Args"])
+    assert submitted_conf(options, "spark.executor.memory") == "7g"
+
+
+@pytest.mark.parametrize("python_env", ["bootstrap", "node_archive"])
+def test_a_running_cluster_never_ran_the_bootstrap_action(tmp_path, emr_package, python_env):
+    with pytest.raises(JobError, match=f"--cluster-id with package.python_env={python_env}: "
+                                       "that cluster never ran this launcher's bootstrap"):
+        plan(tmp_path, "steps", "j-ABC", **{"package.python_env": python_env})
+
+
+def test_node_archive_is_unpacked_once_per_node_and_used_in_place(tmp_path, emr_package):
+    built = plan(tmp_path, **{"package.python_env": "node_archive"})
+    request = built.requests[0]
+    assert request["BootstrapActions"][0]["ScriptBootstrapAction"]["Args"] == [
+        "/usr/bin/python3.11", "unpack", f"{CODE}/imagegraph-env.tar.gz",
+        "/mnt/imagegraph/environment"]
+    [step] = request["Steps"]
+    options, _, _ = split_spark_submit(step["HadoopJarStep"]["Args"])
+    assert "--archives" not in options
+    python = "/mnt/imagegraph/environment/bin/python"
+    assert submitted_conf(options, "spark.yarn.appMasterEnv.PYSPARK_PYTHON") == python
+    assert submitted_conf(options, "spark.executorEnv.PYSPARK_PYTHON") == python
+    assert any(u.key.endswith(package.ENV_ARCHIVE) for u in built.uploads)
+    assert built.to_json()["python"].startswith(f"{python}: imagegraph-env.tar.gz unpacked "
+                                                "once per node")
+    with pytest.raises(JobError, match="EMR Serverless has no bootstrap actions"):
+        plan(tmp_path, "serverless", "00fabc", **{"package.python_env": "node_archive"})
+
+
+def test_more_steps_than_emr_takes_at_once_are_refused(tmp_path, emr_package):
+    shards = [{"source_kind": "manifest", "source": "s3://m/list.csv", "shard": i,
+               "shards": 257, "model": "s3://m/v1", "output": "s3://out/"} for i in range(257)]
+    for target, resource_id in (("cluster", ""), ("steps", "j-ABC")):
+        with pytest.raises(JobError, match=r"^257 steps are more than the 256 a cluster takes "
+                                           r"at once \(PENDING and RUNNING\)"):
+            build_plan(settings(tmp_path), target, "backfill", shards, [], "eu-west-1",
+                       resource_id)
+    assert len(build_plan(settings(tmp_path), "cluster", "backfill", shards[:256], [],
+                          "eu-west-1").requests[0]["Steps"]) == 256
+    assert len(build_plan(settings(tmp_path), "serverless", "backfill", shards, [],
+                          "eu-west-1", "00fabc").requests) == 257
+
+
+@pytest.mark.parametrize("name, arm", [
+    ("m6g.2xlarge", True), ("c7gn.4xlarge", True), ("r8gd.xlarge", True), ("t4g.large", True),
+    ("im4gn.xlarge", True), ("g5g.xlarge", True), ("m6i.2xlarge", False), ("g4dn.xlarge", False),
+    ("m7i-flex.large", False), ("inf2.xlarge", False), ("c6in.2xlarge", False)])
+def test_graviton_instance_types_are_told_apart(name, arm):
+    assert graviton_types([name]) == ([name] if arm else [])
+
+
+@pytest.mark.parametrize("key, value", [
+    ("cluster.core_instance_type", "m7g.2xlarge"), ("cluster.primary_instance_type", "m6g.xlarge"),
+    ("cluster.core_instance_types", ["m6i.2xlarge", "m6gd.2xlarge"])])
+def test_graviton_nodes_are_refused(tmp_path, emr_package, key, value):
+    overrides = {key: value, "cluster.instance_fleets": isinstance(value, list)}
+    with pytest.raises(JobError, match=r"is Graviton \(arm64\): tensorflow-cpu has no aarch64"):
+        plan(tmp_path, **overrides)
+
+
+def test_spot_task_nodes_of_graviton_types_are_refused(tmp_path, emr_package):
+    with pytest.raises(JobError, match="instance type c7g.2xlarge is Graviton"):
+        plan(tmp_path, **{"cluster.task_spot_count": 2,
+                          "cluster.task_instance_types": ["c7g.2xlarge"]})
+
+
+def test_instance_fleets_spot_task_nodes_and_managed_scaling(tmp_path, emr_package):
+    request = plan(tmp_path, **{
+        "cluster.instance_fleets": True, "cluster.subnet_id": "subnet-1",
+        "cluster.core_instance_types": ["m6i.2xlarge", "m6a.2xlarge"],
+        "cluster.task_spot_count": 4,
+        "cluster.task_instance_types": ["m6i.2xlarge", "m6a.2xlarge", "m5.2xlarge"],
+        "cluster.managed_scaling_max": 20, "cluster.ebs_root_volume_gb": 40}).requests[0]
+    instances = request["Instances"]
+    assert "InstanceGroups" not in instances and instances["Ec2SubnetIds"] == ["subnet-1"]
+    primary, core, task = instances["InstanceFleets"]
+    assert (primary["InstanceFleetType"], primary["TargetOnDemandCapacity"]) == ("MASTER", 1)
+    assert (core["InstanceFleetType"], core["TargetOnDemandCapacity"]) == ("CORE", 2)
+    assert [c["InstanceType"] for c in core["InstanceTypeConfigs"]] == \
+        ["m6i.2xlarge", "m6a.2xlarge"]
+    assert (task["InstanceFleetType"], task["TargetSpotCapacity"]) == ("TASK", 4)
+    assert "TargetOnDemandCapacity" not in task
+    assert [c["InstanceType"] for c in task["InstanceTypeConfigs"]] == \
+        ["m6i.2xlarge", "m6a.2xlarge", "m5.2xlarge"]
+    assert all(c["EbsConfiguration"]["EbsBlockDeviceConfigs"][0]["VolumeSpecification"] ==
+               {"VolumeType": "gp3", "SizeInGB": 64}
+               for c in core["InstanceTypeConfigs"] + task["InstanceTypeConfigs"])
+    assert request["ManagedScalingPolicy"] == {"ComputeLimits": {
+        "UnitType": "InstanceFleetUnits", "MinimumCapacityUnits": 6,
+        "MaximumCapacityUnits": 20, "MaximumCoreCapacityUnits": 2,
+        "MaximumOnDemandCapacityUnits": 2}}
+    assert request["EbsRootVolumeSize"] == 40
+
+
+def test_spot_task_group_without_fleets(tmp_path, emr_package):
+    request = plan(tmp_path, **{"cluster.task_spot_count": 3,
+                                "cluster.managed_scaling_max": 8}).requests[0]
+    groups = request["Instances"]["InstanceGroups"]
+    assert [(g["InstanceRole"], g["Market"], g["InstanceType"], g["InstanceCount"])
+            for g in groups] == [("MASTER", "ON_DEMAND", "m6i.xlarge", 1),
+                                 ("CORE", "ON_DEMAND", "m6i.2xlarge", 2),
+                                 ("TASK", "SPOT", "m6i.2xlarge", 3)]
+    assert request["ManagedScalingPolicy"]["ComputeLimits"]["UnitType"] == "Instances"
+    with pytest.raises(JobError, match="managed_scaling_max must be at least the core and task "
+                                       "nodes, 5, got 4"):
+        plan(tmp_path, **{"cluster.task_spot_count": 3, "cluster.managed_scaling_max": 4})
+
+
+def test_the_os_release_is_pinned_or_explicitly_latest(tmp_path, emr_package):
+    with pytest.raises(JobError, match="cluster.os_release_label is empty: pin the nodes' "
+                                       "Amazon Linux release"):
+        plan(tmp_path, **{"cluster.os_release_label": ""})
+    assert "OSReleaseLabel" not in plan(tmp_path, **{
+        "cluster.os_release_label": "latest"}).requests[0]
+
+
+def test_the_managed_policy_tag_is_not_given_twice(tmp_path, emr_package):
+    tags = plan(tmp_path, **{"cluster.tags": {"for-use-with-amazon-emr-managed-policies": "x",
+                                              "team": "ml"}}).requests[0]["Tags"]
+    assert tags == [{"Key": "team", "Value": "ml"}, MANAGED_POLICY_TAG]
+
+
+@pytest.mark.parametrize("application, required, problem", [
+    ({"architecture": "X86_64", "imageConfiguration": {"imageUri": "1.dkr.ecr/img:1"}}, True,
+     None),
+    ({"workerTypeSpecifications": {"Driver": {"imageConfiguration": {"imageUri": "i"}},
+                                   "Executor": {"imageConfiguration": {"imageUri": "i"}}}},
+     True, None),
+    ({"workerTypeSpecifications": {"Driver": {"imageConfiguration": {"imageUri": "i"}}}}, True,
+     "runs no custom image"),
+    ({"releaseLabel": "emr-7.12.0"}, True, r"\(emr-7.12.0\) runs no custom image: its Python "
+                                           r"is 3.9"),
+    ({"releaseLabel": "emr-7.12.0"}, False, None),
+    ({"architecture": "ARM64", "imageConfiguration": {"imageUri": "i"}}, True,
+     "is ARM64: tensorflow-cpu has no aarch64 wheel"),
+    ({"architecture": "ARM64"}, False, "is ARM64"),
+])
+def test_serverless_application_checks(application, required, problem):
+    found = serverless_application_problem({"applicationId": "00fabc", **application}, required)
+    if problem is None:
+        assert found is None
+    else:
+        assert re.search(problem, found)
+
+
+def test_dry_run_says_which_python_and_what_is_checked_before_sending(tmp_path, emr_package):
+    serverless = plan(tmp_path, "serverless", "00fabc", **{"steps.concurrency": 3}).to_json()
+    assert serverless["python"] == (
+        "./environment/bin/python: imagegraph-env.tar.gz unpacked by YARN for each "
+        "application; bin/python -> /usr/bin/python3.11 from the application's custom image "
+        "(checked with get_application before sending)")
+    assert serverless["before_sending"] == [
+        "get_application 00fabc: architecture X86_64, a custom image (imageConfiguration)",
+        "start at most 3 job run(s) at once (steps.concurrency); the next when one ends"]
+    unchecked = plan(tmp_path, "serverless", "00fabc",
+                     **{"serverless.require_custom_image": False}).to_json()
+    assert "not checked" in unchecked["python"]
+    assert unchecked["before_sending"][0] == "get_application 00fabc: architecture X86_64"
+    running = plan(tmp_path, "steps", "j-ABC").to_json()
+    assert running["before_sending"] == [
+        "list_steps j-ABC: PENDING and RUNNING steps plus these at most 256"]
+    assert plan(tmp_path).to_json()["python"].endswith("bin/python -> /usr/bin/python3.11 "
+                                                       "from the nodes")
+
+
+def test_constraints_pin_every_requirement_at_its_version():
+    """constraints.txt (`make lock`) and requirements.txt say the same of each requirement."""
+    def pins(name):
+        lines = (line.split("#")[0].strip() for line in (ROOT / name).read_text().splitlines())
+        return {re.sub(r"[-_.]+", "-", pin.split("==")[0]).lower(): pin.split("==")[1]
+                for pin in lines if "==" in pin}
+    required, locked = pins("requirements.txt"), pins("constraints.txt")
+    assert required and {name: locked.get(name) for name in required} == required
+    assert len(locked) > 2 * len(required)  # the transitive packages too
 
 
 def test_spark_defaults_fit_the_job():

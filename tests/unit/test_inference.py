@@ -1,6 +1,7 @@
 import io
 import json
 import os
+import sys
 
 import numpy as np
 import pandas as pd
@@ -13,7 +14,7 @@ from imagegraph.inference import STAGE_DECODE, STAGE_READ, STATUS_FAILED, STATUS
 from imagegraph.model_artifact import (KERAS, LABELS_FILE, METADATA_FILE, MODEL_FILE,
                                        SAVED_MODEL, SAVED_MODEL_FILE, ModelMetadata,
                                        model_format, write_artifact)
-from imagegraph.model_cache import LoadedModel, ModelCache
+from imagegraph.model_cache import LOAD_LINE_PREFIX, LoadedModel, ModelCache
 from imagegraph.object_reader import ReaderSettings
 
 METADATA = ModelMetadata(name="brightness", version="1", input_height=4, input_width=4,
@@ -93,7 +94,7 @@ def test_top_k_in_order_and_failed_rows_kept_in_place(brightness_model, tmp_path
     assert result["embedding"][1] is None
 
 
-def test_model_cache_loads_once_per_worker(brightness_model, tmp_path):
+def test_model_cache_loads_once_per_worker(brightness_model, tmp_path, capsys):
     write_artifact(str(tmp_path), brightness_model, METADATA)
     files = {name: (tmp_path / name).read_bytes() for name in os.listdir(tmp_path)}
     assert MODEL_FILE in files
@@ -102,6 +103,12 @@ def test_model_cache_loads_once_per_worker(brightness_model, tmp_path):
     for _ in range(3):  # later tasks and batches in the same worker
         assert cache.get(METADATA, files, batch_size=4) is first
     assert cache.loads == 1
+    # one line on the worker's stderr, naming the model, the worker and its Python
+    load_lines = [line for line in capsys.readouterr().err.splitlines()
+                  if line.startswith(LOAD_LINE_PREFIX)]
+    assert len(load_lines) == 1 and load_lines[0].startswith(
+        f"{LOAD_LINE_PREFIX} {METADATA.tag} loaded in python worker {os.getpid()} "
+        f"({sys.prefix}) in ")
     pixels = np.full((3, 4, 4, 1), 255, np.uint8)   # 3 images, padded to 4 inside
     probabilities, embeddings = first.predict(pixels)
     assert probabilities.shape == (3, 3) and embeddings is None

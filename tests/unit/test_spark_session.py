@@ -40,3 +40,10 @@ def test_s3a_default_backoff_totals_stay_within_minutes():
     throttle = worst_backoff_s(conf["spark.hadoop.fs.s3a.retry.throttle.limit"],
                                conf["spark.hadoop.fs.s3a.retry.throttle.interval"])
     assert (retry, throttle) == (190.5, 382.5)
+
+
+def test_jobs_of_concurrent_driver_threads_share_the_executors_fairly():
+    """A chunk's graph load and commit run beside the next chunk's classification; under
+    Spark's default FIFO scheduler the commit's jobs would wait for every classification task
+    to start."""
+    assert spark_conf(load_config(None))["spark.scheduler.mode"] == "FAIR"

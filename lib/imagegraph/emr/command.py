@@ -24,8 +24,9 @@ Arguments after `--` go to the job itself, e.g. `-- --top-k 5 --set inference.ba
 the job's own parser checks every step before anything is sent.
 
 Targets: a new cluster (run_job_flow; it terminates after its steps unless cluster.keep_alive),
-a running cluster (--cluster-id: add_job_flow_steps) or EMR Serverless (--serverless APP_ID:
-start_job_run, one run per step).
+a running cluster (--cluster-id: add_job_flow_steps, each step carrying the job's
+spark-defaults) or EMR Serverless (--serverless APP_ID: start_job_run, one run per step, at
+most steps.concurrency at once: the launcher stays until the last one has started).
 
 Exit codes: 0 launched (with --wait: every step succeeded), 1 a step failed or --wait-timeout
 passed, 2 bad arguments, settings or an AWS error (one line on stderr)."""
@@ -50,9 +51,11 @@ def _options() -> argparse.ArgumentParser:
                         help="s3://bucket/prefix to upload the package, entry files, job "
                              "configuration and bootstrap action to (settings: package.code_uri)")
     parser.add_argument("--python-env", choices=PYTHON_ENVS,
-                        help="archive: run from the packed environment (--archives); bootstrap: "
-                             "from the pins the bootstrap action installs on every node "
-                             "(settings: package.python_env; default archive)")
+                        help="archive: run from the packed environment (--archives, unpacked "
+                             "by YARN for each application); node_archive: the same archive "
+                             "unpacked once per node by the bootstrap action (new clusters); "
+                             "bootstrap: from the pins the bootstrap action installs on every "
+                             "node (settings: package.python_env; default archive)")
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--cluster-id", metavar="ID",
                         help="add the steps to this running cluster (j-...) instead of "
@@ -65,7 +68,8 @@ def _options() -> argparse.ArgumentParser:
                         help="wait for the steps or job runs, printing each state change and "
                              "its log location")
     parser.add_argument("--poll-seconds", type=float, default=30.0, metavar="S",
-                        help="seconds between polls with --wait (default: 30)")
+                        help="seconds between polls with --wait, and on EMR Serverless while "
+                             "more runs wait than steps.concurrency allows (default: 30)")
     parser.add_argument("--wait-timeout", type=float, default=0.0, metavar="S",
                         help="stop waiting after S seconds, exit code 1 (default 0: no limit)")
     return parser
@@ -157,7 +161,7 @@ def launch(args: argparse.Namespace, job_options: list[str]) -> int:
         print(dumps(plan.to_json()))
         return 0
     launcher = Launcher(settings.aws, region, sys.stdout)
-    launched = launcher.launch(plan)
+    launched = launcher.launch(plan, args.poll_seconds)
     if args.wait and not launcher.wait(launched, args.poll_seconds, args.wait_timeout):
         return 1
     return 0

@@ -1,6 +1,8 @@
-"""Sending a `Plan`: uploads to S3, then run_job_flow, add_job_flow_steps or start_job_run,
-and, when asked, waiting for the steps or job runs while printing each state change and where
-its logs are.
+"""Sending a `Plan`: first the checks only AWS can answer (the EMR Serverless application's
+architecture and image; a running cluster's active steps), then uploads to S3, then
+run_job_flow, add_job_flow_steps or start_job_run (at most `plan.concurrency` job runs at
+once: the next starts when one ends), and, when asked, waiting for the steps or job runs while
+printing each state change and where its logs are.
 
 boto3 clients take their credentials from boto3's default chain; nothing here prints a
 credential. AWS errors become `JobError` with the operation and AWS's own message.
@@ -16,7 +18,7 @@ from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import BotoCoreError, ClientError
 
 from imagegraph.emr.package import Upload
-from imagegraph.emr.requests import Plan
+from imagegraph.emr.requests import MAX_ACTIVE_STEPS, Plan, serverless_application_problem
 from imagegraph.emr.settings import AwsSettings
 from imagegraph.errors import JobError
 
@@ -25,6 +27,7 @@ STEP_FAILED = {"CANCELLED", "FAILED", "INTERRUPTED"}
 RUN_DONE = {"SUCCESS"}
 RUN_FAILED = {"FAILED", "CANCELLED"}
 CLUSTER_ENDED = {"TERMINATED", "TERMINATED_WITH_ERRORS"}
+STEP_ACTIVE = ["PENDING", "RUNNING"]
 _UNKNOWN_OBJECT_CODES = {"404", "NoSuchKey", "NotFound", "403", "Forbidden", "AccessDenied"}
 
 
@@ -64,10 +67,36 @@ class Launcher:
     def _print(self, line: str) -> None:
         print(line, file=self._out, flush=True)
 
-    def launch(self, plan: Plan) -> Launched:
-        """Upload what changed, then send the plan's request(s)."""
+    def launch(self, plan: Plan, poll_s: float = 30.0) -> Launched:
+        """Check what only AWS can tell, upload what changed, then send the plan's request(s);
+        job runs beyond `plan.concurrency` start as earlier ones end (polled every `poll_s`
+        seconds)."""
+        self.check(plan)
         self.upload(plan.uploads)
-        return _calling(plan.operation, lambda: self._send(plan))
+        return _calling(plan.operation, lambda: self._send(plan, poll_s))
+
+    def check(self, plan: Plan) -> None:
+        """`JobError` when the EMR Serverless application cannot run the jobs, or a running
+        cluster would hold more than EMR's 256 active steps."""
+        if plan.operation == "start_job_run":
+            app_id = plan.requests[0]["applicationId"]
+            serverless = self._client("emr-serverless")
+            application = _calling(f"get_application {app_id}", lambda: serverless.get_application(
+                applicationId=app_id))["application"]
+            problem = serverless_application_problem(application, plan.require_custom_image)
+            if problem:
+                raise JobError(problem)
+        elif plan.operation == "add_job_flow_steps":
+            cluster_id = plan.requests[0]["JobFlowId"]
+            emr = self._client("emr")
+            active = _calling(f"list_steps {cluster_id}", lambda: sum(
+                len(page["Steps"]) for page in emr.get_paginator("list_steps").paginate(
+                    ClusterId=cluster_id, StepStates=STEP_ACTIVE)))
+            adding = len(plan.requests[0]["Steps"])
+            if active + adding > MAX_ACTIVE_STEPS:
+                raise JobError(f"cluster {cluster_id} has {active} PENDING or RUNNING steps: "
+                               f"{adding} more would pass EMR's {MAX_ACTIVE_STEPS}; launch "
+                               f"at most {MAX_ACTIVE_STEPS - active} shards now")
 
     def upload(self, uploads: list[Upload]) -> None:
         """Upload each file unless an object with the same SHA-256 is already at its key."""
@@ -80,16 +109,9 @@ class Launcher:
             _calling(f"upload to {uri}", lambda: s3.upload_file(**upload.request()))
             self._print(f"uploaded   {uri} ({upload.path.stat().st_size:,} bytes)")
 
-    def _send(self, plan: Plan) -> Launched:
+    def _send(self, plan: Plan, poll_s: float) -> Launched:
         if plan.operation == "start_job_run":
-            serverless = self._client("emr-serverless")
-            app = plan.requests[0]["applicationId"]
-            self._print(f"EMR Serverless application {app}: {len(plan.requests)} job run(s)")
-            run_ids = []
-            for request in plan.requests:  # each id is printed as soon as its run exists
-                run_ids.append(serverless.start_job_run(**request)["jobRunId"])
-                self._print(f"  {run_ids[-1]}  {request['name']}")
-            return Launched(plan.operation, app, run_ids, [r["name"] for r in plan.requests])
+            return self._start_job_runs(plan, poll_s)
         emr = self._client("emr")
         request = plan.requests[0]
         if plan.operation == "run_job_flow":
@@ -105,6 +127,31 @@ class Launcher:
         for step_id, name in zip(step_ids, names):
             self._print(f"  {step_id}  {name}")
         return Launched(plan.operation, cluster_id, step_ids, names)
+
+    def _start_job_runs(self, plan: Plan, poll_s: float) -> Launched:
+        """Start the plan's job runs, at most `plan.concurrency` running at once: the next
+        starts when get_job_run shows an earlier one ended. Each id is printed as soon as its
+        run exists."""
+        serverless = self._client("emr-serverless")
+        app = plan.requests[0]["applicationId"]
+        self._print(f"EMR Serverless application {app}: {len(plan.requests)} job run(s), "
+                    f"at most {plan.concurrency} at once")
+        run_ids: list[str] = []
+        running: dict[str, str] = {}
+        for index, request in enumerate(plan.requests):
+            while len(running) >= plan.concurrency:
+                self._sleep(poll_s)
+                for run_id, name in list(running.items()):
+                    state = serverless.get_job_run(applicationId=app,
+                                                   jobRunId=run_id)["jobRun"]["state"]
+                    if state in RUN_DONE | RUN_FAILED:
+                        del running[run_id]
+                        self._print(f"{run_id}  {state:<11} {name}; "
+                                    f"{len(plan.requests) - index} run(s) to start")
+            run_ids.append(serverless.start_job_run(**request)["jobRunId"])
+            running[run_ids[-1]] = request["name"]
+            self._print(f"  {run_ids[-1]}  {request['name']}")
+        return Launched(plan.operation, app, run_ids, [r["name"] for r in plan.requests])
 
     def wait(self, launched: Launched, poll_s: float, timeout_s: float) -> bool:
         """Poll every `poll_s` seconds until every step or job run has ended, printing each

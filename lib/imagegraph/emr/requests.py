@@ -3,11 +3,14 @@ boto3 request dicts of run_job_flow (a new cluster running the steps), add_job_f
 running cluster) or start_job_run (EMR Serverless, one run per step).
 
 Every step is rendered from its template and checked against the job's parser here, so a dry
-run shows exactly what a real launch sends and refuses what the job would refuse.
+run shows exactly what a real launch sends and refuses what the job would refuse, and so are
+the limits AWS would only report later or never: EMR's 256 active steps, Graviton instance
+types (tensorflow-cpu has no aarch64 wheel), the packed environment's interpreter.
 """
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +22,11 @@ from imagegraph.errors import JobError
 
 TARGETS = ("cluster", "steps", "serverless")
 ARCHIVE_PYTHON = "./environment/bin/python"
+MAX_ACTIVE_STEPS = 256  # EMR's limit on a cluster's PENDING and RUNNING steps
+MANAGED_POLICY_TAG = {"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"}
+# Graviton (arm64) instance types: a family and generation, then attributes with a `g`
+# (m6g, c7gn, r8gd, t4g, im4gn, g5g); g4dn, m7i-flex and inf2 are x86_64.
+_GRAVITON_TYPE = re.compile(r"^[a-z]+\d+[a-z]*g[a-z]*\.")
 # spark-submit options and the Spark properties they set, for EMR Serverless, whose
 # sparkSubmitParameters are given as --conf properties.
 _SUBMIT_OPTION_PROPERTIES = {
@@ -33,16 +41,37 @@ _SERVERLESS_DROPPED = frozenset({"--deploy-mode", "--master"})
 @dataclass(frozen=True)
 class Plan:
     """A launch: files to upload, then one boto3 `operation` with its `requests` (one for
-    run_job_flow and add_job_flow_steps, one per step for start_job_run)."""
+    run_job_flow and add_job_flow_steps, one per step for start_job_run).
+
+    `python`: which interpreter the jobs run on, in words. `concurrency`: EMR Serverless runs
+    started at once (the launcher starts the next when one ends). `require_custom_image`: the
+    EMR Serverless application must show a custom image in get_application, checked before
+    anything is uploaded or started."""
 
     uploads: list[package.Upload]
     operation: str
     requests: list[dict]
+    python: str
+    concurrency: int = 1
+    require_custom_image: bool = False
 
     def to_json(self) -> dict:
-        """What `--dry-run` prints: the upload_file calls and the request(s), as sent."""
+        """What `--dry-run` prints: the Python the jobs run on, the checks made before
+        sending, the upload_file calls and the request(s), as sent."""
         requests: Any = self.requests if self.operation == "start_job_run" else self.requests[0]
-        return {"upload_file": [upload.request() for upload in self.uploads],
+        shown: dict[str, Any] = {"python": self.python}
+        if self.operation == "start_job_run":
+            app = self.requests[0]["applicationId"]
+            shown["before_sending"] = [
+                f"get_application {app}: architecture X86_64"
+                + (", a custom image (imageConfiguration)" if self.require_custom_image else ""),
+                f"start at most {self.concurrency} job run(s) at once (steps.concurrency); "
+                "the next when one ends"]
+        elif self.operation == "add_job_flow_steps":
+            shown["before_sending"] = [
+                f"list_steps {self.requests[0]['JobFlowId']}: PENDING and RUNNING steps plus "
+                f"these at most {MAX_ACTIVE_STEPS}"]
+        return {**shown, "upload_file": [upload.request() for upload in self.uploads],
                 self.operation: requests}
 
 
@@ -78,25 +107,54 @@ def dumps(value: Any, width: int = 100, indent: int = 0, lead: int = 0) -> str:
 
 
 def code_root(settings: LauncherSettings) -> str:
-    """`package.code_uri` without a trailing slash; `JobError` when it is not set."""
+    """`package.code_uri` without a trailing slash; `JobError` when it is not set. A
+    `file:///...` directory laid out as the upload renders steps for a local standalone
+    cluster (dev/cluster_jobs.py); only s3:// URIs can be uploaded to."""
     uri = settings.package.code_uri
     if not uri:
         raise JobError("package.code_uri is empty: set it in the settings file or pass "
                        "--code-uri s3://bucket/prefix")
+    if uri.startswith("file:///"):
+        return uri.rstrip("/")
     bucket, prefix = package.split_s3_uri(uri)
     return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
 
 
-def python_env_options(settings: LauncherSettings, target: str) -> list[str]:
-    """spark-submit options that make the driver and executors run the job's Python: the
-    packed environment (`--archives <code>/imagegraph-env.tar.gz#environment`) or the
-    interpreter the bootstrap action installed the pins into."""
+def python_description(settings: LauncherSettings, target: str) -> str:
+    """Which Python the jobs of a launch run on, for `--dry-run`."""
+    node_python = settings.package.node_python
     python_env = settings.package.python_env
     if python_env == "bootstrap":
+        return (f"{node_python} on every node, with requirements.txt under constraints.txt and "
+                "the wheel installed by the bootstrap action")
+    if python_env == "node_archive":
+        return (f"{settings.package.node_env_dir}/bin/python: {package.ENV_ARCHIVE} unpacked "
+                f"once per node by the bootstrap action; bin/python -> {node_python}")
+    where = "the nodes"
+    if target == "serverless":
+        where = ("the application's custom image (checked with get_application before sending)"
+                 if settings.serverless.require_custom_image else "the application's image "
+                 "(serverless.require_custom_image is false: not checked)")
+    return (f"{ARCHIVE_PYTHON}: {package.ENV_ARCHIVE} unpacked by YARN for each application; "
+            f"bin/python -> {node_python} from {where}")
+
+
+def python_env_options(settings: LauncherSettings, target: str) -> list[str]:
+    """spark-submit options that make the driver and executors run the job's Python: the
+    packed environment (`--archives <code>/imagegraph-env.tar.gz#environment`), the same
+    environment unpacked on every node by the bootstrap action, or the interpreter the
+    bootstrap action installed the pins into."""
+    python_env = settings.package.python_env
+    if python_env != "archive":
         if target == "serverless":
             raise JobError("EMR Serverless has no bootstrap actions: use "
                            "package.python_env=archive")
-        python = settings.package.node_python
+        if target == "steps":
+            raise JobError(f"--cluster-id with package.python_env={python_env}: that cluster "
+                           "never ran this launcher's bootstrap action; use "
+                           "package.python_env=archive")
+        python = (settings.package.node_python if python_env == "bootstrap"
+                  else f"{settings.package.node_env_dir.rstrip('/')}/bin/python")
         return ["--conf", f"spark.yarn.appMasterEnv.PYSPARK_PYTHON={python}",
                 "--conf", f"spark.executorEnv.PYSPARK_PYTHON={python}"]
     options = ["--archives", f"{code_root(settings)}/{package.ENV_ARCHIVE}#environment"]
@@ -114,12 +172,14 @@ def render_steps(settings: LauncherSettings, target: str, template_name: str,
     """One checked EMR step per entry of `step_values` (the job's own placeholders, e.g. a
     backfill shard's), from `<steps.templates>/<template_name>.json`."""
     template = load_template(settings.steps.templates, template_name)
+    # A running cluster has its own spark-defaults: the job's tuning goes on every step.
+    tuning = tuning_options(settings.cluster.configurations) if target == "steps" else []
     common = {
         "code_uri": code_root(settings),
         "job_config": Path(settings.package.job_config).name,
         "action_on_failure": settings.steps.action_on_failure,
         "python_env": python_env_options(settings, target),
-        "spark_submit_options": list(settings.steps.spark_submit_options),
+        "spark_submit_options": tuning + list(settings.steps.spark_submit_options),
         "job_options": list(job_options),
         "gremlin_endpoint": settings.steps.gremlin_endpoint,
         "region": region,
@@ -156,6 +216,124 @@ def spark_defaults(configurations: list[dict]) -> dict[str, str]:
     return {}
 
 
+def tuning_options(configurations_path: str) -> list[str]:
+    """The spark-defaults of the configurations file as spark-submit `--conf key=value`s."""
+    defaults = spark_defaults(load_configurations(configurations_path))
+    return [item for key, value in defaults.items() for item in ("--conf", f"{key}={value}")]
+
+
+def with_node_python(configurations: list[dict], node_python: str, source: str) -> list[dict]:
+    """`configurations` with spark-env's `export PYSPARK_PYTHON=<node_python>`, the nodes'
+    default Python, from the settings (added to an `export` the file has, else a new one);
+    `JobError` when the file names one itself."""
+    named = [item for item in configurations if item["Classification"] == "spark-env"
+             for export in item.get("Configurations", [])
+             if "PYSPARK_PYTHON" in export.get("Properties", {})]
+    if named:
+        raise JobError(f"cluster configurations {source} set PYSPARK_PYTHON: the nodes' Python "
+                       "is package.node_python in the launcher's settings, and only there")
+    others = [item for item in configurations if item["Classification"] != "spark-env"]
+    [spark_env] = [item for item in configurations if item["Classification"] == "spark-env"] \
+        or [{"Classification": "spark-env", "Properties": {}, "Configurations": []}]
+    inner = list(spark_env.get("Configurations", []))
+    exports = [i for i, item in enumerate(inner) if item["Classification"] == "export"]
+    if exports:
+        export = inner[exports[0]]
+        inner[exports[0]] = {**export, "Properties": {**export.get("Properties", {}),
+                                                      "PYSPARK_PYTHON": node_python}}
+    else:
+        inner.append({"Classification": "export",
+                      "Properties": {"PYSPARK_PYTHON": node_python}})
+    return others + [{**spark_env, "Configurations": inner}]
+
+
+def graviton_types(types: list[str]) -> list[str]:
+    """The Graviton (arm64) instance types among `types`."""
+    return [name for name in types if _GRAVITON_TYPE.match(name)]
+
+
+def _instances(settings: LauncherSettings) -> dict[str, Any]:
+    """run_job_flow's `Instances`: instance groups, or instance fleets with several types and
+    Spot task nodes; `JobError` for a Graviton type."""
+    cluster = settings.cluster
+    core_types = list(cluster.core_instance_types) or [cluster.core_instance_type]
+    task_types = list(cluster.task_instance_types) or core_types
+    used = [cluster.primary_instance_type, *core_types] + \
+        (task_types if cluster.task_spot_count else [])
+    arm = graviton_types(used)
+    if arm:
+        raise JobError(f"instance type {arm[0]} is Graviton (arm64): tensorflow-cpu has no "
+                       "aarch64 wheel and the packed environment is x86_64; use x86_64 types "
+                       "(m6i, m7i, c7i, r7i, ...)")
+    ebs = {"EbsBlockDeviceConfigs": [{
+        "VolumeSpecification": {"VolumeType": "gp3", "SizeInGB": cluster.core_volume_gb},
+        "VolumesPerInstance": 1}]}
+    if cluster.instance_fleets:
+        fleets = [
+            {"Name": "primary", "InstanceFleetType": "MASTER", "TargetOnDemandCapacity": 1,
+             "InstanceTypeConfigs": [{"InstanceType": cluster.primary_instance_type}]},
+            {"Name": "core", "InstanceFleetType": "CORE",
+             "TargetOnDemandCapacity": cluster.core_instance_count,
+             "InstanceTypeConfigs": [{"InstanceType": name, "WeightedCapacity": 1,
+                                      "EbsConfiguration": ebs} for name in core_types]}]
+        if cluster.task_spot_count:
+            fleets.append({
+                "Name": "task", "InstanceFleetType": "TASK",
+                "TargetSpotCapacity": cluster.task_spot_count,
+                "InstanceTypeConfigs": [{"InstanceType": name, "WeightedCapacity": 1,
+                                         "EbsConfiguration": ebs} for name in task_types],
+                "LaunchSpecifications": {"SpotSpecification": {
+                    "TimeoutDurationMinutes": 20, "TimeoutAction": "SWITCH_TO_ON_DEMAND",
+                    "AllocationStrategy": "capacity-optimized"}}})
+        instances: dict[str, Any] = {"InstanceFleets": fleets}
+        if cluster.subnet_id:
+            instances["Ec2SubnetIds"] = [cluster.subnet_id]
+    else:
+        groups = [{"Name": "primary", "InstanceRole": "MASTER", "Market": "ON_DEMAND",
+                   "InstanceType": cluster.primary_instance_type, "InstanceCount": 1},
+                  {"Name": "core", "InstanceRole": "CORE", "Market": "ON_DEMAND",
+                   "InstanceType": core_types[0], "InstanceCount": cluster.core_instance_count,
+                   "EbsConfiguration": ebs}]
+        if cluster.task_spot_count:
+            groups.append({"Name": "task", "InstanceRole": "TASK", "Market": "SPOT",
+                           "InstanceType": task_types[0],
+                           "InstanceCount": cluster.task_spot_count, "EbsConfiguration": ebs})
+        instances = {"InstanceGroups": groups}
+        if cluster.subnet_id:
+            instances["Ec2SubnetId"] = cluster.subnet_id
+    instances["KeepJobFlowAliveWhenNoSteps"] = cluster.keep_alive
+    instances["TerminationProtected"] = False
+    return instances
+
+
+def _managed_scaling(settings: LauncherSettings) -> dict[str, Any]:
+    """run_job_flow's `ManagedScalingPolicy`: core nodes fixed, task nodes added up to
+    `cluster.managed_scaling_max` instances (fleets: units)."""
+    cluster = settings.cluster
+    minimum = cluster.core_instance_count + cluster.task_spot_count
+    if cluster.managed_scaling_max < minimum:
+        raise JobError(f"cluster.managed_scaling_max must be at least the core and task nodes, "
+                       f"{minimum}, got {cluster.managed_scaling_max}")
+    return {"ComputeLimits": {
+        "UnitType": "InstanceFleetUnits" if cluster.instance_fleets else "Instances",
+        "MinimumCapacityUnits": minimum, "MaximumCapacityUnits": cluster.managed_scaling_max,
+        "MaximumCoreCapacityUnits": cluster.core_instance_count,
+        "MaximumOnDemandCapacityUnits": cluster.core_instance_count}}
+
+
+def bootstrap_args(settings: LauncherSettings, wheel_name: str) -> list[str]:
+    """The bootstrap action's arguments (see emr/bootstrap.sh): the nodes' Python, then what
+    `package.python_env` needs on every node."""
+    code = code_root(settings)
+    python_env = settings.package.python_env
+    args = [settings.package.node_python]
+    if python_env == "bootstrap":
+        args += ["install", code, wheel_name]
+    elif python_env == "node_archive":
+        args += ["unpack", f"{code}/{package.ENV_ARCHIVE}", settings.package.node_env_dir]
+    return args
+
+
 def run_job_flow_request(settings: LauncherSettings, steps: list[dict],
                          configurations: list[dict], wheel_name: str) -> dict:
     """A new cluster that bootstraps the nodes' Python and runs `steps`; unless
@@ -164,47 +342,44 @@ def run_job_flow_request(settings: LauncherSettings, steps: list[dict],
     if not cluster.log_uri:
         raise JobError("cluster.log_uri is empty: without it a cluster's step and container "
                        "logs are lost when it terminates")
+    if not cluster.os_release_label:
+        raise JobError(f"cluster.os_release_label is empty: pin the nodes' Amazon Linux release "
+                       f"(`aws emr describe-release-label --release-label {cluster.release_label}`"
+                       " lists them under AvailableOSReleases), or set it to `latest`")
     code = code_root(settings)
-    core = {"Name": "core", "InstanceRole": "CORE", "Market": "ON_DEMAND",
-            "InstanceType": cluster.core_instance_type,
-            "InstanceCount": cluster.core_instance_count,
-            "EbsConfiguration": {"EbsBlockDeviceConfigs": [{
-                "VolumeSpecification": {"VolumeType": "gp3", "SizeInGB": cluster.core_volume_gb},
-                "VolumesPerInstance": 1}]}}
-    instances: dict[str, Any] = {
-        "InstanceGroups": [{"Name": "primary", "InstanceRole": "MASTER", "Market": "ON_DEMAND",
-                            "InstanceType": cluster.primary_instance_type, "InstanceCount": 1},
-                           core],
-        "KeepJobFlowAliveWhenNoSteps": cluster.keep_alive,
-        "TerminationProtected": False,
-    }
-    if cluster.subnet_id:
-        instances["Ec2SubnetId"] = cluster.subnet_id
+    instances = _instances(settings)
     if cluster.key_name:
         instances["Ec2KeyName"] = cluster.key_name
     if cluster.additional_security_groups:
         instances["AdditionalMasterSecurityGroups"] = list(cluster.additional_security_groups)
         instances["AdditionalSlaveSecurityGroups"] = list(cluster.additional_security_groups)
-    # No arguments: make sure the interpreter the packed environment links to is there.
-    # With the code prefix and wheel: install requirements.txt and the wheel into it.
-    bootstrap_args = [code, wheel_name] if settings.package.python_env == "bootstrap" else []
+    tags = [{"Key": str(key), "Value": str(value)} for key, value in cluster.tags.items()
+            if key != MANAGED_POLICY_TAG["Key"]]
     request = {
         "Name": cluster.name,
         "ReleaseLabel": cluster.release_label,
         "LogUri": cluster.log_uri,
         "Applications": [{"Name": "Hadoop"}, {"Name": "Spark"}],
         "Instances": instances,
-        "Configurations": configurations,
+        "Configurations": with_node_python(configurations, settings.package.node_python,
+                                           settings.cluster.configurations),
         "BootstrapActions": [{"Name": "imagegraph python",
                               "ScriptBootstrapAction": {"Path": f"{code}/{package.BOOTSTRAP}",
-                                                        "Args": bootstrap_args}}],
+                                                        "Args": bootstrap_args(settings,
+                                                                               wheel_name)}}],
         "Steps": steps,
         "JobFlowRole": cluster.instance_profile,
         "ServiceRole": cluster.service_role,
         "VisibleToAllUsers": True,
-        "StepConcurrencyLevel": cluster.step_concurrency,
-        "Tags": [{"Key": str(key), "Value": str(value)} for key, value in cluster.tags.items()],
+        "StepConcurrencyLevel": settings.steps.concurrency,
+        "Tags": tags + [MANAGED_POLICY_TAG],
     }
+    if cluster.os_release_label != "latest":
+        request["OSReleaseLabel"] = cluster.os_release_label
+    if cluster.ebs_root_volume_gb:
+        request["EbsRootVolumeSize"] = cluster.ebs_root_volume_gb
+    if cluster.managed_scaling_max:
+        request["ManagedScalingPolicy"] = _managed_scaling(settings)
     if cluster.keep_alive:
         request["AutoTerminationPolicy"] = {"IdleTimeout": cluster.idle_timeout_s}
     return request
@@ -279,16 +454,44 @@ def build_plan(settings: LauncherSettings, target: str, template_name: str,
     if target not in TARGETS:
         raise JobError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
     steps = render_steps(settings, target, template_name, step_values, job_options, region)
-    archive = settings.package.python_env == "archive"
+    if target != "serverless" and len(steps) > MAX_ACTIVE_STEPS:
+        raise JobError(f"{len(steps)} steps are more than the {MAX_ACTIVE_STEPS} a cluster "
+                       "takes at once (PENDING and RUNNING): launch at most "
+                       f"{MAX_ACTIVE_STEPS} shards at a time with --shard, or use --serverless")
+    archive = settings.package.python_env != "bootstrap"
     uploads = package.uploads(settings.package.dir, code_root(settings),
-                              settings.package.job_config, with_env_archive=archive)
+                              settings.package.job_config, with_env_archive=archive,
+                              node_python=settings.package.node_python)
+    python = python_description(settings, target)
     if target == "steps":
-        return Plan(uploads, "add_job_flow_steps", [add_job_flow_steps_request(resource_id,
-                                                                               steps)])
+        return Plan(uploads, "add_job_flow_steps",
+                    [add_job_flow_steps_request(resource_id, steps)], python)
     configurations = load_configurations(settings.cluster.configurations)
     if target == "serverless":
         return Plan(uploads, "start_job_run",
-                    start_job_run_requests(settings, resource_id, steps, configurations))
+                    start_job_run_requests(settings, resource_id, steps, configurations), python,
+                    settings.steps.concurrency, settings.serverless.require_custom_image)
     wheel = package.wheel_file(Path(settings.package.dir)).name
     return Plan(uploads, "run_job_flow",
-                [run_job_flow_request(settings, steps, configurations, wheel)])
+                [run_job_flow_request(settings, steps, configurations, wheel)], python)
+
+
+def serverless_application_problem(application: dict, require_custom_image: bool) -> str | None:
+    """Why an EMR Serverless application (get_application's `application`) cannot run the
+    jobs, or None: an ARM64 (Graviton) architecture, or, when required, no custom image for
+    both the driver and the executors (`imageConfiguration`, or one in each worker type's
+    specification)."""
+    app_id = application.get("applicationId", "?")
+    if application.get("architecture", "X86_64") != "X86_64":
+        return (f"EMR Serverless application {app_id} is {application['architecture']}: "
+                "tensorflow-cpu has no aarch64 wheel and the packed environment is x86_64; "
+                "use an X86_64 application")
+    if not require_custom_image or application.get("imageConfiguration"):
+        return None
+    workers = application.get("workerTypeSpecifications", {})
+    if all(workers.get(kind, {}).get("imageConfiguration") for kind in ("Driver", "Executor")):
+        return None
+    return (f"EMR Serverless application {app_id} ({application.get('releaseLabel', '?')}) runs "
+            "no custom image: its Python is 3.9, the packed environment's bin/python needs "
+            "package.node_python; build the image of emr/serverless.Dockerfile and set it with "
+            "update-application --image-configuration (README \"Run on EMR\")")

@@ -13,7 +13,7 @@ from imagegraph.config import load_sections
 from imagegraph.errors import JobError
 
 DEFAULT_PATH = "emr/launcher.yaml"
-PYTHON_ENVS = ("archive", "bootstrap")
+PYTHON_ENVS = ("archive", "node_archive", "bootstrap")
 ACTIONS_ON_FAILURE = ("CONTINUE", "CANCEL_AND_WAIT", "TERMINATE_CLUSTER")
 
 
@@ -34,10 +34,13 @@ class PackageSettings:
     `dir`: what `make package` built. `code_uri`: `s3://bucket/prefix` that the package, the
     entry files, the job configuration and the bootstrap action are uploaded under.
     `job_config`: the jobs' YAML file, uploaded to `<code_uri>/conf/` and shipped to the driver
-    with `--files`. `python_env`: `archive` (the packed environment, through `--archives`) or
-    `bootstrap` (the bootstrap action installs requirements.txt and the wheel on every node).
-    `node_python`: the Python 3.11 interpreter on the nodes, which both ways run on (the
-    packed environment's bin/python link is set when it is built: `make package NODE_PYTHON=`).
+    with `--files`. `python_env`: `archive` (the packed environment, through `--archives`:
+    YARN copies and unpacks it for every application), `node_archive` (the bootstrap action
+    unpacks the same archive once per node into `node_env_dir`; new clusters only) or
+    `bootstrap` (the bootstrap action installs requirements.txt and the wheel on every node,
+    under constraints.txt). `node_python`: the Python 3.11 interpreter on the nodes (and in an
+    EMR Serverless custom image), which every way runs on: the one place it is named (the
+    packed environment's bin/python links to it; `make package` reads it from here).
     """
 
     dir: str = "build/package"
@@ -45,20 +48,32 @@ class PackageSettings:
     job_config: str = "conf/emr.yaml"
     python_env: str = "archive"
     node_python: str = "/usr/bin/python3.11"
+    node_env_dir: str = "/mnt/imagegraph/environment"
 
 
 @dataclass(frozen=True)
 class ClusterSettings:
     """A new cluster (run_job_flow). Sizes: `core_volume_gb` in GiB per core node,
-    `idle_timeout_s` in seconds (only for `keep_alive` clusters: EMR terminates them after that
-    long without steps). `additional_security_groups` go on every node: the group that
-    Neptune's security group admits on port 8182. `configurations`: the JSON file of
-    configuration classifications (spark-defaults, spark-env)."""
+    `ebs_root_volume_gb` in GiB per node (0: EMR's default), `idle_timeout_s` in seconds (only
+    for `keep_alive` clusters: EMR terminates them after that long without steps).
+    `os_release_label`: the nodes' Amazon Linux release, pinned (`latest`: EMR's newest).
+    `service_role` `EMR_DefaultRole_V2` (AmazonEMRServicePolicy_v2) acts only on resources
+    tagged `for-use-with-amazon-emr-managed-policies=true`, a tag every cluster gets.
+    `additional_security_groups` go on every node: the group that Neptune's security group
+    admits on port 8182. `configurations`: the JSON file of configuration classifications.
+
+    Capacity: `instance_fleets` false makes instance groups of `core_instance_type`; true makes
+    instance fleets, the core fleet from `core_instance_types` (empty: the one type), On-Demand.
+    `task_spot_count` task nodes on Spot (0: none) of `task_instance_types` (empty: the core
+    nodes' types; an instance group takes the first). `managed_scaling_max` > 0 turns on
+    managed scaling between the core count and that many instances (fleets: units); x86_64
+    types only (tensorflow-cpu has no aarch64 wheel)."""
 
     name: str = "imagegraph"
     release_label: str = "emr-7.12.0"
+    os_release_label: str = ""
     log_uri: str = ""
-    service_role: str = "EMR_DefaultRole"
+    service_role: str = "EMR_DefaultRole_V2"
     instance_profile: str = "EMR_EC2_DefaultRole"
     subnet_id: str = ""
     key_name: str = ""
@@ -67,9 +82,14 @@ class ClusterSettings:
     core_instance_type: str = "m6i.2xlarge"
     core_instance_count: int = 2
     core_volume_gb: int = 64
+    ebs_root_volume_gb: int = 0
+    instance_fleets: bool = False
+    core_instance_types: list = field(default_factory=list)
+    task_instance_types: list = field(default_factory=list)
+    task_spot_count: int = 0
+    managed_scaling_max: int = 0
     keep_alive: bool = False
     idle_timeout_s: int = 3600
-    step_concurrency: int = 1
     configurations: str = "emr/configurations.json"
     tags: dict = field(default_factory=dict)
 
@@ -79,10 +99,14 @@ class StepSettings:
     """Steps and job runs. `templates`: the directory of step templates. `spark_submit_options`:
     extra spark-submit options for every step, e.g. `[--num-executors, "8"]`.
     `gremlin_endpoint`: Neptune's writer endpoint for infer and backfill
-    (`wss://...:8182/gremlin`), unless `--gremlin-endpoint` is given."""
+    (`wss://...:8182/gremlin`), unless `--gremlin-endpoint` is given. `concurrency`: steps or
+    job runs (shards) running at once, each with its writers to Neptune: a cluster's
+    StepConcurrencyLevel, and on EMR Serverless the launcher starts the next run only when one
+    has ended."""
 
     templates: str = "emr/steps"
     action_on_failure: str = "CONTINUE"
+    concurrency: int = 1
     spark_submit_options: list = field(default_factory=list)
     gremlin_endpoint: str = ""
 
@@ -90,11 +114,15 @@ class StepSettings:
 @dataclass(frozen=True)
 class ServerlessSettings:
     """EMR Serverless job runs (start_job_run): the runtime role, where logs go (empty: none
-    kept in S3) and a run's time limit in minutes."""
+    kept in S3) and a run's time limit in minutes. EMR Serverless 7.x images have Python 3.9;
+    the packed environment runs on `package.node_python` from the application's custom image,
+    so `require_custom_image` refuses an application whose get_application shows none (false:
+    the release's own image is known to have it)."""
 
     execution_role_arn: str = ""
     log_uri: str = ""
     timeout_minutes: int = 720
+    require_custom_image: bool = True
 
 
 @dataclass(frozen=True)
@@ -125,13 +153,18 @@ def _check(settings: LauncherSettings, source: str) -> None:
     minimums = {"cluster.core_instance_count": (settings.cluster.core_instance_count, 1),
                 "cluster.core_volume_gb": (settings.cluster.core_volume_gb, 1),
                 "cluster.idle_timeout_s": (settings.cluster.idle_timeout_s, 60),
-                "cluster.step_concurrency": (settings.cluster.step_concurrency, 1),
+                "cluster.ebs_root_volume_gb": (settings.cluster.ebs_root_volume_gb, 0),
+                "cluster.task_spot_count": (settings.cluster.task_spot_count, 0),
+                "cluster.managed_scaling_max": (settings.cluster.managed_scaling_max, 0),
+                "steps.concurrency": (settings.steps.concurrency, 1),
                 "serverless.timeout_minutes": (settings.serverless.timeout_minutes, 5)}
     for key, (value, minimum) in minimums.items():
         if value < minimum:
             raise JobError(f"{source}: {key} must be at least {minimum}, got {value!r}")
     for key, values in (("cluster.additional_security_groups",
                          settings.cluster.additional_security_groups),
+                        ("cluster.core_instance_types", settings.cluster.core_instance_types),
+                        ("cluster.task_instance_types", settings.cluster.task_instance_types),
                         ("steps.spark_submit_options", settings.steps.spark_submit_options)):
         if not all(isinstance(item, str) for item in values):
             raise JobError(f"{source}: {key} must be a list of strings, got {values!r}")

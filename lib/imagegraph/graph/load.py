@@ -1,6 +1,7 @@
 """Loading a run's predictions into the graph from Spark: model and class elements from the
-driver, then image vertices and edges from at most `graph.max_concurrent_writers` partitions at
-once.
+driver, then image vertices and edges from at most `graph.writers` partitions at once, and
+never from every task slot of the application: the next chunk's classification runs beside the
+load (see `inference_job`) and needs at least one.
 
 Each writing task's outcome, a row per image it could not write (with the reason) and a row with
 its writer's counts, is written as Parquet through Spark's output commit protocol, and the load's
@@ -77,8 +78,9 @@ def load_predictions(spark: SparkSession, graph: GraphConfig, predictions: DataF
     `graph.max_upserts_per_s` is shared evenly by the partitions that write at once.
     """
     writers = predictions.rdd.getNumPartitions()
-    if graph.max_concurrent_writers and writers > graph.max_concurrent_writers:
-        writers = graph.max_concurrent_writers
+    most = writer_tasks(graph.writers, task_slots(spark))
+    if writers > most:
+        writers = most
         predictions = predictions.coalesce(writers)
     upserts_per_s = graph.max_upserts_per_s / max(1, writers)
     no_counts = (None,) * len(fields(WriteStats))
@@ -99,6 +101,21 @@ def load_predictions(spark: SparkSession, graph: GraphConfig, predictions: DataF
     totals = WriteStats(**{f.name: int(summary[f.name]) for f in fields(WriteStats)})
     failed = outcome.where(F.col("uri").isNotNull()).select("uri", "reason")
     return GraphLoad(totals, failed, tuple(sorted(summary["stopped"])))
+
+
+def task_slots(spark: SparkSession) -> int:
+    """Tasks the application's executors run at once now: their cores over `spark.task.cpus`
+    (Spark's default parallelism counts the cores; under dynamic allocation, those of the
+    executors registered now)."""
+    task_cpus = int(spark.conf.get("spark.task.cpus", "1"))
+    return max(1, spark.sparkContext.defaultParallelism // task_cpus)
+
+
+def writer_tasks(writers: int, slots: int) -> int:
+    """Partitions a load writes from at once: `writers` (`graph.writers`), but at most all task
+    slots but one, so that a load's tasks, which hold their slots until their last request
+    returns, never starve the classification running beside it."""
+    return max(1, min(writers, slots - 1))
 
 
 def count_run_images(graph: GraphConfig, run_id: str) -> int:

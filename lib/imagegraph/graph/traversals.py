@@ -115,6 +115,20 @@ def upsert_edges_coalesce(edges: Sequence[EdgeRecord]) -> GraphTraversal:
     return traversal.count()
 
 
+def drop_stale_edges(vertices: Sequence[VertexRecord]) -> GraphTraversal:
+    """Drop the out-edges the `vertices` own (`OwnedEdges`, one scope for all) whose ids none of
+    them keeps: what `upsert_vertices` does after its mergeV, for vertices written another way
+    (Neptune's bulk loader, which only adds). An edge id names its out-vertex, so one id list
+    for the whole request keeps each vertex's own edges."""
+    owned = vertices[0].owned_edges
+    if any(v.owned_edges is None or (v.owned_edges.label, v.owned_edges.model)
+           != (owned.label, owned.model) for v in vertices):
+        raise ValueError("vertices of one request must share their owned-edge scope")
+    keep = [edge_id for v in vertices for edge_id in v.owned_edges.keep]
+    return (SOURCE.V(*[v.id for v in vertices]).out_e(owned.label).has("model", owned.model)
+            .has_id(P.without(keep)).drop())
+
+
 def _shape(element: Element) -> tuple:
     """What the elements of one request must share."""
     owned = getattr(element, "owned_edges", None)
