@@ -68,8 +68,10 @@ cluster-up: build/.jars
 cluster-down:
 	@$(PY) dev/services.py cluster-down
 
+# `make demo PRECISION=int8` classifies with the int8 model (inference.precision)
+PRECISION ?= float32
 demo: build/.jars build/bin/toxiproxy-server
-	$(PY) dev/demo.py
+	$(PY) dev/demo.py --precision $(PRECISION)
 
 # The demo with train and infer submitted to the standalone cluster as the EMR launcher
 # submits them (the packed environment from `make package`).

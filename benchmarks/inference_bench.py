@@ -7,9 +7,15 @@ MobileNetV2 at 224x224 built with `weights=None` (1,000 classes), Spark `local[2
                      bytes already in memory: what decoding costs a core per image
 - bare_model:        the job's compiled fixed-batch function (its configured runtime,
                      TensorFlow Lite by default) on pre-decoded batches, no Spark
+- bare_model_int8:   the same with inference.precision int8: full integer quantization,
+                     calibrated on INT8_SAMPLE of the images (cold: conversion and check)
 - bare_model_tensorflow: the same as a tf.function (inference.runtime: tensorflow)
 - job:               imagegraph's inference run, listing to Parquet (workers read the
                      files), graph writes off
+- job_int8:          the same with inference.precision int8; the artifact has no calibration
+                     sample, so every run draws 2 x INT8_SAMPLE images from its input,
+                     converts and checks on the driver (int8_min_agreement 0: the untrained model's
+                     agreement is recorded, not required)
 - job_graph_off, job_graph_on: the same run in 4 chunks, graph writes off and on (into a
                      local Gremlin Server): what writing the graph costs a backfill whose
                      chunks are pipelined (chunk k written while chunk k+1 is classified)
@@ -52,6 +58,9 @@ import services  # noqa: E402
 from results import merge_results  # noqa: E402
 
 SIZE = 224
+INT8_SAMPLE = 64
+"""Images int8 is calibrated on, and as many it is checked on (the job's default is 200 each:
+64 keeps the per-run conversion short on this shared machine)."""
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera")
 
 
@@ -95,22 +104,35 @@ def steady_rates(cold_s: float, rounds: list[tuple[float, float]], n: int) -> di
 
 
 def bare_model(model_dir: Path, metadata, images: dict[int, Path], batch_size: int,
-               runtime: str, rounds: int) -> tuple[float, list[tuple[float, float]]]:
+               runtime: str, precision: str, rounds: int
+               ) -> tuple[float, list[tuple[float, float]]]:
     """Cold time and `rounds` (t(N), t(2N)) on pre-decoded images with the job's compiled
-    function in `runtime` on every core; "cold" adds loading, converting or tracing the
-    model to the first N."""
+    function in `runtime` and `precision` on every core; "cold" adds loading, converting
+    (int8: calibrating on INT8_SAMPLE of the images, checking on as many others) or tracing
+    the model to the first N."""
+    from imagegraph.calibration import INPUT, CalibrationSample
     from imagegraph.decode import decode_image
+    from imagegraph.inference import InferenceSettings
     from imagegraph.model_cache import ModelCache
+    from imagegraph.precision import quantize_and_check
 
-    started = time.perf_counter()
-    files = {p.name: p.read_bytes() for p in model_dir.iterdir()}
-    model = ModelCache().get(metadata, files, batch_size, threads=os.cpu_count(),
-                             runtime=runtime)
-    model.predict(np.zeros((1, SIZE, SIZE, 3), np.uint8))  # traces the compiled function
-    loading = time.perf_counter() - started
     pixels = {count: np.stack([decode_image(p.read_bytes(), SIZE, SIZE, 3, 10**8, 10**9).pixels
                                for p in sorted(directory.iterdir())])
               for count, directory in images.items()}
+    started = time.perf_counter()
+    files = {p.name: p.read_bytes() for p in model_dir.iterdir()}
+    if precision == "int8":
+        half = min(INT8_SAMPLE, max(images) // 2)
+        sample = pixels[max(images)][:2 * half]
+        settings = InferenceSettings(top_k=1, batch_size=batch_size, max_image_pixels=10**9,
+                                     threads=os.cpu_count(), reader=None, runtime=runtime)
+        files = quantize_and_check(files, metadata, settings,
+                                   CalibrationSample(sample[:half], sample[half:], None, INPUT),
+                                   min_agreement=0.0).model_files
+    model = ModelCache().get(metadata, files, batch_size, threads=os.cpu_count(),
+                             runtime=runtime, precision=precision)
+    model.predict(np.zeros((1, SIZE, SIZE, 3), np.uint8))  # traces the compiled function
+    loading = time.perf_counter() - started
 
     def timed(count: int) -> float:
         started = time.perf_counter()
@@ -142,8 +164,10 @@ def decode_only(images: dict[int, Path], rounds: int) -> tuple[float, list[tuple
 
 
 def spark_variant(name: str, spark, config, model_dir: Path, metadata, images, output: Path,
-                  partitions: int, rounds: int) -> tuple[float, list[tuple[float, float]]]:
-    """Time of a cold run on N, then `rounds` (t(N), t(2N)) of warm runs."""
+                  partitions: int, rounds: int, reports: list
+                  ) -> tuple[float, list[tuple[float, float]]]:
+    """Time of a cold run on N, then `rounds` (t(N), t(2N)) of warm runs; the job's run
+    reports are appended to `reports`."""
     from pyspark.sql import functions as F
 
     from imagegraph.inference_job import run_inference
@@ -154,8 +178,9 @@ def spark_variant(name: str, spark, config, model_dir: Path, metadata, images, o
         out = output / f"{name}-{label}"
         started = time.perf_counter()
         if name.startswith("job"):
-            run_inference(spark, config, InputSource(PREFIX, f"file://{directory}"),
-                          f"file://{model_dir}", f"file://{out}")
+            reports.append(run_inference(spark, config,
+                                         InputSource(PREFIX, f"file://{directory}"),
+                                         f"file://{model_dir}", f"file://{out}"))
         else:
             frame = (spark.read.format("binaryFile").load(f"file://{directory}")
                      .repartition(partitions))
@@ -228,7 +253,8 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=1024, help="N (default 1024); 2N also run")
     parser.add_argument("--partitions", type=int, default=4,
                         help="input partitions for every Spark variant (default 4)")
-    parser.add_argument("--variants", default="decode,bare_model,bare_model_tensorflow,job,"
+    parser.add_argument("--variants", default="decode,bare_model,bare_model_int8,"
+                                               "bare_model_tensorflow,job,job_int8,"
                                                "job_graph_off,job_graph_on,"
                                                "predict_batch_udf,naive_udf",
                         help="comma-separated subset to run (default: all)")
@@ -255,6 +281,9 @@ def main() -> int:
                                                          "spark.master": "local[2]"}),
                          graph=replace(base.graph, enabled=False),
                          inference=replace(base.inference, partitions=args.partitions))
+        int8_config = replace(config, inference=replace(
+            config.inference, precision="int8", int8_min_agreement=0.0,
+            int8_calibration_images=INT8_SAMPLE, int8_check_images=INT8_SAMPLE))
         figures: dict = {}
         spark = None
         variants = args.variants.split(",")
@@ -270,17 +299,23 @@ def main() -> int:
             elif variant.startswith("bare_model"):
                 runtime = "tensorflow" if variant == "bare_model_tensorflow" \
                     else config.inference.runtime
+                precision = "int8" if variant == "bare_model_int8" else "float32"
                 cold, timings = bare_model(model_dir, metadata, images,
-                                           config.inference.batch_size, runtime, rounds)
+                                           config.inference.batch_size, runtime, precision,
+                                           rounds)
             else:
                 spark = spark or get_spark(config)
-                variant_config = config
+                variant_config = int8_config if variant == "job_int8" else config
                 if variant.startswith("job_graph"):
                     variant_config = chunked(config, n // 4, variant == "job_graph_on" and
                                              graph_endpoint)
+                reports: list = []
                 cold, timings = spark_variant(variant, spark, variant_config, model_dir,
                                               metadata, images, work / "out", args.partitions,
-                                              rounds)
+                                              rounds, reports)
+                if variant == "job_int8":  # the untrained model's agreement: recorded only
+                    figures["job_int8_precisions"] = sorted({r.precision for r in reports})
+                    figures["job_int8_agreement_untrained"] = reports[-1].int8_agreement
             for key, value in steady_rates(cold, timings, n).items():
                 figures[f"{variant}_{key}"] = value
             print(f"   {variant}: {figures[f'{variant}_img_per_s']} images/s steady "

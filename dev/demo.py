@@ -7,6 +7,7 @@ on a line of its own); then classifies photos uploaded again (a copy, resized, r
 cropped), links them with jobs/link.py and prints what `python -m imagegraph.query` says of
 coffee.jpg; and stops the servers. Exits non-zero when held-out accuracy is under 0.9, the
 corrupt file is not dead-lettered or the query does not show coffee.jpg's copy.
+`--precision int8` (`make demo PRECISION=int8`) classifies with the int8 model.
 
 With `--cluster` (`make cluster-demo`) it also starts the Spark standalone cluster
 (dev/spark_cluster.py) and submits both jobs to it as the EMR launcher renders their steps
@@ -171,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--cluster", action="store_true",
                         help="run both jobs on a local Spark standalone cluster")
+    parser.add_argument("--precision", choices=["float32", "int8"], default="float32",
+                        help="inference.precision of jobs/infer.py (make demo PRECISION=int8)")
     args = parser.parse_args(argv)
     endpoints = services.ports_from_environment()
     started = step("starting S3 (moto) and Gremlin Server")
@@ -201,13 +204,14 @@ def main(argv: list[str] | None = None) -> int:
         done(started)
         started = step("classifying (jobs/infer.py)")
         if cluster:
-            cluster_submit(cluster, "infer", infer, ("--set", "inference.embedding=true"),
+            cluster_submit(cluster, "infer", infer, ("--set", "inference.embedding=true",
+                                                     "--precision", args.precision),
                            endpoints.env())
         else:
             spark_submit("infer.py", "--input", infer["input"], "--model", model_uri,
                          "--output", infer["output"], "--gremlin-endpoint",
                          endpoints.gremlin_endpoint, "--set", "inference.embedding=true",
-                         env=env)
+                         "--precision", args.precision, env=env)
         done(started)
         started = step("reading the graph back over Gremlin")
         accuracy = read_graph_back(endpoints.gremlin_endpoint)

@@ -1,7 +1,7 @@
 """spark-submit entry point: classify images and upsert the results into the graph.
 
     spark-submit jobs/infer.py --config conf/local.yaml --input URI --model URI --output URI \
-        [--shard I/N] [--resume]
+        [--shard I/N] [--resume] [--precision int8]
 
 Exit codes: 0 done; 1 the counts did not reconcile; 2 bad arguments, configuration or
 environment (nothing was processed); 3 more objects dead-lettered than allowed.
@@ -20,6 +20,7 @@ def main() -> int:
     from imagegraph.graph.bulk_load import check_bulk_settings
     from imagegraph.graph.connection import validate_endpoint
     from imagegraph.inference_job import run_inference
+    from imagegraph.precision import precision_line
     from imagegraph.spark_session import get_spark
 
     if config.graph.enabled:
@@ -30,6 +31,8 @@ def main() -> int:
     report = run_inference(spark, config, input_source(args), args.model, args.output,
                            shard=args.shard, resume=args.resume)
     print("\n".join(report.summary_lines()))
+    if precision_line(report):
+        print(precision_line(report))
     if not report.reconciles():
         return 1
     if report.failed_fraction > config.run.max_failed_fraction:

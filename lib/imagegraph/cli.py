@@ -110,6 +110,11 @@ def infer_parser() -> argparse.ArgumentParser:
                         help="classes kept per image (config: inference.top_k; default 3)")
     parser.add_argument("--batch-size", type=int, metavar="N",
                         help="images per model call (config: inference.batch_size; default 64)")
+    parser.add_argument("--precision", choices=["float32", "int8"],
+                        help="int8: full integer quantization, checked against float32 before "
+                             "the run, which falls back to float32 below "
+                             "inference.int8_min_agreement (config: inference.precision; "
+                             "default float32)")
     parser.add_argument("--partitions", type=int, metavar="N",
                         help="repartition the input into N partitions; 0 keeps Spark's split "
                              "(config: inference.partitions)")
@@ -201,6 +206,7 @@ _FLAG_KEYS = {
     "max_concurrent_writers": "graph.max_concurrent_writers", "graph_load": "graph.load",
     "max_upserts_per_second": "graph.max_upserts_per_s",
     "batch_size": "inference.batch_size", "partitions": "inference.partitions",
+    "precision": "inference.precision",
     "epochs": "training.epochs", "model_name": "training.model_name",
     "base": "training.base", "weights": "training.weights",
     "fine_tune_epochs": "training.fine_tune_epochs",

@@ -79,7 +79,11 @@ class InferenceConfig:
     `partitions` per chunk of work; 0: one per `objects_per_partition` objects, at least
     Spark's default parallelism. `runtime`: 'tflite' (the model converted once per worker to
     TensorFlow Lite, XNNPACK kernels: about twice as fast on CPUs) or 'tensorflow' (a
-    `tf.function`, for models TensorFlow Lite cannot convert)."""
+    `tf.function`, for models TensorFlow Lite cannot convert). `precision`: 'float32', or
+    'int8' (full integer quantization on TensorFlow Lite, calibrated on
+    `int8_calibration_images` images and used only when its top-1 answers agree with float32's
+    on at least the fraction `int8_min_agreement` of `int8_check_images` other images; else the
+    run falls back to float32)."""
 
     top_k: int = 3
     batch_size: int = 64
@@ -90,6 +94,10 @@ class InferenceConfig:
     max_image_pixels: int = 89_478_485
     embedding: bool = False
     runtime: str = "tflite"
+    precision: str = "float32"
+    int8_min_agreement: float = 0.99
+    int8_calibration_images: int = 200
+    int8_check_images: int = 200
 
 
 @dataclass(frozen=True)
@@ -271,6 +279,7 @@ _CHOICES = {"training.color_mode": ("grayscale", "rgb"),
             "graph.iam_auth": ("auto", "on", "off"),
             "inference.runtime": ("tflite", "tensorflow"),
             "link.near_duplicate_bands": (2, 4, 8, 16), "link.similar_bands": (2, 4, 8, 16),
+            "inference.precision": ("float32", "int8"),
             "graph.upsert_style": ("merge", "coalesce"),
             "graph.load": ("mergev", "bulk"),
             "graph.loader_parallelism": ("LOW", "MEDIUM", "HIGH", "OVERSUBSCRIBE"),
@@ -280,6 +289,7 @@ _POSITIVE = {
     "run.objects_per_chunk", "run.progress_interval_s", "run.lease_ttl_s",
     "inference.top_k", "inference.batch_size", "inference.arrow_batch_size",
     "inference.max_image_bytes", "inference.max_image_pixels", "graph.rows_per_flush",
+    "inference.int8_calibration_images", "inference.int8_check_images",
     "graph.records_per_request", "graph.max_steps_per_request", "graph.max_attempts",
     "graph.retry_base_delay_s", "graph.retry_max_delay_s", "graph.failover_budget_s",
     "graph.max_split_requests", "graph.max_failures_in_a_row", "graph.connect_timeout_s",
@@ -421,7 +431,8 @@ def _check_value(dotted: str, expected: type, value: Any, source: str) -> Any:
         raise JobError(f"{source}: {dotted} must be between 0 (off) and 1, got {value!r}")
     if dotted == "training.holdout_percent" and not 1 <= value <= 90:
         raise JobError(f"{source}: {dotted} must be between 1 and 90, got {value!r}")
-    if dotted == "run.max_failed_fraction" and not 0 <= value <= 1:
+    if dotted in ("run.max_failed_fraction", "inference.int8_min_agreement") \
+            and not 0 <= value <= 1:
         raise JobError(f"{source}: {dotted} must be between 0 and 1, got {value!r}")
     if dotted in ("input.modified_after", "input.modified_before") and value:
         try:

@@ -61,7 +61,8 @@ class InferenceSettings:
     limit (the byte limit is `reader.max_bytes`); `batch_size` is images per model call;
     `threads` sizes TensorFlow's pools (the task's cores); `reader` says how objects are read,
     `reader.threads` at once per task; `runtime` is 'tflite' or 'tensorflow' (see
-    `model_cache.LoadedModel`)."""
+    `model_cache.LoadedModel`); `precision` 'int8' runs the int8 model shipped with the files
+    (see `precision`), 'float32' the artifact's model."""
 
     top_k: int
     batch_size: int
@@ -70,6 +71,7 @@ class InferenceSettings:
     reader: ReaderSettings
     embedding: bool = False
     runtime: str = "tensorflow"
+    precision: str = "float32"
 
 
 def prepare_object(uri: str, size: int | None, metadata: ModelMetadata,
@@ -157,7 +159,8 @@ def classify_images(uri: Column, size: Column, model_files, metadata: ModelMetad
         from imagegraph.model_cache import WORKER_MODELS  # the worker's own cache, not a copy
 
         model = WORKER_MODELS.get(metadata, model_files.value, settings.batch_size,
-                                  settings.embedding, settings.threads, settings.runtime)
+                                  settings.embedding, settings.threads, settings.runtime,
+                                  settings.precision)
         for frame in classify_stream(model, batches, metadata, settings):
             counters.add(len(frame), int((frame["status"] != STATUS_OK).sum()))
             yield frame

@@ -40,6 +40,7 @@ from imagegraph.model_store import read_model_artifact
 from imagegraph.object_reader import ReaderSettings
 from imagegraph.outputs import (committed_rows, done_uris, staging_uri, write_dead_letters,
                                 write_predictions, write_report)
+from imagegraph.precision import choose_precision
 from imagegraph.progress import ProgressCounters, ProgressLogger
 from imagegraph.report import RunReport
 from imagegraph.run_lease import RunLease, take_lease
@@ -96,7 +97,11 @@ def run_inference(spark: SparkSession, config: Config, source: InputSource, mode
                     config.s3) as lease:
         staging = staging_uri(output_uri, report.run_id)
         todo = _stage_selection(spark, config, source, shard, resume, staging, report)
-        broadcast = spark.sparkContext.broadcast(model_files)
+        settings = _settings(spark, config, metadata)
+        precision = choose_precision(spark, config.inference, metadata, model_files, todo,
+                                     settings)
+        precision.record(report)
+        broadcast = spark.sparkContext.broadcast(precision.model_files)
         try:
             remaining = todo.count()
             report.chunks = max(1, math.ceil(remaining / config.run.objects_per_chunk))
@@ -104,7 +109,8 @@ def run_inference(spark: SparkSession, config: Config, source: InputSource, mode
                      "chunk(s), model %s", report.run_id, report.listed, source,
                      f" (shard {shard})" if shard else "", report.skipped_done, remaining,
                      report.chunks, metadata.tag)
-            run = _Run(config, metadata, broadcast, _settings(spark, config, metadata),
+            run = _Run(config, metadata, broadcast,
+                       replace(settings, precision=precision.precision),
                        ProgressCounters(spark.sparkContext), report, started_at, staging,
                        lease)
             with ProgressLogger(run.counters, remaining, config.run.progress_interval_s), \

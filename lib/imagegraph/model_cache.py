@@ -3,8 +3,10 @@
 The driver ships the artifact's files as a broadcast of {relative file name: bytes}; the first
 batch in a worker writes them to a local directory and loads the Keras model or SavedModel.
 Spark reuses Python workers (`spark.python.worker.reuse`, on by default), so later tasks find
-the model already loaded. Each load prints one line on the worker's stderr (the executor's log:
-on EMR the container's stderr), naming the worker's pid and Python, e.g.
+the model already loaded. With int8 precision the files also hold `INT8_MODEL_FILE`, the model
+the driver converted with full integer quantization (`quantize_int8`) and checked; the worker
+runs that flatbuffer and loads nothing else. Each load prints one line on the worker's stderr
+(the executor's log: on EMR the container's stderr), naming the worker's pid and Python, e.g.
 `imagegraph: model digits@v1 loaded in python worker 4711 (/mnt/.../environment) in 3.1 s`.
 """
 from __future__ import annotations
@@ -22,19 +24,29 @@ from imagegraph.model_artifact import (MODEL_FILE, SAVED_MODEL, SAVED_MODEL_DIR,
                                        model_format, preprocess)
 from imagegraph.tensorflow_output import quiet_tensorflow
 
+INT8_MODEL_FILE = "model.int8.tflite"
+"""The int8 TensorFlow Lite model among the shipped files (never part of an artifact)."""
+RAW_PIXEL_FAMILIES = ("scale_0_1", "mobilenet_v2", "efficientnet")
+"""Families whose preprocessing is one affine map for every channel: their int8 model takes the
+decoder's uint8 pixels as its quantized input, the preprocessing folded into the input's scale
+and zero point. Other families' int8 models take the preprocessed float images."""
+
 
 class LoadedModel:
     """A classifier behind one compiled function of a fixed batch size.
 
     `model` is a Keras model, or a SavedModel as `tf.saved_model.load` returns it whose
     `serving_default` signature maps one float input (the preprocessed images) to one output
-    (the class probabilities). `predict(pixels)` takes uint8 pixels (n, height, width,
-    channels), n <= batch_size, pads them to `batch_size` so the function is traced once,
-    applies the model family's preprocessing inside the graph, and returns (probabilities
-    (n, classes), embeddings (n, features) or None). With `embedding` (Keras models only), the
-    embedding is the penultimate layer's output. `runtime` 'tensorflow' runs a `tf.function`;
-    'tflite' converts the same graph once to TensorFlow Lite and runs it with the XNNPACK CPU
-    kernels on `threads` threads (0: all). Raises `ValueError` for a model it cannot run so.
+    (the class probabilities), or the bytes of a TensorFlow Lite model converted for this
+    batch size (`quantize_int8`), which runs on TensorFlow Lite whatever `runtime` says.
+    `predict(pixels)` takes uint8 pixels (n, height, width, channels), n <= batch_size, pads
+    them to `batch_size` so the function is traced once, applies the model family's
+    preprocessing (inside the graph, or folded into an int8 model's input), and returns
+    (probabilities (n, classes), embeddings (n, features) or None). With `embedding` (Keras
+    models only), the embedding is the penultimate layer's output. `runtime` 'tensorflow' runs
+    a `tf.function`; 'tflite' converts the same graph once to TensorFlow Lite and runs it with
+    the XNNPACK CPU kernels on `threads` threads (0: all). Raises `ValueError` for a model it
+    cannot run so.
     """
 
     def __init__(self, model, metadata: ModelMetadata, batch_size: int, embedding: bool,
@@ -44,10 +56,15 @@ class LoadedModel:
         self.batch_size = batch_size
         self.embedding = embedding
         shape = (batch_size, metadata.input_height, metadata.input_width, metadata.channels)
+        if isinstance(model, bytes):
+            self._run = _tflite_function(model, metadata.preprocessing, threads)
+            return
         if isinstance(model, tf.keras.Model):
             network = _with_embedding(model, shape[1:]) if embedding else model
             if runtime == "tflite":
-                self._run = _tflite_function(_keras_converter(network, metadata, shape), threads)
+                self._run = _tflite_function(
+                    _keras_converter(network, metadata, shape).convert(),
+                    metadata.preprocessing, threads)
                 return
 
             def forward(images):
@@ -64,7 +81,7 @@ class LoadedModel:
 
         if runtime == "tflite":  # a SavedModel: this function's graph, its variables frozen
             run = _tflite_function(tf.lite.TFLiteConverter.from_concrete_functions(
-                [run.get_concrete_function()], model), threads)
+                [run.get_concrete_function()], model).convert(), metadata.preprocessing, threads)
         self._run = run
         self._model = model  # a SavedModel's signature holds its variables only weakly
 
@@ -119,20 +136,87 @@ def _keras_converter(network, metadata: ModelMetadata, shape: tuple):
     return tf.lite.TFLiteConverter.from_keras_model(tf.keras.Model(inputs, network(scaled)))
 
 
-def _tflite_function(converter, threads: int):
-    """The model of `converter` (a `tf.lite.TFLiteConverter`), converted and run by an
-    interpreter on `threads` threads (0: all); returns a function of pixels -> its output(s)."""
+def quantize_int8(files: dict[str, bytes], metadata: ModelMetadata, batch_size: int,
+                  embedding: bool, calibration: np.ndarray, threads: int = 0) -> bytes:
+    """The model of the artifact `files` converted to TensorFlow Lite with full integer
+    quantization: int8 weights and activations on int8 kernels only, the activation ranges
+    calibrated on `calibration` (uint8 pixels (n, height, width, channels), n >= 1) plus one
+    black and one white image, float32 probabilities (and embeddings) out, for batches of
+    `batch_size`. A family of `RAW_PIXEL_FAMILIES` takes the decoder's uint8 pixels as input.
+
+    Raises what the converter raises (`ConverterError` for an operation without int8 kernels),
+    and `ValueError` when raw pixels would not be the family's input to within half a
+    quantization step."""
+    import tensorflow as tf
+
+    model = _load_model(files, threads)
+    shape = (batch_size, metadata.input_height, metadata.input_width, metadata.channels)
+    if isinstance(model, tf.keras.Model):
+        network = _with_embedding(model, shape[1:]) if embedding else model
+        inputs = tf.keras.Input(shape[1:], batch_size=batch_size)
+        converter = tf.lite.TFLiteConverter.from_keras_model(
+            tf.keras.Model(inputs, network(inputs)))
+    else:
+        forward = _serving_function(model, shape)
+        function = tf.function(forward, input_signature=[tf.TensorSpec(shape, tf.float32)])
+        converter = tf.lite.TFLiteConverter.from_concrete_functions(
+            [function.get_concrete_function()], model)
+    samples = np.concatenate([np.zeros((1, *shape[1:]), np.uint8),
+                              np.full((1, *shape[1:]), 255, np.uint8), calibration])
+
+    def representative_batches():
+        for start in range(0, len(samples), batch_size):  # the last batch filled by repeats
+            batch = np.resize(samples[start:start + batch_size], shape)
+            yield [np.asarray(preprocess(batch, metadata.preprocessing))]
+
+    raw_pixels = metadata.preprocessing in RAW_PIXEL_FAMILIES
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative_batches
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.uint8 if raw_pixels else tf.float32
+    flatbuffer = converter.convert()
+    if raw_pixels:
+        _check_raw_pixel_input(flatbuffer, metadata)
+    return flatbuffer
+
+
+def _check_raw_pixel_input(flatbuffer: bytes, metadata: ModelMetadata) -> None:
+    """`ValueError` unless the uint8 input of the TensorFlow Lite model `flatbuffer`, read as
+    its scale and zero point say, is the family's preprocessing of each level 0..255 to within
+    half a quantization step (what quantizing the preprocessed image would lose anyway)."""
     import tensorflow as tf
 
     with warnings.catch_warnings():  # tf.lite.Interpreter's notice of its move to LiteRT
         warnings.simplefilter("ignore", UserWarning)
-        interpreter = tf.lite.Interpreter(model_content=converter.convert(),
-                                          num_threads=threads or None)
+        interpreter = tf.lite.Interpreter(model_content=flatbuffer)
+    scale, zero_point = interpreter.get_input_details()[0]["quantization"]
+    levels = np.arange(256, dtype=np.uint8).reshape(1, 1, 256, 1)
+    exact = np.asarray(preprocess(np.repeat(levels, metadata.channels, axis=3),
+                                  metadata.preprocessing))[..., 0].ravel()
+    error = float(np.max(np.abs((np.arange(256) - zero_point) * scale - exact)))
+    if error > scale / 2 * 1.001:
+        raise ValueError(f"the int8 model's uint8 input (scale {scale:.6g}, zero point "
+                         f"{zero_point}) is off the {metadata.preprocessing} preprocessing of "
+                         f"raw pixels by up to {error:.4g}")
+
+
+def _tflite_function(flatbuffer: bytes, preprocessing: str, threads: int):
+    """The TensorFlow Lite model `flatbuffer` run by an interpreter on `threads` threads (0:
+    all); returns a function of uint8 pixels -> its output(s). A model of float input is fed
+    the family's `preprocessing` of the pixels; one of uint8 input, the pixels themselves."""
+    import tensorflow as tf
+
+    with warnings.catch_warnings():  # tf.lite.Interpreter's notice of its move to LiteRT
+        warnings.simplefilter("ignore", UserWarning)
+        interpreter = tf.lite.Interpreter(model_content=flatbuffer, num_threads=threads or None)
     runner = interpreter.get_signature_runner()
-    (input_name,) = runner.get_input_details()
+    ((input_name, input_details),) = runner.get_input_details().items()
     output_names = sorted(runner.get_output_details())  # output_0, output_1: Keras's order
+    takes_pixels = input_details["dtype"] == np.uint8
 
     def run(pixels: np.ndarray):
+        if not takes_pixels:
+            pixels = np.asarray(preprocess(pixels, preprocessing))
         outputs = runner(**{input_name: pixels})
         values = tuple(outputs[name] for name in output_names)
         return values if len(values) > 1 else values[0]
@@ -171,21 +255,24 @@ class ModelCache:
         return len(self._models)
 
     def get(self, metadata: ModelMetadata, files: dict[str, bytes], batch_size: int,
-            embedding: bool = False, threads: int = 0,
-            runtime: str = "tensorflow") -> LoadedModel:
+            embedding: bool = False, threads: int = 0, runtime: str = "tensorflow",
+            precision: str = "float32") -> LoadedModel:
         """The model of `metadata`, loading it from `files` (name -> bytes) the first time.
 
         `threads` > 0 sizes TensorFlow's thread pools before its first use in this process.
+        `precision` 'int8' runs `files[INT8_MODEL_FILE]` (converted for this `batch_size`).
         """
-        key = (metadata.model_id, metadata.uri, batch_size, embedding, runtime)
+        key = (metadata.model_id, metadata.uri, batch_size, embedding, runtime, precision)
         with self._lock:
             if key not in self._models:
                 # TensorFlow's conversion dumps and native log lines kept out of the job's log;
                 # one image run here, where TensorFlow Lite announces its XNNPACK delegate
                 started = time.monotonic()
                 with quiet_tensorflow():
-                    loaded = LoadedModel(_load_model(files, threads), metadata, batch_size,
-                                         embedding, runtime, threads)
+                    model = files[INT8_MODEL_FILE] if precision == "int8" else \
+                        _load_model(files, threads)
+                    loaded = LoadedModel(model, metadata, batch_size, embedding, runtime,
+                                         threads)
                     loaded.predict(np.zeros((1, metadata.input_height, metadata.input_width,
                                              metadata.channels), np.uint8))
                 self._models[key] = loaded

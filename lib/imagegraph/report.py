@@ -17,7 +17,10 @@ class RunReport:
     """Counts of one inference run. Every listed object is written (to the graph and
     predictions/, or with the graph off to predictions/ alone), dead-lettered, or skipped as
     done by an earlier run (`--resume`); every classified object is written or dead-lettered by
-    the graph stage."""
+    the graph stage. `precision` is what the model ran in; with int8 asked for, the `int8_`
+    fields say which calibration sample was used, the answer check on `int8_check_images`
+    images (top-1 agreement with float32, both accuracies when labels were known) and why the
+    run fell back to float32, if it did (see `precision`)."""
 
     run_id: str
     source: str
@@ -42,6 +45,13 @@ class RunReport:
     graph_images: int = 0
     chunks: int = 0
     elapsed_s: float = 0.0
+    precision: str = "float32"
+    int8_calibration: str = ""
+    int8_check_images: int = 0
+    int8_agreement: float | None = None
+    int8_accuracy: float | None = None
+    float32_accuracy: float | None = None
+    int8_fallback: str = ""
 
     @property
     def dead_lettered(self) -> int:

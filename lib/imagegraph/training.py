@@ -25,6 +25,7 @@ from pyspark.sql import functions as F
 
 from imagegraph import hadoop_fs
 from imagegraph.backbones import MIN_APPLICATION_SIZE, PREPROCESSING
+from imagegraph.calibration import store_training_sample
 from imagegraph.config import Config, TrainingConfig
 from imagegraph.errors import JobError
 from imagegraph.evaluation import EVALUATION_FILES, Evaluation, evaluate, write_evaluation
@@ -151,10 +152,12 @@ def run_training(spark: SparkSession, config: Config, input_uri: str, output_uri
             handle.write(chief.model_bytes)
         model = tf.keras.models.load_model(model_path)
         evaluation = _evaluate(model, holdout_data, feed, classes)
+    except BaseException:
+        labeled.unpersist()
+        raise
     finally:
         train_data.delete()
         holdout_data.delete()
-        labeled.unpersist()
 
     state = chief.state
     seconds = sum(state.history.get("seconds", [])) or 1.0
@@ -175,6 +178,10 @@ def run_training(spark: SparkSession, config: Config, input_uri: str, output_uri
                   "class_weights": list(feed.class_weights)},
         uri=output_uri.rstrip("/"),
     )
+    metadata = store_training_sample(spark, dataset, metadata,  # for inference.precision int8
+                                     config.inference.int8_calibration_images,
+                                     config.inference.int8_check_images, column)
+    labeled.unpersist()
     export = os.path.join(work, "export")
     write_artifact(export, model, metadata)
     write_evaluation(export, evaluation, state.history, metadata.tag)

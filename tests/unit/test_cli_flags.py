@@ -35,6 +35,7 @@ FLAGS = [
     (infer_parser, ["--top-k", "2"], "inference.top_k", 2),
     (infer_parser, ["--batch-size", "17"], "inference.batch_size", 17),
     (infer_parser, ["--partitions", "9"], "inference.partitions", 9),
+    (infer_parser, ["--precision", "int8"], "inference.precision", "int8"),
     (infer_parser, ["--set", "graph.rows_per_flush=77"], "graph.rows_per_flush", 77),
     (train_parser, ["--epochs", "11"], "training.epochs", 11),
     (train_parser, ["--model-name", "flowers"], "training.model_name", "flowers"),

@@ -1,0 +1,95 @@
+"""inference.precision int8 through the real job on the trained digits: the artifact's stored
+calibration sample, the answer check on its labeled held-out digits, the int8 model shipped to
+the workers, a reconciled run whose answers agree with the float32 model's; and a model without a
+stored sample, calibrated on images the driver draws from the job's input."""
+from dataclasses import replace
+
+import numpy as np
+import pytest
+from pyspark.sql import functions as F
+
+from imagegraph.calibration import CALIBRATION_FILE
+from imagegraph.decode import decode_image
+from imagegraph.inference_job import run_inference
+from imagegraph.model_artifact import ARTIFACT_FILES
+from imagegraph.model_cache import ModelCache
+from imagegraph.model_store import read_model_artifact
+from imagegraph.selection import PREFIX, InputSource
+
+from conftest import BUCKET, MODEL_URI
+
+INPUT = InputSource(PREFIX, f"s3a://{BUCKET}/incoming/")
+OUTPUT = f"s3a://{BUCKET}/int8-results"
+UNCALIBRATED_KEY = "models/digits-uncalibrated/v1"
+
+
+def int8_config(config, graph: bool):
+    """int8 asked for; the check passes at 95% (the held-out split is 40 digits: at 99%, one
+    near-tie of this briefly trained model would make the run fall back)."""
+    return replace(config, graph=replace(config.graph, enabled=graph),
+                   inference=replace(config.inference, precision="int8",
+                                     int8_min_agreement=0.95))
+
+
+def top_classes(spark, run_id: str) -> dict[str, str]:
+    rows = (spark.read.parquet(f"{OUTPUT}/predictions").where(F.col("run_id") == run_id)
+            .select("uri", F.element_at("labels", 1).alias("top")).collect())
+    return {row["uri"]: row["top"] for row in rows}
+
+
+def float32_top_classes(spark, dataset) -> dict[str, str]:
+    """The float32 model's top class of each held-out digit, run in this process."""
+    metadata, files = read_model_artifact(spark, MODEL_URI)
+    model = ModelCache().get(metadata, files, 64, runtime="tflite")
+    digits = {key: data for key, data in dataset["incoming"].items()
+              if key.startswith("digits/")}
+    pixels = np.stack([decode_image(data, 32, 32, 1, 10**6, 10**6).pixels
+                       for data in digits.values()])
+    probabilities, _ = model.predict(pixels)
+    return {f"s3://{BUCKET}/incoming/{key}": metadata.classes[int(np.argmax(p))]
+            for key, p in zip(digits, probabilities)}
+
+
+@pytest.fixture(scope="module")
+def int8_run(spark, config, trained_model, graph):
+    return run_inference(spark, int8_config(config, graph=True), INPUT, MODEL_URI, OUTPUT)
+
+
+def test_training_stores_a_labeled_calibration_sample(s3, trained_model):
+    metrics = trained_model.metadata.metrics
+    assert s3.head_object(Bucket=BUCKET, Key=f"models/digits/v1/{CALIBRATION_FILE}")
+    # 200 digits: all the training split (under the 200 asked for) and the held-out split
+    assert metrics["int8_calibration_images"] == trained_model.train_images
+    assert metrics["int8_check_images"] == trained_model.holdout_images
+
+
+def test_int8_run_reconciles_and_agrees_with_float32(spark, dataset, int8_run,
+                                                      trained_model):
+    assert (int8_run.precision, int8_run.int8_fallback) == ("int8", "")
+    assert int8_run.int8_calibration == (
+        f"artifact: {trained_model.train_images} images to calibrate, "
+        f"{trained_model.holdout_images} labeled to check")
+    assert int8_run.int8_check_images == trained_model.holdout_images
+    assert int8_run.int8_agreement >= 0.95
+    assert int8_run.float32_accuracy == pytest.approx(
+        trained_model.metadata.metrics["holdout_accuracy"], abs=0.03)
+    assert abs(int8_run.int8_accuracy - int8_run.float32_accuracy) <= 0.05
+    assert int8_run.reconciles() and int8_run.classified == 44 and int8_run.graph_written == 44
+    int8_top, float32_top = top_classes(spark, int8_run.run_id), float32_top_classes(spark,
+                                                                                     dataset)
+    assert len(float32_top) == 40 and float32_top.keys() <= int8_top.keys()
+    agreeing = sum(int8_top[uri] == float32_top[uri] for uri in float32_top)
+    assert agreeing >= 38, f"int8 and float32 agree on {agreeing} of 40 digits"
+
+
+def test_a_model_without_a_sample_is_calibrated_on_the_input(spark, config, s3, trained_model):
+    for name in ARTIFACT_FILES:  # the artifact without calibration.npz
+        s3.copy_object(Bucket=BUCKET, Key=f"{UNCALIBRATED_KEY}/{name}",
+                       CopySource={"Bucket": BUCKET, "Key": f"models/digits/v1/{name}"})
+    report = run_inference(spark, int8_config(config, graph=False), INPUT,
+                           f"s3a://{BUCKET}/{UNCALIBRATED_KEY}", OUTPUT)
+    # 45 objects drawn, the corrupt one left out, 44 split 200:200
+    assert report.int8_calibration == "input: 22 images to calibrate, 22 to check"
+    assert report.int8_check_images == 22 and report.int8_accuracy is None
+    assert report.precision == "int8" and report.int8_agreement >= 0.95
+    assert report.reconciles() and report.classified == 44

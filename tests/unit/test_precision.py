@@ -1,0 +1,210 @@
+"""int8 inference: full integer quantization of the artifact's model, the answer check against
+float32 and its fallbacks, on small fixed-weight models (no Spark, no servers)."""
+import json
+import logging
+
+import numpy as np
+import pytest
+
+from imagegraph.calibration import ARTIFACT, INPUT, CalibrationSample
+from imagegraph.config import S3Config
+from imagegraph.inference import InferenceSettings
+from imagegraph.model_artifact import LABELS_FILE, METADATA_FILE, ModelMetadata, write_artifact
+from imagegraph.model_cache import INT8_MODEL_FILE, ModelCache
+from imagegraph.object_reader import ReaderSettings
+from imagegraph.precision import FLOAT32, INT8, AnswerCheck, compare_answers, \
+    precision_line, quantize_and_check
+from imagegraph.report import RunReport
+
+BRIGHTNESS = ModelMetadata(name="brightness", version="1", input_height=4, input_width=4,
+                           channels=1, preprocessing="scale_0_1",
+                           classes=("dark", "mid", "bright"))
+SETTINGS = InferenceSettings(
+    top_k=1, batch_size=8, max_image_pixels=10**6, threads=1, runtime="tflite",
+    reader=ReaderSettings.from_config(S3Config(), threads=1, max_bytes=10**6))
+
+
+def levels(*values: int) -> np.ndarray:
+    """uint8 images (n, 4, 4, 1), each of one gray level."""
+    return np.stack([np.full((4, 4, 1), value, np.uint8) for value in values])
+
+
+def brightness_class(level: int) -> int:
+    """The float model's class of a gray level (logits 0, 5m-2.5, 12m-8 for m = level/255)."""
+    m = level / 255
+    return int(np.argmax([0.0, 5 * m - 2.5, 12 * m - 8]))
+
+
+def keras_files(tmp_path, model, metadata: ModelMetadata) -> dict[str, bytes]:
+    write_artifact(str(tmp_path), model, metadata)
+    return {path.name: path.read_bytes() for path in tmp_path.iterdir()}
+
+
+def dense_model(weights, bias):
+    """inputs (4, 4, 1) -> mean -> Dense(len(bias)) -> softmax, with fixed weights."""
+    import tensorflow as tf
+
+    inputs = tf.keras.Input((4, 4, 1))
+    dense = tf.keras.layers.Dense(len(bias), activation="softmax")
+    model = tf.keras.Model(inputs, dense(tf.keras.layers.GlobalAveragePooling2D()(inputs)))
+    dense.set_weights([np.array([weights], np.float32), np.array(bias, np.float32)])
+    return model
+
+
+@pytest.fixture(scope="module")
+def brightness_files(tmp_path_factory):
+    return keras_files(tmp_path_factory.mktemp("brightness"),
+                       dense_model([0.0, 5.0, 12.0], [0.0, -2.5, -8.0]), BRIGHTNESS)
+
+
+def test_compare_answers_counts_top1_agreement_and_both_accuracies():
+    float32 = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
+    int8 = np.array([[0.8, 0.2], [0.6, 0.4], [0.6, 0.4], [0.4, 0.6]])
+    assert compare_answers(float32, int8, None) == AnswerCheck(4, 0.75)
+    assert compare_answers(float32, int8, np.array([0, 1, 1, 1])) == AnswerCheck(
+        4, 0.75, int8_accuracy=0.5, float32_accuracy=0.75)
+
+
+@pytest.mark.parametrize("family", ["scale_0_1", "mobilenet_v2"])
+def test_int8_takes_the_decoders_pixels_and_keeps_the_answers(tmp_path, family):
+    import tensorflow as tf
+
+    metadata = ModelMetadata(**{**BRIGHTNESS.__dict__, "preprocessing": family})
+    # mobilenet_v2 maps 0..255 to -1..1: the same model then reads mean brightness 2m-1
+    files = keras_files(tmp_path, dense_model([0.0, 5.0, 12.0], [0.0, -2.5, -8.0]), metadata)
+    check_levels = list(range(0, 256, 5))
+    float32 = ModelCache().get(metadata, files, 8, runtime="tflite")
+    expected = np.argmax(np.concatenate([float32.predict(levels(*check_levels[i:i + 8]))[0]
+                                         for i in range(0, len(check_levels), 8)]), axis=1)
+    sample = CalibrationSample(levels(*range(0, 256, 16)), levels(*check_levels), expected,
+                               ARTIFACT)
+    choice = quantize_and_check(files, metadata, SETTINGS, sample, min_agreement=0.95)
+    assert choice.precision == INT8 and choice.fallback == ""
+    assert choice.check == AnswerCheck(len(check_levels), 1.0, 1.0, 1.0)
+    assert choice.calibration == f"artifact: 16 images to calibrate, {len(check_levels)} " \
+                                 "labeled to check"
+    flatbuffer = choice.model_files[INT8_MODEL_FILE]
+    assert set(choice.model_files) == set(files) | {INT8_MODEL_FILE}
+    interpreter = tf.lite.Interpreter(model_content=flatbuffer)
+    (model_input,), (model_output,) = (interpreter.get_input_details(),
+                                       interpreter.get_output_details())
+    assert model_input["dtype"] == np.uint8  # the decoder's pixels, as they are
+    assert model_output["dtype"] == np.float32  # probabilities
+    inside = {d["dtype"] for d in interpreter.get_tensor_details()
+              if d["index"] not in (model_input["index"], model_output["index"])}
+    assert inside == {np.int8, np.int32}  # weights, activations and biases: all integer
+    # the worker's path: the shipped flatbuffer in the cache, fixed batch, padded batches
+    worker = ModelCache().get(metadata, choice.model_files, 8, threads=1, runtime="tflite",
+                              precision=INT8)
+    probabilities, _ = worker.predict(levels(0, 255, 200))
+    assert probabilities.shape == (3, 3) and probabilities.dtype == np.float32
+    assert np.argmax(probabilities, axis=1).tolist() == expected[[0, 51, 40]].tolist()
+
+
+def test_int8_of_a_per_channel_family_takes_the_preprocessed_images(tmp_path):
+    import tensorflow as tf
+
+    # resnet50: BGR, each channel less its own ImageNet mean; no one scale and zero point
+    # maps raw pixels to that, so the int8 model takes float input, quantized on the way in
+    metadata = ModelMetadata(**{**BRIGHTNESS.__dict__, "channels": 3,
+                                "preprocessing": "resnet50"})
+    inputs = tf.keras.Input((4, 4, 3))
+    dense = tf.keras.layers.Dense(3, activation="softmax")
+    model = tf.keras.Model(inputs, dense(tf.keras.layers.GlobalAveragePooling2D()(inputs)))
+    dense.set_weights([np.array([[0.0, 0.02, 0.05]] * 3, np.float32) / 3,
+                       np.array([0.0, 0.0, -1.0], np.float32)])
+    files = keras_files(tmp_path, model, metadata)
+    gray = np.repeat(levels(*range(0, 256, 5)), 3, axis=3)
+    sample = CalibrationSample(gray[::3], gray, None, INPUT)
+    choice = quantize_and_check(files, metadata, SETTINGS, sample, min_agreement=0.95)
+    assert (choice.precision, choice.check.images) == (INT8, len(gray))
+    assert choice.check.agreement >= 0.95
+    interpreter = tf.lite.Interpreter(model_content=choice.model_files[INT8_MODEL_FILE])
+    assert interpreter.get_input_details()[0]["dtype"] == np.float32
+
+
+def test_int8_below_the_agreement_falls_back_to_float32_in_one_line(tmp_path, caplog):
+    # two classes a hair apart: float32 always picks the second; int8's softmax output has
+    # steps of 1/256, so it sees a tie and picks the first
+    metadata = ModelMetadata(**{**BRIGHTNESS.__dict__, "classes": ("a", "b")})
+    files = keras_files(tmp_path, dense_model([0.001, 0.002], [0.0, 0.0005]), metadata)
+    sample = CalibrationSample(levels(0, 100, 200), levels(10, 60, 110, 160, 210), None, INPUT)
+    with caplog.at_level(logging.INFO, logger="imagegraph.precision"):
+        choice = quantize_and_check(files, metadata, SETTINGS, sample, min_agreement=0.99)
+    assert choice.precision == FLOAT32 and choice.model_files is files
+    assert choice.check == AnswerCheck(5, 0.0)
+    assert choice.fallback == ("int8 agreed with float32's top-1 class on 0.00% of 5 input "
+                               "images, under inference.int8_min_agreement 99.00%")
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", f"inference.precision int8: running float32 instead: {choice.fallback}")]
+    report = RunReport(run_id="r", source="s", output_uri="o", model="m")
+    choice.record(report)
+    assert {key: value for key, value in report.to_dict().items()
+            if key.startswith(("int8_", "float32_", "precision"))} == {
+        "precision": FLOAT32, "int8_calibration": "input: 3 images to calibrate, 5 to check",
+        "int8_check_images": 5, "int8_agreement": 0.0, "int8_accuracy": None,
+        "float32_accuracy": None, "int8_fallback": choice.fallback}
+
+
+def test_a_model_int8_cannot_convert_falls_back_to_float32(tmp_path, caplog):
+    import tensorflow as tf
+
+    class ErfModel(tf.Module):  # tf.math.erf: no TensorFlow Lite kernel, int8 or other
+        @tf.function(input_signature=[tf.TensorSpec((None, 4, 4, 1), tf.float32)])
+        def serve(self, images):
+            mean = tf.reduce_mean(images, [1, 2])
+            return {"probabilities": tf.nn.softmax(
+                tf.concat([tf.math.erf(mean), 1 - mean, 0 * mean], axis=1))}
+
+    module = ErfModel()
+    tf.saved_model.save(module, str(tmp_path / "saved_model"), signatures=module.serve)
+    (tmp_path / LABELS_FILE).write_text(json.dumps(list(BRIGHTNESS.classes)))
+    (tmp_path / METADATA_FILE).write_text(BRIGHTNESS.to_json())
+    files = {path.relative_to(tmp_path).as_posix(): path.read_bytes()
+             for path in tmp_path.rglob("*") if path.is_file()}
+    sample = CalibrationSample(levels(0, 128, 255), levels(30, 220), None, INPUT)
+    settings = InferenceSettings(**{**SETTINGS.__dict__, "runtime": "tensorflow"})
+    with caplog.at_level(logging.WARNING, logger="imagegraph.precision"):
+        choice = quantize_and_check(files, BRIGHTNESS, settings, sample, min_agreement=0.99)
+    assert choice.precision == FLOAT32 and choice.check is None
+    assert choice.fallback == ("the int8 conversion failed: ConverterError: 'tf.Erf' op is "
+                               "neither a custom op nor a flex op")
+    assert len(caplog.records) == 1 and choice.fallback in caplog.records[0].getMessage()
+    # and float32 runs it (TensorFlow runtime): the job goes on
+    probabilities, _ = ModelCache().get(BRIGHTNESS, files, 8, runtime="tensorflow").predict(
+        levels(30, 220))
+    assert np.argmax(probabilities, axis=1).tolist() == [1, 0]
+
+
+def test_nothing_to_calibrate_on_falls_back_to_float32(brightness_files):
+    empty = np.zeros((0, 4, 4, 1), np.uint8)
+    choice = quantize_and_check(brightness_files, BRIGHTNESS, SETTINGS,
+                                CalibrationSample(empty, empty, None, INPUT), 0.99)
+    assert (choice.precision, choice.check) == (FLOAT32, None)
+    assert choice.fallback == ("no images to calibrate on or check with (input: 0 images to "
+                               "calibrate, 0 to check)")
+
+
+def test_calibration_sample_round_trips_through_its_file():
+    sample = CalibrationSample(levels(1, 2), levels(3, 4, 5), np.array([0, 2, 1]), ARTIFACT)
+    back = CalibrationSample.from_npz(sample.to_npz())
+    np.testing.assert_array_equal(back.calibration, sample.calibration)
+    np.testing.assert_array_equal(back.check, sample.check)
+    assert back.check_labels.tolist() == [0, 2, 1] and back.source == ARTIFACT
+    unlabeled = CalibrationSample.from_npz(
+        CalibrationSample(levels(1), levels(2), None, INPUT).to_npz())
+    assert unlabeled.check_labels is None
+
+
+def test_precision_line_says_what_ran_and_why():
+    report = RunReport(run_id="r", source="s", output_uri="o", model="m")
+    assert precision_line(report) is None  # float32, as asked
+    report.precision, report.int8_calibration, report.int8_agreement = \
+        INT8, "artifact: 200 images to calibrate, 40 labeled to check", 0.975
+    report.int8_accuracy, report.float32_accuracy = 0.95, 0.975
+    assert precision_line(report) == (
+        "  precision            int8 (artifact: 200 images to calibrate, 40 labeled to check; "
+        "top-1 agreement with float32 97.50%, accuracy int8 0.9500 float32 0.9750)")
+    report.precision, report.int8_fallback = FLOAT32, "the int8 conversion failed: X"
+    assert precision_line(report) == ("  precision            float32 (int8 not used: the int8 "
+                                      "conversion failed: X)")
