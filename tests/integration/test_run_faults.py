@@ -213,7 +213,8 @@ def test_python_worker_killed_mid_task_is_retried(spark, config, trained_model, 
             assigned = [pid for pid, ticks in _our_python_workers(_process_table()).items()
                         if ticks > idle.get(pid, -1)]
         assert proxy.held and assigned, "no task got as far as reading its input"
-        os.kill(assigned[0], signal.SIGKILL)
+        for pid in assigned:  # those waiting on a held read among them; an idle one is forked anew
+            os.kill(pid, signal.SIGKILL)
         proxy.release()
         report = finished(thread, outcome)
     assert failed_tasks(spark, "worker-kill") >= 1, "the kill did not fail a task"

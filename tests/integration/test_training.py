@@ -132,8 +132,11 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(endpoints, dataset, s3):
 
 def test_two_workers_train_together_within_the_single_worker_band(endpoints, dataset,
                                                                   trained_model):
+    # each step takes a batch on both workers, so an epoch is half the steps it is on one:
+    # 8 epochs make as many optimizer steps as the single worker's 4
     stdout, _ = finish(train_job(endpoints, f"s3a://{BUCKET}/models/two-workers/v1",
-                                 "--workers", "2", master="local-cluster[2,1,2048]"))
+                                 "--workers", "2", "--epochs", "8",
+                                 master="local-cluster[2,1,2048]"))
     per_worker = summary_value(stdout, "images per worker").split(" stepped")[0].split(", ")
     assert len(per_worker) == 2 and min(map(int, per_worker)) > 0  # both workers trained
     accuracy = float(summary_value(stdout, "held-out accuracy"))
