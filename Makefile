@@ -46,7 +46,7 @@ build/bin/toxiproxy-server:
 package: build/package/.built
 build/package/.built: $(VENV)/.installed requirements.txt constraints.txt setup.py \
 		emr/build_package.py emr/bootstrap.sh emr/launcher.yaml $(wildcard jobs/*.py) \
-		$(shell find lib -name '*.py')
+		$(shell find lib -name '*.py' -o -name '*.xml')
 	$(PY) emr/build_package.py --out build/package
 	touch $@
 
@@ -79,9 +79,10 @@ cluster-demo: build/.jars build/bin/toxiproxy-server build/package/.built
 	$(PY) dev/demo.py --cluster
 
 # Fine-tunes MobileNetV2 from a weights file in the local S3 on scikit-image photo crops
-# (dev/demo_finetune.py; README "Training"). Not part of `make test`.
+# (dev/demo_finetune.py; README "Training"). Not part of `make test`. PRECISION=int8 then
+# classifies the crops with the int8 model, whose summary compares it with float32.
 demo-finetune: build/.jars
-	$(PY) dev/demo_finetune.py
+	$(PY) dev/demo_finetune.py --precision $(PRECISION)
 
 # The packed environment first: tests/integration/test_cluster.py submits the jobs with it.
 test: build/.jars build/bin/toxiproxy-server build/package/.built

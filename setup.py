@@ -12,6 +12,7 @@ setup(
     description="Classify images from S3 with a TensorFlow CNN in Spark; upsert into Neptune",
     package_dir={"": "lib"},
     packages=find_packages("lib"),
+    package_data={"imagegraph": ["fairscheduler.xml"]},
     python_requires=">=3.11,<3.12",
     install_requires=requirements,
 )

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sys
+from pathlib import Path
 
 from pyspark import SparkConf, SparkContext
 from pyspark.sql import SparkSession
@@ -10,6 +11,9 @@ from pyspark.sql import SparkSession
 from imagegraph.config import Config
 
 _S3A_CREDENTIALS = "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
+FAIR_SCHEDULER_POOLS = Path(__file__).with_name("fairscheduler.xml")
+"""Declares `background.BACKGROUND_POOL`; a file: URI, as a bare path would be read from the
+cluster's default file system (HDFS on EMR)."""
 
 
 def spark_conf(config: Config) -> dict[str, str]:
@@ -18,6 +22,7 @@ def spark_conf(config: Config) -> dict[str, str]:
     conf = {key: str(value) for key, value in config.spark.conf.items()}
     conf["spark.sql.execution.arrow.maxRecordsPerBatch"] = str(config.inference.arrow_batch_size)
     conf["spark.scheduler.mode"] = "FAIR"  # a chunk's graph load beside the next's inference
+    conf.setdefault("spark.scheduler.allocation.file", FAIR_SCHEDULER_POOLS.as_uri())
     s3 = config.s3
     if s3.endpoint:
         conf["spark.hadoop.fs.s3a.endpoint"] = s3.endpoint

@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 from imagegraph.config import load_config
 from imagegraph.spark_session import spark_conf
 
@@ -47,3 +49,20 @@ def test_jobs_of_concurrent_driver_threads_share_the_executors_fairly():
     Spark's default FIFO scheduler the commit's jobs would wait for every classification task
     to start."""
     assert spark_conf(load_config(None))["spark.scheduler.mode"] == "FAIR"
+
+
+def test_the_background_pool_is_declared_in_the_allocation_file_unless_the_config_names_one():
+    """Spark warns in every run that it created an undeclared pool; the file declares it."""
+    from urllib.parse import urlsplit
+    from xml.etree import ElementTree
+
+    from imagegraph.background import BACKGROUND_POOL
+
+    allocation_file = spark_conf(load_config(None))["spark.scheduler.allocation.file"]
+    assert allocation_file.startswith("file:///")  # not read from EMR's default file system
+    pools = ElementTree.parse(urlsplit(allocation_file).path).getroot().findall("pool")
+    assert [pool.get("name") for pool in pools] == [BACKGROUND_POOL]
+    config = load_config(None)
+    own = replace(config, spark=replace(config.spark, conf={
+        "spark.scheduler.allocation.file": "s3://bucket/pools.xml"}))
+    assert spark_conf(own)["spark.scheduler.allocation.file"] == "s3://bucket/pools.xml"
