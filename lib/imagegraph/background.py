@@ -45,19 +45,18 @@ class BackgroundJobs:
     def run_in_foreground(self, work: Callable[..., Any], *args: Any) -> Any:
         """`work(*args)` on this thread. When it fails because failed background work
         cancelled its jobs, raises the background's failure instead."""
+        if self._error is not None:
+            raise self._error
         self._foreground_busy.set()
         try:
-            if self._error is not None:
-                raise self._error
             return work(*args)
         except BaseException:
-            if self._error is not None:
-                self._foreground_busy.clear()
-                self._join()
-                raise self._error from None
-            raise
+            if self._error is None:
+                raise
         finally:
-            self._foreground_busy.clear()
+            self._foreground_busy.clear()  # ends the background's cancel loop
+        self._join()
+        raise self._error from None
 
     def submit(self, work: Callable[..., Any], *args: Any) -> None:
         """Wait for the background work before (raising its failure), then start `work(*args)`

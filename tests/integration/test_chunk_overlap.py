@@ -60,6 +60,14 @@ def images_in_graph(graph_config) -> int:
         return g.V().has_label("image").count().next()
 
 
+def prepare(spark, config, s3, digits, prefix: str) -> tuple[dict[str, str], dict[str, int], str]:
+    """The digits put under `prefix`/ and an empty graph: ({uri: sha256}, {uri: chunk}, the
+    run's output URI)."""
+    expected = put(s3, BUCKET, f"{prefix}/", digits)
+    empty_graph(config.graph)
+    return expected, chunk_of(spark, expected), f"s3a://{BUCKET}/{prefix}-out"
+
+
 def chunked(config, proxy: S3FaultProxy, gremlin_endpoint: str, **graph):
     return through(proxy, replace(
         config, run=replace(config.run, objects_per_chunk=OBJECTS // CHUNKS),
@@ -69,10 +77,7 @@ def chunked(config, proxy: S3FaultProxy, gremlin_endpoint: str, **graph):
 
 def test_next_chunk_is_classified_while_the_graph_load_waits(
         spark, config, s3, trained_model, digits, gremlin_proxy, proxied_gremlin_endpoint):
-    expected = put(s3, BUCKET, "overlap/", digits)
-    chunks = chunk_of(spark, expected)
-    empty_graph(config.graph)
-    output = f"s3a://{BUCKET}/overlap-out"
+    expected, chunks, output = prepare(spark, config, s3, digits, "overlap")
     with S3FaultProxy(config.s3.endpoint) as proxy:
         run_config = chunked(config, proxy, proxied_gremlin_endpoint, connect_timeout_s=60.0)
         thread, outcome = run_in_thread(spark, run_config, f"s3a://{BUCKET}/overlap/", output,
@@ -93,10 +98,7 @@ def test_next_chunk_is_classified_while_the_graph_load_waits(
 
 def test_a_graph_load_that_stops_the_run_cancels_the_classification_in_flight(
         spark, config, s3, trained_model, digits, gremlin_proxy, proxied_gremlin_endpoint):
-    expected = put(s3, BUCKET, "overlap-stop/", digits)
-    chunks = chunk_of(spark, expected)
-    empty_graph(config.graph)
-    output = f"s3a://{BUCKET}/overlap-stop-out"
+    _, chunks, output = prepare(spark, config, s3, digits, "overlap-stop")
     with S3FaultProxy(config.s3.endpoint) as proxy:
         run_config = chunked(config, proxy, proxied_gremlin_endpoint, failover_budget_s=3.0,
                              connect_timeout_s=1.0)
