@@ -137,7 +137,8 @@ def quantize_and_check(model_files: dict[str, bytes], metadata: ModelMetadata,
         return _fall_back(model_files, calibration, check,
                           f"int8 agreed with float32's top-1 class on {check.agreement:.2%} of "
                           f"{check.images} {sample.source} images, under "
-                          f"inference.int8_min_agreement {min_agreement:.2%}")
+                          f"inference.int8_min_agreement {min_agreement:.2%}"
+                          f"{_accuracies(check)}")
     log.info("precision int8 (%s): top-1 agreement with float32 %.2f%% of %d images%s",
              calibration, 100 * check.agreement, check.images, _accuracies(check))
     return PrecisionChoice(INT8, {**model_files, INT8_MODEL_FILE: flatbuffer}, calibration,

@@ -128,22 +128,25 @@ def test_int8_below_the_agreement_falls_back_to_float32_in_one_line(tmp_path, ca
     # steps of 1/256, so it sees a tie and picks the first
     metadata = ModelMetadata(**{**BRIGHTNESS.__dict__, "classes": ("a", "b")})
     files = keras_files(tmp_path, dense_model([0.001, 0.002], [0.0, 0.0005]), metadata)
-    sample = CalibrationSample(levels(0, 100, 200), levels(10, 60, 110, 160, 210), None, INPUT)
+    sample = CalibrationSample(levels(0, 100, 200), levels(10, 60, 110, 160, 210),
+                               np.ones(5, np.int32), ARTIFACT)  # labeled "b"
     with caplog.at_level(logging.INFO, logger="imagegraph.precision"):
         choice = quantize_and_check(files, metadata, SETTINGS, sample, min_agreement=0.99)
     assert choice.precision == FLOAT32 and choice.model_files is files
-    assert choice.check == AnswerCheck(5, 0.0)
-    assert choice.fallback == ("int8 agreed with float32's top-1 class on 0.00% of 5 input "
-                               "images, under inference.int8_min_agreement 99.00%")
+    assert choice.check == AnswerCheck(5, 0.0, int8_accuracy=0.0, float32_accuracy=1.0)
+    assert choice.fallback == ("int8 agreed with float32's top-1 class on 0.00% of 5 artifact "
+                               "images, under inference.int8_min_agreement 99.00%; accuracy "
+                               "int8 0.0000, float32 1.0000")
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
         ("WARNING", f"inference.precision int8: running float32 instead: {choice.fallback}")]
     report = RunReport(run_id="r", source="s", output_uri="o", model="m")
     choice.record(report)
     assert {key: value for key, value in report.to_dict().items()
             if key.startswith(("int8_", "float32_", "precision"))} == {
-        "precision": FLOAT32, "int8_calibration": "input: 3 images to calibrate, 5 to check",
-        "int8_check_images": 5, "int8_agreement": 0.0, "int8_accuracy": None,
-        "float32_accuracy": None, "int8_fallback": choice.fallback}
+        "precision": FLOAT32,
+        "int8_calibration": "artifact: 3 images to calibrate, 5 labeled to check",
+        "int8_check_images": 5, "int8_agreement": 0.0, "int8_accuracy": 0.0,
+        "float32_accuracy": 1.0, "int8_fallback": choice.fallback}
 
 
 def test_a_model_int8_cannot_convert_falls_back_to_float32(tmp_path, caplog):
