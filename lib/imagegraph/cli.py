@@ -100,7 +100,7 @@ def infer_parser() -> argparse.ArgumentParser:
                              "neptune-db:StartLoaderJob and GetLoaderJobStatus for the job "
                              "(config: graph.load; default mergev; README \"Bulk load\")")
     parser.add_argument("--max-concurrent-writers", type=int, metavar="N",
-                        help="partitions writing to the graph at once; 0: twice the Neptune "
+                        help="connections writing to the graph at once; 0: twice the Neptune "
                              "writer's vCPUs, graph.instance_vcpus (config: "
                              "graph.max_concurrent_writers)")
     parser.add_argument("--max-upserts-per-second", type=float, metavar="N",

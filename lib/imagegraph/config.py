@@ -107,8 +107,10 @@ class GraphConfig:
     Requests carry at most `records_per_request` records (a label or a property is one record,
     as Neptune counts them) and `max_steps_per_request` traversal steps. `rows_per_flush`
     prediction rows are buffered per partition before their vertices, then their edges, are
-    written. At most `max_concurrent_writers` partitions write at once, one request in flight
-    each, together at most `max_upserts_per_s` vertices and edges a second (0: no cap). Its
+    written. At most `max_concurrent_writers` connections write at once, one request in flight
+    each, together at most `max_upserts_per_s` vertices and edges a second (0: no cap); a
+    writing task holds up to `connections_per_task` of them, a thread each, so that a load
+    occupies a few task slots rather than one per connection. `max_concurrent_writers`'s
     default, 0, sizes them to the Neptune writer instance: `writers` is 2 x `instance_vcpus`,
     the number of queries Neptune executes at once (it runs "twice the number of vCPUs" worker
     threads and queues the rest, queue time counting against the query timeout:
@@ -148,6 +150,7 @@ class GraphConfig:
     max_steps_per_request: int = 1500
     instance_vcpus: int = 4
     max_concurrent_writers: int = 0
+    connections_per_task: int = 4
     max_upserts_per_s: float = 0.0
     max_attempts: int = 8
     retry_base_delay_s: float = 0.5
@@ -166,7 +169,7 @@ class GraphConfig:
 
     @property
     def writers(self) -> int:
-        """Partitions that write at once: `max_concurrent_writers`, or when that is 0, 2 x
+        """Connections that write at once: `max_concurrent_writers`, or when that is 0, 2 x
         `instance_vcpus` (Neptune's query threads)."""
         return self.max_concurrent_writers or 2 * self.instance_vcpus
 
@@ -293,7 +296,8 @@ _POSITIVE = {
     "graph.records_per_request", "graph.max_steps_per_request", "graph.max_attempts",
     "graph.retry_base_delay_s", "graph.retry_max_delay_s", "graph.failover_budget_s",
     "graph.max_split_requests", "graph.max_failures_in_a_row", "graph.connect_timeout_s",
-    "graph.request_timeout_s", "graph.instance_vcpus", "graph.loader_poll_interval_s",
+    "graph.request_timeout_s", "graph.instance_vcpus", "graph.connections_per_task",
+    "graph.loader_poll_interval_s",
     "graph.loader_timeout_s", "s3.retry_interval_s", "s3.throttle_retry_interval_s",
     "training.input_height",
     "training.input_width", "training.epochs", "training.batch_size", "training.learning_rate",

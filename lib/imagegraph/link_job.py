@@ -7,8 +7,8 @@ edges dropped, then the content vertices, then the has_content, near_duplicate a
 edges -> each run linked recorded as `<output>/_linked/<name@version>/<run_id>` -> report.
 
 Old images are not compared among themselves again, so a run costs about what its new images
-do. Each graph pass runs in at most `graph.max_concurrent_writers` partitions, each with its own
-writer (retries as for inference). A failure that outlasts the retries stops the run with one
+do. Each graph pass runs in at most `graph.writers` partitions (`max_concurrent_writers`, or
+2 x `instance_vcpus`), each with its own writer and connection (retries as for inference). A failure that outlasts the retries stops the run with one
 line before any run is recorded, so the next run does the same work again; every write is an
 idempotent upsert, so nothing is duplicated. `run_link` is what `jobs/link.py` calls.
 """
@@ -183,12 +183,10 @@ def _labelled(pairs: Pairs, label: str) -> DataFrame:
 
 def _graph_pass(frame: DataFrame, graph: GraphConfig,
                 write_chunk: Callable[[GraphWriter, list[dict]], None]) -> WriteStats:
-    """Write `frame` with `write_chunk(writer, rows)` from at most
-    `graph.max_concurrent_writers` partitions, `graph.rows_per_flush` rows at a time; the
-    writers' counts summed, or `JobError` with the line of each writer that failed."""
-    writers = frame.rdd.getNumPartitions()
-    if graph.max_concurrent_writers:
-        writers = min(writers, graph.max_concurrent_writers)
+    """Write `frame` with `write_chunk(writer, rows)` from at most `graph.writers` partitions
+    (one connection each), `graph.rows_per_flush` rows at a time; the writers' counts summed,
+    or `JobError` with the line of each writer that failed."""
+    writers = min(frame.rdd.getNumPartitions(), graph.writers)
     upserts_per_s = graph.max_upserts_per_s / max(1, writers)
 
     def write(rows):

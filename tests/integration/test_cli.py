@@ -81,7 +81,8 @@ def assert_one_error_line(result: subprocess.CompletedProcess, *fragments: str) 
 
 ARGS = ["--config", "conf/local.yaml", "--input", "s3a://b/in/", "--model", "s3a://b/m",
         "--output", "s3a://b/out"]
-KNOWN_GRAPH_KEYS = ("connect_timeout_s, enabled, endpoint, failover_budget_s, iam_auth, "
+KNOWN_GRAPH_KEYS = ("connect_timeout_s, connections_per_task, enabled, endpoint, "
+                    "failover_budget_s, iam_auth, "
                     "instance_vcpus, load, loader_endpoint, loader_iam_role_arn, "
                     "loader_parallelism, loader_poll_interval_s, loader_timeout_s, "
                     "max_attempts, max_concurrent_writers, max_failures_in_a_row, "

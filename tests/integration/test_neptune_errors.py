@@ -66,6 +66,31 @@ def test_handshake_refused_stops_the_writer_within_seconds(status):
     assert server.handshakes == 1 and writer.stats.requests == 1
 
 
+def test_a_refused_handshake_stops_every_connection_of_a_partition():
+    """Four connections, eight flushes: each writer stops at its first handshake, and no flush
+    is handed out after a stop, so no row is written, failed or sent twice."""
+    with NeptuneErrorsServer(Answers(handshake_status=403)) as server:
+        graph = GraphConfig(endpoint=server.endpoint, rows_per_flush=5, **FAST)
+        written, _ = within(20, lambda: write_partition(
+            (prediction(n) for n in range(40)), graph, "m@1", "run-1", connections=4))
+    assert written.stopped.startswith(f"graph writes to {server.endpoint} stopped: permission "
+                                      "denied (HTTP 403 ")
+    assert written.failed == {} and written.stats.rows_written == 0
+    assert 1 <= server.handshakes == written.stats.requests <= 4
+
+
+def test_a_writer_that_stops_stops_the_other_writers_of_its_partition():
+    """One connection is accepted and its requests succeed; the other three are refused (403)
+    and their writers stop. From then on no flush is handed out: the accepted writer ends
+    with the flush it has, far from taking the 16 flushes left to it."""
+    with NeptuneErrorsServer(Answers(handshake_status=403, handshakes_accepted=1)) as server:
+        graph = GraphConfig(endpoint=server.endpoint, rows_per_flush=5, **FAST)
+        written, _ = within(20, lambda: write_partition(
+            (prediction(n) for n in range(80)), graph, "m@1", "run-1", connections=4))
+    assert "permission denied (HTTP 403" in written.stopped and written.failed == {}
+    assert 0 < written.stats.rows_written < 40
+
+
 def test_credentials_that_stop_working_mid_run_stop_the_writer():
     """The first connection is accepted, the server then drops it (as a failover would) and
     refuses every later handshake with 403: the writer stops instead of waiting on a pool."""

@@ -1,7 +1,9 @@
 """Loading a run's predictions into the graph from Spark: model and class elements from the
-driver, then image vertices and edges from at most `graph.writers` partitions at once, and
-never from every task slot of the application: the next chunk's classification runs beside the
-load (see `inference_job`) and needs at least one.
+driver, then image vertices and edges over at most `graph.writers` connections at once, up to
+`graph.connections_per_task` of them in each writing task, and never from every task slot of
+the application: the next chunk's classification runs beside the load (see `inference_job`)
+and needs at least one. A writing task holds its slot while it waits for the server's answers,
+so the fewer tasks hold the connections, the more slots classify meanwhile.
 
 Each writing task's outcome, a row per image it could not write (with the reason) and a row with
 its writer's counts, is written as Parquet through Spark's output commit protocol, and the load's
@@ -75,19 +77,19 @@ def load_predictions(spark: SparkSession, graph: GraphConfig, predictions: DataF
     """Write `predictions` (rows of the predictions Parquet) into the graph, the writing tasks'
     outcome to `outcome_uri` (a new Parquet dataset), and read the load's figures back from it.
 
-    `graph.max_upserts_per_s` is shared evenly by the partitions that write at once.
+    `graph.max_upserts_per_s` is shared evenly by the connections that write at once.
     """
-    writers = predictions.rdd.getNumPartitions()
-    most = writer_tasks(graph.writers, task_slots(spark))
-    if writers > most:
-        writers = most
-        predictions = predictions.coalesce(writers)
-    upserts_per_s = graph.max_upserts_per_s / max(1, writers)
+    partitions = predictions.rdd.getNumPartitions()
+    tasks, connections = writer_layout(graph.writers, graph.connections_per_task, partitions,
+                                       task_slots(spark))
+    if partitions > tasks:
+        predictions = predictions.coalesce(tasks)
+    upserts_per_s = graph.max_upserts_per_s / max(1, tasks)
     no_counts = (None,) * len(fields(WriteStats))
 
     def write(rows):
         writer = write_partition((row.asDict() for row in rows), graph, model_tag, run_id,
-                                 upserts_per_s)
+                                 upserts_per_s, connections)
         for uri, reason in writer.failed.items():
             yield (uri, reason, None, *no_counts)
         yield (None, None, writer.stopped or None, *astuple(writer.stats))
@@ -111,11 +113,15 @@ def task_slots(spark: SparkSession) -> int:
     return max(1, spark.sparkContext.defaultParallelism // task_cpus)
 
 
-def writer_tasks(writers: int, slots: int) -> int:
-    """Partitions a load writes from at once: `writers` (`graph.writers`), but at most all task
-    slots but one, so that a load's tasks, which hold their slots until their last request
-    returns, never starve the classification running beside it."""
-    return max(1, min(writers, slots - 1))
+def writer_layout(writers: int, connections_per_task: int, partitions: int,
+                  slots: int) -> tuple[int, int]:
+    """(tasks, connections each) of a load of `partitions` partitions: `writers` connections
+    (`graph.writers`) in as few tasks as `connections_per_task` allows, but never more tasks
+    than `partitions` nor than all `slots` (task slots) but one, so that a load's tasks, which
+    hold their slots until their last request returns, never starve the classification running
+    beside it; never more connections than `writers` in all."""
+    tasks = max(1, min(partitions, -(-writers // connections_per_task), slots - 1))
+    return tasks, max(1, min(connections_per_task, writers // tasks))
 
 
 def count_run_images(graph: GraphConfig, run_id: str) -> int:

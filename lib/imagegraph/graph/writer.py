@@ -10,13 +10,18 @@ connection for the failover budget, the same failure ending `graph.max_failures_
 requests in a row) stops the writer: `stopped` holds the one line to print, no request is
 sent after it, and rows not written are not put in `failed` (the run ends without committing
 them, and `--resume` picks them up).
+
+A partition writes over one or more connections (`write_partition`), a writer and a thread each,
+which take the partition's rows a flush at a time; a writer's stop stops the others' next flush.
 """
 from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import astuple, dataclass
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 from imagegraph.config import GraphConfig
@@ -218,22 +223,54 @@ class GraphWriter:
             return 0
 
 
+@dataclass
+class PartitionWrite:
+    """What the writers of one partition did together: their counts summed, every row that
+    failed with its reason, and the first stop line of a writer that stopped ("" if none)."""
+
+    stats: WriteStats
+    failed: dict[str, str]
+    stopped: str
+
+
 def write_partition(rows: Iterable[Mapping], graph: GraphConfig, model_tag: str, run_id: str,
-                    upserts_per_s: float = 0.0) -> GraphWriter:
-    """Write one partition's prediction rows with its own connection, always closed, at most
-    `upserts_per_s` upserts a second (0: no limit); the writer holds the counts, the failed
-    rows and, when a systematic failure stopped it, `stopped` (the rows after it are neither
-    written nor failed)."""
-    connection = GremlinConnection(graph)
-    writer = GraphWriter(connection, graph, upserts_per_s)
-    try:
-        for chunk in chunks(rows, graph.rows_per_flush):
-            writer.write_predictions(chunk, model_tag, run_id)
-            if writer.stopped:
-                break
-    finally:
-        connection.close()
-    return writer
+                    upserts_per_s: float = 0.0, connections: int = 1) -> PartitionWrite:
+    """Write one partition's prediction rows over `connections` connections at once, each a
+    `GraphWriter` on a thread of its own with one request in flight and closed at the end,
+    together at most `upserts_per_s` upserts a second (0: no limit). Each writer takes the
+    next `graph.rows_per_flush` rows when it is free. Once a writer stops on a systematic
+    failure no more rows are handed out: the rows not yet written are neither written nor
+    failed. An unexpected error in a writer's thread is raised here, after the others end."""
+    writers = [GraphWriter(GremlinConnection(graph), graph, upserts_per_s / connections)
+               for _ in range(connections)]
+    flushes = chunks(rows, graph.rows_per_flush)
+    handing_out = threading.Lock()  # one thread at a time advances the rows
+    stop = threading.Event()
+
+    def next_flush() -> list | None:
+        with handing_out:
+            return None if stop.is_set() else next(flushes, None)
+
+    def write(writer: GraphWriter) -> None:
+        try:
+            while (flush := next_flush()) is not None:
+                writer.write_predictions(flush, model_tag, run_id)
+                if writer.stopped:
+                    stop.set()
+        except BaseException:
+            stop.set()
+            raise
+        finally:
+            writer.connection.close()
+
+    with ThreadPoolExecutor(connections, thread_name_prefix="imagegraph-writer") as pool:
+        done = [pool.submit(write, writer) for writer in writers]
+    for future in done:
+        future.result()
+    return PartitionWrite(
+        WriteStats(*(sum(counts) for counts in zip(*(astuple(w.stats) for w in writers)))),
+        {uri: reason for writer in writers for uri, reason in writer.failed.items()},
+        next((writer.stopped for writer in writers if writer.stopped), ""))
 
 
 def chunks(items: Iterable, size: int) -> Iterator[list]:
