@@ -8,16 +8,17 @@ edges -> each run linked recorded as `<output>/_linked/<name@version>/<run_id>` 
 
 Old images are not compared among themselves again, so a run costs about what its new images
 do. Each graph pass runs in at most `graph.writers` partitions (`max_concurrent_writers`, or
-2 x `instance_vcpus`), each with its own writer and connection (retries as for inference). A failure that outlasts the retries stops the run with one
-line before any run is recorded, so the next run does the same work again; every write is an
-idempotent upsert, so nothing is duplicated. `run_link` is what `jobs/link.py` calls.
+2 x `instance_vcpus`), each with its own writer and connection (retries as for inference). A
+failure that outlasts the retries stops the run with one line before any run is recorded, so
+the next run does the same work again; every write is an idempotent upsert, so nothing is
+duplicated. `run_link` is what `jobs/link.py` calls.
 """
 from __future__ import annotations
 
 import json
 import logging
 import time
-from dataclasses import astuple, dataclass, field, fields, replace
+from dataclasses import astuple, dataclass, field, replace
 from datetime import datetime, timezone
 from functools import partial
 from typing import Callable
@@ -117,7 +118,7 @@ def run_link(spark: SparkSession, config: Config, output_uri: str, model_tag: st
             (_drop_chunk, new.select("uri")),
             (_content_chunk, new.select("sha256").distinct()),
             (partial(_edge_chunk, model_tag=model_tag), edges)):
-        _add(report.graph, _graph_pass(frame, graph, step))
+        report.graph.add(_graph_pass(frame, graph, step))
     for run in runs:
         hadoop_fs.write_text(spark, f"{_linked_uri(output_uri, model_tag)}/{run}",
                              json.dumps({"link_id": report.link_id}) + "\n")
@@ -208,13 +209,8 @@ def _graph_pass(frame: DataFrame, graph: GraphConfig,
         raise JobError("; ".join(failures))
     totals = WriteStats()
     for _, counts in outcomes:
-        _add(totals, WriteStats(*counts))
+        totals.add(WriteStats(*counts))
     return totals
-
-
-def _add(totals: WriteStats, more: WriteStats) -> None:
-    for name in (f.name for f in fields(WriteStats)):
-        setattr(totals, name, getattr(totals, name) + getattr(more, name))
 
 
 def _drop_chunk(writer: GraphWriter, rows: list[dict]) -> None:

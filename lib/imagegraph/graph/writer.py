@@ -21,7 +21,7 @@ import random
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass, fields
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 from imagegraph.config import GraphConfig
@@ -44,6 +44,11 @@ class WriteStats:
     requests: int = 0
     retries: int = 0
     failed_rows: int = 0
+
+    def add(self, more: "WriteStats") -> None:
+        """Add `more`'s counts to these."""
+        for name in (f.name for f in fields(self)):
+            setattr(self, name, getattr(self, name) + getattr(more, name))
 
 
 class RequestFailed(Exception):
@@ -267,9 +272,11 @@ def write_partition(rows: Iterable[Mapping], graph: GraphConfig, model_tag: str,
         done = [pool.submit(write, writer) for writer in writers]
     for future in done:
         future.result()
+    stats = WriteStats()
+    for writer in writers:
+        stats.add(writer.stats)
     return PartitionWrite(
-        WriteStats(*(sum(counts) for counts in zip(*(astuple(w.stats) for w in writers)))),
-        {uri: reason for writer in writers for uri, reason in writer.failed.items()},
+        stats, {uri: reason for writer in writers for uri, reason in writer.failed.items()},
         next((writer.stopped for writer in writers if writer.stopped), ""))
 
 
