@@ -253,6 +253,16 @@ def test_lost_connections_are_retried_for_the_failover_budget_not_attempts():
     assert writer.stats.requests == 26 and connection.opens == 26 and clock.now <= 50.0
 
 
+def test_lost_connections_do_not_spend_the_attempts_of_a_transient_error_after_them():
+    """A server restart (connections refused), then write conflicts as the writers come back
+    at once: the conflicts still get their `max_attempts` tries."""
+    writer, _, _ = writer_with([ConnectionRefusedError(111, "refused")] * 5
+                               + [neptune_error("ConcurrentModificationException", 500)] * 3,
+                               max_attempts=4)
+    assert writer.submit(build, [1]) == 1
+    assert writer.stats.requests == 9 and writer.stats.retries == 8
+
+
 def test_no_connection_for_the_failover_budget_stops_the_writer():
     writer, connection, clock = writer_with(
         [ConnectionRefusedError(111, "refused")] * 1000, retry_base_delay_s=4.0,
@@ -457,5 +467,5 @@ def test_a_wait_that_ends_exactly_at_the_failover_budget_is_taken():
     policy = RetryPolicy(max_attempts=8, base_delay_s=0.5, max_delay_s=20.0,
                          failover_budget_s=10.0)
     lost = Failure(R.RECONNECT, "OSError", "OSError: down")
-    assert policy.next_delay_s(lost, 3, 8.0, Ceiling()) == 2.0      # 8 + 2 == 10
-    assert policy.next_delay_s(lost, 3, 8.5, Ceiling()) is None
+    assert policy.next_delay_s(lost, 3, 0, 8.0, Ceiling()) == 2.0      # 8 + 2 == 10
+    assert policy.next_delay_s(lost, 3, 0, 8.5, Ceiling()) is None

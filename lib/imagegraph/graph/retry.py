@@ -34,6 +34,10 @@ class Recovery(enum.Enum):
     STOP = "stop"                  # systematic: no request can succeed, stop the run
 
 
+ATTEMPT_BOUNDED = frozenset({Recovery.RETRY, Recovery.WRITER_MOVED})
+"""The failures `graph.max_attempts` bounds (the others: a time budget, or no retry)."""
+
+
 # Neptune's engine error table, and the query errors of its data-plane API: code -> recovery.
 # "Ok to retry? Yes" codes retry (throttling also slows the writer down); "No" codes are about
 # the request's data and isolate, except the systematic ones, which stop.
@@ -196,16 +200,19 @@ class RetryPolicy:
         ceiling = min(self.max_delay_s, self.base_delay_s * 2 ** (failed_attempts - 1))
         return rng.uniform(0.0, ceiling)
 
-    def next_delay_s(self, failure: Failure, failed_attempts: int, elapsed_s: float,
-                     rng: random.Random) -> float | None:
+    def next_delay_s(self, failure: Failure, failed_attempts: int, bounded_failures: int,
+                     elapsed_s: float, rng: random.Random) -> float | None:
         """Seconds to wait before trying again after `failure` ended try `failed_attempts`,
-        `elapsed_s` seconds after the first try began; None when there is no next try."""
+        `elapsed_s` seconds after the first try began; None when there is no next try.
+        `bounded_failures` counts the tries that ended in a failure of `ATTEMPT_BOUNDED` kind,
+        this one included: a request's lost connections do not spend the `max_attempts` of a
+        transient error that follows them."""
         if failure.recovery in (Recovery.ISOLATE, Recovery.STOP):
             return None
         delay = self.delay_s(failed_attempts, rng)
         if failure.recovery in (Recovery.RECONNECT, Recovery.THROTTLE):
             return delay if elapsed_s + delay <= self.failover_budget_s else None
-        return delay if failed_attempts < self.max_attempts else None
+        return delay if bounded_failures < self.max_attempts else None
 
 
 _IAM_FIX = ("check the IAM policy of the job's role (neptune-db:connect, ReadDataViaQuery, "

@@ -28,7 +28,8 @@ from imagegraph.config import GraphConfig
 from imagegraph.graph.connection import GremlinConnection
 from imagegraph.graph.elements import classified_as_edges, image_vertex
 from imagegraph.graph.pacing import Pacer
-from imagegraph.graph.retry import Failure, Recovery, RetryPolicy, classify, stop_line
+from imagegraph.graph.retry import (ATTEMPT_BOUNDED, Failure, Recovery, RetryPolicy, classify,
+                                    stop_line)
 from imagegraph.graph.traversals import UPSERTS, Upsert, pack
 
 log = logging.getLogger(__name__)
@@ -110,7 +111,7 @@ class GraphWriter:
             raise WriterStopped(self.stopped)
         request = upsert(elements)
         started = self._clock()
-        attempt = 0
+        attempt = bounded_failures = 0
         while True:
             self._pacer.wait(len(elements))
             attempt += 1
@@ -119,8 +120,10 @@ class GraphWriter:
                 self.connection.submit(request)
             except Exception as exc:
                 failure = classify(exc)
-                delay = self.policy.next_delay_s(failure, attempt, self._clock() - started,
-                                                 self._rng)
+                if failure.recovery in ATTEMPT_BOUNDED:
+                    bounded_failures += 1
+                delay = self.policy.next_delay_s(failure, attempt, bounded_failures,
+                                                 self._clock() - started, self._rng)
                 if delay is None:
                     self._give_up(failure, attempt)
                 log.log(self._retry_log_level,
