@@ -3,9 +3,10 @@ Server (TinkerTransactionGraph, 4 Gremlin threads) through Toxiproxy, which adds
 of round trip (half each way) as a network between EMR and Neptune would; same data, same
 server, one run, three writers:
 
-- batched:        imagegraph's GraphWriter at its defaults (mergeV/mergeE over inject, at most
-                  200 records a request, Neptune's guidance); also at 2,000 records a request
-                  (beyond that guidance) to show what the request size buys
+- batched:        imagegraph's partition writer (`write_partition`) at its defaults
+                  (mergeV/mergeE over inject, at most 200 records a request, Neptune's
+                  guidance); also at 2,000 records a request (beyond that guidance) to show
+                  what the request size buys
 - per_row:        one request per prediction row (its mergeV and its mergeE steps chained)
 - coalesce_chain: the fold/coalesce/unfold idiom chained 50 elements a request, vertices then
                   edges, as neptune-python-utils does from Glue and EMR
@@ -45,7 +46,7 @@ from imagegraph.graph.elements import classified_as_edges, image_vertex  # noqa:
 from imagegraph.graph.load import write_model  # noqa: E402
 from imagegraph.graph.traversals import (SOURCE, upsert_edges_coalesce,  # noqa: E402
                                          upsert_vertices_coalesce)
-from imagegraph.graph.writer import GraphWriter, chunks, write_partition  # noqa: E402
+from imagegraph.graph.writer import chunks, write_partition  # noqa: E402
 from imagegraph.model_artifact import ModelMetadata  # noqa: E402
 
 CLASSES = tuple(str(n) for n in range(10))
@@ -65,13 +66,8 @@ def prediction_rows(count: int) -> list[dict]:
 
 
 def write_batched(connection: GremlinConnection, graph: GraphConfig, rows: list[dict]) -> None:
-    writer = GraphWriter(GremlinConnection(graph), graph)  # its own connection, as a partition
-    try:
-        for chunk in chunks(rows, graph.rows_per_flush):
-            writer.write_predictions(chunk, METADATA.tag, "bench")
-    finally:
-        writer.connection.close()
-    assert not writer.failed
+    written = write_partition(rows, graph, METADATA.tag, "bench")  # its own connection
+    assert not written.failed and not written.stopped
 
 
 def write_per_row(connection: GremlinConnection, graph: GraphConfig, rows: list[dict]) -> None:

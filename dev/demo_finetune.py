@@ -108,7 +108,7 @@ def main() -> int:
         print("   $ spark-submit " + " ".join(command[3:]), flush=True)
         subprocess.run(command, env=env, check=True, cwd=ROOT)
         if args.precision == "int8":
-            classify = [command[0], command[1], command[2], str(ROOT / "jobs" / "infer.py"),
+            classify = [*command[:3], str(ROOT / "jobs" / "infer.py"),
                         "--config", str(ROOT / "conf" / "local.yaml"),
                         "--input", f"s3a://{BUCKET}/photos/", "--model", model,
                         "--output", f"s3a://{BUCKET}/results", "--no-graph",

@@ -84,7 +84,7 @@ def load_predictions(spark: SparkSession, graph: GraphConfig, predictions: DataF
                                        task_slots(spark))
     if partitions > tasks:
         predictions = predictions.coalesce(tasks)
-    upserts_per_s = graph.max_upserts_per_s / max(1, tasks)
+    upserts_per_s = graph.max_upserts_per_s / tasks
     no_counts = (None,) * len(fields(WriteStats))
 
     def write(rows):
