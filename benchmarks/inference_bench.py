@@ -3,7 +3,7 @@
 Real-photo JPEGs of 500x375 (random crops and resizes of scikit-image's photos) on local disk,
 MobileNetV2 at 224x224 built with `weights=None` (1,000 classes), Spark `local[2]`. Variants:
 
-- decode:            the job's decoder alone (`imagegraph.decode.decode_image`), one thread,
+- decode:            the job's decoder alone (`imagegraph.imaging.decode.decode_image`), one thread,
                      bytes already in memory: what decoding costs a core per image
 - bare_model:        the job's compiled fixed-batch function (its configured runtime,
                      TensorFlow Lite by default) on pre-decoded batches, no Spark
@@ -85,7 +85,7 @@ def make_jpegs(directory: Path, count: int, seed: int = 7) -> None:
 def export_mobilenet(directory: Path):
     import tensorflow as tf
 
-    from imagegraph.model_artifact import ModelMetadata, write_artifact
+    from imagegraph.model.artifact import ModelMetadata, write_artifact
 
     model = tf.keras.applications.MobileNetV2(weights=None, input_shape=(SIZE, SIZE, 3))
     metadata = ModelMetadata(name="mobilenet_v2", version="bench", input_height=SIZE,
@@ -110,11 +110,11 @@ def bare_model(model_dir: Path, metadata, images: dict[int, Path], batch_size: i
     function in `runtime` and `precision` on every core; "cold" adds loading, converting
     (int8: calibrating on INT8_SAMPLE of the images, checking on as many others) or tracing
     the model to the first N."""
-    from imagegraph.calibration import INPUT, CalibrationSample
-    from imagegraph.decode import decode_image
-    from imagegraph.inference import InferenceSettings
-    from imagegraph.model_cache import ModelCache
-    from imagegraph.precision import quantize_and_check
+    from imagegraph.imaging.decode import decode_image
+    from imagegraph.infer.classify import InferenceSettings
+    from imagegraph.infer.precision import quantize_and_check
+    from imagegraph.model.cache import ModelCache
+    from imagegraph.model.calibration import INPUT, CalibrationSample
 
     pixels = {count: np.stack([decode_image(p.read_bytes(), SIZE, SIZE, 3, 10**8, 10**9).pixels
                                for p in sorted(directory.iterdir())])
@@ -148,7 +148,7 @@ def bare_model(model_dir: Path, metadata, images: dict[int, Path], batch_size: i
 def decode_only(images: dict[int, Path], rounds: int) -> tuple[float, list[tuple[float, float]]]:
     """Cold time and `rounds` (t(N), t(2N)) of decoding the files' bytes, read beforehand, to
     the model's input size on one thread."""
-    from imagegraph.decode import decode_image
+    from imagegraph.imaging.decode import decode_image
 
     data = {count: [p.read_bytes() for p in sorted(directory.iterdir())]
             for count, directory in images.items()}
@@ -170,8 +170,8 @@ def spark_variant(name: str, spark, config, model_dir: Path, metadata, images, o
     reports are appended to `reports`."""
     from pyspark.sql import functions as F
 
-    from imagegraph.inference_job import run_inference
-    from imagegraph.selection import PREFIX, InputSource
+    from imagegraph.infer.job import run_inference
+    from imagegraph.storage.selection import PREFIX, InputSource
 
     def timed(count: int, label: str) -> float:
         directory = images[count]
@@ -232,7 +232,7 @@ def batch_udf(metadata, batch_size: int):
     def make_predict_fn():
         import tensorflow as tf
 
-        from imagegraph.decode import decode_image
+        from imagegraph.imaging.decode import decode_image
 
         model = tf.keras.applications.MobileNetV2(weights=None, input_shape=(SIZE, SIZE, 3))
 

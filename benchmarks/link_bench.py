@@ -35,9 +35,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from results import merge_results  # noqa: E402
 
 from imagegraph.config import LinkConfig  # noqa: E402
-from imagegraph.decode import decode_image  # noqa: E402
-from imagegraph.linking import near_duplicates, similar_images  # noqa: E402
-from imagegraph.perceptual_hash import perceptual_hash  # noqa: E402
+from imagegraph.imaging.decode import decode_image  # noqa: E402
+from imagegraph.imaging.perceptual_hash import perceptual_hash  # noqa: E402
+from imagegraph.link.pairs import near_duplicates, similar_images  # noqa: E402
 
 EMBEDDING_SIZE = 128
 

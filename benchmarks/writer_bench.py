@@ -35,19 +35,17 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "dev"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 import services  # noqa: E402
+from gremlin_python.process.traversal import CardinalityValue, Direction, Merge, T  # noqa: E402
 from results import merge_results  # noqa: E402
 from toxiproxy_client import Proxy, ToxiproxyClient  # noqa: E402
-
-from gremlin_python.process.traversal import CardinalityValue, Direction, Merge, T  # noqa: E402
 
 from imagegraph.config import GraphConfig  # noqa: E402
 from imagegraph.graph.connection import GremlinConnection  # noqa: E402
 from imagegraph.graph.elements import classified_as_edges, image_vertex  # noqa: E402
 from imagegraph.graph.load import write_model  # noqa: E402
-from imagegraph.graph.traversals import (SOURCE, upsert_edges_coalesce,  # noqa: E402
-                                         upsert_vertices_coalesce)
+from imagegraph.graph.traversals import SOURCE, upsert_edges_coalesce, upsert_vertices_coalesce  # noqa: E402
 from imagegraph.graph.writer import chunks, write_partition  # noqa: E402
-from imagegraph.model_artifact import ModelMetadata  # noqa: E402
+from imagegraph.model.artifact import ModelMetadata  # noqa: E402
 
 CLASSES = tuple(str(n) for n in range(10))
 METADATA = ModelMetadata(name="bench", version="1", input_height=8, input_width=8, channels=1,

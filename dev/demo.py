@@ -4,7 +4,7 @@ Starts the servers, puts real labeled digits, photos and one corrupt file into t
 runs jobs/train.py (its confusion-matrix plot copied to build/demo/) and jobs/infer.py through
 spark-submit, reads the graph back over Gremlin, prints what it finds (with `accuracy=<value>`
 on a line of its own); then classifies photos uploaded again (a copy, resized, re-encoded,
-cropped), links them with jobs/link.py and prints what `python -m imagegraph.query` says of
+cropped), links them with jobs/link.py and prints what `python -m imagegraph.graph.query` says of
 coffee.jpg; and stops the servers. Exits non-zero when held-out accuracy is under 0.9, the
 corrupt file is not dead-lettered or the query does not show coffee.jpg's copy.
 `--precision int8` (`make demo PRECISION=int8`) classifies with the int8 model.
@@ -155,11 +155,11 @@ def link_reuploads(env: dict, endpoint: str, model_uri: str) -> str:
     spark_submit("link.py", "--output", f"s3a://{BUCKET}/results", "--model", "digits-cnn@v1",
                  "--gremlin-endpoint", endpoint, env=env)
     done(started)
-    started = step("querying the graph (python -m imagegraph.query)")
-    command = [sys.executable, "-m", "imagegraph.query", "--config",
+    started = step("querying the graph (python -m imagegraph.graph.query)")
+    command = [sys.executable, "-m", "imagegraph.graph.query", "--config",
                str(ROOT / "conf" / "local.yaml"), "--gremlin-endpoint", endpoint, "image",
                f"s3://{BUCKET}/incoming/photos/coffee.jpg", "--top", "5"]
-    print("   $ python -m imagegraph.query " + " ".join(command[3:]), flush=True)
+    print("   $ python -m imagegraph.graph.query " + " ".join(command[3:]), flush=True)
     output = subprocess.run(command, env=env, check=True, cwd=ROOT, capture_output=True,
                             text=True).stdout
     print("\n".join("   " + line for line in output.splitlines()))

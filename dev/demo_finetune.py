@@ -51,7 +51,7 @@ def backbone_weights_file(size: int, directory: str) -> str:
     import tensorflow as tf
     from PIL import Image
 
-    from imagegraph.backbones import application_backbone
+    from imagegraph.train.backbones import application_backbone
 
     backbone = application_backbone("mobilenet_v2", size, size, None)
     crops = sample_images.photo_crops(per_photo=20, size=size, seed=1,

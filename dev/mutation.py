@@ -28,16 +28,16 @@ END_MARK = "<!-- end of mutation results -->"
 # naming and overlap. selection.shard_column and run_lease's S3/file leases are not pure: the
 # equivalent and not-unit-testable mutants they leave are listed in docs/TESTING.md.
 MUTATED = (
-    "imagegraph/decode.py",
-    "imagegraph/selection.py",
-    "imagegraph/sources.py",
+    "imagegraph/imaging/decode.py",
+    "imagegraph/storage/selection.py",
+    "imagegraph/storage/sources.py",
     "imagegraph/graph/elements.py",
     "imagegraph/graph/traversals.py",
     "imagegraph/graph/retry.py",
     "imagegraph/graph/pacing.py",
-    "imagegraph/report.py",
+    "imagegraph/runs/report.py",
     "imagegraph/config.py",
-    "imagegraph/run_lease.py",
+    "imagegraph/runs/lease.py",
 )
 UNIT_TESTS = (
     "tests/unit/test_config.py",
@@ -54,16 +54,16 @@ UNIT_TESTS = (
 UNIT_TESTS_LEFT_OUT = ("tests/unit/test_selection.py::test_shard_column_is_shard_of",)
 """Unit tests that start Spark: a forked mutant's test cannot share the parent's JVM."""
 NOT_UNIT_TESTED = {
-    "imagegraph.selection": (
+    "imagegraph.storage.selection": (
         ("shard_column", "select_objects", "_require", "_list_hadoop_prefix", "_read_table",
          "_read_manifest", "_inventory_key", "_read_inventory"),
         "Spark expressions and reads: tests/unit/test_selection.py::"
         "test_shard_column_is_shard_of (Spark), tests/integration/test_object_keys.py, "
         "test_pipeline.py"),
-    "imagegraph.sources": (
+    "imagegraph.storage.sources": (
         ("canonical_uri", "read_images"),
         "Spark expressions and reads: tests/integration/test_object_keys.py"),
-    "imagegraph.run_lease": (
+    "imagegraph.runs.lease": (
         ("_S3Store", "_FileStore", "RunLease", "take_lease", "_take", "_refuse_overlapping",
          "_store", "_now"),
         "S3 conditional writes, files under flock, the clock: "
@@ -139,8 +139,8 @@ def read_score() -> Score:
 
 
 def is_not_unit_tested(mutant: str) -> bool:
-    """Whether `mutant` (`imagegraph.selection.x__read_table__mutmut_3`, or with a class,
-    `imagegraph.run_lease.xǁRunLeaseǁrenew__mutmut_1`) is in a function of NOT_UNIT_TESTED."""
+    """Whether `mutant` (`imagegraph.storage.selection.x__read_table__mutmut_3`, or with a class,
+    `imagegraph.runs.lease.xǁRunLeaseǁrenew__mutmut_1`) is in a function of NOT_UNIT_TESTED."""
     module, _, function = mutant.partition("__mutmut_")[0].rpartition(".")
     name = function.split("ǁ")[1] if "ǁ" in function else function.removeprefix("x_")
     return name in NOT_UNIT_TESTED.get(module, ((), ""))[0]

@@ -24,7 +24,6 @@ from urllib.parse import urlsplit
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
-
 from handshake_recorder import HandshakeRecorder
 from neptune_errors_server import neptune_error_body
 

@@ -32,7 +32,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pyspark
-
 import services
 
 SPARK_HOME = Path(pyspark.__file__).resolve().parent

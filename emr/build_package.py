@@ -115,7 +115,7 @@ def build_environment(env_dir: Path, wheel: Path | None, constrained: bool = Tru
     if unlocked:
         raise SystemExit(f"build_package: {', '.join(unlocked)} installed but not pinned in "
                          f"{package.CONSTRAINTS}; run `make lock`")
-    run(python, "-c", "import imagegraph.inference_job, imagegraph.training, tensorflow",
+    run(python, "-c", "import imagegraph.infer.job, imagegraph.train.job, tensorflow",
         TF_CPP_MIN_LOG_LEVEL="2")
     run(python, "-m", "pip", "uninstall", "--quiet", "--yes", "pyspark")
 

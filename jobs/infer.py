@@ -8,8 +8,7 @@ environment (nothing was processed); 3 more objects dead-lettered than allowed.
 """
 import sys
 
-from imagegraph.cli import config_from_args, infer_parser, input_source, run_job, \
-    setup_logging
+from imagegraph.cli import config_from_args, infer_parser, input_source, run_job, setup_logging
 
 
 def main() -> int:
@@ -19,8 +18,8 @@ def main() -> int:
 
     from imagegraph.graph.bulk_load import check_bulk_settings
     from imagegraph.graph.connection import validate_endpoint
-    from imagegraph.inference_job import run_inference
-    from imagegraph.precision import precision_line
+    from imagegraph.infer.job import run_inference
+    from imagegraph.infer.precision import precision_line
     from imagegraph.spark_session import get_spark
 
     if config.graph.enabled:

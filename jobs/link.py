@@ -18,7 +18,7 @@ def main() -> int:
     config = config_from_args(args)
 
     from imagegraph.graph.connection import validate_endpoint
-    from imagegraph.link_job import run_link
+    from imagegraph.link.job import run_link
     from imagegraph.spark_session import get_spark
 
     validate_endpoint(config.graph.endpoint)

@@ -14,9 +14,9 @@ def main() -> int:
     setup_logging(args.log_level)
     config = config_from_args(args)
 
-    from imagegraph.evaluation import CONFUSION_PLOT, CURVES_PLOT, EVALUATION_FILE
     from imagegraph.spark_session import get_spark
-    from imagegraph.training import run_training
+    from imagegraph.train.evaluation import CONFUSION_PLOT, CURVES_PLOT, EVALUATION_FILE
+    from imagegraph.train.job import run_training
 
     spark = get_spark(config)
     result = run_training(spark, config, args.input, args.output, resume=args.resume)

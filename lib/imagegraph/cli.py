@@ -12,7 +12,7 @@ from typing import Callable
 
 from imagegraph.config import Config, load_config, parse_override
 from imagegraph.errors import JobError
-from imagegraph.selection import INVENTORY, MANIFEST, PREFIX, InputSource, Shard
+from imagegraph.storage.selection import INVENTORY, MANIFEST, PREFIX, InputSource, Shard
 
 _CONFIG_HELP = ("YAML configuration file (see conf/local.yaml); command-line flags override it. "
                 "Default: built-in defaults only")

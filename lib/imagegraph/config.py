@@ -232,7 +232,7 @@ class RunConfig:
     progress is logged every `progress_interval_s` seconds; the run fails (exit code 3) when
     more than `max_failed_fraction` of the objects processed are dead-lettered. A run holds a
     lease on its (output, model, shard) that lives `lease_ttl_s` seconds past each renewal
-    (every third of it): how long a run killed hard keeps the next one out (`run_lease`)."""
+    (every third of it): how long a run killed hard keeps the next one out (`runs.lease`)."""
 
     objects_per_chunk: int = 100_000
     progress_interval_s: float = 30.0

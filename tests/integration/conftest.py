@@ -6,7 +6,6 @@ running beside the tests does not collide with them.
 from __future__ import annotations
 
 import pytest
-
 import sample_images
 import services
 from neptune_loader import LoaderSettings, NeptuneLoader
@@ -16,7 +15,7 @@ from toxiproxy_client import Proxy, ToxiproxyClient
 from imagegraph.config import load_config
 from imagegraph.graph.connection import remote_traversal
 from imagegraph.spark_session import get_spark
-from imagegraph.training import run_training
+from imagegraph.train.job import run_training
 
 BUCKET = "imagegraph-test"
 DIGITS_USED = 240          # every 6th held out: 40 held-out digits, 200 to train on

@@ -12,18 +12,16 @@ import time
 from dataclasses import replace
 
 import pytest
-from gremlin_python.process.graph_traversal import __
-from gremlin_python.process.traversal import T
-
 import sample_images
 import services
+from conftest import BUCKET, MODEL_URI
+from gremlin_python.process.graph_traversal import __
+from gremlin_python.process.traversal import T
 from s3_objects import put_objects
 
-from imagegraph.inference_job import run_inference
-from imagegraph.outputs import DEAD_LETTER_DIR, PREDICTIONS_DIR
-from imagegraph.selection import PREFIX, InputSource
-
-from conftest import BUCKET, MODEL_URI
+from imagegraph.infer.job import run_inference
+from imagegraph.storage.outputs import DEAD_LETTER_DIR, PREDICTIONS_DIR
+from imagegraph.storage.selection import PREFIX, InputSource
 
 MODEL_TAG = "digits@v1"
 

@@ -20,16 +20,14 @@ from urllib.parse import quote_plus
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-from gremlin_python.process.graph_traversal import __
-
 import sample_images
 import services
+from conftest import BUCKET, MODEL_URI
+from gremlin_python.process.graph_traversal import __
 from s3_objects import put_objects
 
-from imagegraph.inference_job import run_inference
-from imagegraph.selection import INVENTORY, MANIFEST, PREFIX, InputSource, Shard, shard_of
-
-from conftest import BUCKET, MODEL_URI
+from imagegraph.infer.job import run_inference
+from imagegraph.storage.selection import INVENTORY, MANIFEST, PREFIX, InputSource, Shard, shard_of
 
 PREFIX_KEY = "backfill/"
 OUT = f"s3a://{BUCKET}/backfill-out"

@@ -4,16 +4,16 @@ format, or in the dead-letter output with its exact reason, and the run report r
 from collections import Counter
 from dataclasses import replace
 
-import pytest
 import bad_images
+import pytest
 from bad_images import Classified, DeadLettered
+from conftest import BUCKET, MODEL_URI
 from s3_objects import put_objects
 
-from imagegraph.inference_job import run_inference
-from imagegraph.outputs import DEAD_LETTER_DIR, PREDICTIONS_DIR
-from imagegraph.selection import PREFIX as LISTING, InputSource
-
-from conftest import BUCKET, MODEL_URI
+from imagegraph.infer.job import run_inference
+from imagegraph.storage.outputs import DEAD_LETTER_DIR, PREDICTIONS_DIR
+from imagegraph.storage.selection import PREFIX as LISTING
+from imagegraph.storage.selection import InputSource
 
 PREFIX = "bad-input/"
 OUTPUT = f"s3a://{BUCKET}/bad-input-results"

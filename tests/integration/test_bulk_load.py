@@ -10,21 +10,26 @@ import uuid
 from dataclasses import replace
 
 import pytest
+from conftest import BUCKET, MODEL_URI
 from gremlin_python.process.graph_traversal import __
 from gremlin_python.process.traversal import T
+from s3_objects import put_objects
 
-from imagegraph.graph.bulk_load import (Loader, LoaderJob, LoadStopped, bulk_load_predictions,
-                                        load_vertices_then_edges, loader_client,
-                                        record_errors)
+from imagegraph.graph.bulk_load import (
+    Loader,
+    LoaderJob,
+    LoadStopped,
+    bulk_load_predictions,
+    load_vertices_then_edges,
+    loader_client,
+    record_errors,
+)
 from imagegraph.graph.connection import GremlinConnection
 from imagegraph.graph.elements import VertexRecord, class_id
 from imagegraph.graph.load import load_predictions
 from imagegraph.graph.writer import GraphWriter
-from imagegraph.inference_job import run_inference
-from imagegraph.selection import PREFIX, InputSource
-
-from conftest import BUCKET, MODEL_URI
-from s3_objects import put_objects
+from imagegraph.infer.job import run_inference
+from imagegraph.storage.selection import PREFIX, InputSource
 
 CLASSES = ("a", "b", "c", "d")
 MODEL = "m@1"

@@ -10,19 +10,23 @@ import time
 from dataclasses import replace
 
 import pytest
-from pyspark.sql import functions as F
-
 import sample_images
+from conftest import BUCKET, DIGITS_USED
+from pyspark.sql import functions as F
 from s3_fault_proxy import S3FaultProxy
+from test_run_faults import (
+    assert_every_image_exactly_once,
+    empty_graph,
+    finished,
+    put,
+    run_in_thread,
+    through,
+)
 
-from imagegraph.background import BackgroundJobs
 from imagegraph.errors import JobError
 from imagegraph.graph.connection import remote_traversal
-from imagegraph.outputs import PREDICTIONS_DIR
-
-from conftest import BUCKET, DIGITS_USED
-from test_run_faults import (assert_every_image_exactly_once, empty_graph, finished, put,
-                             run_in_thread, through)
+from imagegraph.infer.background import BackgroundJobs
+from imagegraph.storage.outputs import PREDICTIONS_DIR
 
 CHUNKS = 3
 OBJECTS = 90

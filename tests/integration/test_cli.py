@@ -10,16 +10,14 @@ import sys
 from dataclasses import replace
 
 import pytest
-
 import sample_images
 import services
+from conftest import BUCKET, MODEL_URI
 from s3_objects import put_objects
 
 from imagegraph.errors import JobError
-from imagegraph.inference_job import run_inference
-from imagegraph.selection import MANIFEST, PREFIX, InputSource
-
-from conftest import BUCKET, MODEL_URI
+from imagegraph.infer.job import run_inference
+from imagegraph.storage.selection import MANIFEST, PREFIX, InputSource
 
 JOBS = services.ROOT / "jobs"
 QUIET_LOG4J = services.ROOT / "conf" / "log4j2.properties"

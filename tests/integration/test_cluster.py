@@ -24,21 +24,19 @@ import re
 import time
 from pathlib import Path
 
-import pytest
-from gremlin_python.process.graph_traversal import __
-from gremlin_python.process.traversal import T
-
 import cluster_jobs
+import pytest
 import sample_images
 import spark_cluster
+from conftest import BUCKET, MODEL_URI
+from gremlin_python.process.graph_traversal import __
+from gremlin_python.process.traversal import T
 from s3_objects import put_objects
 
 from imagegraph.emr import package
-from imagegraph.inference_job import run_inference
-from imagegraph.model_cache import LOAD_LINE_PREFIX
-from imagegraph.selection import PREFIX, InputSource
-
-from conftest import BUCKET, MODEL_URI
+from imagegraph.infer.job import run_inference
+from imagegraph.model.cache import LOAD_LINE_PREFIX
+from imagegraph.storage.selection import PREFIX, InputSource
 
 INPUT = f"s3a://{BUCKET}/cluster/input/"
 CLUSTER_OUTPUT = f"s3a://{BUCKET}/cluster/on-cluster"

@@ -10,7 +10,6 @@ import sys
 
 import boto3
 import pytest
-
 import services
 
 from imagegraph.emr.command import main

@@ -19,7 +19,7 @@ from handshake_recorder import HandshakeRecorder
 from imagegraph.graph.elements import class_id, classified_as_id
 from imagegraph.graph.load import write_model
 from imagegraph.graph.writer import write_partition
-from imagegraph.model_artifact import ModelMetadata
+from imagegraph.model.artifact import ModelMetadata
 
 CLASSES = tuple(f"c{n}" for n in range(10))
 METADATA = ModelMetadata(name="m", version="1", input_height=8, input_width=8, channels=1,

@@ -5,7 +5,7 @@ of a load is in test_run_faults.py, through a whole run.)"""
 from gremlin_python.process.traversal import T
 
 from imagegraph.graph.load import load_predictions, write_model
-from imagegraph.model_artifact import ModelMetadata
+from imagegraph.model.artifact import ModelMetadata
 
 METADATA = ModelMetadata(name="m", version="1", input_height=8, input_width=8, channels=1,
                          preprocessing="scale_0_1", classes=("a", "b", "c"))

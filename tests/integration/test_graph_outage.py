@@ -14,7 +14,7 @@ from gremlin_python.process.traversal import T
 
 from imagegraph.graph.load import write_model
 from imagegraph.graph.writer import write_partition
-from imagegraph.model_artifact import ModelMetadata
+from imagegraph.model.artifact import ModelMetadata
 
 METADATA = ModelMetadata(name="m", version="1", input_height=8, input_width=8, channels=1,
                          preprocessing="scale_0_1", classes=("a", "b", "c"))

@@ -3,7 +3,6 @@ update, and a row the server rejects isolated into `failed` instead of failing t
 from dataclasses import replace
 
 import pytest
-
 from gremlin_python.process.graph_traversal import __
 from gremlin_python.process.traversal import T
 
@@ -11,7 +10,7 @@ from imagegraph.graph.connection import GremlinConnection
 from imagegraph.graph.elements import class_id
 from imagegraph.graph.load import write_model
 from imagegraph.graph.writer import GraphWriter
-from imagegraph.model_artifact import ModelMetadata
+from imagegraph.model.artifact import ModelMetadata
 
 METADATA = ModelMetadata(name="m", version="1", input_height=8, input_width=8, channels=1,
                          preprocessing="scale_0_1", classes=("a", "b", "c"))

@@ -11,13 +11,12 @@ from urllib.parse import urlsplit
 
 import pytest
 from botocore.credentials import Credentials
-
 from sigv4_gate import MISMATCH, SigV4Gate
 
 from imagegraph.errors import JobError
 from imagegraph.graph.load import write_model
 from imagegraph.graph.writer import write_partition
-from imagegraph.model_artifact import ModelMetadata
+from imagegraph.model.artifact import ModelMetadata
 
 ACCESS_KEY = "AKIDIAMGATETEST00001"
 SECRET_KEY = "IamGateSecret0123456789abcdefghijKLMNOPQ"

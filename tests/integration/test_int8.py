@@ -6,17 +6,16 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from conftest import BUCKET, MODEL_URI
 from pyspark.sql import functions as F
 
-from imagegraph.calibration import CALIBRATION_FILE
-from imagegraph.decode import decode_image
-from imagegraph.inference_job import run_inference
-from imagegraph.model_artifact import ARTIFACT_FILES
-from imagegraph.model_cache import ModelCache
-from imagegraph.model_store import read_model_artifact
-from imagegraph.selection import PREFIX, InputSource
-
-from conftest import BUCKET, MODEL_URI
+from imagegraph.imaging.decode import decode_image
+from imagegraph.infer.job import run_inference
+from imagegraph.model.artifact import ARTIFACT_FILES
+from imagegraph.model.cache import ModelCache
+from imagegraph.model.calibration import CALIBRATION_FILE
+from imagegraph.model.store import read_model_artifact
+from imagegraph.storage.selection import PREFIX, InputSource
 
 INPUT = InputSource(PREFIX, f"s3a://{BUCKET}/incoming/")
 OUTPUT = f"s3a://{BUCKET}/int8-results"

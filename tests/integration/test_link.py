@@ -1,5 +1,5 @@
 """Photos with planted duplicates through inference (embeddings on), then the link job, against
-the real S3 and Gremlin servers; `python -m imagegraph.query` prints the planted groups; reruns
+the real S3 and Gremlin servers; `python -m imagegraph.graph.query` prints the planted groups; reruns
 change no count; a later run's images are linked to the earlier ones without relinking those."""
 import io
 import os
@@ -9,20 +9,18 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import services
 import skimage.data
+from conftest import BUCKET, LOCAL_YAML, MODEL_URI
 from gremlin_python.process.graph_traversal import __
 from gremlin_python.process.traversal import T
 from PIL import Image
-
-import services
 from s3_objects import put_objects
 
 from imagegraph.errors import JobError
-from imagegraph.inference_job import run_inference
-from imagegraph.link_job import run_link
-from imagegraph.selection import PREFIX, InputSource
-
-from conftest import BUCKET, LOCAL_YAML, MODEL_URI
+from imagegraph.infer.job import run_inference
+from imagegraph.link.job import run_link
+from imagegraph.storage.selection import PREFIX, InputSource
 
 OUTPUT = f"s3a://{BUCKET}/link-results"
 PREFIX_URI = f"s3://{BUCKET}/link-incoming"
@@ -81,7 +79,7 @@ def counts(graph) -> tuple[dict, dict]:
 
 
 def query(config, *args: str) -> str:
-    done = subprocess.run([sys.executable, "-m", "imagegraph.query", "--config", LOCAL_YAML,
+    done = subprocess.run([sys.executable, "-m", "imagegraph.graph.query", "--config", LOCAL_YAML,
                            "--gremlin-endpoint", config.graph.endpoint, *args],
                           capture_output=True, text=True, timeout=120, cwd=services.ROOT,
                           env=os.environ)

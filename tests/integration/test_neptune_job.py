@@ -5,10 +5,8 @@ nothing for the chunk it was writing (`--resume` does it again)."""
 from __future__ import annotations
 
 import pytest
-
-from neptune_errors_server import Answers, NeptuneErrorsServer
-
 from conftest import BUCKET, MODEL_URI
+from neptune_errors_server import Answers, NeptuneErrorsServer
 from test_cli import _cli_input, assert_one_error_line, run_infer
 
 

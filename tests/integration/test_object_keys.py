@@ -18,15 +18,13 @@ from urllib.parse import quote_plus
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 import sample_images
+from conftest import BUCKET, MODEL_URI
 from s3_objects import put_objects
 
-from imagegraph.inference_job import run_inference
-from imagegraph.outputs import DEAD_LETTER_DIR, PREDICTIONS_DIR
-from imagegraph.selection import INVENTORY, MANIFEST, PREFIX, InputSource, select_objects
-
-from conftest import BUCKET, MODEL_URI
+from imagegraph.infer.job import run_inference
+from imagegraph.storage.outputs import DEAD_LETTER_DIR, PREDICTIONS_DIR
+from imagegraph.storage.selection import INVENTORY, MANIFEST, PREFIX, InputSource, select_objects
 
 ODD_BUCKET = "imagegraph-odd-keys"  # listed from its root, so a key may start with '/'
 OUT = f"s3a://{BUCKET}/odd-keys-out"

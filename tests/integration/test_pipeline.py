@@ -6,16 +6,15 @@ from dataclasses import replace
 
 import pandas as pd
 import pytest
+from conftest import BUCKET, MODEL_URI
 from gremlin_python.process.graph_traversal import __
 from gremlin_python.process.traversal import T
 from pyspark.sql.functions import pandas_udf
 
 from imagegraph.errors import JobError
-from imagegraph.inference_job import run_inference
-from imagegraph.model_store import read_model_artifact
-from imagegraph.selection import PREFIX, InputSource
-
-from conftest import BUCKET, MODEL_URI
+from imagegraph.infer.job import run_inference
+from imagegraph.model.store import read_model_artifact
+from imagegraph.storage.selection import PREFIX, InputSource
 
 OUTPUT = f"s3a://{BUCKET}/results"
 INPUT = InputSource(PREFIX, f"s3a://{BUCKET}/incoming/")
@@ -125,7 +124,7 @@ def test_each_worker_loads_a_model_once_across_tasks_and_batches(first_run, spar
     def model_cache_state(ids: pd.Series) -> pd.Series:
         """In the Python workers the classifying pandas UDFs ran in: [pid, models it loaded,
         models it holds] per row."""
-        from imagegraph.model_cache import WORKER_MODELS
+        from imagegraph.model.cache import WORKER_MODELS
 
         return pd.Series([[os.getpid(), WORKER_MODELS.loads, len(WORKER_MODELS)]] * len(ids))
 

@@ -1,4 +1,4 @@
-"""`python -m imagegraph.query` as a process against the test Gremlin Server, over a small graph
+"""`python -m imagegraph.graph.query` as a process against the test Gremlin Server, over a small graph
 written with the writers' own records: what it prints for an image, a class and a run, and its
 one-line errors."""
 import os
@@ -6,16 +6,20 @@ import subprocess
 import sys
 
 import pytest
-
 import services
+from conftest import LOCAL_YAML
 
 from imagegraph.graph.connection import GremlinConnection
-from imagegraph.graph.elements import (classified_as_edges, content_elements, image_vertex,
-                                       model_elements, near_duplicate_edge, similar_to_edge)
+from imagegraph.graph.elements import (
+    classified_as_edges,
+    content_elements,
+    image_vertex,
+    model_elements,
+    near_duplicate_edge,
+    similar_to_edge,
+)
 from imagegraph.graph.writer import GraphWriter
-from imagegraph.model_artifact import ModelMetadata
-
-from conftest import LOCAL_YAML
+from imagegraph.model.artifact import ModelMetadata
 
 METADATA = ModelMetadata(name="digits", version="v1", input_height=32, input_width=32,
                          channels=1, preprocessing="scale_0_1", classes=("cat", "dog", "fox"),
@@ -50,7 +54,7 @@ def small_graph(graph, config):
 
 
 def query(config, *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "imagegraph.query", "--config", LOCAL_YAML,
+    return subprocess.run([sys.executable, "-m", "imagegraph.graph.query", "--config", LOCAL_YAML,
                            "--gremlin-endpoint", config.graph.endpoint, *args],
                           capture_output=True, text=True, timeout=120, cwd=services.ROOT,
                           env=os.environ)
@@ -111,23 +115,23 @@ def test_run_counts_what_it_wrote(small_graph, config):
 def test_what_the_graph_does_not_hold_is_one_line_and_exit_1(small_graph, config, args, line):
     done = query(config, *args)
     assert (done.returncode, done.stdout, done.stderr) == (
-        1, "", f"python -m imagegraph.query: {line}\n")
+        1, "", f"python -m imagegraph.graph.query: {line}\n")
 
 
 def test_an_unreachable_endpoint_is_one_line_and_exit_2(config):
     port = services.free_port()
-    done = subprocess.run([sys.executable, "-m", "imagegraph.query", "--config", LOCAL_YAML,
+    done = subprocess.run([sys.executable, "-m", "imagegraph.graph.query", "--config", LOCAL_YAML,
                            "--gremlin-endpoint", f"ws://127.0.0.1:{port}/gremlin",
                            "--set", "graph.connect_timeout_s=2", "run", "run-1"],
                           capture_output=True, text=True, timeout=120, env=os.environ)
     assert done.returncode == 2
-    assert done.stderr.startswith(f"python -m imagegraph.query: error: cannot read the graph "
+    assert done.stderr.startswith(f"python -m imagegraph.graph.query: error: cannot read the graph "
                                   f"at ws://127.0.0.1:{port}/gremlin: ")
     assert done.stderr.count("\n") == 1
 
 
 def test_help_names_the_three_commands():
-    done = subprocess.run([sys.executable, "-m", "imagegraph.query", "--help"],
+    done = subprocess.run([sys.executable, "-m", "imagegraph.graph.query", "--help"],
                           capture_output=True, text=True, timeout=60, env=os.environ)
     assert done.returncode == 0
     assert all(f"\n    {command}  " in done.stdout for command in ("image", "class", "run"))

@@ -14,20 +14,18 @@ from contextlib import contextmanager
 from dataclasses import replace
 
 import pytest
-from gremlin_python.process.graph_traversal import __
-from gremlin_python.process.traversal import T
-
 import sample_images
 import services
+from conftest import BUCKET, DIGITS_USED, MODEL_URI
+from gremlin_python.process.graph_traversal import __
+from gremlin_python.process.traversal import T
 from s3_fault_proxy import S3FaultProxy
 from s3_objects import put_objects
 
 from imagegraph.graph.connection import remote_traversal
-from imagegraph.inference_job import run_inference
-from imagegraph.outputs import PREDICTIONS_DIR
-from imagegraph.selection import PREFIX, InputSource
-
-from conftest import BUCKET, DIGITS_USED, MODEL_URI
+from imagegraph.infer.job import run_inference
+from imagegraph.storage.outputs import PREDICTIONS_DIR
+from imagegraph.storage.selection import PREFIX, InputSource
 
 TOP_K = 3  # inference.top_k of conf/local.yaml
 

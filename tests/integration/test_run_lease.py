@@ -23,18 +23,16 @@ from dataclasses import replace
 from urllib.parse import urlsplit
 
 import pytest
-
 import sample_images
 import services
+from conftest import MODEL_URI
 from s3_fault_proxy import S3FaultProxy
 from s3_objects import put_objects
 
 from imagegraph.errors import JobError
-from imagegraph.inference_job import run_inference
-from imagegraph.run_lease import take_lease
-from imagegraph.selection import PREFIX, InputSource, Shard, shard_of
-
-from conftest import MODEL_URI
+from imagegraph.infer.job import run_inference
+from imagegraph.runs.lease import take_lease
+from imagegraph.storage.selection import PREFIX, InputSource, Shard, shard_of
 
 BUCKET = "imagegraph-leases"
 MODEL = "digits@v1"
@@ -46,8 +44,8 @@ QUIET_LOG4J = services.ROOT / "conf" / "log4j2.properties"
 _HOLDER = """
 import os, signal, sys, time
 from imagegraph.config import S3Config
-from imagegraph.run_lease import take_lease
-from imagegraph.selection import Shard
+from imagegraph.runs.lease import take_lease
+from imagegraph.storage.selection import Shard
 
 output, ttl_s, action, endpoint, key, secret = sys.argv[1:7]
 s3 = S3Config(endpoint=endpoint, access_key=key, secret_key=secret, path_style_access=True)

@@ -10,18 +10,16 @@ from dataclasses import replace
 from datetime import datetime, timezone
 
 import pytest
-from gremlin_python.process.traversal import T
-
 import sample_images
+from conftest import MODEL_URI
+from gremlin_python.process.traversal import T
 from s3_fault_proxy import S3FaultProxy
 from s3_objects import put_objects
 
 from imagegraph.graph.connection import remote_traversal
-from imagegraph.inference_job import run_inference
-from imagegraph.outputs import DEAD_LETTER_DIR, PREDICTIONS_DIR, write_dead_letters
-from imagegraph.selection import PREFIX, InputSource
-
-from conftest import MODEL_URI
+from imagegraph.infer.job import run_inference
+from imagegraph.storage.outputs import DEAD_LETTER_DIR, PREDICTIONS_DIR, write_dead_letters
+from imagegraph.storage.selection import PREFIX, InputSource
 
 BUCKET = "imagegraph-read-errors"
 OUTPUT = f"s3a://{BUCKET}/results"

@@ -6,18 +6,17 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+from conftest import BUCKET
 from gremlin_python.process.graph_traversal import __
 from gremlin_python.process.traversal import Order, T
 from PIL import Image
-
-from imagegraph.errors import JobError
-from imagegraph.inference_job import run_inference
-from imagegraph.model_artifact import ModelMetadata
-from imagegraph.model_store import read_model_artifact
-from imagegraph.selection import PREFIX, InputSource
 from s3_objects import put_objects
 
-from conftest import BUCKET
+from imagegraph.errors import JobError
+from imagegraph.infer.job import run_inference
+from imagegraph.model.artifact import ModelMetadata
+from imagegraph.model.store import read_model_artifact
+from imagegraph.storage.selection import PREFIX, InputSource
 
 MODEL_KEY = "models/brightness/sm1"
 MODEL_URI = f"s3a://{BUCKET}/{MODEL_KEY}"

@@ -13,13 +13,11 @@ from urllib.parse import urlsplit
 
 import pyarrow.parquet as pq
 import pytest
-
 import sample_images
 import services
+from conftest import BUCKET, MODEL_URI
 from handshake_recorder import HandshakeRecorder
 from s3_objects import put_objects
-
-from conftest import BUCKET, MODEL_URI
 
 ACCESS_KEY = "AKIALEAKCHECK7700001"
 SECRET_KEY = "LeakCheckSecret0123456789abcdefghijKLMNO"

@@ -9,7 +9,6 @@ import time
 
 import pytest
 from gremlin_python.driver.client import Client
-
 from toxiproxy_client import ToxiproxyError
 
 

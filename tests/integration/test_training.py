@@ -11,13 +11,11 @@ import time
 
 import numpy as np
 import pytest
-
 import services
+from conftest import BUCKET, LOCAL_YAML
 
 from imagegraph.config import load_config
-from imagegraph.training import run_training
-
-from conftest import BUCKET, LOCAL_YAML
+from imagegraph.train.job import run_training
 
 TRAIN = f"s3a://{BUCKET}/train/"
 JOB = str(services.ROOT / "jobs" / "train.py")
@@ -62,7 +60,7 @@ def backbone_weights(s3, tmp_path_factory):
     weights file in the local S3: (its URI, its first and last convolution kernels)."""
     import tensorflow as tf
 
-    from imagegraph.backbones import application_backbone
+    from imagegraph.train.backbones import application_backbone
 
     tf.keras.utils.set_random_seed(11)
     backbone = application_backbone("mobilenet_v2", 32, 32, None)
@@ -76,8 +74,9 @@ def backbone_weights(s3, tmp_path_factory):
 
 def test_fine_tuning_starts_from_the_weights_file_and_unfreezes_only_the_top(
         spark, config, dataset, s3, backbone_weights):
-    import tensorflow as tf
     from dataclasses import replace
+
+    import tensorflow as tf
 
     uri, first_kernel, last_kernel = backbone_weights
     training = replace(config.training, base="mobilenet_v2", weights=uri, color_mode="rgb",
@@ -152,7 +151,7 @@ def test_the_held_out_pass_reads_every_image_exactly_once(spark, tmp_path):
     as 91, 73 or 49): evaluation reads one pass of an endless reader instead."""
     from petastorm.spark import SparkDatasetConverter
 
-    from imagegraph.training_data import FeedSpec, converter_for, tf_batches
+    from imagegraph.train.data import FeedSpec, converter_for, tf_batches
 
     spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, tmp_path.as_uri())
     frame = spark.range(97).selectExpr("unhex(lpad(hex(id), 2, '0')) pixels",

@@ -10,13 +10,24 @@ import pytest
 
 from imagegraph.config import GraphConfig
 from imagegraph.errors import JobError
-from imagegraph.graph.bulk_load import (Column, LoaderJob, LoadStopped, check_bulk_settings,
-                                        column_header, csv_field, edge_lines, gremlin_type,
-                                        loader_endpoint, loader_source, property_columns,
-                                        record_errors, rejected_uri, rejection_reason,
-                                        vertex_lines)
-from imagegraph.graph.elements import (EdgeRecord, VertexRecord, classified_as_edges,
-                                       image_vertex)
+from imagegraph.graph.bulk_load import (
+    Column,
+    LoaderJob,
+    LoadStopped,
+    check_bulk_settings,
+    column_header,
+    csv_field,
+    edge_lines,
+    gremlin_type,
+    loader_endpoint,
+    loader_source,
+    property_columns,
+    record_errors,
+    rejected_uri,
+    rejection_reason,
+    vertex_lines,
+)
+from imagegraph.graph.elements import EdgeRecord, VertexRecord, classified_as_edges, image_vertex
 
 ROW = {"uri": 's3://b/a,b "c".png', "sha256": "ab" * 32, "labels": ["cat", "dog"],
        "scores": [0.75, 1e-05]}

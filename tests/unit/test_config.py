@@ -1,7 +1,6 @@
 import pytest
 
-from imagegraph.config import (Config, GraphConfig, expand_environment, load_config,
-                               parse_override)
+from imagegraph.config import Config, GraphConfig, expand_environment, load_config, parse_override
 from imagegraph.errors import JobError
 
 
@@ -177,6 +176,7 @@ def test_non_ascii_config_is_read_as_utf_8(tmp_path):
 
 def test_times_are_read_as_utc():
     from datetime import datetime, timezone
+
     from imagegraph.config import parse_time
     expected = datetime(2026, 1, 31, tzinfo=timezone.utc)
     assert parse_time("2026-01-31T00:00:00Z") == expected
@@ -188,6 +188,7 @@ def test_times_are_read_as_utc():
 def test_a_time_without_zone_is_utc_whatever_the_machines_zone(monkeypatch):
     import time
     from datetime import datetime, timezone
+
     from imagegraph.config import parse_time
     monkeypatch.setenv("TZ", "Asia/Tokyo")
     time.tzset()

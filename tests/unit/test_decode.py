@@ -5,17 +5,20 @@ import subprocess
 import sys
 import zlib
 
+import bad_images
 import cv2
 import numpy as np
 import pytest
 import simplejpeg
+from bad_images import BLUE, RED, WHITE, Classified, DeadLettered
 from PIL import Image, ImageFile, ImageOps
 
-import bad_images
-from bad_images import BLUE, RED, WHITE, Classified, DeadLettered
-
-from imagegraph.decode import UndecodableImage, decode_image, is_out_of_memory, \
-    unrecognised_reason
+from imagegraph.imaging.decode import (
+    UndecodableImage,
+    decode_image,
+    is_out_of_memory,
+    unrecognised_reason,
+)
 
 LIMITS = {"max_bytes": 10_000_000, "max_pixels": 50_000_000}
 CORPUS_BYTES, CORPUS_PIXELS = 100_000, 1_000_000
@@ -253,10 +256,10 @@ def blank_png(side: int) -> bytes:
 _DECODE_UNDER_MEMORY_CAP = """
 import json, resource, sys
 from imagegraph.config import S3Config
-from imagegraph.decode import DecoderOutOfMemory, UndecodableImage, decode_image
-from imagegraph.inference import InferenceSettings, prepare_object
-from imagegraph.model_artifact import ModelMetadata
-from imagegraph.object_reader import ReaderSettings
+from imagegraph.imaging.decode import DecoderOutOfMemory, UndecodableImage, decode_image
+from imagegraph.infer.classify import InferenceSettings, prepare_object
+from imagegraph.model.artifact import ModelMetadata
+from imagegraph.storage.object_reader import ReaderSettings
 
 path, headroom = sys.argv[1], sys.argv[2]
 metadata = ModelMetadata(name="m", version="1", input_height=8, input_width=8, channels=1,
@@ -309,7 +312,7 @@ def test_out_of_memory_as_each_decoding_library_reports_it():
     left, in a process of its own); Pillow's codec error is built by Pillow's own function."""
     capped_resize = subprocess.run([sys.executable, "-c", """
 import resource, cv2, numpy as np
-from imagegraph.decode import is_out_of_memory
+from imagegraph.imaging.decode import is_out_of_memory
 with open("/proc/self/status") as status:
     used = next(int(line.split()[1]) * 1024 for line in status if line.startswith("VmSize:"))
 resource.setrlimit(resource.RLIMIT_AS, (used + 2**28, resource.RLIM_INFINITY))
@@ -398,7 +401,7 @@ def test_libjpeg_turbo_decodes_grayscale_jpegs_and_only_jpegs(monkeypatch):
 
 
 def test_an_allocation_failure_is_out_of_memory_not_the_objects_fault(monkeypatch):
-    from imagegraph import decode
+    from imagegraph.imaging import decode
     data = bad_images.encode(Image.new("RGB", (16, 16)), "PNG")
 
     def no_memory(*args, **kwargs):

@@ -1,7 +1,15 @@
-from imagegraph.graph.elements import (EdgeRecord, OwnedEdges, VertexRecord, classified_as_edges,
-                                       content_elements, image_vertex, model_elements,
-                                       near_duplicate_edge, similar_to_edge)
-from imagegraph.model_artifact import ModelMetadata
+from imagegraph.graph.elements import (
+    EdgeRecord,
+    OwnedEdges,
+    VertexRecord,
+    classified_as_edges,
+    content_elements,
+    image_vertex,
+    model_elements,
+    near_duplicate_edge,
+    similar_to_edge,
+)
+from imagegraph.model.artifact import ModelMetadata
 
 METADATA = ModelMetadata(name="digits", version="v1", input_height=32, input_width=32,
                          channels=1, preprocessing="scale_0_1", classes=("0", "1", "2"),

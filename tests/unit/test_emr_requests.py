@@ -9,10 +9,17 @@ import pytest
 
 from imagegraph.config import load_config
 from imagegraph.emr import package
-from imagegraph.emr.requests import (MANAGED_POLICY_TAG, build_plan, dumps, graviton_types,
-                                     run_job_flow_request, serverless_application_problem,
-                                     serverless_submit_parameters, spark_defaults,
-                                     start_job_run_requests)
+from imagegraph.emr.requests import (
+    MANAGED_POLICY_TAG,
+    build_plan,
+    dumps,
+    graviton_types,
+    run_job_flow_request,
+    serverless_application_problem,
+    serverless_submit_parameters,
+    spark_defaults,
+    start_job_run_requests,
+)
 from imagegraph.emr.settings import load_settings
 from imagegraph.emr.templates import parse_job_args, split_spark_submit
 from imagegraph.errors import JobError

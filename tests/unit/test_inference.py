@@ -9,14 +9,28 @@ import pytest
 from PIL import Image
 
 from imagegraph.config import S3Config
-from imagegraph.inference import STAGE_DECODE, STAGE_READ, STATUS_FAILED, STATUS_OK, \
-    InferenceSettings, classify_stream
-from imagegraph.model_artifact import (KERAS, LABELS_FILE, METADATA_FILE, MODEL_FILE,
-                                       SAVED_MODEL, SAVED_MODEL_FILE, ModelMetadata,
-                                       model_format, write_artifact)
-from imagegraph.model_cache import LOAD_LINE_PREFIX, LoadedModel, ModelCache
-from imagegraph.object_reader import ReaderSettings
-from imagegraph.perceptual_hash import perceptual_hash
+from imagegraph.imaging.perceptual_hash import perceptual_hash
+from imagegraph.infer.classify import (
+    STAGE_DECODE,
+    STAGE_READ,
+    STATUS_FAILED,
+    STATUS_OK,
+    InferenceSettings,
+    classify_stream,
+)
+from imagegraph.model.artifact import (
+    KERAS,
+    LABELS_FILE,
+    METADATA_FILE,
+    MODEL_FILE,
+    SAVED_MODEL,
+    SAVED_MODEL_FILE,
+    ModelMetadata,
+    model_format,
+    write_artifact,
+)
+from imagegraph.model.cache import LOAD_LINE_PREFIX, LoadedModel, ModelCache
+from imagegraph.storage.object_reader import ReaderSettings
 
 METADATA = ModelMetadata(name="brightness", version="1", input_height=4, input_width=4,
                          channels=1, preprocessing="scale_0_1", classes=("dark", "mid", "bright"))
@@ -135,7 +149,7 @@ def test_fixed_batch_function_is_traced_once(brightness_model):
     ("efficientnet", 200, 200.0),
 ])
 def test_preprocessing_families(family, pixel, expected):
-    from imagegraph.model_artifact import preprocess
+    from imagegraph.model.artifact import preprocess
 
     out = np.asarray(preprocess(np.full((1, 2, 2, 3), pixel, np.uint8), family))
     assert out.dtype == np.float32
@@ -143,7 +157,7 @@ def test_preprocessing_families(family, pixel, expected):
 
 
 def test_resnet50_preprocessing_is_bgr_minus_imagenet_means():
-    from imagegraph.model_artifact import preprocess
+    from imagegraph.model.artifact import preprocess
 
     rgb = np.zeros((1, 1, 1, 3), np.uint8)
     rgb[..., 0] = 255  # pure red

@@ -2,8 +2,8 @@
 pure functions, over keys from every class of S3's object key naming guidelines."""
 import pytest
 
-from imagegraph.s3_listing import PrefixListing, prefix_listing
-from imagegraph.sources import bucket_and_key, scheme_of
+from imagegraph.storage.s3_listing import PrefixListing, prefix_listing
+from imagegraph.storage.sources import bucket_and_key, scheme_of
 
 # S3's object key naming guidelines: safe characters, characters that need special handling,
 # characters to avoid; plus the shapes URL parsers and Hadoop's Path reinterpret.

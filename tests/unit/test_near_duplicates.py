@@ -12,9 +12,9 @@ import pytest
 from PIL import Image
 
 from imagegraph.config import LinkConfig
-from imagegraph.decode import decode_image
-from imagegraph.linking import flip_masks, near_duplicates
-from imagegraph.perceptual_hash import hamming_distance, perceptual_hash
+from imagegraph.imaging.decode import decode_image
+from imagegraph.imaging.perceptual_hash import hamming_distance, perceptual_hash
+from imagegraph.link.pairs import flip_masks, near_duplicates
 
 PHOTOS = ("astronaut", "camera", "chelsea", "cell", "clock", "coffee", "coins",
           "hubble_deep_field", "immunohistochemistry", "moon", "page", "retina", "rocket",

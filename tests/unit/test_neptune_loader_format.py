@@ -6,9 +6,19 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 import pytest
-
-from neptune_loader import (DATATYPE, PARSING, PARSING_ERROR, Column, Field, FileRejected,
-                            Record, RecordError, parse_csv, parse_feed, parse_header)
+from neptune_loader import (
+    DATATYPE,
+    PARSING,
+    PARSING_ERROR,
+    Column,
+    Field,
+    FileRejected,
+    Record,
+    RecordError,
+    parse_csv,
+    parse_feed,
+    parse_header,
+)
 
 from imagegraph.graph.bulk_load import edge_lines, vertex_lines
 from imagegraph.graph.elements import EdgeRecord, VertexRecord

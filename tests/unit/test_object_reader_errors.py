@@ -4,10 +4,9 @@ chosen keys with S3's status and XML error body (nothing behind it is reached), 
 from __future__ import annotations
 
 import pytest
-
 from s3_fault_proxy import S3FaultProxy
 
-from imagegraph.object_reader import ObjectUnreadable, ReaderSettings, read_object
+from imagegraph.storage.object_reader import ObjectUnreadable, ReaderSettings, read_object
 
 UNREACHABLE = "http://127.0.0.1:9"  # the proxy answers every chosen key itself
 

@@ -6,15 +6,21 @@ import logging
 import numpy as np
 import pytest
 
-from imagegraph.calibration import ARTIFACT, INPUT, CalibrationSample
 from imagegraph.config import S3Config
-from imagegraph.inference import InferenceSettings
-from imagegraph.model_artifact import LABELS_FILE, METADATA_FILE, ModelMetadata, write_artifact
-from imagegraph.model_cache import INT8_MODEL_FILE, ModelCache
-from imagegraph.object_reader import ReaderSettings
-from imagegraph.precision import FLOAT32, INT8, AnswerCheck, compare_answers, \
-    precision_line, quantize_and_check
-from imagegraph.report import RunReport
+from imagegraph.infer.classify import InferenceSettings
+from imagegraph.infer.precision import (
+    FLOAT32,
+    INT8,
+    AnswerCheck,
+    compare_answers,
+    precision_line,
+    quantize_and_check,
+)
+from imagegraph.model.artifact import LABELS_FILE, METADATA_FILE, ModelMetadata, write_artifact
+from imagegraph.model.cache import INT8_MODEL_FILE, ModelCache
+from imagegraph.model.calibration import ARTIFACT, INPUT, CalibrationSample
+from imagegraph.runs.report import RunReport
+from imagegraph.storage.object_reader import ReaderSettings
 
 BRIGHTNESS = ModelMetadata(name="brightness", version="1", input_height=4, input_width=4,
                            channels=1, preprocessing="scale_0_1",
@@ -130,7 +136,7 @@ def test_int8_below_the_agreement_falls_back_to_float32_in_one_line(tmp_path, ca
     files = keras_files(tmp_path, dense_model([0.001, 0.002], [0.0, 0.0005]), metadata)
     sample = CalibrationSample(levels(0, 100, 200), levels(10, 60, 110, 160, 210),
                                np.ones(5, np.int32), ARTIFACT)  # labeled "b"
-    with caplog.at_level(logging.INFO, logger="imagegraph.precision"):
+    with caplog.at_level(logging.INFO, logger="imagegraph.infer.precision"):
         choice = quantize_and_check(files, metadata, SETTINGS, sample, min_agreement=0.99)
     assert choice.precision == FLOAT32 and choice.model_files is files
     assert choice.check == AnswerCheck(5, 0.0, int8_accuracy=0.0, float32_accuracy=1.0)
@@ -167,7 +173,7 @@ def test_a_model_int8_cannot_convert_falls_back_to_float32(tmp_path, caplog):
              for path in tmp_path.rglob("*") if path.is_file()}
     sample = CalibrationSample(levels(0, 128, 255), levels(30, 220), None, INPUT)
     settings = InferenceSettings(**{**SETTINGS.__dict__, "runtime": "tensorflow"})
-    with caplog.at_level(logging.WARNING, logger="imagegraph.precision"):
+    with caplog.at_level(logging.WARNING, logger="imagegraph.infer.precision"):
         choice = quantize_and_check(files, BRIGHTNESS, settings, sample, min_agreement=0.99)
     assert choice.precision == FLOAT32 and choice.check is None
     assert choice.fallback == ("the int8 conversion failed: ConverterError: 'tf.Erf' op is "

@@ -1,6 +1,6 @@
 import pytest
 
-from imagegraph.report import RunReport
+from imagegraph.runs.report import RunReport
 
 
 def report(**counts) -> RunReport:

@@ -7,8 +7,16 @@ from gremlin_python.driver.protocol import GremlinServerError
 
 from imagegraph.config import GraphConfig
 from imagegraph.graph.connection import HandshakeRejected
-from imagegraph.graph.retry import (NEPTUNE_ERRORS, TINKERPOP_STATUS, Failure, Recovery,
-                                    RetryPolicy, classify, neptune_error_body, stop_line)
+from imagegraph.graph.retry import (
+    NEPTUNE_ERRORS,
+    TINKERPOP_STATUS,
+    Failure,
+    Recovery,
+    RetryPolicy,
+    classify,
+    neptune_error_body,
+    stop_line,
+)
 from imagegraph.graph.writer import GraphWriter, RequestFailed, WriterStopped
 
 R = Recovery

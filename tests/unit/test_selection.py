@@ -7,8 +7,8 @@ import pytest
 
 from imagegraph.cli import parse_shard
 from imagegraph.graph.pacing import Pacer
-from imagegraph.progress import progress_line
-from imagegraph.selection import Shard, shard_column, shard_of
+from imagegraph.runs.progress import progress_line
+from imagegraph.storage.selection import Shard, shard_column, shard_of
 
 
 def test_shard_of_is_the_documented_hash():
@@ -119,7 +119,7 @@ def test_pacer_pause_doubles_on_throttling_and_halves_away_on_success():
 
 
 def test_an_input_source_is_named_by_its_uri_and_kind():
-    from imagegraph.selection import INVENTORY, MANIFEST, PREFIX, InputSource
+    from imagegraph.storage.selection import INVENTORY, MANIFEST, PREFIX, InputSource
     assert str(InputSource(PREFIX, "s3://b/in/")) == "s3://b/in/"
     assert str(InputSource(MANIFEST, "s3://b/m.csv")) == "manifest s3://b/m.csv"
     assert str(InputSource(INVENTORY, "s3://b/manifest.json")) == "inventory s3://b/manifest.json"

@@ -5,8 +5,8 @@ import itertools
 
 import pytest
 
-from imagegraph.run_lease import shard_from_name, shard_name, shards_overlap
-from imagegraph.selection import Shard, shard_of
+from imagegraph.runs.lease import shard_from_name, shard_name, shards_overlap
+from imagegraph.storage.selection import Shard, shard_of
 
 URIS = [f"s3://bucket/images/{n:05d}.jpg" for n in range(3000)]
 
@@ -32,14 +32,14 @@ def test_a_whole_run_overlaps_every_shard():
 
 
 def test_a_lease_lives_for_its_ttl_after_its_last_renewal():
-    from imagegraph.run_lease import StoredLease
+    from imagegraph.runs.lease import StoredLease
     assert StoredLease({"ttl_s": 30}, "v", 29.9).live
     assert not StoredLease({"ttl_s": 30}, "v", 30.0).live
     assert not StoredLease({}, "v", 0.0).live  # no ttl: a lease no run can be holding
 
 
 def test_an_unreadable_lease_names_no_run_and_a_refusal_says_whose_lease_it_is():
-    from imagegraph.run_lease import StoredLease, _encode, _parse, _refusal
+    from imagegraph.runs.lease import StoredLease, _encode, _parse, _refusal
     body = {"run_id": "r1", "host": "h", "pid": 7, "shard": "1/4", "output": "s3://b/out",
             "model": "m@1", "ttl_s": 60}
     assert _parse(_encode(body)) == body
@@ -55,6 +55,6 @@ def test_an_unreadable_lease_names_no_run_and_a_refusal_says_whose_lease_it_is()
 
 
 def test_an_unreachable_lease_store_is_named_with_the_error():
-    from imagegraph.run_lease import _unreachable
+    from imagegraph.runs.lease import _unreachable
     assert str(_unreachable("s3://b/out/_leases/m@1", TimeoutError("read timed out"))) == (
         "cannot take the run's lease under s3://b/out/_leases/m@1: TimeoutError: read timed out")

@@ -7,7 +7,6 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 from botocore.credentials import Credentials
-
 from sigv4_gate import MISMATCH, signature_problem
 
 from imagegraph.graph.auth import AwsCredentials, signed_handshake_headers

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from imagegraph.config import LinkConfig
-from imagegraph.linking import similar_images
-from imagegraph.perceptual_hash import hamming_distance
+from imagegraph.imaging.perceptual_hash import hamming_distance
+from imagegraph.link.pairs import similar_images
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_each_new_image_finds_its_nearest_as_brute_force_does(spark):
 
 
 def test_the_signature_is_the_side_of_each_hyperplane(spark):
-    from imagegraph.linking import embedding_signature
+    from imagegraph.link.pairs import embedding_signature
 
     rng = np.random.default_rng(2)
     base = rng.standard_normal(16)

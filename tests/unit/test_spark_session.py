@@ -56,7 +56,7 @@ def test_the_background_pool_is_declared_in_the_allocation_file_unless_the_confi
     from urllib.parse import urlsplit
     from xml.etree import ElementTree
 
-    from imagegraph.background import BACKGROUND_POOL
+    from imagegraph.infer.background import BACKGROUND_POOL
 
     allocation_file = spark_conf(load_config(None))["spark.scheduler.allocation.file"]
     assert allocation_file.startswith("file:///")  # not read from EMR's default file system

@@ -6,7 +6,7 @@ import sys
 import keras  # imported here, so TensorFlow's own start-up lines are not the tests' output
 from keras.src.utils.io_utils import print_msg  # what the TF Lite conversion's export prints with
 
-from imagegraph.tensorflow_output import quiet_tensorflow, without_noise
+from imagegraph.model.tensorflow_output import quiet_tensorflow, without_noise
 
 NOISE = [
     "WARNING: All log messages before absl::InitializeLog() is called are written to STDERR\n",
@@ -21,7 +21,7 @@ KEPT = [
     "E0000 00:00:1796142643.300277   10762 converter.cc:12] could not legalize op\n",
     "F1201 16:24:32.844512   10762 check.cc:1] Check failed: ok\n",
     "Traceback (most recent call last):\n",
-    "2026-12-01 16:24:32,844 ERROR imagegraph.inference: read failed\n",
+    "2026-12-01 16:24:32,844 ERROR imagegraph.infer.classify: read failed\n",
     "WARNING: a line of somebody else's\n",
 ]
 

@@ -7,12 +7,17 @@ import numpy as np
 import pytest
 
 from imagegraph.config import S3Config
-from imagegraph.evaluation import evaluate, write_evaluation
-from imagegraph.training_checkpoints import CheckpointStore, TrainingState
-from imagegraph.training_data import Augmentation, FeedSpec, augment, balanced_class_weights, \
-    to_pixels
-from imagegraph.training_loop import FINE_TUNE, HEAD, WHOLE, TrainingPlan, \
-    early_stop_update, next_phases
+from imagegraph.train.checkpoints import CheckpointStore, TrainingState
+from imagegraph.train.data import Augmentation, FeedSpec, augment, balanced_class_weights, to_pixels
+from imagegraph.train.evaluation import evaluate, write_evaluation
+from imagegraph.train.loop import (
+    FINE_TUNE,
+    HEAD,
+    WHOLE,
+    TrainingPlan,
+    early_stop_update,
+    next_phases,
+)
 
 
 def test_evaluation_counts_per_class_and_the_confusion_matrix():

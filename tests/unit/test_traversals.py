@@ -1,10 +1,17 @@
 from gremlin_python.process.traversal import Bytecode
 
 from imagegraph.graph.elements import EdgeRecord, VertexRecord
-from imagegraph.graph.traversals import (MERGE_STEPS_PER_REQUEST, coalesce_steps,
-                                         drop_link_edges, pack, records, upsert_edges,
-                                         upsert_edges_coalesce, upsert_vertices,
-                                         upsert_vertices_coalesce)
+from imagegraph.graph.traversals import (
+    MERGE_STEPS_PER_REQUEST,
+    coalesce_steps,
+    drop_link_edges,
+    pack,
+    records,
+    upsert_edges,
+    upsert_edges_coalesce,
+    upsert_vertices,
+    upsert_vertices_coalesce,
+)
 
 
 def vertex(n: int, properties: int) -> VertexRecord:

@@ -36,12 +36,10 @@ from imagegraph.config import GraphConfig
 from imagegraph.errors import JobError
 from imagegraph.graph.auth import uses_iam
 from imagegraph.graph.connection import GremlinConnection
-from imagegraph.graph.elements import (EdgeRecord, VertexRecord, classified_as_edges,
-                                       image_vertex)
+from imagegraph.graph.elements import EdgeRecord, VertexRecord, classified_as_edges, image_vertex
 from imagegraph.graph.load import GraphLoad
 from imagegraph.graph.traversals import drop_stale_edges
-from imagegraph.graph.writer import (GraphWriter, RequestFailed, WriteStats, WriterStopped,
-                                     chunks)
+from imagegraph.graph.writer import GraphWriter, RequestFailed, WriterStopped, WriteStats, chunks
 
 log = logging.getLogger(__name__)
 

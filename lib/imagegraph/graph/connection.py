@@ -25,8 +25,12 @@ from gremlin_python.process.traversal import Traverser
 
 from imagegraph.config import GraphConfig
 from imagegraph.errors import JobError
-from imagegraph.graph.auth import (default_chain_credentials, resolve_region,
-                                   signed_handshake_headers, uses_iam)
+from imagegraph.graph.auth import (
+    default_chain_credentials,
+    resolve_region,
+    signed_handshake_headers,
+    uses_iam,
+)
 
 # gremlinpython logs every error response, stack trace included, at ERROR, in the driver and in
 # every executor's Python worker; the graph writer classifies and reports each failure itself.

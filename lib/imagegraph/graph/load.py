@@ -1,7 +1,7 @@
 """Loading a run's predictions into the graph from Spark: model and class elements from the
 driver, then image vertices and edges over at most `graph.writers` connections at once, up to
 `graph.connections_per_task` of them in each writing task, and never from every task slot of
-the application: the next chunk's classification runs beside the load (see `inference_job`)
+the application: the next chunk's classification runs beside the load (see `infer.job`)
 and needs at least one. A writing task holds its slot while it waits for the server's answers,
 so the fewer tasks hold the connections, the more slots classify meanwhile.
 
@@ -23,10 +23,14 @@ from imagegraph.errors import JobError
 from imagegraph.graph.connection import GremlinConnection, remote_traversal
 from imagegraph.graph.elements import model_elements
 from imagegraph.graph.retry import Recovery
-from imagegraph.graph.writer import (GraphWriter, RequestFailed, WriteStats, WriterStopped,
-                                     write_partition)
-from imagegraph.model_artifact import ModelMetadata
-
+from imagegraph.graph.writer import (
+    GraphWriter,
+    RequestFailed,
+    WriterStopped,
+    WriteStats,
+    write_partition,
+)
+from imagegraph.model.artifact import ModelMetadata
 
 OUTCOME = StructType([StructField("uri", StringType(), True),
                       StructField("reason", StringType(), True),

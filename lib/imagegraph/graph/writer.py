@@ -28,8 +28,14 @@ from imagegraph.config import GraphConfig
 from imagegraph.graph.connection import GremlinConnection
 from imagegraph.graph.elements import classified_as_edges, image_vertex
 from imagegraph.graph.pacing import Pacer
-from imagegraph.graph.retry import (ATTEMPT_BOUNDED, Failure, Recovery, RetryPolicy, classify,
-                                    stop_line)
+from imagegraph.graph.retry import (
+    ATTEMPT_BOUNDED,
+    Failure,
+    Recovery,
+    RetryPolicy,
+    classify,
+    stop_line,
+)
 from imagegraph.graph.traversals import UPSERTS, Upsert, pack
 
 log = logging.getLogger(__name__)

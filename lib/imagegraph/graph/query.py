@@ -1,9 +1,9 @@
-"""`python -m imagegraph.query`: what the graph holds about an image, a class or a run, for
+"""`python -m imagegraph.graph.query`: what the graph holds about an image, a class or a run, for
 people who check results without writing Gremlin.
 
-    python -m imagegraph.query --config conf/local.yaml image s3://bucket/key [--top 10]
-    python -m imagegraph.query --config conf/local.yaml class NAME [--model NAME@VERSION] [--top 20]
-    python -m imagegraph.query --config conf/local.yaml run RUN_ID [--top 20]
+    python -m imagegraph.graph.query --config conf/local.yaml image s3://bucket/key [--top 10]
+    python -m imagegraph.graph.query --config conf/local.yaml class NAME [--model NAME@VERSION] [--top 20]
+    python -m imagegraph.graph.query --config conf/local.yaml run RUN_ID [--top 20]
 
 arguments -> the jobs' configuration file, `--set` overrides and `--gremlin-endpoint` (so the
 same endpoint, and the same SigV4 signing of the handshake when `graph.iam_auth` asks for it)
@@ -25,11 +25,16 @@ from gremlin_python.process.traversal import Order
 from imagegraph.cli import config_from_args, run_job
 from imagegraph.errors import JobError
 from imagegraph.graph.connection import remote_traversal
-from imagegraph.graph.elements import (CLASSIFIED_AS, HAS_CONTENT, NEAR_DUPLICATE, SIMILAR_TO,
-                                       class_id)
+from imagegraph.graph.elements import (
+    CLASSIFIED_AS,
+    HAS_CONTENT,
+    NEAR_DUPLICATE,
+    SIMILAR_TO,
+    class_id,
+)
 from imagegraph.graph.retry import classify
 
-PROG = "python -m imagegraph.query"
+PROG = "python -m imagegraph.graph.query"
 
 
 class NotInGraph(Exception):
@@ -37,7 +42,7 @@ class NotInGraph(Exception):
 
 
 def query_parser() -> argparse.ArgumentParser:
-    """The parser of `python -m imagegraph.query`."""
+    """The parser of `python -m imagegraph.graph.query`."""
     parser = argparse.ArgumentParser(
         prog=PROG,
         description="Read what the graph (Amazon Neptune or Gremlin Server) holds about an "

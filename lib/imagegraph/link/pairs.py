@@ -29,7 +29,7 @@ from pyspark.sql import Column, DataFrame, Window
 from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
 
-from imagegraph.perceptual_hash import HASH_BITS
+from imagegraph.imaging.perceptual_hash import HASH_BITS
 
 PAIR_COLUMNS = ("uri", "other", "distance")
 """A found pair: a new image, the image it was found near, and their distance."""

@@ -1,5 +1,5 @@
 """Data-parallel training on N Spark executors: one barrier stage of N tasks, each running
-`training_loop.train_model` under `tf.distribute.MultiWorkerMirroredStrategy` on its own shard
+`train.loop.train_model` under `tf.distribute.MultiWorkerMirroredStrategy` on its own shard
 of the petastorm training data.
 
     driver: a barrier stage of N tasks (Spark starts all N at once, or none)
@@ -28,7 +28,7 @@ from contextlib import closing
 from pyspark.sql import SparkSession
 
 from imagegraph.errors import JobError
-from imagegraph.training_loop import TrainedModel, TrainingPlan, train_model
+from imagegraph.train.loop import TrainedModel, TrainingPlan, train_model
 
 _PAYLOAD, _RESULT = "payload.pickle", "result.pickle"
 
@@ -69,7 +69,7 @@ def train_on_executors(spark: SparkSession, plan: TrainingPlan, train_data, hold
         with tempfile.TemporaryDirectory(prefix="imagegraph-worker-") as directory:
             with open(os.path.join(directory, _PAYLOAD), "wb") as handle:
                 pickle.dump((worker_plan, train_data, holdout_data, rank, len(cluster)), handle)
-            subprocess.run([sys.executable, "-m", "imagegraph.distributed_training",
+            subprocess.run([sys.executable, "-m", "imagegraph.train.distributed",
                             directory], env=env, check=True)
             with open(os.path.join(directory, _RESULT), "rb") as handle:
                 yield handle.read()

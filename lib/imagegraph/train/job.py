@@ -23,17 +23,25 @@ from datetime import datetime, timezone
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
-from imagegraph import hadoop_fs
-from imagegraph.backbones import MIN_APPLICATION_SIZE, PREPROCESSING
-from imagegraph.calibration import store_training_sample
 from imagegraph.config import Config, TrainingConfig
 from imagegraph.errors import JobError
-from imagegraph.evaluation import EVALUATION_FILES, Evaluation, evaluate, write_evaluation
-from imagegraph.model_artifact import ARTIFACT_FILES, ModelMetadata, write_artifact
-from imagegraph.training_checkpoints import CheckpointStore
-from imagegraph.training_data import (PIXELS, Augmentation, FeedSpec, balanced_class_weights,
-                                      cache_bytes, converter_for, labeled_images, tf_batches)
-from imagegraph.training_loop import TrainedModel, TrainingPlan, train_model
+from imagegraph.model.artifact import ARTIFACT_FILES, ModelMetadata, write_artifact
+from imagegraph.model.calibration import store_training_sample
+from imagegraph.storage import hadoop_fs
+from imagegraph.train.backbones import MIN_APPLICATION_SIZE, PREPROCESSING
+from imagegraph.train.checkpoints import CheckpointStore
+from imagegraph.train.data import (
+    PIXELS,
+    Augmentation,
+    FeedSpec,
+    balanced_class_weights,
+    cache_bytes,
+    converter_for,
+    labeled_images,
+    tf_batches,
+)
+from imagegraph.train.evaluation import EVALUATION_FILES, Evaluation, evaluate, write_evaluation
+from imagegraph.train.loop import TrainedModel, TrainingPlan, train_model
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +207,7 @@ def _train(spark: SparkSession, plan: TrainingPlan, train_data, holdout_data,
            workers: int) -> list[TrainedModel]:
     if workers == 1:
         return [train_model(plan, train_data, holdout_data)]
-    from imagegraph.distributed_training import train_on_executors
+    from imagegraph.train.distributed import train_on_executors
 
     return train_on_executors(spark, plan, train_data, holdout_data, workers)
 

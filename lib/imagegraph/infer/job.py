@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import math
-import secrets
 import time
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
@@ -27,33 +26,35 @@ from pyspark import Broadcast
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from imagegraph import hadoop_fs
-from imagegraph.background import BackgroundJobs
 from imagegraph.config import Config
 from imagegraph.errors import JobError
 from imagegraph.graph.bulk_load import bulk_load_predictions
 from imagegraph.graph.connection import with_resolved_region
 from imagegraph.graph.load import count_run_images, load_predictions, write_model
-from imagegraph.inference import STATUS_OK, InferenceSettings, classify_images
-from imagegraph.model_artifact import ModelMetadata
-from imagegraph.model_store import read_model_artifact
-from imagegraph.object_reader import ReaderSettings
-from imagegraph.outputs import (committed_rows, done_uris, staging_uri, write_dead_letters,
-                                write_predictions, write_report)
-from imagegraph.precision import choose_precision
-from imagegraph.progress import ProgressCounters, ProgressLogger
-from imagegraph.report import RunReport
-from imagegraph.run_lease import RunLease, take_lease
-from imagegraph.selection import InputSource, Shard, select_objects
+from imagegraph.infer.background import BackgroundJobs
+from imagegraph.infer.classify import STATUS_OK, InferenceSettings, classify_images
+from imagegraph.infer.precision import choose_precision
+from imagegraph.model.artifact import ModelMetadata
+from imagegraph.model.store import read_model_artifact
+from imagegraph.runs.ids import new_run_id
+from imagegraph.runs.lease import RunLease, take_lease
+from imagegraph.runs.progress import ProgressCounters, ProgressLogger
+from imagegraph.runs.report import RunReport
+from imagegraph.storage import hadoop_fs
+from imagegraph.storage.object_reader import ReaderSettings
+from imagegraph.storage.outputs import (
+    committed_rows,
+    done_uris,
+    staging_uri,
+    write_dead_letters,
+    write_predictions,
+    write_report,
+)
+from imagegraph.storage.selection import InputSource, Shard, select_objects
 
 log = logging.getLogger(__name__)
 
 STAGE_GRAPH = "graph"
-
-
-def new_run_id(now: datetime) -> str:
-    """`20261126T201500Z-3f2a1c`: sortable by start time, unique across concurrent runs."""
-    return f"{now:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
 
 
 @dataclass(frozen=True)

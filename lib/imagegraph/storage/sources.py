@@ -10,9 +10,9 @@ from __future__ import annotations
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from imagegraph import hadoop_fs
 from imagegraph.config import InputConfig
 from imagegraph.errors import JobError
+from imagegraph.storage import hadoop_fs
 
 
 def canonical_uri(path: Column) -> Column:

@@ -11,8 +11,8 @@ from botocore.config import Config as BotoConfig
 from botocore.exceptions import BotoCoreError, ClientError
 
 from imagegraph.config import S3Config
-from imagegraph.decode import oversize_reason
-from imagegraph.sources import bucket_and_key, scheme_of
+from imagegraph.imaging.decode import oversize_reason
+from imagegraph.storage.sources import bucket_and_key, scheme_of
 
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
 _DENIED_CODES = {"AccessDenied", "403", "Forbidden"}

@@ -19,8 +19,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pyspark.sql import DataFrame, SparkSession
 
 from imagegraph.errors import JobError
-from imagegraph.object_reader import ReaderSettings, s3_client
-from imagegraph.sources import bucket_and_key
+from imagegraph.storage.object_reader import ReaderSettings, s3_client
+from imagegraph.storage.sources import bucket_and_key
 
 OBJECT_SCHEMA = "uri string, size long, modified timestamp"
 DELIMITER = "/"

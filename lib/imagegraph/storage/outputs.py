@@ -19,7 +19,7 @@ from datetime import datetime
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from imagegraph import hadoop_fs
+from imagegraph.storage import hadoop_fs
 
 PREDICTIONS_DIR = "predictions"
 DEAD_LETTER_DIR = "dead_letter"

@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 from imagegraph.config import S3Config
 from imagegraph.errors import JobError
-from imagegraph.object_reader import ReaderSettings, s3_client
+from imagegraph.storage.object_reader import ReaderSettings, s3_client
 
 CHECKPOINT_DIR = "_checkpoints"
 LAST_MODEL = "last.keras"

@@ -24,9 +24,9 @@ from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import ArrayType, BinaryType, FloatType, StringType, StructField, StructType
 
 from imagegraph.config import Config, TrainingConfig
-from imagegraph.decode import UndecodableImage, decode_image
-from imagegraph.model_artifact import preprocess
-from imagegraph.sources import read_images
+from imagegraph.imaging.decode import UndecodableImage, decode_image
+from imagegraph.model.artifact import preprocess
+from imagegraph.storage.sources import read_images
 
 PIXELS = {"uint8": "pixels", "float32": "features"}
 """The column holding an image's pixels, by `training.pixel_feed`."""

@@ -41,8 +41,8 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from imagegraph.config import S3Config
 from imagegraph.errors import JobError
-from imagegraph.object_reader import ReaderSettings, s3_client
-from imagegraph.selection import Shard
+from imagegraph.storage.object_reader import ReaderSettings, s3_client
+from imagegraph.storage.selection import Shard
 
 log = logging.getLogger(__name__)
 

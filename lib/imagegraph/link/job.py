@@ -26,19 +26,26 @@ from typing import Callable
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from imagegraph import hadoop_fs
 from imagegraph.config import Config, GraphConfig
 from imagegraph.errors import JobError
 from imagegraph.graph.connection import GremlinConnection, with_resolved_region
-from imagegraph.graph.elements import (CONTENT, HAS_CONTENT, NEAR_DUPLICATE, SIMILAR_TO,
-                                       VertexRecord, content_elements, content_id,
-                                       near_duplicate_edge, similar_to_edge)
+from imagegraph.graph.elements import (
+    CONTENT,
+    HAS_CONTENT,
+    NEAR_DUPLICATE,
+    SIMILAR_TO,
+    VertexRecord,
+    content_elements,
+    content_id,
+    near_duplicate_edge,
+    similar_to_edge,
+)
 from imagegraph.graph.traversals import drop_link_edges
-from imagegraph.graph.writer import (GraphWriter, RequestFailed, WriterStopped, WriteStats,
-                                     chunks)
-from imagegraph.inference_job import new_run_id
-from imagegraph.linking import Pairs, latest_rows, near_duplicates, similar_images
-from imagegraph.outputs import PREDICTIONS_DIR, staging_uri
+from imagegraph.graph.writer import GraphWriter, RequestFailed, WriterStopped, WriteStats, chunks
+from imagegraph.link.pairs import Pairs, latest_rows, near_duplicates, similar_images
+from imagegraph.runs.ids import new_run_id
+from imagegraph.storage import hadoop_fs
+from imagegraph.storage.outputs import PREDICTIONS_DIR, staging_uri
 
 log = logging.getLogger(__name__)
 

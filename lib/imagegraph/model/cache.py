@@ -14,15 +14,21 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
-import time
 import threading
+import time
 import warnings
 
 import numpy as np
 
-from imagegraph.model_artifact import (MODEL_FILE, SAVED_MODEL, SAVED_MODEL_DIR, ModelMetadata,
-                                       model_format, preprocess)
-from imagegraph.tensorflow_output import quiet_tensorflow
+from imagegraph.model.artifact import (
+    MODEL_FILE,
+    SAVED_MODEL,
+    SAVED_MODEL_DIR,
+    ModelMetadata,
+    model_format,
+    preprocess,
+)
+from imagegraph.model.tensorflow_output import quiet_tensorflow
 
 INT8_MODEL_FILE = "model.int8.tflite"
 """The int8 TensorFlow Lite model among the shipped files (never part of an artifact)."""

@@ -15,15 +15,23 @@ import numpy as np
 import pandas as pd
 from pyspark.sql import Column
 from pyspark.sql.functions import pandas_udf
-from pyspark.sql.types import (ArrayType, BooleanType, FloatType, IntegerType, LongType,
-                               StringType, StructField, StructType)
+from pyspark.sql.types import (
+    ArrayType,
+    BooleanType,
+    FloatType,
+    IntegerType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+)
 
-from imagegraph.decode import DecoderOutOfMemory, UndecodableImage, decode_image
-from imagegraph.model_artifact import ModelMetadata
-from imagegraph.object_reader import ObjectUnreadable, ReaderSettings, read_object
-from imagegraph.perceptual_hash import perceptual_hash
-from imagegraph.progress import ProgressCounters
-from imagegraph.sources import bucket_and_key
+from imagegraph.imaging.decode import DecoderOutOfMemory, UndecodableImage, decode_image
+from imagegraph.imaging.perceptual_hash import perceptual_hash
+from imagegraph.model.artifact import ModelMetadata
+from imagegraph.runs.progress import ProgressCounters
+from imagegraph.storage.object_reader import ObjectUnreadable, ReaderSettings, read_object
+from imagegraph.storage.sources import bucket_and_key
 
 STATUS_OK = "ok"
 STATUS_FAILED = "failed"
@@ -51,7 +59,7 @@ CLASSIFICATION = StructType([
 """What `classify_images` returns per object: its canonical `uri` (see `sources`), whether it
 was classified, and if so its size in bytes and pixels, the top-k `labels`/`scores`, best first,
 (when asked for) the penultimate layer's `embedding`, and the decoded pixels' 64-bit
-perceptual hash `phash` (see `perceptual_hash`); if not, the `stage` (read or decode)
+perceptual hash `phash` (see `imaging.perceptual_hash`); if not, the `stage` (read or decode)
 that failed, the `reason`, and whether a later run may succeed (`retryable`)."""
 
 
@@ -61,7 +69,7 @@ class InferenceSettings:
     limit (the byte limit is `reader.max_bytes`); `batch_size` is images per model call;
     `threads` sizes TensorFlow's pools (the task's cores); `reader` says how objects are read,
     `reader.threads` at once per task; `runtime` is 'tflite' or 'tensorflow' (see
-    `model_cache.LoadedModel`); `precision` 'int8' runs the int8 model shipped with the files
+    `model.cache.LoadedModel`); `precision` 'int8' runs the int8 model shipped with the files
     (see `precision`), 'float32' the artifact's model."""
 
     top_k: int
@@ -105,7 +113,7 @@ def prepare_object(uri: str, size: int | None, metadata: ModelMetadata,
 
 def classify_prepared(model, prepared: list[tuple[dict, np.ndarray | None]],
                       metadata: ModelMetadata, settings: InferenceSettings) -> pd.DataFrame:
-    """Run `model` (a `model_cache.LoadedModel`) over the decoded objects of a batch in
+    """Run `model` (a `model.cache.LoadedModel`) over the decoded objects of a batch in
     model-sized chunks; one row per object, in input order, with the columns of
     `CLASSIFICATION`."""
     rows = [row for row, _ in prepared]
@@ -151,12 +159,12 @@ def classify_images(uri: Column, size: Column, model_files, metadata: ModelMetad
     what they processed and failed to `counters`.
 
     `model_files` is a Broadcast of {artifact file name: bytes}; each Python worker loads the
-    model from it once (see `model_cache`).
+    model from it once (see `model.cache`).
     """
 
     @pandas_udf(CLASSIFICATION)
     def classify(batches: Iterator[tuple[pd.Series, pd.Series]]) -> Iterator[pd.DataFrame]:
-        from imagegraph.model_cache import WORKER_MODELS  # the worker's own cache, not a copy
+        from imagegraph.model.cache import WORKER_MODELS  # the worker's own cache, not a copy
 
         model = WORKER_MODELS.get(metadata, model_files.value, settings.batch_size,
                                   settings.embedding, settings.threads, settings.runtime,

@@ -8,23 +8,21 @@ them, in two disjoint parts.
 Training stores a sample in the artifact (`CALIBRATION_FILE`: training images to calibrate on,
 held-out images and their labels to check with; `store_training_sample`); for an artifact
 without one (a user's SavedModel) the driver draws one from the job's own input before the run
-(`draw_from_input`), without labels.
+(`imagegraph.infer.precision.draw_from_input`), without labels.
 """
 from __future__ import annotations
 
 import io
 import os
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from imagegraph import hadoop_fs
-from imagegraph.inference import InferenceSettings, prepare_object
-from imagegraph.model_artifact import ModelMetadata
+from imagegraph.model.artifact import ModelMetadata
+from imagegraph.storage import hadoop_fs
 
 CALIBRATION_FILE = "calibration.npz"
 """The artifact's calibration sample: arrays `calibration`, `check` (uint8 pixels (n, height,
@@ -114,22 +112,3 @@ def read_artifact_sample(spark: SparkSession, model_uri: str) -> CalibrationSamp
         hadoop_fs.copy_to_local(spark, uri, path)
         with open(path, "rb") as handle:
             return CalibrationSample.from_npz(handle.read())
-
-
-def draw_from_input(objects: DataFrame, metadata: ModelMetadata, settings: InferenceSettings,
-                    calibration_images: int, check_images: int) -> CalibrationSample:
-    """Up to `calibration_images` + `check_images` of `objects` (columns `uri`, `size`), in the
-    order of their URIs' hashes, read and decoded on the driver as the workers do (objects
-    that fail are left out), split in that proportion; no labels."""
-    rows = (objects.select("uri", "size").orderBy(F.xxhash64("uri"))
-            .limit(calibration_images + check_images).collect())
-    with ThreadPoolExecutor(max_workers=settings.reader.threads,
-                            thread_name_prefix="imagegraph-calibration") as pool:
-        prepared = pool.map(lambda row: prepare_object(
-            row["uri"], None if row["size"] is None else int(row["size"]), metadata, settings),
-            rows)
-        pixels = [image for _, image in prepared if image is not None]
-    shape = (0, metadata.input_height, metadata.input_width, metadata.channels)
-    images = np.stack(pixels) if pixels else np.zeros(shape, np.uint8)
-    split = round(len(images) * calibration_images / (calibration_images + check_images))
-    return CalibrationSample(images[:split], images[split:], None, INPUT)

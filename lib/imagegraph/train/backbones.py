@@ -4,7 +4,7 @@
 `build_classifier` builds either (weights from ImageNet, from a Keras weights file of the
 backbone, or random); `freeze_backbone` and `unfreeze_top` set which layers train in the two
 phases of fine-tuning. Models take the family's preprocessed float32 input (`PREPROCESSING`,
-applied by `model_artifact.preprocess` at training and inference alike) and output softmax
+applied by `model.artifact.preprocess` at training and inference alike) and output softmax
 probabilities.
 """
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The training loop one worker runs: the driver alone, or each Spark task of a data-parallel
-run (`distributed_training`), all running the same code under one `tf.distribute` strategy.
+run (`train.distributed`), all running the same code under one `tf.distribute` strategy.
 
     build or restore the model -> for each phase (head on a frozen backbone, then its top
     unfrozen; or the whole network at once) -> epochs of: steps over this worker's shard of
@@ -20,10 +20,9 @@ import tempfile
 import time
 from dataclasses import dataclass
 
-from imagegraph.backbones import build_classifier, freeze_backbone, unfreeze_top
-from imagegraph.training_checkpoints import (BEST_MODEL, LAST_MODEL, CheckpointStore,
-                                             TrainingState)
-from imagegraph.training_data import FeedSpec, tf_batches
+from imagegraph.train.backbones import build_classifier, freeze_backbone, unfreeze_top
+from imagegraph.train.checkpoints import BEST_MODEL, LAST_MODEL, CheckpointStore, TrainingState
+from imagegraph.train.data import FeedSpec, tf_batches
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +140,7 @@ def train_model(plan: TrainingPlan, train_data, holdout_data, worker: int = 0,
                 workers: int = 1) -> TrainedModel:
     """Train per `plan` on the petastorm converters `train_data` (this worker reads shard
     `worker` of `workers`) and `holdout_data`. With `workers` > 1, TF_CONFIG must name them
-    all (`distributed_training` sets it) and every worker must call this at once."""
+    all (`train.distributed` sets it) and every worker must call this at once."""
     import tensorflow as tf
 
     strategy = (tf.distribute.MultiWorkerMirroredStrategy() if workers > 1

@@ -1,28 +1,30 @@
 """Which precision a run's model runs in, decided once on the driver before any image is
 classified: float32 when asked for -> else the calibration sample (the artifact's, or drawn from
-the job's input) -> the int8 conversion (full integer quantization, `model_cache.quantize_int8`)
+the job's input) -> the int8 conversion (full integer quantization, `model.cache.quantize_int8`)
 -> the answer check: int8's top-1 against float32's on the sample's check images (and both
 accuracies when their labels are known) -> int8 when they agree on at least
 `inference.int8_min_agreement` of them. Otherwise, or when the conversion fails, the run uses
 float32 and says why in one log line; int8 never fails a job.
 
 The workers run the int8 model the check approved: its flatbuffer is shipped with the artifact's
-files (`model_cache.INT8_MODEL_FILE`), so it is converted once per run, not once per worker.
+files (`model.cache.INT8_MODEL_FILE`), so it is converted once per run, not once per worker.
 """
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
 from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import functions as F
 
-from imagegraph.calibration import CalibrationSample, draw_from_input, read_artifact_sample
 from imagegraph.config import InferenceConfig
-from imagegraph.inference import InferenceSettings
-from imagegraph.model_artifact import ModelMetadata
-from imagegraph.report import RunReport
-from imagegraph.tensorflow_output import quiet_tensorflow
+from imagegraph.infer.classify import InferenceSettings, prepare_object
+from imagegraph.model.artifact import ModelMetadata
+from imagegraph.model.calibration import INPUT, CalibrationSample, read_artifact_sample
+from imagegraph.model.tensorflow_output import quiet_tensorflow
+from imagegraph.runs.report import RunReport
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +115,7 @@ def quantize_and_check(model_files: dict[str, bytes], metadata: ModelMetadata,
     (in `settings.runtime`) on `sample.check`, and choose int8 when the top-1 agreement is at
     least `min_agreement`; float32 otherwise, or when there is nothing to calibrate on or check
     with, or the conversion fails."""
-    from imagegraph.model_cache import INT8_MODEL_FILE, LoadedModel, ModelCache, quantize_int8
+    from imagegraph.model.cache import INT8_MODEL_FILE, LoadedModel, ModelCache, quantize_int8
 
     calibration = sample.describe()
     if not len(sample.calibration) or not len(sample.check):
@@ -152,7 +154,7 @@ def _fall_back(model_files: dict[str, bytes], calibration: str, check: AnswerChe
 
 
 def _probabilities(model, pixels: np.ndarray, batch_size: int) -> np.ndarray:
-    """The probabilities of `model` (a `model_cache.LoadedModel`) for every image of `pixels`."""
+    """The probabilities of `model` (a `model.cache.LoadedModel`) for every image of `pixels`."""
     return np.concatenate([model.predict(pixels[start:start + batch_size])[0]
                            for start in range(0, len(pixels), batch_size)])
 
@@ -174,3 +176,22 @@ def _first_line(exc: Exception) -> str:
         text = text[start:]
     line = text.splitlines()[0] if text else ""
     return f"{type(exc).__name__}: {line[:300]}"
+
+
+def draw_from_input(objects: DataFrame, metadata: ModelMetadata, settings: InferenceSettings,
+                    calibration_images: int, check_images: int) -> CalibrationSample:
+    """Up to `calibration_images` + `check_images` of `objects` (columns `uri`, `size`), in the
+    order of their URIs' hashes, read and decoded on the driver as the workers do (objects
+    that fail are left out), split in that proportion; no labels."""
+    rows = (objects.select("uri", "size").orderBy(F.xxhash64("uri"))
+            .limit(calibration_images + check_images).collect())
+    with ThreadPoolExecutor(max_workers=settings.reader.threads,
+                            thread_name_prefix="imagegraph-calibration") as pool:
+        prepared = pool.map(lambda row: prepare_object(
+            row["uri"], None if row["size"] is None else int(row["size"]), metadata, settings),
+            rows)
+        pixels = [image for _, image in prepared if image is not None]
+    shape = (0, metadata.input_height, metadata.input_width, metadata.channels)
+    images = np.stack(pixels) if pixels else np.zeros(shape, np.uint8)
+    split = round(len(images) * calibration_images / (calibration_images + check_images))
+    return CalibrationSample(images[:split], images[split:], None, INPUT)

@@ -6,11 +6,18 @@ import tempfile
 
 from pyspark.sql import SparkSession
 
-from imagegraph import hadoop_fs
 from imagegraph.errors import JobError
-from imagegraph.model_artifact import (LABELS_FILE, METADATA_FILE, MODEL_FILE, SAVED_MODEL,
-                                       SAVED_MODEL_DIR, SAVED_MODEL_FILE, ModelMetadata,
-                                       model_format)
+from imagegraph.model.artifact import (
+    LABELS_FILE,
+    METADATA_FILE,
+    MODEL_FILE,
+    SAVED_MODEL,
+    SAVED_MODEL_DIR,
+    SAVED_MODEL_FILE,
+    ModelMetadata,
+    model_format,
+)
+from imagegraph.storage import hadoop_fs
 
 
 def read_model_artifact(spark: SparkSession, uri: str, embedding: bool = False

@@ -1,0 +1,1 @@
+"""Bytes to pixels: decoding the formats users upload within safety limits, perceptual hashes."""
