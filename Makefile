@@ -39,7 +39,7 @@ build/bin/toxiproxy-server:
 	mkdir -p build/bin
 	cp build/go-bin/server $@
 
-# What an EMR run uploads (see emr/build_package.py and README "Run on EMR"): the wheel, the
+# What an EMR run uploads (see emr/build_package.py and docs/EMR.md): the wheel, the
 # job entry files, bootstrap.sh, constraints.txt and the packed environment for --archives
 # (installed under constraints.txt), whose bin/python links to the settings'
 # package.node_python, the interpreter on the EMR nodes. `make lock` rewrites constraints.txt.
@@ -60,8 +60,8 @@ services-down:
 	@$(PY) dev/services.py down
 
 # A Spark standalone cluster on loopback (dev/spark_cluster.py): a master and two 1-core workers,
-# each its own JVM, from the venv's pyspark; prints SPARK_MASTER=spark://... (README "A Spark
-# cluster on this machine"). Logs, pids and the workers' directories in build/cluster.
+# each its own JVM, from the venv's pyspark; prints SPARK_MASTER=spark://... (docs/CLUSTERS.md).
+# Logs, pids and the workers' directories in build/cluster.
 cluster-up: build/.jars
 	@$(PY) dev/services.py cluster-up
 
@@ -79,7 +79,7 @@ cluster-demo: build/.jars build/bin/toxiproxy-server build/package/.built
 	$(PY) dev/demo.py --cluster
 
 # Fine-tunes MobileNetV2 from a weights file in the local S3 on scikit-image photo crops
-# (dev/demo_finetune.py; README "Training"). Not part of `make test`. PRECISION=int8 then
+# (dev/demo_finetune.py; docs/TRAINING.md). Not part of `make test`. PRECISION=int8 then
 # classifies the crops with the int8 model, whose summary compares it with float32.
 demo-finetune: build/.jars
 	$(PY) dev/demo_finetune.py --precision $(PRECISION)

@@ -18,7 +18,7 @@ interpreter: bin/python stays a symlink, which the archive points at the setting
 `package.node_python`, the interpreter on the nodes (EMR 7.x has /usr/bin/python3.11; the
 bootstrap action installs it where it is missing). The packages are this machine's CPython
 3.11 x86_64 wheels, so the archive fits nodes with the same Python minor version and
-architecture; build on Amazon Linux 2023 (README "Run on EMR") to match EMR exactly.
+architecture; build on Amazon Linux 2023 (docs/EMR.md) to match EMR exactly.
 
 The relinking is done here rather than by venv-pack's `python_prefix`: venv-pack 0.2.0
 replaces the prefix `<home>/bin/python` inside the link target, so Python 3.11's venv link

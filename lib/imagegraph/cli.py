@@ -98,7 +98,7 @@ def infer_parser() -> argparse.ArgumentParser:
                              "an S3 --output the cluster can read, the loader's IAM role "
                              "attached to the cluster (graph.loader_iam_role_arn) and "
                              "neptune-db:StartLoaderJob and GetLoaderJobStatus for the job "
-                             "(config: graph.load; default mergev; README \"Bulk load\")")
+                             "(config: graph.load; default mergev; docs/GRAPH.md \"Bulk load\")")
     parser.add_argument("--max-concurrent-writers", type=int, metavar="N",
                         help="connections writing to the graph at once; 0: twice the Neptune "
                              "writer's vCPUs, graph.instance_vcpus (config: "

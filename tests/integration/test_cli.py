@@ -103,7 +103,7 @@ KNOWN_GRAPH_KEYS = ("connect_timeout_s, connections_per_task, enabled, endpoint,
      "{path}: s3.throttle_retry_limit must be between 0 and 20, got 64"),
     (None, ["graph.load=bulk", "graph.loader_iam_role_arn="],
      "graph.load=bulk needs graph.loader_iam_role_arn: the IAM role attached to the Neptune "
-     "cluster that lets the loader read the staging prefix (README \"Bulk load\")"),
+     "cluster that lets the loader read the staging prefix (docs/GRAPH.md \"Bulk load\")"),
 ], ids=["--set out of range", "--set unknown key", "--set wrong type", "file unknown key",
         "file wrong type", "file retry limit out of range", "bulk load without the loader role"])
 def test_configuration_errors_stop_before_spark_starts(tmp_path, file_text, overrides, message):

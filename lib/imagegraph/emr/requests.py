@@ -440,7 +440,7 @@ def start_job_run_requests(settings: LauncherSettings, application_id: str, step
                 "sparkSubmitParameters": serverless_submit_parameters(options)}},
             "configurationOverrides": overrides,
             "executionTimeoutMinutes": serverless.timeout_minutes,
-            "retryPolicy": {"maxAttempts": 1},  # never a second attempt (README "Run on EMR")
+            "retryPolicy": {"maxAttempts": 1},  # never a second attempt (docs/EMR.md)
         })
     return requests
 
@@ -494,4 +494,4 @@ def serverless_application_problem(application: dict, require_custom_image: bool
     return (f"EMR Serverless application {app_id} ({application.get('releaseLabel', '?')}) runs "
             "no custom image: its Python is 3.9, the packed environment's bin/python needs "
             "package.node_python; build the image of emr/serverless.Dockerfile and set it with "
-            "update-application --image-configuration (README \"Run on EMR\")")
+            "update-application --image-configuration (docs/EMR.md)")

@@ -13,7 +13,7 @@ rows are staged at `outcome_uri` and read back: a `GraphLoad`, as `load.load_pre
 returns.
 
 The same deterministic ids as the upserts, so a bulk load and a mergeV run of the same objects
-give one graph. The loader's role, IAM actions and network needs: README "Bulk load".
+give one graph. The loader's role, IAM actions and network needs: docs/GRAPH.md "Bulk load".
 """
 from __future__ import annotations
 
@@ -202,7 +202,7 @@ def check_bulk_settings(graph: GraphConfig, output_uri: str) -> None:
     if not graph.loader_iam_role_arn:
         raise JobError("graph.load=bulk needs graph.loader_iam_role_arn: the IAM role attached "
                        "to the Neptune cluster that lets the loader read the staging prefix "
-                       "(README \"Bulk load\")")
+                       "(docs/GRAPH.md \"Bulk load\")")
 
 
 def loader_region(graph: GraphConfig) -> str:

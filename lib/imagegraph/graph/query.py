@@ -7,7 +7,7 @@ people who check results without writing Gremlin.
 
 arguments -> the jobs' configuration file, `--set` overrides and `--gremlin-endpoint` (so the
 same endpoint, and the same SigV4 signing of the handshake when `graph.iam_auth` asks for it)
--> one `remote_traversal` -> the reads of the README's "Graph model", each bounded by `--top`
+-> one `remote_traversal` -> the reads of the docs/GRAPH.md "Graph model", each bounded by `--top`
 on the server -> plain lines on stdout.
 
 Exit codes: 0 found; 1 the graph holds no such image, class or run; 2 bad arguments or
