@@ -65,7 +65,7 @@ NOT_UNIT_TESTED = {
         "Spark expressions and reads: tests/integration/test_object_keys.py"),
     "imagegraph.runs.lease": (
         ("_S3Store", "_FileStore", "RunLease", "take_lease", "_take", "_refuse_overlapping",
-         "_store", "_now"),
+         "lease_store", "_now"),
         "S3 conditional writes, files under flock, the clock: "
         "tests/integration/test_run_lease.py"),
 }

@@ -216,7 +216,9 @@ def _parse(data: bytes) -> dict:
     return body if isinstance(body, dict) else {"run_id": "unknown (unreadable lease)"}
 
 
-def _store(leases_uri: str, s3: S3Config) -> _S3Store | _FileStore:
+def lease_store(leases_uri: str, s3: S3Config) -> _S3Store | _FileStore:
+    """The JSON objects directly under `leases_uri` (s3://, s3a:// or file://): leases, or the
+    run reports that `runs.status` reads the same way."""
     parts = urlsplit(leases_uri)
     if parts.scheme in ("s3", "s3a"):
         return _S3Store(parts.netloc, parts.path.lstrip("/") + "/", s3)
@@ -298,7 +300,7 @@ def take_lease(output_uri: str, model_tag: str, shard: Shard | None, run_id: str
     at a time; `JobError` naming the holder when a live lease of another run covers any of
     its objects, or when the store cannot be reached."""
     directory = f"{output_uri.rstrip('/')}/{LEASES_DIR}/{quote(model_tag, safe='@')}"
-    store, name = _store(directory, s3), shard_name(shard) + ".json"
+    store, name = lease_store(directory, s3), shard_name(shard) + ".json"
     body = {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid(),
             "output": output_uri, "model": model_tag, "shard": str(shard) if shard else "",
             "ttl_s": ttl_s, "started_at": _now(), "renewed_at": _now()}

@@ -1,0 +1,105 @@
+"""A run's figures as CloudWatch metrics, where an EMR user's dashboards and alarms live.
+
+The driver sends them with boto3 `put_metric_data`: after each committed chunk (that chunk's
+images classified, dead letters by reason class, graph requests and retries, its duration and
+images per second) and once at the end of the run (the same totals from the run report). Every
+datum carries the dimensions `Run`, `Shard` (`all` for a whole run) and `Model`; dead letters
+also `ReasonClass`. Requests hold at most `MAX_DATA_PER_REQUEST` data (the API takes 1,000).
+
+CloudWatch is never on the run's critical path: a failed send logs one warning line and the run
+goes on; a namespace of "" turns the metrics off (the local default; conf/emr.yaml turns them
+on).
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+log = logging.getLogger(__name__)
+
+MAX_DATA_PER_REQUEST = 500
+"""Data per put_metric_data request: under the API's 1,000 and its 1 MB payload."""
+
+
+def reason_class(reason: str) -> str:
+    """The class of a dead-letter `reason`: its text before the first ':' (`decode`,
+    `read`, `graph`, ...), which the job's reasons start with."""
+    head = reason.split(":", 1)[0].strip()
+    return head or "other"
+
+
+@dataclass(frozen=True)
+class ChunkFigures:
+    """What one committed chunk did: images classified, dead letters by reason (reason ->
+    count), graph requests and retries, and its duration in seconds."""
+
+    classified: int
+    dead_lettered_by_reason: dict[str, int]
+    graph_requests: int
+    graph_retries: int
+    duration_s: float
+
+
+class RunMetrics:
+    """Sends one run's metrics to `namespace` through `client` (a boto3 CloudWatch client);
+    does nothing when `namespace` is empty."""
+
+    def __init__(self, client: Any, namespace: str, run_id: str, shard: str, model: str):
+        self.client, self.namespace = client, namespace
+        self.dimensions = [{"Name": "Run", "Value": run_id},
+                           {"Name": "Shard", "Value": shard or "all"},
+                           {"Name": "Model", "Value": model}]
+
+    def chunk(self, figures: ChunkFigures) -> None:
+        """The metrics of one committed chunk."""
+        rate = figures.classified / figures.duration_s if figures.duration_s > 0 else 0.0
+        self._send(self._data(figures.classified, figures.dead_lettered_by_reason,
+                              figures.graph_requests, figures.graph_retries)
+                   + [self._datum("ChunkDuration", figures.duration_s, "Seconds"),
+                      self._datum("ImagesPerSecond", rate, "Count/Second")])
+
+    def run(self, report: dict) -> None:
+        """The run's totals from its report (`RunReport.to_dict()`), metric names prefixed
+        `Run`."""
+        data = self._data(int(report.get("classified", 0)),
+                          dict(report.get("dead_lettered_by_reason") or {}),
+                          int(report.get("graph_requests", 0)),
+                          int(report.get("graph_retries", 0)), prefix="Run")
+        elapsed = float(report.get("elapsed_s", 0.0))
+        processed = int(report.get("listed", 0)) - int(report.get("skipped_done", 0))
+        data.append(self._datum("RunImagesPerSecond",
+                                processed / elapsed if elapsed > 0 else 0.0, "Count/Second"))
+        self._send(data)
+
+    def _data(self, classified: int, dead: dict[str, int], requests: int, retries: int,
+              prefix: str = "") -> list[dict]:
+        by_class: dict[str, int] = {}
+        for reason, count in dead.items():
+            by_class[reason_class(reason)] = by_class.get(reason_class(reason), 0) + int(count)
+        return ([self._datum(f"{prefix}ImagesClassified", classified, "Count"),
+                 self._datum(f"{prefix}GraphRequests", requests, "Count"),
+                 self._datum(f"{prefix}GraphRetries", retries, "Count"),
+                 self._datum(f"{prefix}DeadLetters", sum(by_class.values()), "Count")]
+                + [self._datum(f"{prefix}DeadLetters", count, "Count",
+                               [{"Name": "ReasonClass", "Value": name}])
+                   for name, count in sorted(by_class.items())])
+
+    def _datum(self, name: str, value: float, unit: str,
+               extra: list[dict] | None = None) -> dict:
+        return {"MetricName": name, "Value": float(value), "Unit": unit,
+                "Dimensions": self.dimensions + (extra or [])}
+
+    def _send(self, data: list[dict]) -> None:
+        if not self.namespace:
+            return
+        for start in range(0, len(data), MAX_DATA_PER_REQUEST):
+            try:
+                self.client.put_metric_data(Namespace=self.namespace,
+                                            MetricData=data[start:start + MAX_DATA_PER_REQUEST])
+            except (BotoCoreError, ClientError) as exc:
+                log.warning("CloudWatch: %d metric(s) to %s not sent (the run goes on): %s",
+                            len(data) - start, self.namespace, exc)
+                return

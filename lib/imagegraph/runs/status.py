@@ -1,0 +1,243 @@
+"""Where a backfill stands, read only from what its runs write under the output: the run
+reports (`<output>/_reports/<run_id>.json`) and the leases of running shards
+(`<output>/_leases/<model>/<shard>.json`). No Spark, no graph: it works while the backfill runs
+and after the cluster is gone.
+
+    python -m imagegraph.runs.status --output s3://bucket/out [--model NAME@VERSION] [--json]
+
+A shard is
+- `running` while a live lease covers it (its holder, pid and last renewal are shown);
+- `done` when its latest report reconciles and leaves nothing to do;
+- `failed` when its latest report does not reconcile or marks the run failed (its stop line);
+- `not started` when no report or lease names it but another shard of its count does.
+`left` is what the latest report of a shard did not account for (listed - written -
+dead-lettered - skipped; 0 for a done shard, unknown for a shard never reported). The rate is
+objects processed per second of run time over the reports read, per shard; the estimate of the
+time left divides what is left by that rate times the shards running at once (at least one).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from urllib.parse import quote, unquote
+
+from imagegraph.config import S3Config, load_config
+from imagegraph.errors import JobError
+from imagegraph.runs.lease import LEASES_DIR, StoredLease, lease_store, shard_name
+from imagegraph.storage.outputs import REPORTS_DIR
+from imagegraph.storage.selection import Shard
+
+RUNNING, DONE, FAILED, NOT_STARTED = "running", "done", "failed", "not started"
+
+
+@dataclass(frozen=True)
+class ShardStatus:
+    """One shard of one model: `shard` as the lease names it (`3-of-8`, or `all`), its `state`,
+    the latest report's counts (None when it has none) and, when running, its lease holder."""
+
+    model: str
+    shard: str
+    state: str
+    run_id: str = ""
+    listed: int | None = None
+    written: int | None = None
+    dead_lettered: int | None = None
+    skipped: int | None = None
+    left: int | None = None
+    dead_lettered_by_reason: dict = field(default_factory=dict)
+    stop_line: str = ""
+    holder: str = ""
+    renewed_s_ago: float | None = None
+
+
+@dataclass(frozen=True)
+class BackfillStatus:
+    """Every shard's status; the totals over them; `rate_img_per_s` per shard (objects
+    processed per second of run time) and `eta_s`, seconds left at that rate (None when
+    unknown)."""
+
+    shards: list[ShardStatus]
+    rate_img_per_s: float
+    eta_s: float | None
+
+    def count(self, state: str) -> int:
+        return sum(1 for shard in self.shards if shard.state == state)
+
+    @property
+    def left(self) -> int:
+        return sum(shard.left or 0 for shard in self.shards)
+
+    def total(self, name: str) -> int:
+        return sum(getattr(shard, name) or 0 for shard in self.shards)
+
+    def to_dict(self) -> dict:
+        return {"shards": [asdict(shard) for shard in self.shards],
+                "rate_img_per_s": self.rate_img_per_s, "eta_s": self.eta_s,
+                "left": self.left, **{state: self.count(state)
+                                      for state in (DONE, RUNNING, FAILED, NOT_STARTED)}}
+
+    def lines(self) -> list[str]:
+        """The status as a table for people, one shard a line, then the total line."""
+        rows = [f"{'model':<20} {'shard':<8} {'state':<12} {'listed':>9} {'written':>9} "
+                f"{'dead':>7} {'skipped':>9} {'left':>9}  detail"]
+        for s in self.shards:
+            detail = (f"run {s.run_id} on {s.holder}, renewed {s.renewed_s_ago:.0f} s ago"
+                      if s.state == RUNNING else s.stop_line or (f"run {s.run_id}"
+                                                                  if s.run_id else ""))
+            rows.append(f"{s.model:<20} {s.shard:<8} {s.state:<12} {_n(s.listed):>9} "
+                        f"{_n(s.written):>9} {_n(s.dead_lettered):>7} {_n(s.skipped):>9} "
+                        f"{_n(s.left):>9}  {detail}")
+        eta = "unknown" if self.eta_s is None else f"{self.eta_s / 60:.0f} min"
+        rows.append(f"total: {len(self.shards)} shard(s): {self.count(DONE)} done, "
+                    f"{self.count(RUNNING)} running, {self.count(FAILED)} failed, "
+                    f"{self.count(NOT_STARTED)} not started; written "
+                    f"{self.total('written')}, dead-lettered {self.total('dead_lettered')}, "
+                    f"left {self.left}; {self.rate_img_per_s:.1f} images/s per shard; "
+                    f"time left {eta}")
+        return rows
+
+
+def _n(value: int | None) -> str:
+    return "?" if value is None else str(value)
+
+
+def _shard_key(report: dict) -> str:
+    """The lease name of the shard a report's run covered."""
+    text = report.get("shard") or ""
+    if not text:
+        return shard_name(None)
+    index, _, count = text.partition("/")
+    return shard_name(Shard(int(index), int(count)))
+
+
+def _report_status(model: str, shard: str, report: dict) -> ShardStatus:
+    listed = int(report.get("listed", 0))
+    written = int(report.get("committed_predictions", report.get("written", 0)))
+    dead = int(report.get("committed_dead_letters", report.get("dead_lettered", 0)))
+    skipped = int(report.get("skipped_done", 0))
+    failed = bool(report.get("failed")) or not report.get("reconciled", False)
+    stop = str(report.get("stop_line") or "")
+    if failed and not stop:
+        stop = "; ".join(report.get("disagreements") or []) or "the run failed"
+    return ShardStatus(model, shard, FAILED if failed else DONE, str(report.get("run_id", "")),
+                       listed, written, dead, skipped, max(0, listed - written - dead - skipped),
+                       dict(report.get("dead_lettered_by_reason") or {}),
+                       stop if failed else "")
+
+
+def summarize(reports: list[dict], leases: dict[tuple[str, str], StoredLease]) -> BackfillStatus:
+    """The status of every shard named by `reports` (run reports as written) or by the live
+    ones of `leases` ((model, shard name) -> lease as read), plus the shards of the same count
+    that nothing names yet."""
+    latest: dict[tuple[str, str], dict] = {}
+    for report in sorted(reports, key=lambda r: (str(r.get("started_at", "")),
+                                                 str(r.get("run_id", "")))):
+        latest[(str(report.get("model", "")), _shard_key(report))] = report
+    statuses: dict[tuple[str, str], ShardStatus] = {
+        key: _report_status(key[0], key[1], report) for key, report in latest.items()}
+    for (model, shard), lease in leases.items():
+        if not lease.live:
+            continue
+        before = statuses.get((model, shard))
+        statuses[(model, shard)] = ShardStatus(
+            model, shard, RUNNING, str(lease.body.get("run_id", "")),
+            *(astuple_counts(before) if before else (None,) * 5),
+            holder=f"{lease.body.get('host')} (pid {lease.body.get('pid')})",
+            renewed_s_ago=lease.age_s)
+    for model, shard in list(statuses):
+        if "-of-" in shard:
+            count = int(shard.partition("-of-")[2])
+            for index in range(count):
+                name = shard_name(Shard(index, count))
+                statuses.setdefault((model, name), ShardStatus(model, name, NOT_STARTED))
+    processed = sum(int(r.get("listed", 0)) - int(r.get("skipped_done", 0)) for r in reports)
+    elapsed = sum(float(r.get("elapsed_s", 0.0)) for r in reports)
+    rate = processed / elapsed if elapsed > 0 else 0.0
+    shards = [statuses[key] for key in sorted(statuses, key=_order)]
+    unknown = any(s.left is None and s.state != DONE for s in shards)
+    running = max(1, sum(1 for s in shards if s.state == RUNNING))
+    left = sum(s.left or 0 for s in shards)
+    eta = None if unknown or (left and rate <= 0) else left / (rate * running) if left else 0.0
+    return BackfillStatus(shards, rate, eta)
+
+
+def astuple_counts(status: ShardStatus) -> tuple:
+    """The counts a running shard keeps from its previous report."""
+    return status.listed, status.written, status.dead_lettered, status.skipped, status.left
+
+
+def _order(key: tuple[str, str]) -> tuple:
+    model, shard = key
+    index, _, count = shard.partition("-of-")
+    return (model, int(count) if count else 0, int(index) if count else 0)
+
+
+def read_status(output_uri: str, model_tag: str | None, s3: S3Config) -> BackfillStatus:
+    """The status of the backfill under `output_uri` (s3://, s3a:// or file://), of every
+    model or only `model_tag`; `JobError` when the output holds no run of it."""
+    output_uri = output_uri.rstrip("/")
+    report_store = lease_store(f"{output_uri}/{REPORTS_DIR}", s3)
+    reports = []
+    for name in report_store.names():
+        if name.endswith(".json"):
+            stored = report_store.read(name)
+            if stored is not None and (model_tag is None or stored.body.get("model") == model_tag):
+                reports.append(stored.body)
+    leases: dict[tuple[str, str], StoredLease] = {}
+    models = [model_tag] if model_tag else sorted(
+        {str(r.get("model")) for r in reports}
+        | set(_lease_models(output_uri, s3)))
+    for model in models:
+        store = lease_store(f"{output_uri}/{LEASES_DIR}/{quote(model, safe='@')}", s3)
+        for name in store.names():
+            if name.endswith(".json"):
+                lease = store.read(name)
+                if lease is not None:
+                    leases[(model, name[:-len(".json")])] = lease
+    if not reports and not leases:
+        raise JobError(f"{output_uri}: no run report or lease"
+                       + (f" of {model_tag}" if model_tag else "")
+                       + " under it; is this a job's --output?")
+    return summarize(reports, leases)
+
+
+def _lease_models(output_uri: str, s3: S3Config) -> list[str]:
+    """The models with a lease directory under the output (a running first run has no
+    report yet)."""
+    names = lease_store(f"{output_uri}/{LEASES_DIR}", s3).names()
+    return sorted({unquote(name.split("/", 1)[0]) for name in names})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m imagegraph.runs.status", allow_abbrev=False,
+        description="Where a backfill stands: per shard done, running, failed or not started, "
+                    "with counts, what is left and an estimate of the time left, read from "
+                    "the run reports and leases under --output. Exit codes: 0 status printed, "
+                    "2 usage, configuration or nothing to read.")
+    parser.add_argument("--output", required=True,
+                        help="the jobs' --output (s3://, s3a:// or file://)")
+    parser.add_argument("--model", default=None,
+                        help="only this model, NAME@VERSION (default: every model)")
+    parser.add_argument("--config", default=None,
+                        help="the jobs' YAML configuration, for its s3 section (endpoint, "
+                             "credentials); default: built-in defaults, boto3's own credentials")
+    parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+    args = parser.parse_args(argv)
+    try:
+        s3 = load_config(args.config).s3
+        status = read_status(args.output, args.model, s3)
+    except JobError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(status.to_dict(), indent=2, sort_keys=True))
+    else:
+        print("\n".join(status.lines()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
