@@ -30,6 +30,7 @@ from imagegraph.graph.elements import classified_as_edges, image_vertex
 from imagegraph.graph.pacing import Pacer
 from imagegraph.graph.retry import (
     ATTEMPT_BOUNDED,
+    SPLITTING,
     Failure,
     Recovery,
     RetryPolicy,
@@ -157,7 +158,7 @@ class GraphWriter:
     def _give_up(self, failure: Failure, attempts: int) -> None:
         """Raise `WriterStopped` (setting `stopped`) for a systematic failure, else count the
         failure in a row and raise `RequestFailed`."""
-        if failure.recovery in (Recovery.ISOLATE, Recovery.RETRY):
+        if failure.recovery in (Recovery.ISOLATE, Recovery.RETRY, Recovery.RETRY_THEN_ISOLATE):
             in_a_row = self._failures_in_a_row + 1 if failure.cause == self._last_cause else 1
             self._last_cause, self._failures_in_a_row = failure.cause, in_a_row
             if in_a_row < self.graph.max_failures_in_a_row:
@@ -221,7 +222,7 @@ class GraphWriter:
             self.submit(upsert, request)
             return len(request)
         except RequestFailed as failure:
-            isolating = failure.failure.recovery is Recovery.ISOLATE
+            isolating = failure.failure.recovery in SPLITTING
             if isolating and len(request) > 1 and budget.requests_left >= 2:
                 budget.requests_left -= 2
                 middle = len(request) // 2
