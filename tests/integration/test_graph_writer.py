@@ -32,6 +32,15 @@ def writer_for(config) -> GraphWriter:
     return GraphWriter(GremlinConnection(graph), graph)
 
 
+def test_the_local_graph_keeps_neptunes_default_cardinality_set(graph):
+    """A plain property(k, v) adds a value, as on Neptune: a writer that forgot
+    Cardinality.single would fail the single-value tests here."""
+    graph.add_v("probe").property(T.id, "probe").iterate()
+    graph.V("probe").property("k", 1).iterate()
+    graph.V("probe").property("k", 2).iterate()
+    assert sorted(graph.V("probe").values("k").to_list()) == [1, 2]
+
+
 def test_same_batch_twice_changes_nothing(graph, config):
     write_model(config.graph, METADATA)
     writer = writer_for(config)
