@@ -45,6 +45,16 @@ class EdgeRecord:
 
 
 CLASSIFIED_AS = "classified_as"
+ID_SEPARATOR = "|"
+_ID_ESCAPES = str.maketrans({"%": "%25", ID_SEPARATOR: "%7C"})
+
+
+def edge_id(*parts: str) -> str:
+    """An edge id from its parts: each part with `%` and `|` percent-escaped (`%25`, `%7C`),
+    joined by `|`. No escaped part holds a `|`, so two different parts tuples never give the
+    same id (a key may hold `|`; joining the raw parts would make ("a|b", "c") and ("a", "b|c")
+    one id). Parts without `%` or `|` read as before: `s3://b/x.png|m@1|cat`."""
+    return ID_SEPARATOR.join(part.translate(_ID_ESCAPES) for part in parts)
 
 
 def class_id(name: str) -> str:
@@ -52,13 +62,13 @@ def class_id(name: str) -> str:
 
 
 def classified_as_id(image_id: str, model_tag: str, class_name: str) -> str:
-    """`<image id>|<model>@<version>|<class>`."""
-    return f"{image_id}|{model_tag}|{class_name}"
+    """`<image id>|<model>@<version>|<class>` (`edge_id`)."""
+    return edge_id(image_id, model_tag, class_name)
 
 
 def has_class_id(model_id: str, class_name: str) -> str:
-    """`<model id>|has_class|<class id>`."""
-    return f"{model_id}|has_class|{class_id(class_name)}"
+    """`<model id>|has_class|<class id>` (`edge_id`)."""
+    return edge_id(model_id, "has_class", class_id(class_name))
 
 
 def model_elements(metadata: ModelMetadata) -> tuple[list[VertexRecord], list[EdgeRecord]]:
@@ -119,8 +129,8 @@ def content_elements(image_id: str, sha256: str) -> tuple[VertexRecord, EdgeReco
     `<image id>|has_content|content:<sha256>`: every image with the same bytes points to one
     vertex, so a group of n copies costs n edges, not n(n-1)/2."""
     content = VertexRecord(content_id(sha256), CONTENT)
-    return content, EdgeRecord(f"{image_id}|{HAS_CONTENT}|{content.id}", HAS_CONTENT, image_id,
-                               content.id)
+    return content, EdgeRecord(edge_id(image_id, HAS_CONTENT, content.id), HAS_CONTENT,
+                               image_id, content.id)
 
 
 def near_duplicate_edge(image_a: str, image_b: str, distance: int) -> EdgeRecord:
@@ -128,7 +138,7 @@ def near_duplicate_edge(image_a: str, image_b: str, distance: int) -> EdgeRecord
     whichever image found the other), with the Hamming `distance` of their perceptual
     hashes in bits."""
     low, high = sorted((image_a, image_b))
-    return EdgeRecord(f"{low}|{NEAR_DUPLICATE}|{high}", NEAR_DUPLICATE, low, high,
+    return EdgeRecord(edge_id(low, NEAR_DUPLICATE, high), NEAR_DUPLICATE, low, high,
                       {"distance": int(distance)})
 
 
@@ -139,5 +149,5 @@ def similar_to_edge(image_a: str, image_b: str, distance: float,
     (0: same direction, 2: opposite) and the model (embeddings of different models are not
     comparable; a query selects one)."""
     low, high = sorted((image_a, image_b))
-    return EdgeRecord(f"{low}|{SIMILAR_TO}|{high}|{model_tag}", SIMILAR_TO, low, high,
+    return EdgeRecord(edge_id(low, SIMILAR_TO, high, model_tag), SIMILAR_TO, low, high,
                       {"distance": float(distance), "model": model_tag})
