@@ -12,6 +12,7 @@ often Spark runs a task or a stage again (accumulators updated inside a transfor
 count every attempt)."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import astuple, dataclass, fields, replace
 
 from pyspark.sql import DataFrame, SparkSession
@@ -20,14 +21,17 @@ from pyspark.sql.types import LongType, StringType, StructField, StructType
 
 from imagegraph.config import GraphConfig
 from imagegraph.errors import JobError
-from imagegraph.graph.connection import GremlinConnection, remote_traversal
+from imagegraph.graph.connection import GremlinConnection
 from imagegraph.graph.elements import model_elements
+from imagegraph.graph.reads import read_graph
 from imagegraph.graph.retry import Recovery
+from imagegraph.graph.traversals import SOURCE
 from imagegraph.graph.writer import (
     GraphWriter,
     RequestFailed,
     WriterStopped,
     WriteStats,
+    chunks,
     write_partition,
 )
 from imagegraph.model.artifact import ModelMetadata
@@ -128,7 +132,11 @@ def writer_layout(writers: int, connections_per_task: int, partitions: int,
     return tasks, max(1, min(connections_per_task, writers // tasks))
 
 
-def count_run_images(graph: GraphConfig, run_id: str) -> int:
-    """Image vertices in the graph whose `run_id` is `run_id`: what a run wrote, read back."""
-    with remote_traversal(graph) as g:
-        return g.V().has_label("image").has("run_id", run_id).count().next()
+def count_run_images(graph: GraphConfig, run_id: str, uris: Iterable[str]) -> int:
+    """Image vertices among `uris` (the images the run committed) whose `run_id` is `run_id`:
+    what a run wrote, read back a request per `graph.records_per_request` ids, so that no
+    request's cost grows with the run (one count() over a run of 10^7 images would outlast
+    Neptune's query timeout)."""
+    requests = (SOURCE.V(*batch).has_label("image").has("run_id", run_id).count()
+                for batch in chunks(uris, graph.records_per_request))
+    return sum(results[0] for results in read_graph(graph, requests))

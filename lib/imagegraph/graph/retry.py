@@ -241,9 +241,10 @@ _MERGE_FIX = ("the engine lacks a step the writer uses: upgrade Neptune to engin
 
 
 def stop_line(failure: Failure, graph: GraphConfig, attempts: int = 0,
-              failures_in_a_row: int = 0) -> str:
-    """The one line that stops a run after `failure`: what happened and what to fix."""
-    where = f"graph writes to {graph.endpoint} stopped"
+              failures_in_a_row: int = 0, activity: str = "graph writes") -> str:
+    """The one line that stops a run after `failure`: what happened (to `activity`: graph
+    writes, graph reads) and what to fix."""
+    where = f"{activity} to {graph.endpoint} stopped"
     if failures_in_a_row:
         return (f"{where}: the same failure ended {failures_in_a_row} requests in a row "
                 f"(graph.max_failures_in_a_row), so it is not the rows' ({failure.message}); "
