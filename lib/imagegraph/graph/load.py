@@ -25,7 +25,7 @@ from imagegraph.graph.connection import GremlinConnection
 from imagegraph.graph.elements import model_elements
 from imagegraph.graph.reads import read_graph
 from imagegraph.graph.retry import Recovery
-from imagegraph.graph.traversals import SOURCE
+from imagegraph.graph.traversals import SOURCE, delete_probe
 from imagegraph.graph.writer import (
     GraphWriter,
     RequestFailed,
@@ -57,7 +57,8 @@ class GraphLoad:
 
 def write_model(graph: GraphConfig, metadata: ModelMetadata) -> WriteStats:
     """Upsert the model vertex, its class vertices and has_class edges from the driver, with
-    the traversal shapes the workers use: the startup probe. A failure raises `JobError` with
+    the traversal shapes the workers use, then send a drop() that drops nothing
+    (`delete_probe`): the startup probe, which needs every permission the workers do. A failure raises `JobError` with
     one line (permissions, a reader endpoint, an engine without mergeV, ...); an endpoint that
     does not answer gets `graph.connect_timeout_s` of reconnects, not the failover budget."""
     probe = replace(graph, failover_budget_s=min(graph.failover_budget_s,
@@ -66,6 +67,7 @@ def write_model(graph: GraphConfig, metadata: ModelMetadata) -> WriteStats:
     writer = GraphWriter(connection, probe, quiet=True)  # the JobError says what happened
     try:
         writer.write_elements(*model_elements(metadata))
+        writer.run(delete_probe(metadata.model_id))
     except WriterStopped as stopped:
         if stopped.failure and stopped.failure.recovery is Recovery.RECONNECT:
             raise JobError(f"cannot reach the Gremlin endpoint {graph.endpoint}: "

@@ -23,7 +23,12 @@ from gremlin_python.process.graph_traversal import GraphTraversal, __
 from gremlin_python.process.traversal import Cardinality, Direction, Merge, P, T
 from gremlin_python.structure.graph import Graph
 
-from imagegraph.graph.elements import LINK_EDGE_LABELS, EdgeRecord, VertexRecord
+from imagegraph.graph.elements import (
+    CLASSIFIED_AS,
+    LINK_EDGE_LABELS,
+    EdgeRecord,
+    VertexRecord,
+)
 
 Element = Union[VertexRecord, EdgeRecord]
 MERGE_STEPS_PER_REQUEST = 9       # inject unfold merge option option count, 3 selects or 2 and as
@@ -127,6 +132,14 @@ def drop_stale_edges(vertices: Sequence[VertexRecord]) -> GraphTraversal:
     keep = [edge_id for v in vertices for edge_id in v.owned_edges.keep]
     return (SOURCE.V(*[v.id for v in vertices]).out_e(owned.label).has("model", owned.model)
             .has_id(P.without(keep)).drop())
+
+
+def delete_probe(vertex_id: str) -> GraphTraversal:
+    """A request with the `drop()` an image upsert holds (its stale classified_as edges), that
+    drops nothing at `vertex_id` (a model vertex, which has no classified_as edges): on Neptune
+    it needs the DeleteDataViaQuery permission the writers need, so the startup probe finds a
+    role without it before any image is written."""
+    return SOURCE.V(vertex_id).out_e(CLASSIFIED_AS).drop().count()
 
 
 def drop_link_edges(image_ids: Sequence[str]) -> GraphTraversal:
