@@ -81,8 +81,10 @@ def test_link_records_are_exactly_the_graph_model():
     assert content == VertexRecord("content:" + "cd" * 32, "content")
     assert has_content == EdgeRecord(f"{a}|has_content|content:{'cd' * 32}", "has_content", a,
                                      "content:" + "cd" * 32)
-    assert near_duplicate_edge(a, b, 3) == near_duplicate_edge(b, a, 3) == EdgeRecord(
-        f"{b}|near_duplicate|{a}", "near_duplicate", b, a, {"distance": 3})
+    assert near_duplicate_edge(a, b, 3, "digits@v1") == near_duplicate_edge(
+        b, a, 3, "digits@v1") == EdgeRecord(f"{b}|near_duplicate|{a}|digits@v1",
+                                            "near_duplicate", b, a,
+                                            {"distance": 3, "model": "digits@v1"})
     assert similar_to_edge(a, b, 0.25, "digits@v1") == similar_to_edge(
         b, a, 0.25, "digits@v1") == EdgeRecord(f"{b}|similar_to|{a}|digits@v1", "similar_to", b,
                                                a, {"distance": 0.25, "model": "digits@v1"})

@@ -114,9 +114,10 @@ CONTENT = "content"
 HAS_CONTENT = "has_content"
 NEAR_DUPLICATE = "near_duplicate"
 SIMILAR_TO = "similar_to"
-LINK_EDGE_LABELS = (HAS_CONTENT, NEAR_DUPLICATE, SIMILAR_TO)
-"""The edges the link job writes between images (and to their content); it replaces an image's
-all at once when it links the image again."""
+MODEL_LINK_EDGE_LABELS = (NEAR_DUPLICATE, SIMILAR_TO)
+"""The edges the link job writes between images, each with the `model` it was found with; it
+replaces an image's edges of the model it links (and its has_content edge, the same for every
+model) when it links the image again."""
 
 
 def content_id(sha256: str) -> str:
@@ -133,13 +134,15 @@ def content_elements(image_id: str, sha256: str) -> tuple[VertexRecord, EdgeReco
                                image_id, content.id)
 
 
-def near_duplicate_edge(image_a: str, image_b: str, distance: int) -> EdgeRecord:
-    """`<image>|near_duplicate|<image>`, from the lesser id to the greater (one edge per pair
-    whichever image found the other), with the Hamming `distance` of their perceptual
-    hashes in bits."""
+def near_duplicate_edge(image_a: str, image_b: str, distance: int,
+                        model_tag: str) -> EdgeRecord:
+    """`<image>|near_duplicate|<image>|<name>@<version>`, from the lesser id to the greater (one
+    edge per pair and model whichever image found the other), with the Hamming `distance` of
+    their perceptual hashes in bits and the model (the hash is computed on model `model_tag`'s
+    resized input, so each model's link run finds its own near duplicates)."""
     low, high = sorted((image_a, image_b))
-    return EdgeRecord(edge_id(low, NEAR_DUPLICATE, high), NEAR_DUPLICATE, low, high,
-                      {"distance": int(distance)})
+    return EdgeRecord(edge_id(low, NEAR_DUPLICATE, high, model_tag), NEAR_DUPLICATE, low, high,
+                      {"distance": int(distance), "model": model_tag})
 
 
 def similar_to_edge(image_a: str, image_b: str, distance: float,

@@ -25,7 +25,8 @@ from gremlin_python.structure.graph import Graph
 
 from imagegraph.graph.elements import (
     CLASSIFIED_AS,
-    LINK_EDGE_LABELS,
+    HAS_CONTENT,
+    MODEL_LINK_EDGE_LABELS,
     EdgeRecord,
     VertexRecord,
 )
@@ -142,11 +143,14 @@ def delete_probe(vertex_id: str) -> GraphTraversal:
     return SOURCE.V(vertex_id).out_e(CLASSIFIED_AS).drop().count()
 
 
-def drop_link_edges(image_ids: Sequence[str]) -> GraphTraversal:
-    """Drop every edge of the link job (`LINK_EDGE_LABELS`) at the image vertices
-    `image_ids`, in or out, in one request, before the job writes them anew; counts the
-    vertices found."""
-    return SOURCE.V(*image_ids).side_effect(__.both_e(*LINK_EDGE_LABELS).drop()).count()
+def drop_link_edges(image_ids: Sequence[str], model_tag: str) -> GraphTraversal:
+    """Drop the link job's edges of model `model_tag` at the image vertices `image_ids`, in or
+    out, in one request, before the job writes them anew: their has_content edges and their
+    near_duplicate and similar_to edges whose `model` is `model_tag` (another model's stay);
+    counts the vertices found."""
+    return SOURCE.V(*image_ids).side_effect(__.union(
+        __.out_e(HAS_CONTENT),
+        __.both_e(*MODEL_LINK_EDGE_LABELS).has("model", model_tag)).drop()).count()
 
 
 def _shape(element: Element) -> tuple:

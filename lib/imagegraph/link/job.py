@@ -122,7 +122,7 @@ def run_link(spark: SparkSession, config: Config, output_uri: str, model_tag: st
     edges = spark.read.parquet(f"{staging}/edges")
     graph = config.graph
     for step, frame in (
-            (_drop_chunk, new.select("uri")),
+            (partial(_drop_chunk, model_tag=model_tag), new.select("uri")),
             (_content_chunk, new.select("sha256").distinct()),
             (partial(_edge_chunk, model_tag=model_tag), edges)):
         report.graph.add(_graph_pass(frame, graph, step))
@@ -220,11 +220,11 @@ def _graph_pass(frame: DataFrame, graph: GraphConfig,
     return totals
 
 
-def _drop_chunk(writer: GraphWriter, rows: list[dict]) -> None:
-    """Drop the link edges of the images of `rows` (uri), a request per
+def _drop_chunk(writer: GraphWriter, rows: list[dict], model_tag: str) -> None:
+    """Drop the link edges of `model_tag` of the images of `rows` (uri), a request per
     `records_per_request` images."""
     for images in chunks([row["uri"] for row in rows], writer.graph.records_per_request):
-        writer.submit(drop_link_edges, images)
+        writer.submit(partial(drop_link_edges, model_tag=model_tag), images)
 
 
 def _content_chunk(writer: GraphWriter, rows: list[dict]) -> None:
@@ -242,5 +242,5 @@ def _edge(row: dict, model_tag: str):
     if row["label"] == HAS_CONTENT:
         return content_elements(row["uri"], row["other"])[1]
     if row["label"] == NEAR_DUPLICATE:
-        return near_duplicate_edge(row["uri"], row["other"], int(row["distance"]))
+        return near_duplicate_edge(row["uri"], row["other"], int(row["distance"]), model_tag)
     return similar_to_edge(row["uri"], row["other"], row["distance"], model_tag)
