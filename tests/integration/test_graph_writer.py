@@ -4,11 +4,18 @@ from dataclasses import replace
 
 import pytest
 from gremlin_python.process.graph_traversal import __
-from gremlin_python.process.traversal import T
+from gremlin_python.process.traversal import P, T
 
 from imagegraph.graph.connection import GremlinConnection
-from imagegraph.graph.elements import class_id
+from imagegraph.graph.elements import (
+    VertexRecord,
+    class_id,
+    content_elements,
+    near_duplicate_edge,
+    similar_to_edge,
+)
 from imagegraph.graph.load import write_model
+from imagegraph.graph.traversals import drop_link_edges
 from imagegraph.graph.writer import GraphWriter
 from imagegraph.model.artifact import ModelMetadata
 
@@ -30,6 +37,15 @@ def prediction(n: int, scores=(0.7, 0.2)) -> dict:
 def writer_for(config) -> GraphWriter:
     graph = replace(config.graph, max_attempts=3, retry_base_delay_s=0.01)
     return GraphWriter(GremlinConnection(graph), graph)
+
+
+def test_the_local_graph_keeps_neptunes_default_cardinality_set(graph):
+    """A plain property(k, v) adds a value, as on Neptune: a writer that forgot
+    Cardinality.single would fail the single-value tests here."""
+    graph.add_v("probe").property(T.id, "probe").iterate()
+    graph.V("probe").property("k", 1).iterate()
+    graph.V("probe").property("k", 2).iterate()
+    assert sorted(graph.V("probe").values("k").to_list()) == [1, 2]
 
 
 def test_same_batch_twice_changes_nothing(graph, config):
@@ -78,3 +94,20 @@ def test_rejected_row_is_isolated_and_reported(graph, config):
     # way the row is dead-lettered and a rerun completes it.
     assert edges_per_image["s3://b/img5.png"] <= 1
 
+
+
+def test_linking_one_model_again_leaves_another_models_link_edges(graph, config):
+    """Model A's near_duplicate and similar_to edges between two images, then model B's link
+    run drops the images' link edges before writing its own: A's stay."""
+    writer = writer_for(config)
+    images = ["s3://b/x.png", "s3://b/y.png"]
+    content, has_content = content_elements(images[0], "ab" * 32)
+    writer.write_elements([VertexRecord(uri, "image") for uri in images] + [content], [])
+    edges = [has_content] + [edge for model in ("A@1", "B@1") for edge in (
+        near_duplicate_edge(*images, 2, model), similar_to_edge(*images, 0.1, model))]
+    writer.write_elements([], edges)
+    writer.submit(lambda ids: drop_link_edges(ids, "B@1"), images)
+    writer.connection.close()
+    assert sorted(graph.E().has_label(P.within("near_duplicate", "similar_to"))
+                  .values("model").to_list()) == ["A@1", "A@1"]
+    assert graph.E().has_label("has_content").count().next() == 0  # B writes it anew

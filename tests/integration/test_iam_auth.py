@@ -13,8 +13,10 @@ import pytest
 from botocore.credentials import Credentials
 from sigv4_gate import MISMATCH, SigV4Gate
 
+from imagegraph.cli import run_job
 from imagegraph.errors import JobError
-from imagegraph.graph.load import write_model
+from imagegraph.graph import query
+from imagegraph.graph.load import count_run_images, write_model
 from imagegraph.graph.writer import write_partition
 from imagegraph.model.artifact import ModelMetadata
 
@@ -84,3 +86,30 @@ def test_a_wrong_secret_is_refused_and_stops_the_writers(gate, graph, config, mo
     assert gate.accepted == 0 and gate.refusals == [MISMATCH, MISMATCH]  # no retry of a 403
     assert writer.stats.rows_written == 0 and writer.failed == {}  # left for --resume
     assert graph.V().count().next() == 0
+
+
+def test_credentials_refused_after_the_load_stop_the_read_back_and_query_with_one_line(
+        gate, graph, config, monkeypatch, capsys):
+    """The load is let in; then the role's credentials stop being accepted (a 403 at every
+    handshake): the run's read-back and the query command say so in the writers' one line and
+    exit 2, not with a traceback."""
+    signed = signed_through(gate, config, monkeypatch, SECRET_KEY)
+    write_model(signed, METADATA)
+    writer = write_partition([prediction(n) for n in range(10)], signed, METADATA.tag,
+                             "run-iam")
+    uris = [f"s3://iam/img{n}.png" for n in range(10)]
+    assert writer.stats.rows_written == 10
+    assert count_run_images(signed, "run-iam", uris) == 10
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", SECRET_KEY[:-1] + "X")
+    with pytest.raises(JobError) as read_back:
+        count_run_images(signed, "run-iam", uris)
+    line = str(read_back.value)
+    assert "\n" not in line and "check the IAM policy" in line
+    assert line.startswith(f"graph reads to {signed.endpoint} stopped: permission denied "
+                           "(HTTP 403"), line
+    code = run_job(query.PROG, lambda: query.main([
+        "--gremlin-endpoint", signed.endpoint, "--set", "graph.iam_auth=on",
+        "--set", f"graph.region={REGION}", "run", "run-iam"]))
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert f"graph reads to {signed.endpoint} stopped: permission denied (HTTP 403" in err

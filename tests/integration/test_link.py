@@ -160,6 +160,27 @@ def test_a_later_run_is_linked_to_the_earlier_images_alone(linked, spark, embedd
     assert after[0]["content"] == before[0]["content"]
 
 
+def test_a_run_without_its_report_is_not_linked_until_it_has_one(linked, spark,
+                                                                  embedding_config, graph, s3):
+    """A run still committing (no run report yet) is neither linked nor marked linked; once
+    its report is there, the next link run links it."""
+    put_objects(s3, BUCKET, "link-unfinished/", {"coffee-again.jpg": _photos()["coffee.jpg"]})
+    unfinished = run_inference(spark, embedding_config,
+                               InputSource(PREFIX, f"s3a://{BUCKET}/link-unfinished/"),
+                               MODEL_URI, OUTPUT)
+    report_key = OUTPUT.removeprefix(f"s3a://{BUCKET}/") + f"/_reports/{unfinished.run_id}.json"
+    report = s3.get_object(Bucket=BUCKET, Key=report_key)["Body"].read()
+    s3.delete_object(Bucket=BUCKET, Key=report_key)
+    waiting = run_link(spark, embedding_config, OUTPUT, MODEL)
+    assert unfinished.run_id not in waiting.runs_linked
+    again = f"s3://{BUCKET}/link-unfinished/coffee-again.jpg"
+    assert graph.V(again).both_e("near_duplicate").count().next() == 0
+    s3.put_object(Bucket=BUCKET, Key=report_key, Body=report)
+    finished = run_link(spark, embedding_config, OUTPUT, MODEL)
+    assert finished.runs_linked == (unfinished.run_id,) and finished.new_images == 1
+    assert graph.V(again).both_e("near_duplicate").count().next() > 0
+
+
 def test_an_output_without_predictions_stops_with_one_line(spark, config, tmp_path):
     with pytest.raises(JobError, match=r"^file://.*/predictions does not exist: run "
                                        r"jobs/infer.py with this --output first$"):

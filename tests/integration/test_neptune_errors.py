@@ -117,24 +117,26 @@ def test_a_server_that_never_answers_is_bounded_by_the_failover_budget():
 
 
 @pytest.mark.parametrize("answers, line", [
-    # a reader endpoint: every write refused as read-only, also after reconnects
+    # a reader endpoint: every write refused as read-only, also after reconnects for the
+    # failover budget
     (Answers(error_code="ReadOnlyViolationException"),
-     "stopped: the endpoint refuses writes after 3 reconnects (ReadOnlyViolationException); "
-     "point graph.endpoint at the cluster (writer) endpoint"),
+     "stopped: the endpoint refused writes for graph.failover_budget_s=1 s, "),
     # an engine without mergeV (Neptune before 1.2.1.0)
     (Answers(error_code="MalformedQueryException", gremlin_status=499,
              detailed_message="Unsupported step: mergeV", reject_containing="mergeV"),
      "stopped: unsupported step (MalformedQueryException: Unsupported step: mergeV); the "
      "engine lacks a step the writer uses: upgrade Neptune to engine 1.2.1.0 or later, or set "
      "graph.upsert_style=coalesce"),
-    # a role without the delete permission that property(single) needs
-    (Answers(error_code="AccessDeniedException", gremlin_status=500),
+    # a role without the delete permission that an image request's drop() needs (Neptune
+    # authorizes a request with a drop() step as DeleteDataViaQuery)
+    (Answers(error_code="AccessDeniedException", gremlin_status=500, reject_containing="drop"),
      "stopped: permission denied (AccessDeniedException: injected by "
      "dev/neptune_errors_server.py); check the IAM policy"),
 ])
 def test_startup_probe_stops_the_job_with_one_line(answers, line):
     with NeptuneErrorsServer(answers) as server:
-        graph = GraphConfig(endpoint=server.endpoint, max_attempts=3, **FAST)
+        graph = GraphConfig(endpoint=server.endpoint, max_attempts=3, failover_budget_s=1.0,
+                            **FAST)
         with pytest.raises(JobError) as stopped:
             within(20, lambda: write_model(graph, METADATA))
     message = str(stopped.value)

@@ -3,7 +3,9 @@ from imagegraph.graph.elements import (
     OwnedEdges,
     VertexRecord,
     classified_as_edges,
+    classified_as_id,
     content_elements,
+    edge_id,
     image_vertex,
     model_elements,
     near_duplicate_edge,
@@ -79,8 +81,23 @@ def test_link_records_are_exactly_the_graph_model():
     assert content == VertexRecord("content:" + "cd" * 32, "content")
     assert has_content == EdgeRecord(f"{a}|has_content|content:{'cd' * 32}", "has_content", a,
                                      "content:" + "cd" * 32)
-    assert near_duplicate_edge(a, b, 3) == near_duplicate_edge(b, a, 3) == EdgeRecord(
-        f"{b}|near_duplicate|{a}", "near_duplicate", b, a, {"distance": 3})
+    assert near_duplicate_edge(a, b, 3, "digits@v1") == near_duplicate_edge(
+        b, a, 3, "digits@v1") == EdgeRecord(f"{b}|near_duplicate|{a}|digits@v1",
+                                            "near_duplicate", b, a,
+                                            {"distance": 3, "model": "digits@v1"})
     assert similar_to_edge(a, b, 0.25, "digits@v1") == similar_to_edge(
         b, a, 0.25, "digits@v1") == EdgeRecord(f"{b}|similar_to|{a}|digits@v1", "similar_to", b,
                                                a, {"distance": 0.25, "model": "digits@v1"})
+
+
+def test_edge_ids_of_different_parts_never_collide():
+    # joined raw, both pairs were one id: "s3://b/a|m@1|x|cat"
+    assert classified_as_id("s3://b/a|m@1|x", "m@1", "cat") \
+        != classified_as_id("s3://b/a", "m@1", "x|m@1|cat")
+    assert edge_id("a|b", "c") != edge_id("a", "b|c")
+    assert edge_id("a%7Cb", "c") != edge_id("a|b", "c")  # an escape in a key is escaped too
+    assert edge_id("a|b", "c") == "a%7Cb|c" and edge_id("a%b") == "a%25b"
+
+
+def test_edge_ids_of_plain_parts_are_the_parts_joined():
+    assert classified_as_id("s3://b/in/x.png", "digits@v1", "2") == "s3://b/in/x.png|digits@v1|2"

@@ -2,10 +2,12 @@ import json
 import random
 
 import botocore.session
+from botocore.exceptions import CredentialRetrievalError, MetadataRetrievalError
 import pytest
 from gremlin_python.driver.protocol import GremlinServerError
 
 from imagegraph.config import GraphConfig
+from imagegraph.graph.auth import CredentialsUnavailable
 from imagegraph.graph.connection import HandshakeRejected
 from imagegraph.graph.retry import (
     NEPTUNE_ERRORS,
@@ -42,28 +44,31 @@ def neptune_error(code: str, http_status: int, detail: str = "detail") -> Gremli
 # (authorization), MethodNotAllowed (not a Gremlin endpoint), UnsupportedOperation (an engine
 # without a step the writer uses). ReadOnlyViolation is "No" on the page, but a failover turns
 # the old writer into a reader under the cluster endpoint (Neptune's failover and
-# best-practices pages: reconnect), so it reconnects, and stops when it persists.
+# best-practices pages: reconnect), so it reconnects for the failover budget, and stops when it
+# persists. Of the "Yes" rows, the limits that mean "retry when less busy" (query, memory)
+# throttle; a constraint violation is retried, then split (it may be the rows'); a time limit
+# is the request's size, so it splits at once; an operator's cancel stops the run.
 NEPTUNE_TABLE = [
     ("AccessDeniedException", 403, "No", R.STOP),
     ("BadRequestException", 400, "No", R.ISOLATE),
-    ("CancelledByUserException", 500, "Yes", R.RETRY),
+    ("CancelledByUserException", 500, "Yes", R.STOP),
     ("ConcurrentModificationException", 500, "Yes", R.RETRY),
-    ("ConstraintViolationException", 400, "Yes", R.RETRY),
+    ("ConstraintViolationException", 400, "Yes", R.RETRY_THEN_ISOLATE),
     ("FailureByQueryException", 500, "Yes", R.RETRY),
     ("IllegalArgumentException", 400, "No", R.ISOLATE),
     ("InternalFailureException", 500, "Yes", R.RETRY),
     ("InvalidNumericDataException", 400, "No", R.ISOLATE),
     ("InvalidParameterException", 400, "No", R.ISOLATE),
     ("MalformedQueryException", 400, "No", R.ISOLATE),
-    ("MemoryLimitExceededException", 500, "Yes", R.RETRY),
+    ("MemoryLimitExceededException", 500, "Yes", R.THROTTLE),
     ("MethodNotAllowedException", 405, "No", R.STOP),
     ("MissingParameterException", 400, "No", R.ISOLATE),
-    ("QueryLimitExceededException", 500, "Yes", R.RETRY),
+    ("QueryLimitExceededException", 500, "Yes", R.THROTTLE),
     ("QueryLimitException", 400, "No", R.ISOLATE),
     ("QueryTooLargeException", 400, "No", R.ISOLATE),
     ("ReadOnlyViolationException", 400, "No", R.WRITER_MOVED),
     ("ThrottlingException", 500, "Yes", R.THROTTLE),
-    ("TimeLimitExceededException", 500, "Yes", R.RETRY),
+    ("TimeLimitExceededException", 500, "Yes", R.ISOLATE),
     ("TooManyRequestsException", 429, "Yes", R.THROTTLE),
     ("UnsupportedOperationException", 400, "No", R.STOP),
     # Not on the engine page; query errors of Neptune's data-plane API (botocore's neptunedata
@@ -75,6 +80,9 @@ NEPTUNE_TABLE = [
     ("PreconditionsFailedException", 400, "No", R.ISOLATE),
     ("ServerShutdownException", 500, "No", R.RECONNECT),
 ]
+# "Yes" on the page, but retrying the same request would not help: a time limit is the
+# request's size (split it), a cancel is an operator's (stop).
+NOT_RETRIED_ALTHOUGH_YES = {"TimeLimitExceededException", "CancelledByUserException"}
 # Errors of the data-plane API that no Gremlin query returns (bulk loader, streams, ML).
 NOT_FROM_QUERIES = {"BulkLoadIdNotFoundException", "ExpiredStreamException",
                     "LoadUrlAccessDeniedException", "MLResourceNotFoundException",
@@ -87,8 +95,9 @@ def test_neptune_error_codes_from_the_json_body(code, http_status, ok_to_retry, 
     failure = classify(neptune_error(code, http_status))
     assert failure.recovery is recovery and failure.cause == code
     assert failure.message == f"{code}: detail"
-    retried = recovery in (R.RETRY, R.THROTTLE)
-    assert retried == (ok_to_retry == "Yes") or recovery is R.RECONNECT
+    retried = recovery in (R.RETRY, R.RETRY_THEN_ISOLATE, R.THROTTLE)
+    assert retried == (ok_to_retry == "Yes") or code in NOT_RETRIED_ALTHOUGH_YES \
+        or recovery is R.RECONNECT
 
 
 def test_the_table_test_covers_every_code_the_writer_knows():
@@ -166,6 +175,14 @@ def test_the_tinkerpop_table_covers_every_error_status():
     (ConnectionRefusedError(111, "refused"), R.RECONNECT, "ConnectionRefusedError"),
     (TimeoutError(), R.RECONNECT, "TimeoutError"),
     (RuntimeError("Connection was closed by server."), R.RECONNECT, "ConnectionClosed"),
+    # gremlinpython's aiohttp transport on a WebSocket ERROR message; a credential fetch that
+    # failed this time (the instance metadata service): a new connection fetches again
+    (RuntimeError("Received error on read: 'Cannot write to closing transport'"), R.RECONNECT,
+     "ReadError"),
+    (CredentialRetrievalError(provider="container-role", error_msg="timed out"), R.RECONNECT,
+     "CredentialFetch"),
+    (MetadataRetrievalError(error_msg="IMDS 503"), R.RECONNECT, "CredentialFetch"),
+    (CredentialsUnavailable("boto3 found no AWS credentials"), R.RECONNECT, "CredentialFetch"),
     (ValueError("a value gremlinpython cannot send"), R.ISOLATE, "ValueError"),
 ])
 def test_other_failures(error, recovery, cause):
@@ -297,13 +314,16 @@ def test_throttling_backs_off_and_slows_the_pacer_without_spending_attempts():
     assert clock.slept[slept:] == [4.0] and writer._pacer.pause_s == 2.0
 
 
-def test_read_only_reconnects_then_stops_naming_the_endpoint_kind():
-    writer, connection, _ = writer_with([neptune_error("ReadOnlyViolationException", 400)] * 9,
-                                        max_attempts=3)
+def test_read_only_reconnects_for_the_failover_budget_then_stops_naming_the_endpoint_kind():
+    # 2 s waits within a 30 s budget: many more tries than max_attempts
+    writer, connection, clock = writer_with(
+        [neptune_error("ReadOnlyViolationException", 400)] * 1000, max_attempts=3,
+        retry_base_delay_s=2.0, retry_max_delay_s=2.0, failover_budget_s=30.0)
     with pytest.raises(WriterStopped):
         writer.submit(build, [1])
-    assert writer.stats.requests == 3 and connection.opens == 3
-    assert "refuses writes after 3 reconnects" in writer.stopped
+    assert writer.stats.requests > 3 and connection.opens == writer.stats.requests
+    assert clock.now <= 30.0
+    assert "refused writes for graph.failover_budget_s=30 s" in writer.stopped
     assert "cluster (writer) endpoint" in writer.stopped
 
 
@@ -367,6 +387,43 @@ def test_split_isolates_the_bad_row_with_pauses_and_a_bounded_number_of_requests
     # 1 + 1 + 2 * 5 requests, a pause of at most retry_base_delay_s before each half
     assert writer.stats.requests == 12 and len(connection.requests) == 12
     assert len(clock.slept) == 10 and all(0 <= s <= 1.0 for s in clock.slept)
+
+
+def rejecting_with(error, fragment: str):
+    """A server that answers `error` to every request whose bytecode holds `fragment`."""
+    return lambda request: error if fragment in str(request.bytecode) else None
+
+
+@pytest.mark.parametrize("code, requests", [
+    # 1 vertex request; 8 edges, the bad one 4th: 8 (fails), 4 (fails) 4, 2 2 (fails), 1 1
+    # (fails): 4 failing and 3 passing edge requests
+    ("TimeLimitExceededException", 1 + 4 + 3),        # the request's size: split at once
+    ("ConstraintViolationException", 1 + 4 * 3 + 3),  # each failing one tried max_attempts
+])
+def test_a_request_failing_on_its_size_or_a_constraint_is_split(code, requests):
+    writer, connection, _ = writer_with(
+        reject=rejecting_with(neptune_error(code, 500), "class:no-such-class"),
+        records_per_request=10_000, max_steps_per_request=100_000, max_attempts=3)
+    rows = [prediction(n) for n in range(4)]
+    rows[1] = prediction(1, "no-such-class")
+    writer.write_predictions(rows, "m@1", "run-1")
+    assert list(writer.failed) == ["s3://b/img1.png"] and writer.stats.rows_written == 3
+    assert len(connection.requests) == requests
+
+
+@pytest.mark.parametrize("code", ["QueryLimitExceededException", "MemoryLimitExceededException"])
+def test_query_and_memory_limits_throttle_without_spending_attempts(code):
+    writer, _, _ = writer_with([neptune_error(code, 500)] * 5, max_attempts=2)
+    assert writer.submit(build, [1]) == 1
+    assert writer.stats.requests == 6 and writer._pacer.pause_s > 0
+
+
+def test_an_operators_cancel_stops_without_a_retry():
+    writer, connection, clock = writer_with([neptune_error("CancelledByUserException", 500)] * 3)
+    with pytest.raises(WriterStopped):
+        writer.submit(build, [1])
+    assert len(connection.requests) == 1 and clock.slept == []
+    assert "cancelled on the server" in writer.stopped
 
 
 def test_split_requests_are_capped():
@@ -438,9 +495,12 @@ GRAPH = GraphConfig(endpoint="wss://db:8182/gremlin", failover_budget_s=90.0)
 
 @pytest.mark.parametrize("failure, kwargs, line", [
     (Failure(R.WRITER_MOVED, "ReadOnlyViolationException", "m"), {"attempts": 3},
-     "graph writes to wss://db:8182/gremlin stopped: the endpoint refuses writes after 3 "
-     "reconnects (ReadOnlyViolationException); point graph.endpoint at the cluster (writer) "
-     "endpoint, not a reader or instance endpoint"),
+     "graph writes to wss://db:8182/gremlin stopped: the endpoint refused writes for "
+     "graph.failover_budget_s=90 s, 3 tries (ReadOnlyViolationException); point graph.endpoint "
+     "at the cluster (writer) endpoint, not a reader or instance endpoint"),
+    (Failure(R.STOP, "CancelledByUserException", "CancelledByUserException: cancelled"), {},
+     "graph writes to wss://db:8182/gremlin stopped: a request was cancelled on the server "
+     "(CancelledByUserException: cancelled); run again with --resume when the cancel is over"),
     (Failure(R.RECONNECT, "OSError", "OSError: down"), {},
      "graph writes to wss://db:8182/gremlin stopped: no connection for "
      "graph.failover_budget_s=90 s (OSError: down); check the cluster's status, its security "

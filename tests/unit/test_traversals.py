@@ -154,10 +154,11 @@ def test_upsert_edges_is_exactly_one_mergee():
         ".option(Merge.onMatch,__.select('properties')).count()")
 
 
-def test_drop_link_edges_drops_exactly_the_link_labels_at_the_images_in_either_direction():
-    assert _gremlin(drop_link_edges(["s3://b/1.png", "s3://b/2.png"])) == (
+def test_drop_link_edges_drops_the_content_edge_and_the_models_link_edges_alone():
+    assert _gremlin(drop_link_edges(["s3://b/1.png", "s3://b/2.png"], "m@1")) == (
         "g.V('s3://b/1.png','s3://b/2.png')"
-        ".sideEffect(__.bothE('has_content','near_duplicate','similar_to').drop()).count()")
+        ".sideEffect(__.union(__.outE('has_content'),"
+        "__.bothE('near_duplicate','similar_to').has('model','m@1')).drop()).count()")
 
 
 def test_coalesce_upserts_are_exactly_the_fold_coalesce_idiom():

@@ -62,13 +62,19 @@ def signed_handshake_headers(url: str, region: str, credentials: AwsCredentials
     return dict(request.headers.items())
 
 
+class CredentialsUnavailable(JobError):
+    """boto3's default chain returned no credentials: none configured, or an instance profile's
+    fetch failed this time (the metadata service refreshing, throttled)."""
+
+
 def default_chain_credentials() -> AwsCredentials:
-    """Current credentials from boto3's default chain; `JobError` when there are none."""
+    """Current credentials from boto3's default chain; `CredentialsUnavailable` when there are
+    none."""
     import boto3
 
     credentials = boto3.Session().get_credentials()
     if credentials is None:
-        raise JobError("IAM authentication to Neptune is on, but boto3 found no AWS credentials "
+        raise CredentialsUnavailable("IAM authentication to Neptune is on, but boto3 found no AWS credentials "
                        "(instance profile, environment or ~/.aws); set graph.iam_auth=off for a "
                        "cluster without IAM authentication")
     frozen = credentials.get_frozen_credentials()

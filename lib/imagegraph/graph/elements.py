@@ -45,6 +45,16 @@ class EdgeRecord:
 
 
 CLASSIFIED_AS = "classified_as"
+ID_SEPARATOR = "|"
+_ID_ESCAPES = str.maketrans({"%": "%25", ID_SEPARATOR: "%7C"})
+
+
+def edge_id(*parts: str) -> str:
+    """An edge id from its parts: each part with `%` and `|` percent-escaped (`%25`, `%7C`),
+    joined by `|`. No escaped part holds a `|`, so two different parts tuples never give the
+    same id (a key may hold `|`; joining the raw parts would make ("a|b", "c") and ("a", "b|c")
+    one id). Parts without `%` or `|` read as before: `s3://b/x.png|m@1|cat`."""
+    return ID_SEPARATOR.join(part.translate(_ID_ESCAPES) for part in parts)
 
 
 def class_id(name: str) -> str:
@@ -52,13 +62,13 @@ def class_id(name: str) -> str:
 
 
 def classified_as_id(image_id: str, model_tag: str, class_name: str) -> str:
-    """`<image id>|<model>@<version>|<class>`."""
-    return f"{image_id}|{model_tag}|{class_name}"
+    """`<image id>|<model>@<version>|<class>` (`edge_id`)."""
+    return edge_id(image_id, model_tag, class_name)
 
 
 def has_class_id(model_id: str, class_name: str) -> str:
-    """`<model id>|has_class|<class id>`."""
-    return f"{model_id}|has_class|{class_id(class_name)}"
+    """`<model id>|has_class|<class id>` (`edge_id`)."""
+    return edge_id(model_id, "has_class", class_id(class_name))
 
 
 def model_elements(metadata: ModelMetadata) -> tuple[list[VertexRecord], list[EdgeRecord]]:
@@ -104,9 +114,10 @@ CONTENT = "content"
 HAS_CONTENT = "has_content"
 NEAR_DUPLICATE = "near_duplicate"
 SIMILAR_TO = "similar_to"
-LINK_EDGE_LABELS = (HAS_CONTENT, NEAR_DUPLICATE, SIMILAR_TO)
-"""The edges the link job writes between images (and to their content); it replaces an image's
-all at once when it links the image again."""
+MODEL_LINK_EDGE_LABELS = (NEAR_DUPLICATE, SIMILAR_TO)
+"""The edges the link job writes between images, each with the `model` it was found with; it
+replaces an image's edges of the model it links (and its has_content edge, the same for every
+model) when it links the image again."""
 
 
 def content_id(sha256: str) -> str:
@@ -119,17 +130,19 @@ def content_elements(image_id: str, sha256: str) -> tuple[VertexRecord, EdgeReco
     `<image id>|has_content|content:<sha256>`: every image with the same bytes points to one
     vertex, so a group of n copies costs n edges, not n(n-1)/2."""
     content = VertexRecord(content_id(sha256), CONTENT)
-    return content, EdgeRecord(f"{image_id}|{HAS_CONTENT}|{content.id}", HAS_CONTENT, image_id,
-                               content.id)
+    return content, EdgeRecord(edge_id(image_id, HAS_CONTENT, content.id), HAS_CONTENT,
+                               image_id, content.id)
 
 
-def near_duplicate_edge(image_a: str, image_b: str, distance: int) -> EdgeRecord:
-    """`<image>|near_duplicate|<image>`, from the lesser id to the greater (one edge per pair
-    whichever image found the other), with the Hamming `distance` of their perceptual
-    hashes in bits."""
+def near_duplicate_edge(image_a: str, image_b: str, distance: int,
+                        model_tag: str) -> EdgeRecord:
+    """`<image>|near_duplicate|<image>|<name>@<version>`, from the lesser id to the greater (one
+    edge per pair and model whichever image found the other), with the Hamming `distance` of
+    their perceptual hashes in bits and the model (the hash is computed on model `model_tag`'s
+    resized input, so each model's link run finds its own near duplicates)."""
     low, high = sorted((image_a, image_b))
-    return EdgeRecord(f"{low}|{NEAR_DUPLICATE}|{high}", NEAR_DUPLICATE, low, high,
-                      {"distance": int(distance)})
+    return EdgeRecord(edge_id(low, NEAR_DUPLICATE, high, model_tag), NEAR_DUPLICATE, low, high,
+                      {"distance": int(distance), "model": model_tag})
 
 
 def similar_to_edge(image_a: str, image_b: str, distance: float,
@@ -139,5 +152,5 @@ def similar_to_edge(image_a: str, image_b: str, distance: float,
     (0: same direction, 2: opposite) and the model (embeddings of different models are not
     comparable; a query selects one)."""
     low, high = sorted((image_a, image_b))
-    return EdgeRecord(f"{low}|{SIMILAR_TO}|{high}|{model_tag}", SIMILAR_TO, low, high,
+    return EdgeRecord(edge_id(low, SIMILAR_TO, high, model_tag), SIMILAR_TO, low, high,
                       {"distance": float(distance), "model": model_tag})

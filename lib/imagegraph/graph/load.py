@@ -12,6 +12,7 @@ often Spark runs a task or a stage again (accumulators updated inside a transfor
 count every attempt)."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import astuple, dataclass, fields, replace
 
 from pyspark.sql import DataFrame, SparkSession
@@ -20,14 +21,17 @@ from pyspark.sql.types import LongType, StringType, StructField, StructType
 
 from imagegraph.config import GraphConfig
 from imagegraph.errors import JobError
-from imagegraph.graph.connection import GremlinConnection, remote_traversal
+from imagegraph.graph.connection import GremlinConnection
 from imagegraph.graph.elements import model_elements
+from imagegraph.graph.reads import read_graph
 from imagegraph.graph.retry import Recovery
+from imagegraph.graph.traversals import SOURCE, delete_probe
 from imagegraph.graph.writer import (
     GraphWriter,
     RequestFailed,
     WriterStopped,
     WriteStats,
+    chunks,
     write_partition,
 )
 from imagegraph.model.artifact import ModelMetadata
@@ -53,7 +57,8 @@ class GraphLoad:
 
 def write_model(graph: GraphConfig, metadata: ModelMetadata) -> WriteStats:
     """Upsert the model vertex, its class vertices and has_class edges from the driver, with
-    the traversal shapes the workers use: the startup probe. A failure raises `JobError` with
+    the traversal shapes the workers use, then send a drop() that drops nothing
+    (`delete_probe`): the startup probe, which needs every permission the workers do. A failure raises `JobError` with
     one line (permissions, a reader endpoint, an engine without mergeV, ...); an endpoint that
     does not answer gets `graph.connect_timeout_s` of reconnects, not the failover budget."""
     probe = replace(graph, failover_budget_s=min(graph.failover_budget_s,
@@ -62,6 +67,7 @@ def write_model(graph: GraphConfig, metadata: ModelMetadata) -> WriteStats:
     writer = GraphWriter(connection, probe, quiet=True)  # the JobError says what happened
     try:
         writer.write_elements(*model_elements(metadata))
+        writer.run(delete_probe(metadata.model_id))
     except WriterStopped as stopped:
         if stopped.failure and stopped.failure.recovery is Recovery.RECONNECT:
             raise JobError(f"cannot reach the Gremlin endpoint {graph.endpoint}: "
@@ -128,7 +134,11 @@ def writer_layout(writers: int, connections_per_task: int, partitions: int,
     return tasks, max(1, min(connections_per_task, writers // tasks))
 
 
-def count_run_images(graph: GraphConfig, run_id: str) -> int:
-    """Image vertices in the graph whose `run_id` is `run_id`: what a run wrote, read back."""
-    with remote_traversal(graph) as g:
-        return g.V().has_label("image").has("run_id", run_id).count().next()
+def count_run_images(graph: GraphConfig, run_id: str, uris: Iterable[str]) -> int:
+    """Image vertices among `uris` (the images the run committed) whose `run_id` is `run_id`:
+    what a run wrote, read back a request per `graph.records_per_request` ids, so that no
+    request's cost grows with the run (one count() over a run of 10^7 images would outlast
+    Neptune's query timeout)."""
+    requests = (SOURCE.V(*batch).has_label("image").has("run_id", run_id).count()
+                for batch in chunks(uris, graph.records_per_request))
+    return sum(results[0] for results in read_graph(graph, requests))

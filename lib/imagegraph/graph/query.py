@@ -32,7 +32,8 @@ from imagegraph.graph.elements import (
     SIMILAR_TO,
     class_id,
 )
-from imagegraph.graph.retry import classify
+from imagegraph.graph.reads import READS
+from imagegraph.graph.retry import Recovery, classify, stop_line
 
 PROG = "python -m imagegraph.graph.query"
 
@@ -185,8 +186,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except JobError:
         raise
     except Exception as exc:  # connection, handshake, server errors: one line
+        failure = classify(exc)
+        if failure.recovery is Recovery.STOP:  # permissions: the writers' line
+            raise JobError(stop_line(failure, config.graph, activity=READS)) from None
         raise JobError(f"cannot read the graph at {config.graph.endpoint}: "
-                       f"{classify(exc).message}") from None
+                       f"{failure.message}") from None
     print("\n".join(lines))
     return 0
 

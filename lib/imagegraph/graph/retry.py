@@ -17,9 +17,11 @@ import random
 import re
 from dataclasses import dataclass, replace
 
+from botocore.exceptions import CredentialRetrievalError, MetadataRetrievalError
 from gremlin_python.driver.protocol import GremlinServerError
 
 from imagegraph.config import GraphConfig
+from imagegraph.graph.auth import CredentialsUnavailable
 from imagegraph.graph.connection import HandshakeRejected
 
 
@@ -27,27 +29,33 @@ class Recovery(enum.Enum):
     """What to do after a failed request."""
 
     RETRY = "retry"                # transient on the server: again after a backoff, max_attempts
+    RETRY_THEN_ISOLATE = "retry_then_isolate"  # transient, or the rows': max_attempts, then split
     RECONNECT = "reconnect"        # connection lost: new connection, within the failover budget
     THROTTLE = "throttle"          # server sheds load: back off, slow down, within the budget
-    WRITER_MOVED = "writer_moved"  # read-only: reconnect (failover), at most max_attempts times
+    WRITER_MOVED = "writer_moved"  # read-only: reconnect (failover), within the failover budget
     ISOLATE = "isolate"            # the request's data: split it to isolate the bad rows
     STOP = "stop"                  # systematic: no request can succeed, stop the run
 
 
-ATTEMPT_BOUNDED = frozenset({Recovery.RETRY, Recovery.WRITER_MOVED})
+ATTEMPT_BOUNDED = frozenset({Recovery.RETRY, Recovery.RETRY_THEN_ISOLATE})
 """The failures `graph.max_attempts` bounds (the others: a time budget, or no retry)."""
+SPLITTING = frozenset({Recovery.ISOLATE, Recovery.RETRY_THEN_ISOLATE})
+"""The failures after which the writer splits a request to isolate its bad rows."""
 
 
 # Neptune's engine error table, and the query errors of its data-plane API: code -> recovery.
-# "Ok to retry? Yes" codes retry (throttling also slows the writer down); "No" codes are about
-# the request's data and isolate, except the systematic ones, which stop.
+# "Ok to retry? Yes" codes retry, and those that say "retry when less busy" (query and memory
+# limits) throttle; a constraint violation may be a concurrent write or the rows' own, so it is
+# retried, then split; a time limit is the request's size, so it splits at once; an operator's
+# cancel stops the run. "No" codes are about the request's data and isolate, except the
+# systematic ones, which stop.
 NEPTUNE_ERRORS: dict[str, Recovery] = {
     "AccessDeniedException": Recovery.STOP,
     "BadRequestException": Recovery.ISOLATE,
-    "CancelledByUserException": Recovery.RETRY,
+    "CancelledByUserException": Recovery.STOP,
     "ClientTimeoutException": Recovery.RETRY,
     "ConcurrentModificationException": Recovery.RETRY,
-    "ConstraintViolationException": Recovery.RETRY,
+    "ConstraintViolationException": Recovery.RETRY_THEN_ISOLATE,
     "FailureByQueryException": Recovery.RETRY,
     "IllegalArgumentException": Recovery.ISOLATE,
     "InternalFailureException": Recovery.RETRY,
@@ -55,18 +63,18 @@ NEPTUNE_ERRORS: dict[str, Recovery] = {
     "InvalidNumericDataException": Recovery.ISOLATE,
     "InvalidParameterException": Recovery.ISOLATE,
     "MalformedQueryException": Recovery.ISOLATE,
-    "MemoryLimitExceededException": Recovery.RETRY,
+    "MemoryLimitExceededException": Recovery.THROTTLE,
     "MethodNotAllowedException": Recovery.STOP,
     "MissingParameterException": Recovery.ISOLATE,
     "ParsingException": Recovery.ISOLATE,
     "PreconditionsFailedException": Recovery.ISOLATE,
-    "QueryLimitExceededException": Recovery.RETRY,
+    "QueryLimitExceededException": Recovery.THROTTLE,
     "QueryLimitException": Recovery.ISOLATE,
     "QueryTooLargeException": Recovery.ISOLATE,
     "ReadOnlyViolationException": Recovery.WRITER_MOVED,
     "ServerShutdownException": Recovery.RECONNECT,
     "ThrottlingException": Recovery.THROTTLE,
-    "TimeLimitExceededException": Recovery.RETRY,
+    "TimeLimitExceededException": Recovery.ISOLATE,
     "TooManyRequestsException": Recovery.THROTTLE,
     "UnsupportedOperationException": Recovery.STOP,
 }
@@ -96,6 +104,7 @@ _UNSUPPORTED_MERGE = re.compile(
     r"|\b(unsupported|not supported|unknown|could not find|no signature)\b.*\bmerge[VE]\b",
     re.IGNORECASE | re.DOTALL)
 _MESSAGE_CHARS = 300
+_READ_ERROR = "Received error on read"  # gremlinpython's aiohttp transport, a WebSocket ERROR
 
 
 @dataclass(frozen=True)
@@ -121,6 +130,11 @@ def classify(error: BaseException) -> Failure:
         return Failure(Recovery.RECONNECT, type(error).__name__, message)  # refused, reset
     if isinstance(error, RuntimeError) and "closed" in str(error):
         return Failure(Recovery.RECONNECT, "ConnectionClosed", message)  # by the server
+    if isinstance(error, RuntimeError) and str(error).startswith(_READ_ERROR):
+        return Failure(Recovery.RECONNECT, "ReadError", message)  # the WebSocket's error frame
+    if isinstance(error, (CredentialsUnavailable, CredentialRetrievalError,
+                          MetadataRetrievalError)):
+        return Failure(Recovery.RECONNECT, "CredentialFetch", message)  # e.g. IMDS refreshing
     if type(error).__module__.startswith("aiohttp"):
         return Failure(Recovery.RECONNECT, type(error).__name__, message)
     return Failure(Recovery.ISOLATE, type(error).__name__, message)  # e.g. a value not sent
@@ -183,8 +197,9 @@ def _one_line(text: str) -> str:
 class RetryPolicy:
     """When to try a failed request again. The wait before try n+1 is uniform in
     [0, min(max_delay_s, base_delay_s * 2**(n-1))] seconds (full jitter). Transient server
-    errors and read-only refusals get at most `max_attempts` tries; lost connections and
-    throttling are tried until `failover_budget_s` seconds after the first try."""
+    errors get at most `max_attempts` tries; lost connections, read-only refusals (a failover
+    in progress) and throttling are tried until `failover_budget_s` seconds after the first
+    try."""
 
     max_attempts: int = 8
     base_delay_s: float = 0.5
@@ -210,7 +225,7 @@ class RetryPolicy:
         if failure.recovery in (Recovery.ISOLATE, Recovery.STOP):
             return None
         delay = self.delay_s(failed_attempts, rng)
-        if failure.recovery in (Recovery.RECONNECT, Recovery.THROTTLE):
+        if failure.recovery in (Recovery.RECONNECT, Recovery.THROTTLE, Recovery.WRITER_MOVED):
             return delay if elapsed_s + delay <= self.failover_budget_s else None
         return delay if bounded_failures < self.max_attempts else None
 
@@ -226,17 +241,22 @@ _MERGE_FIX = ("the engine lacks a step the writer uses: upgrade Neptune to engin
 
 
 def stop_line(failure: Failure, graph: GraphConfig, attempts: int = 0,
-              failures_in_a_row: int = 0) -> str:
-    """The one line that stops a run after `failure`: what happened and what to fix."""
-    where = f"graph writes to {graph.endpoint} stopped"
+              failures_in_a_row: int = 0, activity: str = "graph writes") -> str:
+    """The one line that stops a run after `failure`: what happened (to `activity`: graph
+    writes, graph reads) and what to fix."""
+    where = f"{activity} to {graph.endpoint} stopped"
     if failures_in_a_row:
         return (f"{where}: the same failure ended {failures_in_a_row} requests in a row "
                 f"(graph.max_failures_in_a_row), so it is not the rows' ({failure.message}); "
                 "fix its cause, then run again with --resume")
     if failure.recovery is Recovery.WRITER_MOVED:
-        return (f"{where}: the endpoint refuses writes after {attempts} reconnects "
-                f"({failure.cause}); point graph.endpoint at the cluster (writer) endpoint, "
-                "not a reader or instance endpoint")
+        return (f"{where}: the endpoint refused writes for graph.failover_budget_s="
+                f"{graph.failover_budget_s:g} s, {attempts} tries ({failure.cause}); point "
+                "graph.endpoint at the cluster (writer) endpoint, not a reader or instance "
+                "endpoint")
+    if failure.cause == "CancelledByUserException":
+        return (f"{where}: a request was cancelled on the server ({failure.message}); "
+                "run again with --resume when the cancel is over")
     if failure.recovery is Recovery.RECONNECT:
         return (f"{where}: no connection for graph.failover_budget_s="
                 f"{graph.failover_budget_s:g} s ({failure.message}); check the cluster's "

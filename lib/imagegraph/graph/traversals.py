@@ -23,7 +23,13 @@ from gremlin_python.process.graph_traversal import GraphTraversal, __
 from gremlin_python.process.traversal import Cardinality, Direction, Merge, P, T
 from gremlin_python.structure.graph import Graph
 
-from imagegraph.graph.elements import LINK_EDGE_LABELS, EdgeRecord, VertexRecord
+from imagegraph.graph.elements import (
+    CLASSIFIED_AS,
+    HAS_CONTENT,
+    MODEL_LINK_EDGE_LABELS,
+    EdgeRecord,
+    VertexRecord,
+)
 
 Element = Union[VertexRecord, EdgeRecord]
 MERGE_STEPS_PER_REQUEST = 9       # inject unfold merge option option count, 3 selects or 2 and as
@@ -129,11 +135,22 @@ def drop_stale_edges(vertices: Sequence[VertexRecord]) -> GraphTraversal:
             .has_id(P.without(keep)).drop())
 
 
-def drop_link_edges(image_ids: Sequence[str]) -> GraphTraversal:
-    """Drop every edge of the link job (`LINK_EDGE_LABELS`) at the image vertices
-    `image_ids`, in or out, in one request, before the job writes them anew; counts the
-    vertices found."""
-    return SOURCE.V(*image_ids).side_effect(__.both_e(*LINK_EDGE_LABELS).drop()).count()
+def delete_probe(vertex_id: str) -> GraphTraversal:
+    """A request with the `drop()` an image upsert holds (its stale classified_as edges), that
+    drops nothing at `vertex_id` (a model vertex, which has no classified_as edges): on Neptune
+    it needs the DeleteDataViaQuery permission the writers need, so the startup probe finds a
+    role without it before any image is written."""
+    return SOURCE.V(vertex_id).out_e(CLASSIFIED_AS).drop().count()
+
+
+def drop_link_edges(image_ids: Sequence[str], model_tag: str) -> GraphTraversal:
+    """Drop the link job's edges of model `model_tag` at the image vertices `image_ids`, in or
+    out, in one request, before the job writes them anew: their has_content edges and their
+    near_duplicate and similar_to edges whose `model` is `model_tag` (another model's stay);
+    counts the vertices found."""
+    return SOURCE.V(*image_ids).side_effect(__.union(
+        __.out_e(HAS_CONTENT),
+        __.both_e(*MODEL_LINK_EDGE_LABELS).has("model", model_tag)).drop()).count()
 
 
 def _shape(element: Element) -> tuple:

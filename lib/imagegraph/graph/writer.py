@@ -24,12 +24,15 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, fields
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
+from gremlin_python.process.graph_traversal import GraphTraversal
+
 from imagegraph.config import GraphConfig
 from imagegraph.graph.connection import GremlinConnection
 from imagegraph.graph.elements import classified_as_edges, image_vertex
 from imagegraph.graph.pacing import Pacer
 from imagegraph.graph.retry import (
     ATTEMPT_BOUNDED,
+    SPLITTING,
     Failure,
     Recovery,
     RetryPolicy,
@@ -94,8 +97,9 @@ class GraphWriter:
     def __init__(self, connection: GremlinConnection, graph: GraphConfig,
                  upserts_per_s: float = 0.0, sleep: Callable[[float], None] = time.sleep,
                  clock: Callable[[], float] = time.monotonic, rng: random.Random | None = None,
-                 quiet: bool = False):
+                 quiet: bool = False, activity: str = "graph writes"):
         self.connection = connection
+        self.activity = activity  # what `stopped` says stopped: "graph writes", "graph reads"
         self.graph = graph
         self.policy = RetryPolicy.from_config(graph)
         self.stats = WriteStats()
@@ -113,17 +117,24 @@ class GraphWriter:
     def submit(self, upsert: Upsert, elements: Sequence) -> int:
         """Submit `upsert(elements)` until it succeeds (returns how many elements the server
         upserted), fails for good (`RequestFailed`) or stops the writer (`WriterStopped`)."""
+        self.run(upsert(elements), len(elements))
+        return len(elements)
+
+    def run(self, request: GraphTraversal, elements: int = 1) -> list:
+        """Submit the traversal `request` (of `elements` upserts, what the pacing counts) until
+        it succeeds (returns its results), fails for good (`RequestFailed`) or stops the writer
+        (`WriterStopped`): every Gremlin request of a job, a write or a read, goes through
+        here, so its failures are classified and retried alike."""
         if self.stopped:
             raise WriterStopped(self.stopped)
-        request = upsert(elements)
         started = self._clock()
         attempt = bounded_failures = 0
         while True:
-            self._pacer.wait(len(elements))
+            self._pacer.wait(elements)
             attempt += 1
             self.stats.requests += 1
             try:
-                self.connection.submit(request)
+                results = self.connection.submit(request)
             except Exception as exc:
                 failure = classify(exc)
                 if failure.recovery in ATTEMPT_BOUNDED:
@@ -134,7 +145,7 @@ class GraphWriter:
                     self._give_up(failure, attempt)
                 log.log(self._retry_log_level,
                         "graph request of %d elements failed (%s); attempt %d, %s in %.1fs",
-                        len(elements), failure.message, attempt, failure.recovery.value, delay)
+                        elements, failure.message, attempt, failure.recovery.value, delay)
                 self.stats.retries += 1
                 if failure.recovery is Recovery.THROTTLE:
                     self._pacer.slow_down()
@@ -143,7 +154,7 @@ class GraphWriter:
                 self._pacer.speed_up()
                 self._last_cause, self._failures_in_a_row = "", 0
                 self._settle_failed()
-                return len(elements)
+                return results
 
     def _settle_failed(self) -> None:
         """Move the rows that failed since the last success into `failed`: a success since,
@@ -157,14 +168,16 @@ class GraphWriter:
     def _give_up(self, failure: Failure, attempts: int) -> None:
         """Raise `WriterStopped` (setting `stopped`) for a systematic failure, else count the
         failure in a row and raise `RequestFailed`."""
-        if failure.recovery in (Recovery.ISOLATE, Recovery.RETRY):
+        if failure.recovery in (Recovery.ISOLATE, Recovery.RETRY, Recovery.RETRY_THEN_ISOLATE):
             in_a_row = self._failures_in_a_row + 1 if failure.cause == self._last_cause else 1
             self._last_cause, self._failures_in_a_row = failure.cause, in_a_row
             if in_a_row < self.graph.max_failures_in_a_row:
                 raise RequestFailed(failure, attempts)
-            self.stopped = stop_line(failure, self.graph, failures_in_a_row=in_a_row)
+            self.stopped = stop_line(failure, self.graph, failures_in_a_row=in_a_row,
+                                     activity=self.activity)
         else:
-            self.stopped = stop_line(failure, self.graph, attempts=attempts)
+            self.stopped = stop_line(failure, self.graph, attempts=attempts,
+                                     activity=self.activity)
         log.log(self._stop_log_level, "%s", self.stopped)
         raise WriterStopped(self.stopped, failure)
 
@@ -221,7 +234,7 @@ class GraphWriter:
             self.submit(upsert, request)
             return len(request)
         except RequestFailed as failure:
-            isolating = failure.failure.recovery is Recovery.ISOLATE
+            isolating = failure.failure.recovery in SPLITTING
             if isolating and len(request) > 1 and budget.requests_left >= 2:
                 budget.requests_left -= 2
                 middle = len(request) // 2

@@ -43,6 +43,8 @@ from imagegraph.runs.report import RunReport
 from imagegraph.storage import hadoop_fs
 from imagegraph.storage.object_reader import ReaderSettings
 from imagegraph.storage.outputs import (
+    DEAD_LETTER_DIR,
+    PREDICTIONS_DIR,
     committed_rows,
     done_uris,
     staging_uri,
@@ -276,8 +278,15 @@ def _write_graph(spark: SparkSession, run: _Run, predictions: DataFrame,
 
 def _read_back(spark: SparkSession, config: Config, report: RunReport) -> None:
     """Fill in the report's read-back terms: the rows the run committed and, with the graph on,
-    the image vertices that carry its run id."""
+    the image vertices among them (predictions and dead letters) that carry its run id."""
     report.committed_predictions, report.committed_dead_letters = committed_rows(
         spark, report.output_uri, report.run_id)
     if config.graph.enabled:
-        report.graph_images = count_run_images(config.graph, report.run_id)
+        datasets = [f"{report.output_uri}/{name}/run_id={report.run_id}"
+                    for name, rows in ((PREDICTIONS_DIR, report.committed_predictions),
+                                       (DEAD_LETTER_DIR, report.committed_dead_letters))
+                    if rows]
+        uris = (spark.read.schema("uri string").parquet(*datasets).distinct().toLocalIterator()
+                if datasets else iter(()))
+        report.graph_images = count_run_images(config.graph, report.run_id,
+                                               (row.uri for row in uris))

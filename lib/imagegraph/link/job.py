@@ -1,7 +1,7 @@
 """The link run: edges between images, from what inference runs of one model committed.
 
-<output>/predictions/ of the model -> each image's latest row -> the images of runs not yet
-linked (the new ones) and every image, staged once -> pairs of a new image and any image (see
+<output>/predictions/ of the model -> each image's latest row -> the images of finished runs
+(those with a run report) not yet linked (the new ones) and every image, staged once -> pairs of a new image and any image (see
 `linking`): same content, near duplicates, similar -> the graph: the new images' earlier link
 edges dropped, then the content vertices, then the has_content, near_duplicate and similar_to
 edges -> each run linked recorded as `<output>/_linked/<name@version>/<run_id>` -> report.
@@ -45,7 +45,7 @@ from imagegraph.graph.writer import GraphWriter, RequestFailed, WriterStopped, W
 from imagegraph.link.pairs import Pairs, latest_rows, near_duplicates, similar_images
 from imagegraph.runs.ids import new_run_id
 from imagegraph.storage import hadoop_fs
-from imagegraph.storage.outputs import PREDICTIONS_DIR, staging_uri
+from imagegraph.storage.outputs import PREDICTIONS_DIR, REPORTS_DIR, staging_uri
 
 log = logging.getLogger(__name__)
 
@@ -105,8 +105,8 @@ def run_link(spark: SparkSession, config: Config, output_uri: str, model_tag: st
     report = LinkReport(new_run_id(datetime.now(timezone.utc)), output_uri, model_tag)
     predictions = _predictions(spark, output_uri, model_tag)
     linked = set() if relink else _linked_runs(spark, output_uri, model_tag)
-    runs = sorted({row.run_id for row in predictions.select("run_id").distinct().collect()}
-                  - linked)
+    runs = sorted(({row.run_id for row in predictions.select("run_id").distinct().collect()}
+                   & _finished_runs(spark, output_uri)) - linked)
     if not runs:
         return report
     staging = staging_uri(output_uri, f"link-{report.link_id}")
@@ -122,7 +122,7 @@ def run_link(spark: SparkSession, config: Config, output_uri: str, model_tag: st
     edges = spark.read.parquet(f"{staging}/edges")
     graph = config.graph
     for step, frame in (
-            (_drop_chunk, new.select("uri")),
+            (partial(_drop_chunk, model_tag=model_tag), new.select("uri")),
             (_content_chunk, new.select("sha256").distinct()),
             (partial(_edge_chunk, model_tag=model_tag), edges)):
         report.graph.add(_graph_pass(frame, graph, step))
@@ -145,6 +145,15 @@ def _predictions(spark: SparkSession, output_uri: str, model_tag: str) -> DataFr
 
 def _linked_uri(output_uri: str, model_tag: str) -> str:
     return f"{output_uri}/{LINKED_DIR}/{model_tag}"
+
+
+def _finished_runs(spark: SparkSession, output_uri: str) -> set[str]:
+    """The run ids under `output_uri` that wrote their run report (`_reports/<run_id>.json`):
+    a run still committing chunks has none yet, so its images wait for a later link run
+    instead of being marked linked with chunks still to come."""
+    uri = f"{output_uri}/{REPORTS_DIR}"
+    names = hadoop_fs.list_files(spark, uri) if hadoop_fs.exists(spark, uri) else []
+    return {name.removesuffix(".json") for name in names if name.endswith(".json")}
 
 
 def _linked_runs(spark: SparkSession, output_uri: str, model_tag: str) -> set[str]:
@@ -220,11 +229,11 @@ def _graph_pass(frame: DataFrame, graph: GraphConfig,
     return totals
 
 
-def _drop_chunk(writer: GraphWriter, rows: list[dict]) -> None:
-    """Drop the link edges of the images of `rows` (uri), a request per
+def _drop_chunk(writer: GraphWriter, rows: list[dict], model_tag: str) -> None:
+    """Drop the link edges of `model_tag` of the images of `rows` (uri), a request per
     `records_per_request` images."""
     for images in chunks([row["uri"] for row in rows], writer.graph.records_per_request):
-        writer.submit(drop_link_edges, images)
+        writer.submit(partial(drop_link_edges, model_tag=model_tag), images)
 
 
 def _content_chunk(writer: GraphWriter, rows: list[dict]) -> None:
@@ -242,5 +251,5 @@ def _edge(row: dict, model_tag: str):
     if row["label"] == HAS_CONTENT:
         return content_elements(row["uri"], row["other"])[1]
     if row["label"] == NEAR_DUPLICATE:
-        return near_duplicate_edge(row["uri"], row["other"], int(row["distance"]))
+        return near_duplicate_edge(row["uri"], row["other"], int(row["distance"]), model_tag)
     return similar_to_edge(row["uri"], row["other"], row["distance"], model_tag)
