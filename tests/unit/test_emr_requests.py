@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from imagegraph.config import load_config
+from imagegraph.config import load_config, parse_override
 from imagegraph.emr import package
 from imagegraph.emr.requests import (
     MANAGED_POLICY_TAG,
@@ -576,3 +576,82 @@ def test_spark_defaults_fit_the_job():
     assert not any(key.startswith(("spark.executor.cores", "spark.executor.memory"))
                    for key in defaults)  # sized from the instance type on every step
     assert "spark.executor.pyspark.memory" not in defaults
+
+
+@pytest.mark.parametrize("fleets", [False, True])
+def test_spot_clusters_keep_application_masters_on_core_nodes(tmp_path, emr_package, fleets):
+    """With Spot task nodes the driver (YARN's application master) must not land on one: YARN
+    node labels put application masters on the CORE partition; without Spot, none rendered."""
+    spot = plan(tmp_path, **{"cluster.task_spot_count": 2,
+                             "cluster.instance_fleets": fleets}).requests[0]
+    [yarn] = [c for c in spot["Configurations"] if c["Classification"] == "yarn-site"]
+    assert yarn["Properties"] == {"yarn.node-labels.enabled": "true",
+                                  "yarn.node-labels.am.default-node-label-expression": "CORE"}
+    on_demand = plan(tmp_path, **{"cluster.instance_fleets": fleets}).requests[0]
+    assert "yarn-site" not in [c["Classification"] for c in on_demand["Configurations"]]
+
+
+def test_emr_managed_security_groups_go_into_instances(tmp_path, emr_package):
+    instances = plan(tmp_path, **{"cluster.subnet_id": "subnet-1",
+                                  "cluster.emr_managed_master_security_group": "sg-m",
+                                  "cluster.emr_managed_slave_security_group": "sg-s",
+                                  "cluster.service_access_security_group": "sg-a"}
+                     ).requests[0]["Instances"]
+    assert (instances["EmrManagedMasterSecurityGroup"], instances["EmrManagedSlaveSecurityGroup"],
+            instances["ServiceAccessSecurityGroup"]) == ("sg-m", "sg-s", "sg-a")
+    assert "ServiceAccessSecurityGroup" not in plan(tmp_path).requests[0]["Instances"]
+
+
+@pytest.mark.parametrize("target, resource_id", [("cluster", ""), ("steps", "j-ABC")])
+def test_every_step_sizes_its_driver_and_executors_for_the_nodes(tmp_path, emr_package, target,
+                                                                 resource_id):
+    [step] = plan(tmp_path, target, resource_id, **{
+        "cluster.core_instance_type": "r6i.4xlarge"}).requests[0]["Steps"]
+    options, _, _ = split_spark_submit(step["HadoopJarStep"]["Args"])
+    assert [submitted_conf(options, f"spark.{key}") for key in (
+        "driver.memory", "driver.memoryOverhead", "executor.cores", "executor.memory",
+        "executor.memoryOverhead")] == ["2048m", "6144m", "4", "20480m", "4096m"]
+    with pytest.raises(JobError, match="instance type g5.2xlarge is a GPU/accelerator type"):
+        plan(tmp_path, target, resource_id, **{"cluster.core_instance_type": "g5.2xlarge"})
+    with pytest.raises(JobError, match="does not fit a m6i.2xlarge core node's 24576 MiB"):
+        plan(tmp_path, target, resource_id, **{"steps.driver_overhead_mb": 30000})
+
+
+def test_managed_scaling_without_spot_scales_the_core_nodes(tmp_path, emr_package):
+    """Instance groups without task nodes: a core cap at the core count could never scale;
+    fleets with a Spot task fleet: no On-Demand cap, the fleet falls back to On-Demand."""
+    limits = plan(tmp_path, **{"cluster.managed_scaling_max": 6}
+                  ).requests[0]["ManagedScalingPolicy"]["ComputeLimits"]
+    assert limits == {"UnitType": "Instances", "MinimumCapacityUnits": 2,
+                      "MaximumCapacityUnits": 6}
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"steps.concurrency": 257}, "steps.concurrency must be at most 256, got 257"),
+    ({"cluster.idle_timeout_s": 604801}, "cluster.idle_timeout_s must be at most 604800"),
+    ({"cluster.release_label": "emr-6.15.0"}, "cluster.release_label must be emr-7.x or later"),
+    ({"cluster.release_label": "7.12.0"}, "cluster.release_label must be emr-7.x or later"),
+    ({"steps.action_on_failure": "TERMINATE_CLUSTER", "steps.concurrency": 2},
+     "TERMINATE_CLUSTER needs steps.concurrency 1"),
+])
+def test_limits_aws_would_reject_are_refused_before_sending(overrides, message):
+    with pytest.raises(JobError, match=message):
+        load_settings(None, overrides)
+    load_settings(None, {"steps.concurrency": 256, "cluster.idle_timeout_s": 604800,
+                         "cluster.release_label": "emr-7.0.0"})
+
+
+def test_serverless_driver_gets_the_job_config_in_its_arguments(tmp_path, emr_package,
+                                                                 monkeypatch):
+    """EMR Serverless: no file is opened before Spark starts; the job config's keys are
+    `--set`s that parse to the same configuration, and the job's own flags still win."""
+    monkeypatch.setenv("GREMLIN_ENDPOINT", "wss://from-env:8182/gremlin")
+    [request] = plan(tmp_path, "serverless", "00fabc").requests
+    args = request["jobDriver"]["sparkSubmit"]["entryPointArguments"]
+    assert "--config" not in args
+    parsed = parse_job_args(request["jobDriver"]["sparkSubmit"]["entryPoint"], args)
+    inline = load_config(None, dict(parse_override(item) for item in parsed.overrides))
+    assert inline == load_config(str(ROOT / "conf" / "emr.yaml"),  # and the step's own --sets
+                                 {"graph.region": "eu-west-1", "s3.region": "eu-west-1"})
+    assert inline.graph.endpoint == "wss://from-env:8182/gremlin"
+    assert parsed.gremlin_endpoint == "wss://n:8182/gremlin"
