@@ -7,13 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from imagegraph.config import load_config
+from imagegraph.config import load_config, parse_override
 from imagegraph.emr import package
 from imagegraph.emr.requests import (
     MANAGED_POLICY_TAG,
     build_plan,
     dumps,
-    graviton_types,
     run_job_flow_request,
     serverless_application_problem,
     serverless_submit_parameters,
@@ -21,6 +20,8 @@ from imagegraph.emr.requests import (
     start_job_run_requests,
 )
 from imagegraph.emr.settings import load_settings
+from imagegraph.emr import sizing
+from imagegraph.emr.sizing import graviton_types
 from imagegraph.emr.templates import parse_job_args, split_spark_submit
 from imagegraph.errors import JobError
 
@@ -29,6 +30,16 @@ CODE = "s3://code-bucket/imagegraph/0.1.0"
 INFER = {"input": "s3://images/incoming/", "model": "s3://m/v1", "output": "s3://out/"}
 ROLE = "arn:aws:iam::123456789012:role/imagegraph-job"
 OS_RELEASE = "2023.9.20251117.1"
+# conf/log4j2.properties, as the spark-log4j2 classification renders it
+LOG4J2 = {"rootLogger.level": "warn", "rootLogger.appenderRef.stderr.ref": "console",
+          "appender.console.type": "Console", "appender.console.name": "console",
+          "appender.console.target": "SYSTEM_ERR", "appender.console.layout.type": "PatternLayout",
+          "appender.console.layout.pattern": "%d{yy/MM/dd HH:mm:ss} %p %c{1}: %m%n",
+          "logger.parquet.name": "org.apache.parquet", "logger.parquet.level": "error",
+          "logger.hadoopmetrics.name": "org.apache.hadoop.metrics2",
+          "logger.hadoopmetrics.level": "error",
+          "logger.nativecode.name": "org.apache.hadoop.util.NativeCodeLoader",
+          "logger.nativecode.level": "error"}
 
 
 def settings(tmp_path, **overrides):
@@ -36,6 +47,7 @@ def settings(tmp_path, **overrides):
         "package.code_uri": CODE + "/", "package.dir": str(tmp_path / "package"),
         "package.job_config": str(ROOT / "conf" / "emr.yaml"),
         "cluster.configurations": str(ROOT / "emr" / "configurations.json"),
+        "cluster.log4j2": str(ROOT / "conf" / "log4j2.properties"),
         "steps.templates": str(ROOT / "emr" / "steps"),
         "cluster.log_uri": "s3://logs/emr/", "steps.gremlin_endpoint": "wss://n:8182/gremlin",
         "cluster.os_release_label": OS_RELEASE,
@@ -118,8 +130,14 @@ def test_run_job_flow_request(tmp_path, emr_package):
     assert request["ReleaseLabel"] == "emr-7.12.0"
     assert request["LogUri"] == "s3://logs/emr/"
     assert request["Applications"] == [{"Name": "Hadoop"}, {"Name": "Spark"}]
-    assert request["Configurations"] == configurations() + [{
-        "Classification": "spark-env", "Properties": {}, "Configurations": [{
+    [defaults] = configurations()
+    events = "s3://logs/emr/spark-events/"
+    assert request["Configurations"] == [
+        {**defaults, "Properties": {**defaults["Properties"], "spark.eventLog.enabled": "true",
+                                    "spark.eventLog.dir": events,
+                                    "spark.history.fs.logDirectory": events}},
+        {"Classification": "spark-log4j2", "Properties": LOG4J2},
+        {"Classification": "spark-env", "Properties": {}, "Configurations": [{
             "Classification": "export",
             "Properties": {"PYSPARK_PYTHON": "/usr/bin/python3.11"}}]}]
     assert request["OSReleaseLabel"] == OS_RELEASE
@@ -188,7 +206,10 @@ def test_start_job_run_request(tmp_path, emr_package):
         "--conf", "spark.emr-serverless.driverEnv.PYSPARK_DRIVER_PYTHON=./environment/bin/python",
         "--conf", "spark.emr-serverless.driverEnv.PYSPARK_PYTHON=./environment/bin/python",
         "--conf", "spark.executorEnv.PYSPARK_PYTHON=./environment/bin/python",
-        "--conf", f"spark.files={CODE}/conf/emr.yaml"]
+        "--conf", f"spark.files={CODE}/conf/emr.yaml",
+        "--conf", "spark.driver.memory=2048m", "--conf", "spark.driver.memoryOverhead=6144m",
+        "--conf", "spark.executor.cores=4", "--conf", "spark.executor.memory=5120m",
+        "--conf", "spark.executor.memoryOverhead=4096m"]
     overrides = request["configurationOverrides"]
     assert overrides["applicationConfiguration"] == [
         {"classification": "spark-defaults", "properties": spark_defaults(configurations())}]
@@ -361,7 +382,7 @@ def test_steps_on_a_running_cluster_carry_the_jobs_spark_defaults(tmp_path, emr_
         assert submitted_conf(options, key) == value, key
     [step] = plan(tmp_path).requests[0]["Steps"]
     options, _, _ = split_spark_submit(step["HadoopJarStep"]["Args"])
-    assert submitted_conf(options, "spark.executor.memoryOverhead") is None
+    assert submitted_conf(options, "spark.task.cpus") is None
 
 
 def test_steps_options_given_in_the_settings_come_after_the_tuning(tmp_path, emr_package):
@@ -457,8 +478,7 @@ def test_instance_fleets_spot_task_nodes_and_managed_scaling(tmp_path, emr_packa
                for c in core["InstanceTypeConfigs"] + task["InstanceTypeConfigs"])
     assert request["ManagedScalingPolicy"] == {"ComputeLimits": {
         "UnitType": "InstanceFleetUnits", "MinimumCapacityUnits": 6,
-        "MaximumCapacityUnits": 20, "MaximumCoreCapacityUnits": 2,
-        "MaximumOnDemandCapacityUnits": 2}}
+        "MaximumCapacityUnits": 20, "MaximumCoreCapacityUnits": 2}}  # On-Demand fallback
     assert request["EbsRootVolumeSize"] == 40
 
 
@@ -471,9 +491,11 @@ def test_spot_task_group_without_fleets(tmp_path, emr_package):
                                  ("CORE", "ON_DEMAND", "m6i.2xlarge", 2),
                                  ("TASK", "SPOT", "m6i.2xlarge", 3)]
     assert request["ManagedScalingPolicy"]["ComputeLimits"]["UnitType"] == "Instances"
-    with pytest.raises(JobError, match="managed_scaling_max must be at least the core and task "
-                                       "nodes, 5, got 4"):
-        plan(tmp_path, **{"cluster.task_spot_count": 3, "cluster.managed_scaling_max": 4})
+    assert request["ManagedScalingPolicy"]["ComputeLimits"]["MaximumOnDemandCapacityUnits"] == 2
+    for most in (4, 5):  # at most the fixed nodes: it could never scale
+        with pytest.raises(JobError, match="managed_scaling_max must be more than the core and "
+                                           f"task nodes, 5, to scale at all, got {most}"):
+            plan(tmp_path, **{"cluster.task_spot_count": 3, "cluster.managed_scaling_max": most})
 
 
 def test_the_os_release_is_pinned_or_explicitly_latest(tmp_path, emr_package):
@@ -550,5 +572,86 @@ def test_spark_defaults_fit_the_job():
     assert int(defaults["spark.sql.execution.arrow.maxRecordsPerBatch"]) == \
         emr_conf.inference.arrow_batch_size
     assert defaults["spark.python.worker.reuse"] == "true"
-    assert int(defaults["spark.executor.cores"]) % int(defaults["spark.task.cpus"]) == 0
+    assert int(defaults["spark.task.cpus"]) == sizing.TASK_CPUS
+    assert not any(key.startswith(("spark.executor.cores", "spark.executor.memory"))
+                   for key in defaults)  # sized from the instance type on every step
     assert "spark.executor.pyspark.memory" not in defaults
+
+
+@pytest.mark.parametrize("fleets", [False, True])
+def test_spot_clusters_keep_application_masters_on_core_nodes(tmp_path, emr_package, fleets):
+    """With Spot task nodes the driver (YARN's application master) must not land on one: YARN
+    node labels put application masters on the CORE partition; without Spot, none rendered."""
+    spot = plan(tmp_path, **{"cluster.task_spot_count": 2,
+                             "cluster.instance_fleets": fleets}).requests[0]
+    [yarn] = [c for c in spot["Configurations"] if c["Classification"] == "yarn-site"]
+    assert yarn["Properties"] == {"yarn.node-labels.enabled": "true",
+                                  "yarn.node-labels.am.default-node-label-expression": "CORE"}
+    on_demand = plan(tmp_path, **{"cluster.instance_fleets": fleets}).requests[0]
+    assert "yarn-site" not in [c["Classification"] for c in on_demand["Configurations"]]
+
+
+def test_emr_managed_security_groups_go_into_instances(tmp_path, emr_package):
+    instances = plan(tmp_path, **{"cluster.subnet_id": "subnet-1",
+                                  "cluster.emr_managed_master_security_group": "sg-m",
+                                  "cluster.emr_managed_slave_security_group": "sg-s",
+                                  "cluster.service_access_security_group": "sg-a"}
+                     ).requests[0]["Instances"]
+    assert (instances["EmrManagedMasterSecurityGroup"], instances["EmrManagedSlaveSecurityGroup"],
+            instances["ServiceAccessSecurityGroup"]) == ("sg-m", "sg-s", "sg-a")
+    assert "ServiceAccessSecurityGroup" not in plan(tmp_path).requests[0]["Instances"]
+
+
+@pytest.mark.parametrize("target, resource_id", [("cluster", ""), ("steps", "j-ABC")])
+def test_every_step_sizes_its_driver_and_executors_for_the_nodes(tmp_path, emr_package, target,
+                                                                 resource_id):
+    [step] = plan(tmp_path, target, resource_id, **{
+        "cluster.core_instance_type": "r6i.4xlarge"}).requests[0]["Steps"]
+    options, _, _ = split_spark_submit(step["HadoopJarStep"]["Args"])
+    assert [submitted_conf(options, f"spark.{key}") for key in (
+        "driver.memory", "driver.memoryOverhead", "executor.cores", "executor.memory",
+        "executor.memoryOverhead")] == ["2048m", "6144m", "4", "20480m", "4096m"]
+    with pytest.raises(JobError, match="instance type g5.2xlarge is a GPU/accelerator type"):
+        plan(tmp_path, target, resource_id, **{"cluster.core_instance_type": "g5.2xlarge"})
+    with pytest.raises(JobError, match="does not fit a m6i.2xlarge core node's 24576 MiB"):
+        plan(tmp_path, target, resource_id, **{"steps.driver_overhead_mb": 30000})
+
+
+def test_managed_scaling_without_spot_scales_the_core_nodes(tmp_path, emr_package):
+    """Instance groups without task nodes: a core cap at the core count could never scale;
+    fleets with a Spot task fleet: no On-Demand cap, the fleet falls back to On-Demand."""
+    limits = plan(tmp_path, **{"cluster.managed_scaling_max": 6}
+                  ).requests[0]["ManagedScalingPolicy"]["ComputeLimits"]
+    assert limits == {"UnitType": "Instances", "MinimumCapacityUnits": 2,
+                      "MaximumCapacityUnits": 6}
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"steps.concurrency": 257}, "steps.concurrency must be at most 256, got 257"),
+    ({"cluster.idle_timeout_s": 604801}, "cluster.idle_timeout_s must be at most 604800"),
+    ({"cluster.release_label": "emr-6.15.0"}, "cluster.release_label must be emr-7.x or later"),
+    ({"cluster.release_label": "7.12.0"}, "cluster.release_label must be emr-7.x or later"),
+    ({"steps.action_on_failure": "TERMINATE_CLUSTER", "steps.concurrency": 2},
+     "TERMINATE_CLUSTER needs steps.concurrency 1"),
+])
+def test_limits_aws_would_reject_are_refused_before_sending(overrides, message):
+    with pytest.raises(JobError, match=message):
+        load_settings(None, overrides)
+    load_settings(None, {"steps.concurrency": 256, "cluster.idle_timeout_s": 604800,
+                         "cluster.release_label": "emr-7.0.0"})
+
+
+def test_serverless_driver_gets_the_job_config_in_its_arguments(tmp_path, emr_package,
+                                                                 monkeypatch):
+    """EMR Serverless: no file is opened before Spark starts; the job config's keys are
+    `--set`s that parse to the same configuration, and the job's own flags still win."""
+    monkeypatch.setenv("GREMLIN_ENDPOINT", "wss://from-env:8182/gremlin")
+    [request] = plan(tmp_path, "serverless", "00fabc").requests
+    args = request["jobDriver"]["sparkSubmit"]["entryPointArguments"]
+    assert "--config" not in args
+    parsed = parse_job_args(request["jobDriver"]["sparkSubmit"]["entryPoint"], args)
+    inline = load_config(None, dict(parse_override(item) for item in parsed.overrides))
+    assert inline == load_config(str(ROOT / "conf" / "emr.yaml"),  # and the step's own --sets
+                                 {"graph.region": "eu-west-1", "s3.region": "eu-west-1"})
+    assert inline.graph.endpoint == "wss://from-env:8182/gremlin"
+    assert parsed.gremlin_endpoint == "wss://n:8182/gremlin"

@@ -10,12 +10,14 @@ types (tensorflow-cpu has no aarch64 wheel), the packed environment's interprete
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imagegraph.emr import package
+import yaml
+
+from imagegraph.config import expand_environment
+from imagegraph.emr import package, sizing
 from imagegraph.emr.settings import LauncherSettings
 from imagegraph.emr.templates import check_step, load_template, render, split_spark_submit
 from imagegraph.errors import JobError
@@ -24,9 +26,6 @@ TARGETS = ("cluster", "steps", "serverless")
 ARCHIVE_PYTHON = "./environment/bin/python"
 MAX_ACTIVE_STEPS = 256  # EMR's limit on a cluster's PENDING and RUNNING steps
 MANAGED_POLICY_TAG = {"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"}
-# Graviton (arm64) instance types: a family and generation, then attributes with a `g`
-# (m6g, c7gn, r8gd, t4g, im4gn, g5g); g4dn, m7i-flex and inf2 are x86_64.
-_GRAVITON_TYPE = re.compile(r"^[a-z]+\d+[a-z]*g[a-z]*\.")
 # spark-submit options and the Spark properties they set, for EMR Serverless, whose
 # sparkSubmitParameters are given as --conf properties.
 _SUBMIT_OPTION_PROPERTIES = {
@@ -174,6 +173,7 @@ def render_steps(settings: LauncherSettings, target: str, template_name: str,
     template = load_template(settings.steps.templates, template_name)
     # A running cluster has its own spark-defaults: the job's tuning goes on every step.
     tuning = tuning_options(settings.cluster.configurations) if target == "steps" else []
+    tuning += container_options(settings, target)
     common = {
         "code_uri": code_root(settings),
         "job_config": Path(settings.package.job_config).name,
@@ -192,6 +192,23 @@ def render_steps(settings: LauncherSettings, target: str, template_name: str,
                            "wss://<writer endpoint>:8182/gremlin or set steps.gremlin_endpoint")
         check_step(step)
     return steps
+
+
+def container_options(settings: LauncherSettings, target: str) -> list[str]:
+    """The driver's memory and overhead (`steps.driver_*`) and, on a cluster, the executors
+    sized from its instance types (`sizing.executor_for`; the driver must fit a core node);
+    EMR Serverless gets `sizing.SERVERLESS_EXECUTOR`."""
+    steps = settings.steps
+    options = ["--conf", f"spark.driver.memory={steps.driver_memory_mb}m",
+               "--conf", f"spark.driver.memoryOverhead={steps.driver_overhead_mb}m"]
+    if target == "serverless":
+        return options + sizing.SERVERLESS_EXECUTOR.options()
+    cluster = settings.cluster
+    core_types = list(cluster.core_instance_types) or [cluster.core_instance_type]
+    task_types = (list(cluster.task_instance_types) or core_types) if cluster.task_spot_count \
+        else []
+    sizing.check_driver_fits(core_types, steps.driver_memory_mb + steps.driver_overhead_mb)
+    return options + sizing.executor_for(core_types + task_types).options()
 
 
 def load_configurations(path: str) -> list[dict]:
@@ -247,24 +264,49 @@ def with_node_python(configurations: list[dict], node_python: str, source: str) 
     return others + [{**spark_env, "Configurations": inner}]
 
 
-def graviton_types(types: list[str]) -> list[str]:
-    """The Graviton (arm64) instance types among `types`."""
-    return [name for name in types if _GRAVITON_TYPE.match(name)]
+def cluster_configurations(settings: LauncherSettings, configurations: list[dict]) -> list[dict]:
+    """A new cluster's configurations: the file's, with the nodes' Python (`with_node_python`),
+    Spark's event logs under `cluster.log_uri` (read by the History Server, kept after the
+    cluster is gone), the job's quiet logging (`spark-log4j2` from `cluster.log4j2`) and, with
+    Spot task nodes, YARN node labels that keep application masters (the drivers) on the
+    On-Demand core nodes."""
+    cluster = settings.cluster
+    events = f"{cluster.log_uri.rstrip('/')}/spark-events/"
+    added = {"spark-defaults": {"spark.eventLog.enabled": "true", "spark.eventLog.dir": events,
+                                "spark.history.fs.logDirectory": events},
+             "spark-log4j2": log4j2_properties(cluster.log4j2)}
+    if cluster.task_spot_count:
+        added["yarn-site"] = {"yarn.node-labels.enabled": "true",
+                              "yarn.node-labels.am.default-node-label-expression": "CORE"}
+    merged = [{**item, "Properties": {**item.get("Properties", {}),
+                                      **added.pop(item["Classification"], {})}}
+              if item["Classification"] in added else item for item in configurations]
+    merged += [{"Classification": name, "Properties": properties}
+               for name, properties in added.items()]
+    return with_node_python(merged, settings.package.node_python, cluster.configurations)
+
+
+def log4j2_properties(path: str) -> dict[str, str]:
+    """The `key = value` lines of a log4j2 properties file, comments skipped."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise JobError(f"cluster.log4j2 {path} does not exist") from None
+    pairs = [line.split("=", 1) for line in lines
+             if line.strip() and not line.lstrip().startswith("#")]
+    return {key.strip(): value.strip() for key, value in pairs}
 
 
 def _instances(settings: LauncherSettings) -> dict[str, Any]:
     """run_job_flow's `Instances`: instance groups, or instance fleets with several types and
-    Spot task nodes; `JobError` for a Graviton type."""
+    Spot task nodes; `JobError` for a type `sizing` refuses (Graviton, GPU, not in its table)."""
     cluster = settings.cluster
     core_types = list(cluster.core_instance_types) or [cluster.core_instance_type]
     task_types = list(cluster.task_instance_types) or core_types
     used = [cluster.primary_instance_type, *core_types] + \
         (task_types if cluster.task_spot_count else [])
-    arm = graviton_types(used)
-    if arm:
-        raise JobError(f"instance type {arm[0]} is Graviton (arm64): tensorflow-cpu has no "
-                       "aarch64 wheel and the packed environment is x86_64; use x86_64 types "
-                       "(m6i, m7i, c7i, r7i, ...)")
+    for name in used:
+        sizing.node_resources(name)
     ebs = {"EbsBlockDeviceConfigs": [{
         "VolumeSpecification": {"VolumeType": "gp3", "SizeInGB": cluster.core_volume_gb},
         "VolumesPerInstance": 1}]}
@@ -307,18 +349,22 @@ def _instances(settings: LauncherSettings) -> dict[str, Any]:
 
 
 def _managed_scaling(settings: LauncherSettings) -> dict[str, Any]:
-    """run_job_flow's `ManagedScalingPolicy`: core nodes fixed, task nodes added up to
-    `cluster.managed_scaling_max` instances (fleets: units)."""
+    """run_job_flow's `ManagedScalingPolicy` between the core and task nodes and
+    `cluster.managed_scaling_max` instances (fleets: units). With Spot task nodes the core
+    nodes stay fixed and the task nodes scale; without, the core nodes scale. The On-Demand
+    cap is the core count only for a Spot task group: a task fleet falls back to On-Demand."""
     cluster = settings.cluster
     minimum = cluster.core_instance_count + cluster.task_spot_count
-    if cluster.managed_scaling_max < minimum:
-        raise JobError(f"cluster.managed_scaling_max must be at least the core and task nodes, "
-                       f"{minimum}, got {cluster.managed_scaling_max}")
-    return {"ComputeLimits": {
-        "UnitType": "InstanceFleetUnits" if cluster.instance_fleets else "Instances",
-        "MinimumCapacityUnits": minimum, "MaximumCapacityUnits": cluster.managed_scaling_max,
-        "MaximumCoreCapacityUnits": cluster.core_instance_count,
-        "MaximumOnDemandCapacityUnits": cluster.core_instance_count}}
+    if cluster.managed_scaling_max <= minimum:
+        raise JobError(f"cluster.managed_scaling_max must be more than the core and task nodes, "
+                       f"{minimum}, to scale at all, got {cluster.managed_scaling_max}")
+    limits = {"UnitType": "InstanceFleetUnits" if cluster.instance_fleets else "Instances",
+              "MinimumCapacityUnits": minimum, "MaximumCapacityUnits": cluster.managed_scaling_max}
+    if cluster.task_spot_count:
+        limits["MaximumCoreCapacityUnits"] = cluster.core_instance_count
+        if not cluster.instance_fleets:
+            limits["MaximumOnDemandCapacityUnits"] = cluster.core_instance_count
+    return {"ComputeLimits": limits}
 
 
 def bootstrap_args(settings: LauncherSettings, wheel_name: str) -> list[str]:
@@ -353,6 +399,11 @@ def run_job_flow_request(settings: LauncherSettings, steps: list[dict],
     if cluster.additional_security_groups:
         instances["AdditionalMasterSecurityGroups"] = list(cluster.additional_security_groups)
         instances["AdditionalSlaveSecurityGroups"] = list(cluster.additional_security_groups)
+    for key, group in (("EmrManagedMasterSecurityGroup", cluster.emr_managed_master_security_group),
+                       ("EmrManagedSlaveSecurityGroup", cluster.emr_managed_slave_security_group),
+                       ("ServiceAccessSecurityGroup", cluster.service_access_security_group)):
+        if group:
+            instances[key] = group
     tags = [{"Key": str(key), "Value": str(value)} for key, value in cluster.tags.items()
             if key != MANAGED_POLICY_TAG["Key"]]
     request = {
@@ -361,8 +412,7 @@ def run_job_flow_request(settings: LauncherSettings, steps: list[dict],
         "LogUri": cluster.log_uri,
         "Applications": [{"Name": "Hadoop"}, {"Name": "Spark"}],
         "Instances": instances,
-        "Configurations": with_node_python(configurations, settings.package.node_python,
-                                           settings.cluster.configurations),
+        "Configurations": cluster_configurations(settings, configurations),
         "BootstrapActions": [{"Name": "imagegraph python",
                               "ScriptBootstrapAction": {"Path": f"{code}/{package.BOOTSTRAP}",
                                                         "Args": bootstrap_args(settings,
@@ -431,6 +481,7 @@ def start_job_run_requests(settings: LauncherSettings, application_id: str, step
     requests = []
     for step in steps:
         options, entry, job_args = split_spark_submit(step["HadoopJarStep"]["Args"])
+        job_args = with_config_inline(job_args, settings.package.job_config)
         requests.append({
             "applicationId": application_id,
             "executionRoleArn": serverless.execution_role_arn,
@@ -443,6 +494,25 @@ def start_job_run_requests(settings: LauncherSettings, application_id: str, step
             "retryPolicy": {"maxAttempts": 1},  # never a second attempt (docs/EMR.md)
         })
     return requests
+
+
+def with_config_inline(job_args: list[str], config_path: str) -> list[str]:
+    """`job_args` with `--config NAME` replaced by one `--set SECTION.KEY=VALUE` per key of the
+    job configuration `config_path` (`${VAR}` read from the launcher's environment, each value
+    as JSON): EMR Serverless's driver opens no file shipped with `spark.files` before Spark
+    starts, and the job's flags and later `--set`s still override these."""
+    if "--config" not in job_args:
+        return list(job_args)
+    try:
+        raw = yaml.safe_load(expand_environment(Path(config_path).read_text(encoding="utf-8")))
+    except FileNotFoundError:
+        raise JobError(f"job config {config_path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise JobError(f"job config {config_path} is not valid YAML: {exc}") from None
+    overrides = [item for section, keys in (raw or {}).items() for key, value in keys.items()
+                 for item in ("--set", f"{section}.{key}={json.dumps(value)}")]
+    index = job_args.index("--config")
+    return job_args[:index] + overrides + job_args[index + 2:]
 
 
 def build_plan(settings: LauncherSettings, target: str, template_name: str,

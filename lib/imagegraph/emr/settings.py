@@ -6,6 +6,7 @@ unknown key, a wrong type or an out-of-range value raises `JobError` naming the 
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +16,7 @@ from imagegraph.errors import JobError
 DEFAULT_PATH = "emr/launcher.yaml"
 PYTHON_ENVS = ("archive", "node_archive", "bootstrap")
 ACTIONS_ON_FAILURE = ("CONTINUE", "CANCEL_AND_WAIT", "TERMINATE_CLUSTER")
+MIN_EMR_RELEASE = 7  # emr-7.x: Amazon Linux 2023 with dnf and Python 3.11
 
 
 @dataclass(frozen=True)
@@ -58,9 +60,13 @@ class ClusterSettings:
     for `keep_alive` clusters: EMR terminates them after that long without steps).
     `os_release_label`: the nodes' Amazon Linux release, pinned (`latest`: EMR's newest).
     `service_role` `EMR_DefaultRole_V2` (AmazonEMRServicePolicy_v2) acts only on resources
-    tagged `for-use-with-amazon-emr-managed-policies=true`, a tag every cluster gets.
-    `additional_security_groups` go on every node: the group that Neptune's security group
-    admits on port 8182. `configurations`: the JSON file of configuration classifications.
+    tagged `for-use-with-amazon-emr-managed-policies=true`, a tag every cluster gets (its VPC
+    needs it too). `additional_security_groups` go on every node: the group that Neptune's
+    security group admits on port 8182. `emr_managed_*_security_group`,
+    `service_access_security_group`: security groups EMR manages (empty: EMR creates them;
+    the service access group is needed in a private subnet). `release_label`: an emr-7.x
+    release (Amazon Linux 2023, Python 3.11). `configurations`: the JSON file of configuration
+    classifications; `log4j2`: the job's logging, rendered as `spark-log4j2`.
 
     Capacity: `instance_fleets` false makes instance groups of `core_instance_type`; true makes
     instance fleets, the core fleet from `core_instance_types` (empty: the one type), On-Demand.
@@ -78,6 +84,9 @@ class ClusterSettings:
     subnet_id: str = ""
     key_name: str = ""
     additional_security_groups: list = field(default_factory=list)
+    emr_managed_master_security_group: str = ""
+    emr_managed_slave_security_group: str = ""
+    service_access_security_group: str = ""
     primary_instance_type: str = "m6i.xlarge"
     core_instance_type: str = "m6i.2xlarge"
     core_instance_count: int = 2
@@ -91,6 +100,7 @@ class ClusterSettings:
     keep_alive: bool = False
     idle_timeout_s: int = 3600
     configurations: str = "emr/configurations.json"
+    log4j2: str = "conf/log4j2.properties"
     tags: dict = field(default_factory=dict)
 
 
@@ -102,13 +112,18 @@ class StepSettings:
     (`wss://...:8182/gremlin`), unless `--gremlin-endpoint` is given. `concurrency`: steps or
     job runs (shards) running at once, each with its writers to Neptune: a cluster's
     StepConcurrencyLevel, and on EMR Serverless the launcher starts the next run only when one
-    has ended."""
+    has ended. `driver_memory_mb`, `driver_overhead_mb`: the driver's JVM heap and its
+    container's overhead in MiB; in cluster mode the Python driver (train's Keras fit, infer's
+    int8 conversion and answer check) lives in the application master's container and is
+    counted in the overhead."""
 
     templates: str = "emr/steps"
     action_on_failure: str = "CONTINUE"
     concurrency: int = 1
     spark_submit_options: list = field(default_factory=list)
     gremlin_endpoint: str = ""
+    driver_memory_mb: int = 2048
+    driver_overhead_mb: int = 6144
 
 
 @dataclass(frozen=True)
@@ -158,9 +173,24 @@ def _check(settings: LauncherSettings, source: str) -> None:
                 "cluster.managed_scaling_max": (settings.cluster.managed_scaling_max, 0),
                 "steps.concurrency": (settings.steps.concurrency, 1),
                 "serverless.timeout_minutes": (settings.serverless.timeout_minutes, 5)}
+    minimums["steps.driver_memory_mb"] = (settings.steps.driver_memory_mb, 1024)
+    minimums["steps.driver_overhead_mb"] = (settings.steps.driver_overhead_mb, 384)
     for key, (value, minimum) in minimums.items():
         if value < minimum:
             raise JobError(f"{source}: {key} must be at least {minimum}, got {value!r}")
+    maximums = {"steps.concurrency": (settings.steps.concurrency, 256),  # EMR's limits
+                "cluster.idle_timeout_s": (settings.cluster.idle_timeout_s, 604800)}
+    for key, (value, maximum) in maximums.items():
+        if value > maximum:
+            raise JobError(f"{source}: {key} must be at most {maximum}, got {value!r}")
+    release = re.fullmatch(r"emr-(\d+)\.\d+\.\d+", settings.cluster.release_label)
+    if not release or int(release.group(1)) < MIN_EMR_RELEASE:
+        raise JobError(f"{source}: cluster.release_label must be emr-{MIN_EMR_RELEASE}.x or "
+                       f"later (Amazon Linux 2023, Python 3.11), got "
+                       f"{settings.cluster.release_label!r}")
+    if settings.steps.action_on_failure == "TERMINATE_CLUSTER" and settings.steps.concurrency > 1:
+        raise JobError(f"{source}: steps.action_on_failure TERMINATE_CLUSTER needs "
+                       "steps.concurrency 1 (EMR refuses it with concurrent steps)")
     for key, values in (("cluster.additional_security_groups",
                          settings.cluster.additional_security_groups),
                         ("cluster.core_instance_types", settings.cluster.core_instance_types),
