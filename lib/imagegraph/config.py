@@ -177,7 +177,8 @@ class GraphConfig:
 @dataclass(frozen=True)
 class TrainingConfig:
     """Training settings: input size in pixels (height, width), epochs over the training split,
-    the share of images held out for evaluation (and early stopping) in percent, and where
+    the share of images in the validation split (`holdout_percent`: choosing the early-stopping
+and exported epoch) and in the test split (`test_percent`: only measured) by content, and where
     petastorm materialises its Parquet cache (`cache_url`: a URI every executor and the driver
     can read; empty means a local temporary directory, right for local mode).
 
@@ -207,6 +208,7 @@ class TrainingConfig:
     epochs: int = 10
     batch_size: int = 64
     holdout_percent: int = 20
+    test_percent: int = 10
     learning_rate: float = 0.002
     seed: int = 7
     cache_url: str = ""
@@ -246,12 +248,12 @@ class LinkConfig:
     (64 bits) within `near_duplicate_max_distance` bits, compared only when one of their
     `near_duplicate_bands` equal slices of bits (2, 4, 8 or 16) differs in at most
     `near_duplicate_band_radius` bits (none is missed while bands x (radius + 1) > the
-    distance). Similar images: each new image's `similar_k` nearest by the Euclidean distance of
+    distance, which `load_config` requires). Similar images: each new image's `similar_k` nearest by the Euclidean distance of
     unit-length embeddings (0..2), within `similar_max_distance`, compared only when their
     64-bit random-hyperplane signatures (hyperplanes drawn with `seed`) have one of
     `similar_bands` bands within `similar_band_radius` bits."""
 
-    near_duplicate_max_distance: int = 12
+    near_duplicate_max_distance: int = 11
     near_duplicate_bands: int = 4
     near_duplicate_band_radius: int = 2
     similar_k: int = 5
@@ -345,7 +347,25 @@ def parse_override(assignment: str) -> tuple[str, Any]:
 
 def load_config(path: str | None, overrides: dict[str, Any] | None = None) -> Config:
     """Read `path` (YAML; None means built-in defaults), apply dotted-key `overrides`, validate."""
-    return load_sections(Config, path, overrides, "config file")
+    config = load_sections(Config, path, overrides, "config file")
+    _check_together(config, path or "<defaults>")
+    return config
+
+
+def _check_together(config: Config, source: str) -> None:
+    """Raise `JobError` for settings that are each valid but not together."""
+    training, link = config.training, config.link
+    if training.holdout_percent + training.test_percent > 90:
+        raise JobError(f"{source}: training.holdout_percent + training.test_percent must be at "
+                       f"most 90, got {training.holdout_percent} + {training.test_percent}")
+    covered = link.near_duplicate_bands * (link.near_duplicate_band_radius + 1) - 1
+    if covered < link.near_duplicate_max_distance:
+        raise JobError(
+            f"{source}: link.near_duplicate_max_distance {link.near_duplicate_max_distance} "
+            f"exceeds the {covered} bits that {link.near_duplicate_bands} bands within "
+            f"{link.near_duplicate_band_radius} bits are sure to find (bands x (radius + 1) "
+            "must exceed the distance): raise link.near_duplicate_bands or "
+            "link.near_duplicate_band_radius, or lower the distance")
 
 
 def load_sections(cls: type, path: str | None, overrides: dict[str, Any] | None,
@@ -433,7 +453,8 @@ def _check_value(dotted: str, expected: type, value: Any, source: str) -> Any:
     if dotted.startswith("training.augment_") and not isinstance(value, bool) \
             and not 0 <= value < 1:
         raise JobError(f"{source}: {dotted} must be between 0 (off) and 1, got {value!r}")
-    if dotted == "training.holdout_percent" and not 1 <= value <= 90:
+    if dotted in ("training.holdout_percent", "training.test_percent") \
+            and not 1 <= value <= 90:
         raise JobError(f"{source}: {dotted} must be between 1 and 90, got {value!r}")
     if dotted in ("run.max_failed_fraction", "inference.int8_min_agreement") \
             and not 0 <= value <= 1:

@@ -34,7 +34,8 @@ def test_training_exports_a_usable_artifact(spark, trained_model):
     assert metadata.tag == "digits@v1"
     assert metadata.classes == tuple(DIGITS)
     assert (metadata.input_height, metadata.input_width, metadata.channels) == (32, 32, 1)
-    assert trained_model.train_images + trained_model.holdout_images == 200
+    assert trained_model.train_images + trained_model.holdout_images \
+        + trained_model.test_images == 200
     assert metadata.metrics["holdout_images"] == trained_model.holdout_images > 0
     # chance is 0.1: well above it means labels, decoding and petastorm's feed line up
     assert metadata.metrics["holdout_accuracy"] >= 0.5

@@ -97,7 +97,7 @@ def test_fine_tuning_starts_from_the_weights_file_and_unfreezes_only_the_top(
     top_trained = not np.array_equal(backbone.get_layer("Conv_1").get_weights()[0], last_kernel)
     assert top_trained == (best_epoch == 2), best_epoch
     evaluation = s3_json(s3, "models/mobilenet/v1/evaluation.json")
-    assert sum(map(sum, evaluation["confusion"])) == result.holdout_images == \
+    assert sum(map(sum, evaluation["confusion"])) == result.test_images == \
         evaluation["images"]
     assert [c["name"] for c in evaluation["classes"]] == [str(d) for d in range(10)]
     assert len(evaluation["history"]["val_loss"]) == 2
@@ -141,8 +141,8 @@ def test_two_workers_train_together_within_the_single_worker_band(endpoints, dat
                                  master="local-cluster[2,1,2048]"))
     per_worker = summary_value(stdout, "images per worker").split(" stepped")[0].split(", ")
     assert len(per_worker) == 2 and min(map(int, per_worker)) > 0  # both workers trained
-    accuracy = float(summary_value(stdout, "held-out accuracy"))
-    single = trained_model.metadata.metrics["holdout_accuracy"]
+    accuracy = float(summary_value(stdout, "test accuracy").split()[0])
+    single = trained_model.metadata.metrics["test_accuracy"]
     assert accuracy >= 0.5 and accuracy >= single - 0.15, (accuracy, single)
 
 
@@ -165,3 +165,33 @@ def test_the_held_out_pass_reads_every_image_exactly_once(spark, tmp_path):
             assert sorted(labels) == list(range(97))
     finally:
         converter.delete()
+
+
+def test_copies_of_an_image_share_a_split_wherever_the_data_lives(spark, config, tmp_path):
+    """The split is by content: one JPEG stored as cat/a.jpg and cat/b.jpg (and 60 more such
+    pairs) sits in one split, and the same files under another prefix keep their splits."""
+    import cv2
+
+    from imagegraph.train.data import TEST, TRAIN, VALIDATION, labeled_images
+
+    rng = np.random.default_rng(3)
+    jpegs = [cv2.imencode(".jpg", rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))[1].tobytes()
+             for _ in range(61)]
+    splits = []
+    for root in ("first", "moved/elsewhere"):
+        for index, data in enumerate(jpegs):
+            label = "cat" if index % 2 == 0 else "dog"
+            for copy in ("a", "b"):
+                path = tmp_path / root / label / f"{copy}{index or ''}.jpg"
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_bytes(data)
+        rows = labeled_images(spark, config, (tmp_path / root).as_uri()).select(
+            "path", "split").collect()
+        splits.append({row.path.rsplit("/", 2)[-2] + "/" + row.path.rsplit("/", 1)[-1]:
+                       row.split for row in rows})
+    first, moved = splits
+    assert len(first) == 122 and first == moved
+    for index in range(61):
+        label, suffix = ("cat" if index % 2 == 0 else "dog"), index or ""
+        assert first[f"{label}/a{suffix}.jpg"] == first[f"{label}/b{suffix}.jpg"], index
+    assert set(first.values()) == {TRAIN, VALIDATION, TEST}

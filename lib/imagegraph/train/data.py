@@ -2,9 +2,9 @@
 
 Spark side: `labeled_images` decodes every image under the input (label = parent folder) to
 uint8 pixels, 1 byte a pixel, stored as one binary value per image (`pixel_feed: float32`
-stores 4-byte floats instead, the former feed, kept to measure against); `split_and_cache`
-splits off the held-out share by a hash of the path and materialises both splits with
-petastorm.
+stores 4-byte floats instead, the former feed, kept to measure against), with its content's
+sha256 and perceptual hash; `assign_split` puts each image in the training, validation or test
+split by its content, so that copies of one image never sit on two sides.
 
 TensorFlow side: `tf_batches` opens a petastorm reader (one shard of it per training worker)
 and maps each batch to (model input, label, sample weight): the pixels cast to float32 in
@@ -21,15 +21,26 @@ import pandas as pd
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.functions import pandas_udf
-from pyspark.sql.types import ArrayType, BinaryType, FloatType, StringType, StructField, StructType
+from pyspark.sql.types import (
+    ArrayType,
+    BinaryType,
+    FloatType,
+    LongType,
+    StringType,
+    StructField,
+    StructType,
+)
 
 from imagegraph.config import Config, TrainingConfig
 from imagegraph.imaging.decode import UndecodableImage, decode_image
+from imagegraph.imaging.perceptual_hash import perceptual_hash
 from imagegraph.model.artifact import preprocess
 from imagegraph.storage.sources import read_images
 
 PIXELS = {"uint8": "pixels", "float32": "features"}
 """The column holding an image's pixels, by `training.pixel_feed`."""
+TRAIN, VALIDATION, TEST = "train", "validation", "test"
+"""The splits: trained on; choosing the early-stopping and exported epoch; only measured."""
 
 
 @dataclass(frozen=True)
@@ -71,20 +82,22 @@ def label_of(path: F.Column) -> F.Column:
 
 def decode_pixels(content: F.Column, config: Config) -> F.Column:
     """A (pixels: binary of height*width*channels uint8 values, features: the same as
-    array<float> when `pixel_feed` is float32, reason) struct; the pixel column is null and
-    reason set when the bytes do not decode."""
+    array<float> when `pixel_feed` is float32, phash: the 64-bit perceptual hash of those
+    pixels, reason) struct; the pixel column is null and reason set when the bytes do not
+    decode."""
     training, limits = config.training, config.inference
     height, width = training.input_height, training.input_width
     channels = 1 if training.color_mode == "grayscale" else 3
     as_float = training.pixel_feed == "float32"
     schema = StructType([StructField("pixels", BinaryType(), True),
                          StructField("features", ArrayType(FloatType()), True),
+                         StructField("phash", LongType(), True),
                          StructField("reason", StringType(), True)])
 
     @pandas_udf(schema)
     def decode(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
         for contents in batches:
-            pixels, features, reasons = [], [], []
+            pixels, features, hashes, reasons = [], [], [], []
             for data in contents:
                 try:
                     image = decode_image(bytes(data), height, width, channels,
@@ -92,26 +105,46 @@ def decode_pixels(content: F.Column, config: Config) -> F.Column:
                 except UndecodableImage as exc:
                     pixels.append(None)
                     features.append(None)
+                    hashes.append(None)
                     reasons.append(exc.reason)
                     continue
                 flat = image.pixels.astype(np.uint8).ravel()
                 pixels.append(None if as_float else flat.tobytes())
                 features.append(flat.astype(np.float32) if as_float else None)
+                hashes.append(perceptual_hash(image.pixels.astype(np.uint8)))
                 reasons.append(None)
-            yield pd.DataFrame({"pixels": pixels, "features": features, "reason": reasons})
+            yield pd.DataFrame({"pixels": pixels, "features": features,
+                                "phash": pd.array(hashes, dtype="Int64"), "reason": reasons})
 
     return decode(content)
 
 
 def labeled_images(spark: SparkSession, config: Config, input_uri: str) -> DataFrame:
-    """(path, label_name, pixels or features, reason) of every image under `input_uri`,
-    cached; undecodable images have a null pixel column."""
-    column = PIXELS[config.training.pixel_feed]
+    """(path, label_name, pixels or features, sha256 of the bytes as hex, phash, reason,
+    split) of every image under `input_uri`, cached; undecodable images have a null pixel
+    column and phash."""
+    training = config.training
+    column = PIXELS[training.pixel_feed]
     images = read_images(spark, input_uri, config.input)
-    return (images.select("path", label_of(F.col("path")).alias("label_name"),
-                          decode_pixels(F.col("content"), config).alias("d"))
-            .select("path", "label_name", F.col(f"d.{column}").alias(column), "d.reason")
-            .cache())
+    decoded = (images.select("path", label_of(F.col("path")).alias("label_name"),
+                             F.sha2(F.col("content"), 256).alias("sha256"),
+                             decode_pixels(F.col("content"), config).alias("d"))
+               .select("path", "label_name", F.col(f"d.{column}").alias(column), "sha256",
+                       "d.phash", "d.reason"))
+    return assign_split(decoded, training.holdout_percent, training.test_percent).cache()
+
+
+def assign_split(images: DataFrame, validation_percent: int, test_percent: int) -> DataFrame:
+    """`images` with a `split` column (TRAIN, VALIDATION or TEST) drawn from a hash of each
+    image's content: its perceptual hash (`phash`), or its `sha256` where it has none. The same
+    bytes under two paths, and re-encodings whose pixels hash alike, share a split; moving the
+    data to another prefix changes no split. About `test_percent` of the images are tested,
+    `validation_percent` validate."""
+    group = F.coalesce(F.col("phash").cast("string"), F.col("sha256"))
+    bucket = F.abs(F.xxhash64(group)) % 100
+    return images.withColumn(
+        "split", F.when(bucket < test_percent, TEST)
+        .when(bucket < test_percent + validation_percent, VALIDATION).otherwise(TRAIN))
 
 
 def balanced_class_weights(counts: list[int]) -> tuple[float, ...]:

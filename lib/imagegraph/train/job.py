@@ -1,7 +1,8 @@
 """The training run: labeled images (label = parent folder) -> decoded to uint8 pixels in Spark
--> petastorm's cache (a training and a held-out split) -> a network trained in TensorFlow, on
-the driver or on N Spark tasks together -> evaluated on the held-out split -> exported with
-its evaluation as a model artifact.
+-> split by content into training, validation and test -> petastorm's cache -> a network
+trained in TensorFlow, on the driver or on N Spark tasks together, the validation split
+choosing its epoch -> evaluated on the test split, which chose nothing -> exported with its
+evaluation as a model artifact.
 
     training_data         the feed: decoding, the split, petastorm, tf.data batches, augmentation
     backbones             the networks: small CNN, or a Keras application under a new head
@@ -32,6 +33,9 @@ from imagegraph.train.backbones import MIN_APPLICATION_SIZE, PREPROCESSING
 from imagegraph.train.checkpoints import CheckpointStore
 from imagegraph.train.data import (
     PIXELS,
+    TEST,
+    TRAIN,
+    VALIDATION,
     Augmentation,
     FeedSpec,
     balanced_class_weights,
@@ -48,13 +52,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class TrainingResult:
-    """What was exported where, how well it did on the held-out split, and what the feed cost:
+    """What was exported where, how well it did on the test split (`evaluation`; the
+    validation split, `holdout_images`, chose the epoch), and what the feed cost:
     petastorm cache bytes per image, training images a second (over all workers, the epochs'
     step time only), images each worker stepped over."""
 
     metadata: ModelMetadata
     train_images: int
     holdout_images: int
+    test_images: int
     undecodable_images: int
     evaluation: Evaluation
     cache_bytes_per_image: float
@@ -113,12 +119,13 @@ def run_training(spark: SparkSession, config: Config, input_uri: str, output_uri
                        "training needs images in at least 2 folders (one per class)")
     index = spark.createDataFrame([(name, i) for i, name in enumerate(classes)],
                                   "label_name string, label int")
-    split = F.abs(F.xxhash64("path")) % 100 < training.holdout_percent
-    dataset = decoded.join(F.broadcast(index), "label_name").withColumn("holdout", split)
+    dataset = (decoded.join(F.broadcast(index), "label_name")
+               .withColumn("holdout", F.col("split") == VALIDATION))
     # at least a file per worker, since petastorm shards a dataset by its row groups
-    train_df = (dataset.where(~F.col("holdout")).select(column, "label")
+    train_df = (dataset.where(F.col("split") == TRAIN).select(column, "label")
                 .repartition(max(2, 2 * training.workers)))
     holdout_df = dataset.where(F.col("holdout")).select(column, "label")
+    test_df = dataset.where(F.col("split") == TEST).select(column, "label")
     counts = dict(train_df.groupBy("label").count().collect())
     class_counts = [counts.get(i, 0) for i in range(len(classes))]
 
@@ -126,16 +133,19 @@ def run_training(spark: SparkSession, config: Config, input_uri: str, output_uri
     spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, cache_dir)
     train_data = converter_for(train_df, training.pixel_feed)
     holdout_data = converter_for(holdout_df, training.pixel_feed)
+    test_data = converter_for(test_df, training.pixel_feed)
     work = tempfile.mkdtemp(prefix="imagegraph-training-")
     try:
-        if len(train_data) == 0 or len(holdout_data) == 0:
-            raise JobError(f"input {input_uri}: {len(train_data)} training and "
-                           f"{len(holdout_data)} held-out images; need at least one of each")
-        per_image = (cache_bytes(spark, train_data) + cache_bytes(spark, holdout_data)) / (
-            len(train_data) + len(holdout_data))
-        log.info("training on %d images, holding out %d, %d classes: %s; petastorm cache "
-                 "%.0f bytes/image (%s pixels)", len(train_data), len(holdout_data),
-                 len(classes), ", ".join(classes), per_image, training.pixel_feed)
+        if not (len(train_data) and len(holdout_data) and len(test_data)):
+            raise JobError(f"input {input_uri}: {len(train_data)} training, "
+                           f"{len(holdout_data)} validation and {len(test_data)} test images "
+                           "(split by content); need at least one of each")
+        splits = (train_data, holdout_data, test_data)
+        per_image = sum(cache_bytes(spark, data) for data in splits) / sum(map(len, splits))
+        log.info("training on %d images, validating on %d, testing on %d, %d classes: %s; "
+                 "petastorm cache %.0f bytes/image (%s pixels)", len(train_data),
+                 len(holdout_data), len(test_data), len(classes), ", ".join(classes),
+                 per_image, training.pixel_feed)
         feed = FeedSpec(
             shape=(training.input_height, training.input_width, channels),
             pixel_feed=training.pixel_feed, preprocessing=PREPROCESSING[training.base],
@@ -159,13 +169,14 @@ def run_training(spark: SparkSession, config: Config, input_uri: str, output_uri
         with open(model_path, "wb") as handle:
             handle.write(chief.model_bytes)
         model = tf.keras.models.load_model(model_path)
-        evaluation = _evaluate(model, holdout_data, feed, classes)
+        evaluation = _evaluate(model, test_data, feed, classes)
     except BaseException:
         labeled.unpersist()
         raise
     finally:
         train_data.delete()
         holdout_data.delete()
+        test_data.delete()
 
     state = chief.state
     seconds = sum(state.history.get("seconds", [])) or 1.0
@@ -175,9 +186,11 @@ def run_training(spark: SparkSession, config: Config, input_uri: str, output_uri
         version=training.model_version or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"),
         input_height=training.input_height, input_width=training.input_width,
         channels=channels, preprocessing=PREPROCESSING[training.base], classes=classes,
-        metrics={"holdout_accuracy": evaluation.accuracy,
+        metrics={"test_accuracy": evaluation.accuracy,
+                 "holdout_accuracy": state.history["val_accuracy"][state.best_epoch - 1],
                  "holdout_loss": state.best_val_loss,
-                 "train_images": len(train_data), "holdout_images": len(holdout_data)},
+                 "train_images": len(train_data), "holdout_images": len(holdout_data),
+                 "test_images": len(test_data)},
         training={"base": training.base, "weights": training.weights,
                   "epochs_trained": len(state.history["loss"]), "best_epoch": state.best_epoch,
                   "early_stopped": state.phase_stopped, "workers": training.workers,
@@ -196,9 +209,10 @@ def run_training(spark: SparkSession, config: Config, input_uri: str, output_uri
     for name in (*ARTIFACT_FILES, *EVALUATION_FILES):
         hadoop_fs.copy_from_local(spark, os.path.join(export, name), f"{metadata.uri}/{name}")
     checkpoints.clear()
-    log.info("exported %s to %s (held-out accuracy %.4f)", metadata.tag, output_uri,
+    log.info("exported %s to %s (test accuracy %.4f)", metadata.tag, output_uri,
              evaluation.accuracy)
-    return TrainingResult(metadata, len(train_data), len(holdout_data), undecodable, evaluation,
+    return TrainingResult(metadata, len(train_data), len(holdout_data), len(test_data),
+                          undecodable, evaluation,
                           round(per_image, 1), round(images_per_second, 1),
                           tuple(result.worker_images for result in trained))
 
@@ -212,13 +226,13 @@ def _train(spark: SparkSession, plan: TrainingPlan, train_data, holdout_data,
     return train_on_executors(spark, plan, train_data, holdout_data, workers)
 
 
-def _evaluate(model, holdout_data, feed: FeedSpec, classes: tuple[str, ...]) -> Evaluation:
-    """The held-out split's figures for `model`."""
+def _evaluate(model, test_data, feed: FeedSpec, classes: tuple[str, ...]) -> Evaluation:
+    """The test split's figures for `model`."""
     import numpy as np
 
     labels, predicted = [], []
-    with tf_batches(holdout_data, feed, training=False) as holdout_ds:
-        for images, batch_labels, _ in holdout_ds:
+    with tf_batches(test_data, feed, training=False) as test_ds:
+        for images, batch_labels, _ in test_ds:
             labels.append(batch_labels.numpy())
             predicted.append(np.argmax(model(images, training=False).numpy(), axis=1))
     return evaluate(np.concatenate(labels), np.concatenate(predicted), classes)
