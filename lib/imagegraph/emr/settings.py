@@ -158,9 +158,9 @@ def _check(settings: LauncherSettings, source: str) -> None:
                 "cluster.managed_scaling_max": (settings.cluster.managed_scaling_max, 0),
                 "steps.concurrency": (settings.steps.concurrency, 1),
                 "serverless.timeout_minutes": (settings.serverless.timeout_minutes, 5)}
-    for key, (value, minimum) in minimums.items():
-        if value < minimum:
-            raise JobError(f"{source}: {key} must be at least {minimum}, got {value!r}")
+    for key, (number, minimum) in minimums.items():
+        if number < minimum:
+            raise JobError(f"{source}: {key} must be at least {minimum}, got {number!r}")
     for key, values in (("cluster.additional_security_groups",
                          settings.cluster.additional_security_groups),
                         ("cluster.core_instance_types", settings.cluster.core_instance_types),
