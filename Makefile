@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PYSPARK_JARS = $(shell ls -d $(VENV)/lib/python3*/site-packages/pyspark/jars 2>/dev/null)
 
 .PHONY: install jars toxiproxy package lock services-up services-down cluster-up cluster-down \
-	demo cluster-demo demo-finetune test unit integration mutation bench bench-train clean
+	demo cluster-demo demo-finetune test lint unit integration mutation bench bench-train clean
 
 install: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt requirements-dev.txt setup.py
@@ -87,6 +87,13 @@ demo-finetune: build/.jars
 # The packed environment first: tests/integration/test_cluster.py submits the jobs with it.
 test: build/.jars build/bin/toxiproxy-server build/package/.built
 	$(PY) -m pytest tests
+
+# ruff (style, imports, likely bugs), mypy (types) and import-linter (the stages' import
+# direction), all configured in pyproject.toml.
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff check .
+	PYTHONPATH=lib $(VENV)/bin/mypy
+	PYTHONPATH=lib $(VENV)/bin/lint-imports
 
 unit: $(VENV)/.installed
 	$(PY) -m pytest tests/unit

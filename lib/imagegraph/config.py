@@ -333,8 +333,8 @@ def expand_environment(text: str, environ: typing.Mapping[str, str] | None = Non
 
 
 def parse_override(assignment: str) -> tuple[str, Any]:
-    """`'graph.rows_per_flush=200'` -> `('graph.rows_per_flush', 200)`; the value is read as YAML, or
-    kept as the string it is where it is not valid YAML (`input.glob=*.jpg`)."""
+    """`'graph.rows_per_flush=200'` -> `('graph.rows_per_flush', 200)`; the value is read as YAML,
+    or kept as the string it is where it is not valid YAML (`input.glob=*.jpg`)."""
     key, sep, raw = assignment.partition("=")
     if not sep or not key.strip():
         raise JobError(f"--set {assignment!r}: expected SECTION.KEY=VALUE")
@@ -411,7 +411,7 @@ def build_section(cls: type, raw: Any, source: str, prefix: str):
     for name, value in raw.items():
         dotted = prefix + name
         expected = hints[name]
-        if dataclasses.is_dataclass(expected):
+        if isinstance(expected, type) and dataclasses.is_dataclass(expected):
             values[name] = build_section(expected, value, source, dotted + ".")
         else:
             values[name] = _check_value(dotted, expected, value, source)

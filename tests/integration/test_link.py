@@ -1,6 +1,7 @@
 """Photos with planted duplicates through inference (embeddings on), then the link job, against
-the real S3 and Gremlin servers; `python -m imagegraph.graph.query` prints the planted groups; reruns
-change no count; a later run's images are linked to the earlier ones without relinking those."""
+the real S3 and Gremlin servers; `python -m imagegraph.graph.query` prints the planted groups;
+reruns change no count; a later run's images are linked to the earlier ones without relinking
+those."""
 import io
 import os
 import subprocess

@@ -1,6 +1,6 @@
-"""`python -m imagegraph.graph.query` as a process against the test Gremlin Server, over a small graph
-written with the writers' own records: what it prints for an image, a class and a run, and its
-one-line errors."""
+"""`python -m imagegraph.graph.query` as a process against the test Gremlin Server, over a small
+graph written with the writers' own records: what it prints for an image, a class and a run, and
+its one-line errors."""
 import os
 import subprocess
 import sys

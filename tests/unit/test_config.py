@@ -34,7 +34,8 @@ def test_shipped_configs_load():
 @pytest.mark.parametrize("text, message", [
     ("graph:\n  batchsize: 3\n", "unknown key graph.batchsize"),
     ("grph:\n  batch_size: 3\n", "unknown key grph"),
-    ("graph:\n  records_per_request: many\n", "graph.records_per_request must be int, got str 'many'"),
+    ("graph:\n  records_per_request: many\n",
+     "graph.records_per_request must be int, got str 'many'"),
     ("graph:\n  records_per_request: 0\n", "graph.records_per_request must be greater than 0"),
     ("graph:\n  enabled: 1\n", "graph.enabled must be bool"),
     ("training:\n  color_mode: cmyk\n", "training.color_mode must be one of grayscale, rgb"),

@@ -9,6 +9,7 @@ credential. AWS errors become `JobError` with the operation and AWS's own messag
 """
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass
 from typing import Callable, TextIO
@@ -103,10 +104,11 @@ class Launcher:
         s3 = self._client("s3")
         for upload in uploads:
             uri = f"s3://{upload.bucket}/{upload.key}"
-            if _calling(f"head_object {uri}", lambda: _stored_sha256(s3, upload)) == upload.sha256:
+            stored = _calling(f"head_object {uri}", functools.partial(_stored_sha256, s3, upload))
+            if stored == upload.sha256:
                 self._print(f"unchanged  {uri}")
                 continue
-            _calling(f"upload to {uri}", lambda: s3.upload_file(**upload.request()))
+            _calling(f"upload to {uri}", functools.partial(s3.upload_file, **upload.request()))
             self._print(f"uploaded   {uri} ({upload.path.stat().st_size:,} bytes)")
 
     def _send(self, plan: Plan, poll_s: float) -> Launched:

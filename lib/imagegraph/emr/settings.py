@@ -175,9 +175,9 @@ def _check(settings: LauncherSettings, source: str) -> None:
                 "serverless.timeout_minutes": (settings.serverless.timeout_minutes, 5)}
     minimums["steps.driver_memory_mb"] = (settings.steps.driver_memory_mb, 1024)
     minimums["steps.driver_overhead_mb"] = (settings.steps.driver_overhead_mb, 384)
-    for key, (value, minimum) in minimums.items():
-        if value < minimum:
-            raise JobError(f"{source}: {key} must be at least {minimum}, got {value!r}")
+    for key, (number, minimum) in minimums.items():
+        if number < minimum:
+            raise JobError(f"{source}: {key} must be at least {minimum}, got {number!r}")
     maximums = {"steps.concurrency": (settings.steps.concurrency, 256),  # EMR's limits
                 "cluster.idle_timeout_s": (settings.cluster.idle_timeout_s, 604800)}
     for key, (value, maximum) in maximums.items():

@@ -2,7 +2,8 @@
 people who check results without writing Gremlin.
 
     python -m imagegraph.graph.query --config conf/local.yaml image s3://bucket/key [--top 10]
-    python -m imagegraph.graph.query --config conf/local.yaml class NAME [--model NAME@VERSION] [--top 20]
+    python -m imagegraph.graph.query --config conf/local.yaml class NAME [--model NAME@VERSION] \
+        [--top 20]
     python -m imagegraph.graph.query --config conf/local.yaml run RUN_ID [--top 20]
 
 arguments -> the jobs' configuration file, `--set` overrides and `--gremlin-endpoint` (so the

@@ -4,8 +4,8 @@ Inventory report, filtered by modification time and cut into deterministic shard
 Every source yields the same columns, `OBJECTS`: the object's canonical `uri` (its id in the
 graph, see `sources.canonical_uri`), its `size` in bytes and its `modified` time, both null
 where the source does not say. Keys are carried exactly as S3 has them, whatever characters
-they hold: S3 prefixes are listed with boto3 (`storage.s3_listing`), manifests give keys as they are,
-S3 Inventory CSV reports URL-encoded and decoded here as AWS encodes them.
+they hold: S3 prefixes are listed with boto3 (`storage.s3_listing`), manifests give keys as they
+are, S3 Inventory CSV reports URL-encoded and decoded here as AWS encodes them.
 """
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ from urllib.parse import unquote
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from imagegraph.storage import hadoop_fs, s3_listing
 from imagegraph.config import InputConfig, S3Config, parse_time
 from imagegraph.errors import JobError
+from imagegraph.storage import hadoop_fs, s3_listing
 from imagegraph.storage.object_reader import ReaderSettings
 from imagegraph.storage.sources import S3_SCHEMES, canonical_uri, scheme_of
 
