@@ -248,14 +248,15 @@ class LinkConfig:
     (64 bits) within `near_duplicate_max_distance` bits, compared only when one of their
     `near_duplicate_bands` equal slices of bits (2, 4, 8 or 16) differs in at most
     `near_duplicate_band_radius` bits (none is missed while bands x (radius + 1) > the
-    distance, which `load_config` requires). Similar images: each new image's `similar_k` nearest by the Euclidean distance of
+    distance, which `load_config` requires). Similar images: each new image's `similar_k`
+    nearest by the Euclidean distance of
     unit-length embeddings (0..2), within `similar_max_distance`, compared only when their
     64-bit random-hyperplane signatures (hyperplanes drawn with `seed`) have one of
     `similar_bands` bands within `similar_band_radius` bits."""
 
-    near_duplicate_max_distance: int = 11
+    near_duplicate_max_distance: int = 12
     near_duplicate_bands: int = 4
-    near_duplicate_band_radius: int = 2
+    near_duplicate_band_radius: int = 3
     similar_k: int = 5
     similar_max_distance: float = 0.5
     similar_bands: int = 4

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from imagegraph.config import load_config, parse_override
-from imagegraph.emr import package
+from imagegraph.emr import package, sizing
 from imagegraph.emr.requests import (
     MANAGED_POLICY_TAG,
     build_plan,
@@ -20,7 +20,6 @@ from imagegraph.emr.requests import (
     start_job_run_requests,
 )
 from imagegraph.emr.settings import load_settings
-from imagegraph.emr import sizing
 from imagegraph.emr.sizing import graviton_types
 from imagegraph.emr.templates import parse_job_args, split_spark_submit
 from imagegraph.errors import JobError

@@ -2,8 +2,8 @@ import json
 import random
 
 import botocore.session
-from botocore.exceptions import CredentialRetrievalError, MetadataRetrievalError
 import pytest
+from botocore.exceptions import CredentialRetrievalError, MetadataRetrievalError
 from gremlin_python.driver.protocol import GremlinServerError
 
 from imagegraph.config import GraphConfig

@@ -180,9 +180,9 @@ def _check(settings: LauncherSettings, source: str) -> None:
             raise JobError(f"{source}: {key} must be at least {minimum}, got {number!r}")
     maximums = {"steps.concurrency": (settings.steps.concurrency, 256),  # EMR's limits
                 "cluster.idle_timeout_s": (settings.cluster.idle_timeout_s, 604800)}
-    for key, (value, maximum) in maximums.items():
-        if value > maximum:
-            raise JobError(f"{source}: {key} must be at most {maximum}, got {value!r}")
+    for key, (number, maximum) in maximums.items():
+        if number > maximum:
+            raise JobError(f"{source}: {key} must be at most {maximum}, got {number!r}")
     release = re.fullmatch(r"emr-(\d+)\.\d+\.\d+", settings.cluster.release_label)
     if not release or int(release.group(1)) < MIN_EMR_RELEASE:
         raise JobError(f"{source}: cluster.release_label must be emr-{MIN_EMR_RELEASE}.x or "

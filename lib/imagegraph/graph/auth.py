@@ -74,7 +74,8 @@ def default_chain_credentials() -> AwsCredentials:
 
     credentials = boto3.Session().get_credentials()
     if credentials is None:
-        raise CredentialsUnavailable("IAM authentication to Neptune is on, but boto3 found no AWS credentials "
+        raise CredentialsUnavailable("IAM authentication to Neptune is on, but boto3 found no "
+                                     "AWS credentials "
                        "(instance profile, environment or ~/.aws); set graph.iam_auth=off for a "
                        "cluster without IAM authentication")
     frozen = credentials.get_frozen_credentials()

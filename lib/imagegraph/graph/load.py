@@ -58,7 +58,8 @@ class GraphLoad:
 def write_model(graph: GraphConfig, metadata: ModelMetadata) -> WriteStats:
     """Upsert the model vertex, its class vertices and has_class edges from the driver, with
     the traversal shapes the workers use, then send a drop() that drops nothing
-    (`delete_probe`): the startup probe, which needs every permission the workers do. A failure raises `JobError` with
+    (`delete_probe`): the startup probe, which needs every permission the workers do. A
+    failure raises `JobError` with
     one line (permissions, a reader endpoint, an engine without mergeV, ...); an endpoint that
     does not answer gets `graph.connect_timeout_s` of reconnects, not the failover budget."""
     probe = replace(graph, failover_budget_s=min(graph.failover_budget_s,

@@ -5,6 +5,7 @@ line (exit 2): a permission problem reads the same whenever it happens."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from typing import Any
 
 from gremlin_python.process.graph_traversal import GraphTraversal
 
@@ -16,7 +17,7 @@ from imagegraph.graph.writer import GraphWriter, RequestFailed, WriterStopped
 READS = "graph reads"
 
 
-def read_graph(graph: GraphConfig, requests: Iterable[GraphTraversal]) -> Iterator[list]:
+def read_graph(graph: GraphConfig, requests: Iterable[GraphTraversal]) -> Iterator[list[Any]]:
     """The results of each traversal of `requests` (built on `traversals.SOURCE`), in order,
     over one connection, closed at the end; `JobError` with one line when one fails."""
     connection = GremlinConnection(graph)

@@ -1,7 +1,8 @@
 """The link run: edges between images, from what inference runs of one model committed.
 
 <output>/predictions/ of the model -> each image's latest row -> the images of finished runs
-(those with a run report) not yet linked (the new ones) and every image, staged once -> pairs of a new image and any image (see
+(those with a run report) not yet linked (the new ones) and every image, staged once -> pairs
+of a new image and any image (see
 `linking`): same content, near duplicates, similar -> the graph: the new images' earlier link
 edges dropped, then the content vertices, then the has_content, near_duplicate and similar_to
 edges -> each run linked recorded as `<output>/_linked/<name@version>/<run_id>` -> report.

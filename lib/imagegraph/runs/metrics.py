@@ -61,7 +61,7 @@ class RunMetrics:
                    + [self._datum("ChunkDuration", figures.duration_s, "Seconds"),
                       self._datum("ImagesPerSecond", rate, "Count/Second")])
 
-    def run(self, report: dict) -> None:
+    def run(self, report: dict[str, Any]) -> None:
         """The run's totals from its report (`RunReport.to_dict()`), metric names prefixed
         `Run`."""
         data = self._data(int(report.get("classified", 0)),
@@ -75,7 +75,7 @@ class RunMetrics:
         self._send(data)
 
     def _data(self, classified: int, dead: dict[str, int], requests: int, retries: int,
-              prefix: str = "") -> list[dict]:
+              prefix: str = "") -> list[dict[str, Any]]:
         by_class: dict[str, int] = {}
         for reason, count in dead.items():
             by_class[reason_class(reason)] = by_class.get(reason_class(reason), 0) + int(count)
@@ -88,11 +88,11 @@ class RunMetrics:
                    for name, count in sorted(by_class.items())])
 
     def _datum(self, name: str, value: float, unit: str,
-               extra: list[dict] | None = None) -> dict:
+               extra: list[dict[str, str]] | None = None) -> dict[str, Any]:
         return {"MetricName": name, "Value": float(value), "Unit": unit,
                 "Dimensions": self.dimensions + (extra or [])}
 
-    def _send(self, data: list[dict]) -> None:
+    def _send(self, data: list[dict[str, Any]]) -> None:
         if not self.namespace:
             return
         for start in range(0, len(data), MAX_DATA_PER_REQUEST):

@@ -2,18 +2,19 @@
 `<output>/_reports/<run_id>.png`: images per second chunk by chunk, dead letters by reason
 class, the top-1 class distribution, and the graph's requests and retries per chunk.
 
-The report's `chunk_figures` (one dict per committed chunk: `index`, `classified`,
+The report's `chunk_figures` (one dict[str, Any] per committed chunk: `index`, `classified`,
 `dead_lettered`, `duration_s`, `graph_requests`, `graph_retries`) and `top1_by_class`
 (class -> images) are what the panels show.
 """
 from __future__ import annotations
 
 import io
+from typing import Any
 
 from imagegraph.runs.metrics import reason_class
 
 
-def draw_run(report: dict) -> bytes:
+def draw_run(report: dict[str, Any]) -> bytes:
     """The PNG (bytes) of `report` (`RunReport.to_dict()`): four panels, 1200x800 pixels."""
     import matplotlib
 

@@ -20,7 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 from urllib.parse import quote, unquote
 
 from imagegraph.config import S3Config, load_config
@@ -46,7 +47,7 @@ class ShardStatus:
     dead_lettered: int | None = None
     skipped: int | None = None
     left: int | None = None
-    dead_lettered_by_reason: dict = field(default_factory=dict)
+    dead_lettered_by_reason: dict[str, Any] = field(default_factory=dict)
     stop_line: str = ""
     holder: str = ""
     renewed_s_ago: float | None = None
@@ -72,7 +73,7 @@ class BackfillStatus:
     def total(self, name: str) -> int:
         return sum(getattr(shard, name) or 0 for shard in self.shards)
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"shards": [asdict(shard) for shard in self.shards],
                 "rate_img_per_s": self.rate_img_per_s, "eta_s": self.eta_s,
                 "left": self.left, **{state: self.count(state)
@@ -103,7 +104,7 @@ def _n(value: int | None) -> str:
     return "?" if value is None else str(value)
 
 
-def _shard_key(report: dict) -> str:
+def _shard_key(report: dict[str, Any]) -> str:
     """The lease name of the shard a report's run covered."""
     text = report.get("shard") or ""
     if not text:
@@ -112,7 +113,7 @@ def _shard_key(report: dict) -> str:
     return shard_name(Shard(int(index), int(count)))
 
 
-def _report_status(model: str, shard: str, report: dict) -> ShardStatus:
+def _report_status(model: str, shard: str, report: dict[str, Any]) -> ShardStatus:
     listed = int(report.get("listed", 0))
     written = int(report.get("committed_predictions", report.get("written", 0)))
     dead = int(report.get("committed_dead_letters", report.get("dead_lettered", 0)))
@@ -127,11 +128,13 @@ def _report_status(model: str, shard: str, report: dict) -> ShardStatus:
                        stop if failed else "")
 
 
-def summarize(reports: list[dict], leases: dict[tuple[str, str], StoredLease]) -> BackfillStatus:
+def summarize(
+    reports: list[dict[str, Any]], leases: dict[tuple[str, str], StoredLease]
+) -> BackfillStatus:
     """The status of every shard named by `reports` (run reports as written) or by the live
     ones of `leases` ((model, shard name) -> lease as read), plus the shards of the same count
     that nothing names yet."""
-    latest: dict[tuple[str, str], dict] = {}
+    latest: dict[tuple[str, str], dict[str, Any]] = {}
     for report in sorted(reports, key=lambda r: (str(r.get("started_at", "")),
                                                  str(r.get("run_id", "")))):
         latest[(str(report.get("model", "")), _shard_key(report))] = report
@@ -140,10 +143,10 @@ def summarize(reports: list[dict], leases: dict[tuple[str, str], StoredLease]) -
     for (model, shard), lease in leases.items():
         if not lease.live:
             continue
-        before = statuses.get((model, shard))
-        statuses[(model, shard)] = ShardStatus(
-            model, shard, RUNNING, str(lease.body.get("run_id", "")),
-            *(astuple_counts(before) if before else (None,) * 5),
+        # a running shard keeps the counts of its previous report, if any
+        before = statuses.get((model, shard)) or ShardStatus(model, shard, RUNNING)
+        statuses[(model, shard)] = replace(
+            before, state=RUNNING, run_id=str(lease.body.get("run_id", "")), stop_line="",
             holder=f"{lease.body.get('host')} (pid {lease.body.get('pid')})",
             renewed_s_ago=lease.age_s)
     for model, shard in list(statuses):
@@ -163,12 +166,7 @@ def summarize(reports: list[dict], leases: dict[tuple[str, str], StoredLease]) -
     return BackfillStatus(shards, rate, eta)
 
 
-def astuple_counts(status: ShardStatus) -> tuple:
-    """The counts a running shard keeps from its previous report."""
-    return status.listed, status.written, status.dead_lettered, status.skipped, status.left
-
-
-def _order(key: tuple[str, str]) -> tuple:
+def _order(key: tuple[str, str]) -> tuple[Any, ...]:
     model, shard = key
     index, _, count = shard.partition("-of-")
     return (model, int(count) if count else 0, int(index) if count else 0)
