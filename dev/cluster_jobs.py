@@ -10,7 +10,8 @@ used as rendered: `--archives <code>/imagegraph-env.tar.gz#environment`,
 the entry file and the job's arguments. What a standalone cluster needs instead of YARN comes
 through the settings' own `steps.spark_submit_options`, after the rendered ones: the master,
 client deploy mode (a standalone cluster has no cluster mode for Python), the driver on
-loopback, the executors' memory and quiet driver logs.
+loopback, executors that fit the 1-core workers (the step's executor cores and memory are
+sized for an EMR node) and quiet driver logs.
 
 The driver runs on this machine with this interpreter (PYSPARK_DRIVER_PYTHON, the venv's) in a
 working directory that holds the `--files`, as YARN puts them into the driver's container; the
@@ -46,6 +47,7 @@ PACKAGE_DIR = ROOT / "build" / "package"
 LOCAL_CONFIG = ROOT / "conf" / "local.yaml"
 REGION = "us-east-1"
 EXECUTOR_MEMORY = "2g"     # within spark_cluster.WORKER_MEMORY
+EXECUTOR_CORES = 1         # spark_cluster's workers have one core each
 
 
 @dataclass(frozen=True)
@@ -84,6 +86,7 @@ def standalone_options(cluster: Cluster) -> list[str]:
             "--conf", f"spark.driver.host={services.HOST}",
             "--conf", f"spark.driver.bindAddress={services.HOST}",
             "--conf", f"spark.executor.memory={EXECUTOR_MEMORY}",
+            "--conf", f"spark.executor.cores={EXECUTOR_CORES}",
             "--driver-java-options",
             f"-Dlog4j2.configurationFile={ROOT / 'conf' / 'log4j2.properties'}"]
 
