@@ -6,13 +6,16 @@ evaluation.
 """
 import sys
 
-from imagegraph.cli import config_from_args, run_job, setup_logging, train_parser
+from imagegraph.cli import config_from_args, config_yaml, run_job, setup_logging, train_parser
 
 
 def main() -> int:
     args = train_parser().parse_args()
     setup_logging(args.log_level)
     config = config_from_args(args)
+    if args.print_config:
+        print(config_yaml(config), end="")
+        return 0
 
     from imagegraph.spark_session import get_spark
     from imagegraph.train.evaluation import CONFUSION_PLOT, CURVES_PLOT, EVALUATION_FILE

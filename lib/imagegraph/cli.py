@@ -1,15 +1,20 @@
 """Command lines of the jobs: argument parsers, logging, and turning `JobError` into one clear
-line and exit code 2. The parsers live here, not in `jobs/`, so tests and the EMR step
-templates can check arguments against the very parser the jobs use."""
+line and exit code 2 (a crash into exit code 4). The parsers live here, not in `jobs/`, so
+tests and the EMR step templates can check arguments against the very parser the jobs use."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
 import sys
+import traceback
 import warnings
 from typing import Callable
 
+import yaml
+
+from imagegraph import __version__
 from imagegraph.config import Config, load_config, parse_override
 from imagegraph.errors import JobError
 from imagegraph.storage.selection import INVENTORY, MANIFEST, PREFIX, InputSource, Shard
@@ -18,6 +23,24 @@ _CONFIG_HELP = ("YAML configuration file (see conf/local.yaml); command-line fla
                 "Default: built-in defaults only")
 _SET_HELP = ("override any configuration key, e.g. --set graph.records_per_request=100; "
              "repeatable; the value is read as YAML")
+CRASHED = 4
+_EXIT_CODES = {
+    "infer.py": "0 done; 1 the counts did not reconcile; 2 bad arguments, configuration or "
+                "environment (nothing was processed); 3 more objects dead-lettered than "
+                "run.max_failed_fraction allows",
+    "train.py": "0 done; 2 bad arguments, configuration or environment",
+    "link.py": "0 done (or nothing new to link); 2 bad arguments, configuration or environment, "
+               "or a graph write that failed (no run is recorded as linked)",
+}
+
+
+def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A job's parser: no abbreviated options (`--conf` is not `--config`), exit codes in the
+    help's epilog."""
+    return argparse.ArgumentParser(
+        prog=prog, description=description, allow_abbrev=False,
+        epilog=f"exit codes: {_EXIT_CODES[prog]}; {CRASHED} crashed (an unexpected error: "
+               "the traceback is printed above the last line)")
 
 
 def parse_shard(text: str) -> Shard:
@@ -36,16 +59,20 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="PATH", help=_CONFIG_HELP)
     parser.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[],
                         dest="overrides", help=_SET_HELP)
-    parser.add_argument("--log-level", default="INFO",
+    parser.add_argument("--log-level", default="INFO", type=str.upper,
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                        help="log level of the job's own messages (default: INFO)")
+                        help="log level of the job's own messages, any case (default: INFO)")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the effective configuration (file, --set and flags) as "
+                             "YAML and exit")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
 
 
 def infer_parser() -> argparse.ArgumentParser:
     """The parser of `jobs/infer.py`."""
-    parser = argparse.ArgumentParser(
-        prog="infer.py",
-        description="Classify every image under --input with the model at --model, write "
+    parser = _parser(
+        "infer.py",
+        "Classify every image under --input with the model at --model, write "
                     "predictions/ and dead_letter/ as Parquet under --output, and upsert the "
                     "results into the Gremlin graph (Amazon Neptune or Gremlin Server).")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -124,9 +151,9 @@ def infer_parser() -> argparse.ArgumentParser:
 
 def train_parser() -> argparse.ArgumentParser:
     """The parser of `jobs/train.py`."""
-    parser = argparse.ArgumentParser(
-        prog="train.py",
-        description="Train a CNN on labeled images under --input (the label is each image's "
+    parser = _parser(
+        "train.py",
+        "Train a CNN on labeled images under --input (the label is each image's "
                     "parent folder), fed through petastorm, evaluate it on a held-out split and "
                     "export model.keras, labels.json, metadata.json, evaluation.json and its "
                     "plots (confusion_matrix.png, training_curves.png) under --output. "
@@ -176,9 +203,9 @@ def train_parser() -> argparse.ArgumentParser:
 
 def link_parser() -> argparse.ArgumentParser:
     """The parser of `jobs/link.py`."""
-    parser = argparse.ArgumentParser(
-        prog="link.py",
-        description="Link the images that inference runs of --model wrote under --output: "
+    parser = _parser(
+        "link.py",
+        "Link the images that inference runs of --model wrote under --output: "
                     "content vertices for identical bytes, near_duplicate edges from perceptual "
                     "hashes, similar_to edges from embeddings (runs with inference.embedding). "
                     "Only runs no link run has linked are new; they are linked against every "
@@ -255,10 +282,26 @@ def setup_logging(level: str) -> None:
         logging.getLogger(chatty).setLevel(logging.INFO)
 
 
+def config_yaml(config: Config) -> str:
+    """The effective configuration as the YAML a `--config` file would hold, secrets masked."""
+    sections = dataclasses.asdict(config)
+    for section in sections.values():
+        for key in section:
+            if "secret" in key and section[key]:
+                section[key] = "***"
+    return yaml.safe_dump(sections, sort_keys=False)
+
+
 def run_job(name: str, body: Callable[[], int]) -> int:
-    """Run `body`; a `JobError` becomes `<name>: error: <message>` on stderr and exit code 2."""
+    """Run `body`; a `JobError` becomes `<name>: error: <message>` on stderr and exit code 2,
+    any other exception its traceback, `<name>: crashed: ...` and exit code 4, so a crash is
+    never taken for exit 1 (counts that do not reconcile)."""
     try:
         return body()
     except JobError as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - the job's last word on anything unexpected
+        traceback.print_exc()
+        print(f"{name}: crashed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return CRASHED

@@ -6,7 +6,9 @@ naming the file and the dotted key, before any Spark work starts.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
+import difflib
 import os
 import re
 import typing
@@ -349,7 +351,7 @@ def parse_override(assignment: str) -> tuple[str, Any]:
 def load_config(path: str | None, overrides: dict[str, Any] | None = None) -> Config:
     """Read `path` (YAML; None means built-in defaults), apply dotted-key `overrides`, validate."""
     config = load_sections(Config, path, overrides, "config file")
-    _check_together(config, path or "<defaults>")
+    _check_together(config, "command line" if overrides else path or "<defaults>")
     return config
 
 
@@ -373,7 +375,8 @@ def load_sections(cls: type, path: str | None, overrides: dict[str, Any] | None,
                   kind: str):
     """An instance of the sectioned dataclass `cls` from the YAML file `path` (`kind` names it
     in errors; None means built-in defaults) with `${VAR}` expanded, then dotted-key
-    `overrides` applied, every key checked (`build_section`)."""
+    `overrides` applied, every key checked (`build_section`). Errors name the file when the
+    file alone is wrong, else the command line (`--set` or a flag)."""
     raw: dict = {}
     source = path or "<defaults>"
     if path:
@@ -382,19 +385,41 @@ def load_sections(cls: type, path: str | None, overrides: dict[str, Any] | None,
                 raw = yaml.safe_load(expand_environment(handle.read())) or {}
         except FileNotFoundError:
             raise JobError(f"{kind} {path} does not exist") from None
+        except IsADirectoryError:
+            raise JobError(f"{kind} {path} is a directory: name a YAML file") from None
+        except OSError as exc:
+            raise JobError(f"{kind} {path} cannot be read: {exc.strerror}") from None
         except yaml.YAMLError as exc:
             raise JobError(f"{kind} {path} is not valid YAML: {exc}") from None
         if not isinstance(raw, dict):
             raise JobError(f"{kind} {path}: expected a mapping of sections at the top")
-    for dotted, value in (overrides or {}).items():
+    if not overrides:
+        return build_section(cls, raw, source, prefix="")
+    build_section(cls, copy.deepcopy(raw), source, prefix="")
+    source = "command line"
+    for dotted, value in overrides.items():
         section, _, key = dotted.partition(".")
         if not key:
             raise JobError(f"override {dotted!r}: expected SECTION.KEY")
         raw.setdefault(section, {})
         if not isinstance(raw[section], dict):
             raise JobError(f"{source}: {section} must be a mapping")
-        raw[section][key] = value
+        name, _, entry = key.partition(".")
+        if entry and _is_mapping(cls, section, name):
+            # a mapping's entry: spark.conf.spark.ui.enabled=true sets spark.conf's key
+            raw[section][name] = {**(raw[section].get(name) or {}), entry: value}
+        else:
+            raw[section][key] = value
     return build_section(cls, raw, source, prefix="")
+
+
+def _is_mapping(cls: type, section: str, name: str) -> bool:
+    """Whether `cls`'s section `section` declares `name` as a dict."""
+    section_type = typing.get_type_hints(cls).get(section)
+    if not (isinstance(section_type, type) and dataclasses.is_dataclass(section_type)):
+        return False
+    declared = typing.get_type_hints(section_type).get(name)
+    return declared is dict or typing.get_origin(declared) is dict
 
 
 def build_section(cls: type, raw: Any, source: str, prefix: str):
@@ -406,8 +431,10 @@ def build_section(cls: type, raw: Any, source: str, prefix: str):
     hints = typing.get_type_hints(cls)
     unknown = sorted(set(raw) - set(fields))
     if unknown:
-        raise JobError(f"{source}: unknown key {prefix}{unknown[0]} "
-                       f"(known in this section: {', '.join(sorted(fields))})")
+        close = difflib.get_close_matches(unknown[0], fields, n=1)
+        hint = (f"did you mean {prefix}{close[0]}?" if close
+                else f"known in this section: {', '.join(sorted(fields))}")
+        raise JobError(f"{source}: unknown key {prefix}{unknown[0]} ({hint})")
     values = {}
     for name, value in raw.items():
         dotted = prefix + name
