@@ -1,8 +1,8 @@
 import io
 import json
 import os
-import tempfile
 import sys
+import tempfile
 
 import numpy as np
 import pandas as pd
