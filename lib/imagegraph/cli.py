@@ -7,6 +7,7 @@ import argparse
 import dataclasses
 import logging
 import os
+import re
 import sys
 import traceback
 import warnings
@@ -15,8 +16,9 @@ from typing import Callable
 import yaml
 
 from imagegraph import __version__
-from imagegraph.config import Config, load_config, parse_override
+from imagegraph.config import Config, load_config
 from imagegraph.errors import JobError
+from imagegraph.sections import parse_override
 from imagegraph.storage.selection import INVENTORY, MANIFEST, PREFIX, InputSource, Shard
 
 _CONFIG_HELP = ("YAML configuration file (see conf/local.yaml); command-line flags override it. "
@@ -53,6 +55,25 @@ def parse_shard(text: str) -> Shard:
     if not sep or not 0 <= shard.index < shard.count:
         raise argparse.ArgumentTypeError(f"expected I/N with 0 <= I < N, got {text!r}")
     return shard
+
+
+_CONFIG_KEY = re.compile(r"\(config: ([a-z0-9_]+)\.([a-z0-9_]+)(?:; default [^;)]*)?(?=[;)])")
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Give every `(config: SECTION.KEY)` in the options' help the key's default, read from
+    the configuration's own fields, so that help and configuration cannot disagree."""
+    defaults = Config()
+
+    def with_default(match: re.Match[str]) -> str:
+        default = getattr(getattr(defaults, match.group(1)), match.group(2))
+        if default == "":
+            return f"(config: {match.group(1)}.{match.group(2)}"
+        return f"(config: {match.group(1)}.{match.group(2)}; default {default}"
+
+    for action in parser._actions:
+        if action.help:
+            action.help = _CONFIG_KEY.sub(with_default, action.help)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -146,6 +167,7 @@ def infer_parser() -> argparse.ArgumentParser:
                         help="repartition the input into N partitions; 0 keeps Spark's split "
                              "(config: inference.partitions)")
     _common(parser)
+    _show_defaults(parser)
     return parser
 
 
@@ -168,7 +190,7 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--base", choices=["small_cnn", "mobilenet_v2", "efficientnet_b0",
                                            "resnet50"],
                         help="the network: a small CNN, or a Keras application without its "
-                             "top under a new head (RGB input; config: training.base)")
+                             "top under a new head, RGB input (config: training.base)")
     parser.add_argument("--weights", metavar="none|imagenet|URI",
                         help="the backbone's starting weights: none (random), imagenet "
                              "(downloaded by Keras from its usual place: needs internet "
@@ -198,6 +220,7 @@ def train_parser() -> argparse.ArgumentParser:
                         help="model version in the graph (config: training.model_version; "
                              "default: the UTC time of the run)")
     _common(parser)
+    _show_defaults(parser)
     return parser
 
 
@@ -221,6 +244,7 @@ def link_parser() -> argparse.ArgumentParser:
                         help="link the images of every run again, not only of the runs not "
                              "linked yet")
     _common(parser)
+    _show_defaults(parser)
     return parser
 
 

@@ -4,6 +4,7 @@ the key must then hold the flag's value, which is neither its default nor conf/l
 Every option of the parsers is in the table or named as not a configuration key."""
 from __future__ import annotations
 
+import re
 from functools import reduce
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from imagegraph.cli import (
     run_job,
     train_parser,
 )
+from imagegraph.config import Config
 from imagegraph.errors import JobError
 from imagegraph.graph.query import query_parser
 
@@ -168,3 +170,17 @@ def test_query_takes_the_connection_options_before_or_after_the_command(argv):
     assert (args.config, args.gremlin_endpoint, args.uri) == ("a.yaml", "ws://g:8182/gremlin",
                                                               "s3://b/k")
     assert args.overrides == []
+
+
+@pytest.mark.parametrize("parser", [infer_parser, train_parser, link_parser])
+def test_help_gives_each_config_keys_default_from_the_configuration(parser):
+    defaults = Config()
+    named = 0
+    for action in parser()._actions:
+        for section, key in re.findall(r"\(config: ([a-z0-9_]+)\.([a-z0-9_]+)[;)]",
+                                       action.help or ""):
+            default = getattr(getattr(defaults, section), key)
+            if default != "":
+                assert f"(config: {section}.{key}; default {default}" in action.help
+            named += 1
+    assert named >= 1

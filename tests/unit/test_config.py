@@ -1,7 +1,8 @@
 import pytest
 
-from imagegraph.config import Config, GraphConfig, expand_environment, load_config, parse_override
+from imagegraph.config import Config, GraphConfig, load_config
 from imagegraph.errors import JobError
+from imagegraph.sections import expand_environment, parse_override
 
 
 def write(tmp_path, text):
@@ -183,7 +184,7 @@ def test_non_ascii_config_is_read_as_utf_8(tmp_path):
 def test_times_are_read_as_utc():
     from datetime import datetime, timezone
 
-    from imagegraph.config import parse_time
+    from imagegraph.sections import parse_time
     expected = datetime(2026, 1, 31, tzinfo=timezone.utc)
     assert parse_time("2026-01-31T00:00:00Z") == expected
     assert parse_time("2026-01-31T02:00:00+02:00") == expected
@@ -195,7 +196,7 @@ def test_a_time_without_zone_is_utc_whatever_the_machines_zone(monkeypatch):
     import time
     from datetime import datetime, timezone
 
-    from imagegraph.config import parse_time
+    from imagegraph.sections import parse_time
     monkeypatch.setenv("TZ", "Asia/Tokyo")
     time.tzset()
     try:
