@@ -5,8 +5,11 @@ runs jobs/train.py (its confusion-matrix plot copied to build/demo/) and jobs/in
 spark-submit, reads the graph back over Gremlin, prints what it finds (with `accuracy=<value>`
 on a line of its own); then classifies photos uploaded again (a copy, resized, re-encoded,
 cropped), links them with jobs/link.py and prints what `python -m imagegraph.graph.query` says of
-coffee.jpg; and stops the servers. Exits non-zero when held-out accuracy is under 0.9, the
-corrupt file is not dead-lettered or the query does not show coffee.jpg's copy.
+coffee.jpg. The servers keep running with what the demo wrote: it prints, and runs once, the
+commands to explore it (`EXPLORE`, as the README shows them), and `make services-down` stops
+them (a demo stops a previous demo's first). Exits non-zero when held-out accuracy is under 0.9,
+the corrupt file is not dead-lettered, the query does not show coffee.jpg's copy, or an explore
+command fails.
 `--precision int8` (`make demo PRECISION=int8`) classifies with the int8 model.
 
 With `--cluster` (`make cluster-demo`) it also starts the Spark standalone cluster
@@ -40,6 +43,15 @@ from imagegraph.graph.connection import remote_traversal  # noqa: E402
 
 ROOT = services.ROOT
 BUCKET = "imagegraph-demo"
+EXPLORE = (
+    ".venv/bin/python -m imagegraph.graph.query --config conf/local.yaml "
+    "image s3://imagegraph-demo/incoming/photos/coffee.jpg",
+    ".venv/bin/python -m imagegraph.runs.status --config conf/local.yaml "
+    "--output s3a://imagegraph-demo/results",
+    ".venv/bin/python -m imagegraph.graph.query --config conf/local.yaml class 7 --top 5",
+)
+"""What the demo leaves to explore: shell commands run from the repository's root against
+the servers at their default ports (conf/local.yaml)."""
 MIN_ACCURACY = 0.9
 DEMO_OUT = ROOT / "build" / "demo"
 
@@ -167,6 +179,21 @@ def link_reuploads(env: dict, endpoint: str, model_uri: str) -> str:
     return output
 
 
+def explore(env: dict) -> bool:
+    """Run each `EXPLORE` command as printed; whether all succeeded."""
+    step("the servers keep running: explore what the demo wrote, then `make services-down`")
+    succeeded = True
+    for command in EXPLORE:
+        print(f"   $ {command}", flush=True)
+        result = subprocess.run(command, shell=True, env=env, cwd=ROOT, capture_output=True,
+                                text=True)
+        lines = (result.stdout if result.returncode == 0 else result.stderr).splitlines()
+        print("\n".join("     " + line for line in lines[:8]))
+        succeeded = succeeded and result.returncode == 0
+    print("   $ make services-down", flush=True)
+    return succeeded
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -177,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     endpoints = services.ports_from_environment()
     started = step("starting S3 (moto) and Gremlin Server")
+    services.stop()  # a previous demo's, left running to explore
     services.start(endpoints)
     done(started)
     try:
@@ -220,11 +248,14 @@ def main(argv: list[str] | None = None) -> int:
             print(f"   dead letter: {letter['uri']} ({letter['stage']}): {letter['reason']}")
         done(started)
         coffee = link_reuploads(env, endpoints.gremlin_endpoint, model_uri)
+        explored = explore(env)
     finally:
         if args.cluster:
             spark_cluster.stop()
-        services.stop()
     print(f"accuracy={accuracy:.4f}")
+    if not explored:
+        print("demo: FAILED: an explore command failed (above)", file=sys.stderr)
+        return 1
     corrupt_uri = f"s3://{BUCKET}/incoming/{sample_images.CORRUPT_KEY}"
     if not any(letter["uri"] == corrupt_uri for letter in letters):
         print(f"demo: FAILED: {corrupt_uri} is not in the dead-letter output", file=sys.stderr)

@@ -3,18 +3,28 @@
     spark-submit jobs/infer.py --config conf/local.yaml --input URI --model URI --output URI \
         [--shard I/N] [--resume] [--precision int8]
 
-Exit codes: 0 done; 1 the counts did not reconcile; 2 bad arguments, configuration or
-environment (nothing was processed); 3 more objects dead-lettered than allowed.
+Exit codes: `--help` lists them (0 done, 1 counts that do not reconcile, 2 usage, 3 too many
+dead letters, 4 crashed).
 """
 import sys
 
-from imagegraph.cli import config_from_args, infer_parser, input_source, run_job, setup_logging
+from imagegraph.cli import (
+    config_from_args,
+    config_yaml,
+    infer_parser,
+    input_source,
+    run_job,
+    setup_logging,
+)
 
 
 def main() -> int:
     args = infer_parser().parse_args()
     setup_logging(args.log_level)
     config = config_from_args(args)
+    if args.print_config:
+        print(config_yaml(config), end="")
+        return 0
 
     from imagegraph.graph.bulk_load import check_bulk_settings
     from imagegraph.graph.connection import validate_endpoint

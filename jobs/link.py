@@ -4,18 +4,21 @@ duplicates, similar) from what jobs/infer.py wrote under --output.
     spark-submit jobs/link.py --config conf/local.yaml --output URI --model NAME@VERSION \
         [--relink]
 
-Exit codes: 0 done (or nothing new to link); 2 bad arguments, configuration or environment, or
-a graph write that failed (one line; no run is recorded as linked, so a rerun does it again).
+Exit codes: `--help` lists them (0 done, 2 usage, configuration or a failed graph write, after
+which no run is recorded as linked, so a rerun does it again; 4 crashed).
 """
 import sys
 
-from imagegraph.cli import config_from_args, link_parser, run_job, setup_logging
+from imagegraph.cli import config_from_args, config_yaml, link_parser, run_job, setup_logging
 
 
 def main() -> int:
     args = link_parser().parse_args()
     setup_logging(args.log_level)
     config = config_from_args(args)
+    if args.print_config:
+        print(config_yaml(config), end="")
+        return 0
 
     from imagegraph.graph.connection import validate_endpoint
     from imagegraph.link.job import run_link

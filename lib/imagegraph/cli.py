@@ -1,23 +1,48 @@
 """Command lines of the jobs: argument parsers, logging, and turning `JobError` into one clear
-line and exit code 2. The parsers live here, not in `jobs/`, so tests and the EMR step
-templates can check arguments against the very parser the jobs use."""
+line and exit code 2 (a crash into exit code 4). The parsers live here, not in `jobs/`, so
+tests and the EMR step templates can check arguments against the very parser the jobs use."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import os
+import re
 import sys
+import traceback
 import warnings
 from typing import Callable
 
-from imagegraph.config import Config, load_config, parse_override
+import yaml
+
+from imagegraph import __version__
+from imagegraph.config import Config, load_config
 from imagegraph.errors import JobError
+from imagegraph.sections import parse_override
 from imagegraph.storage.selection import INVENTORY, MANIFEST, PREFIX, InputSource, Shard
 
 _CONFIG_HELP = ("YAML configuration file (see conf/local.yaml); command-line flags override it. "
                 "Default: built-in defaults only")
 _SET_HELP = ("override any configuration key, e.g. --set graph.records_per_request=100; "
              "repeatable; the value is read as YAML")
+CRASHED = 4
+_EXIT_CODES = {
+    "infer.py": "0 done; 1 the counts did not reconcile; 2 bad arguments, configuration or "
+                "environment (nothing was processed); 3 more objects dead-lettered than "
+                "run.max_failed_fraction allows",
+    "train.py": "0 done; 2 bad arguments, configuration or environment",
+    "link.py": "0 done (or nothing new to link); 2 bad arguments, configuration or environment, "
+               "or a graph write that failed (no run is recorded as linked)",
+}
+
+
+def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A job's parser: no abbreviated options (`--conf` is not `--config`), exit codes in the
+    help's epilog."""
+    return argparse.ArgumentParser(
+        prog=prog, description=description, allow_abbrev=False,
+        epilog=f"exit codes: {_EXIT_CODES[prog]}; {CRASHED} crashed (an unexpected error: "
+               "the traceback is printed above the last line)")
 
 
 def parse_shard(text: str) -> Shard:
@@ -32,20 +57,43 @@ def parse_shard(text: str) -> Shard:
     return shard
 
 
+_CONFIG_KEY = re.compile(r"\(config: ([a-z0-9_]+)\.([a-z0-9_]+)(?:; default [^;)]*)?(?=[;)])")
+
+
+def _show_defaults(parser: argparse.ArgumentParser) -> None:
+    """Give every `(config: SECTION.KEY)` in the options' help the key's default, read from
+    the configuration's own fields, so that help and configuration cannot disagree."""
+    defaults = Config()
+
+    def with_default(match: re.Match[str]) -> str:
+        default = getattr(getattr(defaults, match.group(1)), match.group(2))
+        if default == "":
+            return f"(config: {match.group(1)}.{match.group(2)}"
+        return f"(config: {match.group(1)}.{match.group(2)}; default {default}"
+
+    for action in parser._actions:
+        if action.help:
+            action.help = _CONFIG_KEY.sub(with_default, action.help)
+
+
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", metavar="PATH", help=_CONFIG_HELP)
     parser.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[],
                         dest="overrides", help=_SET_HELP)
-    parser.add_argument("--log-level", default="INFO",
+    parser.add_argument("--log-level", default="INFO", type=str.upper,
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
-                        help="log level of the job's own messages (default: INFO)")
+                        help="log level of the job's own messages, any case (default: INFO)")
+    parser.add_argument("--print-config", action="store_true",
+                        help="print the effective configuration (file, --set and flags) as "
+                             "YAML and exit")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
 
 
 def infer_parser() -> argparse.ArgumentParser:
     """The parser of `jobs/infer.py`."""
-    parser = argparse.ArgumentParser(
-        prog="infer.py",
-        description="Classify every image under --input with the model at --model, write "
+    parser = _parser(
+        "infer.py",
+        "Classify every image under --input with the model at --model, write "
                     "predictions/ and dead_letter/ as Parquet under --output, and upsert the "
                     "results into the Gremlin graph (Amazon Neptune or Gremlin Server).")
     source = parser.add_mutually_exclusive_group(required=True)
@@ -119,14 +167,15 @@ def infer_parser() -> argparse.ArgumentParser:
                         help="repartition the input into N partitions; 0 keeps Spark's split "
                              "(config: inference.partitions)")
     _common(parser)
+    _show_defaults(parser)
     return parser
 
 
 def train_parser() -> argparse.ArgumentParser:
     """The parser of `jobs/train.py`."""
-    parser = argparse.ArgumentParser(
-        prog="train.py",
-        description="Train a CNN on labeled images under --input (the label is each image's "
+    parser = _parser(
+        "train.py",
+        "Train a CNN on labeled images under --input (the label is each image's "
                     "parent folder), fed through petastorm, evaluate it on a held-out split and "
                     "export model.keras, labels.json, metadata.json, evaluation.json and its "
                     "plots (confusion_matrix.png, training_curves.png) under --output. "
@@ -141,7 +190,7 @@ def train_parser() -> argparse.ArgumentParser:
     parser.add_argument("--base", choices=["small_cnn", "mobilenet_v2", "efficientnet_b0",
                                            "resnet50"],
                         help="the network: a small CNN, or a Keras application without its "
-                             "top under a new head (RGB input; config: training.base)")
+                             "top under a new head, RGB input (config: training.base)")
     parser.add_argument("--weights", metavar="none|imagenet|URI",
                         help="the backbone's starting weights: none (random), imagenet "
                              "(downloaded by Keras from its usual place: needs internet "
@@ -171,14 +220,15 @@ def train_parser() -> argparse.ArgumentParser:
                         help="model version in the graph (config: training.model_version; "
                              "default: the UTC time of the run)")
     _common(parser)
+    _show_defaults(parser)
     return parser
 
 
 def link_parser() -> argparse.ArgumentParser:
     """The parser of `jobs/link.py`."""
-    parser = argparse.ArgumentParser(
-        prog="link.py",
-        description="Link the images that inference runs of --model wrote under --output: "
+    parser = _parser(
+        "link.py",
+        "Link the images that inference runs of --model wrote under --output: "
                     "content vertices for identical bytes, near_duplicate edges from perceptual "
                     "hashes, similar_to edges from embeddings (runs with inference.embedding). "
                     "Only runs no link run has linked are new; they are linked against every "
@@ -194,6 +244,7 @@ def link_parser() -> argparse.ArgumentParser:
                         help="link the images of every run again, not only of the runs not "
                              "linked yet")
     _common(parser)
+    _show_defaults(parser)
     return parser
 
 
@@ -255,10 +306,26 @@ def setup_logging(level: str) -> None:
         logging.getLogger(chatty).setLevel(logging.INFO)
 
 
+def config_yaml(config: Config) -> str:
+    """The effective configuration as the YAML a `--config` file would hold, secrets masked."""
+    sections = dataclasses.asdict(config)
+    for section in sections.values():
+        for key in section:
+            if "secret" in key and section[key]:
+                section[key] = "***"
+    return yaml.safe_dump(sections, sort_keys=False)
+
+
 def run_job(name: str, body: Callable[[], int]) -> int:
-    """Run `body`; a `JobError` becomes `<name>: error: <message>` on stderr and exit code 2."""
+    """Run `body`; a `JobError` becomes `<name>: error: <message>` on stderr and exit code 2,
+    any other exception its traceback, `<name>: crashed: ...` and exit code 4, so a crash is
+    never taken for exit 1 (counts that do not reconcile)."""
     try:
         return body()
     except JobError as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
         return 2
+    except Exception as exc:  # noqa: BLE001 - the job's last word on anything unexpected
+        traceback.print_exc()
+        print(f"{name}: crashed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return CRASHED

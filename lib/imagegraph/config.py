@@ -1,22 +1,31 @@
-"""Configuration: a YAML file of defaults, `${VAR}` / `${VAR:-default}` expanded from the
-environment, then command-line overrides, checked against the schema below.
+"""The jobs' configuration: a YAML file, `${VAR}` / `${VAR:-default}` expanded from the
+environment, then command-line overrides, checked against the sections below (loading and
+checking: `imagegraph.sections`; each key's constraint is declared on its field).
 
 Every key is typed; an unknown key, a wrong type or an out-of-range value raises `JobError`
 naming the file and the dotted key, before any Spark work starts.
 """
 from __future__ import annotations
 
-import dataclasses
-import os
-import re
-import typing
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from typing import Any
 
-import yaml
-
 from imagegraph.errors import JobError
+from imagegraph.sections import (
+    COMMAND_LINE,
+    Check,
+    at_least,
+    between,
+    iso_time,
+    load_sections,
+    one_of,
+    positive,
+    setting,
+)
+
+MAX_RETRY_LIMIT = 20
+"""s3a's backoff doubles with each retry: 2**20 intervals is days."""
+_AUGMENTATION = Check("between 0 (off) and 1", lambda value: 0 <= value < 1)
 
 
 @dataclass(frozen=True)
@@ -25,7 +34,7 @@ class SparkConfig:
     the JVM's log level once the session is up (WARN keeps INFO chatter out of job output)."""
 
     app_name: str = "imagegraph"
-    log_level: str = "WARN"
+    log_level: str = setting("WARN", one_of('ALL', 'DEBUG', 'INFO', 'WARN', 'ERROR', 'OFF'))
     conf: dict = field(default_factory=dict)
 
 
@@ -51,12 +60,12 @@ class S3Config:
     secret_key: str = ""
     region: str = "us-east-1"
     path_style_access: bool = False
-    max_attempts: int = 10
-    sdk_max_retries: int = 5
-    retry_limit: int = 7
-    retry_interval_s: float = 0.5
-    throttle_retry_limit: int = 8
-    throttle_retry_interval_s: float = 0.5
+    max_attempts: int = setting(10, positive())
+    sdk_max_retries: int = setting(5, between(0, MAX_RETRY_LIMIT))
+    retry_limit: int = setting(7, between(0, MAX_RETRY_LIMIT))
+    retry_interval_s: float = setting(0.5, positive())
+    throttle_retry_limit: int = setting(8, between(0, MAX_RETRY_LIMIT))
+    throttle_retry_interval_s: float = setting(0.5, positive())
 
 
 @dataclass(frozen=True)
@@ -67,9 +76,9 @@ class InputConfig:
 
     glob: str = "*"
     recursive: bool = True
-    modified_after: str = ""
-    modified_before: str = ""
-    read_threads: int = 8
+    modified_after: str = setting("", iso_time())
+    modified_before: str = setting("", iso_time())
+    read_threads: int = setting(8, positive())
 
 
 @dataclass(frozen=True)
@@ -85,19 +94,19 @@ class InferenceConfig:
     on at least the fraction `int8_min_agreement` of `int8_check_images` other images; else the
     run falls back to float32)."""
 
-    top_k: int = 3
-    batch_size: int = 64
-    arrow_batch_size: int = 256
-    partitions: int = 0
-    objects_per_partition: int = 1000
-    max_image_bytes: int = 50_000_000
-    max_image_pixels: int = 89_478_485
+    top_k: int = setting(3, positive())
+    batch_size: int = setting(64, positive())
+    arrow_batch_size: int = setting(256, positive())
+    partitions: int = setting(0, at_least(0, " (automatic)"))
+    objects_per_partition: int = setting(1000, positive())
+    max_image_bytes: int = setting(50_000_000, positive())
+    max_image_pixels: int = setting(89_478_485, positive())
     embedding: bool = False
-    runtime: str = "tflite"
-    precision: str = "float32"
-    int8_min_agreement: float = 0.99
-    int8_calibration_images: int = 200
-    int8_check_images: int = 200
+    runtime: str = setting("tflite", one_of('tflite', 'tensorflow'))
+    precision: str = setting("float32", one_of('float32', 'int8'))
+    int8_min_agreement: float = setting(0.99, between(0, 1))
+    int8_calibration_images: int = setting(200, positive())
+    int8_check_images: int = setting(200, positive())
 
 
 @dataclass(frozen=True)
@@ -142,30 +151,30 @@ class GraphConfig:
 
     endpoint: str = "ws://localhost:8182/gremlin"
     enabled: bool = True
-    iam_auth: str = "auto"
+    iam_auth: str = setting("auto", one_of('auto', 'on', 'off'))
     region: str = ""
-    upsert_style: str = "merge"
-    rows_per_flush: int = 500
-    records_per_request: int = 200
-    max_steps_per_request: int = 1500
-    instance_vcpus: int = 4
-    max_concurrent_writers: int = 0
-    connections_per_task: int = 4
-    max_upserts_per_s: float = 0.0
-    max_attempts: int = 8
-    retry_base_delay_s: float = 0.5
-    retry_max_delay_s: float = 20.0
-    failover_budget_s: float = 600.0
-    max_split_requests: int = 64
-    max_failures_in_a_row: int = 20
-    connect_timeout_s: float = 15.0
-    request_timeout_s: float = 150.0
-    load: str = "mergev"
+    upsert_style: str = setting("merge", one_of('merge', 'coalesce'))
+    rows_per_flush: int = setting(500, positive())
+    records_per_request: int = setting(200, positive())
+    max_steps_per_request: int = setting(1500, positive())
+    instance_vcpus: int = setting(4, positive())
+    max_concurrent_writers: int = setting(0, at_least(0, " (automatic)"))
+    connections_per_task: int = setting(4, positive())
+    max_upserts_per_s: float = setting(0.0, at_least(0, " (automatic)"))
+    max_attempts: int = setting(8, positive())
+    retry_base_delay_s: float = setting(0.5, positive())
+    retry_max_delay_s: float = setting(20.0, positive())
+    failover_budget_s: float = setting(600.0, positive())
+    max_split_requests: int = setting(64, positive())
+    max_failures_in_a_row: int = setting(20, positive())
+    connect_timeout_s: float = setting(15.0, positive())
+    request_timeout_s: float = setting(150.0, positive())
+    load: str = setting("mergev", one_of('mergev', 'bulk'))
     loader_endpoint: str = ""
     loader_iam_role_arn: str = ""
-    loader_parallelism: str = "HIGH"
-    loader_poll_interval_s: float = 5.0
-    loader_timeout_s: float = 21600.0
+    loader_parallelism: str = setting("HIGH", one_of('LOW', 'MEDIUM', 'HIGH', 'OVERSUBSCRIBE'))
+    loader_poll_interval_s: float = setting(5.0, positive())
+    loader_timeout_s: float = setting(21600.0, positive())
 
     @property
     def writers(self) -> int:
@@ -202,29 +211,30 @@ and exported epoch) and in the test split (`test_percent`: only measured) by con
 
     model_name: str = "imagegraph-cnn"
     model_version: str = ""
-    input_height: int = 32
-    input_width: int = 32
-    color_mode: str = "grayscale"
-    epochs: int = 10
-    batch_size: int = 64
-    holdout_percent: int = 20
-    test_percent: int = 10
-    learning_rate: float = 0.002
+    input_height: int = setting(32, positive())
+    input_width: int = setting(32, positive())
+    color_mode: str = setting("grayscale", one_of('grayscale', 'rgb'))
+    epochs: int = setting(10, positive())
+    batch_size: int = setting(64, positive())
+    holdout_percent: int = setting(20, between(1, 90))
+    test_percent: int = setting(10, between(1, 90))
+    learning_rate: float = setting(0.002, positive())
     seed: int = 7
     cache_url: str = ""
-    base: str = "small_cnn"
+    base: str = setting("small_cnn", one_of("small_cnn", "mobilenet_v2", "efficientnet_b0",
+                                            "resnet50"))
     weights: str = "none"
-    fine_tune_epochs: int = 0
-    unfreeze_layers: int = 20
-    fine_tune_learning_rate: float = 0.0001
-    pixel_feed: str = "uint8"
+    fine_tune_epochs: int = setting(0, at_least(0))
+    unfreeze_layers: int = setting(20, at_least(0))
+    fine_tune_learning_rate: float = setting(0.0001, positive())
+    pixel_feed: str = setting("uint8", one_of('uint8', 'float32'))
     augment_flip: bool = False
-    augment_crop: float = 0.0
-    augment_brightness: float = 0.0
-    augment_contrast: float = 0.0
-    class_weighting: str = "balanced"
-    early_stopping_patience: int = 0
-    workers: int = 1
+    augment_crop: float = setting(0.0, _AUGMENTATION)
+    augment_brightness: float = setting(0.0, _AUGMENTATION)
+    augment_contrast: float = setting(0.0, _AUGMENTATION)
+    class_weighting: str = setting("balanced", one_of('balanced', 'none'))
+    early_stopping_patience: int = setting(0, at_least(0))
+    workers: int = setting(1, positive())
 
 
 @dataclass(frozen=True)
@@ -236,10 +246,10 @@ class RunConfig:
     lease on its (output, model, shard) that lives `lease_ttl_s` seconds past each renewal
     (every third of it): how long a run killed hard keeps the next one out (`runs.lease`)."""
 
-    objects_per_chunk: int = 100_000
-    progress_interval_s: float = 30.0
-    max_failed_fraction: float = 0.05
-    lease_ttl_s: float = 300.0
+    objects_per_chunk: int = setting(100_000, positive())
+    progress_interval_s: float = setting(30.0, positive())
+    max_failed_fraction: float = setting(0.05, between(0, 1))
+    lease_ttl_s: float = setting(300.0, positive())
 
 
 @dataclass(frozen=True)
@@ -254,13 +264,13 @@ class LinkConfig:
     64-bit random-hyperplane signatures (hyperplanes drawn with `seed`) have one of
     `similar_bands` bands within `similar_band_radius` bits."""
 
-    near_duplicate_max_distance: int = 12
-    near_duplicate_bands: int = 4
-    near_duplicate_band_radius: int = 3
-    similar_k: int = 5
-    similar_max_distance: float = 0.5
-    similar_bands: int = 4
-    similar_band_radius: int = 2
+    near_duplicate_max_distance: int = setting(12, between(0, 64, " bits"))
+    near_duplicate_bands: int = setting(4, one_of(2, 4, 8, 16))
+    near_duplicate_band_radius: int = setting(3, between(0, 3, " bits"))
+    similar_k: int = setting(5, positive())
+    similar_max_distance: float = setting(0.5, positive())
+    similar_bands: int = setting(4, one_of(2, 4, 8, 16))
+    similar_band_radius: int = setting(2, between(0, 3, " bits"))
     seed: int = 7
 
 
@@ -278,78 +288,10 @@ class Config:
     link: LinkConfig = field(default_factory=LinkConfig)
 
 
-_CHOICES = {"training.color_mode": ("grayscale", "rgb"),
-            "training.base": ("small_cnn", "mobilenet_v2", "efficientnet_b0", "resnet50"),
-            "training.pixel_feed": ("uint8", "float32"),
-            "training.class_weighting": ("balanced", "none"),
-            "graph.iam_auth": ("auto", "on", "off"),
-            "inference.runtime": ("tflite", "tensorflow"),
-            "link.near_duplicate_bands": (2, 4, 8, 16), "link.similar_bands": (2, 4, 8, 16),
-            "inference.precision": ("float32", "int8"),
-            "graph.upsert_style": ("merge", "coalesce"),
-            "graph.load": ("mergev", "bulk"),
-            "graph.loader_parallelism": ("LOW", "MEDIUM", "HIGH", "OVERSUBSCRIBE"),
-            "spark.log_level": ("ALL", "DEBUG", "INFO", "WARN", "ERROR", "OFF")}
-_POSITIVE = {
-    "s3.max_attempts", "input.read_threads", "inference.objects_per_partition",
-    "run.objects_per_chunk", "run.progress_interval_s", "run.lease_ttl_s",
-    "inference.top_k", "inference.batch_size", "inference.arrow_batch_size",
-    "inference.max_image_bytes", "inference.max_image_pixels", "graph.rows_per_flush",
-    "inference.int8_calibration_images", "inference.int8_check_images",
-    "graph.records_per_request", "graph.max_steps_per_request", "graph.max_attempts",
-    "graph.retry_base_delay_s", "graph.retry_max_delay_s", "graph.failover_budget_s",
-    "graph.max_split_requests", "graph.max_failures_in_a_row", "graph.connect_timeout_s",
-    "graph.request_timeout_s", "graph.instance_vcpus", "graph.connections_per_task",
-    "graph.loader_poll_interval_s",
-    "graph.loader_timeout_s", "s3.retry_interval_s", "s3.throttle_retry_interval_s",
-    "training.input_height",
-    "training.input_width", "training.epochs", "training.batch_size", "training.learning_rate",
-    "link.similar_k", "link.similar_max_distance",
-    "training.fine_tune_learning_rate", "training.workers",
-}
-_RETRY_LIMITS = {"s3.sdk_max_retries", "s3.retry_limit", "s3.throttle_retry_limit"}
-_MAX_RETRY_LIMIT = 20  # s3a's backoff doubles with each retry: 2**20 intervals is days
-_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
-
-
-def parse_time(text: str) -> datetime:
-    """An ISO-8601 time as an aware UTC datetime; a time without zone is taken as UTC."""
-    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
-
-
-def expand_environment(text: str, environ: typing.Mapping[str, str] | None = None) -> str:
-    """Replace `${VAR}` and `${VAR:-default}` in `text`; an unset `${VAR}` becomes ''."""
-    environ = os.environ if environ is None else environ
-
-    def replace(match: re.Match) -> str:
-        value = environ.get(match.group(1))
-        if value in (None, "") and match.group(2) is not None:
-            return match.group(2)
-        return value or ""
-
-    return _ENV_REFERENCE.sub(replace, text)
-
-
-def parse_override(assignment: str) -> tuple[str, Any]:
-    """`'graph.rows_per_flush=200'` -> `('graph.rows_per_flush', 200)`; the value is read as YAML,
-    or kept as the string it is where it is not valid YAML (`input.glob=*.jpg`)."""
-    key, sep, raw = assignment.partition("=")
-    if not sep or not key.strip():
-        raise JobError(f"--set {assignment!r}: expected SECTION.KEY=VALUE")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.strip(), value
-
-
 def load_config(path: str | None, overrides: dict[str, Any] | None = None) -> Config:
     """Read `path` (YAML; None means built-in defaults), apply dotted-key `overrides`, validate."""
     config = load_sections(Config, path, overrides, "config file")
-    _check_together(config, path or "<defaults>")
+    _check_together(config, COMMAND_LINE if overrides else path or "<defaults>")
     return config
 
 
@@ -367,103 +309,3 @@ def _check_together(config: Config, source: str) -> None:
             f"{link.near_duplicate_band_radius} bits are sure to find (bands x (radius + 1) "
             "must exceed the distance): raise link.near_duplicate_bands or "
             "link.near_duplicate_band_radius, or lower the distance")
-
-
-def load_sections(cls: type, path: str | None, overrides: dict[str, Any] | None,
-                  kind: str):
-    """An instance of the sectioned dataclass `cls` from the YAML file `path` (`kind` names it
-    in errors; None means built-in defaults) with `${VAR}` expanded, then dotted-key
-    `overrides` applied, every key checked (`build_section`)."""
-    raw: dict = {}
-    source = path or "<defaults>"
-    if path:
-        try:
-            with open(path, encoding="utf-8") as handle:
-                raw = yaml.safe_load(expand_environment(handle.read())) or {}
-        except FileNotFoundError:
-            raise JobError(f"{kind} {path} does not exist") from None
-        except yaml.YAMLError as exc:
-            raise JobError(f"{kind} {path} is not valid YAML: {exc}") from None
-        if not isinstance(raw, dict):
-            raise JobError(f"{kind} {path}: expected a mapping of sections at the top")
-    for dotted, value in (overrides or {}).items():
-        section, _, key = dotted.partition(".")
-        if not key:
-            raise JobError(f"override {dotted!r}: expected SECTION.KEY")
-        raw.setdefault(section, {})
-        if not isinstance(raw[section], dict):
-            raise JobError(f"{source}: {section} must be a mapping")
-        raw[section][key] = value
-    return build_section(cls, raw, source, prefix="")
-
-
-def build_section(cls: type, raw: Any, source: str, prefix: str):
-    """An instance of the dataclass `cls` from the mapping `raw`, every key checked (unknown
-    keys, types, ranges); errors name `source` and the dotted key under `prefix`."""
-    if not isinstance(raw, dict):
-        raise JobError(f"{source}: {prefix.rstrip('.') or 'top level'} must be a mapping")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        raise JobError(f"{source}: unknown key {prefix}{unknown[0]} "
-                       f"(known in this section: {', '.join(sorted(fields))})")
-    values = {}
-    for name, value in raw.items():
-        dotted = prefix + name
-        expected = hints[name]
-        if isinstance(expected, type) and dataclasses.is_dataclass(expected):
-            values[name] = build_section(expected, value, source, dotted + ".")
-        else:
-            values[name] = _check_value(dotted, expected, value, source)
-    return cls(**values)
-
-
-def _check_value(dotted: str, expected: type, value: Any, source: str) -> Any:
-    if value is None:
-        raise JobError(f"{source}: {dotted} has no value")
-    if expected is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if expected is str and isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = str(value)
-    if dotted == "graph.iam_auth" and isinstance(value, bool):  # YAML 1.1 reads on/off so
-        value = "on" if value else "off"
-    ok = isinstance(value, expected) and not (expected is int and isinstance(value, bool))
-    if not ok:
-        raise JobError(f"{source}: {dotted} must be {expected.__name__}, "
-                       f"got {type(value).__name__} {value!r}")
-    if dotted in _POSITIVE and value <= 0:
-        raise JobError(f"{source}: {dotted} must be greater than 0, got {value!r}")
-    if dotted in _CHOICES and value not in _CHOICES[dotted]:
-        choices = ", ".join(map(str, _CHOICES[dotted]))
-        raise JobError(f"{source}: {dotted} must be one of {choices}, got {value!r}")
-    if dotted in ("inference.partitions", "graph.max_concurrent_writers",
-                  "graph.max_upserts_per_s") and value < 0:
-        raise JobError(f"{source}: {dotted} must be 0 (automatic) or more, got {value!r}")
-    if dotted in _RETRY_LIMITS and not 0 <= value <= _MAX_RETRY_LIMIT:
-        raise JobError(f"{source}: {dotted} must be between 0 and {_MAX_RETRY_LIMIT}, "
-                       f"got {value!r}")
-    if dotted in ("link.near_duplicate_band_radius", "link.similar_band_radius") \
-            and not 0 <= value <= 3:
-        raise JobError(f"{source}: {dotted} must be between 0 and 3 bits, got {value!r}")
-    if dotted == "link.near_duplicate_max_distance" and not 0 <= value <= 64:
-        raise JobError(f"{source}: {dotted} must be between 0 and 64 bits, got {value!r}")
-    if dotted in ("training.fine_tune_epochs", "training.unfreeze_layers",
-                  "training.early_stopping_patience") and value < 0:
-        raise JobError(f"{source}: {dotted} must be 0 or more, got {value!r}")
-    if dotted.startswith("training.augment_") and not isinstance(value, bool) \
-            and not 0 <= value < 1:
-        raise JobError(f"{source}: {dotted} must be between 0 (off) and 1, got {value!r}")
-    if dotted in ("training.holdout_percent", "training.test_percent") \
-            and not 1 <= value <= 90:
-        raise JobError(f"{source}: {dotted} must be between 1 and 90, got {value!r}")
-    if dotted in ("run.max_failed_fraction", "inference.int8_min_agreement") \
-            and not 0 <= value <= 1:
-        raise JobError(f"{source}: {dotted} must be between 0 and 1, got {value!r}")
-    if dotted in ("input.modified_after", "input.modified_before") and value:
-        try:
-            parse_time(value)
-        except ValueError:
-            raise JobError(f"{source}: {dotted} must be an ISO-8601 time such as "
-                           f"2026-01-31T00:00:00Z, got {value!r}") from None
-    return value

@@ -125,7 +125,7 @@ def test_a_server_that_never_answers_is_bounded_by_the_failover_budget():
     (Answers(error_code="MalformedQueryException", gremlin_status=499,
              detailed_message="Unsupported step: mergeV", reject_containing="mergeV"),
      "stopped: unsupported step (MalformedQueryException: Unsupported step: mergeV); the "
-     "engine lacks a step the writer uses: upgrade Neptune to engine 1.2.1.0 or later, or set "
+     "engine lacks a step the writer uses: upgrade Neptune to engine 1.3.2.0 or later, or set "
      "graph.upsert_style=coalesce"),
     # a role without the delete permission that an image request's drop() needs (Neptune
     # authorizes a request with a drop() step as DeleteDataViaQuery)

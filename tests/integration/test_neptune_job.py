@@ -17,7 +17,7 @@ from test_cli import _cli_input, assert_one_error_line, run_infer
      "point graph.endpoint at the cluster (writer) endpoint"),
     (Answers(error_code="MalformedQueryException", gremlin_status=499,
              detailed_message="Unsupported step: mergeV", reject_containing="mergeV"),
-     "upgrade Neptune to engine 1.2.1.0 or later, or set graph.upsert_style=coalesce"),
+     "upgrade Neptune to engine 1.3.2.0 or later, or set graph.upsert_style=coalesce"),
 ], ids=["handshake 403", "handshake 401", "reader endpoint", "no mergeV"])
 def test_startup_probe_stops_the_job(answers, fragment, endpoints, trained_model, s3, tmp_path):
     output = f"cli-out/probe-{tmp_path.name}"

@@ -4,14 +4,28 @@ the key must then hold the flag's value, which is neither its default nor conf/l
 Every option of the parsers is in the table or named as not a configuration key."""
 from __future__ import annotations
 
+import re
 from functools import reduce
 from pathlib import Path
 
 import pytest
+import yaml
 
-from imagegraph.cli import config_from_args, infer_parser, train_parser
+from imagegraph import __version__
+from imagegraph.cli import (
+    config_from_args,
+    config_yaml,
+    infer_parser,
+    link_parser,
+    run_job,
+    train_parser,
+)
+from imagegraph.config import Config
+from imagegraph.errors import JobError
+from imagegraph.graph.query import query_parser
 
-LOCAL_YAML = str(Path(__file__).resolve().parents[2] / "conf" / "local.yaml")
+ROOT = Path(__file__).resolve().parents[2]
+LOCAL_YAML = str(ROOT / "conf" / "local.yaml")
 INFER_REQUIRED = ["--input", "s3a://b/in/", "--model", "s3a://b/model", "--output", "s3a://b/out",
                   "--config", LOCAL_YAML]
 TRAIN_REQUIRED = ["--input", "s3a://b/train/", "--output", "s3a://b/model", "--config", LOCAL_YAML]
@@ -49,7 +63,8 @@ FLAGS = [
 ]
 # options that are not configuration keys: where to read and write, what to run, logging
 NOT_CONFIG = {"-h", "--help", "--input", "--manifest", "--inventory", "--model", "--output",
-              "--config", "--shard", "--resume", "--log-level"}
+              "--config", "--shard", "--resume", "--log-level",
+              "--print-config", "--version"}
 
 
 def key_of(config, dotted: str):
@@ -84,3 +99,88 @@ def test_flags_override_the_file_and_set():
     args = infer_parser().parse_args(INFER_REQUIRED + ["--set", "inference.top_k=4",
                                                        "--top-k", "1"])
     assert config_from_args(args).inference.top_k == 1
+
+
+# Wrong invocations a Spark user makes, each with the line it must print (argparse: exit 2).
+@pytest.mark.parametrize("argv, line", [
+    (["--conf", "spark.executor.memory=4g"], "unrecognized arguments: --conf"),
+    (["--log-level", "verbose"], "argument --log-level: invalid choice: 'VERBOSE'"),
+    (["--shard", "3"], "argument --shard: expected I/N, e.g. 0/4, got '3'"),
+], ids=["--conf is not --config", "unknown log level", "shard without N"])
+def test_wrong_invocations_are_usage_errors(capsys, argv, line):
+    with pytest.raises(SystemExit) as stop:
+        infer_parser().parse_args(INFER_REQUIRED + argv)
+    assert stop.value.code == 2
+    assert line in capsys.readouterr().err
+
+
+def test_log_level_is_read_in_any_case():
+    assert infer_parser().parse_args(INFER_REQUIRED + ["--log-level", "debug"]).log_level == "DEBUG"
+
+
+@pytest.mark.parametrize("parser, prog", [(infer_parser, "infer.py"), (train_parser, "train.py"),
+                                          (link_parser, "link.py")])
+def test_help_lists_the_exit_codes_and_version_prints_one_line(capsys, parser, prog):
+    text = " ".join(parser().format_help().split())
+    assert "exit codes: 0 done" in text
+    assert "4 crashed (an unexpected error" in text
+    with pytest.raises(SystemExit) as stop:
+        parser().parse_args(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out == f"{prog} {__version__}\n"
+
+
+def test_a_crash_is_exit_4_with_its_traceback_and_one_last_line(capsys):
+    def body() -> int:
+        raise IsADirectoryError("[Errno 21] Is a directory: 'conf'")
+
+    assert run_job("infer.py", body) == 4
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[0] == "Traceback (most recent call last):"
+    assert err[-1] == "infer.py: crashed: IsADirectoryError: [Errno 21] Is a directory: 'conf'"
+
+
+def test_a_job_error_is_exit_2_and_one_line(capsys):
+    def body() -> int:
+        raise JobError("config file conf is a directory: name a YAML file")
+
+    assert run_job("infer.py", body) == 2
+    assert capsys.readouterr().err == ("infer.py: error: config file conf is a directory: "
+                                       "name a YAML file\n")
+
+
+def test_print_config_shows_overrides_and_masks_secrets():
+    args = infer_parser().parse_args(INFER_REQUIRED + ["--print-config", "--top-k", "7",
+        "--set", "spark.conf.spark.ui.enabled=true"])
+    printed = yaml.safe_load(config_yaml(config_from_args(args)))
+    assert args.print_config
+    assert printed["inference"]["top_k"] == 7
+    assert printed["spark"]["conf"]["spark.ui.enabled"] is True
+    assert printed["spark"]["conf"]["spark.sql.shuffle.partitions"] == 4  # the file's, kept
+    assert printed["s3"]["secret_key"] == "***"
+
+
+@pytest.mark.parametrize("argv", [
+    ["--config", "a.yaml", "--gremlin-endpoint", "ws://g:8182/gremlin", "image", "s3://b/k"],
+    ["image", "s3://b/k", "--config", "a.yaml", "--gremlin-endpoint", "ws://g:8182/gremlin"],
+    ["--config", "a.yaml", "image", "s3://b/k", "--gremlin-endpoint", "ws://g:8182/gremlin"],
+], ids=["before the command", "after the command", "on both sides"])
+def test_query_takes_the_connection_options_before_or_after_the_command(argv):
+    args = query_parser().parse_args(argv)
+    assert (args.config, args.gremlin_endpoint, args.uri) == ("a.yaml", "ws://g:8182/gremlin",
+                                                              "s3://b/k")
+    assert args.overrides == []
+
+
+@pytest.mark.parametrize("parser", [infer_parser, train_parser, link_parser])
+def test_help_gives_each_config_keys_default_from_the_configuration(parser):
+    defaults = Config()
+    named = 0
+    for action in parser()._actions:
+        for section, key in re.findall(r"\(config: ([a-z0-9_]+)\.([a-z0-9_]+)[;)]",
+                                       action.help or ""):
+            default = getattr(getattr(defaults, section), key)
+            if default != "":
+                assert f"(config: {section}.{key}; default {default}" in action.help
+            named += 1
+    assert named >= 1

@@ -1,7 +1,8 @@
 import pytest
 
-from imagegraph.config import Config, GraphConfig, expand_environment, load_config, parse_override
+from imagegraph.config import Config, GraphConfig, load_config
 from imagegraph.errors import JobError
+from imagegraph.sections import expand_environment, parse_override
 
 
 def write(tmp_path, text):
@@ -124,7 +125,7 @@ def test_each_range_accepts_its_bounds_and_refuses_past_them(dotted, accepted, r
     for value in refused:
         with pytest.raises(JobError) as error:
             load_config(None, {dotted: value})
-        assert str(error.value) == f"<defaults>: {dotted} {message.format(value)}"
+        assert str(error.value) == f"command line: {dotted} {message.format(value)}"
 
 
 def test_values_are_converted_to_the_declared_type_or_refused_by_name():
@@ -133,13 +134,13 @@ def test_values_are_converted_to_the_declared_type_or_refused_by_name():
     assert _value("graph.iam_auth", True) == "on" and _value("graph.iam_auth", False) == "off"
     with pytest.raises(JobError) as error:
         load_config(None, {"graph.enabled": 1})
-    assert str(error.value) == "<defaults>: graph.enabled must be bool, got int 1"
+    assert str(error.value) == "command line: graph.enabled must be bool, got int 1"
     with pytest.raises(JobError) as error:
         load_config(None, {"graph.max_attempts": True})
-    assert str(error.value) == "<defaults>: graph.max_attempts must be int, got bool True"
+    assert str(error.value) == "command line: graph.max_attempts must be int, got bool True"
     with pytest.raises(JobError) as error:
         load_config(None, {"input.glob": None})
-    assert str(error.value) == "<defaults>: input.glob has no value"
+    assert str(error.value) == "command line: input.glob has no value"
 
 
 def test_override_and_section_errors_name_the_key(tmp_path):
@@ -148,7 +149,11 @@ def test_override_and_section_errors_name_the_key(tmp_path):
     assert str(error.value) == "override 'graph': expected SECTION.KEY"
     with pytest.raises(JobError) as error:
         load_config(None, {"run.lease_ttl_s.x": 3})
-    assert str(error.value).startswith("<defaults>: unknown key run.lease_ttl_s.x (known in "
+    assert str(error.value) == ("command line: unknown key run.lease_ttl_s.x "
+                                "(did you mean run.lease_ttl_s?)")
+    with pytest.raises(JobError) as error:
+        load_config(None, {"run.zzz": 3})
+    assert str(error.value).startswith("command line: unknown key run.zzz (known in "
                                        "this section: ")
     assert "lease_ttl_s, max_failed_fraction, " in str(error.value)
     path = write(tmp_path, "graph: 3\n")
@@ -179,7 +184,7 @@ def test_non_ascii_config_is_read_as_utf_8(tmp_path):
 def test_times_are_read_as_utc():
     from datetime import datetime, timezone
 
-    from imagegraph.config import parse_time
+    from imagegraph.sections import parse_time
     expected = datetime(2026, 1, 31, tzinfo=timezone.utc)
     assert parse_time("2026-01-31T00:00:00Z") == expected
     assert parse_time("2026-01-31T02:00:00+02:00") == expected
@@ -191,7 +196,7 @@ def test_a_time_without_zone_is_utc_whatever_the_machines_zone(monkeypatch):
     import time
     from datetime import datetime, timezone
 
-    from imagegraph.config import parse_time
+    from imagegraph.sections import parse_time
     monkeypatch.setenv("TZ", "Asia/Tokyo")
     time.tzset()
     try:
@@ -228,4 +233,4 @@ def test_the_default_near_duplicate_bands_find_every_pair_within_the_distance():
 def test_settings_valid_alone_are_refused_together(overrides, message):
     with pytest.raises(JobError) as error:
         load_config(None, overrides)
-    assert str(error.value).startswith(f"<defaults>: {message}")
+    assert str(error.value).startswith(f"command line: {message}")

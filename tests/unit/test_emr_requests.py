@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from imagegraph.config import load_config, parse_override
+from imagegraph.config import load_config
 from imagegraph.emr import package, sizing
 from imagegraph.emr.requests import (
     MANAGED_POLICY_TAG,
@@ -23,6 +23,7 @@ from imagegraph.emr.settings import load_settings
 from imagegraph.emr.sizing import graviton_types
 from imagegraph.emr.templates import parse_job_args, split_spark_submit
 from imagegraph.errors import JobError
+from imagegraph.sections import parse_override
 
 ROOT = Path(__file__).resolve().parents[2]
 CODE = "s3://code-bucket/imagegraph/0.1.0"

@@ -2,6 +2,7 @@ import io
 import json
 import os
 import sys
+import tempfile
 
 import numpy as np
 import pandas as pd
@@ -134,6 +135,18 @@ def test_model_cache_loads_once_per_worker(brightness_model, tmp_path, capsys):
     assert probabilities.shape == (3, 3) and embeddings is None
     np.testing.assert_allclose(probabilities, np.asarray(brightness_model(pixels / 255.0)),
                                rtol=1e-5)
+
+
+def test_loading_a_model_leaves_no_local_files(brightness_model, tmp_path, monkeypatch):
+    artifact, scratch = tmp_path / "artifact", tmp_path / "scratch"
+    artifact.mkdir()
+    scratch.mkdir()
+    write_artifact(str(artifact), brightness_model, METADATA)
+    files = {name: (artifact / name).read_bytes() for name in os.listdir(artifact)}
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    loaded = ModelCache().get(METADATA, files, batch_size=4)
+    assert list(scratch.iterdir()) == []
+    assert loaded.predict(np.full((1, 4, 4, 1), 255, np.uint8))[0].shape == (1, 3)
 
 
 def test_fixed_batch_function_is_traced_once(brightness_model):

@@ -116,7 +116,7 @@ def test_the_table_covers_every_query_error_of_neptunes_service_model():
 
 
 # TinkerPop 3.7's ResponseStatusCode (org.apache.tinkerpop.gremlin.util.message, read from
-# gremlin-util-3.7.5.jar), every error code: authentication stops; 429 throttles; TEMPORARY
+# gremlin-util-3.7.3.jar), every error code: authentication stops; 429 throttles; TEMPORARY
 # ("the server might succeed on retry", which TinkerPop sends for a TemporaryException) and
 # TIMEOUT retry; the request-error and other server-error codes are the request's fault.
 TINKERPOP_TABLE = [
@@ -142,9 +142,9 @@ def test_the_tinkerpop_table_covers_every_error_status():
 
 
 @pytest.mark.parametrize("error, recovery, cause", [
-    # TinkerTransactionGraph's write conflict, as Gremlin Server 3.7.5 answered it to 4 writers
+    # TinkerTransactionGraph's write conflict, as Gremlin Server 3.7.3 answered it to 4 writers
     # upserting one vertex (gremlinPool 4): SERVER_ERROR, this message (TinkerElementContainer
-    # in tinkergraph-gremlin-3.7.5.jar throws it) and the exception class as an attribute.
+    # in tinkergraph-gremlin-3.7.3.jar throws it) and the exception class as an attribute.
     # Like Neptune's ConcurrentModificationException, retried.
     (server_error(500, "Conflict: element modified in another transaction",
                   {"exceptions": ["org.apache.tinkerpop.gremlin.structure.util."
@@ -510,11 +510,11 @@ GRAPH = GraphConfig(endpoint="wss://db:8182/gremlin", failover_budget_s=90.0)
      "(slow); lower graph.max_concurrent_writers or graph.max_upserts_per_s"),
     (Failure(R.STOP, "UnsupportedOperationException", "no such step"), {},
      "graph writes to wss://db:8182/gremlin stopped: unsupported step (no such step); the "
-     "engine lacks a step the writer uses: upgrade Neptune to engine 1.2.1.0 or later, or set "
+     "engine lacks a step the writer uses: upgrade Neptune to engine 1.3.2.0 or later, or set "
      "graph.upsert_style=coalesce"),
     (Failure(R.STOP, "REQUEST_ERROR_MALFORMED_REQUEST", "No signature of method: MergeV"), {},
      "graph writes to wss://db:8182/gremlin stopped: unsupported step (No signature of method: "
-     "MergeV); the engine lacks a step the writer uses: upgrade Neptune to engine 1.2.1.0 or "
+     "MergeV); the engine lacks a step the writer uses: upgrade Neptune to engine 1.3.2.0 or "
      "later, or set graph.upsert_style=coalesce"),
     (Failure(R.STOP, "MethodNotAllowedException", "not allowed"), {},
      "graph writes to wss://db:8182/gremlin stopped: not allowed; check graph.endpoint "

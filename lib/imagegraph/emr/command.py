@@ -9,11 +9,11 @@ import argparse
 import sys
 
 from imagegraph.cli import run_job
-from imagegraph.config import parse_override
 from imagegraph.emr.launcher import Launcher, resolve_region
 from imagegraph.emr.requests import build_plan, dumps
 from imagegraph.emr.settings import DEFAULT_PATH, PYTHON_ENVS, load_settings
 from imagegraph.errors import JobError
+from imagegraph.sections import parse_override
 
 PROG = "python -m imagegraph.emr"
 _FLAG_KEYS = {"region": "aws.region", "endpoint_url": "aws.endpoint_url",

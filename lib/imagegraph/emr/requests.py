@@ -16,11 +16,11 @@ from typing import Any
 
 import yaml
 
-from imagegraph.config import expand_environment
 from imagegraph.emr import package, sizing
 from imagegraph.emr.settings import LauncherSettings
 from imagegraph.emr.templates import check_step, load_template, render, split_spark_submit
 from imagegraph.errors import JobError
+from imagegraph.sections import expand_environment
 
 TARGETS = ("cluster", "steps", "serverless")
 ARCHIVE_PYTHON = "./environment/bin/python"

@@ -10,8 +10,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from imagegraph.config import load_sections
 from imagegraph.errors import JobError
+from imagegraph.sections import load_sections
 
 DEFAULT_PATH = "emr/launcher.yaml"
 PYTHON_ENVS = ("archive", "node_archive", "bootstrap")

@@ -1,4 +1,4 @@
-"""The graph model of ../shared/DESIGN.md as plain records with deterministic ids.
+"""The graph model (docs/GRAPH.md) as plain records with deterministic ids.
 
 Pure functions: prediction rows and model metadata in, vertex and edge records out. The ids make
 every write an idempotent upsert.

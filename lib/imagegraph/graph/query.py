@@ -19,10 +19,12 @@ from __future__ import annotations
 import argparse
 import sys
 from typing import Sequence
+from urllib.parse import urlparse
 
 from gremlin_python.process.graph_traversal import GraphTraversalSource, __
 from gremlin_python.process.traversal import Order
 
+from imagegraph import __version__
 from imagegraph.cli import config_from_args, run_job
 from imagegraph.errors import JobError
 from imagegraph.graph.connection import remote_traversal
@@ -46,37 +48,53 @@ class NotInGraph(Exception):
 def query_parser() -> argparse.ArgumentParser:
     """The parser of `python -m imagegraph.graph.query`."""
     parser = argparse.ArgumentParser(
-        prog=PROG,
+        prog=PROG, allow_abbrev=False, parents=[_connection_options()],
         description="Read what the graph (Amazon Neptune or Gremlin Server) holds about an "
-                    "image, a class or a run, with the jobs' configuration and signing.")
-    parser.add_argument("--config", metavar="PATH",
-                        help="the jobs' YAML configuration file (see conf/local.yaml); "
-                             "default: built-in defaults only")
-    parser.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[],
-                        dest="overrides",
-                        help="override a configuration key, e.g. --set graph.iam_auth=off")
-    parser.add_argument("--gremlin-endpoint", metavar="URL",
-                        help="ws://HOST:PORT/gremlin or wss://... (config: graph.endpoint)")
+                    "image, a class or a run, with the jobs' configuration and signing.",
+        epilog="exit codes: 0 found; 1 not in the graph; 2 bad arguments, configuration, or "
+               "the graph cannot be read; 4 crashed")
+    parser.set_defaults(config=None, overrides=[], gremlin_endpoint=None)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # the connection options are taken before or after the command
+    connection = [_connection_options()]
     image = commands.add_parser(
         "image", help="an image's classes with scores, the images with the same content, its "
-                      "near duplicates and its most similar images")
+                      "near duplicates and its most similar images",
+        parents=connection, allow_abbrev=False)
     image.add_argument("uri", help="the image's id, its canonical URI s3://bucket/key")
     image.add_argument("--model", metavar="NAME@VERSION",
                        help="only this model's classes and similar images (default: all)")
     image.add_argument("--top", type=_positive, default=10, metavar="N",
                        help="at most N images per section (default 10)")
-    by_class = commands.add_parser("class", help="a class's images, best score first")
+    by_class = commands.add_parser("class", help="a class's images, best score first",
+                                   parents=connection, allow_abbrev=False)
     by_class.add_argument("name", help="the class name, as in labels.json")
     by_class.add_argument("--model", metavar="NAME@VERSION",
                           help="only this model's classifications (default: all)")
     by_class.add_argument("--top", type=_positive, default=20, metavar="N",
                           help="at most N images (default 20)")
-    run = commands.add_parser("run", help="what an inference run wrote: its images and edges")
+    run = commands.add_parser("run", help="what an inference run wrote: its images and edges",
+                              parents=connection, allow_abbrev=False)
     run.add_argument("run_id", help="the run id, as the run summary prints it")
     run.add_argument("--top", type=_positive, default=20, metavar="N",
                      help="list at most N of its images (default 20)")
     return parser
+
+
+def _connection_options() -> argparse.ArgumentParser:
+    """--config, --set and --gremlin-endpoint, absent from the namespace unless given, so that
+    the same option after the command does not reset one given before it."""
+    options = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    options.add_argument("--config", metavar="PATH", default=argparse.SUPPRESS,
+                         help="the jobs' YAML configuration file (see conf/local.yaml); "
+                              "default: built-in defaults only")
+    options.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append",
+                         default=argparse.SUPPRESS, dest="overrides",
+                         help="override a configuration key, e.g. --set graph.iam_auth=off")
+    options.add_argument("--gremlin-endpoint", metavar="URL", default=argparse.SUPPRESS,
+                         help="ws://HOST:PORT/gremlin or wss://... (config: graph.endpoint)")
+    return options
 
 
 def _positive(text: str) -> int:
@@ -190,8 +208,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         failure = classify(exc)
         if failure.recovery is Recovery.STOP:  # permissions: the writers' line
             raise JobError(stop_line(failure, config.graph, activity=READS)) from None
-        raise JobError(f"cannot read the graph at {config.graph.endpoint}: "
-                       f"{failure.message}") from None
+        local = urlparse(config.graph.endpoint).hostname in ("127.0.0.1", "localhost")
+        raise JobError(f"cannot read the graph at {config.graph.endpoint}: {failure.message}"
+                       + ("; `make services-up` starts the local one" if local else "")) from None
     print("\n".join(lines))
     return 0
 

@@ -236,7 +236,7 @@ _IAM_FIX = ("check the IAM policy of the job's role (neptune-db:connect, ReadDat
 _PERMISSION_CAUSES = frozenset({"AccessDeniedException", "UNAUTHORIZED", "FORBIDDEN",
                                 "AUTHENTICATE", "HTTP 401 at handshake",
                                 "HTTP 403 at handshake"})
-_MERGE_FIX = ("the engine lacks a step the writer uses: upgrade Neptune to engine 1.2.1.0 or "
+_MERGE_FIX = ("the engine lacks a step the writer uses: upgrade Neptune to engine 1.3.2.0 or "
               "later, or set graph.upsert_style=coalesce")
 
 

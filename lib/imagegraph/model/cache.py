@@ -302,15 +302,16 @@ def _load_model(files: dict[str, bytes], threads: int):
             tf.config.threading.set_inter_op_parallelism_threads(1)
         except RuntimeError:  # TensorFlow already ran in this process: its pools stay as they are
             pass
-    directory = tempfile.mkdtemp(prefix="imagegraph-model-")
-    for name, content in files.items():
-        path = os.path.join(directory, *name.split("/"))
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with open(path, "wb") as handle:
-            handle.write(content)
-    if kind == SAVED_MODEL:
-        return tf.saved_model.load(os.path.join(directory, SAVED_MODEL_DIR))
-    return tf.keras.models.load_model(os.path.join(directory, MODEL_FILE), compile=False)
+    with tempfile.TemporaryDirectory(prefix="imagegraph-model-") as directory:
+        for name, content in files.items():
+            path = os.path.join(directory, *name.split("/"))
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as handle:
+                handle.write(content)
+        # both loaders read the variables into memory: the files can go
+        if kind == SAVED_MODEL:
+            return tf.saved_model.load(os.path.join(directory, SAVED_MODEL_DIR))
+        return tf.keras.models.load_model(os.path.join(directory, MODEL_FILE), compile=False)
 
 
 WORKER_MODELS = ModelCache()

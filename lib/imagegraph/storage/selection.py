@@ -18,8 +18,9 @@ from urllib.parse import unquote
 from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from imagegraph.config import InputConfig, S3Config, parse_time
+from imagegraph.config import InputConfig, S3Config
 from imagegraph.errors import JobError
+from imagegraph.sections import parse_time
 from imagegraph.storage import hadoop_fs, s3_listing
 from imagegraph.storage.object_reader import ReaderSettings
 from imagegraph.storage.sources import S3_SCHEMES, canonical_uri, scheme_of

@@ -18,13 +18,18 @@ _APPLICATIONS = {"mobilenet_v2": "MobileNetV2", "efficientnet_b0": "EfficientNet
                  "resnet50": "ResNet50"}
 MIN_APPLICATION_SIZE = 32
 """Keras applications accept inputs of at least 32x32 pixels."""
+_EFFICIENTNET_STDDEV_RGB = (0.229, 0.224, 0.225)
+"""keras.applications.efficientnet.IMAGENET_STDDEV_RGB: with weights="imagenet" Keras adds a
+`Rescaling(1 / sqrt(stddev))` after the input normalization, which a weights file cannot
+carry (the layer has no weights)."""
 
 
 def application_backbone(base: str, height: int, width: int, weights: str | None):
     """The Keras application `base` without its top, global-average-pooled, for RGB input of
     (height, width) pixels; `weights` is None (random), 'imagenet' (Keras downloads the file:
     needs internet) or the local path of a Keras weights file (`.weights.h5`) of this very
-    backbone, as `save_weights` writes it."""
+    backbone, as `save_weights` writes it (for EfficientNet, ImageNet's: the input scaling Keras
+    adds for "imagenet" is folded into the loaded normalization, so both give one network)."""
     import tensorflow as tf
 
     constructor = getattr(tf.keras.applications, _APPLICATIONS[base])
@@ -32,7 +37,21 @@ def application_backbone(base: str, height: int, width: int, weights: str | None
                            weights="imagenet" if weights == "imagenet" else None)
     if weights not in (None, "imagenet"):
         backbone.load_weights(weights)
+        if base == "efficientnet_b0":
+            _fold_imagenet_rescaling(backbone)
     return backbone
+
+
+def _fold_imagenet_rescaling(backbone) -> None:
+    """Scale EfficientNet's input normalization as the missing `Rescaling(1 / sqrt(stddev))`
+    would: (x - mean) / sqrt(variance * stddev) = (x - mean) / sqrt(variance) / sqrt(stddev)."""
+    import tensorflow as tf
+
+    normalization = next(layer for layer in backbone.layers
+                         if isinstance(layer, tf.keras.layers.Normalization))
+    normalization.adapt_variance.assign(normalization.adapt_variance
+                                        * tf.constant(_EFFICIENTNET_STDDEV_RGB))
+    normalization.finalize_state()
 
 
 def build_classifier(base: str, height: int, width: int, channels: int, num_classes: int,
@@ -58,7 +77,10 @@ def build_classifier(base: str, height: int, width: int, channels: int, num_clas
     backbone = application_backbone(base, height, width, weights)
     backbone.name = BACKBONE_LAYER
     inputs = layers.Input(shape=(height, width, channels))
-    features = backbone(inputs, training=False)  # batch norm statistics stay the backbone's
+    # Keras 3 passes the outer call's `training` to nested models, so a backbone trained from
+    # scratch learns its batch-norm statistics; a pretrained one keeps them because its batch
+    # norm layers are frozen (freeze_backbone, unfreeze_top), which runs them in inference mode
+    features = backbone(inputs)
     outputs = layers.Dense(num_classes, activation="softmax")(layers.Dropout(0.2)(features))
     return tf.keras.Model(inputs, outputs)
 

@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from pyspark.sql import SparkSession
+from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from imagegraph.config import Config, TrainingConfig
@@ -44,7 +45,15 @@ from imagegraph.train.data import (
     labeled_images,
     tf_batches,
 )
-from imagegraph.train.evaluation import EVALUATION_FILES, Evaluation, evaluate, write_evaluation
+from imagegraph.train.evaluation import (
+    CONFUSION_PLOT,
+    CURVES_PLOT,
+    EVALUATION_FILE,
+    EVALUATION_FILES,
+    Evaluation,
+    evaluate,
+    write_evaluation,
+)
 from imagegraph.train.loop import TrainedModel, TrainingPlan, train_model
 
 log = logging.getLogger(__name__)
@@ -66,6 +75,30 @@ class TrainingResult:
     cache_bytes_per_image: float
     images_per_second: float
     worker_images: tuple[int, ...]
+
+    def summary_lines(self) -> list[str]:
+        """What `jobs/train.py` prints: the model, its network, its images and figures."""
+        metadata, trained = self.metadata, self.metadata.training
+        return [
+            f"model {metadata.tag} -> {metadata.uri}",
+            f"  classes              {len(metadata.classes)}: {', '.join(metadata.classes)}",
+            f"  network              {trained['base']} (weights: {trained['weights']}), "
+            f"{trained['epochs_trained']} epochs, best {trained['best_epoch']}"
+            f"{', stopped early' if trained['early_stopped'] else ''}",
+            f"  images               {self.train_images} trained, {self.holdout_images} "
+            f"validating, {self.test_images} tested, {self.undecodable_images} undecodable",
+            f"  feed                 {self.cache_bytes_per_image:.0f} bytes/image in the "
+            f"petastorm cache ({trained['pixel_feed']}), {self.images_per_second:.0f} "
+            f"images/s on {trained['workers']} worker(s)",
+            f"  images per worker    "
+            f"{', '.join(str(count) for count in self.worker_images)} stepped over",
+            f"  validation accuracy  {metadata.metrics['holdout_accuracy']:.4f} "
+            "(chose the epoch)",
+            f"  test accuracy        {metadata.metrics['test_accuracy']:.4f} "
+            f"({self.test_images} images that chose nothing)",
+            f"  evaluation           {metadata.uri}/{EVALUATION_FILE}, "
+            f"{metadata.uri}/{CONFUSION_PLOT}, {metadata.uri}/{CURVES_PLOT}",
+        ]
 
 
 def check_network(training: TrainingConfig) -> None:
@@ -96,15 +129,37 @@ def _local_weights(spark: SparkSession, weights: str, directory: str) -> str | N
 def run_training(spark: SparkSession, config: Config, input_uri: str, output_uri: str,
                  resume: bool = False) -> TrainingResult:
     """Train on the labeled images under `input_uri`; export the artifact to `output_uri`.
-    `resume` continues from the checkpoints an interrupted run left under `output_uri`."""
-    import tensorflow as tf
-    from petastorm.spark import SparkDatasetConverter
+    `resume` continues from the checkpoints an interrupted run left under `output_uri`. The
+    local working files (petastorm's cache when `training.cache_url` is unset, the weights
+    and the export) are removed on every exit."""
+    check_network(config.training)
+    work = tempfile.mkdtemp(prefix="imagegraph-training-")
+    try:
+        data = _labeled_data(spark, config, input_uri)
+        try:
+            return _train_and_export(spark, config, data, output_uri, resume, work)
+        finally:
+            data.labeled.unpersist()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
 
-    training = config.training
-    check_network(training)
-    checkpoints = CheckpointStore.under(output_uri, config.s3)
-    channels = 1 if training.color_mode == "grayscale" else 3
-    column = PIXELS[training.pixel_feed]
+
+@dataclass(frozen=True)
+class _LabeledData:
+    """The decoded images under `input_uri` (`labeled`, cached; `dataset` with `label`,
+    `split` and `holdout`), their classes, the count of undecodable images left out, and the
+    pixel column fed."""
+
+    input_uri: str
+    labeled: DataFrame
+    dataset: DataFrame
+    classes: tuple[str, ...]
+    undecodable: int
+    column: str
+
+
+def _labeled_data(spark: SparkSession, config: Config, input_uri: str) -> _LabeledData:
+    column = PIXELS[config.training.pixel_feed]
     labeled = labeled_images(spark, config, input_uri)
     undecodable = labeled.where(F.col(column).isNull()).count()
     if undecodable:
@@ -115,82 +170,116 @@ def run_training(spark: SparkSession, config: Config, input_uri: str, output_uri
     classes = tuple(sorted(row["label_name"] for row in
                            decoded.select("label_name").distinct().collect()))
     if len(classes) < 2:
+        labeled.unpersist()
         raise JobError(f"input {input_uri}: found {len(classes)} label folder(s) with images; "
                        "training needs images in at least 2 folders (one per class)")
     index = spark.createDataFrame([(name, i) for i, name in enumerate(classes)],
                                   "label_name string, label int")
     dataset = (decoded.join(F.broadcast(index), "label_name")
                .withColumn("holdout", F.col("split") == VALIDATION))
-    # at least a file per worker, since petastorm shards a dataset by its row groups
-    train_df = (dataset.where(F.col("split") == TRAIN).select(column, "label")
-                .repartition(max(2, 2 * training.workers)))
-    holdout_df = dataset.where(F.col("holdout")).select(column, "label")
-    test_df = dataset.where(F.col("split") == TEST).select(column, "label")
-    counts = dict(train_df.groupBy("label").count().collect())
-    class_counts = [counts.get(i, 0) for i in range(len(classes))]
+    return _LabeledData(input_uri, labeled, dataset, classes, undecodable, column)
 
-    cache_dir = training.cache_url or "file://" + tempfile.mkdtemp(prefix="imagegraph-petastorm-")
-    spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF, cache_dir)
-    train_data = converter_for(train_df, training.pixel_feed)
-    holdout_data = converter_for(holdout_df, training.pixel_feed)
-    test_data = converter_for(test_df, training.pixel_feed)
-    work = tempfile.mkdtemp(prefix="imagegraph-training-")
+
+def _train_and_export(spark: SparkSession, config: Config, data: _LabeledData,
+                      output_uri: str, resume: bool, work: str) -> TrainingResult:
+    """Feed the three splits through petastorm, train, evaluate on the test split, export."""
+    from petastorm.spark import SparkDatasetConverter
+
+    training = config.training
+    spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF,
+                   training.cache_url or "file://" + os.path.join(work, "petastorm"))
+    # at least a file per worker, since petastorm shards a dataset by its row groups
+    train_df = (data.dataset.where(F.col("split") == TRAIN).select(data.column, "label")
+                .repartition(max(2, 2 * training.workers)))
+    counts = dict(train_df.groupBy("label").count().collect())
+    splits = (converter_for(train_df, training.pixel_feed),
+              converter_for(data.dataset.where(F.col("split") == VALIDATION)
+                            .select(data.column, "label"), training.pixel_feed),
+              converter_for(data.dataset.where(F.col("split") == TEST)
+                            .select(data.column, "label"), training.pixel_feed))
     try:
-        if not (len(train_data) and len(holdout_data) and len(test_data)):
-            raise JobError(f"input {input_uri}: {len(train_data)} training, "
+        train_data, holdout_data, test_data = splits
+        if not all(map(len, splits)):
+            raise JobError(f"input {data.input_uri}: {len(train_data)} training, "
                            f"{len(holdout_data)} validation and {len(test_data)} test images "
                            "(split by content); need at least one of each")
-        splits = (train_data, holdout_data, test_data)
-        per_image = sum(cache_bytes(spark, data) for data in splits) / sum(map(len, splits))
+        per_image = sum(cache_bytes(spark, split) for split in splits) / sum(map(len, splits))
         log.info("training on %d images, validating on %d, testing on %d, %d classes: %s; "
                  "petastorm cache %.0f bytes/image (%s pixels)", len(train_data),
-                 len(holdout_data), len(test_data), len(classes), ", ".join(classes),
+                 len(holdout_data), len(test_data), len(data.classes), ", ".join(data.classes),
                  per_image, training.pixel_feed)
-        feed = FeedSpec(
-            shape=(training.input_height, training.input_width, channels),
-            pixel_feed=training.pixel_feed, preprocessing=PREPROCESSING[training.base],
-            batch_size=training.batch_size,
-            class_weights=(balanced_class_weights(class_counts)
-                           if training.class_weighting == "balanced"
-                           else (1.0,) * len(classes)),
-            augmentation=Augmentation.from_config(training))
+        feed = _feed_spec(training, [counts.get(i, 0) for i in range(len(data.classes))])
         plan = TrainingPlan(
             base=training.base, weights=_local_weights(spark, training.weights, work),
-            num_classes=len(classes), feed=feed, epochs=training.epochs,
+            num_classes=len(data.classes), feed=feed, epochs=training.epochs,
             fine_tune_epochs=training.fine_tune_epochs,
             unfreeze_layers=training.unfreeze_layers, learning_rate=training.learning_rate,
             fine_tune_learning_rate=training.fine_tune_learning_rate,
             early_stopping_patience=training.early_stopping_patience,
             train_images=len(train_data), holdout_images=len(holdout_data),
-            seed=training.seed, checkpoints=checkpoints, resume=resume)
+            seed=training.seed, checkpoints=CheckpointStore.under(output_uri, config.s3),
+            resume=resume)
         trained = _train(spark, plan, train_data, holdout_data, training.workers)
-        chief = trained[0]
-        model_path = os.path.join(work, "best.keras")
-        with open(model_path, "wb") as handle:
-            handle.write(chief.model_bytes)
-        model = tf.keras.models.load_model(model_path)
-        evaluation = _evaluate(model, test_data, feed, classes)
-    except BaseException:
-        labeled.unpersist()
-        raise
+        model = _load_model(trained[0].model_bytes, work)
+        evaluation = _evaluate(model, test_data, feed, data.classes)
+        sizes = (len(train_data), len(holdout_data), len(test_data))
     finally:
-        train_data.delete()
-        holdout_data.delete()
-        test_data.delete()
+        for split in splits:
+            split.delete()
 
-    state = chief.state
-    seconds = sum(state.history.get("seconds", [])) or 1.0
-    images_per_second = state.images_trained / seconds
-    metadata = ModelMetadata(
+    state = trained[0].state
+    images_per_second = state.images_trained / (sum(state.history.get("seconds", [])) or 1.0)
+    metadata = _metadata(training, data.classes, feed, evaluation, state, sizes,
+                         images_per_second, output_uri)
+    metadata = store_training_sample(spark, data.dataset, metadata,  # for int8
+                                     config.inference.int8_calibration_images,
+                                     config.inference.int8_check_images, data.column)
+    _export(spark, os.path.join(work, "export"), model, metadata, evaluation, state.history)
+    plan.checkpoints.clear()
+    log.info("exported %s to %s (test accuracy %.4f)", metadata.tag, output_uri,
+             evaluation.accuracy)
+    return TrainingResult(metadata, *sizes, data.undecodable, evaluation,
+                          round(per_image, 1), round(images_per_second, 1),
+                          tuple(result.worker_images for result in trained))
+
+
+def _feed_spec(training: TrainingConfig, class_counts: list[int]) -> FeedSpec:
+    """How batches are shaped, preprocessed, weighted and augmented."""
+    channels = 1 if training.color_mode == "grayscale" else 3
+    return FeedSpec(
+        shape=(training.input_height, training.input_width, channels),
+        pixel_feed=training.pixel_feed, preprocessing=PREPROCESSING[training.base],
+        batch_size=training.batch_size,
+        class_weights=(balanced_class_weights(class_counts)
+                       if training.class_weighting == "balanced"
+                       else (1.0,) * len(class_counts)),
+        augmentation=Augmentation.from_config(training))
+
+
+def _load_model(model_bytes: bytes, work: str):
+    """The chief's best model, a Keras model, from its `.keras` bytes."""
+    import tensorflow as tf
+
+    path = os.path.join(work, "best.keras")
+    with open(path, "wb") as handle:
+        handle.write(model_bytes)
+    return tf.keras.models.load_model(path)
+
+
+def _metadata(training: TrainingConfig, classes: tuple[str, ...], feed: FeedSpec,
+              evaluation: Evaluation, state, sizes: tuple[int, int, int],
+              images_per_second: float, output_uri: str) -> ModelMetadata:
+    """The artifact's metadata: what was trained how, and its figures. `sizes`: training,
+    validation and test images."""
+    return ModelMetadata(
         name=training.model_name,
         version=training.model_version or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"),
         input_height=training.input_height, input_width=training.input_width,
-        channels=channels, preprocessing=PREPROCESSING[training.base], classes=classes,
+        channels=feed.shape[2], preprocessing=PREPROCESSING[training.base], classes=classes,
         metrics={"test_accuracy": evaluation.accuracy,
                  "holdout_accuracy": state.history["val_accuracy"][state.best_epoch - 1],
                  "holdout_loss": state.best_val_loss,
-                 "train_images": len(train_data), "holdout_images": len(holdout_data),
-                 "test_images": len(test_data)},
+                 "train_images": sizes[0], "holdout_images": sizes[1], "test_images": sizes[2]},
         training={"base": training.base, "weights": training.weights,
                   "epochs_trained": len(state.history["loss"]), "best_epoch": state.best_epoch,
                   "early_stopped": state.phase_stopped, "workers": training.workers,
@@ -199,22 +288,16 @@ def run_training(spark: SparkSession, config: Config, input_uri: str, output_uri
                   "class_weights": list(feed.class_weights)},
         uri=output_uri.rstrip("/"),
     )
-    metadata = store_training_sample(spark, dataset, metadata,  # for inference.precision int8
-                                     config.inference.int8_calibration_images,
-                                     config.inference.int8_check_images, column)
-    labeled.unpersist()
-    export = os.path.join(work, "export")
+
+
+def _export(spark: SparkSession, export: str, model, metadata: ModelMetadata,
+            evaluation: Evaluation, history: dict) -> None:
+    """Write the artifact and its evaluation locally under `export`, then copy each file to
+    the model's URI."""
     write_artifact(export, model, metadata)
-    write_evaluation(export, evaluation, state.history, metadata.tag)
+    write_evaluation(export, evaluation, history, metadata.tag)
     for name in (*ARTIFACT_FILES, *EVALUATION_FILES):
         hadoop_fs.copy_from_local(spark, os.path.join(export, name), f"{metadata.uri}/{name}")
-    checkpoints.clear()
-    log.info("exported %s to %s (test accuracy %.4f)", metadata.tag, output_uri,
-             evaluation.accuracy)
-    return TrainingResult(metadata, len(train_data), len(holdout_data), len(test_data),
-                          undecodable, evaluation,
-                          round(per_image, 1), round(images_per_second, 1),
-                          tuple(result.worker_images for result in trained))
 
 
 def _train(spark: SparkSession, plan: TrainingPlan, train_data, holdout_data,

@@ -140,14 +140,20 @@ def train_model(plan: TrainingPlan, train_data, holdout_data, worker: int = 0,
                 workers: int = 1) -> TrainedModel:
     """Train per `plan` on the petastorm converters `train_data` (this worker reads shard
     `worker` of `workers`) and `holdout_data`. With `workers` > 1, TF_CONFIG must name them
-    all (`train.distributed` sets it) and every worker must call this at once."""
+    all (`train.distributed` sets it) and every worker must call this at once. Its local
+    checkpoint files are removed when it returns or fails."""
+    with tempfile.TemporaryDirectory(prefix="imagegraph-train-") as work:
+        return _train_model(plan, train_data, holdout_data, worker, workers, work)
+
+
+def _train_model(plan: TrainingPlan, train_data, holdout_data, worker: int, workers: int,
+                 work: str) -> TrainedModel:
     import tensorflow as tf
 
     strategy = (tf.distribute.MultiWorkerMirroredStrategy() if workers > 1
                 else tf.distribute.get_strategy())
     tf.keras.utils.set_random_seed(plan.seed + worker)
     chief = worker == 0
-    work = tempfile.mkdtemp(prefix="imagegraph-train-")
     state = plan.checkpoints.restore(work) if plan.resume else None
     with strategy.scope():
         if state is None:

@@ -1,0 +1,219 @@
+"""Typed settings in YAML sections, shared by the jobs' configuration (`imagegraph.config`) and
+the EMR launcher's settings (`imagegraph.emr.settings`): each section is a frozen dataclass,
+each field a setting whose constraint is declared beside it (`setting(default, check)`).
+
+`load_sections` reads a YAML file with `${VAR}` and `${VAR:-default}` from the environment,
+applies `SECTION.KEY=VALUE` overrides and checks every key: an unknown key (with the closest
+known one), a wrong type or a value its check refuses raises `JobError` naming the file, or the
+command line when an override is wrong, and the dotted key.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import os
+import re
+import typing
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Callable
+
+import yaml
+
+from imagegraph.errors import JobError
+
+_ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+COMMAND_LINE = "command line"
+"""The source named in errors of `--set` overrides and dedicated flags."""
+
+
+@dataclass(frozen=True)
+class Check:
+    """A setting's constraint: `test(value)` holds for allowed values; errors say
+    `must be <rule>, got <value>`."""
+
+    rule: str
+    test: Callable[[Any], bool]
+
+
+def positive() -> Check:
+    return Check("greater than 0", lambda value: value > 0)
+
+
+def at_least(minimum: float, note: str = "") -> Check:
+    """`note` follows the minimum in the rule, e.g. ' (automatic)'."""
+    rule = f"{minimum}{note} or more" if minimum == 0 else f"at least {minimum}"
+    return Check(rule, lambda value: value >= minimum)
+
+
+def between(low: float, high: float, unit: str = "") -> Check:
+    """Inclusive bounds; `unit` follows them in the rule, e.g. ' bits'."""
+    return Check(f"between {low} and {high}{unit}", lambda value: low <= value <= high)
+
+
+def one_of(*choices: Any) -> Check:
+    return Check(f"one of {', '.join(map(str, choices))}", lambda value: value in choices)
+
+
+def iso_time() -> Check:
+    """An ISO-8601 time, or empty for no bound."""
+    return Check("an ISO-8601 time such as 2026-01-31T00:00:00Z",
+                 lambda value: not value or _parses_as_time(value))
+
+
+def list_of_strings() -> Check:
+    return Check("a list of strings",
+                 lambda value: all(isinstance(item, str) for item in value))
+
+
+def setting(default: Any, check: Check | None = None) -> Any:
+    """A dataclass field with `default` (a list or dict is copied per instance) and `check`."""
+    metadata = {"check": check} if check else {}
+    if isinstance(default, (list, dict)):
+        return dataclasses.field(default_factory=lambda: copy.deepcopy(default),
+                                 metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
+
+
+def check_of(cls: type, name: str) -> Check | None:
+    """The check declared on the field `name` of the section `cls`."""
+    return next(f.metadata.get("check") for f in dataclasses.fields(cls) if f.name == name)
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO-8601 time as an aware UTC datetime; a time without zone is taken as UTC."""
+    moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+def _parses_as_time(text: str) -> bool:
+    try:
+        parse_time(text)
+    except ValueError:
+        return False
+    return True
+
+
+def expand_environment(text: str, environ: typing.Mapping[str, str] | None = None) -> str:
+    """Replace `${VAR}` and `${VAR:-default}` in `text`; an unset `${VAR}` becomes ''."""
+    environ = os.environ if environ is None else environ
+
+    def replace(match: re.Match[str]) -> str:
+        value = environ.get(match.group(1))
+        if value in (None, "") and match.group(2) is not None:
+            return match.group(2)
+        return value or ""
+
+    return _ENV_REFERENCE.sub(replace, text)
+
+
+def parse_override(assignment: str) -> tuple[str, Any]:
+    """`'graph.rows_per_flush=200'` -> `('graph.rows_per_flush', 200)`; the value is read as YAML,
+    or kept as the string it is where it is not valid YAML (`input.glob=*.jpg`)."""
+    key, sep, raw = assignment.partition("=")
+    if not sep or not key.strip():
+        raise JobError(f"--set {assignment!r}: expected SECTION.KEY=VALUE")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def load_sections(cls: type, path: str | None, overrides: dict[str, Any] | None,
+                  kind: str) -> Any:
+    """An instance of the sectioned dataclass `cls` from the YAML file `path` (`kind` names it
+    in errors; None means built-in defaults) with `${VAR}` expanded, then dotted-key
+    `overrides` applied, every key checked (`build_section`). Errors name the file when the
+    file alone is wrong, else the command line (`--set` or a flag)."""
+    raw: dict[str, Any] = {}
+    source = path or "<defaults>"
+    if path:
+        try:
+            with open(path, encoding="utf-8") as handle:
+                raw = yaml.safe_load(expand_environment(handle.read())) or {}
+        except FileNotFoundError:
+            raise JobError(f"{kind} {path} does not exist") from None
+        except IsADirectoryError:
+            raise JobError(f"{kind} {path} is a directory: name a YAML file") from None
+        except OSError as exc:
+            raise JobError(f"{kind} {path} cannot be read: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise JobError(f"{kind} {path} is not valid YAML: {exc}") from None
+        if not isinstance(raw, dict):
+            raise JobError(f"{kind} {path}: expected a mapping of sections at the top")
+    if not overrides:
+        return build_section(cls, raw, source, prefix="")
+    build_section(cls, copy.deepcopy(raw), source, prefix="")
+    for dotted, value in overrides.items():
+        section, _, key = dotted.partition(".")
+        if not key:
+            raise JobError(f"override {dotted!r}: expected SECTION.KEY")
+        raw.setdefault(section, {})
+        if not isinstance(raw[section], dict):
+            raise JobError(f"{COMMAND_LINE}: {section} must be a mapping")
+        name, _, entry = key.partition(".")
+        if entry and _is_mapping(cls, section, name):
+            # a mapping's entry: spark.conf.spark.ui.enabled=true sets spark.conf's key
+            raw[section][name] = {**(raw[section].get(name) or {}), entry: value}
+        else:
+            raw[section][key] = value
+    return build_section(cls, raw, COMMAND_LINE, prefix="")
+
+
+def _is_mapping(cls: type, section: str, name: str) -> bool:
+    """Whether `cls`'s section `section` declares `name` as a dict."""
+    section_type = typing.get_type_hints(cls).get(section)
+    if not (isinstance(section_type, type) and dataclasses.is_dataclass(section_type)):
+        return False
+    declared = typing.get_type_hints(section_type).get(name)
+    return declared is dict or typing.get_origin(declared) is dict
+
+
+def build_section(cls: type, raw: Any, source: str, prefix: str) -> Any:
+    """An instance of the dataclass `cls` from the mapping `raw`, every key checked (unknown
+    keys, types, each field's check); errors name `source` and the dotted key under
+    `prefix`."""
+    if not isinstance(raw, dict):
+        raise JobError(f"{source}: {prefix.rstrip('.') or 'top level'} must be a mapping")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(raw) - set(fields))
+    if unknown:
+        close = difflib.get_close_matches(unknown[0], fields, n=1)
+        hint = (f"did you mean {prefix}{close[0]}?" if close
+                else f"known in this section: {', '.join(sorted(fields))}")
+        raise JobError(f"{source}: unknown key {prefix}{unknown[0]} ({hint})")
+    values = {}
+    for name, value in raw.items():
+        dotted = prefix + name
+        expected = hints[name]
+        if isinstance(expected, type) and dataclasses.is_dataclass(expected):
+            values[name] = build_section(expected, value, source, dotted + ".")
+        else:
+            values[name] = _checked(dotted, expected, value, source,
+                                    fields[name].metadata.get("check"))
+    return cls(**values)
+
+
+def _checked(dotted: str, expected: Any, value: Any, source: str, check: Check | None) -> Any:
+    """`value` converted to the declared type where YAML reads it otherwise, then its type and
+    `check` enforced."""
+    if value is None:
+        raise JobError(f"{source}: {dotted} has no value")
+    declared = typing.get_origin(expected) or expected
+    if declared is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if declared is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    if declared is str and isinstance(value, bool) and check and check.test("on"):
+        value = "on" if value else "off"  # YAML 1.1 reads on/off as booleans
+    if not isinstance(value, declared) or (declared is int and isinstance(value, bool)):
+        raise JobError(f"{source}: {dotted} must be {declared.__name__}, "
+                       f"got {type(value).__name__} {value!r}")
+    if check and not check.test(value):
+        raise JobError(f"{source}: {dotted} must be {check.rule}, got {value!r}")
+    return value
