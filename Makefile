@@ -26,6 +26,7 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt setup.py
 # plain `spark-submit` reads s3a:// (EMR ships its own connector).
 jars: build/.jars ## Gremlin Server's classpath and the s3a connector (Maven)
 build/.jars: $(VENV)/.installed dev/maven/gremlin-server/pom.xml dev/maven/spark-s3a/pom.xml
+	rm -rf build/gremlin-server build/spark-s3a
 	mvn --quiet --batch-mode -f dev/maven/gremlin-server/pom.xml dependency:copy-dependencies \
 	    -DincludeScope=runtime -DoutputDirectory=$(CURDIR)/build/gremlin-server
 	mvn --quiet --batch-mode -f dev/maven/spark-s3a/pom.xml dependency:copy-dependencies \

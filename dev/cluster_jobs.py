@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import services
-from spark_cluster import Cluster
+from spark_cluster import WORKER_CORES, Cluster
 
 from imagegraph.emr import package
 from imagegraph.emr.requests import ARCHIVE_PYTHON, render_steps
@@ -47,7 +47,6 @@ PACKAGE_DIR = ROOT / "build" / "package"
 LOCAL_CONFIG = ROOT / "conf" / "local.yaml"
 REGION = "us-east-1"
 EXECUTOR_MEMORY = "2g"     # within spark_cluster.WORKER_MEMORY
-EXECUTOR_CORES = 1         # spark_cluster's workers have one core each
 
 
 @dataclass(frozen=True)
@@ -86,7 +85,7 @@ def standalone_options(cluster: Cluster) -> list[str]:
             "--conf", f"spark.driver.host={services.HOST}",
             "--conf", f"spark.driver.bindAddress={services.HOST}",
             "--conf", f"spark.executor.memory={EXECUTOR_MEMORY}",
-            "--conf", f"spark.executor.cores={EXECUTOR_CORES}",
+            "--conf", f"spark.executor.cores={WORKER_CORES}",
             "--driver-java-options",
             f"-Dlog4j2.configurationFile={ROOT / 'conf' / 'log4j2.properties'}"]
 
