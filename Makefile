@@ -23,14 +23,18 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt setup.py
 	touch $@
 
 # Gremlin Server's classpath, and the s3a connector copied into pyspark's own jars so that a
-# plain `spark-submit` reads s3a:// (EMR ships its own connector).
+# plain `spark-submit` reads s3a:// (EMR ships its own connector). Maven's output goes to
+# build/maven.log, shown only when it fails.
 jars: build/.jars ## Gremlin Server's classpath and the s3a connector (Maven)
 build/.jars: $(VENV)/.installed dev/maven/gremlin-server/pom.xml dev/maven/spark-s3a/pom.xml
 	rm -rf build/gremlin-server build/spark-s3a
-	mvn --quiet --batch-mode -f dev/maven/gremlin-server/pom.xml dependency:copy-dependencies \
-	    -DincludeScope=runtime -DoutputDirectory=$(CURDIR)/build/gremlin-server
-	mvn --quiet --batch-mode -f dev/maven/spark-s3a/pom.xml dependency:copy-dependencies \
-	    -DoutputDirectory=$(CURDIR)/build/spark-s3a
+	mkdir -p build
+	mvn --batch-mode -f dev/maven/gremlin-server/pom.xml dependency:copy-dependencies \
+	    -DincludeScope=runtime -DoutputDirectory=$(CURDIR)/build/gremlin-server \
+	    > build/maven.log 2>&1 || (cat build/maven.log; exit 1)
+	mvn --batch-mode -f dev/maven/spark-s3a/pom.xml dependency:copy-dependencies \
+	    -DoutputDirectory=$(CURDIR)/build/spark-s3a >> build/maven.log 2>&1 \
+	    || (cat build/maven.log; exit 1)
 	cp build/spark-s3a/*.jar $(PYSPARK_JARS)/
 	touch $@
 
