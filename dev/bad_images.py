@@ -15,7 +15,10 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
+import pillow_heif
 from PIL import Image
+
+pillow_heif.register_heif_opener()  # to write the HEIC cases, as the decoder reads them
 
 ORIENTATION = 0x0112  # EXIF tag
 ROTATE_90_CW = 6      # orientation value: displayed rotated 90 degrees clockwise
@@ -100,6 +103,14 @@ def _exif_rotated_jpeg() -> bytes:
     return encode(halves((40, 20), BLACK, WHITE), "JPEG", quality=95, exif=exif.tobytes())
 
 
+def _exif_rotated_heic() -> bytes:
+    """As an iPhone stores a portrait photo: libheif turns the EXIF orientation into the
+    file's own rotation (irot) when it writes one."""
+    exif = Image.Exif()
+    exif[ORIENTATION] = ROTATE_90_CW
+    return encode(halves((40, 20), BLACK, WHITE), "HEIF", quality=90, exif=exif.tobytes())
+
+
 def _gray16_png() -> bytes:
     bands = np.repeat(np.array(GRAY16_BANDS, dtype=np.uint16), 12)  # 48 columns
     return encode(Image.fromarray(np.tile(bands, (32, 1))), "PNG")   # 48x32, mode I;16
@@ -148,7 +159,7 @@ def corpus(max_image_bytes: int, max_image_pixels: int) -> list[Case]:
             "unreadable image header: ValueError: Decompressed data too large for "
             "PngImagePlugin.MAX_TEXT_CHUNK")),
         Case("ghostscript.jpg", dos_eps(), DeadLettered(
-            "unrecognised image format (this job reads BMP, GIF, JPEG, PNG, TIFF, WEBP)")),
+            "unrecognised image format (this job reads BMP, GIF, HEIF, JPEG, PNG, TIFF, WEBP)")),
         Case("too-many-bytes.png", too_big, DeadLettered(
             f"object is {len(too_big)} bytes, over the limit of {max_image_bytes}")),
         Case("cmyk.jpg", encode(Image.new("CMYK", (40, 30), (0, 255, 255, 0)), "JPEG"),
@@ -161,6 +172,9 @@ def corpus(max_image_bytes: int, max_image_pixels: int) -> list[Case]:
         Case("halves.webp", encode(halves((36, 24), RED, WHITE), "WEBP", lossless=True),
              Classified(36, 24, "WEBP")),
         Case("photo.tiff", encode(photo((50, 40)), "TIFF"), Classified(50, 40, "TIFF")),
+        Case("halves.heic", encode(halves((36, 24), RED, WHITE), "HEIF", quality=90),
+             Classified(36, 24, "HEIF")),
+        Case("exif-rotated.heic", _exif_rotated_heic(), Classified(20, 40, "HEIF")),
         Case(INJECTION_KEY, encode(halves((16, 16), BLACK, WHITE), "PNG"),
              Classified(16, 16, "PNG")),
     ]

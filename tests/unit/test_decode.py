@@ -25,6 +25,8 @@ CORPUS_BYTES, CORPUS_PIXELS = 100_000, 1_000_000
 CORPUS = {case.key: case for case in bad_images.corpus(CORPUS_BYTES, CORPUS_PIXELS)}
 
 
+UNRECOGNISED = "unrecognised image format (this job reads BMP, GIF, HEIF, JPEG, PNG, TIFF, WEBP)"
+
 def decode_case(key: str, height: int, width: int, channels: int = 3):
     return decode_image(CORPUS[key].data, height, width, channels, max_bytes=CORPUS_BYTES,
                         max_pixels=CORPUS_PIXELS)
@@ -186,6 +188,13 @@ def test_webp_decodes():
     assert pixels[12, 4].tolist() == list(RED) and pixels[12, 30].tolist() == list(WHITE)
 
 
+def test_heic_decodes_with_its_rotation_applied_once():
+    assert decode_case("halves.heic", 24, 36).pixels[12, 4].tolist() == pytest.approx(
+        list(RED), abs=12)
+    pixels = decode_case("exif-rotated.heic", 40, 20).pixels  # stored 40x20, shown 20x40
+    assert pixels[5, 10, 0] < 30 and pixels[35, 10, 0] > 225
+
+
 def test_tiff_decodes_to_the_pixels_it_stores():
     expected = np.asarray(bad_images.photo((50, 40)))
     assert np.array_equal(decode_case("photo.tiff", 40, 50).pixels, expected)
@@ -210,10 +219,8 @@ def test_png_text_chunk_bomb_is_refused_while_reading_the_header():
     (b"\xef\xbb\xbfplain text with a byte-order mark\r\n", "not an image: text"),
     (b"  <HTML><BODY>Access Denied</BODY></HTML>", "not an image: HTML document"),
     ("é".encode() * 600, "not an image: text"),  # a character cut at the sniffed length
-    (b"\x00\x01\x02binary", "unrecognised image format (this job reads BMP, GIF, JPEG, PNG, "
-                            "TIFF, WEBP)"),
-    (b"text then \xff\xfe invalid UTF-8", "unrecognised image format (this job reads BMP, "
-                                          "GIF, JPEG, PNG, TIFF, WEBP)"),
+    (b"\x00\x01\x02binary", UNRECOGNISED),
+    (b"text then \xff\xfe invalid UTF-8", UNRECOGNISED),
 ])
 def test_unrecognised_reason(data, reason):
     assert unrecognised_reason(data) == reason
@@ -354,11 +361,9 @@ def test_high_bit_depth_and_alpha_levels(mode, values, gray):
 
 
 @pytest.mark.parametrize("data, reason", [
-    (b"hello\xff", "unrecognised image format (this job reads BMP, GIF, JPEG, PNG, TIFF, WEBP)"),
-    (b"abc" + b"\x00" * 1021, "unrecognised image format (this job reads BMP, GIF, JPEG, PNG, "
-                              "TIFF, WEBP)"),
-    (b"a" * 1020 + b"\x00bcd", "unrecognised image format (this job reads BMP, GIF, JPEG, PNG, "
-                               "TIFF, WEBP)"),
+    (b"hello\xff", UNRECOGNISED),
+    (b"abc" + b"\x00" * 1021, UNRECOGNISED),
+    (b"a" * 1020 + b"\x00bcd", UNRECOGNISED),
     (b"a" * 1022 + "é".encode(), "not an image: text"),   # cut inside its last character
     (b"<!DOCTYPE html><p>Not found</p>", "not an image: HTML document"),
 ])

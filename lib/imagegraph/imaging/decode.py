@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import pillow_heif
 import simplejpeg
 from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
@@ -33,7 +34,11 @@ cv2.setNumThreads(1)  # resizes run on the reader threads; OpenCV's own pool wou
 # Pillow's own bomb check is replaced by the configured `max_pixels` check in `decode_image`.
 Image.MAX_IMAGE_PIXELS = None
 
-READ_FORMATS = ("BMP", "GIF", "JPEG", "PNG", "TIFF", "WEBP")
+# HEIC and HEIF (iPhone photos) through libheif, which applies their rotation when it decodes
+# and reports the displayed size and orientation 1
+pillow_heif.register_heif_opener()
+
+READ_FORMATS = ("BMP", "GIF", "HEIF", "JPEG", "PNG", "TIFF", "WEBP")
 """The Pillow formats an object may be in; anything else is dead-lettered unparsed."""
 
 _HIGH_BIT_DEPTH_MODES = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0,
