@@ -41,8 +41,24 @@ def aws(endpoints, monkeypatch):
     s3 = client("s3")
     if CODE_BUCKET not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
         s3.create_bucket(Bucket=CODE_BUCKET)
+    create_default_roles(client("iam"))
     client.endpoint = env["S3_ENDPOINT"]
     return client
+
+
+def create_default_roles(iam, service_role="EMR_DefaultRole", ec2_role="EMR_EC2_DefaultRole"):
+    """What `aws emr create-default-roles` makes: the service role, and the EC2 role inside an
+    instance profile of the same name (each only when missing)."""
+    for name, principal in ((service_role, "elasticmapreduce.amazonaws.com"),
+                            (ec2_role, "ec2.amazonaws.com")):
+        trust = {"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": {"Service": principal}, "Action": "sts:AssumeRole"}]}
+        if name not in {role["RoleName"] for role in iam.list_roles()["Roles"]}:
+            iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
+    profiles = {p["InstanceProfileName"] for p in iam.list_instance_profiles()["InstanceProfiles"]}
+    if ec2_role not in profiles:
+        iam.create_instance_profile(InstanceProfileName=ec2_role)
+        iam.add_role_to_instance_profile(InstanceProfileName=ec2_role, RoleName=ec2_role)
 
 
 def launcher_args(aws, emr_package, *extra):
@@ -132,12 +148,14 @@ def test_new_cluster_runs_every_shard_of_a_backfill(aws, emr_package, capsys):
     assert cluster["LogUri"] == f"s3://{CODE_BUCKET}/logs/"
     assert cluster["AutoTerminate"] is True
     assert {app["Name"] for app in cluster["Applications"]} == {"Hadoop", "Spark"}
-    assert cluster["Configurations"] == json.loads(
-        (services.ROOT / "emr" / "configurations.json").read_text()) + [{
-            "Classification": "spark-env", "Properties": {}, "Configurations": [{
-                "Classification": "export",
-                "Properties": {"PYSPARK_PYTHON": "/usr/bin/python3.11"}}]}]
-    assert cluster["ServiceRole"] == "EMR_DefaultRole_V2"
+    dry_run = json.loads(launch(capsys, [*BACKFILL, "--shards", "4", "--dry-run",
+                                         *launcher_args(aws, emr_package)])[1])
+    assert cluster["Configurations"] == dry_run["run_job_flow"]["Configurations"]
+    assert {"Classification": "spark-env", "Properties": {}, "Configurations": [{
+        "Classification": "export", "Properties": {"PYSPARK_PYTHON": "/usr/bin/python3.11"}}]} \
+        in cluster["Configurations"]
+    assert (cluster["ServiceRole"], cluster["Ec2InstanceAttributes"]["IamInstanceProfile"]) == \
+        ("EMR_DefaultRole", "EMR_EC2_DefaultRole")
     assert {"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"} in \
         cluster["Tags"]
     assert cluster["EbsRootVolumeSize"] == 40
@@ -220,6 +238,25 @@ def test_a_cluster_emr_would_refuse_or_break_is_not_started(aws, emr_package, ca
                                      "--code-uri", code_uri])
     assert code == 2 and out == "" and len(err.splitlines()) == 1
     assert re.search(message, err)
+    assert len(aws("emr").list_clusters()["Clusters"]) == before
+    assert code_objects(aws, code_uri) == []
+
+
+@pytest.mark.parametrize("setting, missing", [
+    ("cluster.service_role", "IAM role imagegraph-no-such-role"),
+    ("cluster.instance_profile", "IAM instance profile imagegraph-no-such-role"),
+])
+def test_a_missing_role_names_the_command_that_creates_it(aws, emr_package, capsys, request,
+                                                          setting, missing):
+    code_uri = refused_code_uri(request)
+    before = len(aws("emr").list_clusters()["Clusters"])
+    code, out, err = launch(capsys, [*BACKFILL, "--shards", "2",
+                                     *launcher_args(aws, emr_package), "--code-uri", code_uri,
+                                     "--set", f"{setting}=imagegraph-no-such-role"])
+    assert code == 2 and out == ""
+    assert err == (f"python -m imagegraph.emr: error: {missing} ({setting}) does not exist: "
+                   "`aws emr create-default-roles` creates the role EMR_DefaultRole and the "
+                   "instance profile EMR_EC2_DefaultRole\n")
     assert len(aws("emr").list_clusters()["Clusters"]) == before
     assert code_objects(aws, code_uri) == []
 

@@ -45,8 +45,8 @@ def _options() -> argparse.ArgumentParser:
                         help="AWS region (settings: aws.region; default: boto3's, "
                              "AWS_DEFAULT_REGION)")
     parser.add_argument("--endpoint-url", metavar="URL",
-                        help="send S3, EMR and EMR Serverless requests to this endpoint instead "
-                             "of AWS, e.g. moto's server (settings: aws.endpoint_url)")
+                        help="send S3, IAM, EMR and EMR Serverless requests to this endpoint "
+                             "instead of AWS, e.g. moto's server (settings: aws.endpoint_url)")
     parser.add_argument("--code-uri", metavar="S3URI",
                         help="s3://bucket/prefix to upload the package, entry files, job "
                              "configuration and bootstrap action to (settings: package.code_uri)")

@@ -66,6 +66,11 @@ class Plan:
                 + (", a custom image (imageConfiguration)" if self.require_custom_image else ""),
                 f"start at most {self.concurrency} job run(s) at once (steps.concurrency); "
                 "the next when one ends"]
+        elif self.operation == "run_job_flow":
+            request = self.requests[0]
+            shown["before_sending"] = [
+                f"get_role {request['ServiceRole']}, get_instance_profile "
+                f"{request['JobFlowRole']}: both exist in IAM"]
         elif self.operation == "add_job_flow_steps":
             shown["before_sending"] = [
                 f"list_steps {self.requests[0]['JobFlowId']}: PENDING and RUNNING steps plus "
