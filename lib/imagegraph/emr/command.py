@@ -6,6 +6,7 @@ Arguments after `--` are passed to the job itself (checked by the job's own pars
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 
 from imagegraph.cli import run_job
@@ -16,6 +17,8 @@ from imagegraph.emr.settings import DEFAULT_PATH, PYTHON_ENVS, load_settings
 from imagegraph.errors import JobError
 
 PROG = "python -m imagegraph.emr"
+_S3_URI = re.compile(r"s3://[^/\s]+(/|$)")
+_MODEL_TAG = re.compile(r"[^@\s]+@[^@\s]+")
 _FLAG_KEYS = {"region": "aws.region", "endpoint_url": "aws.endpoint_url",
               "code_uri": "package.code_uri", "python_env": "package.python_env",
               "gremlin_endpoint": "steps.gremlin_endpoint"}
@@ -121,9 +124,9 @@ def launcher_parser() -> argparse.ArgumentParser:
     _neptune_options(backfill)
     backfill.add_argument("--shards", type=int, required=True, metavar="N",
                           help="split the objects into N shards, one step each")
-    backfill.add_argument("--shard", type=int, action="append", metavar="I",
-                          help="launch only shard I (0 <= I < N), e.g. to rerun a failed one; "
-                               "repeatable (default: all N)")
+    backfill.add_argument("--shard", action="append", metavar="I",
+                          help="launch only shard I (0 <= I < N; or I/N, as the job writes "
+                               "it), e.g. to rerun a failed one; repeatable (default: all N)")
     link = commands.add_parser("link", parents=[common], epilog=_EPILOG, formatter_class=formatter,
                                help="link the images infer wrote to each other (jobs/link.py)")
     link.add_argument("--output", required=True, metavar="URI", help="infer's --output (s3://...)")
@@ -134,8 +137,42 @@ def launcher_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_locations(args: argparse.Namespace) -> None:
+    """`JobError` for a location that is not an s3://bucket/... URI, or a link `--model` that
+    is not NAME@VERSION: the steps run on EMR, where a bare `bucket/prefix` is a path in HDFS
+    and a link model is looked up by its name and version."""
+    for flag in ("input", "inventory", "manifest", "output"):
+        _check_s3_uri(flag, getattr(args, flag, None))
+    if args.command == "link":
+        if not _MODEL_TAG.fullmatch(args.model):
+            raise JobError(f"--model must be NAME@VERSION, e.g. digits-cnn@v1 (the model's "
+                           f"name and version as train wrote them), got {args.model!r}")
+    else:
+        _check_s3_uri("model", getattr(args, "model", None))
+
+
+def _check_s3_uri(flag: str, uri: str | None) -> None:
+    if uri is not None and not _S3_URI.match(uri):
+        raise JobError(f"--{flag} must be an s3:// URI (s3://bucket/prefix), got {uri!r}")
+
+
+def shard_index(text: str, shards: int) -> int:
+    """`--shard`'s `I` or `I/N` (`N` must be `shards`) -> `I`, 0 <= I < `shards`."""
+    index, sep, count = text.partition("/")
+    try:
+        number, of = int(index), int(count) if sep else shards
+    except ValueError:
+        raise JobError(f"--shard must be I or I/N, e.g. 3 or 3/{shards}, got {text!r}") from None
+    if of != shards:
+        raise JobError(f"--shard {text} is a shard of {of}, but --shards is {shards}")
+    if not 0 <= number < shards:
+        raise JobError(f"--shard {text} is outside 0..{shards - 1}")
+    return number
+
+
 def step_values(args: argparse.Namespace) -> list[dict]:
     """The job's own placeholder values, one dict per step."""
+    check_locations(args)
     if args.command == "train":
         return [{"input": args.input, "output": args.output}]
     if args.command in ("infer", "link"):
@@ -143,10 +180,8 @@ def step_values(args: argparse.Namespace) -> list[dict]:
                  "model": args.model, "output": args.output}]
     if args.shards < 1:
         raise JobError("--shards must be at least 1")
-    shards = args.shard if args.shard else list(range(args.shards))
-    outside = [i for i in shards if not 0 <= i < args.shards]
-    if outside:
-        raise JobError(f"--shard {outside[0]} is outside 0..{args.shards - 1}")
+    shards = ([shard_index(text, args.shards) for text in args.shard] if args.shard
+              else list(range(args.shards)))
     kind = "inventory" if args.inventory else "manifest"
     return [{"source_kind": kind, "source": args.inventory or args.manifest, "shard": shard,
              "shards": args.shards, "model": args.model, "output": args.output}
@@ -160,10 +195,11 @@ def launch(args: argparse.Namespace, job_options: list[str]) -> int:
         value = getattr(args, flag, None)
         if value is not None:
             overrides[key] = value
+    values = step_values(args)
     settings = load_settings(args.settings, overrides)
     target = "steps" if args.cluster_id else "serverless" if args.serverless else "cluster"
     region = resolve_region(settings.aws)
-    plan = build_plan(settings, target, args.command, step_values(args), job_options, region,
+    plan = build_plan(settings, target, args.command, values, job_options, region,
                       args.cluster_id or args.serverless or "")
     if args.dry_run:
         print(dumps(plan.to_json()))
