@@ -110,10 +110,10 @@ def newest_cluster_id(emr):
                key=lambda c: c["Status"]["Timeline"]["CreationDateTime"])["Id"]
 
 
-def running_cluster(emr):
+def running_cluster(emr, release_label="emr-7.12.0"):
     """A cluster that was not made by the launcher, waiting for steps."""
     return emr.run_job_flow(
-        Name="running", ReleaseLabel="emr-7.12.0", JobFlowRole="EMR_EC2_DefaultRole",
+        Name="running", ReleaseLabel=release_label, JobFlowRole="EMR_EC2_DefaultRole",
         ServiceRole="EMR_DefaultRole", LogUri=f"s3://{CODE_BUCKET}/logs/",
         Instances={"MasterInstanceType": "m6i.xlarge", "SlaveInstanceType": "m6i.2xlarge",
                    "InstanceCount": 3, "KeepJobFlowAliveWhenNoSteps": True})["JobFlowId"]
@@ -221,6 +221,31 @@ def test_a_running_cluster_is_not_given_more_than_256_active_steps(aws, emr_pack
                                      *launcher_args(aws, emr_package), "--code-uri", code_uri])
     assert code == 0, err
     assert step_count(emr, cluster_id) == 252
+
+
+@pytest.mark.parametrize("release_label, terminated, line", [
+    ("emr-7.10.0", False, "cluster {id} runs emr-7.10.0, not cluster.release_label emr-7.12.0: "
+                          "use a cluster of that release, or --set "
+                          "cluster.release_label=emr-7.10.0 to run on this one"),
+    ("emr-6.15.0", False, "cluster {id} runs emr-6.15.0, not cluster.release_label emr-7.12.0: "
+                          "use a cluster of that release, or --set "
+                          "cluster.release_label=emr-6.15.0 to run on this one"),
+    ("emr-7.12.0", True, "cluster {id} is TERMINATED: steps are added only to a WAITING or "
+                         "RUNNING cluster"),
+])
+def test_steps_go_only_to_a_waiting_or_running_cluster_of_the_release(
+        aws, emr_package, capsys, request, release_label, terminated, line):
+    code_uri = refused_code_uri(request)
+    emr = aws("emr")
+    cluster_id = running_cluster(emr, release_label)
+    if terminated:
+        emr.terminate_job_flows(JobFlowIds=[cluster_id])
+    code, out, err = launch(capsys, [*BACKFILL, "--shards", "2", "--cluster-id", cluster_id,
+                                     *launcher_args(aws, emr_package), "--code-uri", code_uri])
+    assert code == 2 and out == ""
+    assert err == f"python -m imagegraph.emr: error: {line.format(id=cluster_id)}\n"
+    assert step_count(emr, cluster_id) == 0
+    assert code_objects(aws, code_uri) == []
 
 
 @pytest.mark.parametrize("extra, message", [

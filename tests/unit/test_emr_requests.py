@@ -549,6 +549,7 @@ def test_dry_run_says_which_python_and_what_is_checked_before_sending(tmp_path, 
     assert unchecked["before_sending"][0] == "get_application 00fabc: architecture X86_64"
     running = plan(tmp_path, "steps", "j-ABC").to_json()
     assert running["before_sending"] == [
+        "describe_cluster j-ABC: WAITING or RUNNING, release emr-7.12.0",
         "list_steps j-ABC: PENDING and RUNNING steps plus these at most 256"]
     new_cluster = plan(tmp_path).to_json()
     assert new_cluster["python"].endswith("bin/python -> /usr/bin/python3.11 from the nodes")

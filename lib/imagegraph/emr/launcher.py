@@ -1,6 +1,6 @@
 """Sending a `Plan`: first the checks only AWS can answer (a new cluster's IAM service role and
 instance profile; the EMR Serverless application's architecture and image; a running
-cluster's active steps), then uploads to S3, then
+cluster's state, release and active steps), then uploads to S3, then
 run_job_flow, add_job_flow_steps or start_job_run (at most `plan.concurrency` job runs at
 once: the next starts when one ends), and, when asked, waiting for the steps or job runs while
 printing each state change and where its logs are.
@@ -20,7 +20,12 @@ from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import BotoCoreError, ClientError
 
 from imagegraph.emr.package import Upload
-from imagegraph.emr.requests import MAX_ACTIVE_STEPS, Plan, serverless_application_problem
+from imagegraph.emr.requests import (
+    CLUSTER_TAKING_STEPS,
+    MAX_ACTIVE_STEPS,
+    Plan,
+    serverless_application_problem,
+)
 from imagegraph.emr.settings import AwsSettings
 from imagegraph.errors import JobError
 
@@ -81,8 +86,9 @@ class Launcher:
 
     def check(self, plan: Plan) -> None:
         """`JobError` when a new cluster's service role or instance profile does not exist in
-        IAM, the EMR Serverless application cannot run the jobs, or a running cluster would
-        hold more than EMR's 256 active steps."""
+        IAM, the EMR Serverless application cannot run the jobs, or a running cluster is not
+        WAITING or RUNNING, runs another release than the settings' or would hold more than
+        EMR's 256 active steps."""
         if plan.operation == "run_job_flow":
             self._check_roles(plan.requests[0]["ServiceRole"], plan.requests[0]["JobFlowRole"])
         elif plan.operation == "start_job_run":
@@ -96,6 +102,17 @@ class Launcher:
         elif plan.operation == "add_job_flow_steps":
             cluster_id = plan.requests[0]["JobFlowId"]
             emr = self._client("emr")
+            cluster = _calling(f"describe_cluster {cluster_id}", lambda: emr.describe_cluster(
+                ClusterId=cluster_id))["Cluster"]
+            state = cluster["Status"]["State"]
+            if state not in CLUSTER_TAKING_STEPS:
+                raise JobError(f"cluster {cluster_id} is {state}: steps are added only to a "
+                               f"{' or '.join(CLUSTER_TAKING_STEPS)} cluster")
+            if cluster.get("ReleaseLabel") != plan.release_label:
+                raise JobError(f"cluster {cluster_id} runs {cluster.get('ReleaseLabel')}, not "
+                               f"cluster.release_label {plan.release_label}: use a cluster of "
+                               f"that release, or --set cluster.release_label="
+                               f"{cluster.get('ReleaseLabel')} to run on this one")
             active = _calling(f"list_steps {cluster_id}", lambda: sum(
                 len(page["Steps"]) for page in emr.get_paginator("list_steps").paginate(
                     ClusterId=cluster_id, StepStates=STEP_ACTIVE)))
