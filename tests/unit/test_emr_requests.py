@@ -635,6 +635,10 @@ def test_managed_scaling_without_spot_scales_the_core_nodes(tmp_path, emr_packag
     ({"cluster.release_label": "7.12.0"}, "cluster.release_label must be emr-7.x or later"),
     ({"steps.action_on_failure": "TERMINATE_CLUSTER", "steps.concurrency": 2},
      "TERMINATE_CLUSTER needs steps.concurrency 1"),
+    ({"cluster.emr_managed_master_security_group": "sg-m"},
+     "cluster.emr_managed_master_security_group and cluster.emr_managed_slave_security_group "
+     "are set together or not at all"),
+    ({"cluster.emr_managed_slave_security_group": "sg-s"}, "are set together or not at all"),
 ])
 def test_limits_aws_would_reject_are_refused_before_sending(overrides, message):
     with pytest.raises(JobError, match=message):

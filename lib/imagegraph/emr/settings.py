@@ -66,7 +66,8 @@ class ClusterSettings:
     it too, docs/EMR.md). `additional_security_groups` go on every node: the group that Neptune's
     security group admits on port 8182. `emr_managed_*_security_group`,
     `service_access_security_group`: security groups EMR manages (empty: EMR creates them;
-    the service access group is needed in a private subnet). `release_label`: an emr-7.x
+    the primary's and the core nodes' are given together or not at all, and in a private
+    subnet the service access group with them). `release_label`: an emr-7.x
     release (Amazon Linux 2023, Python 3.11). `configurations`: the JSON file of configuration
     classifications; `log4j2`: the job's logging, rendered as `spark-log4j2`.
 
@@ -190,6 +191,11 @@ def _check(settings: LauncherSettings, source: str) -> None:
         raise JobError(f"{source}: cluster.release_label must be emr-{MIN_EMR_RELEASE}.x or "
                        f"later (Amazon Linux 2023, Python 3.11), got "
                        f"{settings.cluster.release_label!r}")
+    if bool(settings.cluster.emr_managed_master_security_group) != \
+            bool(settings.cluster.emr_managed_slave_security_group):
+        raise JobError(f"{source}: cluster.emr_managed_master_security_group and "
+                       "cluster.emr_managed_slave_security_group are set together or not at "
+                       "all (EMR refuses one without the other)")
     if settings.steps.action_on_failure == "TERMINATE_CLUSTER" and settings.steps.concurrency > 1:
         raise JobError(f"{source}: steps.action_on_failure TERMINATE_CLUSTER needs "
                        "steps.concurrency 1 (EMR refuses it with concurrent steps)")
