@@ -62,7 +62,8 @@ def _options() -> argparse.ArgumentParser:
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--cluster-id", metavar="ID",
                         help="add the steps to this running cluster (j-...) instead of "
-                             "creating one")
+                             "creating one; it must be WAITING or RUNNING, on "
+                             "cluster.release_label")
     target.add_argument("--serverless", metavar="APPLICATION_ID",
                         help="start EMR Serverless job runs on this application instead")
     parser.add_argument("--dry-run", action="store_true",
