@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import re
 import sys
+from typing import NoReturn
 
 from imagegraph.cli import run_job
 from imagegraph.config import parse_override
@@ -35,9 +36,34 @@ Exit codes: 0 launched (with --wait: every step succeeded), 1 a step failed or -
 passed, 2 bad arguments, settings or an AWS error (one line on stderr)."""
 
 
-def _options() -> argparse.ArgumentParser:
+class _OneLineParser(argparse.ArgumentParser):
+    """A parser whose usage errors are one line, `PROG COMMAND: error: ...`, exit code 2
+    (`--help` shows the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def s3_uri(text: str) -> str:
+    """An `--input`, `--output`, `--model` (a directory), `--inventory` or `--manifest` value:
+    the steps run on EMR, where a bare `bucket/prefix` would be a path in the cluster's HDFS."""
+    if not _S3_URI.match(text):
+        raise argparse.ArgumentTypeError(
+            f"must be an s3:// URI (s3://bucket/prefix), got {text!r}")
+    return text
+
+
+def model_tag(text: str) -> str:
+    """link's `--model`: the model's name and version as train wrote them."""
+    if not _MODEL_TAG.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"must be NAME@VERSION, e.g. digits-cnn@v1, got {text!r}")
+    return text
+
+
+def _options() -> _OneLineParser:
     """The options every command takes."""
-    parser = argparse.ArgumentParser(add_help=False)
+    parser = _OneLineParser(add_help=False)
     parser.add_argument("--settings", metavar="PATH", default=DEFAULT_PATH,
                         help=f"launcher settings YAML (default: {DEFAULT_PATH})")
     parser.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[],
@@ -80,9 +106,9 @@ def _options() -> argparse.ArgumentParser:
 
 
 def _neptune_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, metavar="URI",
+    parser.add_argument("--model", required=True, type=s3_uri, metavar="URI",
                         help="model directory, as written by train (s3://...)")
-    parser.add_argument("--output", required=True, metavar="URI",
+    parser.add_argument("--output", required=True, type=s3_uri, metavar="URI",
                         help="where predictions/ and dead_letter/ are written (s3://...)")
     parser.add_argument("--gremlin-endpoint", metavar="URL",
                         help="Neptune's writer endpoint, wss://HOST:8182/gremlin "
@@ -91,7 +117,7 @@ def _neptune_options(parser: argparse.ArgumentParser) -> None:
 
 def launcher_parser() -> argparse.ArgumentParser:
     """The parser of `python -m imagegraph.emr`."""
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog=PROG, epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Upload the package built by `make package` and the job entry files to S3, "
                     "then run train, infer, a sharded backfill or link on Amazon EMR.")
@@ -102,15 +128,16 @@ def launcher_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", parents=[common], epilog=_EPILOG,
                                 formatter_class=formatter,
                                 help="train a model (jobs/train.py) in one step")
-    train.add_argument("--input", required=True, metavar="URI",
+    train.add_argument("--input", required=True, type=s3_uri, metavar="URI",
                        help="prefix of labeled images, <input>/<label>/<image>")
-    train.add_argument("--output", required=True, metavar="URI",
+    train.add_argument("--output", required=True, type=s3_uri, metavar="URI",
                        help="model directory to write")
 
     infer = commands.add_parser("infer", parents=[common], epilog=_EPILOG,
                                 formatter_class=formatter,
                                 help="classify every image under a prefix (jobs/infer.py)")
-    infer.add_argument("--input", required=True, metavar="URI", help="prefix of images")
+    infer.add_argument("--input", required=True, type=s3_uri, metavar="URI",
+                       help="prefix of images")
     _neptune_options(infer)
 
     backfill = commands.add_parser(
@@ -118,9 +145,9 @@ def launcher_parser() -> argparse.ArgumentParser:
         help="classify the objects of a manifest or S3 Inventory in N resumable shards, "
              "one step (or job run) per shard")
     source = backfill.add_mutually_exclusive_group(required=True)
-    source.add_argument("--inventory", metavar="URI",
+    source.add_argument("--inventory", type=s3_uri, metavar="URI",
                         help="an S3 Inventory manifest.json listing the objects")
-    source.add_argument("--manifest", metavar="URI",
+    source.add_argument("--manifest", type=s3_uri, metavar="URI",
                         help="a CSV or Parquet manifest of bucket,key or URIs")
     _neptune_options(backfill)
     backfill.add_argument("--shards", type=int, required=True, metavar="N",
@@ -130,31 +157,13 @@ def launcher_parser() -> argparse.ArgumentParser:
                                "it), e.g. to rerun a failed one; repeatable (default: all N)")
     link = commands.add_parser("link", parents=[common], epilog=_EPILOG, formatter_class=formatter,
                                help="link the images infer wrote to each other (jobs/link.py)")
-    link.add_argument("--output", required=True, metavar="URI", help="infer's --output (s3://...)")
-    link.add_argument("--model", required=True, metavar="NAME@VERSION",
+    link.add_argument("--output", required=True, type=s3_uri, metavar="URI",
+                      help="infer's --output (s3://...)")
+    link.add_argument("--model", required=True, type=model_tag, metavar="NAME@VERSION",
                       help="the model whose predictions to link")
     link.add_argument("--gremlin-endpoint", metavar="URL",
                       help="Neptune's writer endpoint (settings: steps.gremlin_endpoint)")
     return parser
-
-
-def check_locations(args: argparse.Namespace) -> None:
-    """`JobError` for a location that is not an s3://bucket/... URI, or a link `--model` that
-    is not NAME@VERSION: the steps run on EMR, where a bare `bucket/prefix` is a path in HDFS
-    and a link model is looked up by its name and version."""
-    for flag in ("input", "inventory", "manifest", "output"):
-        _check_s3_uri(flag, getattr(args, flag, None))
-    if args.command == "link":
-        if not _MODEL_TAG.fullmatch(args.model):
-            raise JobError(f"--model must be NAME@VERSION, e.g. digits-cnn@v1 (the model's "
-                           f"name and version as train wrote them), got {args.model!r}")
-    else:
-        _check_s3_uri("model", getattr(args, "model", None))
-
-
-def _check_s3_uri(flag: str, uri: str | None) -> None:
-    if uri is not None and not _S3_URI.match(uri):
-        raise JobError(f"--{flag} must be an s3:// URI (s3://bucket/prefix), got {uri!r}")
 
 
 def shard_index(text: str, shards: int) -> int:
@@ -173,7 +182,6 @@ def shard_index(text: str, shards: int) -> int:
 
 def step_values(args: argparse.Namespace) -> list[dict]:
     """The job's own placeholder values, one dict per step."""
-    check_locations(args)
     if args.command == "train":
         return [{"input": args.input, "output": args.output}]
     if args.command in ("infer", "link"):
