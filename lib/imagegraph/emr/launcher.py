@@ -108,11 +108,11 @@ class Launcher:
             if state not in CLUSTER_TAKING_STEPS:
                 raise JobError(f"cluster {cluster_id} is {state}: steps are added only to a "
                                f"{' or '.join(CLUSTER_TAKING_STEPS)} cluster")
-            if cluster.get("ReleaseLabel") != plan.release_label:
-                raise JobError(f"cluster {cluster_id} runs {cluster.get('ReleaseLabel')}, not "
-                               f"cluster.release_label {plan.release_label}: use a cluster of "
-                               f"that release, or --set cluster.release_label="
-                               f"{cluster.get('ReleaseLabel')} to run on this one")
+            release = cluster.get("ReleaseLabel")
+            if release != plan.release_label:
+                raise JobError(f"cluster {cluster_id} runs {release}, not cluster.release_label "
+                               f"{plan.release_label}: use a cluster of that release, or --set "
+                               f"cluster.release_label={release} to run on this one")
             active = _calling(f"list_steps {cluster_id}", lambda: sum(
                 len(page["Steps"]) for page in emr.get_paginator("list_steps").paginate(
                     ClusterId=cluster_id, StepStates=STEP_ACTIVE)))
@@ -126,8 +126,8 @@ class Launcher:
         """`JobError` naming the command that creates them when the IAM role `service_role`
         or the instance profile `instance_profile` does not exist."""
         iam = self._client("iam")
-        checks = [(f"get_role {service_role}", functools.partial(iam.get_role,
-                                                                  RoleName=service_role),
+        checks = [(f"get_role {service_role}",
+                   functools.partial(iam.get_role, RoleName=service_role),
                    f"IAM role {service_role} (cluster.service_role)"),
                   (f"get_instance_profile {instance_profile}",
                    functools.partial(iam.get_instance_profile,
