@@ -41,8 +41,24 @@ def aws(endpoints, monkeypatch):
     s3 = client("s3")
     if CODE_BUCKET not in {b["Name"] for b in s3.list_buckets()["Buckets"]}:
         s3.create_bucket(Bucket=CODE_BUCKET)
+    create_default_roles(client("iam"))
     client.endpoint = env["S3_ENDPOINT"]
     return client
+
+
+def create_default_roles(iam, service_role="EMR_DefaultRole", ec2_role="EMR_EC2_DefaultRole"):
+    """What `aws emr create-default-roles` makes: the service role, and the EC2 role inside an
+    instance profile of the same name (each only when missing)."""
+    for name, principal in ((service_role, "elasticmapreduce.amazonaws.com"),
+                            (ec2_role, "ec2.amazonaws.com")):
+        trust = {"Version": "2012-10-17", "Statement": [{
+            "Effect": "Allow", "Principal": {"Service": principal}, "Action": "sts:AssumeRole"}]}
+        if name not in {role["RoleName"] for role in iam.list_roles()["Roles"]}:
+            iam.create_role(RoleName=name, AssumeRolePolicyDocument=json.dumps(trust))
+    profiles = {p["InstanceProfileName"] for p in iam.list_instance_profiles()["InstanceProfiles"]}
+    if ec2_role not in profiles:
+        iam.create_instance_profile(InstanceProfileName=ec2_role)
+        iam.add_role_to_instance_profile(InstanceProfileName=ec2_role, RoleName=ec2_role)
 
 
 def launcher_args(aws, emr_package, *extra):
@@ -94,10 +110,10 @@ def newest_cluster_id(emr):
                key=lambda c: c["Status"]["Timeline"]["CreationDateTime"])["Id"]
 
 
-def running_cluster(emr):
+def running_cluster(emr, release_label="emr-7.12.0"):
     """A cluster that was not made by the launcher, waiting for steps."""
     return emr.run_job_flow(
-        Name="running", ReleaseLabel="emr-7.12.0", JobFlowRole="EMR_EC2_DefaultRole",
+        Name="running", ReleaseLabel=release_label, JobFlowRole="EMR_EC2_DefaultRole",
         ServiceRole="EMR_DefaultRole", LogUri=f"s3://{CODE_BUCKET}/logs/",
         Instances={"MasterInstanceType": "m6i.xlarge", "SlaveInstanceType": "m6i.2xlarge",
                    "InstanceCount": 3, "KeepJobFlowAliveWhenNoSteps": True})["JobFlowId"]
@@ -132,12 +148,14 @@ def test_new_cluster_runs_every_shard_of_a_backfill(aws, emr_package, capsys):
     assert cluster["LogUri"] == f"s3://{CODE_BUCKET}/logs/"
     assert cluster["AutoTerminate"] is True
     assert {app["Name"] for app in cluster["Applications"]} == {"Hadoop", "Spark"}
-    assert cluster["Configurations"] == json.loads(
-        (services.ROOT / "emr" / "configurations.json").read_text()) + [{
-            "Classification": "spark-env", "Properties": {}, "Configurations": [{
-                "Classification": "export",
-                "Properties": {"PYSPARK_PYTHON": "/usr/bin/python3.11"}}]}]
-    assert cluster["ServiceRole"] == "EMR_DefaultRole_V2"
+    dry_run = json.loads(launch(capsys, [*BACKFILL, "--shards", "4", "--dry-run",
+                                         *launcher_args(aws, emr_package)])[1])
+    assert cluster["Configurations"] == dry_run["run_job_flow"]["Configurations"]
+    assert {"Classification": "spark-env", "Properties": {}, "Configurations": [{
+        "Classification": "export", "Properties": {"PYSPARK_PYTHON": "/usr/bin/python3.11"}}]} \
+        in cluster["Configurations"]
+    assert (cluster["ServiceRole"], cluster["Ec2InstanceAttributes"]["IamInstanceProfile"]) == \
+        ("EMR_DefaultRole", "EMR_EC2_DefaultRole")
     assert {"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"} in \
         cluster["Tags"]
     assert cluster["EbsRootVolumeSize"] == 40
@@ -205,6 +223,31 @@ def test_a_running_cluster_is_not_given_more_than_256_active_steps(aws, emr_pack
     assert step_count(emr, cluster_id) == 252
 
 
+@pytest.mark.parametrize("release_label, terminated, line", [
+    ("emr-7.10.0", False, "cluster {id} runs emr-7.10.0, not cluster.release_label emr-7.12.0: "
+                          "use a cluster of that release, or --set "
+                          "cluster.release_label=emr-7.10.0 to run on this one"),
+    ("emr-6.15.0", False, "cluster {id} runs emr-6.15.0, not cluster.release_label emr-7.12.0: "
+                          "use a cluster of that release, or --set "
+                          "cluster.release_label=emr-6.15.0 to run on this one"),
+    ("emr-7.12.0", True, "cluster {id} is TERMINATED: steps are added only to a WAITING or "
+                         "RUNNING cluster"),
+])
+def test_steps_go_only_to_a_waiting_or_running_cluster_of_the_release(
+        aws, emr_package, capsys, request, release_label, terminated, line):
+    code_uri = refused_code_uri(request)
+    emr = aws("emr")
+    cluster_id = running_cluster(emr, release_label)
+    if terminated:
+        emr.terminate_job_flows(JobFlowIds=[cluster_id])
+    code, out, err = launch(capsys, [*BACKFILL, "--shards", "2", "--cluster-id", cluster_id,
+                                     *launcher_args(aws, emr_package), "--code-uri", code_uri])
+    assert code == 2 and out == ""
+    assert err == f"python -m imagegraph.emr: error: {line.format(id=cluster_id)}\n"
+    assert step_count(emr, cluster_id) == 0
+    assert code_objects(aws, code_uri) == []
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--shards", "257"], "257 steps are more than the 256 a cluster takes at once"),
     (["--shards", "2", "--set", "cluster.core_instance_type=m7g.2xlarge"],
@@ -220,6 +263,25 @@ def test_a_cluster_emr_would_refuse_or_break_is_not_started(aws, emr_package, ca
                                      "--code-uri", code_uri])
     assert code == 2 and out == "" and len(err.splitlines()) == 1
     assert re.search(message, err)
+    assert len(aws("emr").list_clusters()["Clusters"]) == before
+    assert code_objects(aws, code_uri) == []
+
+
+@pytest.mark.parametrize("setting, missing", [
+    ("cluster.service_role", "IAM role imagegraph-no-such-role"),
+    ("cluster.instance_profile", "IAM instance profile imagegraph-no-such-role"),
+])
+def test_a_missing_role_names_the_command_that_creates_it(aws, emr_package, capsys, request,
+                                                          setting, missing):
+    code_uri = refused_code_uri(request)
+    before = len(aws("emr").list_clusters()["Clusters"])
+    code, out, err = launch(capsys, [*BACKFILL, "--shards", "2",
+                                     *launcher_args(aws, emr_package), "--code-uri", code_uri,
+                                     "--set", f"{setting}=imagegraph-no-such-role"])
+    assert code == 2 and out == ""
+    assert err == (f"python -m imagegraph.emr: error: {missing} ({setting}) does not exist: "
+                   "`aws emr create-default-roles` creates the role EMR_DefaultRole and the "
+                   "instance profile EMR_EC2_DefaultRole\n")
     assert len(aws("emr").list_clusters()["Clusters"]) == before
     assert code_objects(aws, code_uri) == []
 

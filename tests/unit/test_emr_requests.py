@@ -153,9 +153,9 @@ def test_run_job_flow_request(tmp_path, emr_package):
     assert "AutoTerminationPolicy" not in request
     assert request["BootstrapActions"] == [{"Name": "imagegraph python", "ScriptBootstrapAction": {
         "Path": f"{CODE}/bootstrap.sh", "Args": ["/usr/bin/python3.11"]}}]
-    # AWS's current default service role, whose managed policy acts only on tagged resources
+    # what `aws emr create-default-roles` creates; the tag below serves EMR_DefaultRole_V2
     assert (request["JobFlowRole"], request["ServiceRole"]) == \
-        ("EMR_EC2_DefaultRole", "EMR_DefaultRole_V2")
+        ("EMR_EC2_DefaultRole", "EMR_DefaultRole")
     assert [s["Name"] for s in request["Steps"]] == ["imagegraph infer"]
     assert request["Tags"] == [{"Key": "project", "Value": "imagegraph"},
                                {"Key": "for-use-with-amazon-emr-managed-policies",
@@ -550,9 +550,12 @@ def test_dry_run_says_which_python_and_what_is_checked_before_sending(tmp_path, 
     assert unchecked["before_sending"][0] == "get_application 00fabc: architecture X86_64"
     running = plan(tmp_path, "steps", "j-ABC").to_json()
     assert running["before_sending"] == [
+        "describe_cluster j-ABC: WAITING or RUNNING, release emr-7.12.0",
         "list_steps j-ABC: PENDING and RUNNING steps plus these at most 256"]
-    assert plan(tmp_path).to_json()["python"].endswith("bin/python -> /usr/bin/python3.11 "
-                                                       "from the nodes")
+    new_cluster = plan(tmp_path).to_json()
+    assert new_cluster["python"].endswith("bin/python -> /usr/bin/python3.11 from the nodes")
+    assert new_cluster["before_sending"] == [
+        "get_role EMR_DefaultRole, get_instance_profile EMR_EC2_DefaultRole: both exist in IAM"]
 
 
 def test_constraints_pin_every_requirement_at_its_version():
@@ -633,6 +636,10 @@ def test_managed_scaling_without_spot_scales_the_core_nodes(tmp_path, emr_packag
     ({"cluster.release_label": "7.12.0"}, "cluster.release_label must be emr-7.x or later"),
     ({"steps.action_on_failure": "TERMINATE_CLUSTER", "steps.concurrency": 2},
      "TERMINATE_CLUSTER needs steps.concurrency 1"),
+    ({"cluster.emr_managed_master_security_group": "sg-m"},
+     "cluster.emr_managed_master_security_group and cluster.emr_managed_slave_security_group "
+     "are set together or not at all"),
+    ({"cluster.emr_managed_slave_security_group": "sg-s"}, "are set together or not at all"),
 ])
 def test_limits_aws_would_reject_are_refused_before_sending(overrides, message):
     with pytest.raises(JobError, match=message):

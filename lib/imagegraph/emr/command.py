@@ -6,7 +6,9 @@ Arguments after `--` are passed to the job itself (checked by the job's own pars
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from typing import NoReturn
 
 from imagegraph.cli import run_job
 from imagegraph.emr.launcher import Launcher, resolve_region
@@ -16,6 +18,8 @@ from imagegraph.errors import JobError
 from imagegraph.sections import parse_override
 
 PROG = "python -m imagegraph.emr"
+_S3_URI = re.compile(r"s3://[^/\s]+(/|$)")
+_MODEL_TAG = re.compile(r"[^@\s]+@[^@\s]+")
 _FLAG_KEYS = {"region": "aws.region", "endpoint_url": "aws.endpoint_url",
               "code_uri": "package.code_uri", "python_env": "package.python_env",
               "gremlin_endpoint": "steps.gremlin_endpoint"}
@@ -32,9 +36,34 @@ Exit codes: 0 launched (with --wait: every step succeeded), 1 a step failed or -
 passed, 2 bad arguments, settings or an AWS error (one line on stderr)."""
 
 
-def _options() -> argparse.ArgumentParser:
+class _OneLineParser(argparse.ArgumentParser):
+    """A parser whose usage errors are one line, `PROG COMMAND: error: ...`, exit code 2
+    (`--help` shows the usage)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
+def s3_uri(text: str) -> str:
+    """An `--input`, `--output`, `--model` (a directory), `--inventory` or `--manifest` value:
+    the steps run on EMR, where a bare `bucket/prefix` would be a path in the cluster's HDFS."""
+    if not _S3_URI.match(text):
+        raise argparse.ArgumentTypeError(
+            f"must be an s3:// URI (s3://bucket/prefix), got {text!r}")
+    return text
+
+
+def model_tag(text: str) -> str:
+    """link's `--model`: the model's name and version as train wrote them."""
+    if not _MODEL_TAG.fullmatch(text):
+        raise argparse.ArgumentTypeError(
+            f"must be NAME@VERSION, e.g. digits-cnn@v1, got {text!r}")
+    return text
+
+
+def _options() -> _OneLineParser:
     """The options every command takes."""
-    parser = argparse.ArgumentParser(add_help=False)
+    parser = _OneLineParser(add_help=False)
     parser.add_argument("--settings", metavar="PATH", default=DEFAULT_PATH,
                         help=f"launcher settings YAML (default: {DEFAULT_PATH})")
     parser.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[],
@@ -45,8 +74,8 @@ def _options() -> argparse.ArgumentParser:
                         help="AWS region (settings: aws.region; default: boto3's, "
                              "AWS_DEFAULT_REGION)")
     parser.add_argument("--endpoint-url", metavar="URL",
-                        help="send S3, EMR and EMR Serverless requests to this endpoint instead "
-                             "of AWS, e.g. moto's server (settings: aws.endpoint_url)")
+                        help="send S3, IAM, EMR and EMR Serverless requests to this endpoint "
+                             "instead of AWS, e.g. moto's server (settings: aws.endpoint_url)")
     parser.add_argument("--code-uri", metavar="S3URI",
                         help="s3://bucket/prefix to upload the package, entry files, job "
                              "configuration and bootstrap action to (settings: package.code_uri)")
@@ -59,7 +88,8 @@ def _options() -> argparse.ArgumentParser:
     target = parser.add_mutually_exclusive_group()
     target.add_argument("--cluster-id", metavar="ID",
                         help="add the steps to this running cluster (j-...) instead of "
-                             "creating one")
+                             "creating one; it must be WAITING or RUNNING, on "
+                             "cluster.release_label")
     target.add_argument("--serverless", metavar="APPLICATION_ID",
                         help="start EMR Serverless job runs on this application instead")
     parser.add_argument("--dry-run", action="store_true",
@@ -76,9 +106,9 @@ def _options() -> argparse.ArgumentParser:
 
 
 def _neptune_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--model", required=True, metavar="URI",
+    parser.add_argument("--model", required=True, type=s3_uri, metavar="URI",
                         help="model directory, as written by train (s3://...)")
-    parser.add_argument("--output", required=True, metavar="URI",
+    parser.add_argument("--output", required=True, type=s3_uri, metavar="URI",
                         help="where predictions/ and dead_letter/ are written (s3://...)")
     parser.add_argument("--gremlin-endpoint", metavar="URL",
                         help="Neptune's writer endpoint, wss://HOST:8182/gremlin "
@@ -87,7 +117,7 @@ def _neptune_options(parser: argparse.ArgumentParser) -> None:
 
 def launcher_parser() -> argparse.ArgumentParser:
     """The parser of `python -m imagegraph.emr`."""
-    parser = argparse.ArgumentParser(
+    parser = _OneLineParser(
         prog=PROG, epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Upload the package built by `make package` and the job entry files to S3, "
                     "then run train, infer, a sharded backfill or link on Amazon EMR.")
@@ -98,15 +128,16 @@ def launcher_parser() -> argparse.ArgumentParser:
     train = commands.add_parser("train", parents=[common], epilog=_EPILOG,
                                 formatter_class=formatter,
                                 help="train a model (jobs/train.py) in one step")
-    train.add_argument("--input", required=True, metavar="URI",
+    train.add_argument("--input", required=True, type=s3_uri, metavar="URI",
                        help="prefix of labeled images, <input>/<label>/<image>")
-    train.add_argument("--output", required=True, metavar="URI",
+    train.add_argument("--output", required=True, type=s3_uri, metavar="URI",
                        help="model directory to write")
 
     infer = commands.add_parser("infer", parents=[common], epilog=_EPILOG,
                                 formatter_class=formatter,
                                 help="classify every image under a prefix (jobs/infer.py)")
-    infer.add_argument("--input", required=True, metavar="URI", help="prefix of images")
+    infer.add_argument("--input", required=True, type=s3_uri, metavar="URI",
+                       help="prefix of images")
     _neptune_options(infer)
 
     backfill = commands.add_parser(
@@ -114,24 +145,39 @@ def launcher_parser() -> argparse.ArgumentParser:
         help="classify the objects of a manifest or S3 Inventory in N resumable shards, "
              "one step (or job run) per shard")
     source = backfill.add_mutually_exclusive_group(required=True)
-    source.add_argument("--inventory", metavar="URI",
+    source.add_argument("--inventory", type=s3_uri, metavar="URI",
                         help="an S3 Inventory manifest.json listing the objects")
-    source.add_argument("--manifest", metavar="URI",
+    source.add_argument("--manifest", type=s3_uri, metavar="URI",
                         help="a CSV or Parquet manifest of bucket,key or URIs")
     _neptune_options(backfill)
     backfill.add_argument("--shards", type=int, required=True, metavar="N",
                           help="split the objects into N shards, one step each")
-    backfill.add_argument("--shard", type=int, action="append", metavar="I",
-                          help="launch only shard I (0 <= I < N), e.g. to rerun a failed one; "
-                               "repeatable (default: all N)")
+    backfill.add_argument("--shard", action="append", metavar="I",
+                          help="launch only shard I (0 <= I < N; or I/N, as the job writes "
+                               "it), e.g. to rerun a failed one; repeatable (default: all N)")
     link = commands.add_parser("link", parents=[common], epilog=_EPILOG, formatter_class=formatter,
                                help="link the images infer wrote to each other (jobs/link.py)")
-    link.add_argument("--output", required=True, metavar="URI", help="infer's --output (s3://...)")
-    link.add_argument("--model", required=True, metavar="NAME@VERSION",
+    link.add_argument("--output", required=True, type=s3_uri, metavar="URI",
+                      help="infer's --output (s3://...)")
+    link.add_argument("--model", required=True, type=model_tag, metavar="NAME@VERSION",
                       help="the model whose predictions to link")
     link.add_argument("--gremlin-endpoint", metavar="URL",
                       help="Neptune's writer endpoint (settings: steps.gremlin_endpoint)")
     return parser
+
+
+def shard_index(text: str, shards: int) -> int:
+    """`--shard`'s `I` or `I/N` (`N` must be `shards`) -> `I`, 0 <= I < `shards`."""
+    index, sep, count = text.partition("/")
+    try:
+        number, of = int(index), int(count) if sep else shards
+    except ValueError:
+        raise JobError(f"--shard must be I or I/N, e.g. 3 or 3/{shards}, got {text!r}") from None
+    if of != shards:
+        raise JobError(f"--shard {text} is a shard of {of}, but --shards is {shards}")
+    if not 0 <= number < shards:
+        raise JobError(f"--shard {text} is outside 0..{shards - 1}")
+    return number
 
 
 def step_values(args: argparse.Namespace) -> list[dict]:
@@ -143,10 +189,8 @@ def step_values(args: argparse.Namespace) -> list[dict]:
                  "model": args.model, "output": args.output}]
     if args.shards < 1:
         raise JobError("--shards must be at least 1")
-    shards = args.shard if args.shard else list(range(args.shards))
-    outside = [i for i in shards if not 0 <= i < args.shards]
-    if outside:
-        raise JobError(f"--shard {outside[0]} is outside 0..{args.shards - 1}")
+    shards = ([shard_index(text, args.shards) for text in args.shard] if args.shard
+              else list(range(args.shards)))
     kind = "inventory" if args.inventory else "manifest"
     return [{"source_kind": kind, "source": args.inventory or args.manifest, "shard": shard,
              "shards": args.shards, "model": args.model, "output": args.output}
@@ -160,10 +204,11 @@ def launch(args: argparse.Namespace, job_options: list[str]) -> int:
         value = getattr(args, flag, None)
         if value is not None:
             overrides[key] = value
+    values = step_values(args)
     settings = load_settings(args.settings, overrides)
     target = "steps" if args.cluster_id else "serverless" if args.serverless else "cluster"
     region = resolve_region(settings.aws)
-    plan = build_plan(settings, target, args.command, step_values(args), job_options, region,
+    plan = build_plan(settings, target, args.command, values, job_options, region,
                       args.cluster_id or args.serverless or "")
     if args.dry_run:
         print(dumps(plan.to_json()))

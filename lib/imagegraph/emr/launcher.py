@@ -1,5 +1,6 @@
-"""Sending a `Plan`: first the checks only AWS can answer (the EMR Serverless application's
-architecture and image; a running cluster's active steps), then uploads to S3, then
+"""Sending a `Plan`: first the checks only AWS can answer (a new cluster's IAM service role and
+instance profile; the EMR Serverless application's architecture and image; a running
+cluster's state, release and active steps), then uploads to S3, then
 run_job_flow, add_job_flow_steps or start_job_run (at most `plan.concurrency` job runs at
 once: the next starts when one ends), and, when asked, waiting for the steps or job runs while
 printing each state change and where its logs are.
@@ -19,7 +20,12 @@ from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import BotoCoreError, ClientError
 
 from imagegraph.emr.package import Upload
-from imagegraph.emr.requests import MAX_ACTIVE_STEPS, Plan, serverless_application_problem
+from imagegraph.emr.requests import (
+    CLUSTER_TAKING_STEPS,
+    MAX_ACTIVE_STEPS,
+    Plan,
+    serverless_application_problem,
+)
 from imagegraph.emr.settings import AwsSettings
 from imagegraph.errors import JobError
 
@@ -30,6 +36,8 @@ RUN_FAILED = {"FAILED", "CANCELLED"}
 CLUSTER_ENDED = {"TERMINATED", "TERMINATED_WITH_ERRORS"}
 STEP_ACTIVE = ["PENDING", "RUNNING"]
 _UNKNOWN_OBJECT_CODES = {"404", "NoSuchKey", "NotFound", "403", "Forbidden", "AccessDenied"}
+CREATE_DEFAULT_ROLES = ("`aws emr create-default-roles` creates the role EMR_DefaultRole and the "
+                        "instance profile EMR_EC2_DefaultRole")
 
 
 def resolve_region(aws: AwsSettings) -> str:
@@ -77,9 +85,13 @@ class Launcher:
         return _calling(plan.operation, lambda: self._send(plan, poll_s))
 
     def check(self, plan: Plan) -> None:
-        """`JobError` when the EMR Serverless application cannot run the jobs, or a running
-        cluster would hold more than EMR's 256 active steps."""
-        if plan.operation == "start_job_run":
+        """`JobError` when a new cluster's service role or instance profile does not exist in
+        IAM, the EMR Serverless application cannot run the jobs, or a running cluster is not
+        WAITING or RUNNING, runs another release than the settings' or would hold more than
+        EMR's 256 active steps."""
+        if plan.operation == "run_job_flow":
+            self._check_roles(plan.requests[0]["ServiceRole"], plan.requests[0]["JobFlowRole"])
+        elif plan.operation == "start_job_run":
             app_id = plan.requests[0]["applicationId"]
             serverless = self._client("emr-serverless")
             application = _calling(f"get_application {app_id}", lambda: serverless.get_application(
@@ -90,6 +102,17 @@ class Launcher:
         elif plan.operation == "add_job_flow_steps":
             cluster_id = plan.requests[0]["JobFlowId"]
             emr = self._client("emr")
+            cluster = _calling(f"describe_cluster {cluster_id}", lambda: emr.describe_cluster(
+                ClusterId=cluster_id))["Cluster"]
+            state = cluster["Status"]["State"]
+            if state not in CLUSTER_TAKING_STEPS:
+                raise JobError(f"cluster {cluster_id} is {state}: steps are added only to a "
+                               f"{' or '.join(CLUSTER_TAKING_STEPS)} cluster")
+            release = cluster.get("ReleaseLabel")
+            if release != plan.release_label:
+                raise JobError(f"cluster {cluster_id} runs {release}, not cluster.release_label "
+                               f"{plan.release_label}: use a cluster of that release, or --set "
+                               f"cluster.release_label={release} to run on this one")
             active = _calling(f"list_steps {cluster_id}", lambda: sum(
                 len(page["Steps"]) for page in emr.get_paginator("list_steps").paginate(
                     ClusterId=cluster_id, StepStates=STEP_ACTIVE)))
@@ -98,6 +121,21 @@ class Launcher:
                 raise JobError(f"cluster {cluster_id} has {active} PENDING or RUNNING steps: "
                                f"{adding} more would pass EMR's {MAX_ACTIVE_STEPS}; launch "
                                f"at most {MAX_ACTIVE_STEPS - active} shards now")
+
+    def _check_roles(self, service_role: str, instance_profile: str) -> None:
+        """`JobError` naming the command that creates them when the IAM role `service_role`
+        or the instance profile `instance_profile` does not exist."""
+        iam = self._client("iam")
+        checks = [(f"get_role {service_role}",
+                   functools.partial(iam.get_role, RoleName=service_role),
+                   f"IAM role {service_role} (cluster.service_role)"),
+                  (f"get_instance_profile {instance_profile}",
+                   functools.partial(iam.get_instance_profile,
+                                     InstanceProfileName=instance_profile),
+                   f"IAM instance profile {instance_profile} (cluster.instance_profile)")]
+        for operation, call, what in checks:
+            if not _calling(operation, functools.partial(_iam_entity_exists, call)):
+                raise JobError(f"{what} does not exist: {CREATE_DEFAULT_ROLES}")
 
     def upload(self, uploads: list[Upload]) -> None:
         """Upload each file unless an object with the same SHA-256 is already at its key."""
@@ -265,6 +303,17 @@ def _stored_sha256(s3, upload: Upload) -> str | None:
             return None
         raise
     return head.get("Metadata", {}).get("sha256")
+
+
+def _iam_entity_exists(call: Callable[[], object]) -> bool:
+    """`call()` (an IAM get_...): False when IAM answers NoSuchEntity."""
+    try:
+        call()
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "NoSuchEntity":
+            return False
+        raise
+    return True
 
 
 def _calling(what: str, call):

@@ -25,6 +25,7 @@ from imagegraph.sections import expand_environment
 TARGETS = ("cluster", "steps", "serverless")
 ARCHIVE_PYTHON = "./environment/bin/python"
 MAX_ACTIVE_STEPS = 256  # EMR's limit on a cluster's PENDING and RUNNING steps
+CLUSTER_TAKING_STEPS = ("WAITING", "RUNNING")  # the states --cluster-id accepts
 MANAGED_POLICY_TAG = {"Key": "for-use-with-amazon-emr-managed-policies", "Value": "true"}
 # spark-submit options and the Spark properties they set, for EMR Serverless, whose
 # sparkSubmitParameters are given as --conf properties.
@@ -45,7 +46,8 @@ class Plan:
     `python`: which interpreter the jobs run on, in words. `concurrency`: EMR Serverless runs
     started at once (the launcher starts the next when one ends). `require_custom_image`: the
     EMR Serverless application must show a custom image in get_application, checked before
-    anything is uploaded or started."""
+    anything is uploaded or started. `release_label`: the release a running cluster
+    (add_job_flow_steps) must run, checked with describe_cluster."""
 
     uploads: list[package.Upload]
     operation: str
@@ -53,6 +55,7 @@ class Plan:
     python: str
     concurrency: int = 1
     require_custom_image: bool = False
+    release_label: str = ""
 
     def to_json(self) -> dict:
         """What `--dry-run` prints: the Python the jobs run on, the checks made before
@@ -66,10 +69,18 @@ class Plan:
                 + (", a custom image (imageConfiguration)" if self.require_custom_image else ""),
                 f"start at most {self.concurrency} job run(s) at once (steps.concurrency); "
                 "the next when one ends"]
-        elif self.operation == "add_job_flow_steps":
+        elif self.operation == "run_job_flow":
+            request = self.requests[0]
             shown["before_sending"] = [
-                f"list_steps {self.requests[0]['JobFlowId']}: PENDING and RUNNING steps plus "
-                f"these at most {MAX_ACTIVE_STEPS}"]
+                f"get_role {request['ServiceRole']}, get_instance_profile "
+                f"{request['JobFlowRole']}: both exist in IAM"]
+        elif self.operation == "add_job_flow_steps":
+            cluster_id = self.requests[0]["JobFlowId"]
+            shown["before_sending"] = [
+                f"describe_cluster {cluster_id}: {' or '.join(CLUSTER_TAKING_STEPS)}, "
+                f"release {self.release_label}",
+                f"list_steps {cluster_id}: PENDING and RUNNING steps plus these at most "
+                f"{MAX_ACTIVE_STEPS}"]
         return {**shown, "upload_file": [upload.request() for upload in self.uploads],
                 self.operation: requests}
 
@@ -535,7 +546,8 @@ def build_plan(settings: LauncherSettings, target: str, template_name: str,
     python = python_description(settings, target)
     if target == "steps":
         return Plan(uploads, "add_job_flow_steps",
-                    [add_job_flow_steps_request(resource_id, steps)], python)
+                    [add_job_flow_steps_request(resource_id, steps)], python,
+                    release_label=settings.cluster.release_label)
     configurations = load_configurations(settings.cluster.configurations)
     if target == "serverless":
         return Plan(uploads, "start_job_run",

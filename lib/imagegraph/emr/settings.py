@@ -22,8 +22,8 @@ MIN_EMR_RELEASE = 7  # emr-7.x: Amazon Linux 2023 with dnf and Python 3.11
 @dataclass(frozen=True)
 class AwsSettings:
     """Where requests go. `region` empty: boto3's default chain (AWS_DEFAULT_REGION, the profile).
-    `endpoint_url` empty: AWS; otherwise S3, EMR and EMR Serverless requests all go to this
-    one URL (moto's server in tests). Credentials always come from boto3's default chain."""
+    `endpoint_url` empty: AWS; otherwise S3, IAM, EMR and EMR Serverless requests all go to
+    this one URL (moto's server in tests). Credentials always come from boto3's default chain."""
 
     region: str = ""
     endpoint_url: str = ""
@@ -59,12 +59,15 @@ class ClusterSettings:
     `ebs_root_volume_gb` in GiB per node (0: EMR's default), `idle_timeout_s` in seconds (only
     for `keep_alive` clusters: EMR terminates them after that long without steps).
     `os_release_label`: the nodes' Amazon Linux release, pinned (`latest`: EMR's newest).
-    `service_role` `EMR_DefaultRole_V2` (AmazonEMRServicePolicy_v2) acts only on resources
-    tagged `for-use-with-amazon-emr-managed-policies=true`, a tag every cluster gets (its VPC
-    needs it too). `additional_security_groups` go on every node: the group that Neptune's
+    `service_role` and `instance_profile`: the role and instance profile that `aws emr
+    create-default-roles` creates (checked in IAM before a new cluster is sent); a service
+    role with AmazonEMRServicePolicy_v2 (`EMR_DefaultRole_V2`) acts only on resources tagged
+    `for-use-with-amazon-emr-managed-policies=true`, a tag every cluster gets (its VPC needs
+    it too, docs/EMR.md). `additional_security_groups` go on every node: the group that Neptune's
     security group admits on port 8182. `emr_managed_*_security_group`,
     `service_access_security_group`: security groups EMR manages (empty: EMR creates them;
-    the service access group is needed in a private subnet). `release_label`: an emr-7.x
+    the primary's and the core nodes' are given together or not at all, and in a private
+    subnet the service access group with them). `release_label`: an emr-7.x
     release (Amazon Linux 2023, Python 3.11). `configurations`: the JSON file of configuration
     classifications; `log4j2`: the job's logging, rendered as `spark-log4j2`.
 
@@ -79,7 +82,7 @@ class ClusterSettings:
     release_label: str = "emr-7.12.0"
     os_release_label: str = ""
     log_uri: str = ""
-    service_role: str = "EMR_DefaultRole_V2"
+    service_role: str = "EMR_DefaultRole"
     instance_profile: str = "EMR_EC2_DefaultRole"
     subnet_id: str = ""
     key_name: str = ""
@@ -188,6 +191,11 @@ def _check(settings: LauncherSettings, source: str) -> None:
         raise JobError(f"{source}: cluster.release_label must be emr-{MIN_EMR_RELEASE}.x or "
                        f"later (Amazon Linux 2023, Python 3.11), got "
                        f"{settings.cluster.release_label!r}")
+    if bool(settings.cluster.emr_managed_master_security_group) != \
+            bool(settings.cluster.emr_managed_slave_security_group):
+        raise JobError(f"{source}: cluster.emr_managed_master_security_group and "
+                       "cluster.emr_managed_slave_security_group are set together or not at "
+                       "all (EMR refuses one without the other)")
     if settings.steps.action_on_failure == "TERMINATE_CLUSTER" and settings.steps.concurrency > 1:
         raise JobError(f"{source}: steps.action_on_failure TERMINATE_CLUSTER needs "
                        "steps.concurrency 1 (EMR refuses it with concurrent steps)")
