@@ -97,7 +97,7 @@ class InferenceConfig:
     top_k: int = setting(3, positive())
     batch_size: int = setting(64, positive())
     arrow_batch_size: int = setting(256, positive())
-    partitions: int = setting(0, at_least(0, " (automatic)"))
+    partitions: int = setting(0, at_least(0, "0 (automatic) or more"))
     objects_per_partition: int = setting(1000, positive())
     max_image_bytes: int = setting(50_000_000, positive())
     max_image_pixels: int = setting(89_478_485, positive())
@@ -158,9 +158,9 @@ class GraphConfig:
     records_per_request: int = setting(200, positive())
     max_steps_per_request: int = setting(1500, positive())
     instance_vcpus: int = setting(4, positive())
-    max_concurrent_writers: int = setting(0, at_least(0, " (automatic)"))
+    max_concurrent_writers: int = setting(0, at_least(0, "0 (automatic) or more"))
     connections_per_task: int = setting(4, positive())
-    max_upserts_per_s: float = setting(0.0, at_least(0, " (automatic)"))
+    max_upserts_per_s: float = setting(0.0, at_least(0, "0 (automatic) or more"))
     max_attempts: int = setting(8, positive())
     retry_base_delay_s: float = setting(0.5, positive())
     retry_max_delay_s: float = setting(20.0, positive())
@@ -224,8 +224,8 @@ and exported epoch) and in the test split (`test_percent`: only measured) by con
     base: str = setting("small_cnn", one_of("small_cnn", "mobilenet_v2", "efficientnet_b0",
                                             "resnet50"))
     weights: str = "none"
-    fine_tune_epochs: int = setting(0, at_least(0))
-    unfreeze_layers: int = setting(20, at_least(0))
+    fine_tune_epochs: int = setting(0, at_least(0, "0 or more"))
+    unfreeze_layers: int = setting(20, at_least(0, "0 or more"))
     fine_tune_learning_rate: float = setting(0.0001, positive())
     pixel_feed: str = setting("uint8", one_of('uint8', 'float32'))
     augment_flip: bool = False
@@ -233,7 +233,7 @@ and exported epoch) and in the test split (`test_percent`: only measured) by con
     augment_brightness: float = setting(0.0, _AUGMENTATION)
     augment_contrast: float = setting(0.0, _AUGMENTATION)
     class_weighting: str = setting("balanced", one_of('balanced', 'none'))
-    early_stopping_patience: int = setting(0, at_least(0))
+    early_stopping_patience: int = setting(0, at_least(0, "0 or more"))
     workers: int = setting(1, positive())
 
 

@@ -41,10 +41,9 @@ def positive() -> Check:
     return Check("greater than 0", lambda value: value > 0)
 
 
-def at_least(minimum: float, note: str = "") -> Check:
-    """`note` follows the minimum in the rule, e.g. ' (automatic)'."""
-    rule = f"{minimum}{note} or more" if minimum == 0 else f"at least {minimum}"
-    return Check(rule, lambda value: value >= minimum)
+def at_least(minimum: float, wording: str = "") -> Check:
+    """`wording` in place of 'at least <minimum>', e.g. '0 (automatic) or more'."""
+    return Check(wording or f"at least {minimum}", lambda value: value >= minimum)
 
 
 def between(low: float, high: float, unit: str = "") -> Check:

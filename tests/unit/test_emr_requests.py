@@ -80,7 +80,7 @@ def test_shipped_settings_load_with_empty_environment_references(monkeypatch):
     ({"package.python_env": "conda"},
      "package.python_env must be one of archive, node_archive, bootstrap"),
     ({"steps.spark_submit_options": ["--num-executors", 8]}, "must be a list of strings"),
-    ({"steps.concurrency": 0}, "steps.concurrency must be at least 1"),
+    ({"steps.concurrency": 0}, "steps.concurrency must be between 1 and 256, got 0"),
     ({"cluster.task_spot_count": -1}, "cluster.task_spot_count must be at least 0"),
     ({"cluster.core_instance_types": ["m6i.2xlarge", 2]}, "core_instance_types must be a list"),
 ])
@@ -630,8 +630,9 @@ def test_managed_scaling_without_spot_scales_the_core_nodes(tmp_path, emr_packag
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"steps.concurrency": 257}, "steps.concurrency must be at most 256, got 257"),
-    ({"cluster.idle_timeout_s": 604801}, "cluster.idle_timeout_s must be at most 604800"),
+    ({"steps.concurrency": 257}, "steps.concurrency must be between 1 and 256, got 257"),
+    ({"cluster.idle_timeout_s": 604801},
+     "cluster.idle_timeout_s must be between 60 and 604800, got 604801"),
     ({"cluster.release_label": "emr-6.15.0"}, "cluster.release_label must be emr-7.x or later"),
     ({"cluster.release_label": "7.12.0"}, "cluster.release_label must be emr-7.x or later"),
     ({"steps.action_on_failure": "TERMINATE_CLUSTER", "steps.concurrency": 2},

@@ -1,8 +1,9 @@
 """The launcher's settings: a YAML file (emr/launcher.yaml) with `${VAR}` and `${VAR:-default}`
 read from the environment, then `--set SECTION.KEY=VALUE` overrides and the dedicated flags.
 
-Checked like the jobs' configuration (the same schema builder as `imagegraph.config`): an
-unknown key, a wrong type or an out-of-range value raises `JobError` naming the file and key.
+Checked like the jobs' configuration (`imagegraph.sections`, each key's constraint declared on
+its field): an unknown key, a wrong type or an out-of-range value raises `JobError` naming the
+file (or the command line) and key.
 """
 from __future__ import annotations
 
@@ -11,12 +12,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from imagegraph.errors import JobError
-from imagegraph.sections import load_sections
+from imagegraph.sections import (
+    COMMAND_LINE,
+    Check,
+    at_least,
+    between,
+    list_of_strings,
+    load_sections,
+    one_of,
+    setting,
+)
 
 DEFAULT_PATH = "emr/launcher.yaml"
 PYTHON_ENVS = ("archive", "node_archive", "bootstrap")
 ACTIONS_ON_FAILURE = ("CONTINUE", "CANCEL_AND_WAIT", "TERMINATE_CLUSTER")
 MIN_EMR_RELEASE = 7  # emr-7.x: Amazon Linux 2023 with dnf and Python 3.11
+_EMR_7_OR_LATER = Check(
+    f"emr-{MIN_EMR_RELEASE}.x or later (Amazon Linux 2023, Python 3.11)",
+    lambda label: (match := re.fullmatch(r"emr-(\d+)\.\d+\.\d+", label)) is not None
+    and int(match.group(1)) >= MIN_EMR_RELEASE)
 
 
 @dataclass(frozen=True)
@@ -48,7 +62,7 @@ class PackageSettings:
     dir: str = "build/package"
     code_uri: str = ""
     job_config: str = "conf/emr.yaml"
-    python_env: str = "archive"
+    python_env: str = setting("archive", one_of(*PYTHON_ENVS))
     node_python: str = "/usr/bin/python3.11"
     node_env_dir: str = "/mnt/imagegraph/environment"
 
@@ -79,29 +93,29 @@ class ClusterSettings:
     types only (tensorflow-cpu has no aarch64 wheel)."""
 
     name: str = "imagegraph"
-    release_label: str = "emr-7.12.0"
+    release_label: str = setting("emr-7.12.0", _EMR_7_OR_LATER)
     os_release_label: str = ""
     log_uri: str = ""
     service_role: str = "EMR_DefaultRole"
     instance_profile: str = "EMR_EC2_DefaultRole"
     subnet_id: str = ""
     key_name: str = ""
-    additional_security_groups: list = field(default_factory=list)
+    additional_security_groups: list = setting([], list_of_strings())
     emr_managed_master_security_group: str = ""
     emr_managed_slave_security_group: str = ""
     service_access_security_group: str = ""
     primary_instance_type: str = "m6i.xlarge"
     core_instance_type: str = "m6i.2xlarge"
-    core_instance_count: int = 2
-    core_volume_gb: int = 64
-    ebs_root_volume_gb: int = 0
+    core_instance_count: int = setting(2, at_least(1))
+    core_volume_gb: int = setting(64, at_least(1))
+    ebs_root_volume_gb: int = setting(0, at_least(0))
     instance_fleets: bool = False
-    core_instance_types: list = field(default_factory=list)
-    task_instance_types: list = field(default_factory=list)
-    task_spot_count: int = 0
-    managed_scaling_max: int = 0
+    core_instance_types: list = setting([], list_of_strings())
+    task_instance_types: list = setting([], list_of_strings())
+    task_spot_count: int = setting(0, at_least(0))
+    managed_scaling_max: int = setting(0, at_least(0))
     keep_alive: bool = False
-    idle_timeout_s: int = 3600
+    idle_timeout_s: int = setting(3600, between(60, 604800))  # EMR's limits
     configurations: str = "emr/configurations.json"
     log4j2: str = "conf/log4j2.properties"
     tags: dict = field(default_factory=dict)
@@ -121,12 +135,12 @@ class StepSettings:
     counted in the overhead."""
 
     templates: str = "emr/steps"
-    action_on_failure: str = "CONTINUE"
-    concurrency: int = 1
-    spark_submit_options: list = field(default_factory=list)
+    action_on_failure: str = setting("CONTINUE", one_of(*ACTIONS_ON_FAILURE))
+    concurrency: int = setting(1, between(1, 256))  # EMR's StepConcurrencyLevel
+    spark_submit_options: list = setting([], list_of_strings())
     gremlin_endpoint: str = ""
-    driver_memory_mb: int = 2048
-    driver_overhead_mb: int = 6144
+    driver_memory_mb: int = setting(2048, at_least(1024))
+    driver_overhead_mb: int = setting(6144, at_least(384))
 
 
 @dataclass(frozen=True)
@@ -139,7 +153,7 @@ class ServerlessSettings:
 
     execution_role_arn: str = ""
     log_uri: str = ""
-    timeout_minutes: int = 720
+    timeout_minutes: int = setting(720, at_least(5))
     require_custom_image: bool = True
 
 
@@ -156,41 +170,13 @@ class LauncherSettings:
 
 def load_settings(path: str | None, overrides: dict[str, Any] | None = None) -> LauncherSettings:
     """Read `path` (None: built-in defaults), apply dotted-key `overrides`, check the result."""
-    source = path or "<defaults>"
     settings = load_sections(LauncherSettings, path, overrides, "settings file")
-    _check(settings, source)
+    _check_together(settings, COMMAND_LINE if overrides else path or "<defaults>")
     return settings
 
 
-def _check(settings: LauncherSettings, source: str) -> None:
-    choices = {"package.python_env": (settings.package.python_env, PYTHON_ENVS),
-               "steps.action_on_failure": (settings.steps.action_on_failure, ACTIONS_ON_FAILURE)}
-    for key, (value, allowed) in choices.items():
-        if value not in allowed:
-            raise JobError(f"{source}: {key} must be one of {', '.join(allowed)}, got {value!r}")
-    minimums = {"cluster.core_instance_count": (settings.cluster.core_instance_count, 1),
-                "cluster.core_volume_gb": (settings.cluster.core_volume_gb, 1),
-                "cluster.idle_timeout_s": (settings.cluster.idle_timeout_s, 60),
-                "cluster.ebs_root_volume_gb": (settings.cluster.ebs_root_volume_gb, 0),
-                "cluster.task_spot_count": (settings.cluster.task_spot_count, 0),
-                "cluster.managed_scaling_max": (settings.cluster.managed_scaling_max, 0),
-                "steps.concurrency": (settings.steps.concurrency, 1),
-                "serverless.timeout_minutes": (settings.serverless.timeout_minutes, 5)}
-    minimums["steps.driver_memory_mb"] = (settings.steps.driver_memory_mb, 1024)
-    minimums["steps.driver_overhead_mb"] = (settings.steps.driver_overhead_mb, 384)
-    for key, (number, minimum) in minimums.items():
-        if number < minimum:
-            raise JobError(f"{source}: {key} must be at least {minimum}, got {number!r}")
-    maximums = {"steps.concurrency": (settings.steps.concurrency, 256),  # EMR's limits
-                "cluster.idle_timeout_s": (settings.cluster.idle_timeout_s, 604800)}
-    for key, (number, maximum) in maximums.items():
-        if number > maximum:
-            raise JobError(f"{source}: {key} must be at most {maximum}, got {number!r}")
-    release = re.fullmatch(r"emr-(\d+)\.\d+\.\d+", settings.cluster.release_label)
-    if not release or int(release.group(1)) < MIN_EMR_RELEASE:
-        raise JobError(f"{source}: cluster.release_label must be emr-{MIN_EMR_RELEASE}.x or "
-                       f"later (Amazon Linux 2023, Python 3.11), got "
-                       f"{settings.cluster.release_label!r}")
+def _check_together(settings: LauncherSettings, source: str) -> None:
+    """Raise `JobError` for settings that are each valid but not together."""
     if bool(settings.cluster.emr_managed_master_security_group) != \
             bool(settings.cluster.emr_managed_slave_security_group):
         raise JobError(f"{source}: cluster.emr_managed_master_security_group and "
@@ -199,10 +185,3 @@ def _check(settings: LauncherSettings, source: str) -> None:
     if settings.steps.action_on_failure == "TERMINATE_CLUSTER" and settings.steps.concurrency > 1:
         raise JobError(f"{source}: steps.action_on_failure TERMINATE_CLUSTER needs "
                        "steps.concurrency 1 (EMR refuses it with concurrent steps)")
-    for key, values in (("cluster.additional_security_groups",
-                         settings.cluster.additional_security_groups),
-                        ("cluster.core_instance_types", settings.cluster.core_instance_types),
-                        ("cluster.task_instance_types", settings.cluster.task_instance_types),
-                        ("steps.spark_submit_options", settings.steps.spark_submit_options)):
-        if not all(isinstance(item, str) for item in values):
-            raise JobError(f"{source}: {key} must be a list of strings, got {values!r}")
