@@ -265,6 +265,19 @@ class LinkConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """A run's figures beyond its report (`runs.metrics`): with `cloudwatch`, each committed
+    chunk's and the whole run's figures are sent as CloudWatch metrics in `namespace` (1 to 255
+    characters, not starting with `AWS/`), through the S3 settings' endpoint and keys (empty
+    endpoint: AWS's own; moto's local server answers CloudWatch on its S3 endpoint) in `region`
+    (empty: the boto3 session's region, AWS_DEFAULT_REGION)."""
+
+    cloudwatch: bool = False
+    namespace: str = "imagegraph"
+    region: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of a job run."""
 
@@ -276,6 +289,7 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     link: LinkConfig = field(default_factory=LinkConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 _CHOICES = {"training.color_mode": ("grayscale", "rgb"),
@@ -460,6 +474,10 @@ def _check_value(dotted: str, expected: type, value: Any, source: str) -> Any:
     if dotted in ("run.max_failed_fraction", "inference.int8_min_agreement") \
             and not 0 <= value <= 1:
         raise JobError(f"{source}: {dotted} must be between 0 and 1, got {value!r}")
+    if dotted == "metrics.namespace" and not (0 < len(value) <= 255
+                                              and not value.startswith("AWS/")):
+        raise JobError(f"{source}: {dotted} must be 1 to 255 characters not starting with "
+                       f"AWS/, got {value!r}")
     if dotted in ("input.modified_after", "input.modified_before") and value:
         try:
             parse_time(value)
