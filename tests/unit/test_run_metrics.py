@@ -75,7 +75,8 @@ def test_run_totals_come_from_the_report_and_a_whole_run_is_shard_all():
 
 def test_many_reason_classes_are_sent_in_requests_within_the_limit():
     client = RecordingClient()
-    reasons = {f"class{n}: x": 1 for n in range(MAX_DATA_PER_REQUEST + 10)}
+    reasons = {f"class {''.join(chr(ord('a') + int(d)) for d in str(n))}: x": 1
+               for n in range(MAX_DATA_PER_REQUEST + 10)}
     RunMetrics(client, "ns", "r", "", "m@v").chunk(ChunkFigures(1, reasons, 0, 0, 1.0))
     sizes = [len(data) for _, data in client.requests]
     assert sizes == [MAX_DATA_PER_REQUEST, MAX_DATA_PER_REQUEST + 10 + 6 - MAX_DATA_PER_REQUEST]
@@ -128,6 +129,9 @@ def test_metrics_off_need_no_client_and_on_need_a_region(monkeypatch):
         "imagegraph", "eu-west-1", "http://127.0.0.1:9")
 
 
-def test_reason_class_is_the_text_before_the_first_colon():
-    assert [reason_class(r) for r in ("decode: truncated", "graph:x:y", ": odd", "plain")] == [
-        "decode", "graph", "other", "plain"]
+def test_reason_class_is_the_text_before_the_first_colon_with_numbers_as_n():
+    assert [reason_class(r) for r in ("decode: truncated", "graph:x:y", ": odd", "plain",
+                                      "object is 60000123 bytes, over the limit of 50000000",
+                                      "read failed: 503")] == [
+        "decode", "graph", "other", "plain", "object is N bytes, over the limit of N",
+        "read failed"]

@@ -14,6 +14,7 @@ false, the local default; conf/emr.yaml turns them on).
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,9 +37,10 @@ once (`RunMetrics` sends nothing more after a failure)."""
 
 
 def reason_class(reason: str) -> str:
-    """The class of a dead-letter `reason`: its text before the first ':' (`decode`,
-    `read`, `graph`, ...), which the job's reasons start with."""
-    head = reason.split(":", 1)[0].strip()
+    """The class of a dead-letter `reason`: its text before the first ':' with each number as
+    N (`corrupt or truncated JPEG data`, `read failed`, `object is N bytes, over the limit of
+    N`), so that the classes, CloudWatch dimension values, are few."""
+    head = re.sub(r"\d+", "N", reason.split(":", 1)[0].strip())
     return head or "other"
 
 
