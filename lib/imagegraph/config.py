@@ -275,6 +275,21 @@ class LinkConfig:
 
 
 @dataclass(frozen=True)
+class MetricsConfig:
+    """A run's figures beyond its report (`runs.metrics`): with `cloudwatch`, each committed
+    chunk's and the whole run's figures are sent as CloudWatch metrics in `namespace` (1 to 255
+    characters, not starting with `AWS/`), through the S3 settings' endpoint and keys (empty
+    endpoint: AWS's own; moto's local server answers CloudWatch on its S3 endpoint) in `region`
+    (empty: the boto3 session's region, AWS_DEFAULT_REGION)."""
+
+    cloudwatch: bool = False
+    namespace: str = setting("imagegraph", Check(
+        "1 to 255 characters not starting with AWS/",
+        lambda name: 0 < len(name) <= 255 and not name.startswith("AWS/")))
+    region: str = ""
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration of a job run."""
 
@@ -286,6 +301,7 @@ class Config:
     run: RunConfig = field(default_factory=RunConfig)
     training: TrainingConfig = field(default_factory=TrainingConfig)
     link: LinkConfig = field(default_factory=LinkConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
 
 
 def load_config(path: str | None, overrides: dict[str, Any] | None = None) -> Config:

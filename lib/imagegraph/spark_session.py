@@ -1,6 +1,7 @@
 """The SparkSession for a job, with the s3a connector pointed at the configured S3."""
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
@@ -10,6 +11,7 @@ from pyspark.sql import SparkSession
 
 from imagegraph.config import Config
 
+log = logging.getLogger(__name__)
 _S3A_CREDENTIALS = "org.apache.hadoop.fs.s3a.SimpleAWSCredentialsProvider"
 FAIR_SCHEDULER_POOLS = Path(__file__).with_name("fairscheduler.xml")
 """Declares `background.BACKGROUND_POOL`; a file: URI, as a bare path would be read from the
@@ -56,7 +58,7 @@ def _under_spark_submit() -> bool:
 def get_spark(config: Config) -> SparkSession:
     """Get or create the session. Under spark-submit the master comes from spark-submit; run
     from plain Python (tests, notebooks) it defaults to `local[*]` with this interpreter as the
-    workers' Python."""
+    workers' Python. In local mode with the Spark UI on, logs one line with its address."""
     builder = SparkSession.builder.appName(config.spark.app_name)
     for key, value in spark_conf(config).items():
         builder = builder.config(key, value)
@@ -73,4 +75,6 @@ def get_spark(config: Config) -> SparkSession:
         os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     spark = builder.getOrCreate()
     spark.sparkContext.setLogLevel(config.spark.log_level)
+    if master.startswith("local") and spark.sparkContext.uiWebUrl:
+        log.info("Spark UI at %s", spark.sparkContext.uiWebUrl)
     return spark

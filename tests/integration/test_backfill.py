@@ -227,7 +227,7 @@ def run_ids_with_predictions(s3) -> set[str]:
 def read_reports(s3) -> list[dict]:
     listing = s3.list_objects_v2(Bucket=BUCKET, Prefix="backfill-out/sharded/_reports/")
     return [json.loads(s3.get_object(Bucket=BUCKET, Key=o["Key"])["Body"].read())
-            for o in listing.get("Contents", [])]
+            for o in listing.get("Contents", []) if o["Key"].endswith(".json")]
 
 
 def test_two_shards_one_killed_midway_and_resumed(spark, config, trained_model, s3, objects,

@@ -195,7 +195,9 @@ def test_too_many_dead_letters_exit_3_with_the_report_written(endpoints, dataset
         "infer.py: 100.0% of the objects processed were dead-lettered, over the limit of 50.0% "
         "(run.max_failed_fraction)")
     reports = s3.list_objects_v2(Bucket=BUCKET, Prefix="cli-threshold/_reports/")["Contents"]
-    assert len(reports) == 1 and reports[0]["Key"].endswith(".json")
+    [report, picture] = sorted(o["Key"] for o in reports)  # <run_id>.json, <run_id>.png
+    assert (report.endswith(".json"), picture) == (True, report.removesuffix(".json") + ".png")
+    assert f"  picture              s3a://{BUCKET}/{picture}" in result.stdout.splitlines()
 
 
 def test_a_manifest_row_without_a_key_stops_the_run_with_one_line(spark, config, trained_model,

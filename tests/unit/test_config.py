@@ -32,6 +32,14 @@ def test_shipped_configs_load():
     assert config.s3.path_style_access is True
 
 
+def test_cloudwatch_metrics_are_off_locally_and_on_on_emr():
+    local, emr = load_config("conf/local.yaml").metrics, load_config("conf/emr.yaml").metrics
+    assert (local.cloudwatch, local.namespace, local.region) == (False, "imagegraph",
+                                                                 "us-east-1")
+    assert (emr.cloudwatch, emr.namespace, emr.region) == (True, "imagegraph", "")
+    assert load_config(None).metrics.cloudwatch is False
+
+
 @pytest.mark.parametrize("text, message", [
     ("graph:\n  batchsize: 3\n", "unknown key graph.batchsize"),
     ("grph:\n  batch_size: 3\n", "unknown key grph"),
@@ -55,6 +63,11 @@ def test_shipped_configs_load():
     ("s3:\n  throttle_retry_interval_s: 0\n",
      "s3.throttle_retry_interval_s must be greater than 0, got 0.0"),
     ("s3:\n  retry_interval: 1\n", "unknown key s3.retry_interval"),
+    ("metrics:\n  cloudwatch: yes please\n", "metrics.cloudwatch must be bool"),
+    ("metrics:\n  namespace: \"\"\n", "metrics.namespace must be 1 to 255 characters not "
+     "starting with AWS/, got ''"),
+    ("metrics:\n  namespace: AWS/EMR\n", "metrics.namespace must be 1 to 255 characters"),
+    (f"metrics:\n  namespace: {'n' * 256}\n", "metrics.namespace must be 1 to 255 characters"),
 ])
 def test_invalid_values_name_file_and_key(tmp_path, text, message):
     path = write(tmp_path, text)

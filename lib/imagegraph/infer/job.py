@@ -36,8 +36,10 @@ from imagegraph.infer.classify import STATUS_OK, InferenceSettings, classify_ima
 from imagegraph.infer.precision import choose_precision
 from imagegraph.model.artifact import ModelMetadata
 from imagegraph.model.store import read_model_artifact
+from imagegraph.runs.figures import RunFigures
 from imagegraph.runs.ids import new_run_id
 from imagegraph.runs.lease import RunLease, take_lease
+from imagegraph.runs.metrics import run_metrics
 from imagegraph.runs.progress import ProgressCounters, ProgressLogger
 from imagegraph.runs.report import RunReport
 from imagegraph.storage import hadoop_fs
@@ -72,6 +74,7 @@ class _Run:
     started_at: datetime
     staging_uri: str
     lease: RunLease
+    figures: RunFigures
 
 
 def run_inference(spark: SparkSession, config: Config, source: InputSource, model_uri: str,
@@ -80,7 +83,8 @@ def run_inference(spark: SparkSession, config: Config, source: InputSource, mode
     """Classify the objects of `source` (in `shard`, when given) with the model at
     `model_uri`, upsert the results into the graph when `config.graph.enabled`, and record
     them under `output_uri` (see `outputs`); with `resume`, skip objects earlier runs of this
-    model finished there. The report is written to `<output>/_reports/<run_id>.json`."""
+    model finished there. The report is written to `<output>/_reports/<run_id>.json`, its picture
+    beside it (`runs.figures`)."""
     started = time.monotonic()
     started_at = datetime.now(timezone.utc)
     output_uri = output_uri.rstrip("/")
@@ -92,6 +96,7 @@ def run_inference(spark: SparkSession, config: Config, source: InputSource, mode
                        output_uri=output_uri, model=metadata.tag,
                        shard=str(shard) if shard else "", resume=resume,
                        started_at=started_at.isoformat(), graph_enabled=config.graph.enabled)
+    metrics = run_metrics(config.metrics, config.s3, report.run_id, report.shard, report.model)
     if config.graph.enabled:  # the startup probe: writes as the workers will, or stops here
         _add_model_totals(report, config, metadata)
 
@@ -115,7 +120,7 @@ def run_inference(spark: SparkSession, config: Config, source: InputSource, mode
             run = _Run(config, metadata, broadcast,
                        replace(settings, precision=precision.precision),
                        ProgressCounters(spark.sparkContext), report, started_at, staging,
-                       lease)
+                       lease, RunFigures(report, metrics))
             with ProgressLogger(run.counters, remaining, config.run.progress_interval_s), \
                     BackgroundJobs(spark.sparkContext, report.run_id) as commits:
                 for index in range(report.chunks if remaining else 0):
@@ -129,6 +134,7 @@ def run_inference(spark: SparkSession, config: Config, source: InputSource, mode
         _read_back(spark, config, report)
         hadoop_fs.delete(spark, staging)
     report.elapsed_s = time.monotonic() - started
+    run.figures.finish(spark)
     log.info("run %s: report at %s", report.run_id,
              write_report(spark, output_uri, report.run_id, report.to_dict()))
     return report
@@ -242,6 +248,7 @@ def _commit_chunk(spark: SparkSession, run: _Run, chunk: _StagedChunk) -> None:
     run.lease.ensure_held()  # a run that lost its lease to another must not commit
     write_predictions(predictions, report.output_uri, report.run_id)
     write_dead_letters(dead_letters, report.output_uri, report.run_id, run.started_at)
+    run.figures.chunk_committed(chunk.index)
 
 
 def _count_dead_letters(report: RunReport, reason: str, count: int) -> None:

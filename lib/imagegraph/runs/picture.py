@@ -3,8 +3,8 @@
 class, the top-1 class distribution, and the graph's requests and retries per chunk.
 
 The report's `chunk_figures` (one dict[str, Any] per committed chunk: `index`, `classified`,
-`dead_lettered`, `duration_s`, `graph_requests`, `graph_retries`) and `top1_by_class`
-(class -> images) are what the panels show.
+`dead_lettered`, `duration_s`, `graph_requests`, `graph_retries`; `runs.figures` records them)
+and `top1_by_class` (class -> images) are what the panels show.
 """
 from __future__ import annotations
 

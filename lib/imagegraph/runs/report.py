@@ -20,7 +20,9 @@ class RunReport:
     the graph stage. `precision` is what the model ran in; with int8 asked for, the `int8_`
     fields say which calibration sample was used, the answer check on `int8_check_images`
     images (top-1 agreement with float32, both accuracies when labels were known) and why the
-    run fell back to float32, if it did (see `precision`)."""
+    run fell back to float32, if it did (see `precision`). `chunk_figures` has a dict per
+    committed chunk and `top1_by_class` the committed predictions by top-1 class (see
+    `runs.figures`); `picture_uri` is the run's PNG."""
 
     run_id: str
     source: str
@@ -52,6 +54,9 @@ class RunReport:
     int8_accuracy: float | None = None
     float32_accuracy: float | None = None
     int8_fallback: str = ""
+    chunk_figures: list = field(default_factory=list)
+    top1_by_class: dict = field(default_factory=dict)
+    picture_uri: str = ""
 
     @property
     def dead_lettered(self) -> int:
@@ -144,4 +149,6 @@ class RunReport:
             f"{self.committed_dead_letters} + skipped {self.skipped_done}",
         ]
         lines += [f"    disagrees: {text}" for text in self.disagreements()]
+        if self.picture_uri:
+            lines.append(f"  picture              {self.picture_uri}")
         return lines

@@ -77,10 +77,15 @@ def copy_to_local(spark: SparkSession, uri: str, local_path: str) -> None:
 
 def write_text(spark: SparkSession, uri: str, text: str) -> None:
     """Write `text` (UTF-8) to the file `uri`, replacing what is there."""
+    write_bytes(spark, uri, text.encode("utf-8"))
+
+
+def write_bytes(spark: SparkSession, uri: str, data: bytes) -> None:
+    """Write `data` to the file `uri`, replacing what is there."""
     fs, path = _fs_and_path(spark, uri)
     stream = fs.create(path, True)
     try:
-        stream.write(bytearray(text.encode("utf-8")))
+        stream.write(bytearray(data))
     finally:
         stream.close()
 

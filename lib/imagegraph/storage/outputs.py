@@ -5,6 +5,7 @@
                                           (read, decode, graph), the reason and whether a
                                           later run may succeed (`retryable`)
     <output>/_reports/<run>.json         the run report
+    <output>/_reports/<run>.png          its picture (`runs.picture`)
     <output>/_staging/<run>/             the run's working copies (see `staging_uri`), removed
                                           when the run ends
 
@@ -93,8 +94,13 @@ def committed_rows(spark: SparkSession, output_uri: str, run_id: str) -> tuple[i
     return counts[0], counts[1]
 
 
+def report_uri(output_uri: str, run_id: str) -> str:
+    """Where run `run_id`'s report is: `<output>/_reports/<run_id>.json`."""
+    return f"{output_uri}/{REPORTS_DIR}/{run_id}.json"
+
+
 def write_report(spark: SparkSession, output_uri: str, run_id: str, report: dict) -> str:
-    """Write `report` as JSON to `<output>/_reports/<run_id>.json`; returns that URI."""
-    uri = f"{output_uri}/{REPORTS_DIR}/{run_id}.json"
+    """Write `report` as JSON to `report_uri`; returns that URI."""
+    uri = report_uri(output_uri, run_id)
     hadoop_fs.write_text(spark, uri, json.dumps(report, indent=2, sort_keys=True) + "\n")
     return uri
