@@ -214,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
             cluster = spark_cluster.start()
             print(f"   {cluster.master_url} (web UI {cluster.master_ui})")
             done(started)
-        env = {**os.environ, **endpoints.env(), "PYSPARK_PYTHON": sys.executable}
+        env = {**os.environ, **endpoints.env(), "PYSPARK_PYTHON": sys.executable,
+               "SPARK_LOCAL_IP": "127.0.0.1"}  # else Spark warns twice a job about the name
         started = step("putting real images into the local S3")
         seed(env)
         done(started)

@@ -298,8 +298,11 @@ def setup_logging(level: str) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
     logging.basicConfig(level=level, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    for noisy in ("py4j", "aiohttp", "petastorm", "absl"):
+    for noisy in ("py4j", "aiohttp", "absl"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # petastorm warns that each split's Parquet files are under 50 MB (one 400-character line
+    # per split, on every run of a small or sharded training set)
+    logging.getLogger("petastorm").setLevel(logging.ERROR)
     # botocore logs each request's headers at DEBUG, Authorization (the access key id) included:
     # the driver's S3 listings and lease writes would put them in the job's log
     for chatty in ("botocore", "boto3", "urllib3", "s3transfer"):
