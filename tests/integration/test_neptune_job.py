@@ -25,9 +25,12 @@ def test_startup_probe_stops_the_job(answers, fragment, endpoints, trained_model
         result, _ = run_infer(
             tmp_path, "--config", "conf/local.yaml", "--input", _cli_input(s3), "--model",
             MODEL_URI, "--output", f"s3a://{BUCKET}/{output}", "--gremlin-endpoint",
-            server.endpoint, "--set", "graph.max_attempts=3", env=endpoints.env())
+            server.endpoint, "--set", "graph.max_attempts=3", "--set",
+            "graph.failover_budget_s=3", env=endpoints.env())
     assert_one_error_line(result, f"graph writes to {server.endpoint} ", fragment)
-    assert server.requests <= 3 + 1  # no full-speed run against a refusing endpoint
+    # the probe's tries (3 attempts, or a read-only endpoint's reconnects within the 3 s
+    # failover budget), then nothing: no full-speed run against a refusing endpoint
+    assert server.requests <= 8
     assert s3.list_objects_v2(Bucket=BUCKET, Prefix=output)["KeyCount"] == 0
 
 

@@ -45,7 +45,8 @@ def small_graph(graph, config):
     contents = [content_elements(row["uri"], row["sha256"]) for row in ROWS]
     writer.write_elements(list({v.id: v for v, _ in contents}.values()),
                           [e for _, e in contents])
-    writer.write_elements([], [near_duplicate_edge(A, C, 3), near_duplicate_edge(B, C, 3),
+    writer.write_elements([], [near_duplicate_edge(A, C, 3, METADATA.tag),
+                               near_duplicate_edge(B, C, 3, METADATA.tag),
                                similar_to_edge(C, A, 0.05, METADATA.tag),
                                similar_to_edge(A, D, 0.4, METADATA.tag),
                                similar_to_edge(A, B, 0.0, METADATA.tag)])

@@ -231,7 +231,8 @@ def _train_and_export(spark: SparkSession, config: Config, data: _LabeledData,
     images_per_second = state.images_trained / (sum(state.history.get("seconds", [])) or 1.0)
     metadata = _metadata(training, data.classes, feed, evaluation, state, sizes,
                          images_per_second, output_uri)
-    metadata = store_training_sample(spark, data.dataset, metadata,  # for int8
+    metadata = store_training_sample(spark, data.dataset.where(F.col("split") != TEST),
+                                     metadata,  # for int8: never the test split
                                      config.inference.int8_calibration_images,
                                      config.inference.int8_check_images, data.column)
     _export(spark, os.path.join(work, "export"), model, metadata, evaluation, state.history)
