@@ -215,7 +215,8 @@ def _classify_chunk(spark: SparkSession, run: _Run, objects: DataFrame,
 def _commit_chunk(spark: SparkSession, run: _Run, chunk: _StagedChunk) -> None:
     """Count a classified chunk into the report, write its classified objects to the graph,
     then commit it: predictions/ for those written, dead_letter/ for the rest. The background
-    thread's work; the only writer of the report while chunks run."""
+    thread's work; the only writer of the report while chunks run. `JobError` (the lease's
+    line) before any of the three writes when the run no longer holds its lease."""
     config, report = run.config, run.report
     classified = sum(count for status, _, count in chunk.counts if status == STATUS_OK)
     total = sum(count for _, _, count in chunk.counts)
@@ -233,14 +234,18 @@ def _commit_chunk(spark: SparkSession, run: _Run, chunk: _StagedChunk) -> None:
     dead_letters = (results.where(F.col("status") != STATUS_OK)
                     .select("uri", "stage", "reason", "retryable", "bytes", "model", "run_id"))
     if config.graph.enabled and classified:
+        run.lease.ensure_held()
         failed = _write_graph(spark, run, predictions, chunk.uri)
         dead_letters = dead_letters.unionByName(
             failed.join(predictions.select("uri", "bytes", "model", "run_id"), "uri")
             .select("uri", F.lit(STAGE_GRAPH).alias("stage"), "reason",
                     F.lit(True).alias("retryable"), "bytes", "model", "run_id"))
         predictions = predictions.join(failed, "uri", "left_anti")
-    run.lease.ensure_held()  # a run that lost its lease to another must not commit
+    # a run whose lease may have expired (and been taken over) must not commit: checked
+    # before each write, as each can take long
+    run.lease.ensure_held()
     write_predictions(predictions, report.output_uri, report.run_id)
+    run.lease.ensure_held()
     write_dead_letters(dead_letters, report.output_uri, report.run_id, run.started_at)
 
 
