@@ -1,6 +1,7 @@
 """Every object read from its own key, whatever characters the key holds: different images under
 keys that URL parsing or Hadoop's Path would confuse (`img` and `img?v=2.jpg`, `a` and
-`a#b.jpg`, `//`, a leading `/`, `..`) and keys from every class of S3's object key naming
+`a#b.jpg`, `//`, a leading `/`, `..`), keys that look alike (NFC and NFD of `café.jpg`, and
+one with a trailing space) and keys from every class of S3's object key naming
 guidelines, through a prefix listing, a manifest and an S3 Inventory report, each a whole run
 of the job against the real S3 server; each object's sha256 and labels in predictions/ are those
 of its own bytes (a copy under a plain key is classified beside it)."""
@@ -11,6 +12,7 @@ import gzip
 import hashlib
 import io
 import json
+import unicodedata
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 from urllib.parse import quote_plus
@@ -28,9 +30,13 @@ from imagegraph.storage.selection import INVENTORY, MANIFEST, PREFIX, InputSourc
 
 ODD_BUCKET = "imagegraph-odd-keys"  # listed from its root, so a key may start with '/'
 OUT = f"s3a://{BUCKET}/odd-keys-out"
-# pairs a URL parser folds into one object come first: each gets a different digit
+NFC_CAFE, NFD_CAFE = (unicodedata.normalize(form, "café.jpg") for form in ("NFC", "NFD"))
+# pairs a URL parser folds into one object come first, then keys that look alike (NFD and NFC
+# of one name, and the NFC one with a trailing space): each differs from the one it could be
+# taken for in its digit's class
 ODD_KEYS = [
-    "img", "img?v=2.jpg", "a", "a#b.jpg", "q?x=1&y=2#frag.jpg",
+    "img", "img?v=2.jpg", "a", "a#b.jpg", NFD_CAFE, NFC_CAFE, NFC_CAFE + " ",
+    "q?x=1&y=2#frag.jpg",
     "odd//double.jpg", "/leading.jpg", "dots/../up.png", "ünïcödé/日本語 ✓.png",
     "safe/Abc-1_x.y*z'(1)!.png",                          # safe characters
     "special/&$@=;:+ ,?.png", "special/ctl\x01\x1f\x7f\t.png", "special/cr\r.png",
@@ -136,6 +142,10 @@ def assert_each_object_read_from_its_own_key(spark, report, output: str, objects
     # the pairs a URL parser folds into one object hold digits of different classes
     assert by_uri[canonical("img")]["labels"][0] != by_uri[canonical("img?v=2.jpg")]["labels"][0]
     assert by_uri[canonical("a")]["labels"][0] != by_uri[canonical("a#b.jpg")]["labels"][0]
+    assert by_uri[canonical(NFC_CAFE)]["labels"][0] != \
+        by_uri[canonical(NFD_CAFE)]["labels"][0]
+    assert by_uri[canonical(NFC_CAFE)]["labels"][0] != \
+        by_uri[canonical(NFC_CAFE + " ")]["labels"][0]
 
 
 def test_prefix_listing_reads_every_key_and_names_graph_vertices_exactly(

@@ -8,7 +8,9 @@ fails and leaves the new holder's lease alone.
 
 Then the job: a run of a shard whose reads are held at a proxy (so it is surely in the middle
 of its work) makes `jobs/infer.py` on the same shard exit 2 with one line naming it, while
-the other shard runs; a lease left by a killed run is taken over by the next run once expired.
+the other shard runs; a lease left by a killed run is taken over by the next run once expired;
+a run whose renewals keep failing stops before its next chunk, commits nothing more and
+writes its report marked failed.
 """
 from __future__ import annotations
 
@@ -26,8 +28,10 @@ import pytest
 import sample_images
 import services
 from conftest import MODEL_URI
+from pyspark.sql import functions as F
 from s3_fault_proxy import S3FaultProxy
 from s3_objects import put_objects
+from test_run_faults import finished, run_in_thread, through
 
 from imagegraph.errors import JobError
 from imagegraph.infer.job import run_inference
@@ -227,3 +231,55 @@ def test_the_next_run_takes_over_the_lease_of_a_killed_run(spark, config, traine
                            MODEL_URI, output, shard=Shard(0, 2))
     assert report.reconciles()
     assert lease_files(output, s3) == {}
+
+
+def test_a_run_whose_lease_renewals_fail_stops_commits_nothing_more_and_reports_failed(
+        spark, config, trained_model, s3, tmp_path):
+    """Two chunks; once the first is committed (the second's reads held at the proxy), the
+    run's lease store is made unusable (its lock file replaced by a directory), so every
+    renewal fails; past two thirds of the TTL the run stops before the second chunk."""
+    _, held_out = sample_images.digit_images(limit=48)
+    objects = dict(list(held_out.items())[:8])
+    assert len(objects) == 8  # two chunks of 4
+    put_objects(s3, BUCKET, "lost/in/", objects)
+    chunks = {row["uri"]: row["chunk"] for row in spark.createDataFrame(
+        [(f"s3://{BUCKET}/lost/in/{key}",) for key in objects], "uri string")
+        .select("uri", F.pmod(F.xxhash64("uri"), F.lit(2)).alias("chunk")).collect()}
+    first = {uri for uri, chunk in chunks.items() if chunk == 0}
+    assert 0 < len(first) < len(objects)
+    output = (tmp_path / "out").as_uri()
+    out_dir, lease_dir = tmp_path / "out", tmp_path / "out" / "_leases" / MODEL
+    run_config = replace(config, graph=replace(config.graph, enabled=False),
+                         run=replace(config.run, objects_per_chunk=4, lease_ttl_s=3.0))
+    with S3FaultProxy(config.s3.endpoint) as proxy:
+        # one object of the second chunk waits: its task holds one slot, the other commits
+        proxy.hold(frozenset({min(uri[len("s3:/"):] for uri in chunks if uri not in first)}))
+        thread, outcome = run_in_thread(spark, through(proxy, run_config),
+                                        f"s3a://{BUCKET}/lost/in/", output, "lost-lease")
+        try:
+            deadline = time.monotonic() + 300
+            while not (proxy.held and list(out_dir.glob("predictions/run_id=*/*.parquet"))):
+                assert thread.is_alive() and time.monotonic() < deadline, outcome
+                time.sleep(0.1)
+            (lease_dir / ".lock").unlink()
+            (lease_dir / ".lock").mkdir()
+            time.sleep(3.0)  # past the 2 s the lease is held after its last renewal
+        finally:
+            proxy.release()
+        with pytest.raises(JobError) as stopped:
+            finished(thread, outcome, timeout_s=300)
+    [run_id] = [path.name[len("run_id="):] for path in out_dir.glob("predictions/run_id=*")]
+    line = str(stopped.value)
+    assert line.startswith(f"run {run_id} lost its lease {output}/_leases/{MODEL}/all.json: "
+                           f"not renewed for "), line
+    assert line.endswith(f", over the 2 s it is held after a renewal (TTL 3 s); last renewal "
+                         f"error: IsADirectoryError: [Errno 21] Is a directory: "
+                         f"'{lease_dir}/.lock'"), line
+    committed = {row.uri for row in spark.read.parquet(f"{output}/predictions").collect()}
+    assert committed == first  # nothing of the second chunk
+    assert not list(out_dir.glob("dead_letter/run_id=*/*.parquet"))
+    report = json.loads((out_dir / "_reports" / f"{run_id}.json").read_text())
+    assert (report["status"], report["stop"]) == ("failed", line)
+    assert (report["listed"], report["classified"], report["committed_predictions"],
+            report["committed_dead_letters"], report["chunks"]) == \
+        (len(objects), len(first), len(first), 0, 2)

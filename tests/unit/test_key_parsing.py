@@ -1,5 +1,7 @@
 """Object keys taken from canonical URIs exactly, and which listed keys a prefix listing keeps:
 pure functions, over keys from every class of S3's object key naming guidelines."""
+import unicodedata
+
 import pytest
 
 from imagegraph.storage.s3_listing import PrefixListing, prefix_listing
@@ -14,13 +16,22 @@ AVOID_KEYS = ["back\\slash{}^%`[]\"<>~#|.jpg", "a#b.jpg", "pct%2Fnot-decoded%zz.
               "high\x80\xff.jpg"]
 SHAPED_KEYS = ["odd//double.jpg", "/leading.jpg", "//", "x/../y.jpg", "../up.jpg", "./here.jpg",
                "ünïcödé/日本語 ✓.jpg", "emoji😀.jpg", "trailing-dot.", " spaced ", "img", "a"]
-KEYS = SAFE_KEYS + SPECIAL_KEYS + AVOID_KEYS + SHAPED_KEYS
+# keys that look the same: NFC and NFD of "café.jpg" (S3 compares bytes, not characters),
+# and one with a trailing space
+LOOKALIKE_KEYS = [unicodedata.normalize("NFC", "café.jpg"),
+                  unicodedata.normalize("NFD", "café.jpg"), "café.jpg "]
+KEYS = SAFE_KEYS + SPECIAL_KEYS + AVOID_KEYS + SHAPED_KEYS + LOOKALIKE_KEYS
 
 
 @pytest.mark.parametrize("key", KEYS)
 @pytest.mark.parametrize("scheme", ["s3", "s3a", "s3n"])
 def test_bucket_and_key_keeps_every_key_exactly(scheme, key):
     assert bucket_and_key(f"{scheme}://bucket/{key}") == ("bucket", key)
+
+
+def test_lookalike_keys_stay_distinct():
+    assert len(set(LOOKALIKE_KEYS)) == 3
+    assert [bucket_and_key(f"s3://b/{key}")[1] for key in LOOKALIKE_KEYS] == LOOKALIKE_KEYS
 
 
 def test_bucket_and_key_does_not_url_parse():

@@ -123,3 +123,54 @@ def test_an_input_source_is_named_by_its_uri_and_kind():
     assert str(InputSource(PREFIX, "s3://b/in/")) == "s3://b/in/"
     assert str(InputSource(MANIFEST, "s3://b/m.csv")) == "manifest s3://b/m.csv"
     assert str(InputSource(INVENTORY, "s3://b/manifest.json")) == "inventory s3://b/manifest.json"
+
+
+def test_rows_without_a_modified_time_are_kept_for_counting_not_dropped(spark, tmp_path):
+    """A manifest whose last_modified is empty or unparseable in some rows: with a bound, those
+    rows come back for the run to count (`without_modified`), the others are filtered."""
+    from pyspark.sql import functions as F
+
+    from imagegraph.config import InputConfig, S3Config
+    from imagegraph.storage.selection import MANIFEST, InputSource, select_objects, without_modified
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("uri,last_modified\n"
+                        "s3://b/new.jpg,2026-06-01T00:00:00Z\n"
+                        "s3://b/old.jpg,2020-01-01T00:00:00Z\n"
+                        "s3://b/empty.jpg,\n"
+                        "s3://b/garbled.jpg,last tuesday\n")
+    source = InputSource(MANIFEST, manifest.as_uri())
+    bounded = InputConfig(modified_after="2026-01-01T00:00:00Z")
+    rows = select_objects(spark, source, bounded, S3Config(), None) \
+        .select("uri", without_modified(bounded).alias("untimed")).collect()
+    assert sorted((row.uri, row.untimed) for row in rows) == [
+        ("s3://b/empty.jpg", True), ("s3://b/garbled.jpg", True), ("s3://b/new.jpg", False)]
+    unbounded = select_objects(spark, source, InputConfig(), S3Config(), None)
+    assert unbounded.where(without_modified(InputConfig())).count() == 0
+    assert unbounded.where(F.col("modified").isNull()).count() == 2
+
+
+@pytest.mark.parametrize("bound", [{"modified_after": "2026-01-01T00:00:00Z"},
+                                   {"modified_before": "2026-01-01T00:00:00Z"}])
+def test_an_inventory_without_modified_times_refuses_the_time_filters(spark, tmp_path, bound):
+    import gzip
+    import json
+
+    from imagegraph.config import InputConfig, S3Config
+    from imagegraph.errors import JobError
+    from imagegraph.storage.selection import INVENTORY, InputSource, select_objects
+    data = tmp_path / "data" / "part-0.csv.gz"
+    data.parent.mkdir()
+    data.write_bytes(gzip.compress(b'"b","a.jpg","10"\n"b","c.jpg","20"\n'))
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text(json.dumps({
+        "sourceBucket": "b", "destinationBucket": "arn:aws:s3:::", "fileFormat": "CSV",
+        "fileSchema": "Bucket, Key, Size",
+        "files": [{"key": str(data).lstrip("/"), "size": 0, "MD5checksum": ""}]}))
+    source = InputSource(INVENTORY, manifest.as_uri())
+    assert select_objects(spark, source, InputConfig(), S3Config(), None).count() == 2
+    with pytest.raises(JobError) as refused:
+        select_objects(spark, source, InputConfig(**bound), S3Config(), None)
+    assert str(refused.value) == (
+        f"inventory {manifest.as_uri()} has no LastModifiedDate field, so the modified-after/"
+        f"-before filters cannot be applied; add that field to the inventory configuration, "
+        f"or run without the filters")

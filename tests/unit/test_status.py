@@ -57,3 +57,16 @@ def test_rate_and_time_left_from_finished_runs():
 def test_a_whole_run_is_the_shard_all():
     status = summarize([report("r", "", 10, 9, 1)], {})
     assert [(s.shard, s.state, s.left) for s in status.shards] == [("all", DONE, 0)]
+
+
+def test_a_report_marked_failed_shows_its_stop_line_and_counts_what_it_committed():
+    stop = "run r1 lost its lease file:///out/_leases/digits@v1/0-of-2.json: not renewed"
+    failed = {**report("r1", "0/2", 100, 30, 2, elapsed=8.0), "status": "failed", "stop": stop}
+    done = {**report("r2", "1/2", 100, 100, 0, elapsed=10.0), "status": "succeeded"}
+    status = summarize([failed, done], {})
+    by_shard = {s.shard: s for s in status.shards}
+    assert (by_shard["0-of-2"].state, by_shard["0-of-2"].stop_line) == (FAILED, stop)
+    assert (by_shard["0-of-2"].written, by_shard["0-of-2"].left) == (30, 68)
+    assert by_shard["1-of-2"].state == DONE
+    assert status.rate_img_per_s == (32 + 100) / 18.0  # the failed run processed what it committed
+    assert status.lines()[1].endswith(f"  {stop}")

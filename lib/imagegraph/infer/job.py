@@ -41,7 +41,7 @@ from imagegraph.runs.ids import new_run_id
 from imagegraph.runs.lease import RunLease, take_lease
 from imagegraph.runs.metrics import run_metrics
 from imagegraph.runs.progress import ProgressCounters, ProgressLogger
-from imagegraph.runs.report import RunReport
+from imagegraph.runs.report import FAILED, SUCCEEDED, RunReport
 from imagegraph.storage import hadoop_fs
 from imagegraph.storage.object_reader import ReaderSettings
 from imagegraph.storage.outputs import (
@@ -54,7 +54,7 @@ from imagegraph.storage.outputs import (
     write_predictions,
     write_report,
 )
-from imagegraph.storage.selection import InputSource, Shard, select_objects
+from imagegraph.storage.selection import InputSource, Shard, select_objects, without_modified
 
 log = logging.getLogger(__name__)
 
@@ -83,8 +83,9 @@ def run_inference(spark: SparkSession, config: Config, source: InputSource, mode
     """Classify the objects of `source` (in `shard`, when given) with the model at
     `model_uri`, upsert the results into the graph when `config.graph.enabled`, and record
     them under `output_uri` (see `outputs`); with `resume`, skip objects earlier runs of this
-    model finished there. The report is written to `<output>/_reports/<run_id>.json`, its picture
-    beside it (`runs.figures`)."""
+    model finished there. The report is written to `<output>/_reports/<run_id>.json`, `status`
+    `succeeded`; once the run holds its lease, whatever stops it, marked `failed` with the stop
+    line and what it committed before (see `RunReport`); its picture beside it (`runs.figures`)."""
     started = time.monotonic()
     started_at = datetime.now(timezone.utc)
     output_uri = output_uri.rstrip("/")
@@ -96,66 +97,107 @@ def run_inference(spark: SparkSession, config: Config, source: InputSource, mode
                        output_uri=output_uri, model=metadata.tag,
                        shard=str(shard) if shard else "", resume=resume,
                        started_at=started_at.isoformat(), graph_enabled=config.graph.enabled)
-    metrics = run_metrics(config.metrics, config.s3, report.run_id, report.shard, report.model)
+    figures = RunFigures(report, run_metrics(config.metrics, config.s3, report.run_id,
+                                             report.shard, report.model))
     if config.graph.enabled:  # the startup probe: writes as the workers will, or stops here
         _add_model_totals(report, config, metadata)
 
     # one run per (output, model, shard) at a time, from before what is done is read
     with take_lease(output_uri, metadata.tag, shard, report.run_id, config.run.lease_ttl_s,
                     config.s3) as lease:
-        staging = staging_uri(output_uri, report.run_id)
-        todo = _stage_selection(spark, config, source, shard, resume, staging, report)
-        settings = _settings(spark, config, metadata)
-        precision = choose_precision(spark, config.inference, metadata, model_files, todo,
-                                     settings)
-        precision.record(report)
-        broadcast = spark.sparkContext.broadcast(precision.model_files)
         try:
-            remaining = todo.count()
-            report.chunks = max(1, math.ceil(remaining / config.run.objects_per_chunk))
-            log.info("run %s: %d objects selected from %s%s, %d done before, %d to do in %d "
-                     "chunk(s), model %s", report.run_id, report.listed, source,
-                     f" (shard {shard})" if shard else "", report.skipped_done, remaining,
-                     report.chunks, metadata.tag)
-            run = _Run(config, metadata, broadcast,
-                       replace(settings, precision=precision.precision),
-                       ProgressCounters(spark.sparkContext), report, started_at, staging,
-                       lease, RunFigures(report, metrics))
-            with ProgressLogger(run.counters, remaining, config.run.progress_interval_s), \
-                    BackgroundJobs(spark.sparkContext, report.run_id) as commits:
-                for index in range(report.chunks if remaining else 0):
-                    chunk = todo if report.chunks == 1 else \
-                        todo.where(F.pmod(F.xxhash64("uri"), F.lit(report.chunks)) == index)
-                    staged = commits.run_in_foreground(_classify_chunk, spark, run, chunk,
-                                                       index)
-                    commits.submit(_commit_chunk, spark, run, staged)
-        finally:
-            broadcast.unpersist()
-        _read_back(spark, config, report)
-        hadoop_fs.delete(spark, staging)
+            _run_chunks(spark, config, source, shard, resume, metadata, model_files, report,
+                        started_at, lease, figures)
+        except BaseException as exc:
+            report.elapsed_s = time.monotonic() - started
+            _write_failed_report(spark, report, exc)
+            raise
+    report.status = SUCCEEDED
     report.elapsed_s = time.monotonic() - started
-    run.figures.finish(spark)
+    figures.finish(spark)
     log.info("run %s: report at %s", report.run_id,
              write_report(spark, output_uri, report.run_id, report.to_dict()))
     return report
+
+
+def _run_chunks(spark: SparkSession, config: Config, source: InputSource, shard: Shard | None,
+                resume: bool, metadata: ModelMetadata, model_files: dict[str, bytes],
+                report: RunReport, started_at: datetime, lease: RunLease,
+                figures: RunFigures) -> None:
+    """The run under its lease: stage the selection, classify and commit chunk by chunk,
+    read back into `report`."""
+    staging = staging_uri(report.output_uri, report.run_id)
+    todo = _stage_selection(spark, config, source, shard, resume, staging, report)
+    settings = _settings(spark, config, metadata)
+    precision = choose_precision(spark, config.inference, metadata, model_files, todo,
+                                 settings)
+    precision.record(report)
+    broadcast = spark.sparkContext.broadcast(precision.model_files)
+    try:
+        remaining = todo.count()
+        report.chunks = max(1, math.ceil(remaining / config.run.objects_per_chunk))
+        log.info("run %s: %d objects selected from %s%s, %d done before, %d to do in %d "
+                 "chunk(s), model %s", report.run_id, report.listed, source,
+                 f" (shard {shard})" if shard else "", report.skipped_done, remaining,
+                 report.chunks, metadata.tag)
+        run = _Run(config, metadata, broadcast,
+                   replace(settings, precision=precision.precision),
+                   ProgressCounters(spark.sparkContext), report, started_at, staging, lease,
+                   figures)
+        with ProgressLogger(run.counters, remaining, config.run.progress_interval_s), \
+                BackgroundJobs(spark.sparkContext, report.run_id) as commits:
+            for index in range(report.chunks if remaining else 0):
+                chunk = todo if report.chunks == 1 else \
+                    todo.where(F.pmod(F.xxhash64("uri"), F.lit(report.chunks)) == index)
+                staged = commits.run_in_foreground(_classify_chunk, spark, run, chunk, index)
+                commits.submit(_commit_chunk, spark, run, staged)
+    finally:
+        broadcast.unpersist()
+    _read_back(spark, config, report)
+    hadoop_fs.delete(spark, staging)
+
+
+def _write_failed_report(spark: SparkSession, report: RunReport, error: BaseException) -> None:
+    """Write `report` marked failed, `stop` the first line of `error`, with the rows the run
+    committed before it, read back; a failure to do so is logged, the run's own error is the
+    one raised."""
+    line = str(error) if isinstance(error, JobError) else f"{type(error).__name__}: {error}"
+    report.status, report.stop = FAILED, (line.strip().splitlines() or [type(error).__name__])[0]
+    try:
+        report.committed_predictions, report.committed_dead_letters = committed_rows(
+            spark, report.output_uri, report.run_id)
+        log.info("run %s: failed; report at %s", report.run_id,
+                 write_report(spark, report.output_uri, report.run_id, report.to_dict()))
+    except Exception as exc:  # the store or Spark itself may be what failed
+        log.warning("run %s: could not write its failed report: %s: %s", report.run_id,
+                    type(exc).__name__, exc)
 
 
 def _stage_selection(spark: SparkSession, config: Config, source: InputSource,
                      shard: Shard | None, resume: bool, staging: str,
                      report: RunReport) -> DataFrame:
     """List the run's objects once into `staging` and, with `resume`, those left to do; count
-    the listed and (joined with earlier output, not subtracted) the skipped into `report`.
+    the listed, the rows left out for want of a modified time the filters need, and (joined
+    with earlier output, not subtracted) the skipped into `report`.
     Returns the objects to do, read from the staged copy; `JobError` when a source row names
     no object."""
     select_objects(spark, source, config.input, config.s3, shard) \
         .write.parquet(f"{staging}/selected")
     selected = spark.read.parquet(f"{staging}/selected")  # listed once, never again
-    listed, unnamed = selected.agg(F.count(F.lit(1)),
-                                   F.count(F.when(F.col("uri").isNull(), 1))).first()
+    untimed = without_modified(config.input)
+    listed, unnamed, report.without_modified = selected.agg(
+        F.count(F.lit(1)), F.count(F.when(F.col("uri").isNull(), 1)),
+        F.count(F.when(untimed, 1))).first()
     if unnamed:  # a manifest row without uri, bucket or key: no object to read or dead-letter
         raise JobError(f"{source}: {unnamed} row(s) name no object (no uri, or no bucket or "
                        f"key); fix or remove them and run again")
-    report.listed = listed
+    if report.without_modified:
+        log.warning("run %s: %d row(s) of %s have no (parseable) modified time, so the "
+                    "modified-after/-before filters cannot select them; left out, counted in "
+                    "the report (without_modified)", report.run_id, report.without_modified,
+                    source)
+        selected = selected.where(~untimed)
+    report.listed = listed - report.without_modified
     if not resume:
         return selected
     done = done_uris(spark, report.output_uri, report.model)
@@ -221,8 +263,13 @@ def _classify_chunk(spark: SparkSession, run: _Run, objects: DataFrame,
 def _commit_chunk(spark: SparkSession, run: _Run, chunk: _StagedChunk) -> None:
     """Count a classified chunk into the report, write its classified objects to the graph,
     then commit it: predictions/ for those written, dead_letter/ for the rest. The background
-    thread's work; the only writer of the report while chunks run."""
+    thread's work; the only writer of the report while chunks run. `JobError` (the lease's
+    line) before the chunk is counted and before each of its commits when the run no longer
+    holds its lease."""
     config, report = run.config, run.report
+    # a run whose lease may have expired (and been taken over) must not count, write or
+    # commit a chunk: checked before each write too, as each can take long
+    run.lease.ensure_held()
     classified = sum(count for status, _, count in chunk.counts if status == STATUS_OK)
     total = sum(count for _, _, count in chunk.counts)
     report.classified += classified
@@ -245,8 +292,9 @@ def _commit_chunk(spark: SparkSession, run: _Run, chunk: _StagedChunk) -> None:
             .select("uri", F.lit(STAGE_GRAPH).alias("stage"), "reason",
                     F.lit(True).alias("retryable"), "bytes", "model", "run_id"))
         predictions = predictions.join(failed, "uri", "left_anti")
-    run.lease.ensure_held()  # a run that lost its lease to another must not commit
+    run.lease.ensure_held()
     write_predictions(predictions, report.output_uri, report.run_id)
+    run.lease.ensure_held()
     write_dead_letters(dead_letters, report.output_uri, report.run_id, run.started_at)
     run.figures.chunk_committed(chunk.index)
 

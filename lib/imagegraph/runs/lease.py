@@ -3,7 +3,14 @@
     <output>/_leases/<model name@version>/<shard>.json      shard: `3-of-8`, or `all`
 
 taken before the run computes what is done -> renewed every `ttl_s / 3` by a daemon thread
-while the run works -> deleted when the run returns or raises.
+while the run works (after a failed renewal, every `ttl_s / 12`) -> deleted when the run returns
+or raises.
+
+A run holds its lease only while its last successful renewal (timed by the run's own monotonic
+clock from before the request was sent, so never later than the store's) is younger than
+`ttl_s` less a safety margin of a third of `ttl_s` (`RunLease.held_for_s`); the job checks
+before each commit. Renewals that keep failing for any reason (503s, a lost network) therefore
+stop the run before the lease can expire on the store's clock and be taken over.
 
 A run is refused (`JobError`, the job's one line and exit code 2) while a live lease of the same
 model covers objects of its own: the same shard, a shard of another count that shares objects
@@ -18,7 +25,10 @@ conditional writes for s3:// and s3a:// outputs (`If-None-Match: *` to create, `
 <ETag>` to take over, renew and delete), and for file:// outputs an O_CREAT|O_EXCL create and
 compare-then-replace under an exclusive `flock`. Leases of different shard files are separate
 objects: two runs of overlapping shards that start at the same moment may both see the other
-and both be refused, never both admitted.
+and both be refused, never both admitted. A run admitted beside an expired lease of an
+overlapping shard deletes it (conditionally on the version it read), so that lease's holder, if
+it still runs, finds its next renewal in conflict and stops as if its own shard had been taken
+over.
 """
 from __future__ import annotations
 
@@ -30,11 +40,12 @@ import math
 import os
 import socket
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
-from typing import Iterator
+from typing import Callable, Iterator
 from urllib.parse import quote, urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -229,12 +240,18 @@ def lease_store(leases_uri: str, s3: S3Config) -> _S3Store | _FileStore:
 
 class RunLease:
     """The lease a run holds (see the module docstring); `take_lease` returns it taken and
-    being renewed. Use it as a context manager, or call `release` when the run ends."""
+    being renewed. Use it as a context manager, or call `release` when the run ends.
+    `renewed_at` is when the request that took the lease was sent, in seconds of `clock`
+    (monotonic)."""
 
-    def __init__(self, uri: str, store, name: str, body: dict, version: str):
+    def __init__(self, uri: str, store, name: str, body: dict, version: str,
+                 renewed_at: float, clock: Callable[[], float] = time.monotonic):
         self.uri = uri
         self._store, self._name, self._body, self._version = store, name, body, version
-        self._lost: str | None = None
+        self._clock, self._renewed_at = clock, renewed_at
+        self._renew_error = ""
+        self._lost: str | None = None  # why the lease is not held, once it is not
+        self._taken_over = False
         self._stop = threading.Event()
         self._renewer = threading.Thread(target=self._renew_until_stopped, daemon=True,
                                          name=f"lease {name}")
@@ -246,33 +263,52 @@ class RunLease:
     def __exit__(self, *exc_info) -> None:
         self.release()
 
+    @property
+    def held_for_s(self) -> float:
+        """Seconds after a successful renewal that the run still holds the lease: `ttl_s`
+        less a third of it, the margin for the clocks of run and store, and for a commit
+        started just before the end."""
+        return float(self._body["ttl_s"]) * 2 / 3
+
     def ensure_held(self) -> None:
-        """Raise `JobError` when the lease was lost (not renewed within its TTL, then taken
-        over): the run must not commit anything more."""
-        if self._lost:
-            raise JobError(f"run {self._body['run_id']} lost its lease {self.uri}: "
-                           f"{self._lost}")
+        """Raise `JobError` when the lease is not held: taken over by another run, or not
+        renewed for `held_for_s`; the run must not commit anything more."""
+        if not self._lost:
+            age = self._clock() - self._renewed_at
+            if age < self.held_for_s:
+                return
+            self._lost = (f"not renewed for {age:.0f} s, over the {self.held_for_s:.0f} s it "
+                          f"is held after a renewal (TTL {float(self._body['ttl_s']):.0f} s); "
+                          f"last renewal error: {self._renew_error or 'none'}")
+        raise JobError(f"run {self._body['run_id']} lost its lease {self.uri}: {self._lost}")
 
     def renew(self) -> bool:
-        """Renew now, only if the lease is still this run's version; False once lost."""
+        """Renew now, only if the lease is still this run's version; False once taken over,
+        or when this renewal failed."""
         if self._lost:
             return False
+        sent_at = self._clock()
         body = {**self._body, "renewed_at": _now()}
         try:
             self._version = self._store.replace(self._name, _encode(body), self._version)
-            self._body = body
         except LeaseConflict:
-            self._lost = "another run took it over after it expired"
+            self._lost, self._taken_over = "another run took it over after it expired", True
             log.error("run %s: lease %s lost: %s; the run stops before its next commit",
                       self._body["run_id"], self.uri, self._lost)
+            return False
         except (BotoCoreError, ClientError, OSError) as exc:
+            self._renew_error = f"{type(exc).__name__}: {exc}"
             log.warning("run %s: could not renew lease %s (will try again): %s",
-                        self._body["run_id"], self.uri, exc)
-        return not self._lost
+                        self._body["run_id"], self.uri, self._renew_error)
+            return False
+        self._body, self._renewed_at, self._renew_error = body, sent_at, ""
+        return True
 
     def _renew_until_stopped(self) -> None:
-        while not self._stop.wait(float(self._body["ttl_s"]) / 3):
-            if not self.renew():
+        interval = float(self._body["ttl_s"]) / 3
+        while not self._stop.wait(interval):
+            interval = float(self._body["ttl_s"]) / (3 if self.renew() else 12)
+            if self._lost:
                 return
 
     def release(self) -> None:
@@ -281,7 +317,7 @@ class RunLease:
             return
         self._stop.set()
         self._renewer.join()
-        if self._lost:
+        if self._taken_over:
             return
         try:
             self._store.delete(self._name, self._version)
@@ -295,18 +331,21 @@ class RunLease:
 
 
 def take_lease(output_uri: str, model_tag: str, shard: Shard | None, run_id: str,
-               ttl_s: float, s3: S3Config) -> RunLease:
+               ttl_s: float, s3: S3Config,
+               clock: Callable[[], float] = time.monotonic) -> RunLease:
     """Take run `run_id`'s lease on (`output_uri`, `model_tag`, `shard`) for `ttl_s` seconds
-    at a time; `JobError` naming the holder when a live lease of another run covers any of
-    its objects, or when the store cannot be reached."""
+    at a time, held as timed by `clock` (monotonic seconds); `JobError` naming the holder when
+    a live lease of another run covers any of its objects, or when the store cannot be
+    reached."""
     directory = f"{output_uri.rstrip('/')}/{LEASES_DIR}/{quote(model_tag, safe='@')}"
     store, name = lease_store(directory, s3), shard_name(shard) + ".json"
     body = {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid(),
             "output": output_uri, "model": model_tag, "shard": str(shard) if shard else "",
             "ttl_s": ttl_s, "started_at": _now(), "renewed_at": _now()}
+    sent_at = clock()
     try:
         lease = RunLease(f"{directory}/{name}", store, name, body,
-                         _take(store, name, body, directory))
+                         _take(store, name, body, directory), sent_at, clock)
     except (BotoCoreError, ClientError, OSError) as exc:
         raise _unreachable(directory, exc) from None
     try:
@@ -360,9 +399,28 @@ def _refuse_overlapping(store, own: str, shard: Shard | None, directory: str) ->
         except ValueError:
             continue
         if shards_overlap(shard, other):
-            current = store.read(name)
-            if current is not None and current.live:
-                raise JobError(_refusal(f"{directory}/{name}", current))
+            _end_overlapping(store, name, f"{directory}/{name}")
+
+
+def _end_overlapping(store, name: str, uri: str) -> None:
+    """Refuse the run while the lease `name` of an overlapping shard is live; delete it once
+    expired, so that its holder's next renewal is in conflict."""
+    for _ in range(5):  # each pass loses only to a holder that renewed meanwhile
+        current = store.read(name)
+        if current is None:
+            return
+        if current.live:
+            raise JobError(_refusal(uri, current))
+        try:
+            store.delete(name, current.version)
+        except LeaseConflict:
+            continue
+        log.warning("ended the expired lease %s of run %s (last renewed %.0f s ago), whose "
+                    "shard overlaps this run's", uri, current.body.get("run_id"),
+                    current.age_s)
+        return
+    raise JobError(f"{uri}: the lease kept changing while this run tried to end it; another "
+                   f"run is working on an overlapping shard")
 
 
 def _refusal(uri: str, lease: StoredLease) -> str:

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+SUCCEEDED, FAILED = "succeeded", "failed"
+
 
 @dataclass
 class RunReport:
@@ -32,6 +34,7 @@ class RunReport:
     resume: bool = False
     started_at: str = ""
     listed: int = 0
+    without_modified: int = 0
     skipped_done: int = 0
     classified: int = 0
     dead_lettered_by_reason: dict = field(default_factory=dict)
@@ -57,6 +60,8 @@ class RunReport:
     chunk_figures: list = field(default_factory=list)
     top1_by_class: dict = field(default_factory=dict)
     picture_uri: str = ""
+    status: str = ""
+    stop: str = ""
 
     @property
     def dead_lettered(self) -> int:
@@ -125,6 +130,8 @@ class RunReport:
         lines = [
             f"run {self.run_id}: {self.source}{shard} -> {self.output_uri} with {self.model}",
             f"  objects listed       {self.listed}",
+            *([f"  without modified     {self.without_modified} (left out: no modified time "
+               f"for the filters)"] if self.without_modified else []),
             f"  skipped as done      {self.skipped_done}"
             + ("" if self.resume else " (no --resume)"),
             f"  classified           {self.classified}",

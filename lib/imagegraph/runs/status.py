@@ -8,11 +8,13 @@ and after the cluster is gone.
 A shard is
 - `running` while a live lease covers it (its holder, pid and last renewal are shown);
 - `done` when its latest report reconciles and leaves nothing to do;
-- `failed` when its latest report does not reconcile or marks the run failed (its stop line);
+- `failed` when its latest report marks the run failed (`status`; its `stop` line is shown) or
+  does not reconcile (reports written before `status` existed are judged by this alone);
 - `not started` when no report or lease names it but another shard of its count does.
 `left` is what the latest report of a shard did not account for (listed - written -
 dead-lettered - skipped; 0 for a done shard, unknown for a shard never reported). The rate is
-objects processed per second of run time over the reports read, per shard; the estimate of the
+objects processed (by a failed run: committed) per second of run time over the reports read,
+per shard; the estimate of the
 time left divides what is left by that rate times the shards running at once (at least one).
 """
 from __future__ import annotations
@@ -27,6 +29,7 @@ from urllib.parse import quote, unquote
 from imagegraph.config import S3Config, load_config
 from imagegraph.errors import JobError
 from imagegraph.runs.lease import LEASES_DIR, StoredLease, lease_store, shard_name
+from imagegraph.runs.report import FAILED as FAILED_RUN
 from imagegraph.storage.outputs import REPORTS_DIR
 from imagegraph.storage.selection import Shard
 
@@ -118,8 +121,8 @@ def _report_status(model: str, shard: str, report: dict[str, Any]) -> ShardStatu
     written = int(report.get("committed_predictions", report.get("written", 0)))
     dead = int(report.get("committed_dead_letters", report.get("dead_lettered", 0)))
     skipped = int(report.get("skipped_done", 0))
-    failed = bool(report.get("failed")) or not report.get("reconciled", False)
-    stop = str(report.get("stop_line") or "")
+    failed = report.get("status") == FAILED_RUN or not report.get("reconciled", False)
+    stop = str(report.get("stop") or "")
     if failed and not stop:
         stop = "; ".join(report.get("disagreements") or []) or "the run failed"
     return ShardStatus(model, shard, FAILED if failed else DONE, str(report.get("run_id", "")),
@@ -155,7 +158,7 @@ def summarize(
             for index in range(count):
                 name = shard_name(Shard(index, count))
                 statuses.setdefault((model, name), ShardStatus(model, name, NOT_STARTED))
-    processed = sum(int(r.get("listed", 0)) - int(r.get("skipped_done", 0)) for r in reports)
+    processed = sum(_processed(r) for r in reports)
     elapsed = sum(float(r.get("elapsed_s", 0.0)) for r in reports)
     rate = processed / elapsed if elapsed > 0 else 0.0
     shards = [statuses[key] for key in sorted(statuses, key=_order)]
@@ -164,6 +167,14 @@ def summarize(
     left = sum(s.left or 0 for s in shards)
     eta = None if unknown or (left and rate <= 0) else left / (rate * running) if left else 0.0
     return BackfillStatus(shards, rate, eta)
+
+
+def _processed(report: dict[str, Any]) -> int:
+    """Objects a run worked on: what it committed when it failed, else listed - skipped."""
+    if report.get("status") == FAILED_RUN:
+        return int(report.get("committed_predictions", 0)) + \
+            int(report.get("committed_dead_letters", 0))
+    return int(report.get("listed", 0)) - int(report.get("skipped_done", 0))
 
 
 def _order(key: tuple[str, str]) -> tuple[Any, ...]:

@@ -68,8 +68,11 @@ def shard_column(uri: Column, count: int) -> Column:
 def select_objects(spark: SparkSession, source: InputSource, options: InputConfig,
                    s3: S3Config, shard: Shard | None) -> DataFrame:
     """The objects of `source` modified within the configured bounds and, when `shard` is
-    given, in that shard: a DataFrame of `OBJECTS`. S3 prefixes are listed with the S3
-    settings `s3` the workers read with."""
+    given, in that shard: a DataFrame of `OBJECTS`; with a bound, also the rows whose
+    `modified` is null (missing or unparseable in a manifest or inventory), which the caller
+    counts and leaves out (`without_modified`). S3 prefixes are listed with the S3 settings
+    `s3` the workers read with. `JobError` when a bound is set and the source has no modified
+    times at all."""
     if source.kind == PREFIX and scheme_of(source.uri) in S3_SCHEMES:
         objects = s3_listing.list_prefix(
             spark, source.uri, options.glob, options.recursive,
@@ -77,13 +80,24 @@ def select_objects(spark: SparkSession, source: InputSource, options: InputConfi
     else:
         objects = {PREFIX: _list_hadoop_prefix, MANIFEST: _read_manifest,
                    INVENTORY: _read_inventory}[source.kind](spark, source.uri, options)
+    # a row without a (parseable) modified time is kept for the caller to count and leave out
+    # (`without_modified`): the filters cannot answer for it
     if options.modified_after:
-        objects = objects.where(F.col("modified") >= F.lit(parse_time(options.modified_after)))
+        objects = objects.where(F.col("modified").isNull() | (
+            F.col("modified") >= F.lit(parse_time(options.modified_after))))
     if options.modified_before:
-        objects = objects.where(F.col("modified") < F.lit(parse_time(options.modified_before)))
+        objects = objects.where(F.col("modified").isNull() | (
+            F.col("modified") < F.lit(parse_time(options.modified_before))))
     if shard is not None:
         objects = objects.where(shard_column(F.col("uri"), shard.count) == shard.index)
     return objects.dropDuplicates(["uri"])
+
+
+def without_modified(options: InputConfig) -> Column:
+    """True for the rows of `select_objects` that a modified-after/-before bound could not be
+    applied to (no modified time); False for every row when no bound is set."""
+    return F.col("modified").isNull() & F.lit(bool(options.modified_after
+                                                      or options.modified_before))
 
 
 def _require(spark: SparkSession, uri: str, what: str) -> None:
@@ -202,6 +216,11 @@ def _read_inventory(spark: SparkSession, uri: str, options: InputConfig) -> Data
     missing = {"bucket", "key"} - set(table.columns)
     if missing:
         raise JobError(f"inventory {uri} lacks the fields {', '.join(sorted(missing))}")
+    if (options.modified_after or options.modified_before) and \
+            "last_modified_date" not in table.columns:
+        raise JobError(f"inventory {uri} has no LastModifiedDate field, so the modified-after/"
+                       f"-before filters cannot be applied; add that field to the inventory "
+                       f"configuration, or run without the filters")
     if "is_delete_marker" in table.columns:
         table = table.where(~F.coalesce(F.col("is_delete_marker").cast("boolean"), F.lit(False)))
     if "is_latest" in table.columns:
