@@ -84,8 +84,9 @@ def run_inference(spark: SparkSession, config: Config, source: InputSource, mode
     `model_uri`, upsert the results into the graph when `config.graph.enabled`, and record
     them under `output_uri` (see `outputs`); with `resume`, skip objects earlier runs of this
     model finished there. The report is written to `<output>/_reports/<run_id>.json`, `status`
-    `succeeded`; once the run holds its lease, whatever stops it, marked `failed` with the stop
-    line and what it committed before (see `RunReport`); its picture beside it (`runs.figures`)."""
+    `succeeded`, its picture beside it (`runs.figures`); whatever stops the run once it has
+    planned its chunks, marked `failed` with the stop line and what it committed before (see
+    `RunReport`)."""
     started = time.monotonic()
     started_at = datetime.now(timezone.utc)
     output_uri = output_uri.rstrip("/")
@@ -110,7 +111,8 @@ def run_inference(spark: SparkSession, config: Config, source: InputSource, mode
                         started_at, lease, figures)
         except BaseException as exc:
             report.elapsed_s = time.monotonic() - started
-            _write_failed_report(spark, report, exc)
+            if report.chunks:  # it had planned its chunks: one may be committed
+                _write_failed_report(spark, report, exc)
             raise
     report.status = SUCCEEDED
     report.elapsed_s = time.monotonic() - started
@@ -166,7 +168,7 @@ def _write_failed_report(spark: SparkSession, report: RunReport, error: BaseExce
     try:
         report.committed_predictions, report.committed_dead_letters = committed_rows(
             spark, report.output_uri, report.run_id)
-        log.info("run %s: failed; report at %s", report.run_id,
+        log.debug("run %s: failed; report at %s", report.run_id,
                  write_report(spark, report.output_uri, report.run_id, report.to_dict()))
     except Exception as exc:  # the store or Spark itself may be what failed
         log.warning("run %s: could not write its failed report: %s: %s", report.run_id,
