@@ -2,10 +2,11 @@
 the EMR launcher's settings (`imagegraph.emr.settings`): each section is a frozen dataclass,
 each field a setting whose constraint is declared beside it (`setting(default, check)`).
 
-`load_sections` reads a YAML file with `${VAR}` and `${VAR:-default}` from the environment,
-applies `SECTION.KEY=VALUE` overrides and checks every key: an unknown key (with the closest
-known one), a wrong type or a value its check refuses raises `JobError` naming the file, or the
-command line when an override is wrong, and the dotted key.
+`load_sections` reads a YAML file with `${VAR}` and `${VAR:-default}` from the environment
+(`read_yaml`: a `${VAR}` without a default whose variable is not set stops it, naming the file,
+each key and variable), applies `SECTION.KEY=VALUE` overrides and checks every key: an unknown
+key (with the closest known one), a wrong type or a value its check refuses raises `JobError`
+naming the file, or the command line when an override is wrong, and the dotted key.
 """
 from __future__ import annotations
 
@@ -109,6 +110,85 @@ def expand_environment(text: str, environ: typing.Mapping[str, str] | None = Non
     return _ENV_REFERENCE.sub(replace, text)
 
 
+def _unset(match: re.Match[str], environ: typing.Mapping[str, str]) -> bool:
+    """Whether the reference `match` has no default and names a variable not set."""
+    return match.group(2) is None and match.group(1) not in environ
+
+
+def _scalars(raw: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """(dotted key, text) of every string under the mapping `raw`, list items included."""
+    if isinstance(raw, dict):
+        return [pair for key, value in raw.items() for pair in _scalars(value, f"{prefix}{key}.")]
+    if isinstance(raw, list):
+        return [pair for item in raw for pair in _scalars(item, prefix)]
+    return [(prefix.rstrip("."), raw)] if isinstance(raw, str) else []
+
+
+def _raw_values(text: str) -> list[tuple[str, str]] | None:
+    """(dotted key, text as written) of the YAML `text` before `${VAR}` is expanded; None when
+    it is not valid YAML as written."""
+    try:
+        return _scalars(yaml.safe_load(text))
+    except yaml.YAMLError:
+        return None
+
+
+def unset_references(text: str, environ: typing.Mapping[str, str] | None = None) -> list[str]:
+    """`'graph.endpoint is ${NEPTUNE_URL}, which is not set'` for each value of the YAML `text`
+    naming a variable without a default that `environ` (default: the process's) lacks; `'line
+    N has ${VAR}, ...'` where the text is not valid YAML before expansion."""
+    environ = os.environ if environ is None else environ
+    values = _raw_values(text)
+    if values is None:
+        values = [(f"line {number}", line.split(" #")[0].strip()) for number, line
+                  in enumerate(text.splitlines(), start=1) if not line.lstrip().startswith("#")]
+    found = []
+    for key, value in values:
+        names = [m.group(1) for m in _ENV_REFERENCE.finditer(value) if _unset(m, environ)]
+        if not names:
+            continue
+        verb = "is" if key[:5] != "line " else "has"
+        found.append(f"{key} {verb} {value}, which is not set" if value == f"${{{names[0]}}}"
+                     else f"{key} {verb} {value}, and {', '.join(names)} "
+                          f"{'is' if len(names) == 1 else 'are'} not set")
+    return found
+
+
+def variables_by_key(path: str) -> dict[str, list[str]]:
+    """The environment variables each dotted key's value names in the YAML file `path`, as
+    written (`${VAR}` or `${VAR:-default}`); empty when the file cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            values = _raw_values(handle.read())
+    except OSError:
+        return {}
+    return {key: names for key, value in values or []
+            if (names := [m.group(1) for m in _ENV_REFERENCE.finditer(value)])}
+
+
+def read_yaml(path: str, kind: str) -> Any:
+    """The YAML file `path` (`kind` names it in errors) with `${VAR}` and `${VAR:-default}`
+    expanded; `JobError` when it cannot be read or parsed, or names a variable without a
+    default that is not set (every such key and variable in one message)."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    except FileNotFoundError:
+        raise JobError(f"{kind} {path} does not exist") from None
+    except IsADirectoryError:
+        raise JobError(f"{kind} {path} is a directory: name a YAML file") from None
+    except OSError as exc:
+        raise JobError(f"{kind} {path} cannot be read: {exc.strerror}") from None
+    unset = unset_references(text)
+    if unset:
+        raise JobError(f"{path}: {'; '.join(unset)} (export the variable, or give it a "
+                       "default in the file: ${VAR:-default})")
+    try:
+        return yaml.safe_load(expand_environment(text))
+    except yaml.YAMLError as exc:
+        raise JobError(f"{kind} {path} is not valid YAML: {exc}") from None
+
+
 def parse_override(assignment: str) -> tuple[str, Any]:
     """`'graph.rows_per_flush=200'` -> `('graph.rows_per_flush', 200)`; the value is read as YAML,
     or kept as the string it is where it is not valid YAML (`input.glob=*.jpg`)."""
@@ -131,17 +211,7 @@ def load_sections(cls: type, path: str | None, overrides: dict[str, Any] | None,
     raw: dict[str, Any] = {}
     source = path or "<defaults>"
     if path:
-        try:
-            with open(path, encoding="utf-8") as handle:
-                raw = yaml.safe_load(expand_environment(handle.read())) or {}
-        except FileNotFoundError:
-            raise JobError(f"{kind} {path} does not exist") from None
-        except IsADirectoryError:
-            raise JobError(f"{kind} {path} is a directory: name a YAML file") from None
-        except OSError as exc:
-            raise JobError(f"{kind} {path} cannot be read: {exc.strerror}") from None
-        except yaml.YAMLError as exc:
-            raise JobError(f"{kind} {path} is not valid YAML: {exc}") from None
+        raw = read_yaml(path, kind) or {}
         if not isinstance(raw, dict):
             raise JobError(f"{kind} {path}: expected a mapping of sections at the top")
     if not overrides:

@@ -1,6 +1,7 @@
 import pytest
 
 from imagegraph.config import Config, GraphConfig, load_config
+from imagegraph.emr.settings import load_settings
 from imagegraph.errors import JobError
 from imagegraph.sections import expand_environment, parse_override
 
@@ -15,6 +16,48 @@ def test_environment_references_expand_with_defaults():
     env = {"SET": "value", "EMPTY": ""}
     assert expand_environment("${SET}|${UNSET:-fallback}|${EMPTY:-d}|${UNSET}", env) == \
         "value|fallback|d|"
+
+
+UNSET_HINT = " (export the variable, or give it a default in the file: ${VAR:-default})"
+
+
+@pytest.mark.parametrize("text, named", [
+    ("graph:\n  endpoint: ${NEPTUNE_URL}\n", "graph.endpoint is ${NEPTUNE_URL}, which is not set"),
+    ("graph:\n  endpoint: \"${NEPTUNE_URL}\"\n",
+     "graph.endpoint is ${NEPTUNE_URL}, which is not set"),
+    ("graph:\n  endpoint: wss://${NEPTUNE_HOST}:${NEPTUNE_PORT}/gremlin\n",
+     "graph.endpoint is wss://${NEPTUNE_HOST}:${NEPTUNE_PORT}/gremlin, and NEPTUNE_HOST, "
+     "NEPTUNE_PORT are not set"),
+    ("graph:\n  endpoint: ws://${SET_HOST}:${NEPTUNE_PORT}/gremlin\n",
+     "graph.endpoint is ws://${SET_HOST}:${NEPTUNE_PORT}/gremlin, and NEPTUNE_PORT is not set"),
+    ("graph:\n  endpoint: ${NEPTUNE_URL}\n  region: ${NEPTUNE_REGION}\n"
+     "s3:\n  endpoint: ${S3_URL:-}\n",
+     "graph.endpoint is ${NEPTUNE_URL}, which is not set; "
+     "graph.region is ${NEPTUNE_REGION}, which is not set"),
+    ("spark:\n  conf:\n    spark.x: ${SPARK_X}\n  app_name: ${SET_HOST} # ${NEPTUNE_URL}\n",
+     "spark.conf.spark.x is ${SPARK_X}, which is not set"),
+    ("spark:\n  conf: {spark.x: ${SPARK_X}}  # ${IN_A_COMMENT}\n# ${IN_A_COMMENT}\n",
+     "line 2 has conf: {spark.x: ${SPARK_X}}, and SPARK_X is not set"),
+], ids=["bare", "quoted", "two in one value", "one of two", "two keys, a default skipped",
+        "a mapping's entry, a comment skipped", "not YAML as written"])
+def test_an_unset_variable_names_the_file_key_and_variable(tmp_path, monkeypatch, text, named):
+    for name in ("NEPTUNE_URL", "NEPTUNE_HOST", "NEPTUNE_PORT", "NEPTUNE_REGION", "S3_URL",
+                 "SPARK_X", "IN_A_COMMENT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("SET_HOST", "graph")
+    path = write(tmp_path, text)
+    with pytest.raises(JobError) as error:
+        load_config(path)
+    assert str(error.value) == f"{path}: {named}{UNSET_HINT}"
+
+
+def test_an_unset_variable_in_the_launcher_settings_is_named(tmp_path, monkeypatch):
+    monkeypatch.delenv("IMAGEGRAPH_LOG_URI", raising=False)
+    path = write(tmp_path, "cluster:\n  log_uri: ${IMAGEGRAPH_LOG_URI}\n")
+    with pytest.raises(JobError) as error:
+        load_settings(path)
+    assert str(error.value) == (f"{path}: cluster.log_uri is ${{IMAGEGRAPH_LOG_URI}}, which is "
+                                f"not set{UNSET_HINT}")
 
 
 def test_file_values_then_overrides(tmp_path, monkeypatch):

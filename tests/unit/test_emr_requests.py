@@ -18,6 +18,7 @@ from imagegraph.emr.requests import (
     serverless_submit_parameters,
     spark_defaults,
     start_job_run_requests,
+    with_config_inline,
 )
 from imagegraph.emr.settings import load_settings
 from imagegraph.emr.sizing import graviton_types
@@ -663,3 +664,13 @@ def test_serverless_driver_gets_the_job_config_in_its_arguments(tmp_path, emr_pa
                                  {"graph.region": "eu-west-1", "s3.region": "eu-west-1"})
     assert inline.graph.endpoint == "wss://from-env:8182/gremlin"
     assert parsed.gremlin_endpoint == "wss://n:8182/gremlin"
+
+
+def test_serverless_inlining_names_an_unset_variable_of_the_job_config(tmp_path, monkeypatch):
+    monkeypatch.delenv("NEPTUNE_URL", raising=False)
+    job_config = tmp_path / "emr.yaml"
+    job_config.write_text("graph:\n  endpoint: ${NEPTUNE_URL}\n")
+    with pytest.raises(JobError) as error:
+        with_config_inline(["--config", "emr.yaml"], str(job_config))
+    assert str(error.value).startswith(
+        f"{job_config}: graph.endpoint is ${{NEPTUNE_URL}}, which is not set (export")

@@ -14,13 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from imagegraph.emr import package, sizing
 from imagegraph.emr.settings import LauncherSettings
 from imagegraph.emr.templates import check_step, load_template, render, split_spark_submit
 from imagegraph.errors import JobError
-from imagegraph.sections import expand_environment
+from imagegraph.sections import read_yaml
 
 TARGETS = ("cluster", "steps", "serverless")
 ARCHIVE_PYTHON = "./environment/bin/python"
@@ -514,12 +512,7 @@ def with_config_inline(job_args: list[str], config_path: str) -> list[str]:
     starts, and the job's flags and later `--set`s still override these."""
     if "--config" not in job_args:
         return list(job_args)
-    try:
-        raw = yaml.safe_load(expand_environment(Path(config_path).read_text(encoding="utf-8")))
-    except FileNotFoundError:
-        raise JobError(f"job config {config_path} does not exist") from None
-    except yaml.YAMLError as exc:
-        raise JobError(f"job config {config_path} is not valid YAML: {exc}") from None
+    raw = read_yaml(config_path, "job config")
     overrides = [item for section, keys in (raw or {}).items() for key, value in keys.items()
                  for item in ("--set", f"{section}.{key}={json.dumps(value)}")]
     index = job_args.index("--config")
