@@ -253,7 +253,8 @@ def test_steps_go_only_to_a_waiting_or_running_cluster_of_the_release(
     (["--shards", "2", "--set", "cluster.core_instance_type=m7g.2xlarge"],
      r"instance type m7g.2xlarge is Graviton \(arm64\)"),
     (["--shards", "2", "--set", "cluster.os_release_label="],
-     "cluster.os_release_label is empty"),
+     "1 setting\\(s\\) that a new cluster needs are missing or invalid:\n"
+     "  cluster.os_release_label: empty: "),
 ])
 def test_a_cluster_emr_would_refuse_or_break_is_not_started(aws, emr_package, capsys, request,
                                                              extra, message):
@@ -261,7 +262,7 @@ def test_a_cluster_emr_would_refuse_or_break_is_not_started(aws, emr_package, ca
     before = len(aws("emr").list_clusters()["Clusters"])
     code, out, err = launch(capsys, [*BACKFILL, *launcher_args(aws, emr_package), *extra,
                                      "--code-uri", code_uri])
-    assert code == 2 and out == "" and len(err.splitlines()) == 1
+    assert code == 2 and out == "" and len(err.splitlines()) == message.count("\n") + 1
     assert re.search(message, err)
     assert len(aws("emr").list_clusters()["Clusters"]) == before
     assert code_objects(aws, code_uri) == []

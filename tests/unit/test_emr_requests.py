@@ -180,7 +180,7 @@ def test_keep_alive_cluster_terminates_when_idle(tmp_path, emr_package):
 
 
 def test_a_new_cluster_needs_a_log_uri(tmp_path, emr_package):
-    with pytest.raises(JobError, match="cluster.log_uri is empty"):
+    with pytest.raises(JobError, match="\n  cluster.log_uri: empty: s3://bucket/prefix/ that"):
         plan(tmp_path, **{"cluster.log_uri": ""})
 
 
@@ -260,7 +260,7 @@ def test_yarn_never_starts_a_second_attempt_of_a_driver(tmp_path, emr_package, j
 def test_serverless_needs_the_archive_and_a_role(tmp_path, emr_package):
     with pytest.raises(JobError, match="EMR Serverless has no bootstrap actions"):
         plan(tmp_path, target="serverless", **{"package.python_env": "bootstrap"})
-    with pytest.raises(JobError, match="serverless.execution_role_arn is empty"):
+    with pytest.raises(JobError, match="\n  serverless.execution_role_arn: empty: the role"):
         plan(tmp_path, target="serverless", **{"serverless.execution_role_arn": ""})
 
 
@@ -500,8 +500,8 @@ def test_spot_task_group_without_fleets(tmp_path, emr_package):
 
 
 def test_the_os_release_is_pinned_or_explicitly_latest(tmp_path, emr_package):
-    with pytest.raises(JobError, match="cluster.os_release_label is empty: pin the nodes' "
-                                       "Amazon Linux release"):
+    with pytest.raises(JobError, match="\n  cluster.os_release_label: empty: the nodes' "
+                                       "Amazon Linux release, pinned"):
         plan(tmp_path, **{"cluster.os_release_label": ""})
     assert "OSReleaseLabel" not in plan(tmp_path, **{
         "cluster.os_release_label": "latest"}).requests[0]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from imagegraph.emr.requests import render_steps
+from imagegraph.emr.requests import missing_settings, render_steps
 from imagegraph.emr.settings import load_settings
 from imagegraph.emr.templates import check_step, load_template, render, split_spark_submit
 from imagegraph.errors import JobError
@@ -119,9 +119,13 @@ def test_bootstrap_python_env_points_driver_and_executors_at_the_node_interprete
     assert "spark.executorEnv.PYSPARK_PYTHON=/usr/bin/python3.11" in options
 
 
-def test_neptune_jobs_need_an_endpoint():
-    with pytest.raises(JobError, match="pass --gremlin-endpoint"):
-        rendered("infer", **{"steps.gremlin_endpoint": ""})
+@pytest.mark.parametrize("template, needs", [("infer", True), ("backfill", True),
+                                             ("link", True), ("train", False)])
+def test_the_jobs_writing_to_neptune_need_an_endpoint(template, needs):
+    settings = load_settings(None, {"steps.templates": str(ROOT / "emr" / "steps")})
+    assert (("steps.gremlin_endpoint", f"empty: {template} writes to Neptune, "
+             "wss://<writer endpoint>:8182/gremlin")
+            in missing_settings(settings, "steps", template, "eu-west-1")) is needs
 
 
 def test_list_placeholders_splice_and_empty_lists_vanish():

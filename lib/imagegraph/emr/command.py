@@ -13,16 +13,14 @@ from typing import NoReturn
 from imagegraph.cli import run_job
 from imagegraph.emr.launcher import Launcher, resolve_region
 from imagegraph.emr.requests import build_plan, dumps
-from imagegraph.emr.settings import DEFAULT_PATH, PYTHON_ENVS, load_settings
+from imagegraph.emr.settings import DEFAULT_PATH, FLAGS, PYTHON_ENVS, load_settings
 from imagegraph.errors import JobError
 from imagegraph.sections import parse_override
 
 PROG = "python -m imagegraph.emr"
 _S3_URI = re.compile(r"s3://[^/\s]+(/|$)")
 _MODEL_TAG = re.compile(r"[^@\s]+@[^@\s]+")
-_FLAG_KEYS = {"region": "aws.region", "endpoint_url": "aws.endpoint_url",
-              "code_uri": "package.code_uri", "python_env": "package.python_env",
-              "gremlin_endpoint": "steps.gremlin_endpoint"}
+_FLAG_KEYS = {flag[2:].replace("-", "_"): key for key, flag in FLAGS.items()}
 _EPILOG = """\
 Arguments after `--` go to the job itself, e.g. `-- --top-k 5 --set inference.batch_size=32`;
 the job's own parser checks every step before anything is sent.
@@ -33,7 +31,8 @@ spark-defaults) or EMR Serverless (--serverless APP_ID: start_job_run, one run p
 most steps.concurrency at once: the launcher stays until the last one has started).
 
 Exit codes: 0 launched (with --wait: every step succeeded), 1 a step failed or --wait-timeout
-passed, 2 bad arguments, settings or an AWS error (one line on stderr)."""
+passed, 2 bad arguments, settings or an AWS error (one line on stderr; settings that are
+missing or invalid, a line more each, with where to set it)."""
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -209,7 +208,7 @@ def launch(args: argparse.Namespace, job_options: list[str]) -> int:
     target = "steps" if args.cluster_id else "serverless" if args.serverless else "cluster"
     region = resolve_region(settings.aws)
     plan = build_plan(settings, target, args.command, values, job_options, region,
-                      args.cluster_id or args.serverless or "")
+                      args.cluster_id or args.serverless or "", args.settings)
     if args.dry_run:
         print(dumps(plan.to_json()))
         return 0

@@ -42,11 +42,8 @@ CREATE_DEFAULT_ROLES = ("`aws emr create-default-roles` creates the role EMR_Def
 
 def resolve_region(aws: AwsSettings) -> str:
     """`aws.region`, else boto3's (AWS_DEFAULT_REGION, the profile), read without
-    any request; `JobError` when neither names one."""
-    region = boto3.session.Session(region_name=aws.region or None).region_name
-    if not region:
-        raise JobError("no AWS region: pass --region, set aws.region or AWS_DEFAULT_REGION")
-    return region
+    any request; empty when neither names one (`requests.missing_settings` says so)."""
+    return boto3.session.Session(region_name=aws.region or None).region_name or ""
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from imagegraph.emr import package, sizing
-from imagegraph.emr.settings import LauncherSettings
-from imagegraph.emr.templates import check_step, load_template, render, split_spark_submit
+from imagegraph.emr.settings import LauncherSettings, missing_message
+from imagegraph.emr.templates import (
+    check_step,
+    load_template,
+    placeholders,
+    render,
+    split_spark_submit,
+)
 from imagegraph.errors import JobError
 from imagegraph.sections import read_yaml
 
-TARGETS = ("cluster", "steps", "serverless")
+TARGETS = {"cluster": "a new cluster", "steps": "steps on a running cluster",
+           "serverless": "EMR Serverless"}
 ARCHIVE_PYTHON = "./environment/bin/python"
 MAX_ACTIVE_STEPS = 256  # EMR's limit on a cluster's PENDING and RUNNING steps
 CLUSTER_TAKING_STEPS = ("WAITING", "RUNNING")  # the states --cluster-id accepts
@@ -114,14 +121,49 @@ def dumps(value: Any, width: int = 100, indent: int = 0, lead: int = 0) -> str:
     return json.dumps(value)
 
 
+def missing_settings(settings: LauncherSettings, target: str, template_name: str,
+                     region: str) -> list[tuple[str, str]]:
+    """(dotted key, what is wrong with it) of every setting a launch of `template_name` to
+    `target` needs and lacks, or has in a form it cannot use; `region` is the one resolved
+    (empty: none)."""
+    cluster, code_uri = settings.cluster, settings.package.code_uri
+    needed = [
+        ("aws.region", not region, "empty, and boto3 has none: the region of every request"),
+        ("package.code_uri", not code_uri,
+         "empty: the s3://bucket/prefix the package and the jobs are uploaded to"),
+        ("package.code_uri", bool(code_uri) and not _is_code_uri(code_uri),
+         f"{code_uri!r} is not an s3://bucket/prefix URI"),
+        ("steps.gremlin_endpoint", not settings.steps.gremlin_endpoint and "gremlin_endpoint"
+         in placeholders(load_template(settings.steps.templates, template_name)),
+         f"empty: {template_name} writes to Neptune, wss://<writer endpoint>:8182/gremlin"),
+        ("cluster.log_uri", target == "cluster" and not cluster.log_uri,
+         "empty: s3://bucket/prefix/ that keeps the cluster's step and container logs once it "
+         "terminates"),
+        ("cluster.os_release_label", target == "cluster" and not cluster.os_release_label,
+         "empty: the nodes' Amazon Linux release, pinned (`aws emr describe-release-label "
+         f"--release-label {cluster.release_label}` lists them under AvailableOSReleases), "
+         "or `latest`"),
+        ("serverless.execution_role_arn",
+         target == "serverless" and not settings.serverless.execution_role_arn,
+         "empty: the role EMR Serverless runs a job under"),
+    ]
+    return [(key, problem) for key, lacking, problem in needed if lacking]
+
+
+def _is_code_uri(uri: str) -> bool:
+    """An s3://bucket/prefix URI, or a file:/// directory (`code_root`)."""
+    try:
+        package.split_s3_uri(uri)
+    except JobError:
+        return uri.startswith("file:///")
+    return True
+
+
 def code_root(settings: LauncherSettings) -> str:
-    """`package.code_uri` without a trailing slash; `JobError` when it is not set. A
+    """`package.code_uri` (set: `missing_settings`) without a trailing slash. A
     `file:///...` directory laid out as the upload renders steps for a local standalone
     cluster (dev/cluster_jobs.py); only s3:// URIs can be uploaded to."""
     uri = settings.package.code_uri
-    if not uri:
-        raise JobError("package.code_uri is empty: set it in the settings file or pass "
-                       "--code-uri s3://bucket/prefix")
     if uri.startswith("file:///"):
         return uri.rstrip("/")
     bucket, prefix = package.split_s3_uri(uri)
@@ -196,9 +238,6 @@ def render_steps(settings: LauncherSettings, target: str, template_name: str,
     source = f"step template {template_name}"
     steps = [render(template, {**common, **values}, source) for values in step_values]
     for step in steps:
-        if "--gremlin-endpoint" in step["HadoopJarStep"]["Args"] and not common["gremlin_endpoint"]:
-            raise JobError(f"{template_name} writes to Neptune: pass --gremlin-endpoint "
-                           "wss://<writer endpoint>:8182/gremlin or set steps.gremlin_endpoint")
         check_step(step)
     return steps
 
@@ -394,13 +433,6 @@ def run_job_flow_request(settings: LauncherSettings, steps: list[dict],
     """A new cluster that bootstraps the nodes' Python and runs `steps`; unless
     `cluster.keep_alive` it terminates after the last one."""
     cluster = settings.cluster
-    if not cluster.log_uri:
-        raise JobError("cluster.log_uri is empty: without it a cluster's step and container "
-                       "logs are lost when it terminates")
-    if not cluster.os_release_label:
-        raise JobError(f"cluster.os_release_label is empty: pin the nodes' Amazon Linux release "
-                       f"(`aws emr describe-release-label --release-label {cluster.release_label}`"
-                       " lists them under AvailableOSReleases), or set it to `latest`")
     code = code_root(settings)
     instances = _instances(settings)
     if cluster.key_name:
@@ -479,9 +511,6 @@ def start_job_run_requests(settings: LauncherSettings, application_id: str, step
     """One EMR Serverless job run per step, on `application_id`, with the cluster's
     spark-defaults as the run's application configuration."""
     serverless = settings.serverless
-    if not serverless.execution_role_arn:
-        raise JobError("serverless.execution_role_arn is empty: EMR Serverless runs a job "
-                       "under that role")
     overrides: dict[str, Any] = {"applicationConfiguration": [
         {"classification": "spark-defaults", "properties": spark_defaults(configurations)}]}
     if serverless.log_uri:
@@ -521,12 +550,16 @@ def with_config_inline(job_args: list[str], config_path: str) -> list[str]:
 
 def build_plan(settings: LauncherSettings, target: str, template_name: str,
                step_values: list[dict], job_options: list[str], region: str,
-               resource_id: str = "") -> Plan:
+               resource_id: str = "", settings_path: str | None = None) -> Plan:
     """Everything a launch sends. `target`: `cluster` (run_job_flow), `steps`
     (add_job_flow_steps on cluster `resource_id`) or `serverless` (start_job_run on
-    application `resource_id`)."""
+    application `resource_id`). Every setting it lacks is named in one `JobError`, with where
+    to set it (`settings_path`: the settings file read)."""
     if target not in TARGETS:
         raise JobError(f"target must be one of {', '.join(TARGETS)}, got {target!r}")
+    missing = missing_settings(settings, target, template_name, region)
+    if missing:
+        raise JobError(missing_message(missing, TARGETS[target], settings_path))
     steps = render_steps(settings, target, template_name, step_values, job_options, region)
     if target != "serverless" and len(steps) > MAX_ACTIVE_STEPS:
         raise JobError(f"{len(steps)} steps are more than the {MAX_ACTIVE_STEPS} a cluster "

@@ -21,9 +21,15 @@ from imagegraph.sections import (
     load_sections,
     one_of,
     setting,
+    variables_by_key,
 )
 
 DEFAULT_PATH = "emr/launcher.yaml"
+FLAGS = {"aws.region": "--region", "aws.endpoint_url": "--endpoint-url",
+         "package.code_uri": "--code-uri", "package.python_env": "--python-env",
+         "steps.gremlin_endpoint": "--gremlin-endpoint"}
+"""The launcher's flags, by the key each one overrides."""
+_BOTO3_VARIABLES = {"aws.region": ["AWS_DEFAULT_REGION"]}
 PYTHON_ENVS = ("archive", "node_archive", "bootstrap")
 ACTIONS_ON_FAILURE = ("CONTINUE", "CANCEL_AND_WAIT", "TERMINATE_CLUSTER")
 MIN_EMR_RELEASE = 7  # emr-7.x: Amazon Linux 2023 with dnf and Python 3.11
@@ -185,3 +191,20 @@ def _check_together(settings: LauncherSettings, source: str) -> None:
     if settings.steps.action_on_failure == "TERMINATE_CLUSTER" and settings.steps.concurrency > 1:
         raise JobError(f"{source}: steps.action_on_failure TERMINATE_CLUSTER needs "
                        "steps.concurrency 1 (EMR refuses it with concurrent steps)")
+
+
+def missing_message(missing: list[tuple[str, str]], target: str, path: str | None) -> str:
+    """One error for every setting in `missing` ((dotted key, what is wrong), as
+    `requests.missing_settings` gives them) that a launch to `target` needs, a line each naming
+    where to set it: its flag or `--set`, the settings file `path` (or the environment
+    variables its value there names), boto3's variable for the region."""
+    variables = variables_by_key(path) if path else {}
+    lines = [f"{len(missing)} setting(s) that {target} needs are missing or invalid:"]
+    for key, problem in missing:
+        ways = [f"pass {FLAGS[key]}" if key in FLAGS else f"pass --set {key}=VALUE"]
+        named = variables.get(key, [])
+        ways.append(f"export {' or '.join(named)} (which {path} reads for it)" if named
+                    else f"set it in {path or 'a settings file (--settings)'}")
+        ways += [f"export {name}" for name in _BOTO3_VARIABLES.get(key, [])]
+        lines.append(f"  {key}: {problem}; {', '.join(ways[:-1])} or {ways[-1]}")
+    return "\n".join(lines)

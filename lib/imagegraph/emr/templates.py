@@ -44,6 +44,11 @@ def load_template(directory: str, name: str) -> dict:
     return template
 
 
+def placeholders(template: Any) -> set[str]:
+    """The names of the `{placeholders}` anywhere in `template`."""
+    return set(_PLACEHOLDER.findall(json.dumps(template)))
+
+
 def render(template: Any, values: Mapping[str, Any], source: str) -> Any:
     """`template` with its placeholders filled from `values` (see the module docstring);
     `JobError` naming `source` for a placeholder without a value."""
