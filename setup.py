@@ -15,4 +15,13 @@ setup(
     package_data={"imagegraph": ["fairscheduler.xml"]},
     python_requires=">=3.11,<3.12",
     install_requires=requirements,
+    # the same main functions as `spark-submit jobs/<job>.py` and `python -m ...`
+    entry_points={"console_scripts": [
+        "imagegraph-train = imagegraph.train.command:main",
+        "imagegraph-infer = imagegraph.infer.command:main",
+        "imagegraph-link = imagegraph.link.command:main",
+        "imagegraph-query = imagegraph.graph.query:main",
+        "imagegraph-status = imagegraph.runs.status:main",
+        "imagegraph-emr = imagegraph.emr.command:main",
+    ]},
 )

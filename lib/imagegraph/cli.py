@@ -1,6 +1,9 @@
 """Command lines of the jobs: argument parsers, logging, and turning `JobError` into one clear
 line and exit code 2 (a crash into exit code 4). The parsers live here, not in `jobs/`, so
-tests and the EMR step templates can check arguments against the very parser the jobs use."""
+tests and the EMR step templates can check arguments against the very parser the jobs use.
+
+Each command has one `main`, run by `spark-submit jobs/<job>.py` (or `python -m ...`) and by
+its console script (setup.py: `imagegraph-infer`, ...); `prog_name` names it as it was run."""
 from __future__ import annotations
 
 import argparse
@@ -27,21 +30,30 @@ _SET_HELP = ("override any configuration key, e.g. --set graph.records_per_reque
              "repeatable; the value is read as YAML")
 CRASHED = 4
 _EXIT_CODES = {
-    "infer.py": "0 done; 1 the counts did not reconcile; 2 bad arguments, configuration or "
-                "environment (nothing was processed); 3 more objects dead-lettered than "
-                "run.max_failed_fraction allows",
-    "train.py": "0 done; 2 bad arguments, configuration or environment",
-    "link.py": "0 done (or nothing new to link); 2 bad arguments, configuration or environment, "
-               "or a graph write that failed (no run is recorded as linked)",
+    "infer": "0 done; 1 the counts did not reconcile; 2 bad arguments, configuration or "
+             "environment (nothing was processed); 3 more objects dead-lettered than "
+             "run.max_failed_fraction allows",
+    "train": "0 done; 2 bad arguments, configuration or environment",
+    "link": "0 done (or nothing new to link); 2 bad arguments, configuration or environment, "
+            "or a graph write that failed (no run is recorded as linked)",
 }
+CONSOLE_PREFIX = "imagegraph-"
+"""The console scripts' names start with it (setup.py)."""
 
 
-def _parser(prog: str, description: str) -> argparse.ArgumentParser:
+def prog_name(default: str) -> str:
+    """The command's name as it was run: the console script's (`imagegraph-infer`), else
+    `default` (`infer.py` under spark-submit, `python -m imagegraph.graph.query`)."""
+    name = os.path.basename(sys.argv[0]) if sys.argv else ""
+    return name if name.startswith(CONSOLE_PREFIX) else default
+
+
+def _parser(prog: str, job: str, description: str) -> argparse.ArgumentParser:
     """A job's parser: no abbreviated options (`--conf` is not `--config`), exit codes in the
     help's epilog."""
     return argparse.ArgumentParser(
         prog=prog, description=description, allow_abbrev=False,
-        epilog=f"exit codes: {_EXIT_CODES[prog]}; {CRASHED} crashed (an unexpected error: "
+        epilog=f"exit codes: {_EXIT_CODES[job]}; {CRASHED} crashed (an unexpected error: "
                "the traceback is printed above the last line)")
 
 
@@ -89,10 +101,10 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
 
 
-def infer_parser() -> argparse.ArgumentParser:
-    """The parser of `jobs/infer.py`."""
+def infer_parser(prog: str = "infer.py") -> argparse.ArgumentParser:
+    """The parser of `jobs/infer.py` (`imagegraph-infer`)."""
     parser = _parser(
-        "infer.py",
+        prog, "infer",
         "Classify every image under --input with the model at --model, write "
                     "predictions/ and dead_letter/ as Parquet under --output, and upsert the "
                     "results into the Gremlin graph (Amazon Neptune or Gremlin Server).")
@@ -171,10 +183,10 @@ def infer_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def train_parser() -> argparse.ArgumentParser:
-    """The parser of `jobs/train.py`."""
+def train_parser(prog: str = "train.py") -> argparse.ArgumentParser:
+    """The parser of `jobs/train.py` (`imagegraph-train`)."""
     parser = _parser(
-        "train.py",
+        prog, "train",
         "Train a CNN on labeled images under --input (the label is each image's "
                     "parent folder), fed through petastorm, evaluate it on a held-out split and "
                     "export model.keras, labels.json, metadata.json, evaluation.json and its "
@@ -224,10 +236,10 @@ def train_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def link_parser() -> argparse.ArgumentParser:
-    """The parser of `jobs/link.py`."""
+def link_parser(prog: str = "link.py") -> argparse.ArgumentParser:
+    """The parser of `jobs/link.py` (`imagegraph-link`)."""
     parser = _parser(
-        "link.py",
+        prog, "link",
         "Link the images that inference runs of --model wrote under --output: "
                     "content vertices for identical bytes, near_duplicate edges from perceptual "
                     "hashes, similar_to edges from embeddings (runs with inference.embedding). "
@@ -307,6 +319,17 @@ def setup_logging(level: str) -> None:
     # the driver's S3 listings and lease writes would put them in the job's log
     for chatty in ("botocore", "boto3", "urllib3", "s3transfer"):
         logging.getLogger(chatty).setLevel(logging.INFO)
+
+
+def start_job(args: argparse.Namespace) -> Config | None:
+    """Logging at `args.log_level`, then the job's configuration (`config_from_args`); None
+    once `--print-config` has printed it (the job then exits 0)."""
+    setup_logging(args.log_level)
+    config = config_from_args(args)
+    if args.print_config:
+        print(config_yaml(config), end="")
+        return None
+    return config
 
 
 def config_yaml(config: Config) -> str:

@@ -10,7 +10,7 @@ import re
 import sys
 from typing import NoReturn
 
-from imagegraph.cli import run_job
+from imagegraph.cli import prog_name, run_job
 from imagegraph.emr.launcher import Launcher, resolve_region
 from imagegraph.emr.requests import build_plan, dumps
 from imagegraph.emr.settings import DEFAULT_PATH, FLAGS, PYTHON_ENVS, load_settings
@@ -114,10 +114,10 @@ def _neptune_options(parser: argparse.ArgumentParser) -> None:
                              "(settings: steps.gremlin_endpoint)")
 
 
-def launcher_parser() -> argparse.ArgumentParser:
-    """The parser of `python -m imagegraph.emr`."""
+def launcher_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """The parser of `python -m imagegraph.emr` (`imagegraph-emr`)."""
     parser = _OneLineParser(
-        prog=PROG, epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+        prog=prog, epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Upload the package built by `make package` and the job entry files to S3, "
                     "then run train, infer, a sharded backfill or link on Amazon EMR.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -226,5 +226,6 @@ def main(argv: list[str] | None = None) -> int:
     if "--" in argv:
         cut = argv.index("--")
         argv, job_options = argv[:cut], argv[cut + 1:]
-    args = launcher_parser().parse_args(argv)
-    return run_job(PROG, lambda: launch(args, job_options))
+    prog = prog_name(PROG)
+    args = launcher_parser(prog).parse_args(argv)
+    return run_job(prog, lambda: launch(args, job_options))

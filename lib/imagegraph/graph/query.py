@@ -25,7 +25,7 @@ from gremlin_python.process.graph_traversal import GraphTraversalSource, __
 from gremlin_python.process.traversal import Order
 
 from imagegraph import __version__
-from imagegraph.cli import config_from_args, run_job
+from imagegraph.cli import config_from_args, prog_name, run_job
 from imagegraph.errors import JobError
 from imagegraph.graph.connection import remote_traversal
 from imagegraph.graph.elements import (
@@ -45,10 +45,10 @@ class NotInGraph(Exception):
     """The graph holds no such image, class or run; the message says which, on one line."""
 
 
-def query_parser() -> argparse.ArgumentParser:
-    """The parser of `python -m imagegraph.graph.query`."""
+def query_parser(prog: str = PROG) -> argparse.ArgumentParser:
+    """The parser of `python -m imagegraph.graph.query` (`imagegraph-query`)."""
     parser = argparse.ArgumentParser(
-        prog=PROG, allow_abbrev=False, parents=[_connection_options()],
+        prog=prog, allow_abbrev=False, parents=[_connection_options()],
         description="Read what the graph (Amazon Neptune or Gremlin Server) holds about an "
                     "image, a class or a run, with the jobs' configuration and signing.",
         epilog="exit codes: 0 found; 1 not in the graph; 2 bad arguments, configuration, or "
@@ -189,7 +189,12 @@ def run_lines(g: GraphTraversalSource, run_id: str, top: int) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = query_parser().parse_args(argv)
+    """Answer the query in the arguments `argv` (default: the process's); the exit code."""
+    prog = prog_name(PROG)
+    return run_job(prog, lambda: _query(query_parser(prog).parse_args(argv), prog))
+
+
+def _query(args: argparse.Namespace, prog: str) -> int:
     config = config_from_args(args)
     try:
         with remote_traversal(config.graph) as g:
@@ -200,7 +205,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             else:
                 lines = run_lines(g, args.run_id, args.top)
     except NotInGraph as missing:
-        print(f"{PROG}: {missing}", file=sys.stderr)
+        print(f"{prog}: {missing}", file=sys.stderr)
         return 1
     except JobError:
         raise
@@ -216,4 +221,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(run_job(PROG, main))
+    sys.exit(main())

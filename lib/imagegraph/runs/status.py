@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 from urllib.parse import quote, unquote
 
+from imagegraph.cli import prog_name
 from imagegraph.config import S3Config, load_config
 from imagegraph.errors import JobError
 from imagegraph.runs.lease import LEASES_DIR, StoredLease, lease_store, shard_name
@@ -220,8 +221,10 @@ def _lease_models(output_uri: str, s3: S3Config) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Print where the backfill in the arguments `argv` (default: the process's) stands; the
+    exit code."""
     parser = argparse.ArgumentParser(
-        prog="python -m imagegraph.runs.status", allow_abbrev=False,
+        prog=prog_name("python -m imagegraph.runs.status"), allow_abbrev=False,
         description="Where a backfill stands: per shard done, running, failed or not started, "
                     "with counts, what is left and an estimate of the time left, read from "
                     "the run reports and leases under --output. Exit codes: 0 status printed, "
