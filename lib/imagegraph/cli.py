@@ -14,7 +14,7 @@ import re
 import sys
 import traceback
 import warnings
-from typing import Callable
+from typing import Callable, Sequence
 
 import yaml
 
@@ -46,6 +46,15 @@ def prog_name(default: str) -> str:
     `default` (`infer.py` under spark-submit, `python -m imagegraph.graph.query`)."""
     name = os.path.basename(sys.argv[0]) if sys.argv else ""
     return name if name.startswith(CONSOLE_PREFIX) else default
+
+
+def run_command(default_prog: str, parser: Callable[[str], argparse.ArgumentParser],
+                body: Callable[[argparse.Namespace, str], int],
+                argv: Sequence[str] | None) -> int:
+    """A command's main: `argv` (default: the process's) parsed by `parser(prog)`, then
+    `body(args, prog)` under `run_job`; `prog` is `prog_name(default_prog)`."""
+    prog = prog_name(default_prog)
+    return run_job(prog, lambda: body(parser(prog).parse_args(argv), prog))
 
 
 def _parser(prog: str, job: str, description: str) -> argparse.ArgumentParser:

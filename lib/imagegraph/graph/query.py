@@ -25,7 +25,7 @@ from gremlin_python.process.graph_traversal import GraphTraversalSource, __
 from gremlin_python.process.traversal import Order
 
 from imagegraph import __version__
-from imagegraph.cli import config_from_args, prog_name, run_job
+from imagegraph.cli import config_from_args, run_command
 from imagegraph.errors import JobError
 from imagegraph.graph.connection import remote_traversal
 from imagegraph.graph.elements import (
@@ -190,8 +190,7 @@ def run_lines(g: GraphTraversalSource, run_id: str, top: int) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Answer the query in the arguments `argv` (default: the process's); the exit code."""
-    prog = prog_name(PROG)
-    return run_job(prog, lambda: _query(query_parser(prog).parse_args(argv), prog))
+    return run_command(PROG, query_parser, _query, argv)
 
 
 def _query(args: argparse.Namespace, prog: str) -> int:

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Sequence
 
-from imagegraph.cli import infer_parser, input_source, prog_name, run_job, start_job
+from imagegraph.cli import infer_parser, input_source, run_command, start_job
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Run inference with the arguments `argv` (default: the process's); the exit code."""
-    prog = prog_name("infer.py")
-    return run_job(prog, lambda: _infer(infer_parser(prog).parse_args(argv), prog))
+    return run_command("infer.py", infer_parser, _infer, argv)
 
 
 def _infer(args: argparse.Namespace, prog: str) -> int:

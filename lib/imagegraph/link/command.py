@@ -3,17 +3,17 @@ configuration -> `job.run_link` -> its summary on stdout."""
 from __future__ import annotations
 
 import argparse
+from typing import Sequence
 
-from imagegraph.cli import link_parser, prog_name, run_job, start_job
+from imagegraph.cli import link_parser, run_command, start_job
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Link with the arguments `argv` (default: the process's); the exit code."""
-    prog = prog_name("link.py")
-    return run_job(prog, lambda: _link(link_parser(prog).parse_args(argv)))
+    return run_command("link.py", link_parser, _link, argv)
 
 
-def _link(args: argparse.Namespace) -> int:
+def _link(args: argparse.Namespace, prog: str) -> int:
     config = start_job(args)
     if config is None:
         return 0

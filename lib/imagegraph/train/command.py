@@ -3,17 +3,17 @@ configuration -> `job.run_training` -> its summary on stdout."""
 from __future__ import annotations
 
 import argparse
+from typing import Sequence
 
-from imagegraph.cli import prog_name, run_job, start_job, train_parser
+from imagegraph.cli import run_command, start_job, train_parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Train with the arguments `argv` (default: the process's); the exit code."""
-    prog = prog_name("train.py")
-    return run_job(prog, lambda: _train(train_parser(prog).parse_args(argv)))
+    return run_command("train.py", train_parser, _train, argv)
 
 
-def _train(args: argparse.Namespace) -> int:
+def _train(args: argparse.Namespace, prog: str) -> int:
     config = start_job(args)
     if config is None:
         return 0
