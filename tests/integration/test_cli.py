@@ -5,6 +5,7 @@ Whether Spark work started is read from Spark's event log, which the job under t
 (no `SparkListenerJobStart` event: no Spark job ran); configuration errors stop it before Spark
 starts at all (no event log)."""
 import os
+import shlex
 import subprocess
 import sys
 from dataclasses import replace
@@ -104,8 +105,12 @@ KNOWN_GRAPH_KEYS = ("connect_timeout_s, connections_per_task, enabled, endpoint,
     (None, ["graph.load=bulk", "graph.loader_iam_role_arn="],
      "graph.load=bulk needs graph.loader_iam_role_arn: the IAM role attached to the Neptune "
      "cluster that lets the loader read the staging prefix (docs/GRAPH.md \"Bulk load\")"),
+    ("graph:\n  endpoint: ${IMAGEGRAPH_TEST_UNSET}\n", [],
+     "{path}: graph.endpoint is ${{IMAGEGRAPH_TEST_UNSET}}, which is not set (export the "
+     "variable, or give it a default in the file: ${{VAR:-default}})"),
 ], ids=["--set out of range", "--set unknown key", "--set wrong type", "file unknown key",
-        "file wrong type", "file retry limit out of range", "bulk load without the loader role"])
+        "file wrong type", "file retry limit out of range", "bulk load without the loader role",
+        "file names an unset variable"])
 def test_configuration_errors_stop_before_spark_starts(tmp_path, file_text, overrides, message):
     args = list(ARGS)
     if file_text is not None:
@@ -197,7 +202,37 @@ def test_too_many_dead_letters_exit_3_with_the_report_written(endpoints, dataset
     reports = s3.list_objects_v2(Bucket=BUCKET, Prefix="cli-threshold/_reports/")["Contents"]
     [report, picture] = sorted(o["Key"] for o in reports)  # <run_id>.json, <run_id>.png
     assert (report.endswith(".json"), picture) == (True, report.removesuffix(".json") + ".png")
-    assert f"  picture              s3a://{BUCKET}/{picture}" in result.stdout.splitlines()
+    run_id = report.rsplit("/", 1)[1].removesuffix(".json")
+    output = f"s3a://{BUCKET}/cli-threshold"
+    assert result.stdout.splitlines()[-6:] == [
+        f"  predictions          {output}/predictions/run_id={run_id}",
+        f"  dead letters         {output}/dead_letter/run_id={run_id}",
+        "  graph                off (no graph writes)",
+        f"  report               s3a://{BUCKET}/{report}",
+        f"  picture              s3a://{BUCKET}/{picture}",
+        "  next                 python -m imagegraph.runs.status --config conf/local.yaml "
+        f"--output {output}"]
+    assert "_reports" not in result.stderr  # the report's path is on stdout, with the summary
+
+
+def test_the_summary_names_the_graph_and_a_query_that_shows_the_run(endpoints, trained_model,
+                                                                    s3):
+    """A run with the graph on: the summary's graph line is the endpoint written to, and its
+    last line is a command that, run as printed, lists the run's images from the graph."""
+    env = endpoints.env()
+    result = run_job("infer.py", "--config", "conf/local.yaml", "--input", _cli_input(s3),
+                     "--model", MODEL_URI, "--output", f"s3a://{BUCKET}/cli-summary", env=env)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    run_id = lines[0].split()[1].removesuffix(":")
+    assert f"  graph                {env['GREMLIN_ENDPOINT']}" in lines
+    assert lines[-1] == ("  next                 python -m imagegraph.graph.query --config "
+                         f"conf/local.yaml run {run_id}")
+    command = shlex.split(lines[-1].removeprefix("  next"))
+    query = subprocess.run([sys.executable, *command[1:]], capture_output=True, text=True,
+                           env={**os.environ, **env}, timeout=120, cwd=services.ROOT)
+    assert query.returncode == 0, query.stderr
+    assert query.stdout.splitlines()[0].startswith(f"run {run_id}: 2 image(s), ")
 
 
 def test_a_manifest_row_without_a_key_stops_the_run_with_one_line(spark, config, trained_model,

@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from imagegraph.cli import infer_parser
+from imagegraph.infer.command import next_command
+
 ROOT = Path(__file__).resolve().parents[2]
 COMMANDS = {"imagegraph-train", "imagegraph-infer", "imagegraph-link", "imagegraph-query",
             "imagegraph-status", "imagegraph-emr"}
@@ -62,3 +65,25 @@ def test_a_console_scripts_error_line_names_it(monkeypatch, capsys, tmp_path):
     assert target(console_scripts()["imagegraph-infer"])() == 2
     assert capsys.readouterr().err == (f"imagegraph-infer: error: config file "
                                        f"{tmp_path / 'none.yaml'} does not exist\n")
+
+
+INFER = ["--input", "s3a://b/in/", "--model", "s3a://b/m", "--output", "s3a://b/out"]
+
+
+@pytest.mark.parametrize("argv, prog, graph, command", [
+    (["--config", "conf/local.yaml", *INFER], "infer.py", True,
+     "python -m imagegraph.graph.query --config conf/local.yaml run r1"),
+    (["--config", "conf/local.yaml", *INFER], "imagegraph-infer", True,
+     "imagegraph-query --config conf/local.yaml run r1"),
+    ([*INFER, "--gremlin-endpoint", "wss://n:8182/gremlin", "--set", "graph.iam_auth=off",
+      "--set", "inference.top_k=5", "--set", "graph.region=eu west"], "imagegraph-infer", True,
+     "imagegraph-query --gremlin-endpoint wss://n:8182/gremlin --set graph.iam_auth=off "
+     "--set 'graph.region=eu west' run r1"),
+    (["--config", "conf/emr.yaml", *INFER, "--no-graph"], "infer.py", False,
+     "python -m imagegraph.runs.status --config conf/emr.yaml --output s3a://b/out"),
+    ([*INFER, "--no-graph"], "imagegraph-infer", False,
+     "imagegraph-status --output s3a://b/out"),
+], ids=["spark-submit", "console script", "graph options only", "graph off", "graph off, "
+        "console script"])
+def test_the_summary_ends_with_the_command_to_run_next(argv, prog, graph, command):
+    assert next_command(infer_parser().parse_args(argv), prog, "r1", graph) == command

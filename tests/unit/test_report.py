@@ -1,6 +1,10 @@
+import logging
+from types import SimpleNamespace
+
 import pytest
 
-from imagegraph.runs.report import RunReport
+from imagegraph.runs.progress import ProgressLogger
+from imagegraph.runs.report import RunReport, images_per_s
 
 
 def report(**counts) -> RunReport:
@@ -21,8 +25,9 @@ def test_reconciles_when_every_object_is_accounted_for():
     assert done.reconciles() and done.disagreements() == []
     assert done.failed_fraction == 0.3
     assert done.to_dict()["reconciled"] is True
-    assert done.summary_lines()[-1] == (
-        "  reconciled           yes: listed 12 = written 7 + dead-lettered 3 + skipped 2")
+    assert (
+        "  reconciled           yes: listed 12 = written 7 + dead-lettered 3 + skipped 2"
+        in done.summary_lines())
 
 
 @pytest.mark.parametrize("changes, disagreement", [
@@ -61,6 +66,7 @@ def test_graph_off_counts_predictions_as_written():
     off = report(listed=3, classified=3, graph_enabled=False, committed_predictions=3)
     assert off.written == 3 and off.reconciles()
     assert "  written              3 (graph writes off)" in off.summary_lines()
+    assert off.summary_lines()[-1] == "  graph                off (no graph writes)"
     assert not report(listed=3, classified=3, graph_enabled=False,
                       committed_predictions=2).reconciles()
 
@@ -71,7 +77,9 @@ def test_nothing_processed_is_not_a_failure():
 
 def test_summary_lines_and_json_word_for_word():
     done = reconciled(shard="1/4", resume=True, dead_lettered_by_reason={
-        "empty object (0 bytes)": 2, "graph write failed": 1}, elapsed_s=4.0, chunks=2)
+        "empty object (0 bytes)": 2, "graph write failed": 1}, elapsed_s=4.0, chunks=2,
+        graph_endpoint="ws://g:8182/gremlin", report_uri="out/_reports/r.json",
+        picture_uri="out/_reports/r.png")
     assert done.summary_lines() == [
         "run r: s3://b/in/, shard 1/4 -> out with m@1",
         "  objects listed       12",
@@ -83,7 +91,12 @@ def test_summary_lines_and_json_word_for_word():
         "  written to graph     7 images (0 vertices, 0 edges, 0 requests, 0 retries); 7 read "
         "back",
         "  elapsed              4.0 s (2.5 images/s, 2 chunk(s))",
-        "  reconciled           yes: listed 12 = written 7 + dead-lettered 3 + skipped 2"]
+        "  reconciled           yes: listed 12 = written 7 + dead-lettered 3 + skipped 2",
+        "  predictions          out/predictions/run_id=r",
+        "  dead letters         out/dead_letter/run_id=r",
+        "  graph                ws://g:8182/gremlin",
+        "  report               out/_reports/r.json",
+        "  picture              out/_reports/r.png"]
     assert report(listed=0).summary_lines()[:3] == [
         "run r: s3://b/in/ -> out with m@1", "  objects listed       0",
         "  skipped as done      0 (no --resume)"]
@@ -91,3 +104,40 @@ def test_summary_lines_and_json_word_for_word():
                if key not in {f for f in done.__dataclass_fields__}}
     assert derived == {"written": 7, "dead_lettered": 3, "failed_fraction": 0.3,
                        "reconciled": True, "disagreements": []}
+
+
+class Clock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class Counter:
+    def __init__(self, value: int):
+        self.value = value
+
+
+@pytest.mark.parametrize("progress_from, at, done, rate", [
+    (0.0, 200.0, 100, "0.5"),     # the progress thread from the run's start
+    (100.0, 200.0, 100, "0.5"),   # ... or from after the listing: still the run's clock
+    (150.0, 150.0, 0, "0.0"),
+    (30.0, 40.0, 1000, "25.0"),
+])
+def test_the_progress_line_and_the_summary_give_the_same_images_per_s(
+        caplog, progress_from, at, done, rate):
+    """One figure, `images_per_s`: objects processed per second since the run started, in
+    the last progress line as in the summary, whenever the progress thread began."""
+    clock = Clock()
+    started = clock()
+    clock.now = progress_from
+    counters = SimpleNamespace(processed=Counter(done), failed=Counter(0))
+    progress = ProgressLogger(counters, done or 1, 60.0, started, clock)
+    clock.now = at
+    with caplog.at_level(logging.INFO, logger="imagegraph.runs.progress"):
+        progress.log()
+    finished = report(listed=done, classified=done, elapsed_s=at - started)
+    assert f", {rate} images/s, " in caplog.messages[-1]
+    assert f" s ({rate} images/s, " in "\n".join(finished.summary_lines())
+    assert f"{images_per_s(done, at - started):.1f}" == rate

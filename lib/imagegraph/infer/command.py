@@ -1,13 +1,14 @@
 """The inference command, `imagegraph-infer` or `spark-submit jobs/infer.py`: arguments ->
-configuration -> `job.run_inference` -> the run summary on stdout (see `runs.report`) and the
-exit code (`--help` lists them)."""
+configuration -> `job.run_inference` -> the run summary on stdout (see `runs.report`), the
+command to run next, and the exit code (`--help` lists them)."""
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from typing import Sequence
 
-from imagegraph.cli import infer_parser, input_source, run_command, start_job
+from imagegraph.cli import CONSOLE_PREFIX, infer_parser, input_source, run_command, start_job
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -36,6 +37,7 @@ def _infer(args: argparse.Namespace, prog: str) -> int:
     print("\n".join(report.summary_lines()))
     if precision_line(report):
         print(precision_line(report))
+    print(f"  next                 {next_command(args, prog, report.run_id, config.graph.enabled)}")
     if not report.reconciles():
         return 1
     if report.failed_fraction > config.run.max_failed_fraction:
@@ -44,3 +46,26 @@ def _infer(args: argparse.Namespace, prog: str) -> int:
               f"(run.max_failed_fraction)", file=sys.stderr)
         return 3
     return 0
+
+
+def next_command(args: argparse.Namespace, prog: str, run_id: str, graph: bool) -> str:
+    """The command that shows what run `run_id` wrote, as the shell takes it, with the run's
+    `--config` and graph options: the graph's query of the run, or with the graph off where
+    the output stands; a console script when `prog` is one, else `python -m`."""
+    from imagegraph.graph import query
+    from imagegraph.runs import status
+
+    if prog.startswith(CONSOLE_PREFIX):
+        command = [CONSOLE_PREFIX + ("query" if graph else "status")]
+    else:
+        command = shlex.split(query.PROG if graph else status.PROG)
+    if args.config:
+        command += ["--config", args.config]
+    if not graph:
+        return shlex.join([*command, "--output", args.output])
+    if args.gremlin_endpoint:
+        command += ["--gremlin-endpoint", args.gremlin_endpoint]
+    for override in args.overrides:
+        if override.startswith("graph."):
+            command += ["--set", override]
+    return shlex.join([*command, "run", run_id])

@@ -49,6 +49,8 @@ from imagegraph.storage.outputs import (
     PREDICTIONS_DIR,
     committed_rows,
     done_uris,
+    report_uri,
+    run_rows_uri,
     staging_uri,
     write_dead_letters,
     write_predictions,
@@ -94,10 +96,12 @@ def run_inference(spark: SparkSession, config: Config, source: InputSource, mode
         config = replace(config, graph=with_resolved_region(config.graph))
     hadoop_fs.exists(spark, output_uri)  # a missing bucket or unreachable store stops us here
     metadata, model_files = read_model_artifact(spark, model_uri, config.inference.embedding)
-    report = RunReport(run_id=new_run_id(started_at), source=str(source),
-                       output_uri=output_uri, model=metadata.tag,
-                       shard=str(shard) if shard else "", resume=resume,
-                       started_at=started_at.isoformat(), graph_enabled=config.graph.enabled)
+    run_id = new_run_id(started_at)
+    report = RunReport(run_id=run_id, source=str(source), output_uri=output_uri,
+                       model=metadata.tag, shard=str(shard) if shard else "", resume=resume,
+                       started_at=started_at.isoformat(), graph_enabled=config.graph.enabled,
+                       graph_endpoint=config.graph.endpoint if config.graph.enabled else "",
+                       report_uri=report_uri(output_uri, run_id))
     figures = RunFigures(report, run_metrics(config.metrics, config.s3, report.run_id,
                                              report.shard, report.model))
     if config.graph.enabled:  # the startup probe: writes as the workers will, or stops here
@@ -108,7 +112,7 @@ def run_inference(spark: SparkSession, config: Config, source: InputSource, mode
                     config.s3) as lease:
         try:
             _run_chunks(spark, config, source, shard, resume, metadata, model_files, report,
-                        started_at, lease, figures)
+                        started_at, started, lease, figures)
         except BaseException as exc:
             report.elapsed_s = time.monotonic() - started
             if report.chunks:  # it had planned its chunks: one may be committed
@@ -117,17 +121,16 @@ def run_inference(spark: SparkSession, config: Config, source: InputSource, mode
     report.status = SUCCEEDED
     report.elapsed_s = time.monotonic() - started
     figures.finish(spark)
-    log.info("run %s: report at %s", report.run_id,
-             write_report(spark, output_uri, report.run_id, report.to_dict()))
+    write_report(spark, report.report_uri, report.to_dict())
     return report
 
 
 def _run_chunks(spark: SparkSession, config: Config, source: InputSource, shard: Shard | None,
                 resume: bool, metadata: ModelMetadata, model_files: dict[str, bytes],
-                report: RunReport, started_at: datetime, lease: RunLease,
+                report: RunReport, started_at: datetime, started: float, lease: RunLease,
                 figures: RunFigures) -> None:
     """The run under its lease: stage the selection, classify and commit chunk by chunk,
-    read back into `report`."""
+    read back into `report`; `started` is the run's start on `time.monotonic`."""
     staging = staging_uri(report.output_uri, report.run_id)
     todo = _stage_selection(spark, config, source, shard, resume, staging, report)
     settings = _settings(spark, config, metadata)
@@ -146,7 +149,7 @@ def _run_chunks(spark: SparkSession, config: Config, source: InputSource, shard:
                    replace(settings, precision=precision.precision),
                    ProgressCounters(spark.sparkContext), report, started_at, staging, lease,
                    figures)
-        with ProgressLogger(run.counters, remaining, config.run.progress_interval_s), \
+        with ProgressLogger(run.counters, remaining, config.run.progress_interval_s, started), \
                 BackgroundJobs(spark.sparkContext, report.run_id) as commits:
             for index in range(report.chunks if remaining else 0):
                 chunk = todo if report.chunks == 1 else \
@@ -168,8 +171,8 @@ def _write_failed_report(spark: SparkSession, report: RunReport, error: BaseExce
     try:
         report.committed_predictions, report.committed_dead_letters = committed_rows(
             spark, report.output_uri, report.run_id)
-        log.debug("run %s: failed; report at %s", report.run_id,
-                 write_report(spark, report.output_uri, report.run_id, report.to_dict()))
+        write_report(spark, report.report_uri, report.to_dict())
+        log.debug("run %s: failed; report at %s", report.run_id, report.report_uri)
     except Exception as exc:  # the store or Spark itself may be what failed
         log.warning("run %s: could not write its failed report: %s: %s", report.run_id,
                     type(exc).__name__, exc)
@@ -339,7 +342,7 @@ def _read_back(spark: SparkSession, config: Config, report: RunReport) -> None:
     report.committed_predictions, report.committed_dead_letters = committed_rows(
         spark, report.output_uri, report.run_id)
     if config.graph.enabled:
-        datasets = [f"{report.output_uri}/{name}/run_id={report.run_id}"
+        datasets = [run_rows_uri(report.output_uri, name, report.run_id)
                     for name, rows in ((PREDICTIONS_DIR, report.committed_predictions),
                                        (DEAD_LETTER_DIR, report.committed_dead_letters))
                     if rows]

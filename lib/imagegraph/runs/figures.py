@@ -19,7 +19,7 @@ from imagegraph.runs.metrics import ChunkFigures, RunMetrics
 from imagegraph.runs.picture import draw_run
 from imagegraph.runs.report import RunReport
 from imagegraph.storage import hadoop_fs
-from imagegraph.storage.outputs import PREDICTIONS_DIR, report_uri
+from imagegraph.storage.outputs import PREDICTIONS_DIR, run_rows_uri
 
 
 class RunFigures:
@@ -55,11 +55,10 @@ class RunFigures:
         report = self.report
         if report.committed_predictions:
             rows = (spark.read.schema("labels array<string>")
-                    .parquet(f"{report.output_uri}/{PREDICTIONS_DIR}/run_id={report.run_id}")
+                    .parquet(run_rows_uri(report.output_uri, PREDICTIONS_DIR, report.run_id))
                     .groupBy(F.element_at("labels", 1).alias("top1")).count().collect())
             report.top1_by_class = {row["top1"]: row["count"] for row in rows}
-        report.picture_uri = report_uri(report.output_uri,
-                                        report.run_id).removesuffix(".json") + ".png"
+        report.picture_uri = report.report_uri.removesuffix(".json") + ".png"
         data = report.to_dict()
         self.metrics.run(data)
         hadoop_fs.write_bytes(spark, report.picture_uri, draw_run(data))

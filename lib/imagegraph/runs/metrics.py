@@ -24,6 +24,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from imagegraph.config import MetricsConfig, S3Config
 from imagegraph.errors import JobError
+from imagegraph.runs.report import images_per_s
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +71,8 @@ class RunMetrics:
 
     def chunk(self, figures: ChunkFigures) -> None:
         """The metrics of one committed chunk."""
-        rate = figures.classified / figures.duration_s if figures.duration_s > 0 else 0.0
+        rate = images_per_s(figures.classified + sum(figures.dead_lettered_by_reason.values()),
+                            figures.duration_s)
         self._send(self._data(figures.classified, figures.dead_lettered_by_reason,
                               figures.graph_requests, figures.graph_retries)
                    + [self._datum("ChunkDuration", figures.duration_s, "Seconds"),
@@ -83,10 +85,10 @@ class RunMetrics:
                           dict(report.get("dead_lettered_by_reason") or {}),
                           int(report.get("graph_requests", 0)),
                           int(report.get("graph_retries", 0)), prefix="Run")
-        elapsed = float(report.get("elapsed_s", 0.0))
         processed = int(report.get("listed", 0)) - int(report.get("skipped_done", 0))
         data.append(self._datum("RunImagesPerSecond",
-                                processed / elapsed if elapsed > 0 else 0.0, "Count/Second"))
+                                images_per_s(processed, float(report.get("elapsed_s", 0.0))),
+                                "Count/Second"))
         self._send(data)
 
     def _data(self, classified: int, dead: dict[str, int], requests: int, retries: int,

@@ -12,6 +12,7 @@ import io
 from typing import Any
 
 from imagegraph.runs.metrics import reason_class
+from imagegraph.runs.report import images_per_s
 
 
 def draw_run(report: dict[str, Any]) -> bytes:
@@ -26,7 +27,7 @@ def draw_run(report: dict[str, Any]) -> bytes:
     figure.suptitle(f"run {report.get('run_id', '')}: {report.get('model', '')}"
                     + (f", shard {report['shard']}" if report.get("shard") else ""))
     numbers = [c["index"] + 1 for c in chunks]
-    rate.bar(numbers, [c["classified"] / c["duration_s"] if c["duration_s"] > 0 else 0.0
+    rate.bar(numbers, [images_per_s(c["classified"] + c["dead_lettered"], c["duration_s"])
                        for c in chunks])
     rate.set(title="images per second, by chunk", xlabel="chunk", ylabel="images/s",
              xticks=numbers)

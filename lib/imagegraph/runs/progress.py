@@ -1,5 +1,6 @@
-"""Progress of a long run in the driver's log: objects done of the total, images per second,
-time left and failures, from accumulators the workers add to as their tasks finish."""
+"""Progress of a long run in the driver's log: objects done of the total, images per second
+(`report.images_per_s` since the run started, the figure its summary ends with), time left and
+failures, from accumulators the workers add to as their tasks finish."""
 from __future__ import annotations
 
 import logging
@@ -8,6 +9,8 @@ import time
 from typing import Callable
 
 from pyspark import SparkContext
+
+from imagegraph.runs.report import images_per_s
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +29,9 @@ class ProgressCounters:
 
 
 def progress_line(done: int, total: int, failed: int, elapsed_s: float) -> str:
-    """`'1200/5000 objects (24.0%), 31.2 images/s, about 2m 2s left, 3 dead-lettered'`."""
-    rate = done / elapsed_s if elapsed_s > 0 else 0.0
+    """`'1200/5000 objects (24.0%), 31.2 images/s, about 2m 2s left, 3 dead-lettered'`, with
+    `elapsed_s` seconds since the run started."""
+    rate = images_per_s(done, elapsed_s)
     percent = 100.0 * done / total if total else 100.0
     if rate > 0:
         seconds = int((total - done) / rate)
@@ -40,13 +44,14 @@ def progress_line(done: int, total: int, failed: int, elapsed_s: float) -> str:
 
 
 class ProgressLogger:
-    """A daemon thread logging `progress_line` every `interval_s` seconds until `stop()`."""
+    """A daemon thread logging `progress_line` every `interval_s` seconds until `stop()`;
+    `started` is the run's start on `clock` (seconds)."""
 
     def __init__(self, counters: ProgressCounters, total: int, interval_s: float,
-                 clock: Callable[[], float] = time.monotonic):
+                 started: float, clock: Callable[[], float] = time.monotonic):
         self._counters, self._total, self._interval_s = counters, total, interval_s
         self._clock = clock
-        self._started = clock()
+        self._started = started
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name="imagegraph-progress",
                                         daemon=True)

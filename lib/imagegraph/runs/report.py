@@ -11,7 +11,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from imagegraph.storage.outputs import DEAD_LETTER_DIR, PREDICTIONS_DIR, run_rows_uri
+
 SUCCEEDED, FAILED = "succeeded", "failed"
+
+
+def images_per_s(processed: int, seconds: float) -> float:
+    """The one throughput figure of a run, a chunk or a moment of progress: objects processed
+    (classified or dead-lettered; not those skipped as done) per second of the time they took,
+    a run's from its start; 0.0 before any time has passed."""
+    return processed / seconds if seconds > 0 else 0.0
 
 
 @dataclass
@@ -24,7 +33,8 @@ class RunReport:
     images (top-1 agreement with float32, both accuracies when labels were known) and why the
     run fell back to float32, if it did (see `precision`). `chunk_figures` has a dict per
     committed chunk and `top1_by_class` the committed predictions by top-1 class (see
-    `runs.figures`); `picture_uri` is the run's PNG."""
+    `runs.figures`); `report_uri` is where the report is written, `picture_uri` the run's PNG;
+    `graph_endpoint` the Gremlin endpoint written to (empty with the graph off)."""
 
     run_id: str
     source: str
@@ -59,7 +69,9 @@ class RunReport:
     int8_fallback: str = ""
     chunk_figures: list = field(default_factory=list)
     top1_by_class: dict = field(default_factory=dict)
+    report_uri: str = ""
     picture_uri: str = ""
+    graph_endpoint: str = ""
     status: str = ""
     stop: str = ""
 
@@ -88,7 +100,7 @@ class RunReport:
 
     @property
     def images_per_s(self) -> float:
-        return self.processed / self.elapsed_s if self.elapsed_s > 0 else 0.0
+        return images_per_s(self.processed, self.elapsed_s)
 
     def disagreements(self) -> list[str]:
         """Each relation between independently counted terms that does not hold, in words;
@@ -156,6 +168,13 @@ class RunReport:
             f"{self.committed_dead_letters} + skipped {self.skipped_done}",
         ]
         lines += [f"    disagrees: {text}" for text in self.disagreements()]
+        lines += [
+            f"  predictions          {run_rows_uri(self.output_uri, PREDICTIONS_DIR, self.run_id)}",
+            f"  dead letters         {run_rows_uri(self.output_uri, DEAD_LETTER_DIR, self.run_id)}",
+            f"  graph                {self.graph_endpoint or 'off (no graph writes)'}",
+        ]
+        if self.report_uri:
+            lines.append(f"  report               {self.report_uri}")
         if self.picture_uri:
             lines.append(f"  picture              {self.picture_uri}")
         return lines

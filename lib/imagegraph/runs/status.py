@@ -31,8 +31,11 @@ from imagegraph.config import S3Config, load_config
 from imagegraph.errors import JobError
 from imagegraph.runs.lease import LEASES_DIR, StoredLease, lease_store, shard_name
 from imagegraph.runs.report import FAILED as FAILED_RUN
+from imagegraph.runs.report import images_per_s
 from imagegraph.storage.outputs import REPORTS_DIR
 from imagegraph.storage.selection import Shard
+
+PROG = "python -m imagegraph.runs.status"
 
 RUNNING, DONE, FAILED, NOT_STARTED = "running", "done", "failed", "not started"
 
@@ -161,7 +164,7 @@ def summarize(
                 statuses.setdefault((model, name), ShardStatus(model, name, NOT_STARTED))
     processed = sum(_processed(r) for r in reports)
     elapsed = sum(float(r.get("elapsed_s", 0.0)) for r in reports)
-    rate = processed / elapsed if elapsed > 0 else 0.0
+    rate = images_per_s(processed, elapsed)
     shards = [statuses[key] for key in sorted(statuses, key=_order)]
     unknown = any(s.left is None and s.state != DONE for s in shards)
     running = max(1, sum(1 for s in shards if s.state == RUNNING))
@@ -224,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
     """Print where the backfill in the arguments `argv` (default: the process's) stands; the
     exit code."""
     parser = argparse.ArgumentParser(
-        prog=prog_name("python -m imagegraph.runs.status"), allow_abbrev=False,
+        prog=prog_name(PROG), allow_abbrev=False,
         description="Where a backfill stands: per shard done, running, failed or not started, "
                     "with counts, what is left and an estimate of the time left, read from "
                     "the run reports and leases under --output. Exit codes: 0 status printed, "

@@ -30,19 +30,26 @@ DEAD_LETTER_COLUMNS = ("uri", "stage", "reason", "retryable", "bytes", "model", 
                        "run_id")
 
 
-def _append(rows: DataFrame, dataset_uri: str, run_id: str) -> None:
-    """Append `rows` (all of run `run_id`) to their run's partition, `<dataset>/run_id=<run>/`.
+def run_rows_uri(output_uri: str, dataset: str, run_id: str) -> str:
+    """Where run `run_id`'s rows of `dataset` (`PREDICTIONS_DIR`, `DEAD_LETTER_DIR`) are:
+    `<output>/<dataset>/run_id=<run>`."""
+    return f"{output_uri}/{dataset}/run_id={run_id}"
+
+
+def _append(rows: DataFrame, output_uri: str, dataset: str, run_id: str) -> None:
+    """Append `rows` (all of run `run_id`) to their run's partition of `dataset`
+    (`run_rows_uri`).
 
     Each run writes only inside its own partition, so a run killed while committing leaves
     its uncommitted files in its own `_temporary/`, where no later or concurrent run's commit
     picks them up (Hadoop's FileOutputCommitter commits every task folder it finds there).
     """
-    rows.drop("run_id").write.mode("append").parquet(f"{dataset_uri}/run_id={run_id}")
+    rows.drop("run_id").write.mode("append").parquet(run_rows_uri(output_uri, dataset, run_id))
 
 
 def write_predictions(rows: DataFrame, output_uri: str, run_id: str) -> None:
     """Append run `run_id`'s prediction rows to `<output>/predictions/`."""
-    _append(rows, f"{output_uri}/{PREDICTIONS_DIR}", run_id)
+    _append(rows, output_uri, PREDICTIONS_DIR, run_id)
 
 
 def write_dead_letters(rows: DataFrame, output_uri: str, run_id: str,
@@ -50,7 +57,7 @@ def write_dead_letters(rows: DataFrame, output_uri: str, run_id: str,
     """Append run `run_id`'s dead-letter rows (`DEAD_LETTER_COLUMNS` but `recorded_at`) to
     `<output>/dead_letter/`."""
     _append(rows.withColumn("recorded_at", F.lit(recorded_at)).select(*DEAD_LETTER_COLUMNS),
-            f"{output_uri}/{DEAD_LETTER_DIR}", run_id)
+            output_uri, DEAD_LETTER_DIR, run_id)
 
 
 def done_uris(spark: SparkSession, output_uri: str, model_tag: str) -> DataFrame:
@@ -88,7 +95,7 @@ def committed_rows(spark: SparkSession, output_uri: str, run_id: str) -> tuple[i
     back from the datasets (a folder without data files holds none)."""
     counts = []
     for dataset in (PREDICTIONS_DIR, DEAD_LETTER_DIR):
-        uri = f"{output_uri}/{dataset}/run_id={run_id}"
+        uri = run_rows_uri(output_uri, dataset, run_id)
         counts.append(spark.read.schema("uri string").parquet(uri).count()
                       if hadoop_fs.exists(spark, uri) else 0)
     return counts[0], counts[1]
@@ -99,8 +106,6 @@ def report_uri(output_uri: str, run_id: str) -> str:
     return f"{output_uri}/{REPORTS_DIR}/{run_id}.json"
 
 
-def write_report(spark: SparkSession, output_uri: str, run_id: str, report: dict) -> str:
-    """Write `report` as JSON to `report_uri`; returns that URI."""
-    uri = report_uri(output_uri, run_id)
+def write_report(spark: SparkSession, uri: str, report: dict) -> None:
+    """Write `report` as JSON to `uri` (its `report_uri`)."""
     hadoop_fs.write_text(spark, uri, json.dumps(report, indent=2, sort_keys=True) + "\n")
-    return uri
