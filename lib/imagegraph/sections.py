@@ -4,9 +4,10 @@ each field a setting whose constraint is declared beside it (`setting(default, c
 
 `load_sections` reads a YAML file with `${VAR}` and `${VAR:-default}` from the environment
 (`read_yaml`: a `${VAR}` without a default whose variable is not set stops it, naming the file,
-each key and variable), applies `SECTION.KEY=VALUE` overrides and checks every key: an unknown
-key (with the closest known one), a wrong type or a value its check refuses raises `JobError`
-naming the file, or the command line when an override is wrong, and the dotted key.
+each key and variable), applies `SECTION.KEY=VALUE` overrides and checks every key: unknown keys
+(with the closest known one), wrong types and values their check refuses raise one `JobError`
+naming the file, or the command line when an override is wrong, and each dotted key, a line
+each.
 """
 from __future__ import annotations
 
@@ -245,26 +246,33 @@ def _is_mapping(cls: type, section: str, name: str) -> bool:
 def build_section(cls: type, raw: Any, source: str, prefix: str) -> Any:
     """An instance of the dataclass `cls` from the mapping `raw`, every key checked (unknown
     keys, types, each field's check); errors name `source` and the dotted key under
-    `prefix`."""
+    `prefix`, every wrong key in one `JobError`, a line each."""
     if not isinstance(raw, dict):
         raise JobError(f"{source}: {prefix.rstrip('.') or 'top level'} must be a mapping")
     fields = {f.name: f for f in dataclasses.fields(cls)}
     hints = typing.get_type_hints(cls)
-    unknown = sorted(set(raw) - set(fields))
-    if unknown:
-        close = difflib.get_close_matches(unknown[0], fields, n=1)
+    problems = []
+    for name in sorted(set(raw) - set(fields)):
+        close = difflib.get_close_matches(name, fields, n=1)
         hint = (f"did you mean {prefix}{close[0]}?" if close
                 else f"known in this section: {', '.join(sorted(fields))}")
-        raise JobError(f"{source}: unknown key {prefix}{unknown[0]} ({hint})")
+        problems.append(f"{source}: unknown key {prefix}{name} ({hint})")
     values = {}
     for name, value in raw.items():
+        if name not in fields:
+            continue
         dotted = prefix + name
         expected = hints[name]
-        if isinstance(expected, type) and dataclasses.is_dataclass(expected):
-            values[name] = build_section(expected, value, source, dotted + ".")
-        else:
-            values[name] = _checked(dotted, expected, value, source,
-                                    fields[name].metadata.get("check"))
+        try:
+            if isinstance(expected, type) and dataclasses.is_dataclass(expected):
+                values[name] = build_section(expected, value, source, dotted + ".")
+            else:
+                values[name] = _checked(dotted, expected, value, source,
+                                        fields[name].metadata.get("check"))
+        except JobError as wrong:
+            problems.append(str(wrong))
+    if problems:
+        raise JobError("\n".join(problems))
     return cls(**values)
 
 

@@ -290,3 +290,24 @@ def test_settings_valid_alone_are_refused_together(overrides, message):
     with pytest.raises(JobError) as error:
         load_config(None, overrides)
     assert str(error.value).startswith(f"command line: {message}")
+
+
+@pytest.mark.parametrize("load, text, lines", [
+    (load_settings,
+     "cluster:\n  core_instance_count: 0\n  releaselabel: emr-7.12.0\n  idle_timeout_s: 5\n"
+     "steps:\n  concurrency: 0\n",
+     ["{path}: unknown key cluster.releaselabel (did you mean cluster.release_label?)",
+      "{path}: cluster.core_instance_count must be at least 1, got 0",
+      "{path}: cluster.idle_timeout_s must be between 60 and 604800, got 5",
+      "{path}: steps.concurrency must be between 1 and 256, got 0"]),
+    (load_config,
+     "graph:\n  records_per_request: 0\n  enabled: maybe\ninference:\n  top_k:\n",
+     ["{path}: graph.records_per_request must be greater than 0, got 0",
+      "{path}: graph.enabled must be bool, got str 'maybe'",
+      "{path}: inference.top_k has no value"]),
+], ids=["launcher settings", "job configuration"])
+def test_every_wrong_key_of_a_file_is_named_in_one_error(tmp_path, load, text, lines):
+    path = write(tmp_path, text)
+    with pytest.raises(JobError) as error:
+        load(path)
+    assert str(error.value).splitlines() == [line.format(path=path) for line in lines]
