@@ -1,6 +1,9 @@
 """The int8 answer check's measures and bounds: the exact binomial top-1 test (against values
 scipy.stats.binom gives), top-k score differences, embedding cosines, and the one line that
 names what failed."""
+import re
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -26,6 +29,7 @@ BOUNDS = CheckBounds(min_agreement=0.99, max_score_delta=0.1, min_embedding_cosi
 @pytest.mark.parametrize(("k", "n", "p", "expected"), [
     # scipy.stats.binom.cdf(k, n, p), scipy 1.17.1
     (2, 200, 0.02, 0.23514813577270552),   # the old check: 198 of 200 passed a 98% model this often
+    (2, 200, 0.01, 0.6766786945356558),    # and a 99% model this often
     (2, 628, 0.01, 0.049790154540287915),
     (3, 628, 0.01, 0.12664068877014673),
     (2, 628, 0.001, 0.9741006355362566),
@@ -68,6 +72,7 @@ def test_the_threshold_is_the_largest_count_a_model_at_the_bound_reaches_rarely(
     assert images_needed(0.99) == 628  # 627: pass at 1 disagreement, 0.9742 -> 0.87 at 99.9%
     assert agreement_test(627, 0.99).pass_at_good < 0.95 <= agreement_test(628, 0.99).pass_at_good
     assert images_needed(1.0) is None  # agreement above 100% cannot be shown
+    assert agreement_test(10_000, 1.0).max_disagreeing == -1
     for images in (40, 299, 628, 700, 1000):  # at most 5% for every size
         assert agreement_test(images, 0.99).pass_at_required <= 0.05
 
@@ -138,3 +143,16 @@ def test_a_failed_check_names_each_measure_and_by_how_much(check, line):
 
 def test_bounds_come_from_the_inference_settings():
     assert CheckBounds.from_config(InferenceConfig()) == CheckBounds(0.99, 0.1, 0.999)
+
+
+def test_the_power_table_in_the_docs_is_what_the_test_computes():
+    page = (Path(__file__).resolve().parents[2] / "docs" / "INFERENCE.md").read_text()
+    rows = re.findall(r"^ *\| (\d+)[^|]*\| ([^|]+) \| ([\d.]+) \| ([\d.]+) \| ([\d.]+) \| "
+                      r"([\d.]+) \|$", page, re.MULTILINE)
+    assert [int(row[0]) for row in rows] == [200, 299, 628, 700, 1000]
+    for images, passes_at, *chances in rows:
+        test = agreement_test(int(images), 0.99)
+        assert passes_at == (str(test.min_agreeing) if test.max_disagreeing >= 0 else
+                             "none (298 or fewer cannot show 99%)")
+        assert chances == [f"{binomial_cdf(test.max_disagreeing, int(images), 1 - rate):.4f}"
+                           for rate in (0.98, 0.99, 0.995, 0.999)]
