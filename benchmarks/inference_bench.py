@@ -14,8 +14,8 @@ MobileNetV2 at 224x224 built with `weights=None` (1,000 classes), Spark `local[2
                      files), graph writes off
 - job_int8:          the same with inference.precision int8; the artifact has no calibration
                      sample, so every run draws 2 x INT8_SAMPLE images from its input,
-                     converts and checks on the driver (int8_min_agreement 0: the untrained model's
-                     agreement is recorded, not required)
+                     converts and checks on the driver (NO_BOUNDS: the untrained model's
+                     answers are recorded, not required)
 - job_graph_off, job_graph_on: the same run in 4 chunks, graph writes off and on (into a
                      local Gremlin Server): what writing the graph costs a backfill whose
                      chunks are pipelined (chunk k written while chunk k+1 is classified)
@@ -57,10 +57,15 @@ sys.path.insert(0, str(ROOT / "dev"))
 import services  # noqa: E402
 from results import merge_results  # noqa: E402
 
+from imagegraph.infer.answer_check import CheckBounds  # noqa: E402
+
 SIZE = 224
 INT8_SAMPLE = 64
-"""Images int8 is calibrated on, and as many it is checked on (the job's default is 200 each:
-64 keeps the per-run conversion short on this shared machine)."""
+"""Images int8 is calibrated on, and as many it is checked on (the job's defaults are 200 and
+700: 64 keeps the per-run conversion short on this shared machine)."""
+NO_BOUNDS = CheckBounds(min_agreement=0.0, max_score_delta=1.0, min_embedding_cosine=-1.0)
+"""The answer check's bounds in the bench: int8 is used unless every check image's top-1 class
+differs (at 0 the binomial test passes any count but all)."""
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera")
 
 
@@ -128,7 +133,7 @@ def bare_model(model_dir: Path, metadata, images: dict[int, Path], batch_size: i
                                      threads=os.cpu_count(), reader=None, runtime=runtime)
         files = quantize_and_check(files, metadata, settings,
                                    CalibrationSample(sample[:half], sample[half:], None, INPUT),
-                                   min_agreement=0.0).model_files
+                                   NO_BOUNDS).model_files
     model = ModelCache().get(metadata, files, batch_size, threads=os.cpu_count(),
                              runtime=runtime, precision=precision)
     model.predict(np.zeros((1, SIZE, SIZE, 3), np.uint8))  # traces the compiled function
@@ -282,7 +287,9 @@ def main() -> int:
                          graph=replace(base.graph, enabled=False),
                          inference=replace(base.inference, partitions=args.partitions))
         int8_config = replace(config, inference=replace(
-            config.inference, precision="int8", int8_min_agreement=0.0,
+            config.inference, precision="int8", int8_min_agreement=NO_BOUNDS.min_agreement,
+            int8_max_score_delta=NO_BOUNDS.max_score_delta,
+            int8_min_embedding_cosine=NO_BOUNDS.min_embedding_cosine,
             int8_calibration_images=INT8_SAMPLE, int8_check_images=INT8_SAMPLE))
         figures: dict = {}
         spark = None

@@ -181,8 +181,8 @@ def infer_parser(prog: str = "infer.py") -> argparse.ArgumentParser:
                         help="images per model call (config: inference.batch_size; default 64)")
     parser.add_argument("--precision", choices=["float32", "int8"],
                         help="int8: full integer quantization, checked against float32 before "
-                             "the run, which falls back to float32 below "
-                             "inference.int8_min_agreement (config: inference.precision; "
+                             "the run, which falls back to float32 unless int8's answers are "
+                             "within the inference.int8_ bounds (config: inference.precision; "
                              "default float32)")
     parser.add_argument("--partitions", type=int, metavar="N",
                         help="repartition the input into N partitions; 0 keeps Spark's split "

@@ -1,5 +1,6 @@
 """int8 inference: full integer quantization of the artifact's model, the answer check against
-float32 and its fallbacks, on small fixed-weight models (no Spark, no servers)."""
+float32 and its fallbacks, on small fixed-weight models (no Spark, no servers); the check's
+measures alone are in test_answer_check."""
 import json
 import logging
 
@@ -7,15 +8,9 @@ import numpy as np
 import pytest
 
 from imagegraph.config import S3Config
+from imagegraph.infer.answer_check import CheckBounds
 from imagegraph.infer.classify import InferenceSettings
-from imagegraph.infer.precision import (
-    FLOAT32,
-    INT8,
-    AnswerCheck,
-    compare_answers,
-    precision_line,
-    quantize_and_check,
-)
+from imagegraph.infer.precision import FLOAT32, INT8, precision_line, quantize_and_check
 from imagegraph.model.artifact import LABELS_FILE, METADATA_FILE, ModelMetadata, write_artifact
 from imagegraph.model.cache import INT8_MODEL_FILE, ModelCache
 from imagegraph.model.calibration import ARTIFACT, INPUT, CalibrationSample
@@ -25,6 +20,8 @@ from imagegraph.storage.object_reader import ReaderSettings
 BRIGHTNESS = ModelMetadata(name="brightness", version="1", input_height=4, input_width=4,
                            channels=1, preprocessing="scale_0_1",
                            classes=("dark", "mid", "bright"))
+BOUNDS = CheckBounds(min_agreement=0.9, max_score_delta=0.1, min_embedding_cosine=0.999)
+"""At 0.9 the 52 gray levels below pass at 51 agreeing (0.9^52 + 52 * 0.1 * 0.9^51 = 0.029)."""
 SETTINGS = InferenceSettings(
     top_k=1, batch_size=8, max_image_pixels=10**6, threads=1, runtime="tflite",
     reader=ReaderSettings.from_config(S3Config(), threads=1, max_bytes=10**6))
@@ -63,14 +60,6 @@ def brightness_files(tmp_path_factory):
                        dense_model([0.0, 5.0, 12.0], [0.0, -2.5, -8.0]), BRIGHTNESS)
 
 
-def test_compare_answers_counts_top1_agreement_and_both_accuracies():
-    float32 = np.array([[0.9, 0.1], [0.2, 0.8], [0.6, 0.4], [0.3, 0.7]])
-    int8 = np.array([[0.8, 0.2], [0.6, 0.4], [0.6, 0.4], [0.4, 0.6]])
-    assert compare_answers(float32, int8, None) == AnswerCheck(4, 0.75)
-    assert compare_answers(float32, int8, np.array([0, 1, 1, 1])) == AnswerCheck(
-        4, 0.75, int8_accuracy=0.5, float32_accuracy=0.75)
-
-
 @pytest.mark.parametrize("family", ["scale_0_1", "mobilenet_v2"])
 def test_int8_takes_the_decoders_pixels_and_keeps_the_answers(tmp_path, family):
     import tensorflow as tf
@@ -84,9 +73,12 @@ def test_int8_takes_the_decoders_pixels_and_keeps_the_answers(tmp_path, family):
                                          for i in range(0, len(check_levels), 8)]), axis=1)
     sample = CalibrationSample(levels(*range(0, 256, 16)), levels(*check_levels), expected,
                                ARTIFACT)
-    choice = quantize_and_check(files, metadata, SETTINGS, sample, min_agreement=0.95)
+    choice = quantize_and_check(files, metadata, SETTINGS, sample, BOUNDS)
     assert choice.precision == INT8 and choice.fallback == ""
-    assert choice.check == AnswerCheck(len(check_levels), 1.0, 1.0, 1.0)
+    assert (choice.check.images, choice.check.agreement, choice.check.int8_accuracy,
+            choice.check.float32_accuracy) == (len(check_levels), 1.0, 1.0, 1.0)
+    assert 0 < choice.check.max_score_delta <= 0.1  # int8's softmax: steps of 1/256
+    assert choice.check.min_embedding_cosine is None  # the run writes no embeddings
     assert choice.calibration == f"artifact: 16 images to calibrate, {len(check_levels)} " \
                                  "labeled to check"
     flatbuffer = choice.model_files[INT8_MODEL_FILE]
@@ -122,9 +114,9 @@ def test_int8_of_a_per_channel_family_takes_the_preprocessed_images(tmp_path):
     files = keras_files(tmp_path, model, metadata)
     gray = np.repeat(levels(*range(0, 256, 5)), 3, axis=3)
     sample = CalibrationSample(gray[::3], gray, None, INPUT)
-    choice = quantize_and_check(files, metadata, SETTINGS, sample, min_agreement=0.95)
+    choice = quantize_and_check(files, metadata, SETTINGS, sample, BOUNDS)
     assert (choice.precision, choice.check.images) == (INT8, len(gray))
-    assert choice.check.agreement >= 0.95
+    assert choice.check.agreement >= 51 / 52
     interpreter = tf.lite.Interpreter(model_content=choice.model_files[INT8_MODEL_FILE])
     assert interpreter.get_input_details()[0]["dtype"] == np.float32
 
@@ -134,15 +126,20 @@ def test_int8_below_the_agreement_falls_back_to_float32_in_one_line(tmp_path, ca
     # steps of 1/256, so it sees a tie and picks the first
     metadata = ModelMetadata(**{**BRIGHTNESS.__dict__, "classes": ("a", "b")})
     files = keras_files(tmp_path, dense_model([0.001, 0.002], [0.0, 0.0005]), metadata)
-    sample = CalibrationSample(levels(0, 100, 200), levels(10, 60, 110, 160, 210),
-                               np.ones(5, np.int32), ARTIFACT)  # labeled "b"
+    sample = CalibrationSample(levels(0, 100, 200), levels(*range(10, 210, 5)),
+                               np.ones(40, np.int32), ARTIFACT)  # labeled "b"
+    bounds = CheckBounds(0.8, 0.1, 0.999)  # 40 images: pass at 37 agreeing
     with caplog.at_level(logging.INFO, logger="imagegraph.infer.precision"):
-        choice = quantize_and_check(files, metadata, SETTINGS, sample, min_agreement=0.99)
+        choice = quantize_and_check(files, metadata, SETTINGS, sample, bounds)
     assert choice.precision == FLOAT32 and choice.model_files is files
-    assert choice.check == AnswerCheck(5, 0.0, int8_accuracy=0.0, float32_accuracy=1.0)
-    assert choice.fallback == ("int8 agreed with float32's top-1 class on 0.00% of 5 artifact "
-                               "images, under inference.int8_min_agreement 99.00%; accuracy "
-                               "int8 0.0000, float32 1.0000")
+    assert (choice.check.images, choice.check.agreement, choice.check.int8_accuracy,
+            choice.check.float32_accuracy) == (40, 0.0, 0.0, 1.0)
+    assert choice.check.max_score_delta < 0.01  # the scores stay: only top-1 fails
+    assert choice.fallback == (
+        "int8 answers differ from float32's: top-1: int8 agreed with float32 on 0 of 40 "
+        "artifact images (0.00%), 37 under the 37 that show agreement above "
+        "inference.int8_min_agreement 80.00% at 95% confidence; accuracy int8 0.0000, "
+        "float32 1.0000")
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
         ("WARNING", f"inference.precision int8: running float32 instead: {choice.fallback}")]
     report = RunReport(run_id="r", source="s", output_uri="o", model="m")
@@ -150,9 +147,61 @@ def test_int8_below_the_agreement_falls_back_to_float32_in_one_line(tmp_path, ca
     assert {key: value for key, value in report.to_dict().items()
             if key.startswith(("int8_", "float32_", "precision"))} == {
         "precision": FLOAT32,
-        "int8_calibration": "artifact: 3 images to calibrate, 5 labeled to check",
-        "int8_check_images": 5, "int8_agreement": 0.0, "int8_accuracy": 0.0,
-        "float32_accuracy": 1.0, "int8_fallback": choice.fallback}
+        "int8_calibration": "artifact: 3 images to calibrate, 40 labeled to check",
+        "int8_check_images": 40, "int8_agreement": 0.0, "int8_accuracy": 0.0,
+        "float32_accuracy": 1.0, "int8_max_score_delta": choice.check.max_score_delta,
+        "int8_min_embedding_cosine": None,
+        "int8_check": "top-1 agreement 0 of 40 (0.00%; pass at 37 of 40 (a model at 80.00% "
+                      f"passes with p 0.0285, at 98.00% with 0.9918)), top-k scores within "
+                      f"{choice.check.max_score_delta:.4f}",
+        "int8_fallback": choice.fallback}
+
+
+def features_model():
+    """inputs (4, 4, 1) -> mean m -> features (m, 1 - m) -> Dense(3) -> softmax: the
+    brightness classes again, with a two-dimensional embedding."""
+    import tensorflow as tf
+
+    inputs = tf.keras.Input((4, 4, 1))
+    features = tf.keras.layers.Dense(2, name="features")
+    head = tf.keras.layers.Dense(3, activation="softmax")
+    model = tf.keras.Model(inputs, head(features(
+        tf.keras.layers.GlobalAveragePooling2D()(inputs))))
+    features.set_weights([np.array([[1.0, -1.0]], np.float32), np.array([0.0, 1.0], np.float32)])
+    head.set_weights([np.array([[0.0, 5.0, 12.0], [0.0, 0.0, 0.0]], np.float32),
+                      np.array([0.0, -2.5, -8.0], np.float32)])
+    return model
+
+
+def test_the_check_compares_the_embeddings_the_run_writes(tmp_path, caplog):
+    files = keras_files(tmp_path, features_model(), BRIGHTNESS)
+    sample = CalibrationSample(levels(*range(0, 256, 16)), levels(*range(0, 256, 5)), None,
+                               INPUT)
+    settings = InferenceSettings(**{**SETTINGS.__dict__, "embedding": True})
+    choice = quantize_and_check(files, BRIGHTNESS, settings, sample, BOUNDS)
+    assert choice.precision == INT8 and choice.check.agreement >= 51 / 52
+    cosine = choice.check.min_embedding_cosine
+    assert 0.999 <= cosine < 1  # (m, 1 - m) in int8 steps: close, not the same
+    strict = CheckBounds(0.9, 0.1, min_embedding_cosine=1.0)
+    with caplog.at_level(logging.WARNING, logger="imagegraph.infer.precision"):
+        choice = quantize_and_check(files, BRIGHTNESS, settings, sample, strict)
+    assert choice.precision == FLOAT32
+    assert choice.fallback == (f"int8 answers differ from float32's: embeddings: cosine "
+                               f"similarity down to {cosine:.5f}, {1 - cosine:.5f} under "
+                               f"inference.int8_min_embedding_cosine 1")
+    assert len(caplog.records) == 1
+
+
+def test_int8_scores_beyond_the_tolerance_fall_back(brightness_files):
+    sample = CalibrationSample(levels(*range(0, 256, 16)), levels(*range(0, 256, 5)), None,
+                               INPUT)
+    choice = quantize_and_check(brightness_files, BRIGHTNESS, SETTINGS, sample,
+                                CheckBounds(0.9, max_score_delta=0.0, min_embedding_cosine=1.0))
+    delta = choice.check.max_score_delta
+    assert choice.precision == FLOAT32 and choice.check.agreement >= 51 / 52 and delta > 0
+    assert choice.fallback == (f"int8 answers differ from float32's: top-k scores: differ by "
+                               f"up to {delta:.4f}, {delta:.4f} over "
+                               f"inference.int8_max_score_delta 0")
 
 
 def test_a_model_int8_cannot_convert_falls_back_to_float32(tmp_path, caplog):
@@ -174,7 +223,7 @@ def test_a_model_int8_cannot_convert_falls_back_to_float32(tmp_path, caplog):
     sample = CalibrationSample(levels(0, 128, 255), levels(30, 220), None, INPUT)
     settings = InferenceSettings(**{**SETTINGS.__dict__, "runtime": "tensorflow"})
     with caplog.at_level(logging.WARNING, logger="imagegraph.infer.precision"):
-        choice = quantize_and_check(files, BRIGHTNESS, settings, sample, min_agreement=0.99)
+        choice = quantize_and_check(files, BRIGHTNESS, settings, sample, BOUNDS)
     assert choice.precision == FLOAT32 and choice.check is None
     assert choice.fallback == ("the int8 conversion failed: ConverterError: 'tf.Erf' op is "
                                "neither a custom op nor a flex op")
@@ -188,7 +237,7 @@ def test_a_model_int8_cannot_convert_falls_back_to_float32(tmp_path, caplog):
 def test_nothing_to_calibrate_on_falls_back_to_float32(brightness_files):
     empty = np.zeros((0, 4, 4, 1), np.uint8)
     choice = quantize_and_check(brightness_files, BRIGHTNESS, SETTINGS,
-                                CalibrationSample(empty, empty, None, INPUT), 0.99)
+                                CalibrationSample(empty, empty, None, INPUT), BOUNDS)
     assert (choice.precision, choice.check) == (FLOAT32, None)
     assert choice.fallback == ("no images to calibrate on or check with (input: 0 images to "
                                "calibrate, 0 to check)")
@@ -208,12 +257,12 @@ def test_calibration_sample_round_trips_through_its_file():
 def test_precision_line_says_what_ran_and_why():
     report = RunReport(run_id="r", source="s", output_uri="o", model="m")
     assert precision_line(report) is None  # float32, as asked
-    report.precision, report.int8_calibration, report.int8_agreement = \
-        INT8, "artifact: 200 images to calibrate, 40 labeled to check", 0.975
+    report.precision, report.int8_calibration, report.int8_check = \
+        INT8, "artifact: 200 images to calibrate, 700 labeled to check", "top-1 agreement ..."
     report.int8_accuracy, report.float32_accuracy = 0.95, 0.975
     assert precision_line(report) == (
-        "  precision            int8 (artifact: 200 images to calibrate, 40 labeled to check; "
-        "top-1 agreement with float32 97.50%, accuracy int8 0.9500 float32 0.9750)")
+        "  precision            int8 (artifact: 200 images to calibrate, 700 labeled to check; "
+        "top-1 agreement ..., accuracy int8 0.9500 float32 0.9750)")
     report.precision, report.int8_fallback = FLOAT32, "the int8 conversion failed: X"
     assert precision_line(report) == ("  precision            float32 (int8 not used: the int8 "
                                       "conversion failed: X)")

@@ -258,6 +258,7 @@ def _classify_chunk(spark: SparkSession, run: _Run, objects: DataFrame,
      .select("c.*")
      .withColumn("model", F.lit(run.metadata.tag))
      .withColumn("run_id", F.lit(run.report.run_id))
+     .withColumn("precision", F.lit(run.settings.precision))
      .withColumn("inferred_at", F.lit(run.started_at))
      .write.parquet(f"{staged}/results"))
     counts = spark.read.parquet(f"{staged}/results").groupBy("status", "reason").count()

@@ -1,10 +1,10 @@
 """Which precision a run's model runs in, decided once on the driver before any image is
 classified: float32 when asked for -> else the calibration sample (the artifact's, or drawn from
 the job's input) -> the int8 conversion (full integer quantization, `model.cache.quantize_int8`)
--> the answer check: int8's top-1 against float32's on the sample's check images (and both
-accuracies when their labels are known) -> int8 when they agree on at least
-`inference.int8_min_agreement` of them. Otherwise, or when the conversion fails, the run uses
-float32 and says why in one log line; int8 never fails a job.
+-> the answer check on the sample's check images (`answer_check`: top-1 agreement by a binomial
+test, top-k scores, embeddings; both accuracies when their labels are known) -> int8 when every
+measure is within its bound. Otherwise, or when the conversion fails, the run uses float32 and
+says why in one log line; int8 never fails a job.
 
 The workers run the int8 model the check approved: its flatbuffer is shipped with the artifact's
 files (`model.cache.INT8_MODEL_FILE`), so it is converted once per run, not once per worker.
@@ -20,6 +20,14 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from imagegraph.config import InferenceConfig
+from imagegraph.infer.answer_check import (
+    AnswerCheck,
+    CheckBounds,
+    agreement_test,
+    compare_answers,
+    failed_measures,
+    measured,
+)
 from imagegraph.infer.classify import InferenceSettings, prepare_object
 from imagegraph.model.artifact import ModelMetadata
 from imagegraph.model.calibration import INPUT, CalibrationSample, read_artifact_sample
@@ -33,26 +41,16 @@ INT8 = "int8"
 
 
 @dataclass(frozen=True)
-class AnswerCheck:
-    """int8 against float32 on `images` check images: the fraction whose top-1 class agrees,
-    and each precision's top-1 accuracy (None when the images' labels are unknown)."""
-
-    images: int
-    agreement: float
-    int8_accuracy: float | None = None
-    float32_accuracy: float | None = None
-
-
-@dataclass(frozen=True)
 class PrecisionChoice:
     """The precision a run uses, the files to ship to the workers (the artifact's, plus the
-    int8 model when it is used), the calibration sample's description, the answer check and,
-    when int8 was asked for but not used, why."""
+    int8 model when it is used), the calibration sample's description, the answer check, what
+    it measured in words and, when int8 was asked for but not used, why."""
 
     precision: str
     model_files: dict = field(repr=False)
     calibration: str = ""
     check: AnswerCheck | None = None
+    measured: str = ""
     fallback: str = ""
 
     def record(self, report: RunReport) -> None:
@@ -65,6 +63,9 @@ class PrecisionChoice:
             report.int8_agreement = self.check.agreement
             report.int8_accuracy = self.check.int8_accuracy
             report.float32_accuracy = self.check.float32_accuracy
+            report.int8_max_score_delta = self.check.max_score_delta
+            report.int8_min_embedding_cosine = self.check.min_embedding_cosine
+            report.int8_check = self.measured
 
 
 def precision_line(report: RunReport) -> str | None:
@@ -76,21 +77,8 @@ def precision_line(report: RunReport) -> str | None:
         return f"  precision            float32 (int8 not used: {report.int8_fallback})"
     accuracies = "" if report.int8_accuracy is None else (
         f", accuracy int8 {report.int8_accuracy:.4f} float32 {report.float32_accuracy:.4f}")
-    return (f"  precision            int8 ({report.int8_calibration}; top-1 agreement with "
-            f"float32 {report.int8_agreement:.2%}{accuracies})")
-
-
-def compare_answers(float32_probabilities: np.ndarray, int8_probabilities: np.ndarray,
-                    labels: np.ndarray | None) -> AnswerCheck:
-    """The answer check of two (images, classes) probability arrays of the same images, with
-    the images' class indices when known."""
-    float32_top = np.argmax(float32_probabilities, axis=1)
-    int8_top = np.argmax(int8_probabilities, axis=1)
-    images = len(float32_top)
-    if labels is None:
-        return AnswerCheck(images, float(np.mean(float32_top == int8_top)))
-    return AnswerCheck(images, float(np.mean(float32_top == int8_top)),
-                       float(np.mean(int8_top == labels)), float(np.mean(float32_top == labels)))
+    return (f"  precision            int8 ({report.int8_calibration}; {report.int8_check}"
+            f"{accuracies})")
 
 
 def choose_precision(spark: SparkSession, inference: InferenceConfig, metadata: ModelMetadata,
@@ -105,21 +93,21 @@ def choose_precision(spark: SparkSession, inference: InferenceConfig, metadata: 
         objects, metadata, settings, inference.int8_calibration_images,
         inference.int8_check_images)
     return quantize_and_check(model_files, metadata, settings, sample,
-                              inference.int8_min_agreement)
+                              CheckBounds.from_config(inference))
 
 
 def quantize_and_check(model_files: dict[str, bytes], metadata: ModelMetadata,
                        settings: InferenceSettings, sample: CalibrationSample,
-                       min_agreement: float) -> PrecisionChoice:
+                       bounds: CheckBounds) -> PrecisionChoice:
     """Convert the model to int8 calibrated on `sample.calibration`, compare it with float32
-    (in `settings.runtime`) on `sample.check`, and choose int8 when the top-1 agreement is at
-    least `min_agreement`; float32 otherwise, or when there is nothing to calibrate on or check
-    with, or the conversion fails."""
+    (in `settings.runtime`) on `sample.check` (top-k and, with `settings.embedding`, the
+    embeddings), and choose int8 when every measure is within `bounds`; float32 otherwise, or
+    when there is nothing to calibrate on or check with, or the conversion fails."""
     from imagegraph.model.cache import INT8_MODEL_FILE, LoadedModel, ModelCache, quantize_int8
 
     calibration = sample.describe()
     if not len(sample.calibration) or not len(sample.check):
-        return _fall_back(model_files, calibration, None,
+        return _fall_back(model_files, calibration, None, "",
                           f"no images to calibrate on or check with ({calibration})")
     try:
         with quiet_tensorflow():  # the conversion's dumps and log lines (see tensorflow_output)
@@ -128,35 +116,41 @@ def quantize_and_check(model_files: dict[str, bytes], metadata: ModelMetadata,
             int8_model = LoadedModel(flatbuffer, metadata, settings.batch_size,
                                      settings.embedding)
     except Exception as exc:  # noqa: BLE001 (the converter's errors have many types)
-        return _fall_back(model_files, calibration, None,
+        return _fall_back(model_files, calibration, None, "",
                           f"the int8 conversion failed: {_first_line(exc)}")
     float32_model = ModelCache().get(metadata, model_files, settings.batch_size,
                                      settings.embedding, runtime=settings.runtime)
-    check = compare_answers(_probabilities(float32_model, sample.check, settings.batch_size),
-                            _probabilities(int8_model, sample.check, settings.batch_size),
-                            sample.check_labels)
-    if check.agreement < min_agreement:
-        return _fall_back(model_files, calibration, check,
-                          f"int8 agreed with float32's top-1 class on {check.agreement:.2%} of "
-                          f"{check.images} {sample.source} images, under "
-                          f"inference.int8_min_agreement {min_agreement:.2%}"
-                          f"{_accuracies(check)}")
-    log.info("precision int8 (%s): top-1 agreement with float32 %.2f%% of %d images%s",
-             calibration, 100 * check.agreement, check.images, _accuracies(check))
+    float32_scores, int8_scores, float32_embeddings, int8_embeddings = _answers(
+        float32_model, int8_model, sample.check, settings.batch_size)
+    check = compare_answers(float32_scores, int8_scores, sample.check_labels, settings.top_k,
+                            float32_embeddings, int8_embeddings)
+    check_text = measured(check, agreement_test(check.images, bounds.min_agreement))
+    failed = failed_measures(check, bounds, sample.source)
+    if failed:
+        return _fall_back(model_files, calibration, check, check_text,
+                          f"int8 answers differ from float32's: {failed}{_accuracies(check)}")
+    log.info("precision int8 (%s): %s%s", calibration, check_text, _accuracies(check))
     return PrecisionChoice(INT8, {**model_files, INT8_MODEL_FILE: flatbuffer}, calibration,
-                           check)
+                           check, check_text)
 
 
 def _fall_back(model_files: dict[str, bytes], calibration: str, check: AnswerCheck | None,
-               reason: str) -> PrecisionChoice:
+               check_text: str, reason: str) -> PrecisionChoice:
     log.warning("inference.precision int8: running float32 instead: %s", reason)
-    return PrecisionChoice(FLOAT32, model_files, calibration, check, reason)
+    return PrecisionChoice(FLOAT32, model_files, calibration, check, check_text, reason)
 
 
-def _probabilities(model, pixels: np.ndarray, batch_size: int) -> np.ndarray:
-    """The probabilities of `model` (a `model.cache.LoadedModel`) for every image of `pixels`."""
-    return np.concatenate([model.predict(pixels[start:start + batch_size])[0]
-                           for start in range(0, len(pixels), batch_size)])
+def _answers(float32_model, int8_model, pixels: np.ndarray, batch_size: int
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Both models' (`model.cache.LoadedModel`s) probabilities for every image of `pixels`,
+    float32's then int8's, and their embeddings likewise (None when they give none)."""
+    outputs = [[model.predict(pixels[start:start + batch_size])
+                for start in range(0, len(pixels), batch_size)]
+               for model in (float32_model, int8_model)]
+    probabilities = [np.concatenate([p for p, _ in batches]) for batches in outputs]
+    embeddings = [None if batches[0][1] is None else np.concatenate([e for _, e in batches])
+                  for batches in outputs]
+    return probabilities[0], probabilities[1], embeddings[0], embeddings[1]
 
 
 def _accuracies(check: AnswerCheck) -> str:

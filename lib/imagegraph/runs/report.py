@@ -30,9 +30,11 @@ class RunReport:
     done by an earlier run (`--resume`); every classified object is written or dead-lettered by
     the graph stage. `precision` is what the model ran in; with int8 asked for, the `int8_`
     fields say which calibration sample was used, the answer check on `int8_check_images`
-    images (top-1 agreement with float32, both accuracies when labels were known) and why the
-    run fell back to float32, if it did (see `precision`). `chunk_figures` has a dict per
-    committed chunk and `top1_by_class` the committed predictions by top-1 class (see
+    images (top-1 agreement with float32, the largest top-k score difference, the smallest
+    embedding cosine similarity (None without embeddings), both accuracies when labels were
+    known, and `int8_check`, all that in words with the top-1 test's threshold and power) and
+    why the run fell back to float32, if it did (see `infer.precision`). `chunk_figures` has a
+    dict per committed chunk and `top1_by_class` the committed predictions by top-1 class (see
     `runs.figures`); `report_uri` is where the report is written, `picture_uri` the run's PNG;
     `graph_endpoint` the Gremlin endpoint written to (empty with the graph off)."""
 
@@ -66,6 +68,9 @@ class RunReport:
     int8_agreement: float | None = None
     int8_accuracy: float | None = None
     float32_accuracy: float | None = None
+    int8_max_score_delta: float | None = None
+    int8_min_embedding_cosine: float | None = None
+    int8_check: str = ""
     int8_fallback: str = ""
     chunk_figures: list = field(default_factory=list)
     top1_by_class: dict = field(default_factory=dict)
