@@ -7,7 +7,7 @@ unpacked by YARN (dev/cluster_jobs.py), over 21 objects in the test S3:
   container's stdout, not in spark-submit's output) and the application has one attempt;
 - the run report reconciles, and predictions equal those of a `local[2]` run;
 - a driver that fails is not attempted again: one attempt, FAILED, and the job's one-line error
-  in the container's stderr.
+  in the container's stdout.
 
 Needs build/package (`make package`) and build/hadoop (`make yarn-jars`); `make test` builds both.
 """
@@ -147,7 +147,8 @@ def test_a_failed_driver_is_not_attempted_again(yarn, endpoints, trained_model, 
     assert (report["state"], report["final status"]) == ("FINISHED", "FAILED")
     assert "User application exited with status 2" in report["diagnostics"], report
     assert len(attempts(yarn, application_id)) == 1
-    errors = [line for line in driver_output(yarn, application_id, "stderr").splitlines()
+    # Spark's PythonRunner merges the driver's stderr into the container's stdout
+    errors = [line for line in driver_output(yarn, application_id, "stdout").splitlines()
               if line.startswith("infer.py: error: ")]
     assert len(errors) == 1, errors
     assert re.fullmatch(r"infer.py: error: \S+: the bucket no-such-bucket does not exist",
