@@ -124,15 +124,28 @@ def yarn_options(services_env: dict, extra: tuple = ()) -> list[str]:
             *driver_env, *extra]
 
 
+def unpack_node_env(package_dir: Path, node_env_dir: Path) -> None:
+    """What the bootstrap action does on every node with `python_env: node_archive`: the packed
+    environment unpacked into `node_env_dir` (once here: the local NodeManagers share a host)."""
+    shutil.rmtree(node_env_dir, ignore_errors=True)
+    node_env_dir.mkdir(parents=True)
+    subprocess.run(["tar", "-xzf", str(package_dir / package.ENV_ARCHIVE), "-C",
+                    str(node_env_dir)], check=True)
+
+
 def _rendered_step(spark_options: list[str], template: str, values: dict, work_dir: Path,
                    services_env: dict, job_options: tuple, job_config: Path,
-                   package_dir: Path) -> tuple[list[str], str, list[str]]:
+                   package_dir: Path, node_env_dir: Path | None = None
+                   ) -> tuple[list[str], str, list[str]]:
     """The step `template` as the launcher renders it for a new cluster, with the code laid
     out in `work_dir/code` and `spark_options` after the rendered ones: (spark-submit options,
-    entry file, job arguments)."""
+    entry file, job arguments). With `node_env_dir` the step runs the environment unpacked
+    there (`python_env: node_archive`) rather than shipping the archive."""
     code_uri = lay_out_code(work_dir / "code", package_dir, job_config)
+    python_env = ({"package.python_env": "node_archive", "package.node_env_dir": str(node_env_dir)}
+                  if node_env_dir else {})
     settings = load_settings(None, {
-        "package.dir": str(package_dir), "package.code_uri": code_uri,
+        **python_env, "package.dir": str(package_dir), "package.code_uri": code_uri,
         "package.job_config": str(job_config), "steps.templates": str(ROOT / "emr" / "steps"),
         "steps.spark_submit_options": spark_options,
         "steps.gremlin_endpoint": services_env.get("GREMLIN_ENDPOINT", "")})
@@ -142,13 +155,15 @@ def _rendered_step(spark_options: list[str], template: str, values: dict, work_d
 
 def yarn_submission(yarn: YarnCluster, template: str, values: dict, work_dir: Path,
                     services_env: dict, job_options: tuple = (), spark_options: tuple = (),
-                    job_config: Path = LOCAL_CONFIG,
-                    package_dir: Path = PACKAGE_DIR) -> Submission:
+                    job_config: Path = LOCAL_CONFIG, package_dir: Path = PACKAGE_DIR,
+                    node_env_dir: Path | None = None) -> Submission:
     """spark-submit of the step `template` to the local YARN cluster `yarn`, in cluster mode as
-    rendered; `spark_options` after everything else (see `submission` for the rest)."""
+    rendered; `spark_options` after everything else; with `node_env_dir` (see
+    `unpack_node_env`) as `python_env: node_archive` renders it (see `submission` for the
+    rest)."""
     options, entry, job_args = _rendered_step(
         yarn_options(services_env, spark_options), template, values, work_dir, services_env,
-        job_options, job_config, package_dir)
+        job_options, job_config, package_dir, node_env_dir)
     env = {**os.environ, **yarn.env(), "SPARK_HOME": str(SPARK_HOME)}
     spark_submit = str(Path(sys.executable).parent / "spark-submit")
     return Submission([spark_submit, *options, entry, *job_args], work_dir, env)

@@ -7,7 +7,8 @@ unpacked by YARN (dev/cluster_jobs.py), over 21 objects in the test S3:
   container's stdout, not in spark-submit's output) and the application has one attempt;
 - the run report reconciles, and predictions equal those of a `local[2]` run;
 - a driver that fails is not attempted again: one attempt, FAILED, and the job's one-line error
-  in the container's stdout.
+  in the container's stdout; this run with `python_env: node_archive` (the environment
+  unpacked beforehand as the bootstrap action does, nothing shipped).
 
 Needs build/package (`make package`) and build/hadoop (`make yarn-jars`); `make test` builds both.
 """
@@ -57,13 +58,15 @@ def yarn_input(s3, dataset):
     return {f"s3://{BUCKET}/yarn/input/{key}": body for key, body in objects.items()}
 
 
-def submit_infer(yarn, endpoints, work_dir: Path, input_uri: str, output: str
-                 ) -> tuple[int, str, str]:
-    """Run the rendered infer step on `yarn` in cluster mode; return (spark-submit's exit code,
-    its output, the application's id)."""
+def submit_infer(yarn, endpoints, work_dir: Path, input_uri: str, output: str,
+                 node_env_dir: Path | None = None) -> tuple[int, str, str]:
+    """Run the rendered infer step on `yarn` in cluster mode (with `node_env_dir`, as
+    `python_env: node_archive` renders it); return (spark-submit's exit code, its output, the
+    application's id)."""
     submission = cluster_jobs.yarn_submission(
         yarn, "infer", {"input": input_uri, "model": MODEL_URI, "output": output}, work_dir,
-        endpoints.env(), ("--partitions", "2", "--progress-interval", "5"))
+        endpoints.env(), ("--partitions", "2", "--progress-interval", "5"),
+        node_env_dir=node_env_dir)
     log = work_dir / "spark-submit.log"
     proc = submission.run(log)
     try:
@@ -139,9 +142,14 @@ def test_the_report_reconciles_and_outputs_equal_a_local_run(yarn_run, spark, co
 
 def test_a_failed_driver_is_not_attempted_again(yarn, endpoints, trained_model, yarn_run,
                                                  tmp_path_factory):
+    """With `python_env: node_archive`: the environment unpacked once beforehand, as the
+    bootstrap action does on every node, and named by the rendered step; nothing shipped."""
+    node_env_dir = Path(yarn.run_dir) / "environment"
+    cluster_jobs.unpack_node_env(cluster_jobs.PACKAGE_DIR, node_env_dir)
     code, log, application_id = submit_infer(
         yarn, endpoints, tmp_path_factory.mktemp("failed"), "s3a://no-such-bucket/images/",
-        f"s3a://{BUCKET}/yarn/failed")
+        f"s3a://{BUCKET}/yarn/failed", node_env_dir)
+    assert "--archives" not in log and "imagegraph-env.tar.gz" not in log
     assert code != 0
     report = final_report(log)
     assert (report["state"], report["final status"]) == ("FINISHED", "FAILED")
