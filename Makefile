@@ -8,7 +8,8 @@ PYSPARK_JARS = $(shell ls -d $(VENV)/lib/python3*/site-packages/pyspark/jars 2>/
 help: ## list the targets
 	@awk -F':.*## ' '/^[a-z-]+:.*## / {printf "  %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-.PHONY: help install jars toxiproxy package lock services-up services-down cluster-up cluster-down \
+.PHONY: help install jars yarn-jars toxiproxy package lock services-up services-down cluster-up \
+	cluster-down yarn-up yarn-down \
 	demo cluster-demo demo-finetune test lint unit integration mutation bench bench-train clean
 
 install: $(VENV)/.installed ## the virtualenv with the pinned stack and the dev tools
@@ -36,6 +37,16 @@ build/.jars: $(VENV)/.installed dev/maven/gremlin-server/pom.xml dev/maven/spark
 	    -DoutputDirectory=$(CURDIR)/build/spark-s3a >> build/maven.log 2>&1 \
 	    || (cat build/maven.log; exit 1)
 	cp build/spark-s3a/*.jar $(PYSPARK_JARS)/
+	touch $@
+
+# The local YARN and HDFS cluster's Hadoop 3.3.4 jars (dev/yarn_cluster.py), into build/hadoop.
+yarn-jars: build/.hadoop-jars ## Hadoop's daemons for the local YARN and HDFS cluster (Maven)
+build/.hadoop-jars: dev/maven/hadoop-yarn/pom.xml
+	rm -rf build/hadoop
+	mkdir -p build
+	mvn --batch-mode -f dev/maven/hadoop-yarn/pom.xml dependency:copy-dependencies \
+	    -DincludeScope=runtime -DoutputDirectory=$(CURDIR)/build/hadoop \
+	    >> build/maven.log 2>&1 || (cat build/maven.log; exit 1)
 	touch $@
 
 # Toxiproxy, the network-fault proxy of the integration tests and dev/services.py: built from its
@@ -79,6 +90,16 @@ cluster-up: build/.jars ## start a Spark standalone cluster on loopback
 cluster-down: ## stop it
 	@$(PY) dev/services.py cluster-down
 
+# YARN and HDFS on loopback (dev/yarn_cluster.py): a ResourceManager, two NodeManagers, a
+# NameNode and a DataNode, each its own JVM; prints the HADOOP_CONF_DIR that
+# `spark-submit --master yarn` reads (docs/CLUSTERS.md). Logs, pids, HDFS's storage and the
+# containers' logs in build/yarn.
+yarn-up: build/.hadoop-jars ## start YARN and HDFS on loopback
+	@$(PY) dev/yarn_cluster.py up
+
+yarn-down: ## stop them
+	@$(PY) dev/yarn_cluster.py down
+
 # `make demo PRECISION=int8` classifies with the int8 model (inference.precision)
 PRECISION ?= float32
 demo: build/.jars build/bin/toxiproxy-server ## train, classify and link sample images end to end (README)
@@ -95,8 +116,9 @@ cluster-demo: build/.jars build/bin/toxiproxy-server build/package/.built ## the
 demo-finetune: build/.jars ## fine-tune MobileNetV2 on photo crops
 	$(PY) dev/demo_finetune.py --precision $(PRECISION)
 
-# The packed environment first: tests/integration/test_cluster.py submits the jobs with it.
-test: build/.jars build/bin/toxiproxy-server build/package/.built ## the whole suite, as CI runs it (README)
+# The packed environment first: tests/integration/test_cluster.py and test_yarn.py submit the
+# jobs with it; test_yarn.py starts YARN and HDFS from build/hadoop.
+test: build/.jars build/.hadoop-jars build/bin/toxiproxy-server build/package/.built ## the whole suite, as CI runs it (README)
 	$(PY) -m pytest tests
 
 # ruff (style, imports, likely bugs), mypy (types) and import-linter (the stages' import
@@ -109,7 +131,7 @@ lint: $(VENV)/.installed ## ruff, mypy and the import contracts
 unit: $(VENV)/.installed ## the fast tier: unit tests only
 	$(PY) -m pytest tests/unit
 
-integration: build/.jars build/bin/toxiproxy-server build/package/.built ## the integration tests only
+integration: build/.jars build/.hadoop-jars build/bin/toxiproxy-server build/package/.built ## the integration tests only
 	$(PY) -m pytest tests/integration
 
 # Mutation testing of the pure modules against the unit tests (dev/mutation.py): score and
@@ -128,5 +150,5 @@ bench: build/.jars build/bin/toxiproxy-server ## the benchmarks (docs/BENCHMARKS
 bench-train: build/.jars ## training's benchmarks, about 30 minutes
 	$(PY) benchmarks/training_bench.py
 
-clean: services-down cluster-down ## stop everything and remove build/
+clean: services-down cluster-down yarn-down ## stop everything and remove build/
 	rm -rf build

@@ -82,11 +82,16 @@ class Cluster:
         return sum(1 for worker in self.master_state()["workers"] if worker["state"] == "ALIVE")
 
 
+def stripped_environment() -> dict[str, str]:
+    """This process's environment without credentials, endpoints or Python variables: what a
+    cluster's daemons start with."""
+    return {key: value for key, value in os.environ.items()
+            if key not in _STRIPPED_NAMES and not key.startswith(_STRIPPED_PREFIXES)}
+
+
 def _daemon_env() -> dict[str, str]:
-    env = {key: value for key, value in os.environ.items()
-           if key not in _STRIPPED_NAMES and not key.startswith(_STRIPPED_PREFIXES)}
-    return {**env, "SPARK_HOME": str(SPARK_HOME), "SPARK_DAEMON_MEMORY": DAEMON_MEMORY,
-            "SPARK_LOCAL_IP": services.HOST}
+    return {**stripped_environment(), "SPARK_HOME": str(SPARK_HOME),
+            "SPARK_DAEMON_MEMORY": DAEMON_MEMORY, "SPARK_LOCAL_IP": services.HOST}
 
 
 def _spawn(name: str, argv: list[str], run_dir: Path) -> subprocess.Popen:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import cluster_jobs
 from spark_cluster import Cluster
+from yarn_cluster import YarnCluster
 
 from imagegraph.emr import package
 
@@ -56,3 +57,28 @@ def test_a_second_submission_relinks_the_same_layout(emr_package, tmp_path):
             CLUSTER, "train", {"input": "s3a://b/train/", "output": "s3a://b/m"},
             tmp_path / "work", SERVICES_ENV, package_dir=emr_package)
     assert Path(submission.argv[submission.argv.index("--files") + 1][7:]).is_file()
+
+
+def test_yarn_runs_the_rendered_step_in_cluster_mode_with_the_servers_in_the_drivers_env(
+        emr_package, tmp_path):
+    yarn = YarnCluster(run_dir="/nonexistent", conf_dir="/nonexistent/conf",
+                       hdfs="hdfs://127.0.0.1:9000", resource_manager="http://127.0.0.1:8088",
+                       name_node="http://127.0.0.1:9870")
+    submission = cluster_jobs.yarn_submission(
+        yarn, "infer", {"input": "s3a://b/in/", "model": "s3a://b/m", "output": "s3a://b/o"},
+        tmp_path / "work", SERVICES_ENV, spark_options=("--conf", "spark.x=1"),
+        package_dir=emr_package)
+    argv = submission.argv
+    code = (tmp_path / "work" / "code").resolve()
+    # the template's cluster mode stands: nothing after it names another deploy mode
+    assert [argv[i + 1] for i, arg in enumerate(argv) if arg == "--deploy-mode"] == ["cluster"]
+    assert argv[argv.index("--master") + 1] == "yarn"
+    assert argv[argv.index("--archives") + 1] == f"file://{code}/{package.ENV_ARCHIVE}#environment"
+    assert "spark.yarn.appMasterEnv.PYSPARK_PYTHON=./environment/bin/python" in argv
+    assert "spark.yarn.maxAppAttempts=1" in argv
+    assert "spark.yarn.appMasterEnv.S3_ENDPOINT=http://127.0.0.1:9090" in argv
+    assert f"spark.yarn.jars=local:{cluster_jobs.SPARK_HOME / 'jars'}/*" in argv
+    # the test's own options last, just before the entry file
+    entry = argv.index(f"file://{code}/jobs/infer.py")
+    assert argv[entry - 2:entry] == ["--conf", "spark.x=1"]
+    assert submission.env["HADOOP_CONF_DIR"] == "/nonexistent/conf"

@@ -1,0 +1,300 @@
+"""A YARN and HDFS cluster on this machine, as an EMR cluster runs Spark steps: a ResourceManager,
+two NodeManagers, a NameNode and a DataNode, each its own JVM on loopback, from Hadoop 3.3.4's
+jars in build/hadoop (`make yarn-jars`: the Hadoop pyspark 3.5.6 is built against).
+
+    python dev/yarn_cluster.py up     # start, wait until HDFS is out of safe mode and both
+                                      # NodeManagers are registered; print HADOOP_CONF_DIR=...
+    python dev/yarn_cluster.py down   # stop what `up` started (by the pids it recorded)
+
+`make yarn-up` / `make yarn-down` run the same. `spark-submit --master yarn` finds the cluster
+through the printed HADOOP_CONF_DIR (core-site.xml names HDFS as the default file system, so
+Spark stages `--archives` and `--files` in HDFS, as on EMR).
+
+What matches EMR: containers are separate processes launched by the NodeManagers, so a
+`--deploy-mode cluster` driver runs in the application master's container; each NodeManager
+enforces its containers' physical memory (`pmem-check`, the whole process tree: the executors'
+Python workers count) and not virtual memory, as EMR configures it; the application master may
+use up to half the cluster (a 1 GiB driver fits). What differs: both NodeManagers share this host,
+so Spark's external shuffle service (one fixed port per host) cannot run and dynamic allocation
+stays off; the disk health check is off (a shared disk fuller than 90% would mark both
+NodeManagers unhealthy).
+
+Ports are free ones chosen at start and kept in `<run dir>/yarn.json` (run dir build/yarn by
+default), beside the configuration (`conf/`, and each NodeManager's own `nm-N/conf/`), each
+daemon's log and pid file, HDFS's storage and each NodeManager's container logs
+(`nm-N/logs/<application id>/<container id>/{stdout,stderr}`). The daemons start without AWS
+credentials, S3 endpoints or Python variables (as dev/spark_cluster.py's do).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from xml.sax.saxutils import escape
+
+import services
+from spark_cluster import stripped_environment
+
+HADOOP_JARS = services.ROOT / "build" / "hadoop"
+DEFAULT_RUN_DIR = services.ROOT / "build" / "yarn"
+NODE_MANAGERS = 2
+NODE_MEMORY_MB = 6144      # what each NodeManager offers its containers
+NODE_VCORES = 2
+DAEMON_HEAP = "-Xmx384m"
+# Hadoop 3.3's web apps (Guice's generated classes) and RPC reflect into the JDK, which Java 17
+# refuses unless its packages are opened.
+JAVA17_OPENS = [f"--add-opens=java.base/{package}=ALL-UNNAMED" for package in (
+    "java.lang", "java.lang.reflect", "java.io", "java.net", "java.nio", "java.util",
+    "java.util.concurrent", "sun.nio.ch")]
+START_TIMEOUT_S = 180.0
+MONITOR_INTERVAL_MS = 1000  # how often a NodeManager measures its containers' memory
+
+
+class YarnError(RuntimeError):
+    """The cluster could not be started, or a daemon did not come up."""
+
+
+@dataclass(frozen=True)
+class YarnCluster:
+    """A running cluster: its run directory, its client configuration directory (what
+    HADOOP_CONF_DIR names), HDFS's URI (`hdfs://127.0.0.1:PORT`) and the web addresses of the
+    ResourceManager and the NameNode."""
+
+    run_dir: str
+    conf_dir: str
+    hdfs: str
+    resource_manager: str
+    name_node: str
+
+    def env(self) -> dict[str, str]:
+        return {"HADOOP_CONF_DIR": self.conf_dir, "YARN_CONF_DIR": self.conf_dir}
+
+    def rest(self, path: str) -> dict:
+        """The ResourceManager's REST answer at `/ws/v1/cluster/<path>` (with the JAXB here,
+        without the root element the REST docs show: `metrics` answers `{"activeNodes": ...}`,
+        not `{"clusterMetrics": {...}}`)."""
+        url = f"{self.resource_manager}/ws/v1/cluster/{path}"
+        with urllib.request.urlopen(url, timeout=10) as response:
+            return json.load(response)
+
+    def container_logs(self, application_id: str) -> dict[str, Path]:
+        """Each container's log directory of application `application_id`, by container id,
+        across the NodeManagers."""
+        return {path.name: path
+                for path in Path(self.run_dir).glob(f"nm-*/logs/{application_id}/container_*")}
+
+
+def _site(properties: dict[str, object]) -> str:
+    """A Hadoop `*-site.xml` document of `properties`."""
+    body = "".join(f"  <property><name>{escape(name)}</name><value>{escape(str(value))}</value>"
+                   "</property>\n" for name, value in properties.items())
+    return f'<?xml version="1.0"?>\n<configuration>\n{body}</configuration>\n'
+
+
+def _java_home() -> str:
+    """JAVA_HOME, or the JDK of the `java` on PATH: the containers' launch scripts run
+    `$JAVA_HOME/bin/java`."""
+    if os.environ.get("JAVA_HOME"):
+        return os.environ["JAVA_HOME"]
+    java = shutil.which("java")
+    if java is None:
+        raise YarnError("no java on PATH and JAVA_HOME is not set")
+    return str(Path(java).resolve().parent.parent)
+
+
+def _write_configuration(run_dir: Path, ports: dict[str, int]) -> Path:
+    """The client configuration in `run_dir/conf` and each NodeManager's in `nm-N/conf`;
+    returns the client configuration's directory."""
+    host = services.HOST
+    core = {"fs.defaultFS": f"hdfs://{host}:{ports['namenode']}",
+            "hadoop.tmp.dir": run_dir / "tmp"}
+    hdfs = {"dfs.replication": 1,
+            "dfs.namenode.name.dir": (run_dir / "hdfs" / "name").as_uri(),
+            "dfs.datanode.data.dir": (run_dir / "hdfs" / "data").as_uri(),
+            "dfs.namenode.rpc-address": f"{host}:{ports['namenode']}",
+            "dfs.namenode.http-address": f"{host}:{ports['namenode_http']}",
+            "dfs.datanode.address": f"{host}:{ports['datanode']}",
+            "dfs.datanode.http.address": f"{host}:{ports['datanode_http']}",
+            "dfs.datanode.ipc.address": f"{host}:{ports['datanode_ipc']}",
+            "dfs.datanode.hostname": host,
+            "dfs.namenode.datanode.registration.ip-hostname-check": "false",
+            "dfs.namenode.safemode.extension": 0}
+    yarn = {"yarn.resourcemanager.hostname": host,
+            "yarn.resourcemanager.address": f"{host}:{ports['rm']}",
+            "yarn.resourcemanager.scheduler.address": f"{host}:{ports['rm_scheduler']}",
+            "yarn.resourcemanager.resource-tracker.address": f"{host}:{ports['rm_tracker']}",
+            "yarn.resourcemanager.admin.address": f"{host}:{ports['rm_admin']}",
+            "yarn.resourcemanager.webapp.address": f"{host}:{ports['rm_http']}",
+            "yarn.resourcemanager.nodemanagers.heartbeat-interval-ms": 500,
+            "yarn.scheduler.minimum-allocation-mb": 128,
+            "yarn.scheduler.maximum-allocation-mb": NODE_MEMORY_MB,
+            "yarn.nodemanager.resource.memory-mb": NODE_MEMORY_MB,
+            "yarn.nodemanager.resource.cpu-vcores": NODE_VCORES,
+            "yarn.nodemanager.pmem-check-enabled": "true",
+            "yarn.nodemanager.vmem-check-enabled": "false",
+            "yarn.nodemanager.container-monitor.interval-ms": MONITOR_INTERVAL_MS,
+            "yarn.nodemanager.disk-health-checker.enable": "false",
+            "yarn.log-aggregation-enable": "false"}
+    scheduler = {"yarn.scheduler.capacity.root.queues": "default",
+                 "yarn.scheduler.capacity.root.default.capacity": 100,
+                 "yarn.scheduler.capacity.root.default.maximum-capacity": 100,
+                 "yarn.scheduler.capacity.maximum-am-resource-percent": 0.5,
+                 "yarn.scheduler.capacity.node-locality-delay": -1}
+    log4j = ("log4j.rootLogger=INFO,console\n"
+             "log4j.appender.console=org.apache.log4j.ConsoleAppender\n"
+             "log4j.appender.console.layout=org.apache.log4j.PatternLayout\n"
+             "log4j.appender.console.layout.ConversionPattern=%d{ISO8601} %p %c{2}: %m%n\n")
+    conf_dir = run_dir / "conf"
+    shared = {"core-site.xml": _site(core), "hdfs-site.xml": _site(hdfs),
+              "yarn-site.xml": _site(yarn), "capacity-scheduler.xml": _site(scheduler),
+              "log4j.properties": log4j}
+    for name, text in shared.items():
+        (conf_dir / name).write_text(text)
+    for n in range(1, NODE_MANAGERS + 1):
+        node_dir = run_dir / f"nm-{n}"
+        node = {**yarn,
+                "yarn.nodemanager.hostname": host,
+                "yarn.nodemanager.address": f"{host}:{ports[f'nm{n}']}",
+                "yarn.nodemanager.localizer.address": f"{host}:{ports[f'nm{n}_localizer']}",
+                "yarn.nodemanager.webapp.address": f"{host}:{ports[f'nm{n}_http']}",
+                "yarn.nodemanager.local-dirs": node_dir / "local",
+                "yarn.nodemanager.log-dirs": node_dir / "logs",
+                "yarn.nodemanager.recovery.enabled": "false"}
+        (node_dir / "conf").mkdir(parents=True)
+        for name, text in {**shared, "yarn-site.xml": _site(node)}.items():
+            (node_dir / "conf" / name).write_text(text)
+    return conf_dir
+
+
+def _spawn(name: str, main_class: str, conf_dir: Path, run_dir: Path,
+           args: tuple[str, ...] = ()) -> subprocess.Popen:
+    """Start a Hadoop daemon's JVM (`main_class`, configuration from `conf_dir`), logging to
+    `<name>.log` and recording `<name>.pid`."""
+    env = {**stripped_environment(), "JAVA_HOME": _java_home(),
+           "HADOOP_CONF_DIR": str(conf_dir)}
+    argv = [str(Path(env["JAVA_HOME"]) / "bin" / "java"), DAEMON_HEAP, *JAVA17_OPENS,
+            f"-Dhadoop.log.dir={run_dir}", "-cp", f"{conf_dir}:{HADOOP_JARS}/*", main_class,
+            *args]
+    log = open(run_dir / f"{name}.log", "wb")
+    proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            cwd=run_dir, env=env, start_new_session=True)
+    (run_dir / f"{name}.pid").write_text(str(proc.pid))
+    return proc
+
+
+def _wait_for(what: str, ready, procs: list[subprocess.Popen], run_dir: Path) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        for proc in procs:
+            if proc.poll() is not None:
+                raise YarnError(f"{proc.args[-1]} exited with code {proc.returncode} while "
+                                f"waiting for {what}; see the logs in {run_dir}")
+        try:
+            if ready():
+                return
+        except OSError as exc:  # its web server not up yet
+            last_error = exc
+        time.sleep(0.5)
+    raise YarnError(f"{what} did not happen within {START_TIMEOUT_S:.0f} s "
+                    f"(last error: {last_error}); see the logs in {run_dir}")
+
+
+def _hdfs_ready(cluster: YarnCluster) -> bool:
+    """Whether the NameNode is out of safe mode with a live DataNode."""
+    url = f"{cluster.name_node}/jmx?qry=Hadoop:service=NameNode,name=FSNamesystemState"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        beans = json.load(response)["beans"]  # none while the NameNode starts
+    return any(state["NumLiveDataNodes"] >= 1 and state["FSState"] == "Operational"
+               for state in beans)
+
+
+def _nodes_ready(cluster: YarnCluster) -> bool:
+    return cluster.rest("metrics")["activeNodes"] >= NODE_MANAGERS
+
+
+def start(run_dir: Path = DEFAULT_RUN_DIR) -> YarnCluster:
+    """Format HDFS and start its two daemons, then the ResourceManager and the NodeManagers, on
+    free loopback ports; return once all are up."""
+    if not (HADOOP_JARS / "hadoop-client-minicluster-3.3.4.jar").is_file():
+        raise YarnError(f"{HADOOP_JARS} has no Hadoop jars: run `make yarn-jars`")
+    if any(run_dir.glob("*.pid")):
+        raise YarnError(f"a cluster is already running from {run_dir} (pid files there); "
+                        "stop it first (`make yarn-down`)")
+    shutil.rmtree(run_dir, ignore_errors=True)
+    (run_dir / "conf").mkdir(parents=True)
+    names = ["namenode", "namenode_http", "datanode", "datanode_http", "datanode_ipc", "rm",
+             "rm_scheduler", "rm_tracker", "rm_admin", "rm_http",
+             *(f"nm{n}{part}" for n in range(1, NODE_MANAGERS + 1)
+               for part in ("", "_localizer", "_http"))]
+    ports = {name: services.free_port() for name in names}
+    conf_dir = _write_configuration(run_dir, ports)
+    cluster = YarnCluster(run_dir=str(run_dir), conf_dir=str(conf_dir),
+                          hdfs=f"hdfs://{services.HOST}:{ports['namenode']}",
+                          resource_manager=f"http://{services.HOST}:{ports['rm_http']}",
+                          name_node=f"http://{services.HOST}:{ports['namenode_http']}")
+    (run_dir / "yarn.json").write_text(json.dumps(asdict(cluster), indent=2))
+    namenode = "org.apache.hadoop.hdfs.server.namenode.NameNode"
+    formatting = _spawn("format", namenode, conf_dir, run_dir, ("-format", "-nonInteractive"))
+    if formatting.wait() != 0:
+        raise YarnError(f"formatting HDFS failed; see {run_dir / 'format.log'}")
+    (run_dir / "format.pid").unlink()
+    try:
+        hdfs = [_spawn("namenode", namenode, conf_dir, run_dir),
+                _spawn("datanode", "org.apache.hadoop.hdfs.server.datanode.DataNode", conf_dir,
+                       run_dir)]
+        yarn = [_spawn("resourcemanager",
+                       "org.apache.hadoop.yarn.server.resourcemanager.ResourceManager",
+                       conf_dir, run_dir)]
+        yarn += [_spawn(f"nodemanager-{n}",
+                        "org.apache.hadoop.yarn.server.nodemanager.NodeManager",
+                        run_dir / f"nm-{n}" / "conf", run_dir)
+                 for n in range(1, NODE_MANAGERS + 1)]
+        _wait_for("HDFS to leave safe mode with a live DataNode",
+                  lambda: _hdfs_ready(cluster), hdfs, run_dir)
+        _wait_for(f"{NODE_MANAGERS} NodeManagers to register", lambda: _nodes_ready(cluster),
+                  yarn, run_dir)
+    except YarnError:
+        stop(run_dir)
+        raise
+    return cluster
+
+
+def load(run_dir: Path = DEFAULT_RUN_DIR) -> YarnCluster:
+    """The cluster `up` started from `run_dir`."""
+    return YarnCluster(**json.loads((run_dir / "yarn.json").read_text()))
+
+
+def stop(run_dir: Path = DEFAULT_RUN_DIR) -> None:
+    """Stop the daemons started from `run_dir` (SIGTERM to each one's process group, with its
+    containers; SIGKILL after 10 s)."""
+    for pid_file in sorted(run_dir.glob("*.pid")):
+        services.stop_one(pid_file.stem, run_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("action", choices=["up", "down"])
+    args = parser.parse_args(argv)
+    try:
+        if args.action == "up":
+            for key, value in start().env().items():
+                print(f"{key}={value}")
+        else:
+            stop()
+    except YarnError as exc:
+        print(f"yarn_cluster: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
