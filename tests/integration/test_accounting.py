@@ -197,3 +197,51 @@ def test_a_row_the_graph_refuses_is_dead_lettered_and_written_on_resume(
     assert [r["uri"] for r in rows] == [victim]
     assert graph.V(victim).out_e("classified_as").count().next() == 3
     assert graph.V().has_label("image").count().next() == 12
+
+
+def run_ids_of_images(g) -> dict[str, str]:
+    """{image id: its run_id property}, read from the graph."""
+    return {row[T.id]: row["run_id"]
+            for row in g.V().has_label("image").element_map("run_id").to_list()}
+
+
+def test_resume_writes_the_graph_for_objects_committed_without_it_or_to_another_endpoint(
+        spark, config, trained_model, s3, graph, digits, proxied_gremlin_endpoint):
+    """A `--no-graph` run, then `--resume` with the graph: every classified object is done
+    again and lands in the graph (its prediction said no graph); only the undecodable one is
+    skipped. `--resume` with the graph off skips everything (predictions/ holds it all), and
+    `--resume` against another endpoint does the images again."""
+    graph.V().drop().iterate()
+    prefix = "accounting/graph-target/"
+    put_objects(s3, BUCKET, f"{prefix}in/", {**digits, **sample_images.corrupt_image()})
+    source = InputSource(PREFIX, f"s3a://{BUCKET}/{prefix}in/")
+    output = f"s3a://{BUCKET}/{prefix}out"
+    images = {f"s3://{BUCKET}/{prefix}in/{key}" for key in digits}
+    no_graph = replace(config, graph=replace(config.graph, enabled=False))
+
+    first = run_inference(spark, no_graph, source, MODEL_URI, output)
+    assert first.reconciles(), first.disagreements()
+    assert (first.written, first.committed_dead_letters) == (12, 1)
+    assert graph.V().has_label("image").count().next() == 0
+
+    with_graph = run_inference(spark, config, source, MODEL_URI, output, resume=True)
+    assert with_graph.reconciles(), with_graph.disagreements()
+    assert (with_graph.skipped_done, with_graph.written, with_graph.committed_dead_letters,
+            with_graph.graph_written, with_graph.graph_images) == (1, 12, 0, 12, 12)
+    assert run_ids_of_images(graph) == dict.fromkeys(images, with_graph.run_id)
+    assert set(edge_ids_by_image(graph)) == images
+    assert all(len(ids) == 3 for ids in edge_ids_by_image(graph).values())
+
+    off_again = run_inference(spark, no_graph, source, MODEL_URI, output, resume=True)
+    assert off_again.reconciles(), off_again.disagreements()
+    assert (off_again.skipped_done, off_again.written, off_again.classified) == (13, 0, 0)
+
+    proxied = replace(config, graph=replace(config.graph, endpoint=proxied_gremlin_endpoint))
+    other = run_inference(spark, proxied, source, MODEL_URI, output, resume=True)
+    assert other.reconciles(), other.disagreements()
+    assert (other.skipped_done, other.written, other.graph_images) == (1, 12, 12)
+    assert run_ids_of_images(graph) == dict.fromkeys(images, other.run_id)
+    endpoints = (spark.read.parquet(f"{output}/{PREDICTIONS_DIR}").groupBy("graph_endpoint")
+                 .count().collect())
+    assert sorted((row["graph_endpoint"], row["count"]) for row in endpoints) == sorted(
+        [("", 12), (config.graph.endpoint, 12), (proxied_gremlin_endpoint, 12)])

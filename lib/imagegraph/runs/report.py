@@ -18,13 +18,14 @@ SUCCEEDED, FAILED = "succeeded", "failed"
 class RunReport:
     """Counts of one inference run. Every listed object is written (to the graph and
     predictions/, or with the graph off to predictions/ alone), dead-lettered, or skipped as
-    done by an earlier run (`--resume`); every classified object is written or dead-lettered by
-    the graph stage. `precision` is what the model ran in; with int8 asked for, the `int8_`
-    fields say which calibration sample was used, the answer check on `int8_check_images`
-    images (top-1 agreement with float32, both accuracies when labels were known) and why the
-    run fell back to float32, if it did (see `precision`). `chunk_figures` has a dict per
-    committed chunk and `top1_by_class` the committed predictions by top-1 class (see
-    `runs.figures`); `picture_uri` is the run's PNG."""
+    done by an earlier run (`--resume`: done for this model and `graph_endpoint`, the Gremlin
+    endpoint written to, "" with the graph off); every classified object is written or
+    dead-lettered by the graph stage. `precision` is what the model ran in; with int8 asked
+    for, the `int8_` fields say which calibration sample was used, the answer check on
+    `int8_check_images` images (top-1 agreement with float32, both accuracies when labels were
+    known) and why the run fell back to float32, if it did (see `precision`). `chunk_figures`
+    has a dict per committed chunk and `top1_by_class` the committed predictions by top-1
+    class (see `runs.figures`); `picture_uri` is the run's PNG."""
 
     run_id: str
     source: str
@@ -45,6 +46,7 @@ class RunReport:
     graph_requests: int = 0
     graph_retries: int = 0
     graph_enabled: bool = True
+    graph_endpoint: str = ""
     committed_predictions: int = 0
     committed_dead_letters: int = 0
     graph_images: int = 0
