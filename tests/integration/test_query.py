@@ -39,7 +39,7 @@ def small_graph(graph, config):
     similar_to edges."""
     writer = GraphWriter(GremlinConnection(config.graph), config.graph)
     writer.write_elements(*model_elements(METADATA))
-    writer.write_elements([image_vertex(row, METADATA.tag, "run-1") for row in ROWS],
+    writer.write_elements([image_vertex(row, METADATA.tag) for row in ROWS],
                           [e for row in ROWS for e in classified_as_edges(row, METADATA.tag,
                                                                           "run-1")])
     contents = [content_elements(row["uri"], row["sha256"]) for row in ROWS]
@@ -66,7 +66,7 @@ def test_image_prints_its_classes_duplicates_and_neighbours_nearest_first(small_
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         f"image {A}",
-        f"  sha256 {'1' * 64}, last written by run run-1",
+        f"  sha256 {'1' * 64}, last written by run run-1 (digits@v1)",
         "  classes (2):",
         "    0.800  cat  (digits@v1)",
         "    0.150  dog  (digits@v1)",
@@ -111,7 +111,7 @@ def test_run_counts_what_it_wrote(small_graph, config):
 @pytest.mark.parametrize("args, line", [
     (["image", "s3://b/nothing.jpg"], "no image vertex s3://b/nothing.jpg"),
     (["class", "zebra"], "no class vertex class:zebra"),
-    (["run", "run-0"], "no image vertex was last written by run run-0"),
+    (["run", "run-0"], "no classified_as edge of run run-0"),
 ])
 def test_what_the_graph_does_not_hold_is_one_line_and_exit_1(small_graph, config, args, line):
     done = query(config, *args)

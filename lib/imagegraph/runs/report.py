@@ -4,7 +4,7 @@ independently of each other agree.
 The run decides an outcome for each object (`classified`, `dead_lettered_by_reason`,
 `graph_written`, `graph_failed`, from its staged results); after its last commit it reads back
 what the datasets hold for its run id (`committed_predictions`, `committed_dead_letters`) and the
-graph's image vertices carrying its run id (`graph_images`), and counts what it skipped as done
+graph's image vertices holding a classified_as edge of its run (`graph_images`), and counts what it skipped as done
 (`skipped_done`, a join of the listing with earlier runs' output, not a difference). A lost or
 duplicated object makes at least one of `disagreements` appear."""
 from __future__ import annotations
@@ -108,8 +108,8 @@ class RunReport:
                               self.graph_written + self.graph_failed))
         found = [f"{text}: {left} != {right}" for text, left, right in equations
                  if left != right]
-        # A row the graph refused may have had its vertex written before its edges were
-        # refused: that vertex carries the run id too.
+        # A row the graph refused may have had some of its edges written before another of
+        # its requests was refused: its vertex then holds an edge of the run too.
         if self.graph_enabled and not (self.committed_predictions <= self.graph_images
                                        <= self.committed_predictions + self.graph_failed):
             found.append(f"committed predictions <= graph image vertices of the run <= "
