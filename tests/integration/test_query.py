@@ -36,12 +36,14 @@ ROWS = [
 @pytest.fixture(scope="module")
 def small_graph(graph, config):
     """The model, four images of run `run-1` with their classes, content, near-duplicate and
-    similar_to edges."""
+    similar_to edges; the last image also classified by digits@v2's run `run-2`."""
     writer = GraphWriter(GremlinConnection(config.graph), config.graph)
     writer.write_elements(*model_elements(METADATA))
     writer.write_elements([image_vertex(row, METADATA.tag) for row in ROWS],
                           [e for row in ROWS for e in classified_as_edges(row, METADATA.tag,
                                                                           "run-1")])
+    writer.write_elements([], classified_as_edges(
+        {**ROWS[3], "labels": ["fox"], "scores": [0.5]}, "digits@v2", "run-2"))
     contents = [content_elements(row["uri"], row["sha256"]) for row in ROWS]
     writer.write_elements(list({v.id: v for v, _ in contents}.values()),
                           [e for _, e in contents])
@@ -79,6 +81,18 @@ def test_image_prints_its_classes_duplicates_and_neighbours_nearest_first(small_
         f"    0.050  {C}  (digits@v1)",
         f"    0.400  {D}  (digits@v1)",
     ]
+
+
+def test_image_names_each_models_last_run(small_graph, config):
+    both = query(config, "image", D)
+    v2 = query(config, "image", D, "--model", "digits@v2")
+    assert (both.returncode, v2.returncode) == (0, 0), both.stderr + v2.stderr
+    assert both.stdout.splitlines()[1:5] == [
+        f"  sha256 {'3' * 64}, last written by run run-1 (digits@v1), run run-2 (digits@v2)",
+        "  classes (3):", "    0.900  fox  (digits@v1)", "    0.500  fox  (digits@v2)"]
+    assert v2.stdout.splitlines()[1:4] == [
+        f"  sha256 {'3' * 64}, last written by run run-2 (digits@v2)",
+        "  classes (1):", "    0.500  fox  (digits@v2)"]
 
 
 def test_top_bounds_every_section(small_graph, config):
