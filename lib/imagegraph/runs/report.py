@@ -3,10 +3,10 @@ independently of each other agree.
 
 The run decides an outcome for each object (`classified`, `dead_lettered_by_reason`,
 `graph_written`, `graph_failed`, from its staged results); after its last commit it reads back
-what the datasets hold for its run id (`committed_predictions`, `committed_dead_letters`) and the
-graph's image vertices holding a classified_as edge of its run (`graph_images`), and counts what it skipped as done
-(`skipped_done`, a join of the listing with earlier runs' output, not a difference). A lost or
-duplicated object makes at least one of `disagreements` appear."""
+what the datasets hold for its run id (`committed_predictions`, `committed_dead_letters`) and
+the graph's image vertices holding a classified_as edge of its run (`graph_images`), and counts
+what it skipped as done (`skipped_done`, a join of the listing with earlier runs' output, not a
+difference). A lost or duplicated object makes at least one of `disagreements` appear."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
