@@ -70,7 +70,7 @@ def write_batched(connection: GremlinConnection, graph: GraphConfig, rows: list[
 
 def write_per_row(connection: GremlinConnection, graph: GraphConfig, rows: list[dict]) -> None:
     for row in rows:
-        vertex = image_vertex(row, METADATA.tag, "bench")
+        vertex = image_vertex(row, METADATA.tag)
         traversal = (SOURCE.merge_v({T.id: vertex.id})
                      .option(Merge.on_create, {T.id: vertex.id, T.label: vertex.label,
                                                **vertex.properties})
@@ -86,7 +86,7 @@ def write_per_row(connection: GremlinConnection, graph: GraphConfig, rows: list[
 
 def write_coalesce_chain(connection: GremlinConnection, graph: GraphConfig,
                          rows: list[dict]) -> None:
-    vertices = [image_vertex(row, METADATA.tag, "bench") for row in rows]
+    vertices = [image_vertex(row, METADATA.tag) for row in rows]
     edges = [e for row in rows for e in classified_as_edges(row, METADATA.tag, "bench")]
     for chunk in chunks(vertices, 50):
         connection.submit(upsert_vertices_coalesce(chunk))

@@ -152,7 +152,8 @@ def infer_parser(prog: str = "infer.py") -> argparse.ArgumentParser:
                              "to I; N steps with I = 0..N-1 cover every object exactly once")
     parser.add_argument("--resume", action="store_true",
                         help="skip objects that earlier runs of this model already wrote to "
-                             "--output (predictions, or dead letters that a retry cannot fix)")
+                             "--output (predictions written to the same graph endpoint, any "
+                             "with --no-graph; dead letters that a retry cannot fix)")
     parser.add_argument("--max-failed-fraction", type=float, metavar="F",
                         help="exit with code 3 when more than this fraction of the objects "
                              "processed is dead-lettered (config: run.max_failed_fraction; "

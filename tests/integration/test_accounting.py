@@ -4,6 +4,7 @@ the run not reconcile, with the term that disagrees named; a chunk left partly v
 finished by `--resume` with every object accounted for once."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -19,7 +20,10 @@ from gremlin_python.process.graph_traversal import __
 from gremlin_python.process.traversal import T
 from s3_objects import put_objects
 
+from imagegraph.infer import job as infer_job
 from imagegraph.infer.job import run_inference
+from imagegraph.model.artifact import METADATA_FILE
+from imagegraph.runs.report import RunReport
 from imagegraph.storage.outputs import DEAD_LETTER_DIR, PREDICTIONS_DIR
 from imagegraph.storage.selection import PREFIX, InputSource
 
@@ -182,7 +186,7 @@ def test_a_row_the_graph_refuses_is_dead_lettered_and_written_on_resume(
     assert first.reconciles(), first.disagreements()
     assert (first.classified, first.graph_written, first.graph_failed) == (12, 11, 1)
     assert (first.written, first.committed_dead_letters) == (11, 1)
-    assert first.graph_images == 12  # the victim's vertex was written, its edges refused
+    assert first.graph_images == 11  # the victim's vertex was written, none of its edges
     letters = spark.read.parquet(f"{output}/{DEAD_LETTER_DIR}").collect()
     assert [(r["uri"], r["stage"], r["retryable"]) for r in letters] == [(victim, "graph", True)]
     predicted = {r["uri"] for r in spark.read.parquet(f"{output}/{PREDICTIONS_DIR}").collect()}
@@ -197,3 +201,103 @@ def test_a_row_the_graph_refuses_is_dead_lettered_and_written_on_resume(
     assert [r["uri"] for r in rows] == [victim]
     assert graph.V(victim).out_e("classified_as").count().next() == 3
     assert graph.V().has_label("image").count().next() == 12
+
+
+def runs_by_image(g) -> dict[str, dict[str, set[str]]]:
+    """{image id: {model: run ids of its classified_as edges of that model}}, read from the
+    graph."""
+    found: dict[str, dict[str, set[str]]] = {}
+    for edge in (g.E().has_label("classified_as").project("image", "model", "run_id")
+                 .by(__.out_v().id_()).by("model").by("run_id").to_list()):
+        found.setdefault(edge["image"], {}).setdefault(edge["model"], set()).add(edge["run_id"])
+    return found
+
+
+def test_resume_writes_the_graph_for_objects_committed_without_it_or_to_another_endpoint(
+        spark, config, trained_model, s3, graph, digits, proxied_gremlin_endpoint):
+    """A `--no-graph` run, then `--resume` with the graph: every classified object is done
+    again and lands in the graph (its prediction said no graph); only the undecodable one is
+    skipped. `--resume` with the graph off skips everything (predictions/ holds it all), and
+    `--resume` against another endpoint does the images again."""
+    graph.V().drop().iterate()
+    prefix = "accounting/graph-target/"
+    put_objects(s3, BUCKET, f"{prefix}in/", {**digits, **sample_images.corrupt_image()})
+    source = InputSource(PREFIX, f"s3a://{BUCKET}/{prefix}in/")
+    output = f"s3a://{BUCKET}/{prefix}out"
+    images = {f"s3://{BUCKET}/{prefix}in/{key}" for key in digits}
+    no_graph = replace(config, graph=replace(config.graph, enabled=False))
+
+    first = run_inference(spark, no_graph, source, MODEL_URI, output)
+    assert first.reconciles(), first.disagreements()
+    assert (first.written, first.committed_dead_letters) == (12, 1)
+    assert graph.V().has_label("image").count().next() == 0
+
+    with_graph = run_inference(spark, config, source, MODEL_URI, output, resume=True)
+    assert with_graph.reconciles(), with_graph.disagreements()
+    assert (with_graph.skipped_done, with_graph.written, with_graph.committed_dead_letters,
+            with_graph.graph_written, with_graph.graph_images) == (1, 12, 0, 12, 12)
+    assert runs_by_image(graph) == {image: {MODEL_TAG: {with_graph.run_id}} for image in images}
+    assert all(len(ids) == 3 for ids in edge_ids_by_image(graph).values())
+
+    off_again = run_inference(spark, no_graph, source, MODEL_URI, output, resume=True)
+    assert off_again.reconciles(), off_again.disagreements()
+    assert (off_again.skipped_done, off_again.written, off_again.classified) == (13, 0, 0)
+
+    proxied = replace(config, graph=replace(config.graph, endpoint=proxied_gremlin_endpoint))
+    other = run_inference(spark, proxied, source, MODEL_URI, output, resume=True)
+    assert other.reconciles(), other.disagreements()
+    assert (other.skipped_done, other.written, other.graph_images) == (1, 12, 12)
+    assert runs_by_image(graph) == {image: {MODEL_TAG: {other.run_id}} for image in images}
+    endpoints = (spark.read.parquet(f"{output}/{PREDICTIONS_DIR}").groupBy("graph_endpoint")
+                 .count().collect())
+    assert sorted((row["graph_endpoint"], row["count"]) for row in endpoints) == sorted(
+        [("", 12), (config.graph.endpoint, 12), (proxied_gremlin_endpoint, 12)])
+
+
+def model_copy(s3, version: str) -> str:
+    """The test model exported again as `digits@<version>` (the same network, its metadata's
+    version changed) beside it in S3; returns its URI."""
+    source = MODEL_URI.removeprefix(f"s3a://{BUCKET}/")
+    target = source.rsplit("/", 1)[0] + f"/{version}"
+    for item in s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{source}/")["Contents"]:
+        name = item["Key"].removeprefix(f"{source}/")
+        body = s3.get_object(Bucket=BUCKET, Key=item["Key"])["Body"].read()
+        if name == METADATA_FILE:
+            body = json.dumps({**json.loads(body), "version": version}).encode()
+        s3.put_object(Bucket=BUCKET, Key=f"{target}/{name}", Body=body)
+    return f"s3a://{BUCKET}/{target}"
+
+
+def test_two_models_interleaved_on_the_same_images_both_reconcile(
+        spark, config, trained_model, s3, graph, digits, monkeypatch):
+    """A run of digits@v1 writes its images to the graph; before it reads them back, a whole
+    run of digits@v2 classifies and writes the same images (the hook only puts that run
+    there; both are real runs). Each model's facts are its own, on its classified_as edges:
+    both reconcile, each reading back its 12 images, and every image holds three edges of each
+    model with its run's id (v1's read-back used to find v2's run id on the image vertices:
+    graph_images 0, reconciled NO)."""
+    graph.V().drop().iterate()
+    prefix = "accounting/two-models/"
+    put_objects(s3, BUCKET, f"{prefix}in/", digits)
+    source = InputSource(PREFIX, f"s3a://{BUCKET}/{prefix}in/")
+    output = f"s3a://{BUCKET}/{prefix}out"
+    v2_uri = model_copy(s3, "v2")
+    runs: dict[str, RunReport] = {}
+    read_back = infer_job._read_back
+
+    def v2_runs_before_v1_reads_back(spark_, config_, report):
+        if report.model == MODEL_TAG:
+            runs["v2"] = run_inference(spark, config, source, v2_uri, output)
+        read_back(spark_, config_, report)
+
+    monkeypatch.setattr(infer_job, "_read_back", v2_runs_before_v1_reads_back)
+    v1 = run_inference(spark, config, source, MODEL_URI, output)
+    v2 = runs["v2"]
+    assert (v1.model, v2.model) == (MODEL_TAG, "digits@v2")
+    for run in (v1, v2):
+        assert run.reconciles(), run.disagreements()
+        assert (run.written, run.graph_written, run.graph_images) == (12, 12, 12)
+    images = {f"s3://{BUCKET}/{prefix}in/{key}" for key in digits}
+    assert runs_by_image(graph) == {image: {MODEL_TAG: {v1.run_id}, "digits@v2": {v2.run_id}}
+                                    for image in images}
+    assert sorted(len(ids) for ids in edge_ids_by_image(graph).values()) == [6] * 12

@@ -67,7 +67,8 @@ def test_signed_writes_are_let_in_and_land(gate, graph, config, monkeypatch, cap
     assert set(graph.V().has_label("image").id_().to_list()) == {
         f"s3://iam/img{n}.png" for n in range(10)}
     assert graph.V().has_label("model").id_().to_list() == [f"model:{METADATA.tag}"]
-    assert graph.V().has_label("image").has("run_id", "run-iam").count().next() == 10
+    assert graph.E().has("classified_as", "run_id", "run-iam").out_v().dedup().count() \
+        .next() == 10
     assert graph.E().has_label("classified_as").count().next() == 20
     assert SECRET_KEY not in caplog.text and SESSION_TOKEN not in caplog.text
 

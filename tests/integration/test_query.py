@@ -36,12 +36,14 @@ ROWS = [
 @pytest.fixture(scope="module")
 def small_graph(graph, config):
     """The model, four images of run `run-1` with their classes, content, near-duplicate and
-    similar_to edges."""
+    similar_to edges; the last image also classified by digits@v2's run `run-2`."""
     writer = GraphWriter(GremlinConnection(config.graph), config.graph)
     writer.write_elements(*model_elements(METADATA))
-    writer.write_elements([image_vertex(row, METADATA.tag, "run-1") for row in ROWS],
+    writer.write_elements([image_vertex(row, METADATA.tag) for row in ROWS],
                           [e for row in ROWS for e in classified_as_edges(row, METADATA.tag,
                                                                           "run-1")])
+    writer.write_elements([], classified_as_edges(
+        {**ROWS[3], "labels": ["fox"], "scores": [0.5]}, "digits@v2", "run-2"))
     contents = [content_elements(row["uri"], row["sha256"]) for row in ROWS]
     writer.write_elements(list({v.id: v for v, _ in contents}.values()),
                           [e for _, e in contents])
@@ -66,7 +68,7 @@ def test_image_prints_its_classes_duplicates_and_neighbours_nearest_first(small_
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == [
         f"image {A}",
-        f"  sha256 {'1' * 64}, last written by run run-1",
+        f"  sha256 {'1' * 64}, last written by run run-1 (digits@v1)",
         "  classes (2):",
         "    0.800  cat  (digits@v1)",
         "    0.150  dog  (digits@v1)",
@@ -79,6 +81,18 @@ def test_image_prints_its_classes_duplicates_and_neighbours_nearest_first(small_
         f"    0.050  {C}  (digits@v1)",
         f"    0.400  {D}  (digits@v1)",
     ]
+
+
+def test_image_names_each_models_last_run(small_graph, config):
+    both = query(config, "image", D)
+    v2 = query(config, "image", D, "--model", "digits@v2")
+    assert (both.returncode, v2.returncode) == (0, 0), both.stderr + v2.stderr
+    assert both.stdout.splitlines()[1:5] == [
+        f"  sha256 {'3' * 64}, last written by run run-1 (digits@v1), run run-2 (digits@v2)",
+        "  classes (3):", "    0.900  fox  (digits@v1)", "    0.500  fox  (digits@v2)"]
+    assert v2.stdout.splitlines()[1:4] == [
+        f"  sha256 {'3' * 64}, last written by run run-2 (digits@v2)",
+        "  classes (1):", "    0.500  fox  (digits@v2)"]
 
 
 def test_top_bounds_every_section(small_graph, config):
@@ -111,7 +125,7 @@ def test_run_counts_what_it_wrote(small_graph, config):
 @pytest.mark.parametrize("args, line", [
     (["image", "s3://b/nothing.jpg"], "no image vertex s3://b/nothing.jpg"),
     (["class", "zebra"], "no class vertex class:zebra"),
-    (["run", "run-0"], "no image vertex was last written by run run-0"),
+    (["run", "run-0"], "no classified_as edge of run run-0"),
 ])
 def test_what_the_graph_does_not_hold_is_one_line_and_exit_1(small_graph, config, args, line):
     done = query(config, *args)

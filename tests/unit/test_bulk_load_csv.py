@@ -34,9 +34,9 @@ ROW = {"uri": 's3://b/a,b "c".png', "sha256": "ab" * 32, "labels": ["cat", "dog"
 
 
 def test_image_vertex_file_lines():
-    assert vertex_lines([image_vertex(ROW, "m@1", "run-1")]) == [
-        "~id,~label,sha256:String(single),run_id:String(single)",
-        f'"s3://b/a,b ""c"".png","image","{"ab" * 32}","run-1"',
+    assert vertex_lines([image_vertex(ROW, "m@1")]) == [
+        "~id,~label,sha256:String(single)",
+        f'"s3://b/a,b ""c"".png","image","{"ab" * 32}"',
     ]
 
 

@@ -39,7 +39,7 @@ def test_classified_as_edges_in_score_order_with_their_class():
 
 
 def test_image_vertex_owns_exactly_its_top_k_edges_of_its_model():
-    vertex = image_vertex(ROW, "digits@v1", "run-1")
+    vertex = image_vertex(ROW, "digits@v1")
     assert vertex.owned_edges.label == "classified_as"
     assert vertex.owned_edges.model == "digits@v1"
     assert vertex.owned_edges.keep == tuple(
@@ -54,8 +54,8 @@ def test_every_record_is_exactly_the_graph_model():
     assert edges == [EdgeRecord(f"model:digits@v1|has_class|class:{n}", "has_class",
                                 "model:digits@v1", f"class:{n}") for n in "012"]
     keep = ("s3://b/in/x.png|digits@v1|2", "s3://b/in/x.png|digits@v1|0")
-    assert image_vertex(ROW, "digits@v1", "run-1") == VertexRecord(
-        "s3://b/in/x.png", "image", {"sha256": "ab" * 32, "run_id": "run-1"},
+    assert image_vertex(ROW, "digits@v1") == VertexRecord(
+        "s3://b/in/x.png", "image", {"sha256": "ab" * 32},
         OwnedEdges("classified_as", "digits@v1", keep))
     assert classified_as_edges(ROW, "digits@v1", "run-1") == [
         EdgeRecord(keep[0], "classified_as", "s3://b/in/x.png", "class:2",
@@ -65,13 +65,14 @@ def test_every_record_is_exactly_the_graph_model():
 
 
 def test_records_per_image():
-    """Neptune stores a label and each property as one record: 3 for the image vertex and 4
-    for each classified_as edge, 15 for top-3 (30 before the properties were audited)."""
+    """Neptune stores a label and each property as one record: 2 for the image vertex and 4
+    for each classified_as edge, 14 for top-3 (30 before the properties were audited, 15 while
+    the vertex also held the run id)."""
     row = {**ROW, "labels": ["2", "0", "1"], "scores": [0.9, 0.05, 0.05]}
     records = [1 + len(element.properties) for element in
-               [image_vertex(row, "digits@v1", "run-1"),
+               [image_vertex(row, "digits@v1"),
                 *classified_as_edges(row, "digits@v1", "run-1")]]
-    assert sum(records) == 15
+    assert sum(records) == 14
 
 
 def test_link_records_are_exactly_the_graph_model():

@@ -408,7 +408,7 @@ def bulk_load_predictions(spark: SparkSession, graph: GraphConfig, predictions: 
             raise LoadStopped("Neptune's bulk loader rejected records that are not this "
                               "chunk's images; the chunk is not committed")
         stale_failed, requests, retries = _drop_stale(predictions, failed_rows, graph,
-                                                      model_tag, run_id)
+                                                      model_tag)
     except LoadStopped as stopped:
         log.error("%s", stopped)
         return GraphLoad(WriteStats(requests=loader.requests),
@@ -429,7 +429,7 @@ def _write_csv(spark: SparkSession, predictions: DataFrame, model_tag: str, run_
     `<files_uri>/edges/` per partition, each with its own header."""
     def vertex_file(rows: Iterable) -> list[tuple[str]]:
         return [(line,) for line in vertex_lines(
-            [image_vertex(row.asDict(), model_tag, run_id) for row in rows])]
+            [image_vertex(row.asDict(), model_tag) for row in rows])]
 
     def edge_file(rows: Iterable) -> list[tuple[str]]:
         return [(line,) for line in edge_lines(
@@ -476,7 +476,7 @@ def _read_rejected_files(spark: SparkSession, errors: Sequence[Mapping],
 
 
 def _drop_stale(predictions: DataFrame, failed_rows: DataFrame, graph: GraphConfig,
-                model_tag: str, run_id: str) -> tuple[list[tuple[str, str]], int, int]:
+                model_tag: str) -> tuple[list[tuple[str, str]], int, int]:
     """Drop, over Gremlin, the classified_as edges of `model_tag` that the written images' new
     top-k does not keep, from at most `graph.writers` partitions; (the rows whose edges could
     not be dropped with the reason, requests, retries). `LoadStopped` when a writer stopped."""
@@ -491,7 +491,7 @@ def _drop_stale(predictions: DataFrame, failed_rows: DataFrame, graph: GraphConf
         connection = GremlinConnection(graph)
         writer = GraphWriter(connection, graph)
         try:
-            for batch in chunks((image_vertex(row.asDict(), model_tag, run_id) for row in rows),
+            for batch in chunks((image_vertex(row.asDict(), model_tag) for row in rows),
                                 graph.records_per_request):
                 try:
                     writer.submit(drop_stale_edges, batch)

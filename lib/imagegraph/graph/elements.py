@@ -84,23 +84,25 @@ def model_elements(metadata: ModelMetadata) -> tuple[list[VertexRecord], list[Ed
     return [model, *classes], edges
 
 
-def image_vertex(prediction: Mapping, model_tag: str, run_id: str) -> VertexRecord:
-    """The image vertex of one prediction row (keys as in the predictions Parquet): its content
-    hash and the run that last wrote it, nothing the id (the URI) or predictions/ already says.
-    It owns the image's classified_as edges of `model_tag`: its upsert drops those that are
-    not among the row's top-k (a rerun with a lower top-k, an overwritten object)."""
+def image_vertex(prediction: Mapping, model_tag: str) -> VertexRecord:
+    """The image vertex of one prediction row (keys as in the predictions Parquet): the content
+    hash of the object's bytes as last read, a fact of the object whatever the model, and
+    nothing the id (the URI) or predictions/ already says. What a model's run wrote is on
+    that model's classified_as edges (`classified_as_edges`), never on the vertex every model
+    shares. It owns the image's classified_as edges of `model_tag`: its upsert drops those
+    that are not among the row's top-k (a rerun with a lower top-k, an overwritten object)."""
     keep = tuple(classified_as_id(prediction["uri"], model_tag, label)
                  for label in prediction["labels"])
-    return VertexRecord(prediction["uri"], "image", {
-        "sha256": prediction["sha256"], "run_id": run_id,
-    }, OwnedEdges(CLASSIFIED_AS, model_tag, keep))
+    return VertexRecord(prediction["uri"], "image", {"sha256": prediction["sha256"]},
+                        OwnedEdges(CLASSIFIED_AS, model_tag, keep))
 
 
 def classified_as_edges(prediction: Mapping, model_tag: str,
                         run_id: str) -> list[EdgeRecord]:
     """One classified_as edge per top-k class of a prediction row, with its score (an image's
     classes ranked are its edges ordered by score), its model (what `OwnedEdges` selects by)
-    and the run that wrote it."""
+    and the run that wrote it: the image's facts of one model, which another model's runs
+    never overwrite."""
     image_id = prediction["uri"]
     return [
         EdgeRecord(classified_as_id(image_id, model_tag, label), CLASSIFIED_AS, image_id,

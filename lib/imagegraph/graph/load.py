@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import astuple, dataclass, fields, replace
 
+from gremlin_python.process.graph_traversal import __
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql.types import LongType, StringType, StructField, StructType
@@ -22,7 +23,7 @@ from pyspark.sql.types import LongType, StringType, StructField, StructType
 from imagegraph.config import GraphConfig
 from imagegraph.errors import JobError
 from imagegraph.graph.connection import GremlinConnection
-from imagegraph.graph.elements import model_elements
+from imagegraph.graph.elements import CLASSIFIED_AS, model_elements
 from imagegraph.graph.reads import read_graph
 from imagegraph.graph.retry import Recovery
 from imagegraph.graph.traversals import SOURCE, delete_probe
@@ -136,10 +137,12 @@ def writer_layout(writers: int, connections_per_task: int, partitions: int,
 
 
 def count_run_images(graph: GraphConfig, run_id: str, uris: Iterable[str]) -> int:
-    """Image vertices among `uris` (the images the run committed) whose `run_id` is `run_id`:
-    what a run wrote, read back a request per `graph.records_per_request` ids, so that no
-    request's cost grows with the run (one count() over a run of 10^7 images would outlast
-    Neptune's query timeout)."""
-    requests = (SOURCE.V(*batch).has_label("image").has("run_id", run_id).count()
+    """Image vertices among `uris` (the images the run committed) with a classified_as edge
+    whose `run_id` is `run_id` (the edges are the run's model's own: another model's run
+    never changes them): what a run wrote, read back a request per
+    `graph.records_per_request` ids, so that no request's cost grows with the run (one count()
+    over a run of 10^7 images would outlast Neptune's query timeout)."""
+    requests = (SOURCE.V(*batch).has_label("image")
+                .where(__.out_e(CLASSIFIED_AS).has("run_id", run_id)).count()
                 for batch in chunks(uris, graph.records_per_request))
     return sum(results[0] for results in read_graph(graph, requests))

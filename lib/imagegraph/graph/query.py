@@ -108,19 +108,22 @@ def _positive(text: str) -> int:
 
 
 def image_lines(g: GraphTraversalSource, uri: str, model: str | None, top: int) -> list[str]:
-    """What the graph holds about the image vertex `uri`: its content hash and last run, its
-    classes (best first), the images with the same bytes, its near duplicates (nearest
-    first) and its most similar images; at most `top` per section."""
-    found = g.V(uri).has_label("image").element_map("sha256", "run_id").to_list()
+    """What the graph holds about the image vertex `uri`: its content hash and each model's
+    last run (its classified_as edges' run ids), its classes (best first), the images with
+    the same bytes, its near duplicates (nearest first) and its most similar images; at most
+    `top` per section."""
+    found = g.V(uri).has_label("image").element_map("sha256").to_list()
     if not found:
         raise NotInGraph(f"no image vertex {uri}")
-    vertex = found[0]
-    lines = [f"image {uri}", f"  sha256 {vertex.get('sha256', '-')}, "
-                             f"last written by run {vertex.get('run_id', '-')}"]
-    classes = g.V(uri).out_e(CLASSIFIED_AS)
+    edges = g.V(uri).out_e(CLASSIFIED_AS)
     if model:
-        classes = classes.has("model", model)
-    classes = (classes.order().by("score", Order.desc).limit(top)
+        edges = edges.has("model", model)
+    runs = edges.clone().group().by("model").by(__.values("run_id").dedup().fold()).next()
+    written = ", ".join(f"run {run} ({name})" for name, ids in sorted(runs.items())
+                        for run in sorted(ids))
+    lines = [f"image {uri}", f"  sha256 {found[0].get('sha256', '-')}, "
+                             f"last written by {written or '-'}"]
+    classes = (edges.order().by("score", Order.desc).limit(top)
                .project("class", "score", "model")
                .by(__.in_v().values("name")).by("score").by("model").to_list())
     lines.append(f"  classes ({len(classes)}):")
@@ -172,14 +175,15 @@ def class_lines(g: GraphTraversalSource, name: str, model: str | None, top: int)
 
 
 def run_lines(g: GraphTraversalSource, run_id: str, top: int) -> list[str]:
-    """What run `run_id` wrote and the graph still holds: the image vertices it last wrote,
-    its classified_as edges by model, and up to `top` of the images."""
-    images = g.V().has("image", "run_id", run_id).count().next()
+    """What run `run_id` wrote and the graph still holds: the images with its classified_as
+    edges, those edges by model, and up to `top` of the images."""
+    images = g.E().has(CLASSIFIED_AS, "run_id", run_id).out_v().dedup().count().next()
     if not images:
-        raise NotInGraph(f"no image vertex was last written by run {run_id}")
+        raise NotInGraph(f"no classified_as edge of run {run_id}")
     edges = (g.E().has(CLASSIFIED_AS, "run_id", run_id).group_count().by("model")
              .next())
-    sample = sorted(g.V().has("image", "run_id", run_id).limit(top).id_().to_list())
+    sample = sorted(g.E().has(CLASSIFIED_AS, "run_id", run_id).out_v().dedup().limit(top)
+                    .id_().to_list())
     lines = [f"run {run_id}: {images} image(s), "
              + ", ".join(f"{count} classified_as edge(s) of {model}"
                          for model, count in sorted(edges.items()))]

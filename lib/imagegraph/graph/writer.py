@@ -202,8 +202,7 @@ class GraphWriter:
         `failed` (nor are those that failed after the last success: the failure that stopped
         the writer may have been theirs)."""
         try:
-            vertices = [(row["uri"], image_vertex(row, model_tag, run_id))
-                        for row in rows]
+            vertices = [(row["uri"], image_vertex(row, model_tag)) for row in rows]
             self.stats.vertices += self._write(self._upsert_vertices, vertices)
             edges = [(row["uri"], edge) for row in rows
                      if row["uri"] not in self.failed and row["uri"] not in self._pending

@@ -10,9 +10,9 @@ Everything a later step reads is computed once into the run's staging area (see
 results and its graph outcome. Spark never rebuilds them by listing or reading S3 again, so the
 counts, the graph write and both commits of a chunk see the same outcome for every object even
 when executors are lost. Each chunk is committed (predictions/ and dead_letter/ appended) only
-after its graph writes; an object visible in predictions/ is therefore in the graph, and
-`--resume` skips it. `run_inference` is what `jobs/infer.py` calls once arguments and
-configuration are parsed.
+after its graph writes, with the endpoint they went to; an object visible in predictions/ is
+therefore in that graph, and `--resume` with that endpoint skips it. `run_inference` is what
+`jobs/infer.py` calls once arguments and configuration are parsed.
 """
 from __future__ import annotations
 
@@ -85,10 +85,10 @@ def run_inference(spark: SparkSession, config: Config, source: InputSource, mode
     """Classify the objects of `source` (in `shard`, when given) with the model at
     `model_uri`, upsert the results into the graph when `config.graph.enabled`, and record
     them under `output_uri` (see `outputs`); with `resume`, skip objects earlier runs of this
-    model finished there. The report is written to `<output>/_reports/<run_id>.json`, `status`
-    `succeeded`, its picture beside it (`runs.figures`); whatever stops the run once it has
-    planned its chunks, marked `failed` with the stop line and what it committed before (see
-    `RunReport`)."""
+    model finished there for the same graph (`outputs.done_uris`). The report is written to
+    `<output>/_reports/<run_id>.json`, `status` `succeeded`, its picture beside it
+    (`runs.figures`); whatever stops the run once it has planned its chunks, marked `failed`
+    with the stop line and what it committed before (see `RunReport`)."""
     started = time.monotonic()
     started_at = datetime.now(timezone.utc)
     output_uri = output_uri.rstrip("/")
@@ -205,7 +205,7 @@ def _stage_selection(spark: SparkSession, config: Config, source: InputSource,
     report.listed = listed - report.without_modified
     if not resume:
         return selected
-    done = done_uris(spark, report.output_uri, report.model)
+    done = done_uris(spark, report.output_uri, report.model, report.graph_endpoint)
     report.skipped_done = selected.join(done, "uri", "left_semi").count()
     selected.join(done, "uri", "left_anti").write.parquet(f"{staging}/todo")
     return spark.read.parquet(f"{staging}/todo")
@@ -299,7 +299,7 @@ def _commit_chunk(spark: SparkSession, run: _Run, chunk: _StagedChunk) -> None:
                     F.lit(True).alias("retryable"), "bytes", "model", "run_id"))
         predictions = predictions.join(failed, "uri", "left_anti")
     run.lease.ensure_held()
-    write_predictions(predictions, report.output_uri, report.run_id)
+    write_predictions(predictions, report.output_uri, report.run_id, report.graph_endpoint)
     run.lease.ensure_held()
     write_dead_letters(dead_letters, report.output_uri, report.run_id, run.started_at)
     run.figures.chunk_committed(chunk.index)

@@ -3,10 +3,10 @@ independently of each other agree.
 
 The run decides an outcome for each object (`classified`, `dead_lettered_by_reason`,
 `graph_written`, `graph_failed`, from its staged results); after its last commit it reads back
-what the datasets hold for its run id (`committed_predictions`, `committed_dead_letters`) and the
-graph's image vertices carrying its run id (`graph_images`), and counts what it skipped as done
-(`skipped_done`, a join of the listing with earlier runs' output, not a difference). A lost or
-duplicated object makes at least one of `disagreements` appear."""
+what the datasets hold for its run id (`committed_predictions`, `committed_dead_letters`) and
+the graph's image vertices holding a classified_as edge of its run (`graph_images`), and counts
+what it skipped as done (`skipped_done`, a join of the listing with earlier runs' output, not a
+difference). A lost or duplicated object makes at least one of `disagreements` appear."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -27,16 +27,17 @@ def images_per_s(processed: int, seconds: float) -> float:
 class RunReport:
     """Counts of one inference run. Every listed object is written (to the graph and
     predictions/, or with the graph off to predictions/ alone), dead-lettered, or skipped as
-    done by an earlier run (`--resume`); every classified object is written or dead-lettered by
-    the graph stage. `precision` is what the model ran in; with int8 asked for, the `int8_`
-    fields say which calibration sample was used, the answer check on `int8_check_images`
-    images (top-1 agreement with float32, the largest top-k score difference, the smallest
-    embedding cosine similarity (None without embeddings), both accuracies when labels were
-    known, and `int8_check`, all that in words with the top-1 test's threshold and power) and
-    why the run fell back to float32, if it did (see `infer.precision`). `chunk_figures` has a
-    dict per committed chunk and `top1_by_class` the committed predictions by top-1 class (see
-    `runs.figures`); `report_uri` is where the report is written, `picture_uri` the run's PNG;
-    `graph_endpoint` the Gremlin endpoint written to (empty with the graph off)."""
+    done by an earlier run (`--resume`: done for this model and `graph_endpoint`, the Gremlin
+    endpoint written to, "" with the graph off); every classified object is written or
+    dead-lettered by the graph stage. `precision` is what the model ran in; with int8 asked
+    for, the `int8_` fields say which calibration sample was used, the answer check on
+    `int8_check_images` images (top-1 agreement with float32, the largest top-k score
+    difference, the smallest embedding cosine similarity (None without embeddings), both
+    accuracies when labels were known, and `int8_check`, all that in words with the top-1
+    test's threshold and power) and why the run fell back to float32, if it did (see
+    `infer.precision`). `chunk_figures` has a dict per committed chunk and `top1_by_class` the
+    committed predictions by top-1 class (see `runs.figures`); `report_uri` is where the report
+    is written, `picture_uri` the run's PNG."""
 
     run_id: str
     source: str
@@ -57,6 +58,7 @@ class RunReport:
     graph_requests: int = 0
     graph_retries: int = 0
     graph_enabled: bool = True
+    graph_endpoint: str = ""
     committed_predictions: int = 0
     committed_dead_letters: int = 0
     graph_images: int = 0
@@ -76,7 +78,6 @@ class RunReport:
     top1_by_class: dict = field(default_factory=dict)
     report_uri: str = ""
     picture_uri: str = ""
-    graph_endpoint: str = ""
     status: str = ""
     stop: str = ""
 
@@ -123,8 +124,8 @@ class RunReport:
                               self.graph_written + self.graph_failed))
         found = [f"{text}: {left} != {right}" for text, left, right in equations
                  if left != right]
-        # A row the graph refused may have had its vertex written before its edges were
-        # refused: that vertex carries the run id too.
+        # A row the graph refused may have had some of its edges written before another of
+        # its requests was refused: its vertex then holds an edge of the run too.
         if self.graph_enabled and not (self.committed_predictions <= self.graph_images
                                        <= self.committed_predictions + self.graph_failed):
             found.append(f"committed predictions <= graph image vertices of the run <= "

@@ -1,6 +1,7 @@
 """The output location of inference runs, the record of what is done:
 
-    <output>/predictions/run_id=<run>/   a row per classified object written (Parquet)
+    <output>/predictions/run_id=<run>/   a row per classified object written (Parquet), with
+                                          the graph it was written to (`graph_endpoint`)
     <output>/dead_letter/run_id=<run>/   a row per object that could not be, with the stage
                                           (read, decode, graph), the reason and whether a
                                           later run may succeed (`retryable`)
@@ -10,7 +11,7 @@
                                           when the run ends
 
 Runs append, so one location holds every run of a backfill, and `done_uris` tells `--resume`
-what earlier runs finished.
+what earlier runs finished for a model and a graph.
 """
 from __future__ import annotations
 
@@ -47,9 +48,12 @@ def _append(rows: DataFrame, output_uri: str, dataset: str, run_id: str) -> None
     rows.drop("run_id").write.mode("append").parquet(run_rows_uri(output_uri, dataset, run_id))
 
 
-def write_predictions(rows: DataFrame, output_uri: str, run_id: str) -> None:
-    """Append run `run_id`'s prediction rows to `<output>/predictions/`."""
-    _append(rows, output_uri, PREDICTIONS_DIR, run_id)
+def write_predictions(rows: DataFrame, output_uri: str, run_id: str,
+                      graph_endpoint: str) -> None:
+    """Append run `run_id`'s prediction rows to `<output>/predictions/`, each with the Gremlin
+    endpoint it was written to as `graph_endpoint` ("" with the graph off)."""
+    _append(rows.withColumn("graph_endpoint", F.lit(graph_endpoint)), output_uri,
+            PREDICTIONS_DIR, run_id)
 
 
 def write_dead_letters(rows: DataFrame, output_uri: str, run_id: str,
@@ -60,14 +64,22 @@ def write_dead_letters(rows: DataFrame, output_uri: str, run_id: str,
             output_uri, DEAD_LETTER_DIR, run_id)
 
 
-def done_uris(spark: SparkSession, output_uri: str, model_tag: str) -> DataFrame:
-    """Distinct `uri`s that earlier runs of `model_tag` finished under `output_uri`: written
-    (in predictions/) or dead-lettered for a reason no retry fixes."""
+def done_uris(spark: SparkSession, output_uri: str, model_tag: str,
+              graph_endpoint: str) -> DataFrame:
+    """Distinct `uri`s that earlier runs of `model_tag` finished under `output_uri` for a run
+    writing to `graph_endpoint` ("": the graph off): written to predictions/ with that
+    endpoint (with the graph off, with any endpoint or none: predictions/ is all such a run
+    writes), or dead-lettered for a reason no retry fixes (a read or decode failure, whatever
+    the graph). Prediction rows without an endpoint (written before it was recorded) are done
+    only for runs with the graph off."""
     done = []
     predictions = f"{output_uri}/{PREDICTIONS_DIR}"
     if hadoop_fs.exists(spark, predictions):
-        done.append(spark.read.schema("uri string, model string").parquet(predictions)
-                    .where(F.col("model") == model_tag).select("uri"))
+        rows = (spark.read.schema("uri string, model string, graph_endpoint string")
+                .parquet(predictions).where(F.col("model") == model_tag))
+        if graph_endpoint:
+            rows = rows.where(F.col("graph_endpoint") == graph_endpoint)
+        done.append(rows.select("uri"))
     dead_letters = f"{output_uri}/{DEAD_LETTER_DIR}"
     if hadoop_fs.exists(spark, dead_letters):
         done.append(spark.read.schema("uri string, model string, retryable boolean")
