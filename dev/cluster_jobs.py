@@ -80,6 +80,14 @@ class Submission:
                                     stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
 
+def missing_package(package_dir: Path = PACKAGE_DIR) -> str:
+    """Why the jobs cannot be submitted from `package_dir`, or "" when they can."""
+    archive = package_dir / package.ENV_ARCHIVE
+    if archive.is_file():
+        return ""
+    return f"{archive} is missing: run `make package` (`make test` does)"
+
+
 def lay_out_code(code_dir: Path, package_dir: Path = PACKAGE_DIR,
                  job_config: Path = LOCAL_CONFIG) -> str:
     """Links in `code_dir` to the package's files and the job configuration, under the names

@@ -104,21 +104,25 @@ def _spawn(name: str, argv: list[str], run_dir: Path) -> subprocess.Popen:
     return proc
 
 
-def _wait_for(what: str, ready, procs: list[subprocess.Popen], run_dir: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
+def wait_for(what: str, ready, procs: dict[str, subprocess.Popen], run_dir: Path,
+             timeout_s: float = START_TIMEOUT_S) -> None:
+    """Poll `ready()` every half second until it is true; raise `ClusterError` when one of the
+    daemons `procs` (by name, logging to `<run_dir>/<name>.log`) exits first or `timeout_s`
+    passes. `ready` may raise OSError while a web server is not up yet."""
+    deadline = time.monotonic() + timeout_s
     last_error: Exception | None = None
     while time.monotonic() < deadline:
-        for proc in procs:
+        for name, proc in procs.items():
             if proc.poll() is not None:
-                raise ClusterError(f"{proc.args[1]} exited with code {proc.returncode} while "
-                                   f"waiting for {what}; see the logs in {run_dir}")
+                raise ClusterError(f"{name} exited with code {proc.returncode} while waiting "
+                                   f"for {what}; see {run_dir / (name + '.log')}")
         try:
             if ready():
                 return
-        except OSError as exc:  # the master's UI not up yet
+        except OSError as exc:
             last_error = exc
         time.sleep(0.5)
-    raise ClusterError(f"{what} did not happen within {START_TIMEOUT_S:.0f} s "
+    raise ClusterError(f"{what} did not happen within {timeout_s:.0f} s "
                        f"(last error: {last_error}); see the logs in {run_dir}")
 
 
@@ -133,8 +137,8 @@ def start_worker(cluster: Cluster, name: str) -> subprocess.Popen:
         "--port", str(port), "--webui-port", str(ui_port), "--cores", str(WORKER_CORES),
         "--memory", WORKER_MEMORY, "--work-dir", str(cluster.worker_dir(name)),
         cluster.master_url], run_dir)
-    _wait_for(f"{name} to register", lambda: cluster.alive_workers() > alive_before, [worker],
-              run_dir)
+    wait_for(f"{name} to register", lambda: cluster.alive_workers() > alive_before,
+             {name: worker}, run_dir)
     return worker
 
 
@@ -158,8 +162,8 @@ def start(run_dir: Path = DEFAULT_RUN_DIR) -> Cluster:
         master = _spawn("master", [
             str(SPARK_CLASS), "org.apache.spark.deploy.master.Master", "--host", services.HOST,
             "--port", str(master_port), "--webui-port", str(ui_port)], run_dir)
-        _wait_for("the master to answer", lambda: cluster.master_state() is not None, [master],
-                  run_dir)
+        wait_for("the master to answer", lambda: cluster.master_state() is not None,
+                 {"master": master}, run_dir)
         for name in cluster.worker_ports:
             start_worker(cluster, name)
     except ClusterError:
@@ -181,8 +185,10 @@ def stop(run_dir: Path = DEFAULT_RUN_DIR) -> None:
         services.stop_one(pid_file.stem, run_dir)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
+def up_down_main(argv: list[str] | None, module: str, doc: str, start, stop) -> int:
+    """A local cluster's command line: `up` calls `start()` and prints its `env()` as shell
+    lines, `down` calls `stop()`; a `ClusterError` is one line `<module>: ...` and exit 1."""
+    parser = argparse.ArgumentParser(prog=module, description=doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("action", choices=["up", "down"])
     args = parser.parse_args(argv)
@@ -193,9 +199,13 @@ def main(argv: list[str] | None = None) -> int:
         else:
             stop()
     except ClusterError as exc:
-        print(f"spark_cluster: {exc}", file=sys.stderr)
+        print(f"{module}: {exc}", file=sys.stderr)
         return 1
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return up_down_main(argv, "spark_cluster", __doc__, start, stop)
 
 
 if __name__ == "__main__":

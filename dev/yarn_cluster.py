@@ -27,20 +27,18 @@ credentials, S3 endpoints or Python variables (as dev/spark_cluster.py's do).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
 import subprocess
 import sys
-import time
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from xml.sax.saxutils import escape
 
 import services
-from spark_cluster import stripped_environment
+from spark_cluster import ClusterError, stripped_environment, up_down_main, wait_for
 
 HADOOP_JARS = services.ROOT / "build" / "hadoop"
 DEFAULT_RUN_DIR = services.ROOT / "build" / "yarn"
@@ -55,10 +53,6 @@ JAVA17_OPENS = [f"--add-opens=java.base/{package}=ALL-UNNAMED" for package in (
     "java.util.concurrent", "sun.nio.ch")]
 START_TIMEOUT_S = 180.0
 MONITOR_INTERVAL_MS = 1000  # how often a NodeManager measures its containers' memory
-
-
-class YarnError(RuntimeError):
-    """The cluster could not be started, or a daemon did not come up."""
 
 
 @dataclass(frozen=True)
@@ -105,7 +99,7 @@ def _java_home() -> str:
         return os.environ["JAVA_HOME"]
     java = shutil.which("java")
     if java is None:
-        raise YarnError("no java on PATH and JAVA_HOME is not set")
+        raise ClusterError("no java on PATH and JAVA_HOME is not set")
     return str(Path(java).resolve().parent.parent)
 
 
@@ -189,24 +183,6 @@ def _spawn(name: str, main_class: str, conf_dir: Path, run_dir: Path,
     return proc
 
 
-def _wait_for(what: str, ready, procs: list[subprocess.Popen], run_dir: Path) -> None:
-    deadline = time.monotonic() + START_TIMEOUT_S
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        for proc in procs:
-            if proc.poll() is not None:
-                raise YarnError(f"{proc.args[-1]} exited with code {proc.returncode} while "
-                                f"waiting for {what}; see the logs in {run_dir}")
-        try:
-            if ready():
-                return
-        except OSError as exc:  # its web server not up yet
-            last_error = exc
-        time.sleep(0.5)
-    raise YarnError(f"{what} did not happen within {START_TIMEOUT_S:.0f} s "
-                    f"(last error: {last_error}); see the logs in {run_dir}")
-
-
 def _hdfs_ready(cluster: YarnCluster) -> bool:
     """Whether the NameNode is out of safe mode with a live DataNode."""
     url = f"{cluster.name_node}/jmx?qry=Hadoop:service=NameNode,name=FSNamesystemState"
@@ -224,9 +200,9 @@ def start(run_dir: Path = DEFAULT_RUN_DIR) -> YarnCluster:
     """Format HDFS and start its two daemons, then the ResourceManager and the NodeManagers, on
     free loopback ports; return once all are up."""
     if not (HADOOP_JARS / "hadoop-client-minicluster-3.3.4.jar").is_file():
-        raise YarnError(f"{HADOOP_JARS} has no Hadoop jars: run `make yarn-jars`")
+        raise ClusterError(f"{HADOOP_JARS} has no Hadoop jars: run `make yarn-jars`")
     if any(run_dir.glob("*.pid")):
-        raise YarnError(f"a cluster is already running from {run_dir} (pid files there); "
+        raise ClusterError(f"a cluster is already running from {run_dir} (pid files there); "
                         "stop it first (`make yarn-down`)")
     shutil.rmtree(run_dir, ignore_errors=True)
     (run_dir / "conf").mkdir(parents=True)
@@ -244,24 +220,24 @@ def start(run_dir: Path = DEFAULT_RUN_DIR) -> YarnCluster:
     namenode = "org.apache.hadoop.hdfs.server.namenode.NameNode"
     formatting = _spawn("format", namenode, conf_dir, run_dir, ("-format", "-nonInteractive"))
     if formatting.wait() != 0:
-        raise YarnError(f"formatting HDFS failed; see {run_dir / 'format.log'}")
+        raise ClusterError(f"formatting HDFS failed; see {run_dir / 'format.log'}")
     (run_dir / "format.pid").unlink()
     try:
-        hdfs = [_spawn("namenode", namenode, conf_dir, run_dir),
-                _spawn("datanode", "org.apache.hadoop.hdfs.server.datanode.DataNode", conf_dir,
-                       run_dir)]
-        yarn = [_spawn("resourcemanager",
-                       "org.apache.hadoop.yarn.server.resourcemanager.ResourceManager",
-                       conf_dir, run_dir)]
-        yarn += [_spawn(f"nodemanager-{n}",
-                        "org.apache.hadoop.yarn.server.nodemanager.NodeManager",
-                        run_dir / f"nm-{n}" / "conf", run_dir)
-                 for n in range(1, NODE_MANAGERS + 1)]
-        _wait_for("HDFS to leave safe mode with a live DataNode",
-                  lambda: _hdfs_ready(cluster), hdfs, run_dir)
-        _wait_for(f"{NODE_MANAGERS} NodeManagers to register", lambda: _nodes_ready(cluster),
-                  yarn, run_dir)
-    except YarnError:
+        hdfs = {"namenode": _spawn("namenode", namenode, conf_dir, run_dir),
+                "datanode": _spawn("datanode", "org.apache.hadoop.hdfs.server.datanode.DataNode",
+                                   conf_dir, run_dir)}
+        yarn = {"resourcemanager": _spawn(
+            "resourcemanager", "org.apache.hadoop.yarn.server.resourcemanager.ResourceManager",
+            conf_dir, run_dir)}
+        for n in range(1, NODE_MANAGERS + 1):
+            yarn[f"nodemanager-{n}"] = _spawn(
+                f"nodemanager-{n}", "org.apache.hadoop.yarn.server.nodemanager.NodeManager",
+                run_dir / f"nm-{n}" / "conf", run_dir)
+        wait_for("HDFS to leave safe mode with a live DataNode", lambda: _hdfs_ready(cluster),
+                 hdfs, run_dir, START_TIMEOUT_S)
+        wait_for(f"{NODE_MANAGERS} NodeManagers to register", lambda: _nodes_ready(cluster),
+                 yarn, run_dir, START_TIMEOUT_S)
+    except ClusterError:
         stop(run_dir)
         raise
     return cluster
@@ -280,20 +256,7 @@ def stop(run_dir: Path = DEFAULT_RUN_DIR) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("action", choices=["up", "down"])
-    args = parser.parse_args(argv)
-    try:
-        if args.action == "up":
-            for key, value in start().env().items():
-                print(f"{key}={value}")
-        else:
-            stop()
-    except YarnError as exc:
-        print(f"yarn_cluster: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return up_down_main(argv, "yarn_cluster", __doc__, start, stop)
 
 
 if __name__ == "__main__":

@@ -33,7 +33,6 @@ from gremlin_python.process.graph_traversal import __
 from gremlin_python.process.traversal import T
 from s3_objects import put_objects
 
-from imagegraph.emr import package
 from imagegraph.infer.job import run_inference
 from imagegraph.model.cache import LOAD_LINE_PREFIX
 from imagegraph.storage.selection import PREFIX, InputSource
@@ -54,9 +53,8 @@ PREDICTION_COLUMNS = ["uri", "bucket", "key", "bytes", "width", "height", "forma
 def cluster(tmp_path_factory):
     """The one cluster of these tests, stopped when the module ends so that its three JVMs do
     not idle through the rest of the suite."""
-    if not (cluster_jobs.PACKAGE_DIR / package.ENV_ARCHIVE).is_file():
-        pytest.fail(f"{cluster_jobs.PACKAGE_DIR / package.ENV_ARCHIVE} is missing: run "
-                    "`make package` (`make test` does)")
+    if missing := cluster_jobs.missing_package():
+        pytest.fail(missing)
     run_dir = tmp_path_factory.mktemp("spark-cluster")
     started = spark_cluster.start(run_dir)
     yield started

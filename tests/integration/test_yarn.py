@@ -25,7 +25,6 @@ from conftest import BUCKET, MODEL_URI
 from s3_objects import put_objects
 from test_cluster import PREDICTION_COLUMNS, dead_letter_uris, predictions, read_report
 
-from imagegraph.emr import package
 from imagegraph.infer.job import run_inference
 from imagegraph.storage.selection import PREFIX, InputSource
 
@@ -39,9 +38,8 @@ SUBMIT_TIMEOUT_S = 900
 @pytest.fixture(scope="module")
 def yarn(tmp_path_factory):
     """The one YARN cluster of these tests, stopped when the module ends."""
-    if not (cluster_jobs.PACKAGE_DIR / package.ENV_ARCHIVE).is_file():
-        pytest.fail(f"{cluster_jobs.PACKAGE_DIR / package.ENV_ARCHIVE} is missing: run "
-                    "`make package` (`make test` does)")
+    if missing := cluster_jobs.missing_package():
+        pytest.fail(missing)
     run_dir = tmp_path_factory.mktemp("yarn")
     started = yarn_cluster.start(run_dir)
     yield started
