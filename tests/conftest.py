@@ -1,5 +1,6 @@
 """Shared by unit and integration tests: dev/ (services, sample images) on the import path,
-and a stand-in for the EMR package."""
+a stand-in for the EMR package, and the unit tests' SparkSession (the integration tests'
+conftest overrides `spark` with the session of their servers)."""
 import io
 import os
 import sys
@@ -51,3 +52,17 @@ def write_env_archive(path: Path, python: str) -> None:
             link = tarfile.TarInfo(name)
             link.type, link.linkname = tarfile.SYMTYPE, target
             tar.addfile(link)
+
+
+@pytest.fixture(scope="module")
+def spark(request):
+    """A `local[1]` SparkSession for one unit-test module, stopped at the module's end, so that
+    the next module (or the integration tests' configured session) starts its own. Python UDFs
+    run this interpreter."""
+    from pyspark.sql import SparkSession
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    session = (SparkSession.builder.master("local[1]").appName(request.module.__name__)
+               .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "2")
+               .getOrCreate())
+    yield session
+    session.stop()

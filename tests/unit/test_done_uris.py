@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
-import pytest
-
 from imagegraph.storage.outputs import (
     PREDICTIONS_DIR,
     done_uris,
@@ -14,16 +12,6 @@ from imagegraph.storage.outputs import (
 )
 
 A, B = "ws://a:8182/gremlin", "wss://b:8182/gremlin"
-
-
-@pytest.fixture(scope="module")
-def spark():
-    from pyspark.sql import SparkSession
-    session = (SparkSession.builder.master("local[1]").appName("test_done_uris")
-               .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "1")
-               .getOrCreate())
-    yield session
-    session.stop()
 
 
 def test_predictions_are_done_for_their_own_graph_endpoint_and_final_dead_letters_for_any(

@@ -23,16 +23,6 @@ PHOTOS = ("astronaut", "camera", "chelsea", "cell", "clock", "coffee", "coins",
 brick, grass and gravel are left out: a crop of a texture is another texture)."""
 
 
-@pytest.fixture(scope="module")
-def spark():
-    from pyspark.sql import SparkSession
-    session = (SparkSession.builder.master("local[1]").appName("test_near_duplicates")
-               .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "2")
-               .getOrCreate())
-    yield session
-    session.stop()
-
-
 def _rgb(pixels: np.ndarray) -> np.ndarray:
     return pixels[:, :, :3] if pixels.ndim == 3 else pixels
 

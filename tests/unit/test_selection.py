@@ -23,16 +23,6 @@ def test_shards_cover_every_uri_exactly_once_and_evenly():
     assert min(sizes) > 900  # 1000 each, give or take the hash's spread
 
 
-@pytest.fixture(scope="module")
-def spark():
-    from pyspark.sql import SparkSession
-    session = (SparkSession.builder.master("local[1]").appName("test_selection")
-               .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "1")
-               .getOrCreate())
-    yield session
-    session.stop()
-
-
 def test_shard_column_is_shard_of(spark):
     """The shard Spark selects by is `shard_of` for every URI: odd characters, unicode, long
     keys, and hashes whose first 15 hex digits start with 8-f (the sign bit of a long)."""

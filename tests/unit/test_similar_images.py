@@ -1,7 +1,5 @@
 """Similar images: the random-hyperplane signature of embeddings and the banded join that pairs
 each new image with its nearest, on a local Spark, against brute force."""
-import os
-import sys
 
 import numpy as np
 import pytest
@@ -9,17 +7,6 @@ import pytest
 from imagegraph.config import LinkConfig
 from imagegraph.imaging.perceptual_hash import hamming_distance
 from imagegraph.link.pairs import similar_images
-
-
-@pytest.fixture(scope="module")
-def spark():
-    from pyspark.sql import SparkSession
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # the signature is a pandas UDF
-    session = (SparkSession.builder.master("local[1]").appName("test_similar_images")
-               .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "2")
-               .getOrCreate())
-    yield session
-    session.stop()
 
 
 def embeddings(count: int, seed: int) -> list[tuple[str, list[float]]]:
