@@ -4,8 +4,9 @@
     saved_model/    a TensorFlow SavedModel (saved_model.pb, variables/, ...) whose
                     `serving_default` signature maps the preprocessed input to probabilities
     labels.json     the class names, in output-index order
-    metadata.json   name, version, input size, preprocessing, classes, metrics, and how it
-                    was trained (base network, weights, epochs, workers)
+    metadata.json   name, version, input size, preprocessing, classes, metrics, how it
+                    was trained (base network, weights, epochs, workers) and its lineage
+                    (training input, data fingerprint, code version, settings)
 
 `ModelMetadata` is that metadata; `preprocess` turns uint8 pixels into the model's input;
 `model_format` says which kind of model an artifact holds.
@@ -35,7 +36,8 @@ ImageNet means subtracted; EfficientNet: raw 0..255, the model rescales)."""
 @dataclass(frozen=True)
 class ModelMetadata:
     """What inference needs to know about a model. Sizes are pixels; channels is 1 or 3;
-    `training` describes the training run (base, weights, epochs, workers), for people."""
+    `training` describes the training run (base, weights, epochs, workers), for people;
+    `lineage` what made the model (`imagegraph.train.lineage`), empty when not trained here."""
 
     name: str
     version: str
@@ -46,6 +48,7 @@ class ModelMetadata:
     classes: tuple[str, ...]
     metrics: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
+    lineage: dict = field(default_factory=dict)
     uri: str = ""
 
     @property

@@ -10,6 +10,7 @@ evaluation as a model artifact.
     training_checkpoints  the per-epoch checkpoints under the output URI (`--resume`)
     distributed_training  the barrier stage behind `--workers N`
     evaluation            per-class figures, confusion matrix, plots
+    lineage               what made the model: input, data fingerprint, code, settings
 
 `run_training` is what `jobs/train.py` calls once arguments and configuration are parsed.
 """
@@ -54,6 +55,7 @@ from imagegraph.train.evaluation import (
     evaluate,
     write_evaluation,
 )
+from imagegraph.train.lineage import data_fingerprint, lineage
 from imagegraph.train.loop import TrainedModel, TrainingPlan, train_model
 
 log = logging.getLogger(__name__)
@@ -229,8 +231,11 @@ def _train_and_export(spark: SparkSession, config: Config, data: _LabeledData,
 
     state = trained[0].state
     images_per_second = state.images_trained / (sum(state.history.get("seconds", [])) or 1.0)
+    trained_at = datetime.now(timezone.utc)
     metadata = _metadata(training, data.classes, feed, evaluation, state, sizes,
-                         images_per_second, output_uri)
+                         images_per_second, output_uri, trained_at,
+                         lineage(training, data.input_uri, *data_fingerprint(data.dataset),
+                                 trained_at))
     metadata = store_training_sample(spark, data.dataset.where(F.col("split") != TEST),
                                      metadata,  # for int8: never the test split
                                      config.inference.int8_calibration_images,
@@ -269,12 +274,14 @@ def _load_model(model_bytes: bytes, work: str):
 
 def _metadata(training: TrainingConfig, classes: tuple[str, ...], feed: FeedSpec,
               evaluation: Evaluation, state, sizes: tuple[int, int, int],
-              images_per_second: float, output_uri: str) -> ModelMetadata:
-    """The artifact's metadata: what was trained how, and its figures. `sizes`: training,
-    validation and test images."""
+              images_per_second: float, output_uri: str, trained_at: datetime,
+              lineage_record: dict) -> ModelMetadata:
+    """The artifact's metadata: what was trained how, its figures and its lineage. `sizes`:
+    training, validation and test images; `trained_at` (UTC) names the version when
+    `training.model_version` is unset."""
     return ModelMetadata(
         name=training.model_name,
-        version=training.model_version or datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ"),
+        version=training.model_version or trained_at.strftime("%Y%m%dT%H%M%SZ"),
         input_height=training.input_height, input_width=training.input_width,
         channels=feed.shape[2], preprocessing=PREPROCESSING[training.base], classes=classes,
         metrics={"test_accuracy": evaluation.accuracy,
@@ -287,7 +294,7 @@ def _metadata(training: TrainingConfig, classes: tuple[str, ...], feed: FeedSpec
                   "pixel_feed": training.pixel_feed,
                   "images_per_second": round(images_per_second, 1),
                   "class_weights": list(feed.class_weights)},
-        uri=output_uri.rstrip("/"),
+        lineage=lineage_record, uri=output_uri.rstrip("/"),
     )
 
 
