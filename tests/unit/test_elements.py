@@ -1,3 +1,5 @@
+from dataclasses import replace
+
 from imagegraph.graph.elements import (
     EdgeRecord,
     OwnedEdges,
@@ -29,6 +31,18 @@ def test_model_elements_ids():
                                       "input_size": "32x32x1", "num_classes": 3}
     assert [(e.id, e.out_id, e.in_id) for e in edges][0] == (
         "model:digits@v1|has_class|class:0", "model:digits@v1", "class:0")
+
+
+def test_model_vertex_carries_four_lineage_values_and_no_other():
+    lineage = {"training_input": "s3a://b/train/", "data_fingerprint": "f" * 64,
+               "imagegraph_version": "0.1.0", "trained_at": "2026-12-06T20:00:00Z",
+               "seed": 7, "learning_rate": 0.002, "images": {"train": 3}}
+    vertex = model_elements(replace(METADATA, lineage=lineage))[0][0]
+    assert vertex.properties == {"name": "digits", "version": "v1",
+                                 "uri": "s3a://b/models/digits/v1", "input_size": "32x32x1",
+                                 "num_classes": 3, "training_input": "s3a://b/train/",
+                                 "data_fingerprint": "f" * 64, "imagegraph_version": "0.1.0",
+                                 "trained_at": "2026-12-06T20:00:00Z"}
 
 
 def test_classified_as_edges_in_score_order_with_their_class():

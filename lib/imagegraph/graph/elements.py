@@ -71,12 +71,18 @@ def has_class_id(model_id: str, class_name: str) -> str:
     return edge_id(model_id, "has_class", class_id(class_name))
 
 
+MODEL_LINEAGE = ("training_input", "data_fingerprint", "imagegraph_version", "trained_at")
+"""The keys of metadata.json's `lineage` copied onto the model vertex, those it holds."""
+
+
 def model_elements(metadata: ModelMetadata) -> tuple[list[VertexRecord], list[EdgeRecord]]:
-    """The model vertex, one vertex per class and the model's has_class edges."""
+    """The model vertex (with the `MODEL_LINEAGE` its metadata has), one vertex per class and
+    the model's has_class edges."""
     model = VertexRecord(metadata.model_id, "model", {
         "name": metadata.name, "version": metadata.version, "uri": metadata.uri,
         "input_size": f"{metadata.input_height}x{metadata.input_width}x{metadata.channels}",
         "num_classes": len(metadata.classes),
+        **{key: metadata.lineage[key] for key in MODEL_LINEAGE if key in metadata.lineage},
     })
     classes = [VertexRecord(class_id(name), "class", {"name": name}) for name in metadata.classes]
     edges = [EdgeRecord(has_class_id(metadata.model_id, name), "has_class", metadata.model_id,
