@@ -3,6 +3,7 @@ graph and the Parquet outputs back and check exact counts, ids and values."""
 import hashlib
 import os
 from dataclasses import replace
+from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 import pytest
@@ -10,11 +11,15 @@ from conftest import BUCKET, MODEL_URI
 from gremlin_python.process.graph_traversal import __
 from gremlin_python.process.traversal import T
 from pyspark.sql.functions import pandas_udf
+from s3_objects import put_objects
 
+from imagegraph import __version__
 from imagegraph.errors import JobError
 from imagegraph.infer.job import run_inference
 from imagegraph.model.store import read_model_artifact
 from imagegraph.storage.selection import PREFIX, InputSource
+from imagegraph.train.data import labeled_images
+from imagegraph.train.lineage import GIT_COMMIT_ENV, data_fingerprint
 
 OUTPUT = f"s3a://{BUCKET}/results"
 INPUT = InputSource(PREFIX, f"s3a://{BUCKET}/incoming/")
@@ -99,6 +104,38 @@ def test_second_run_changes_no_count(first_run, spark, config, graph):
         f"run_id = '{second.run_id}'").select("embedding").collect()
     assert len(embedded) == 44 and {len(row["embedding"]) for row in embedded} == {128}
     assert "embedding" not in graph.V(COFFEE).element_map().next()
+
+
+def test_lineage_in_metadata_and_on_the_model_vertex(first_run, spark, config, s3, dataset,
+                                                     trained_model, graph):
+    """metadata.json read back; the model vertex over Gremlin after two runs wrote it."""
+    lineage = read_model_artifact(spark, MODEL_URI)[0].lineage
+    put_objects(s3, BUCKET, "moved/elsewhere/", dataset["train"])
+    moved = data_fingerprint(labeled_images(spark, config, f"s3a://{BUCKET}/moved/"))
+    assert moved == (lineage["data_fingerprint"], lineage["images"])
+    assert lineage["images"] == {"train": trained_model.train_images,
+                                 "validation": trained_model.holdout_images,
+                                 "test": trained_model.test_images}
+    trained_at = datetime.strptime(lineage["trained_at"], "%Y-%m-%dT%H:%M:%SZ")
+    assert abs(datetime.now(timezone.utc) - trained_at.replace(tzinfo=timezone.utc)) \
+        < timedelta(hours=2)
+    assert {k: v for k, v in lineage.items() if k not in ("data_fingerprint", "images",
+                                                          "trained_at")} == {
+        "training_input": f"s3a://{BUCKET}/train/", "imagegraph_version": __version__,
+        "seed": 7, "base": "small_cnn", "weights": "none", "epochs": 4, "fine_tune_epochs": 0,
+        "unfreeze_layers": 20, "learning_rate": 0.002, "fine_tune_learning_rate": 0.0001,
+        "early_stopping_patience": 0, "batch_size": 64, "holdout_percent": 20,
+        "test_percent": 10, "class_weighting": "balanced", "pixel_feed": "uint8",
+        "workers": 1, "augmentation": {"flip": False, "crop": 0.0, "brightness": 0.0,
+                                       "contrast": 0.0},
+        **({"git_commit": os.environ[GIT_COMMIT_ENV]} if os.environ.get(GIT_COMMIT_ENV) else {})}
+    keys = ("training_input", "data_fingerprint", "imagegraph_version", "trained_at")
+    assert sorted(graph.V("model:digits@v1").properties().key().to_list()) == sorted(
+        ["name", "version", "uri", "input_size", "num_classes", *keys])
+    model = graph.V("model:digits@v1").element_map().next()
+    assert {k: model[k] for k in keys} == {k: lineage[k] for k in keys}
+    assert graph.V().has("model", "data_fingerprint", lineage["data_fingerprint"]).id_() \
+        .to_list() == ["model:digits@v1"]
 
 
 def test_missing_model_and_input_stop_with_clear_errors(spark, config):
