@@ -82,9 +82,9 @@ def test_404_403_and_503_beyond_retries_then_resume(spark, config, trained_model
         proxy.key_statuses = {}
         put_objects(s3, BUCKET, "in/", {late: digits[late]})
         other = spark.createDataFrame(
-            [(uri[late], "read", "access denied", False, 1, "other@1", "seeded")],
-            "uri string, stage string, reason string, retryable boolean, bytes long, "
-            "model string, run_id string")
+            [(uri[late], None, "read", "access denied", False, 1, "other@1", "seeded")],
+            "uri string, etag string, stage string, reason string, retryable boolean, "
+            "bytes long, model string, run_id string")
         write_dead_letters(other, OUTPUT, "seeded", datetime.now(timezone.utc))
         proxy.gets.clear()
         resumed = run_inference(spark, reading, InputSource(PREFIX, f"s3a://{BUCKET}/in/"),

@@ -83,7 +83,8 @@ def test_top_k_in_order_and_failed_rows_kept_in_place(brightness_model, tmp_path
     sizes = pd.Series([None] * 6 + [SETTINGS.reader.max_bytes + 1], dtype="float64")
     model = LoadedModel(brightness_model, METADATA, SETTINGS.batch_size, embedding=True)
     # two Arrow batches: the second is read and decoded while the first is classified
-    batches = iter([(uris[:3], sizes[:3]), (uris[3:], sizes[3:])])
+    etags = pd.Series([None] * 7, dtype="object")  # file:// objects: no ETag
+    batches = iter([(uris[:3], sizes[:3], etags[:3]), (uris[3:], sizes[3:], etags[3:])])
     result = pd.concat(list(classify_stream(model, batches, METADATA, SETTINGS)),
                        ignore_index=True)
     assert result["uri"].tolist() == uris.tolist()

@@ -30,7 +30,12 @@ from imagegraph.imaging.decode import DecoderOutOfMemory, UndecodableImage, deco
 from imagegraph.imaging.perceptual_hash import perceptual_hash
 from imagegraph.model.artifact import ModelMetadata
 from imagegraph.runs.progress import ProgressCounters
-from imagegraph.storage.object_reader import ObjectUnreadable, ReaderSettings, read_object
+from imagegraph.storage.object_reader import (
+    ObjectUnreadable,
+    ReaderSettings,
+    read_object,
+    unquoted_etag,
+)
 from imagegraph.storage.sources import bucket_and_key
 
 STATUS_OK = "ok"
@@ -51,12 +56,14 @@ CLASSIFICATION = StructType([
     StructField("height", IntegerType(), True),
     StructField("format", StringType(), True),
     StructField("sha256", StringType(), True),
+    StructField("etag", StringType(), True),
     StructField("labels", ArrayType(StringType()), True),
     StructField("scores", ArrayType(FloatType()), True),
     StructField("embedding", ArrayType(FloatType()), True),
     StructField("phash", LongType(), True),
 ])
-"""What `classify_images` returns per object: its canonical `uri` (see `sources`), whether it
+"""What `classify_images` returns per object: its canonical `uri` (see `sources`), its `etag`
+(unquoted: the one S3 answered the read with, else the listed one, else null), whether it
 was classified, and if so its size in bytes and pixels, the top-k `labels`/`scores`, best first,
 (when asked for) the penultimate layer's `embedding`, and the decoded pixels' 64-bit
 perceptual hash `phash` (see `imaging.perceptual_hash`); if not, the `stage` (read or decode)
@@ -83,21 +90,25 @@ class InferenceSettings:
 
 
 def prepare_object(uri: str, size: int | None, metadata: ModelMetadata,
-                   settings: InferenceSettings) -> tuple[dict, np.ndarray | None]:
-    """Read and decode one object: its `CLASSIFICATION` row (labels not yet filled) and its
-    pixels, or None with the failure recorded in the row. Never raises for bad objects."""
+                   settings: InferenceSettings, etag: str | None = None
+                   ) -> tuple[dict, np.ndarray | None]:
+    """Read and decode one object whose listed `size` (bytes) and `etag` are given or None:
+    its `CLASSIFICATION` row (labels not yet filled) and its pixels, or None with the failure
+    recorded in the row. Never raises for bad objects."""
     bucket, key = bucket_and_key(uri)
     row = {"uri": uri, "bucket": bucket, "key": key, "status": STATUS_OK, "stage": None,
            "reason": None, "retryable": None, "bytes": size, "width": None, "height": None,
-           "format": None, "sha256": None, "labels": None, "scores": None, "embedding": None,
-           "phash": None}
+           "format": None, "sha256": None, "etag": unquoted_etag(etag), "labels": None,
+           "scores": None, "embedding": None, "phash": None}
     try:
-        data = read_object(uri, size, settings.reader)
+        read = read_object(uri, size, settings.reader, etag)
     except ObjectUnreadable as exc:
         row.update(status=STATUS_FAILED, stage=STAGE_READ, reason=exc.reason,
                    retryable=exc.retryable)
         return row, None
-    row.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    data = read.data
+    row.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest(),
+               etag=read.etag or row["etag"])
     try:
         image = decode_image(data, metadata.input_height, metadata.input_width,
                              metadata.channels, settings.reader.max_bytes,
@@ -131,18 +142,19 @@ def classify_prepared(model, prepared: list[tuple[dict, np.ndarray | None]],
     return pd.DataFrame(rows, columns=[f.name for f in CLASSIFICATION.fields])
 
 
-def classify_stream(model, batches: Iterator[tuple[pd.Series, pd.Series]],
+def classify_stream(model, batches: Iterator[tuple[pd.Series, pd.Series, pd.Series]],
                     metadata: ModelMetadata, settings: InferenceSettings
                     ) -> Iterator[pd.DataFrame]:
-    """Classify (uris, sizes) batches in order. The objects of batch n+1 are read and decoded
+    """Classify (uris, sizes, etags) batches in order. The objects of batch n+1 are read and decoded
     by `settings.reader.threads` threads while the model runs on batch n."""
     with ThreadPoolExecutor(max_workers=settings.reader.threads,
                             thread_name_prefix="imagegraph-read") as pool:
         pending = None
-        for uris, sizes in batches:
+        for uris, sizes, etags in batches:
             upcoming = [pool.submit(prepare_object, uri,
-                                    None if pd.isna(size) else int(size), metadata, settings)
-                        for uri, size in zip(uris, sizes)]
+                                    None if pd.isna(size) else int(size), metadata, settings,
+                                    None if pd.isna(etag) else etag)
+                        for uri, size, etag in zip(uris, sizes, etags)]
             if pending is not None:
                 yield classify_prepared(model, [future.result() for future in pending],
                                         metadata, settings)
@@ -152,18 +164,20 @@ def classify_stream(model, batches: Iterator[tuple[pd.Series, pd.Series]],
                                     settings)
 
 
-def classify_images(uri: Column, size: Column, model_files, metadata: ModelMetadata,
-                    settings: InferenceSettings, counters: ProgressCounters) -> Column:
+def classify_images(uri: Column, size: Column, etag: Column, model_files,
+                    metadata: ModelMetadata, settings: InferenceSettings,
+                    counters: ProgressCounters) -> Column:
     """A Column of `CLASSIFICATION` structs for the objects at canonical `uri` whose listed
-    `size` (bytes, may be null) is given; the workers read the objects themselves and add
-    what they processed and failed to `counters`.
+    `size` (bytes) and `etag` (may be null) are given; the workers read the objects themselves
+    (see `object_reader.read_object`) and add what they processed and failed to `counters`.
 
     `model_files` is a Broadcast of {artifact file name: bytes}; each Python worker loads the
     model from it once (see `model.cache`).
     """
 
     @pandas_udf(CLASSIFICATION)
-    def classify(batches: Iterator[tuple[pd.Series, pd.Series]]) -> Iterator[pd.DataFrame]:
+    def classify(batches: Iterator[tuple[pd.Series, pd.Series, pd.Series]]
+                 ) -> Iterator[pd.DataFrame]:
         from imagegraph.model.cache import WORKER_MODELS  # the worker's own cache, not a copy
 
         model = WORKER_MODELS.get(metadata, model_files.value, settings.batch_size,
@@ -173,4 +187,4 @@ def classify_images(uri: Column, size: Column, model_files, metadata: ModelMetad
             counters.add(len(frame), int((frame["status"] != STATUS_OK).sum()))
             yield frame
 
-    return classify(uri, size)
+    return classify(uri, size, etag)

@@ -51,6 +51,7 @@ from imagegraph.storage.outputs import (
     done_uris,
     report_uri,
     run_rows_uri,
+    split_done,
     staging_uri,
     write_dead_letters,
     write_predictions,
@@ -205,9 +206,10 @@ def _stage_selection(spark: SparkSession, config: Config, source: InputSource,
     report.listed = listed - report.without_modified
     if not resume:
         return selected
-    done = done_uris(spark, report.output_uri, report.model, report.graph_endpoint)
-    report.skipped_done = selected.join(done, "uri", "left_semi").count()
-    selected.join(done, "uri", "left_anti").write.parquet(f"{staging}/todo")
+    done, todo = split_done(selected, done_uris(spark, report.output_uri, report.model,
+                                                report.graph_endpoint))
+    report.skipped_done = done.count()
+    todo.write.parquet(f"{staging}/todo")
     return spark.read.parquet(f"{staging}/todo")
 
 
@@ -253,8 +255,8 @@ def _classify_chunk(spark: SparkSession, run: _Run, objects: DataFrame,
         spark.sparkContext.defaultParallelism,
         math.ceil(count / run.config.inference.objects_per_partition))
     (objects.repartition(partitions)
-     .select(classify_images(F.col("uri"), F.col("size"), run.model_files, run.metadata,
-                             run.settings, run.counters).alias("c"))
+     .select(classify_images(F.col("uri"), F.col("size"), F.col("etag"), run.model_files,
+                             run.metadata, run.settings, run.counters).alias("c"))
      .select("c.*")
      .withColumn("model", F.lit(run.metadata.tag))
      .withColumn("run_id", F.lit(run.report.run_id))
@@ -290,12 +292,13 @@ def _commit_chunk(spark: SparkSession, run: _Run, chunk: _StagedChunk) -> None:
                    .drop("status", "stage", "reason", "retryable",
                          *([] if run.settings.embedding else ["embedding"])))
     dead_letters = (results.where(F.col("status") != STATUS_OK)
-                    .select("uri", "stage", "reason", "retryable", "bytes", "model", "run_id"))
+                    .select("uri", "etag", "stage", "reason", "retryable", "bytes", "model",
+                            "run_id"))
     if config.graph.enabled and classified:
         failed = _write_graph(spark, run, predictions, chunk.uri)
         dead_letters = dead_letters.unionByName(
-            failed.join(predictions.select("uri", "bytes", "model", "run_id"), "uri")
-            .select("uri", F.lit(STAGE_GRAPH).alias("stage"), "reason",
+            failed.join(predictions.select("uri", "etag", "bytes", "model", "run_id"), "uri")
+            .select("uri", "etag", F.lit(STAGE_GRAPH).alias("stage"), "reason",
                     F.lit(True).alias("retryable"), "bytes", "model", "run_id"))
         predictions = predictions.join(failed, "uri", "left_anti")
     run.lease.ensure_held()

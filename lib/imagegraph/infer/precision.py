@@ -174,16 +174,16 @@ def _first_line(exc: Exception) -> str:
 
 def draw_from_input(objects: DataFrame, metadata: ModelMetadata, settings: InferenceSettings,
                     calibration_images: int, check_images: int) -> CalibrationSample:
-    """Up to `calibration_images` + `check_images` of `objects` (columns `uri`, `size`), in the
-    order of their URIs' hashes, read and decoded on the driver as the workers do (objects
-    that fail are left out), split in that proportion; no labels."""
-    rows = (objects.select("uri", "size").orderBy(F.xxhash64("uri"))
+    """Up to `calibration_images` + `check_images` of `objects` (columns `uri`, `size`,
+    `etag`), in the order of their URIs' hashes, read and decoded on the driver as the workers
+    do (objects that fail are left out), split in that proportion; no labels."""
+    rows = (objects.select("uri", "size", "etag").orderBy(F.xxhash64("uri"))
             .limit(calibration_images + check_images).collect())
     with ThreadPoolExecutor(max_workers=settings.reader.threads,
                             thread_name_prefix="imagegraph-calibration") as pool:
         prepared = pool.map(lambda row: prepare_object(
-            row["uri"], None if row["size"] is None else int(row["size"]), metadata, settings),
-            rows)
+            row["uri"], None if row["size"] is None else int(row["size"]), metadata, settings,
+            row["etag"]), rows)
         pixels = [image for _, image in prepared if image is not None]
     shape = (0, metadata.input_height, metadata.input_width, metadata.channels)
     images = np.stack(pixels) if pixels else np.zeros(shape, np.uint8)

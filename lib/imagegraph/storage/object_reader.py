@@ -1,6 +1,11 @@
 """Object bytes by canonical URI, read in the Python workers: s3:// through boto3 (a pooled
 client per worker process, standard retry mode: backoff with jitter on 500, 503 SlowDown and
-throttling), file:// from local disk (local mode)."""
+throttling), file:// from local disk (local mode).
+
+An S3 object whose ETag was listed is read with If-Match on it: when the object was overwritten
+since, S3 answers 412 PreconditionFailed and the read fails (`CHANGED_SINCE_LISTED`, retryable:
+a later run lists the new version) instead of returning bytes of another version than the one
+listed (its size, modified time and ETag)."""
 from __future__ import annotations
 
 import threading
@@ -16,6 +21,22 @@ from imagegraph.storage.sources import bucket_and_key, scheme_of
 
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
 _DENIED_CODES = {"AccessDenied", "403", "Forbidden"}
+_CHANGED_CODES = {"PreconditionFailed", "412"}
+CHANGED_SINCE_LISTED = "object changed since listed (ETag no longer matches)"
+
+
+def unquoted_etag(etag: str | None) -> str | None:
+    """An ETag as S3 lists it (`"9b2cf535f27731c974343645a3985328"`, quoted) or as S3
+    Inventory reports it (unquoted), without its quotes; None for None or ''."""
+    return (etag.strip('"') or None) if etag else None
+
+
+@dataclass(frozen=True)
+class ObjectRead:
+    """An object's bytes and the ETag S3 answered with (unquoted; None for file://)."""
+
+    data: bytes
+    etag: str | None
 
 
 class ObjectUnreadable(Exception):
@@ -71,8 +92,10 @@ def s3_client(settings: ReaderSettings):
         return _clients[settings]
 
 
-def read_object(uri: str, size: int | None, settings: ReaderSettings) -> bytes:
-    """The bytes of the object at canonical `uri` whose listed `size` (bytes) is given or None.
+def read_object(uri: str, size: int | None, settings: ReaderSettings,
+                etag: str | None = None) -> ObjectRead:
+    """The object at canonical `uri` whose listed `size` (bytes) and `etag` (quoted or not)
+    are given or None; an S3 object with an `etag` is read only if it still has that ETag.
 
     Raises `ObjectUnreadable`; an object listed over `settings.max_bytes` is not read.
     """
@@ -80,19 +103,23 @@ def read_object(uri: str, size: int | None, settings: ReaderSettings) -> bytes:
         raise ObjectUnreadable(oversize_reason(size, settings.max_bytes), retryable=False)
     scheme = scheme_of(uri)  # never URL-parsed: '?', '#' and '%' are part of keys and paths
     if scheme == "s3":
-        return _read_s3(uri, settings)
+        return _read_s3(uri, settings, unquoted_etag(etag))
     if scheme == "file":
-        return _read_file(bucket_and_key(uri)[1])
+        return ObjectRead(_read_file(bucket_and_key(uri)[1]), None)
     raise ObjectUnreadable(f"cannot read {scheme or 'scheme-less'} URIs (s3:// or file://)",
                            retryable=False)
 
 
-def _read_s3(uri: str, settings: ReaderSettings) -> bytes:
+def _read_s3(uri: str, settings: ReaderSettings, etag: str | None) -> ObjectRead:
     bucket, key = bucket_and_key(uri)
+    condition = {"IfMatch": f'"{etag}"'} if etag else {}
     try:
-        return s3_client(settings).get_object(Bucket=bucket, Key=key)["Body"].read()
+        answer = s3_client(settings).get_object(Bucket=bucket, Key=key, **condition)
+        return ObjectRead(answer["Body"].read(), unquoted_etag(answer.get("ETag")))
     except ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", ""))
+        if code in _CHANGED_CODES:
+            raise ObjectUnreadable(CHANGED_SINCE_LISTED, retryable=True) from None
         if code in _MISSING_CODES:
             raise ObjectUnreadable("object not found", retryable=False) from None
         if code in _DENIED_CODES:

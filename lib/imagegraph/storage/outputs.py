@@ -1,17 +1,19 @@
 """The output location of inference runs, the record of what is done:
 
     <output>/predictions/run_id=<run>/   a row per classified object written (Parquet), with
-                                          the graph it was written to (`graph_endpoint`)
+                                          the graph it was written to (`graph_endpoint`) and
+                                          the object's ETag read (`etag`)
     <output>/dead_letter/run_id=<run>/   a row per object that could not be, with the stage
-                                          (read, decode, graph), the reason and whether a
-                                          later run may succeed (`retryable`)
+                                          (read, decode, graph), the reason, whether a later
+                                          run may succeed (`retryable`) and the ETag (`etag`)
     <output>/_reports/<run>.json         the run report
     <output>/_reports/<run>.png          its picture (`runs.picture`)
     <output>/_staging/<run>/             the run's working copies (see `staging_uri`), removed
                                           when the run ends
 
 Runs append, so one location holds every run of a backfill, and `done_uris` tells `--resume`
-what earlier runs finished for a model and a graph.
+what earlier runs finished for a model and a graph, and of which version of each object
+(`etag`; see `split_done`).
 """
 from __future__ import annotations
 
@@ -27,8 +29,8 @@ PREDICTIONS_DIR = "predictions"
 DEAD_LETTER_DIR = "dead_letter"
 REPORTS_DIR = "_reports"
 STAGING_DIR = "_staging"
-DEAD_LETTER_COLUMNS = ("uri", "stage", "reason", "retryable", "bytes", "model", "recorded_at",
-                       "run_id")
+DEAD_LETTER_COLUMNS = ("uri", "etag", "stage", "reason", "retryable", "bytes", "model",
+                       "recorded_at", "run_id")
 
 
 def run_rows_uri(output_uri: str, dataset: str, run_id: str) -> str:
@@ -66,7 +68,8 @@ def write_dead_letters(rows: DataFrame, output_uri: str, run_id: str,
 
 def done_uris(spark: SparkSession, output_uri: str, model_tag: str,
               graph_endpoint: str) -> DataFrame:
-    """Distinct `uri`s that earlier runs of `model_tag` finished under `output_uri` for a run
+    """Distinct (`uri`, `etag`)s that earlier runs of `model_tag` finished under `output_uri`
+    (`etag` null in rows written before it was recorded) for a run
     writing to `graph_endpoint` ("": the graph off): written to predictions/ with that
     endpoint (with the graph off, with any endpoint or none: predictions/ is all such a run
     writes), or dead-lettered for a reason no retry fixes (a read or decode failure, whatever
@@ -75,23 +78,36 @@ def done_uris(spark: SparkSession, output_uri: str, model_tag: str,
     done = []
     predictions = f"{output_uri}/{PREDICTIONS_DIR}"
     if hadoop_fs.exists(spark, predictions):
-        rows = (spark.read.schema("uri string, model string, graph_endpoint string")
+        rows = (spark.read.schema("uri string, etag string, model string, graph_endpoint string")
                 .parquet(predictions).where(F.col("model") == model_tag))
         if graph_endpoint:
             rows = rows.where(F.col("graph_endpoint") == graph_endpoint)
-        done.append(rows.select("uri"))
+        done.append(rows.select("uri", "etag"))
     dead_letters = f"{output_uri}/{DEAD_LETTER_DIR}"
     if hadoop_fs.exists(spark, dead_letters):
-        done.append(spark.read.schema("uri string, model string, retryable boolean")
+        done.append(spark.read.schema("uri string, etag string, model string, retryable boolean")
                     .parquet(dead_letters)
                     .where((F.col("model") == model_tag) & ~F.col("retryable"))
-                    .select("uri"))
+                    .select("uri", "etag"))
     if not done:
-        return spark.createDataFrame([], "uri string")
+        return spark.createDataFrame([], "uri string, etag string")
     union = done[0]
     for frame in done[1:]:
         union = union.unionByName(frame)
     return union.distinct()
+
+
+def split_done(objects: DataFrame, done: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """(done, not done) rows of `objects` (columns `uri`, `etag`) against `done_uris` `done`:
+    an object is done when a row of `done` has its uri and its etag, or either etag is null
+    (a row from before etags were recorded, a source that lists none); an object overwritten
+    since (another ETag) is not done. Each row of `objects` is in exactly one of the two."""
+    listed, finished = objects.alias("listed"), done.alias("done")
+    matches = (F.col("listed.uri") == F.col("done.uri")) & (
+        F.col("done.etag").isNull() | F.col("listed.etag").isNull()
+        | (F.col("done.etag") == F.col("listed.etag")))
+    return (listed.join(finished, matches, "left_semi"),
+            listed.join(finished, matches, "left_anti"))
 
 
 def staging_uri(output_uri: str, run_id: str) -> str:

@@ -1,6 +1,6 @@
 """Listing the objects under an S3 prefix with boto3, every key exactly as S3 returns it (no
-Hadoop `Path`, no URL parsing), each with its size and last-modified time, zero-byte objects
-included.
+Hadoop `Path`, no URL parsing), each with its size, last-modified time and ETag (the version
+listed, which the workers then read with If-Match), zero-byte objects included.
 
 Flow: the driver lists one level below the prefix (ListObjectsV2 with Delimiter '/'): the objects
 directly under it, and its common prefixes ("sub-folders"); when the listing is recursive, a
@@ -19,10 +19,10 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pyspark.sql import DataFrame, SparkSession
 
 from imagegraph.errors import JobError
-from imagegraph.storage.object_reader import ReaderSettings, s3_client
+from imagegraph.storage.object_reader import ReaderSettings, s3_client, unquoted_etag
 from imagegraph.storage.sources import bucket_and_key
 
-OBJECT_SCHEMA = "uri string, size long, modified timestamp"
+OBJECT_SCHEMA = "uri string, size long, modified timestamp, etag string"
 DELIMITER = "/"
 
 
@@ -66,7 +66,8 @@ def prefix_listing(uri: str, glob: str, recursive: bool) -> PrefixListing:
 def list_prefix(spark: SparkSession, uri: str, glob: str, recursive: bool,
                 reader: ReaderSettings) -> DataFrame:
     """The objects under the S3 prefix `uri` (s3://, s3a:// or s3n://) as a DataFrame of
-    (uri: canonical `s3://bucket/key`, size: long bytes, modified: timestamp), listed with
+    (uri: canonical `s3://bucket/key`, size: long bytes, modified: timestamp, etag: the
+    listed ETag without its quotes, see `object_reader.unquoted_etag`), listed with
     the S3 client of `reader`. A `uri` not ending in '/' that is itself an object lists that
     object alone.
 
@@ -118,11 +119,12 @@ def _single_object(client, bucket: str, key: str) -> list[dict]:
 
 
 def _objects(listing: PrefixListing, pages: Iterable[dict]) -> Iterator[tuple]:
-    """(uri, size, modified) of the kept objects of ListObjectsV2 `pages`."""
+    """(uri, size, modified, etag) of the kept objects of ListObjectsV2 `pages`."""
     for page in pages:
         for entry in page.get("Contents", []):
             if listing.keeps(entry["Key"], entry["Size"]):
-                yield listing.uri(entry["Key"]), entry["Size"], entry["LastModified"]
+                yield (listing.uri(entry["Key"]), entry["Size"], entry["LastModified"],
+                       unquoted_etag(entry.get("ETag")))
 
 
 def _list_folders(prefixes: Iterable[str], listing: PrefixListing,

@@ -2,10 +2,13 @@
 Inventory report, filtered by modification time and cut into deterministic shards.
 
 Every source yields the same columns, `OBJECTS`: the object's canonical `uri` (its id in the
-graph, see `sources.canonical_uri`), its `size` in bytes and its `modified` time, both null
-where the source does not say. Keys are carried exactly as S3 has them, whatever characters
-they hold: S3 prefixes are listed with boto3 (`storage.s3_listing`), manifests give keys as they
-are, S3 Inventory CSV reports URL-encoded and decoded here as AWS encodes them.
+graph, see `sources.canonical_uri`), its `size` in bytes, its `modified` time and its `etag`
+(unquoted; the workers read that version only, see `object_reader.read_object`), each null
+where the source does not say: S3 listings give all three, S3 Inventory reports the ETag when
+configured with that field, manifests and other file systems never. Keys are carried exactly
+as S3 has them, whatever characters they hold: S3 prefixes are listed with boto3
+(`storage.s3_listing`), manifests give keys as they are, S3 Inventory CSV reports URL-encoded
+and decoded here as AWS encodes them.
 """
 from __future__ import annotations
 
@@ -27,7 +30,7 @@ from imagegraph.storage.sources import S3_SCHEMES, canonical_uri, scheme_of
 
 log = logging.getLogger(__name__)
 
-OBJECTS = ("uri", "size", "modified")
+OBJECTS = ("uri", "size", "modified", "etag")
 PREFIX, MANIFEST, INVENTORY = "prefix", "manifest", "inventory"
 
 
@@ -130,7 +133,8 @@ def _list_hadoop_prefix(spark: SparkSession, uri: str, options: InputConfig) -> 
         [(path, 0, hadoop_fs.modification_time(spark, path)) for path in empty_paths],
         "path string, size long, modified timestamp")
     return scanned.unionByName(empty.select(canonical_uri(F.col("path")).alias("uri"),
-                                            "size", "modified"))
+                                            "size", "modified")) \
+        .withColumn("etag", F.lit(None).cast("string"))
 
 
 def _read_table(spark: SparkSession, uri: str):
@@ -167,12 +171,13 @@ def _read_manifest(spark: SparkSession, uri: str, options: InputConfig) -> DataF
         (F.col(columns["size"]).cast("long") if "size" in columns
          else F.lit(None).cast("long")).alias("size"),
         (F.col(columns["last_modified"]).cast("timestamp") if "last_modified" in columns
-         else F.lit(None).cast("timestamp")).alias("modified"))
+         else F.lit(None).cast("timestamp")).alias("modified"),
+        F.lit(None).cast("string").alias("etag"))
 
 
 _INVENTORY_FIELDS = {"Bucket": "bucket", "Key": "key", "Size": "size",
                      "LastModifiedDate": "last_modified_date", "IsLatest": "is_latest",
-                     "IsDeleteMarker": "is_delete_marker"}
+                     "IsDeleteMarker": "is_delete_marker", "ETag": "e_tag"}
 
 
 def _inventory_key(encoded: Column) -> Column:
@@ -187,7 +192,8 @@ def _inventory_key(encoded: Column) -> Column:
 
 def _read_inventory(spark: SparkSession, uri: str, options: InputConfig) -> DataFrame:
     """An S3 Inventory report from its `manifest.json`: its CSV (gzip, no header, keys
-    URL-encoded) or Parquet data files; delete markers and non-current versions left out."""
+    URL-encoded) or Parquet data files (field `e_tag`, CSV `ETag`); delete markers and
+    non-current versions left out."""
     _require(spark, uri, "inventory manifest")
     try:
         manifest = json.loads(hadoop_fs.read_text(spark, uri))
@@ -201,7 +207,7 @@ def _read_inventory(spark: SparkSession, uri: str, options: InputConfig) -> Data
     data_uris = [f"{scheme}://{destination}/{key}" for key in data_keys]
     log.info("inventory %s: %d %s data file(s)", uri, len(data_uris), file_format)
     if not data_uris:
-        return spark.createDataFrame([], "uri string, size long, modified timestamp")
+        return spark.createDataFrame([], s3_listing.OBJECT_SCHEMA)
     if file_format == "CSV":
         names = [_INVENTORY_FIELDS.get(name.strip(), name.strip().lower())
                  for name in manifest.get("fileSchema", "").split(",")]
@@ -230,4 +236,6 @@ def _read_inventory(spark: SparkSession, uri: str, options: InputConfig) -> Data
         (F.col("size").cast("long") if "size" in table.columns
          else F.lit(None).cast("long")).alias("size"),
         (F.col("last_modified_date").cast("timestamp") if "last_modified_date" in table.columns
-         else F.lit(None).cast("timestamp")).alias("modified"))
+         else F.lit(None).cast("timestamp")).alias("modified"),
+        (F.regexp_replace(F.col("e_tag"), '"', "") if "e_tag" in table.columns
+         else F.lit(None).cast("string")).alias("etag"))
