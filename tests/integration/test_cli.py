@@ -272,8 +272,9 @@ def test_log_format_json_writes_every_stderr_line_as_a_json_object(endpoints, tr
             ] == [1]
     progress = [line for line in lines if line["logger"] == "imagegraph.runs.progress"]
     assert progress and all(line["run_id"] == run_id for line in progress)
-    [loaded] = [line for line in lines if line["logger"] == "imagegraph.model.cache"]
-    assert loaded["message"].startswith("imagegraph: model digits@v1 loaded in python worker ")
+    loaded = [line["message"] for line in lines if line["logger"] == "imagegraph.model.cache"]
+    assert loaded and all(message.startswith("imagegraph: model digits@v1 loaded in python "
+                                             "worker ") for message in loaded)
 
 
 def _json_log_line(line: str) -> bool:
