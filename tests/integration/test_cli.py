@@ -38,13 +38,13 @@ def run_job(job: str, *args: str, env: dict | None = None) -> subprocess.Complet
                   "--max-failed-fraction", "--progress-interval", "--max-concurrent-writers",
                   "--max-upserts-per-second", "--top-k", "--batch-size", "--partitions",
                   "--graph-load",
-                  "--config", "--set", "--log-level"]),
+                  "--config", "--set", "--log-level", "--log-format"]),
     ("train.py", ["--input", "--output", "--epochs", "--model-name", "--model-version",
                   "--base", "--weights", "--fine-tune-epochs", "--unfreeze-layers",
                   "--early-stopping-patience", "--workers", "--resume", "needs internet",
-                  "--config", "--set", "--log-level"]),
+                  "--config", "--set", "--log-level", "--log-format"]),
     ("link.py", ["--output", "--model", "--gremlin-endpoint", "--relink", "--config", "--set",
-                 "--log-level"]),
+                 "--log-level", "--log-format"]),
 ])
 def test_help_documents_every_option(job, options):
     result = run_job(job, "--help")

@@ -122,6 +122,8 @@ def test_log_level_is_read_in_any_case():
                                               (train_parser, TRAIN_REQUIRED),
                                               (link_parser, ["--output", "o", "--model", "m@1"])])
 def test_log_format_is_text_json_or_one_usage_error(capsys, parser, required):
+    assert "the run summary on stdout and the last error line stay plain text, not log lines" \
+        in " ".join(parser().format_help().split())
     assert parser().parse_args(required).log_format == "text"
     assert parser().parse_args(required + ["--log-format", "json"]).log_format == "json"
     assert parser().parse_args(required + ["--log-format", "text"]).log_format == "text"
