@@ -21,6 +21,7 @@ import yaml
 from imagegraph import __version__
 from imagegraph.config import Config, load_config
 from imagegraph.errors import JobError
+from imagegraph.logs import JSON, LOG_FORMAT_ENV, LOG_FORMATS, TEXT, formatter
 from imagegraph.sections import parse_override
 from imagegraph.storage.selection import INVENTORY, MANIFEST, PREFIX, InputSource, Shard
 
@@ -104,6 +105,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="INFO", type=str.upper,
                         choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="log level of the job's own messages, any case (default: INFO)")
+    parser.add_argument("--log-format", default=TEXT, choices=LOG_FORMATS,
+                        help="the log lines on stderr: text, or json (one JSON object per line: "
+                             "time, level, logger, message, and the run's run_id, shard and "
+                             "chunk when known); the run summary on stdout and the last "
+                             "error line stay plain text, not log lines (default: text)")
     parser.add_argument("--print-config", action="store_true",
                         help="print the effective configuration (file, --set and flags) as "
                              "YAML and exit")
@@ -311,15 +317,20 @@ def input_source(args: argparse.Namespace) -> InputSource:
     return InputSource(PREFIX, args.input)
 
 
-def setup_logging(level: str) -> None:
-    """Log lines on stderr at `level`; third-party chatter (deprecation notices of petastorm's
-    pyarrow use, TensorFlow's start-up banner, py4j) kept out of the job's output."""
+def setup_logging(level: str, log_format: str) -> None:
+    """Log lines on stderr at `level` in `log_format` (`logs.LOG_FORMATS`; with `json`, Python
+    warnings are log lines too, and `logs.LOG_FORMAT_ENV` tells the local Python workers);
+    third-party chatter (deprecation notices of petastorm's pyarrow use, TensorFlow's start-up
+    banner, py4j) kept out of the job's output."""
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*shuffle=True.*")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-    logging.basicConfig(level=level, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter(log_format))
+    logging.basicConfig(level=level, handlers=[handler])
+    logging.captureWarnings(log_format == JSON)
+    os.environ[LOG_FORMAT_ENV] = log_format
     for noisy in ("py4j", "aiohttp", "absl"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # petastorm warns that each split's Parquet files are under 50 MB (one 400-character line
@@ -332,9 +343,9 @@ def setup_logging(level: str) -> None:
 
 
 def start_job(args: argparse.Namespace) -> Config | None:
-    """Logging at `args.log_level`, then the job's configuration (`config_from_args`); None
-    once `--print-config` has printed it (the job then exits 0)."""
-    setup_logging(args.log_level)
+    """Logging at `args.log_level` in `args.log_format`, then the job's configuration
+    (`config_from_args`); None once `--print-config` has printed it (the job then exits 0)."""
+    setup_logging(args.log_level, args.log_format)
     config = config_from_args(args)
     if args.print_config:
         print(config_yaml(config), end="")

@@ -4,6 +4,7 @@ line and exit code 2 before Spark work starts.
 Whether Spark work started is read from Spark's event log, which the job under test writes
 (no `SparkListenerJobStart` event: no Spark job ran); configuration errors stop it before Spark
 starts at all (no event log)."""
+import json
 import os
 import shlex
 import subprocess
@@ -37,13 +38,13 @@ def run_job(job: str, *args: str, env: dict | None = None) -> subprocess.Complet
                   "--max-failed-fraction", "--progress-interval", "--max-concurrent-writers",
                   "--max-upserts-per-second", "--top-k", "--batch-size", "--partitions",
                   "--graph-load",
-                  "--config", "--set", "--log-level"]),
+                  "--config", "--set", "--log-level", "--log-format"]),
     ("train.py", ["--input", "--output", "--epochs", "--model-name", "--model-version",
                   "--base", "--weights", "--fine-tune-epochs", "--unfreeze-layers",
                   "--early-stopping-patience", "--workers", "--resume", "needs internet",
-                  "--config", "--set", "--log-level"]),
+                  "--config", "--set", "--log-level", "--log-format"]),
     ("link.py", ["--output", "--model", "--gremlin-endpoint", "--relink", "--config", "--set",
-                 "--log-level"]),
+                 "--log-level", "--log-format"]),
 ])
 def test_help_documents_every_option(job, options):
     result = run_job(job, "--help")
@@ -248,3 +249,38 @@ def test_a_manifest_row_without_a_key_stops_the_run_with_one_line(spark, config,
         run_inference(spark, no_graph,
                       InputSource(MANIFEST, f"s3a://{BUCKET}/manifests/keyless.csv"), MODEL_URI,
                       f"s3a://{BUCKET}/cli-out/keyless")
+
+
+def test_log_format_json_writes_every_stderr_line_as_a_json_object(endpoints, trained_model, s3):
+    """A run with `--log-format json` (Spark's JVM logging quiet, conf/log4j2.properties): each
+    line on stderr is a JSON object with the four keys, its chunk's line carries the run id (as
+    the summary on stdout names it) and the chunk, its progress lines the run id, and the
+    Python worker's model-load line is one of them."""
+    result = run_job("infer.py", "--config", "conf/local.yaml", "--input", _cli_input(s3),
+                     "--model", MODEL_URI, "--output", f"s3a://{BUCKET}/cli-json-logs",
+                     "--no-graph", "--log-format", "json", env={
+                         **endpoints.env(), "SPARK_LOCAL_IP": "127.0.0.1",
+                         "PYSPARK_SUBMIT_ARGS": f"--driver-java-options "
+                                                f"-Dlog4j2.configurationFile={QUIET_LOG4J} "
+                                                "pyspark-shell"})
+    assert result.returncode == 0, result.stderr
+    run_id = result.stdout.splitlines()[0].split()[1].removesuffix(":")
+    assert [line for line in result.stderr.splitlines() if not _json_log_line(line)] == []
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    assert [line["chunk"] for line in lines
+            if line.get("run_id") == run_id and line["message"].startswith(f"run {run_id} chunk")
+            ] == [1]
+    progress = [line for line in lines if line["logger"] == "imagegraph.runs.progress"]
+    assert progress and all(line["run_id"] == run_id for line in progress)
+    loaded = [line["message"] for line in lines if line["logger"] == "imagegraph.model.cache"]
+    assert loaded and all(message.startswith("imagegraph: model digits@v1 loaded in python "
+                                             "worker ") for message in loaded)
+
+
+def _json_log_line(line: str) -> bool:
+    """Whether `line` is a JSON object with the keys every log line has."""
+    try:
+        parsed = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(parsed, dict) and {"time", "level", "logger", "message"} <= set(parsed)

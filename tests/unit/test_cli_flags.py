@@ -63,7 +63,7 @@ FLAGS = [
 ]
 # options that are not configuration keys: where to read and write, what to run, logging
 NOT_CONFIG = {"-h", "--help", "--input", "--manifest", "--inventory", "--model", "--output",
-              "--config", "--shard", "--resume", "--log-level",
+              "--config", "--shard", "--resume", "--log-level", "--log-format",
               "--print-config", "--version"}
 
 
@@ -116,6 +116,23 @@ def test_wrong_invocations_are_usage_errors(capsys, argv, line):
 
 def test_log_level_is_read_in_any_case():
     assert infer_parser().parse_args(INFER_REQUIRED + ["--log-level", "debug"]).log_level == "DEBUG"
+
+
+@pytest.mark.parametrize("parser, required", [(infer_parser, INFER_REQUIRED),
+                                              (train_parser, TRAIN_REQUIRED),
+                                              (link_parser, ["--output", "o", "--model", "m@1"])])
+def test_log_format_is_text_json_or_one_usage_error(capsys, parser, required):
+    assert "the run summary on stdout and the last error line stay plain text, not log lines" \
+        in " ".join(parser().format_help().split())
+    assert parser().parse_args(required).log_format == "text"
+    assert parser().parse_args(required + ["--log-format", "json"]).log_format == "json"
+    assert parser().parse_args(required + ["--log-format", "text"]).log_format == "text"
+    with pytest.raises(SystemExit) as stop:
+        parser().parse_args(required + ["--log-format", "xml"])
+    assert stop.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"{parser().prog}: error: argument --log-format: invalid choice: 'xml' "
+        "(choose from 'text', 'json')")
 
 
 @pytest.mark.parametrize("parser, prog", [(infer_parser, "infer.py"), (train_parser, "train.py"),

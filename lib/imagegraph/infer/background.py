@@ -15,6 +15,8 @@ from typing import Any, Callable
 
 from pyspark import InheritableThread, SparkContext
 
+from imagegraph.logs import in_this_context
+
 BACKGROUND_POOL = "imagegraph-background"
 CANCEL_INTERVAL_S = 0.2
 
@@ -64,7 +66,7 @@ class BackgroundJobs:
         self._join()
         if self._error is not None:
             raise self._error
-        self._thread = InheritableThread(target=self._run, args=(work, args),
+        self._thread = InheritableThread(target=in_this_context(self._run), args=(work, args),
                                          name="imagegraph-background")
         self._thread.start()
 

@@ -34,6 +34,7 @@ from imagegraph.graph.load import count_run_images, load_predictions, write_mode
 from imagegraph.infer.background import BackgroundJobs
 from imagegraph.infer.classify import STATUS_OK, InferenceSettings, classify_images
 from imagegraph.infer.precision import choose_precision
+from imagegraph.logs import log_context
 from imagegraph.model.artifact import ModelMetadata
 from imagegraph.model.store import read_model_artifact
 from imagegraph.runs.figures import RunFigures
@@ -98,32 +99,33 @@ def run_inference(spark: SparkSession, config: Config, source: InputSource, mode
     hadoop_fs.exists(spark, output_uri)  # a missing bucket or unreachable store stops us here
     metadata, model_files = read_model_artifact(spark, model_uri, config.inference.embedding)
     run_id = new_run_id(started_at)
-    report = RunReport(run_id=run_id, source=str(source), output_uri=output_uri,
-                       model=metadata.tag, shard=str(shard) if shard else "", resume=resume,
-                       started_at=started_at.isoformat(), graph_enabled=config.graph.enabled,
-                       graph_endpoint=config.graph.endpoint if config.graph.enabled else "",
-                       report_uri=report_uri(output_uri, run_id))
-    figures = RunFigures(report, run_metrics(config.metrics, config.s3, report.run_id,
-                                             report.shard, report.model))
-    if config.graph.enabled:  # the startup probe: writes as the workers will, or stops here
-        _add_model_totals(report, config, metadata)
+    with log_context(run_id=run_id, **({"shard": str(shard)} if shard else {})):
+        report = RunReport(run_id=run_id, source=str(source), output_uri=output_uri,
+                           model=metadata.tag, shard=str(shard) if shard else "", resume=resume,
+                           started_at=started_at.isoformat(), graph_enabled=config.graph.enabled,
+                           graph_endpoint=config.graph.endpoint if config.graph.enabled else "",
+                           report_uri=report_uri(output_uri, run_id))
+        figures = RunFigures(report, run_metrics(config.metrics, config.s3, report.run_id,
+                                                 report.shard, report.model))
+        if config.graph.enabled:  # the startup probe: writes as the workers will, or stops here
+            _add_model_totals(report, config, metadata)
 
-    # one run per (output, model, shard) at a time, from before what is done is read
-    with take_lease(output_uri, metadata.tag, shard, report.run_id, config.run.lease_ttl_s,
-                    config.s3) as lease:
-        try:
-            _run_chunks(spark, config, source, shard, resume, metadata, model_files, report,
-                        started_at, started, lease, figures)
-        except BaseException as exc:
-            report.elapsed_s = time.monotonic() - started
-            if report.chunks:  # it had planned its chunks: one may be committed
-                _write_failed_report(spark, report, exc)
-            raise
-    report.status = SUCCEEDED
-    report.elapsed_s = time.monotonic() - started
-    figures.finish(spark)
-    write_report(spark, report.report_uri, report.to_dict())
-    return report
+        # one run per (output, model, shard) at a time, from before what is done is read
+        with take_lease(output_uri, metadata.tag, shard, report.run_id, config.run.lease_ttl_s,
+                        config.s3) as lease:
+            try:
+                _run_chunks(spark, config, source, shard, resume, metadata, model_files, report,
+                            started_at, started, lease, figures)
+            except BaseException as exc:
+                report.elapsed_s = time.monotonic() - started
+                if report.chunks:  # it had planned its chunks: one may be committed
+                    _write_failed_report(spark, report, exc)
+                raise
+        report.status = SUCCEEDED
+        report.elapsed_s = time.monotonic() - started
+        figures.finish(spark)
+        write_report(spark, report.report_uri, report.to_dict())
+        return report
 
 
 def _run_chunks(spark: SparkSession, config: Config, source: InputSource, shard: Shard | None,
@@ -155,8 +157,9 @@ def _run_chunks(spark: SparkSession, config: Config, source: InputSource, shard:
             for index in range(report.chunks if remaining else 0):
                 chunk = todo if report.chunks == 1 else \
                     todo.where(F.pmod(F.xxhash64("uri"), F.lit(report.chunks)) == index)
-                staged = commits.run_in_foreground(_classify_chunk, spark, run, chunk, index)
-                commits.submit(_commit_chunk, spark, run, staged)
+                with log_context(chunk=index + 1):  # as the chunk's log lines number it
+                    staged = commits.run_in_foreground(_classify_chunk, spark, run, chunk, index)
+                    commits.submit(_commit_chunk, spark, run, staged)
     finally:
         broadcast.unpersist()
     _read_back(spark, config, report)

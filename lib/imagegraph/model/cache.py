@@ -7,7 +7,8 @@ the model already loaded. With int8 precision the files also hold `INT8_MODEL_FI
 the driver converted with full integer quantization (`quantize_int8`) and checked; the worker
 runs that flatbuffer and loads nothing else. Each load prints one line on the worker's stderr
 (the executor's log: on EMR the container's stderr), naming the worker's pid and Python, e.g.
-`imagegraph: model digits@v1 loaded in python worker 4711 (/mnt/.../environment) in 3.1 s`.
+`imagegraph: model digits@v1 loaded in python worker 4711 (/mnt/.../environment) in 3.1 s`
+(a JSON object with it as its message when the job logs JSON: `logs.worker_line`).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import warnings
 
 import numpy as np
 
+from imagegraph.logs import worker_line
 from imagegraph.model.artifact import (
     MODEL_FILE,
     SAVED_MODEL,
@@ -283,8 +285,9 @@ class ModelCache:
                                              metadata.channels), np.uint8))
                 self._models[key] = loaded
                 self.loads += 1
-                print(f"{LOAD_LINE_PREFIX} {metadata.tag} loaded in python worker "
-                      f"{os.getpid()} ({sys.prefix}) in {time.monotonic() - started:.1f} s",
+                print(worker_line(__name__, f"{LOAD_LINE_PREFIX} {metadata.tag} loaded in "
+                                  f"python worker {os.getpid()} ({sys.prefix}) in "
+                                  f"{time.monotonic() - started:.1f} s"),
                       file=sys.stderr, flush=True)
             return self._models[key]
 

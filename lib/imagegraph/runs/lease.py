@@ -52,6 +52,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from imagegraph.config import S3Config
 from imagegraph.errors import JobError
+from imagegraph.logs import in_this_context
 from imagegraph.storage.object_reader import ReaderSettings, s3_client
 from imagegraph.storage.selection import Shard
 
@@ -253,8 +254,8 @@ class RunLease:
         self._lost: str | None = None  # why the lease is not held, once it is not
         self._taken_over = False
         self._stop = threading.Event()
-        self._renewer = threading.Thread(target=self._renew_until_stopped, daemon=True,
-                                         name=f"lease {name}")
+        self._renewer = threading.Thread(target=in_this_context(self._renew_until_stopped),
+                                         daemon=True, name=f"lease {name}")
         self._renewer.start()
 
     def __enter__(self) -> "RunLease":

@@ -10,6 +10,7 @@ from typing import Callable
 
 from pyspark import SparkContext
 
+from imagegraph.logs import in_this_context
 from imagegraph.runs.report import images_per_s
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,8 @@ class ProgressLogger:
         self._clock = clock
         self._started = started
         self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="imagegraph-progress",
-                                        daemon=True)
+        self._thread = threading.Thread(target=in_this_context(self._run),
+                                        name="imagegraph-progress", daemon=True)
 
     def __enter__(self) -> "ProgressLogger":
         self._thread.start()

@@ -28,6 +28,7 @@ from contextlib import closing
 from pyspark.sql import SparkSession
 
 from imagegraph.errors import JobError
+from imagegraph.logs import TEXT_FORMAT
 from imagegraph.train.loop import TrainedModel, TrainingPlan, train_model
 
 _PAYLOAD, _RESULT = "payload.pickle", "result.pickle"
@@ -97,6 +98,5 @@ if __name__ == "__main__":
     import logging
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO, stream=sys.stderr, format=TEXT_FORMAT)
     _worker_main(sys.argv[1])
