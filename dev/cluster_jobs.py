@@ -126,7 +126,6 @@ def yarn_options(services_env: dict, extra: tuple = ()) -> list[str]:
             "--conf", f"spark.executor.memoryOverhead={YARN_EXECUTOR_OVERHEAD}",
             "--driver-memory", YARN_DRIVER_MEMORY,
             "--conf", f"spark.driver.memoryOverhead={YARN_DRIVER_OVERHEAD}",
-            "--conf", "spark.yarn.submit.waitAppCompletion=true",
             "--conf", f"spark.driver.extraJavaOptions=-Dlog4j2.configurationFile="
                       f"{ROOT / 'conf' / 'log4j2.properties'}",
             *driver_env, *extra]

@@ -243,11 +243,6 @@ def start(run_dir: Path = DEFAULT_RUN_DIR) -> YarnCluster:
     return cluster
 
 
-def load(run_dir: Path = DEFAULT_RUN_DIR) -> YarnCluster:
-    """The cluster `up` started from `run_dir`."""
-    return YarnCluster(**json.loads((run_dir / "yarn.json").read_text()))
-
-
 def stop(run_dir: Path = DEFAULT_RUN_DIR) -> None:
     """Stop the daemons started from `run_dir` (SIGTERM to each one's process group, with its
     containers; SIGKILL after 10 s)."""

@@ -35,8 +35,9 @@ def _infer(args: argparse.Namespace, prog: str) -> int:
     report = run_inference(spark, config, input_source(args), args.model, args.output,
                            shard=args.shard, resume=args.resume)
     print("\n".join(report.summary_lines()))
-    if precision_line(report):
-        print(precision_line(report))
+    precision = precision_line(report)
+    if precision:
+        print(precision)
     print(f"  next                 {next_command(args, prog, report.run_id, config.graph.enabled)}")
     if not report.reconciles():
         return 1
