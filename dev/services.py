@@ -97,9 +97,21 @@ def _port_from_env(name: str, default: int) -> int:
 
 def free_port() -> int:
     """A TCP port on HOST that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((HOST, 0))
-        return probe.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(count: int) -> list[int]:
+    """`count` distinct TCP ports on HOST that nothing listens on right now. Each probe stays
+    bound until all are chosen: probes closed one by one may be given the same port twice,
+    and two daemons configured with one port make the second exit at start."""
+    probes = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for probe in probes:
+            probe.bind((HOST, 0))
+        return [probe.getsockname()[1] for probe in probes]
+    finally:
+        for probe in probes:
+            probe.close()
 
 
 def _require_free(port: int, what: str) -> None:

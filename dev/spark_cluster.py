@@ -104,6 +104,15 @@ def _spawn(name: str, argv: list[str], run_dir: Path) -> subprocess.Popen:
     return proc
 
 
+def log_errors(log: Path, limit: int = 6) -> str:
+    """The last `limit` lines of a daemon's `log` that name an error (ERROR, FATAL, Exception,
+    `Caused by`), each on its own indented line after a colon; "" when there are none."""
+    marks = ("ERROR", "FATAL", "Exception", "Caused by")
+    lines = [line.strip() for line in log.read_text(errors="replace").splitlines()
+             if any(mark in line for mark in marks)] if log.is_file() else []
+    return ":" + "".join(f"\n    {line}" for line in lines[-limit:]) if lines else ""
+
+
 def wait_for(what: str, ready, procs: dict[str, subprocess.Popen], run_dir: Path,
              timeout_s: float = START_TIMEOUT_S) -> None:
     """Poll `ready()` every half second until it is true; raise `ClusterError` when one of the
@@ -114,8 +123,9 @@ def wait_for(what: str, ready, procs: dict[str, subprocess.Popen], run_dir: Path
     while time.monotonic() < deadline:
         for name, proc in procs.items():
             if proc.poll() is not None:
+                log = run_dir / f"{name}.log"
                 raise ClusterError(f"{name} exited with code {proc.returncode} while waiting "
-                                   f"for {what}; see {run_dir / (name + '.log')}")
+                                   f"for {what}; see {log}{log_errors(log)}")
         try:
             if ready():
                 return
@@ -151,11 +161,11 @@ def start(run_dir: Path = DEFAULT_RUN_DIR) -> Cluster:
     if any(run_dir.glob("*.pid")):
         raise ClusterError(f"a cluster is already running from {run_dir} (pid files there); "
                            "stop it first (`make cluster-down`)")
-    master_port, ui_port = services.free_port(), services.free_port()
+    master_port, ui_port, *worker_ports = services.free_ports(2 + 2 * WORKERS)
     cluster = Cluster(
         master_url=f"spark://{services.HOST}:{master_port}",
         master_ui=f"http://{services.HOST}:{ui_port}", run_dir=str(run_dir),
-        worker_ports={f"worker-{n}": (services.free_port(), services.free_port())
+        worker_ports={f"worker-{n}": (worker_ports[2 * n - 2], worker_ports[2 * n - 1])
                       for n in range(1, WORKERS + 1)})
     (run_dir / "cluster.json").write_text(json.dumps(asdict(cluster), indent=2))
     try:

@@ -210,7 +210,7 @@ def start(run_dir: Path = DEFAULT_RUN_DIR) -> YarnCluster:
              "rm_scheduler", "rm_tracker", "rm_admin", "rm_http",
              *(f"nm{n}{part}" for n in range(1, NODE_MANAGERS + 1)
                for part in ("", "_localizer", "_http"))]
-    ports = {name: services.free_port() for name in names}
+    ports = dict(zip(names, services.free_ports(len(names))))
     conf_dir = _write_configuration(run_dir, ports)
     cluster = YarnCluster(run_dir=str(run_dir), conf_dir=str(conf_dir),
                           hdfs=f"hdfs://{services.HOST}:{ports['namenode']}",

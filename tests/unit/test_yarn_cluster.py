@@ -1,7 +1,11 @@
 """dev/yarn_cluster.py's configuration: what makes the local YARN behave as EMR's."""
+import subprocess
 import xml.etree.ElementTree as ET
 
+import pytest
+import services
 import yarn_cluster
+from spark_cluster import ClusterError, wait_for
 
 
 def _properties(path) -> dict[str, str]:
@@ -30,3 +34,28 @@ def test_each_node_manager_has_its_own_ports_and_directories_and_enforces_memory
     scheduler = _properties(conf_dir / "capacity-scheduler.xml")
     # a 1 GiB driver plus overhead fits the application master's share of 12 GiB
     assert float(scheduler["yarn.scheduler.capacity.maximum-am-resource-percent"]) == 0.5
+
+
+def test_the_ports_of_one_cluster_are_distinct():
+    # Chosen one probe at a time, 500 ports in the ephemeral range repeat a few times on average;
+    # one repeated port makes the second daemon given it exit at start.
+    ports = services.free_ports(500)
+    assert len(set(ports)) == 500
+
+
+def test_a_daemon_that_exits_at_start_names_its_errors(tmp_path):
+    (tmp_path / "nodemanager-1.log").write_text(
+        "2026-12-06 INFO nodemanager.NodeManager: STARTUP_MSG\n"
+        "2026-12-06 ERROR nodemanager.NodeManager: Error starting NodeManager\n"
+        "java.net.BindException: Port in use: 127.0.0.1:40001\n"
+        "\tat org.apache.hadoop.http.HttpServer2.bind(HttpServer2.java:1)\n"
+        "Caused by: java.net.BindException: Address already in use\n")
+    exited = subprocess.Popen(["false"])
+    exited.wait()
+    with pytest.raises(ClusterError) as raised:
+        wait_for("2 NodeManagers to register", lambda: False, {"nodemanager-1": exited},
+                 tmp_path, timeout_s=5)
+    assert str(raised.value).splitlines()[1:] == [
+        "    2026-12-06 ERROR nodemanager.NodeManager: Error starting NodeManager",
+        "    java.net.BindException: Port in use: 127.0.0.1:40001",
+        "    Caused by: java.net.BindException: Address already in use"]
