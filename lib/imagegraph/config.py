@@ -194,7 +194,8 @@ class TrainingConfig:
     the share of images in the validation split (`holdout_percent`: choosing the early-stopping
 and exported epoch) and in the test split (`test_percent`: only measured) by content, and where
     petastorm materialises its Parquet cache (`cache_url`: a URI every executor and the driver
-    can read; empty means a local temporary directory, right for local mode).
+    can read, `hdfs://`, `s3://` or `s3a://`; empty means a local temporary directory, right
+    for local mode).
 
     `base`: the network, `small_cnn` (trained from scratch) or a Keras application
     (`mobilenet_v2`, `efficientnet_b0`, `resnet50`; RGB input, at least 32x32) whose `weights`

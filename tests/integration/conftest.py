@@ -5,6 +5,8 @@ running beside the tests does not collide with them.
 """
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import sample_images
 import services
@@ -72,7 +74,10 @@ def dataset(s3):
 
 @pytest.fixture(scope="session")
 def trained_model(spark, config, dataset):
-    return run_training(spark, config, f"s3a://{BUCKET}/train/", MODEL_URI)
+    """The session's model, trained with petastorm's cache in the local S3 (as on a cluster)."""
+    training = replace(config.training, cache_url=f"s3a://{BUCKET}/petastorm")
+    return run_training(spark, replace(config, training=training), f"s3a://{BUCKET}/train/",
+                        MODEL_URI)
 
 
 @pytest.fixture(scope="module")

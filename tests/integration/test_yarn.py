@@ -8,7 +8,9 @@ unpacked by YARN (dev/cluster_jobs.py), over 21 objects in the test S3:
 - the run report reconciles, and predictions equal those of a `local[2]` run;
 - a driver that fails is not attempted again: one attempt, FAILED, and the job's one-line error
   in the container's stdout; this run with `python_env: node_archive` (the environment
-  unpacked beforehand as the bootstrap action does, nothing shipped).
+  unpacked beforehand as the bootstrap action does, nothing shipped);
+- training's petastorm cache at an `hdfs://` URI (conf/emr.yaml's) is written and read back
+  through WebHDFS at the NameNode's HTTP address.
 
 Needs build/package (`make package`) and build/hadoop (`make yarn-jars`); `make test` builds both.
 """
@@ -24,9 +26,11 @@ import yarn_cluster
 from conftest import BUCKET, MODEL_URI
 from s3_objects import put_objects
 from test_cluster import PREDICTION_COLUMNS, dead_letter_uris, predictions, read_report
+from test_training import read_each_pass
 
 from imagegraph.infer.job import run_inference
 from imagegraph.storage.selection import PREFIX, InputSource
+from imagegraph.train.cache_store import petastorm_url
 
 INPUT = f"s3a://{BUCKET}/yarn/input/"
 YARN_OUTPUT = f"s3a://{BUCKET}/yarn/on-yarn"
@@ -161,3 +165,11 @@ def test_a_failed_driver_is_not_attempted_again(yarn, endpoints, trained_model, 
     assert len(errors) == 1, errors
     assert re.fullmatch(r"infer.py: error: \S+: the bucket no-such-bucket does not exist",
                         errors[0]), errors
+
+
+def test_an_hdfs_cache_is_written_and_read_back_through_webhdfs(yarn, spark, config):
+    http_address = yarn.name_node.removeprefix("http://")
+    parent = petastorm_url(f"{yarn.hdfs}/tmp/imagegraph-petastorm", http_address)
+    assert parent == f"webhdfs://{http_address}/tmp/imagegraph-petastorm"
+    (labels,) = read_each_pass(spark, config, parent, passes=1)
+    assert sorted(labels) == list(range(97))

@@ -153,3 +153,19 @@ def test_file_checkpoints_round_trip(tmp_path):
     assert (restored / "best.keras").read_bytes() == b"best.keras"
     store.clear()
     assert store.restore(str(restored)) is None
+
+
+def test_an_hdfs_cache_is_reached_through_the_namenodes_http_address():
+    from imagegraph.train.cache_store import petastorm_url
+
+    # EMR's hdfs-site.xml names the primary node; conf/emr.yaml's URI names no host
+    assert (petastorm_url("hdfs:///tmp/imagegraph-petastorm", "ip-10-0-0-7.ec2.internal:9870")
+            == "webhdfs://ip-10-0-0-7.ec2.internal:9870/tmp/imagegraph-petastorm")
+    # Hadoop's default binds every interface: the URI's own host, at that port
+    assert (petastorm_url("hdfs://namenode:8020/cache", "0.0.0.0:9871")
+            == "webhdfs://namenode:9871/cache")
+    for unchanged in ("s3://bucket/cache", "s3a://bucket/cache", "file:///tmp/cache",
+                      "webhdfs://namenode:9870/cache"):
+        assert petastorm_url(unchanged, "0.0.0.0:9870") == unchanged
+    with pytest.raises(ValueError, match=r"names no host; name one: hdfs://NAMENODE/path"):
+        petastorm_url("hdfs:///cache", "0.0.0.0:9870")

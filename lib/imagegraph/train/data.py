@@ -31,11 +31,12 @@ from pyspark.sql.types import (
     StructType,
 )
 
-from imagegraph.config import Config, TrainingConfig
+from imagegraph.config import Config, S3Config, TrainingConfig
 from imagegraph.imaging.decode import UndecodableImage, decode_image
 from imagegraph.imaging.perceptual_hash import perceptual_hash
 from imagegraph.model.artifact import preprocess
 from imagegraph.storage.sources import read_images
+from imagegraph.train import cache_store
 
 PIXELS = {"uint8": "pixels", "float32": "features"}
 """The column holding an image's pixels, by `training.pixel_feed`."""
@@ -65,7 +66,8 @@ class Augmentation:
 class FeedSpec:
     """How batches are made: image shape (height, width, channels), the pixel column's kind
     (`pixel_feed`), the model family's `preprocessing`, images per batch on one worker, and
-    each class's loss weight (index = label)."""
+    each class's loss weight (index = label); `cache_s3`: how an `s3://` cache is reached (the
+    job's S3 settings)."""
 
     shape: tuple[int, int, int]
     pixel_feed: str
@@ -73,6 +75,7 @@ class FeedSpec:
     batch_size: int
     class_weights: tuple[float, ...]
     augmentation: Augmentation = Augmentation()
+    cache_s3: S3Config = S3Config()
 
 
 def label_of(path: F.Column) -> F.Column:
@@ -215,6 +218,7 @@ def tf_batches(converter, spec: FeedSpec, training: bool, shard: int = 0, shard_
     as 91, 73 or 49 here)."""
     import tensorflow as tf
 
+    cache_store.register(spec.cache_s3)  # in a training worker's own process too
     column = PIXELS[spec.pixel_feed]
     weights = tf.constant(spec.class_weights, tf.float32)
     options = ({"workers_count": 2, "shuffling_queue_capacity": 2048, "cur_shard": shard,

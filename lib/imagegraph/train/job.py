@@ -26,11 +26,12 @@ from datetime import datetime, timezone
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
-from imagegraph.config import Config, TrainingConfig
+from imagegraph.config import Config, S3Config, TrainingConfig
 from imagegraph.errors import JobError
 from imagegraph.model.artifact import ARTIFACT_FILES, ModelMetadata, write_artifact
 from imagegraph.model.calibration import store_training_sample
 from imagegraph.storage import hadoop_fs
+from imagegraph.train import cache_store
 from imagegraph.train.backbones import MIN_APPLICATION_SIZE, PREPROCESSING
 from imagegraph.train.checkpoints import CheckpointStore
 from imagegraph.train.data import (
@@ -188,8 +189,9 @@ def _train_and_export(spark: SparkSession, config: Config, data: _LabeledData,
     from petastorm.spark import SparkDatasetConverter
 
     training = config.training
+    cache_store.register(config.s3)
     spark.conf.set(SparkDatasetConverter.PARENT_CACHE_DIR_URL_CONF,
-                   training.cache_url or "file://" + os.path.join(work, "petastorm"))
+                   _cache_url(spark, training.cache_url, work))
     # at least a file per worker, since petastorm shards a dataset by its row groups
     train_df = (data.dataset.where(F.col("split") == TRAIN).select(data.column, "label")
                 .repartition(max(2, 2 * training.workers)))
@@ -210,7 +212,8 @@ def _train_and_export(spark: SparkSession, config: Config, data: _LabeledData,
                  "petastorm cache %.0f bytes/image (%s pixels)", len(train_data),
                  len(holdout_data), len(test_data), len(data.classes), ", ".join(data.classes),
                  per_image, training.pixel_feed)
-        feed = _feed_spec(training, [counts.get(i, 0) for i in range(len(data.classes))])
+        feed = _feed_spec(training, [counts.get(i, 0) for i in range(len(data.classes))],
+                          config.s3)
         plan = TrainingPlan(
             base=training.base, weights=_local_weights(spark, training.weights, work),
             num_classes=len(data.classes), feed=feed, epochs=training.epochs,
@@ -249,8 +252,23 @@ def _train_and_export(spark: SparkSession, config: Config, data: _LabeledData,
                           tuple(result.worker_images for result in trained))
 
 
-def _feed_spec(training: TrainingConfig, class_counts: list[int]) -> FeedSpec:
-    """How batches are shaped, preprocessed, weighted and augmented."""
+def _cache_url(spark: SparkSession, cache_url: str, work: str) -> str:
+    """Where petastorm's cache goes: `cache_url` (an `hdfs://` one through WebHDFS at the
+    NameNode's HTTP address), or a local directory under `work` when it is empty."""
+    if not cache_url:
+        return "file://" + os.path.join(work, "petastorm")
+    hadoop = spark.sparkContext._jsc.hadoopConfiguration()
+    default = f"0.0.0.0:{cache_store.DEFAULT_NAMENODE_HTTP_PORT}"
+    try:
+        return cache_store.petastorm_url(
+            cache_url, hadoop.get("dfs.namenode.http-address", default))
+    except ValueError as exc:
+        raise JobError(str(exc)) from None
+
+
+def _feed_spec(training: TrainingConfig, class_counts: list[int], s3: S3Config) -> FeedSpec:
+    """How batches are shaped, preprocessed, weighted and augmented, and read from an S3
+    cache through `s3`."""
     channels = 1 if training.color_mode == "grayscale" else 3
     return FeedSpec(
         shape=(training.input_height, training.input_width, channels),
@@ -259,7 +277,7 @@ def _feed_spec(training: TrainingConfig, class_counts: list[int]) -> FeedSpec:
         class_weights=(balanced_class_weights(class_counts)
                        if training.class_weighting == "balanced"
                        else (1.0,) * len(class_counts)),
-        augmentation=Augmentation.from_config(training))
+        augmentation=Augmentation.from_config(training), cache_s3=s3)
 
 
 def _load_model(model_bytes: bytes, work: str):
