@@ -1,7 +1,8 @@
 """`make demo`: the whole pipeline, locally, against real S3 (moto), Spark and Gremlin Server.
 
 Starts the servers, puts real labeled digits, photos and one corrupt file into the local S3,
-runs jobs/train.py (its confusion-matrix plot copied to build/demo/) and jobs/infer.py through
+runs jobs/train.py (its summary gives the test split's accuracy, top-5 and calibration error;
+its confusion-matrix and reliability plots are copied to build/demo/) and jobs/infer.py through
 spark-submit, reads the graph back over Gremlin, prints what it finds (with `accuracy=<value>`
 on a line of its own); then classifies photos uploaded again (a copy, resized, re-encoded,
 cropped), links them with jobs/link.py and prints what `python -m imagegraph.graph.query` says of
@@ -40,6 +41,7 @@ from s3_objects import put_objects, s3_client  # noqa: E402
 
 from imagegraph.config import GraphConfig  # noqa: E402
 from imagegraph.graph.connection import remote_traversal  # noqa: E402
+from imagegraph.train.evaluation import CONFUSION_PLOT, RELIABILITY_PLOT  # noqa: E402
 
 ROOT = services.ROOT
 BUCKET = "imagegraph-demo"
@@ -96,13 +98,14 @@ def seed(env: dict) -> int:
     return len(held_out) + len(photos) + len(corrupt)
 
 
-def save_confusion_matrix(env: dict) -> None:
-    """Copy the trained model's confusion-matrix plot out of the local S3 (it goes with it)."""
+def save_plots(env: dict) -> None:
+    """Copy the trained model's confusion-matrix and reliability plots out of the local S3
+    (they go with it)."""
     client = s3_client(env["S3_ENDPOINT"], env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"])
     DEMO_OUT.mkdir(parents=True, exist_ok=True)
-    client.download_file(BUCKET, "models/digits-cnn/v1/confusion_matrix.png",
-                         str(DEMO_OUT / "confusion_matrix.png"))
-    print(f"   confusion matrix: {DEMO_OUT.relative_to(ROOT)}/confusion_matrix.png")
+    for name in (CONFUSION_PLOT, RELIABILITY_PLOT):
+        client.download_file(BUCKET, f"models/digits-cnn/v1/{name}", str(DEMO_OUT / name))
+        print(f"   plot: {DEMO_OUT.relative_to(ROOT)}/{name}")
 
 
 def best_edge():
@@ -229,7 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             spark_submit("train.py", "--input", train["input"], "--output", model_uri,
                          "--model-version", "v1", env=env)
-        save_confusion_matrix(env)
+        save_plots(env)
         done(started)
         started = step("classifying (jobs/infer.py)")
         if cluster:

@@ -5,7 +5,7 @@ photos, 50 random crops each; the class is the photo a crop comes from), writes 
 backbone's weights file into it, and runs `spark-submit jobs/train.py --base mobilenet_v2
 --weights s3a://.../mobilenet_v2_notop.weights.h5`: a new head on the frozen backbone, then the
 backbone's top unfrozen, with flips, crops and brightness/contrast changes in the input
-pipeline. Copies the evaluation (evaluation.json and the two plots) to build/demo-finetune/,
+pipeline. Copies the evaluation (evaluation.json and the three plots) to build/demo-finetune/,
 prints `accuracy=<held-out accuracy>` and stops the server. With `--precision int8` it then
 classifies the crops with `jobs/infer.py --precision int8 --no-graph`, whose run summary's
 `precision` line gives int8's top-1 agreement with float32 and both accuracies on the held-out
@@ -32,6 +32,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sample_images  # noqa: E402
 import services  # noqa: E402
 from s3_objects import put_objects, s3_client  # noqa: E402
+
+from imagegraph.train.evaluation import EVALUATION_FILES  # noqa: E402
 
 ROOT = services.ROOT
 BUCKET = "imagegraph-finetune"
@@ -116,12 +118,12 @@ def main() -> int:
             print("   $ spark-submit " + " ".join(classify[3:]), flush=True)
             subprocess.run(classify, env=env, check=True, cwd=ROOT)
         OUT.mkdir(parents=True, exist_ok=True)
-        for name in ("evaluation.json", "confusion_matrix.png", "training_curves.png"):
+        for name in EVALUATION_FILES:
             client.download_file(BUCKET, f"models/photos-mobilenet/v1/{name}", str(OUT / name))
     finally:
         services.stop_one("s3", run_dir)
     accuracy = json.loads((OUT / "evaluation.json").read_text())["accuracy"]
-    print(f"   evaluation: {OUT}/evaluation.json, confusion_matrix.png, training_curves.png")
+    print(f"   evaluation: {OUT}/" + ", ".join(EVALUATION_FILES))
     print(f"   ({time.monotonic() - started:.0f} s)")
     print(f"accuracy={accuracy:.4f}")
     return 0

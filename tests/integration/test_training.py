@@ -101,7 +101,12 @@ def test_fine_tuning_starts_from_the_weights_file_and_unfreezes_only_the_top(
         evaluation["images"]
     assert [c["name"] for c in evaluation["classes"]] == [str(d) for d in range(10)]
     assert len(evaluation["history"]["val_loss"]) == 2
-    for plot in ("confusion_matrix.png", "training_curves.png"):
+    assert evaluation["top_k"] == 5 and evaluation["top_k_accuracy"] >= evaluation["accuracy"]
+    for bins in (evaluation["reliability"], evaluation["scaled_reliability"]):
+        assert len(bins) == 15 and sum(b["images"] for b in bins) == result.test_images
+    assert result.metadata.metrics["temperature"] == evaluation["temperature"] > 0
+    assert result.metadata.metrics["test_ece"] == evaluation["ece"]
+    for plot in ("confusion_matrix.png", "training_curves.png", "reliability_diagram.png"):
         body = s3.get_object(Bucket=BUCKET, Key=f"models/mobilenet/v1/{plot}")["Body"].read()
         assert body.startswith(PNG_MAGIC)
 

@@ -1,5 +1,6 @@
-"""The pure parts of training: the evaluation's figures, class weights, the phase schedule
-and early stopping, resuming mid-schedule, the uint8 feed's cast and the augmentation."""
+"""The pure parts of training: the evaluation's figures (accuracy, top-k, calibration error,
+temperature scaling), class weights, the phase schedule and early stopping, resuming
+mid-schedule, the uint8 feed's cast and the augmentation."""
 import dataclasses
 import json
 
@@ -9,7 +10,14 @@ import pytest
 from imagegraph.config import S3Config
 from imagegraph.train.checkpoints import CheckpointStore, TrainingState
 from imagegraph.train.data import Augmentation, FeedSpec, augment, balanced_class_weights, to_pixels
-from imagegraph.train.evaluation import evaluate, write_evaluation
+from imagegraph.train.evaluation import (
+    ReliabilityBin,
+    evaluate,
+    expected_calibration_error,
+    reliability_bins,
+    top_k_accuracy,
+    write_evaluation,
+)
 from imagegraph.train.loop import (
     FINE_TUNE,
     HEAD,
@@ -18,11 +26,25 @@ from imagegraph.train.loop import (
     early_stop_update,
     next_phases,
 )
+from imagegraph.train.temperature import (
+    HIGHEST,
+    LOWEST,
+    fit_temperature,
+    negative_log_likelihood,
+    scale_scores,
+)
+
+
+def one_hot(predicted, classes: int) -> np.ndarray:
+    """Scores sure of the `predicted` classes: 0.9 on each, the rest shared by the others."""
+    scores = np.full((len(predicted), classes), 0.1 / (classes - 1))
+    scores[np.arange(len(predicted)), predicted] = 0.9
+    return scores
 
 
 def test_evaluation_counts_per_class_and_the_confusion_matrix():
     # true: a a a b b c; predicted: a b a b b a
-    result = evaluate([0, 0, 0, 1, 1, 2], [0, 1, 0, 1, 1, 0], ["a", "b", "c"])
+    result = evaluate([0, 0, 0, 1, 1, 2], one_hot([0, 1, 0, 1, 1, 0], 3), ["a", "b", "c"])
     assert result.confusion == ((2, 1, 0), (0, 2, 0), (1, 0, 0))
     assert result.accuracy == round(4 / 6, 4) and result.images == 6
     a, b, c = result.classes
@@ -31,8 +53,79 @@ def test_evaluation_counts_per_class_and_the_confusion_matrix():
     assert (c.precision, c.recall, c.support) == (0.0, 0.0, 1)  # never predicted: 0, not NaN
 
 
+def test_top_k_accuracy_counts_the_true_class_among_the_k_highest_scores():
+    scores = [[0.5, 0.3, 0.2], [0.1, 0.6, 0.3], [0.2, 0.3, 0.5], [0.4, 0.4, 0.2]]
+    # true class ranks 1st, 3rd, 2nd; a tie ranks the lower index first
+    assert top_k_accuracy([0, 0, 1, 1], scores, 1) == 0.25
+    assert top_k_accuracy([0, 0, 1, 1], scores, 2) == 0.75
+    assert top_k_accuracy([0, 0, 1, 1], scores, 3) == 1.0
+    assert top_k_accuracy([], np.zeros((0, 3)), 2) == 0.0
+
+
+def test_evaluation_top_k_is_five_of_six_classes_and_all_of_fewer():
+    # image 0: true class 5 has the lowest of six scores, outside the top 5
+    scores = [[0.3, 0.25, 0.2, 0.15, 0.07, 0.03], [0.03, 0.07, 0.15, 0.2, 0.25, 0.3]]
+    six = evaluate([5, 0], scores, list("abcdef"))
+    assert (six.accuracy, six.top_k, six.top_k_accuracy) == (0.0, 5, 0.0)
+    three = evaluate([2, 1], [[0.5, 0.3, 0.2], [0.5, 0.3, 0.2]], list("abc"))
+    assert (three.accuracy, three.top_k, three.top_k_accuracy) == (0.0, 3, 1.0)
+
+
+# confidence 0.95 twice, both right; 0.7 four times, two right; 0.55 twice, both right
+CALIBRATION_LABELS = [0, 1, 0, 0, 1, 1, 0, 1]
+CALIBRATION_SCORES = [[0.95, 0.05], [0.05, 0.95], [0.7, 0.3], [0.3, 0.7], [0.7, 0.3],
+                      [0.3, 0.7], [0.55, 0.45], [0.45, 0.55]]
+
+
+def test_expected_calibration_error_by_hand():
+    # (2 * |1 - 0.95| + 4 * |0.5 - 0.7| + 2 * |1 - 0.55|) / 8 = 1.8 / 8
+    assert expected_calibration_error(CALIBRATION_LABELS, CALIBRATION_SCORES) == 0.225
+    assert expected_calibration_error([0, 1], [[1.0, 0.0], [0.0, 1.0]]) == 0.0
+    assert expected_calibration_error([], np.zeros((0, 2))) == 0.0
+
+
+def test_reliability_bins_by_hand():
+    bins = reliability_bins(CALIBRATION_LABELS, CALIBRATION_SCORES)
+    assert len(bins) == 15 and sum(b.images for b in bins) == 8
+    assert bins[0] == ReliabilityBin(0.0, 0.0667, 0, 0.0, 0.0)
+    assert bins[8] == ReliabilityBin(0.5333, 0.6, 2, 1.0, 0.55)
+    assert bins[10] == ReliabilityBin(0.6667, 0.7333, 4, 0.5, 0.7)
+    assert bins[14] == ReliabilityBin(0.9333, 1.0, 2, 1.0, 0.95)
+    assert [m for m, b in enumerate(bins) if b.images] == [8, 10, 14]
+
+
+def test_a_confidence_on_a_bin_edge_is_in_the_bin_below_it():
+    # 0.6 = 9/15 and 1/3 = 5/15 close bins 8 and 4; 1.0 closes the last
+    bins = reliability_bins([0, 0, 0], [[0.6, 0.4, 0.0], [1 / 3, 1 / 3, 1 / 3], [1.0, 0.0, 0.0]])
+    assert [(m, b.images) for m, b in enumerate(bins) if b.images] == [(4, 1), (8, 1), (14, 1)]
+
+
+def test_temperature_fitted_by_hand():
+    # all at confidence 0.9, three of four right: the likeliest scaled confidence is 0.75,
+    # 1 / (1 + 9^(-1/T)) = 0.75 at T = 2
+    assert fit_temperature([0, 0, 0, 1], [[0.9, 0.1]] * 4) == 2.0
+    np.testing.assert_allclose(scale_scores([[0.9, 0.1]], 2.0), [[0.75, 0.25]])
+    assert negative_log_likelihood([0, 0, 0, 1], [[0.9, 0.1]] * 4, 2.0) == pytest.approx(
+        -(3 * np.log(0.75) + np.log(0.25)) / 4)
+    # underconfident, 0.6 and three of four right: (2/3)^(1/T) = 1/3 at T = ln 1.5 / ln 3
+    assert fit_temperature([0, 0, 0, 1], [[0.6, 0.4]] * 4) == round(np.log(1.5) / np.log(3), 4)
+    # every image right: ever sharper is ever likelier, up to the bound
+    assert fit_temperature([0, 1], [[0.9, 0.1], [0.2, 0.8]]) == LOWEST
+    # scores no better than chance: as flat as the bound allows
+    assert fit_temperature([0, 1], [[0.9, 0.1], [0.9, 0.1]]) == HIGHEST
+    assert fit_temperature([], np.zeros((0, 2))) == 1.0
+
+
+def test_evaluation_reports_calibration_before_and_after_the_temperature():
+    result = evaluate([0, 0, 0, 1], [[0.9, 0.1]] * 4, ["a", "b"], temperature=2.0)
+    assert (result.accuracy, result.ece, result.temperature, result.scaled_ece) == \
+        (0.75, 0.15, 2.0, 0.0)
+    assert result.reliability[13] == ReliabilityBin(0.8667, 0.9333, 4, 0.75, 0.9)
+    assert result.scaled_reliability[11] == ReliabilityBin(0.7333, 0.8, 4, 0.75, 0.75)
+
+
 def test_evaluation_files(tmp_path):
-    result = evaluate([0, 1], [0, 0], ["cat", "dog"])
+    result = evaluate([0, 1], [[0.8, 0.2], [0.6, 0.4]], ["cat", "dog"], temperature=1.5)
     write_evaluation(str(tmp_path), result, {"loss": [1.0, 0.5], "val_loss": [1.1, 0.7],
                                              "accuracy": [0.5, 0.7],
                                              "val_accuracy": [0.4, 0.6]}, "pets@v1")
@@ -41,8 +134,38 @@ def test_evaluation_files(tmp_path):
     assert document["classes"][1] == {"name": "dog", "precision": 0.0, "recall": 0.0,
                                       "support": 1}
     assert document["history"]["val_loss"] == [1.1, 0.7]
-    for plot in ("confusion_matrix.png", "training_curves.png"):
+    # (|1 - 0.8| + |0 - 0.6|) / 2
+    assert (document["top_k"], document["top_k_accuracy"], document["ece"],
+            document["temperature"]) == (2, 1.0, 0.4, 1.5)
+    assert len(document["reliability"]) == len(document["scaled_reliability"]) == 15
+    assert document["reliability"][11] == {"lower": 0.7333, "upper": 0.8, "images": 1,
+                                           "accuracy": 1.0, "confidence": 0.8}
+    for plot in ("confusion_matrix.png", "training_curves.png", "reliability_diagram.png"):
         assert (tmp_path / plot).read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_training_summary_gives_the_test_splits_accuracy_top_k_and_calibration():
+    from imagegraph.model.artifact import ModelMetadata
+    from imagegraph.train.job import TrainingResult
+
+    evaluation = evaluate([0, 0, 0, 1], [[0.9, 0.1]] * 4, ["a", "b"], temperature=2.0)
+    metadata = ModelMetadata(
+        "pets", "v1", 32, 32, 3, "scale_0_1", ("a", "b"), uri="s3://b/pets/v1",
+        metrics={"test_accuracy": evaluation.accuracy, "holdout_accuracy": 0.8},
+        training={"base": "small_cnn", "weights": "none", "epochs_trained": 2,
+                  "best_epoch": 2, "early_stopped": False, "pixel_feed": "uint8",
+                  "workers": 1})
+    lines = TrainingResult(metadata, 10, 5, 4, 0, evaluation, 1000.0, 50.0,
+                           (20,)).summary_lines()
+    assert lines[6:9] == [
+        "  validation accuracy  0.8000 (chose the epoch)",
+        "  test accuracy        0.7500 (4 images that chose nothing), top-2 1.0000",
+        "  test calibration     ECE 0.1500 as scored, 0.0000 at temperature 2 "
+        "(fitted on validation)"]
+    assert lines[9] == ("  evaluation           s3://b/pets/v1/evaluation.json, "
+                        "s3://b/pets/v1/confusion_matrix.png, "
+                        "s3://b/pets/v1/reliability_diagram.png, "
+                        "s3://b/pets/v1/training_curves.png")
 
 
 def test_balanced_class_weights_make_every_class_weigh_the_same():

@@ -9,7 +9,9 @@ evaluation as a model artifact.
     training_loop         what each worker runs: phases, epochs, early stopping, checkpoints
     training_checkpoints  the per-epoch checkpoints under the output URI (`--resume`)
     distributed_training  the barrier stage behind `--workers N`
-    evaluation            per-class figures, confusion matrix, plots
+    evaluation            accuracy, top-k, per-class figures, confusion matrix,
+                          calibration error, plots
+    temperature           temperature scaling, fitted on the validation split
     lineage               what made the model: input, data fingerprint, code, settings
 
 `run_training` is what `jobs/train.py` calls once arguments and configuration are parsed.
@@ -52,12 +54,14 @@ from imagegraph.train.evaluation import (
     CURVES_PLOT,
     EVALUATION_FILE,
     EVALUATION_FILES,
+    RELIABILITY_PLOT,
     Evaluation,
     evaluate,
     write_evaluation,
 )
 from imagegraph.train.lineage import data_fingerprint, lineage
 from imagegraph.train.loop import TrainedModel, TrainingPlan, train_model
+from imagegraph.train.temperature import fit_temperature
 
 log = logging.getLogger(__name__)
 
@@ -98,9 +102,14 @@ class TrainingResult:
             f"  validation accuracy  {metadata.metrics['holdout_accuracy']:.4f} "
             "(chose the epoch)",
             f"  test accuracy        {metadata.metrics['test_accuracy']:.4f} "
-            f"({self.test_images} images that chose nothing)",
+            f"({self.test_images} images that chose nothing), top-{self.evaluation.top_k} "
+            f"{self.evaluation.top_k_accuracy:.4f}",
+            f"  test calibration     ECE {self.evaluation.ece:.4f} as scored, "
+            f"{self.evaluation.scaled_ece:.4f} at temperature "
+            f"{self.evaluation.temperature:g} (fitted on validation)",
             f"  evaluation           {metadata.uri}/{EVALUATION_FILE}, "
-            f"{metadata.uri}/{CONFUSION_PLOT}, {metadata.uri}/{CURVES_PLOT}",
+            f"{metadata.uri}/{CONFUSION_PLOT}, {metadata.uri}/{RELIABILITY_PLOT}, "
+            f"{metadata.uri}/{CURVES_PLOT}",
         ]
 
 
@@ -226,7 +235,9 @@ def _train_and_export(spark: SparkSession, config: Config, data: _LabeledData,
             resume=resume)
         trained = _train(spark, plan, train_data, holdout_data, training.workers)
         model = _load_model(trained[0].model_bytes, work)
-        evaluation = _evaluate(model, test_data, feed, data.classes)
+        temperature = fit_temperature(*_scores(model, holdout_data, feed))
+        labels, scores = _scores(model, test_data, feed)
+        evaluation = evaluate(labels, scores, data.classes, temperature)
         sizes = (len(train_data), len(holdout_data), len(test_data))
     finally:
         for split in splits:
@@ -303,6 +314,10 @@ def _metadata(training: TrainingConfig, classes: tuple[str, ...], feed: FeedSpec
         input_height=training.input_height, input_width=training.input_width,
         channels=feed.shape[2], preprocessing=PREPROCESSING[training.base], classes=classes,
         metrics={"test_accuracy": evaluation.accuracy,
+                 "test_top_k": evaluation.top_k,
+                 "test_top_k_accuracy": evaluation.top_k_accuracy,
+                 "test_ece": evaluation.ece, "temperature": evaluation.temperature,
+                 "test_ece_at_temperature": evaluation.scaled_ece,
                  "holdout_accuracy": state.history["val_accuracy"][state.best_epoch - 1],
                  "holdout_loss": state.best_val_loss,
                  "train_images": sizes[0], "holdout_images": sizes[1], "test_images": sizes[2]},
@@ -335,13 +350,14 @@ def _train(spark: SparkSession, plan: TrainingPlan, train_data, holdout_data,
     return train_on_executors(spark, plan, train_data, holdout_data, workers)
 
 
-def _evaluate(model, test_data, feed: FeedSpec, classes: tuple[str, ...]) -> Evaluation:
-    """The test split's figures for `model`."""
+def _scores(model, split, feed: FeedSpec):
+    """The class indices (n,) and `model`'s scores (n, classes) of the images of `split` (a
+    petastorm converter), as NumPy arrays."""
     import numpy as np
 
-    labels, predicted = [], []
-    with tf_batches(test_data, feed, training=False) as test_ds:
-        for images, batch_labels, _ in test_ds:
+    labels, scores = [], []
+    with tf_batches(split, feed, training=False) as batches:
+        for images, batch_labels, _ in batches:
             labels.append(batch_labels.numpy())
-            predicted.append(np.argmax(model(images, training=False).numpy(), axis=1))
-    return evaluate(np.concatenate(labels), np.concatenate(predicted), classes)
+            scores.append(model(images, training=False).numpy())
+    return np.concatenate(labels), np.concatenate(scores)
