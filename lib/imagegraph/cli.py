@@ -20,7 +20,7 @@ import yaml
 
 from imagegraph import __version__
 from imagegraph.config import Config, load_config
-from imagegraph.errors import JobError
+from imagegraph.errors import JobError, cluster_failure
 from imagegraph.logs import JSON, LOG_FORMAT_ENV, LOG_FORMATS, TEXT, formatter
 from imagegraph.sections import parse_override
 from imagegraph.storage.selection import INVENTORY, MANIFEST, PREFIX, InputSource, Shard
@@ -364,15 +364,19 @@ def config_yaml(config: Config) -> str:
 
 
 def run_job(name: str, body: Callable[[], int]) -> int:
-    """Run `body`; a `JobError` becomes `<name>: error: <message>` on stderr and exit code 2,
-    any other exception its traceback, `<name>: crashed: ...` and exit code 4, so a crash is
-    never taken for exit 1 (counts that do not reconcile)."""
+    """Run `body`; a `JobError` or a cluster failure the user can act on (`cluster_failure`)
+    becomes `<name>: error: <message>` on stderr and exit code 2, any other exception its
+    traceback, `<name>: crashed: ...` and exit code 4, so a crash is never taken for exit 1
+    (counts that do not reconcile)."""
     try:
         return body()
     except JobError as exc:
         print(f"{name}: error: {exc}", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - the job's last word on anything unexpected
+        if explained := cluster_failure(exc):
+            print(f"{name}: error: {explained}", file=sys.stderr)
+            return 2
         traceback.print_exc()
         print(f"{name}: crashed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return CRASHED

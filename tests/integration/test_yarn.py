@@ -9,6 +9,8 @@ unpacked by YARN (dev/cluster_jobs.py), over 21 objects in the test S3:
 - a driver that fails is not attempted again: one attempt, FAILED, and the job's one-line error
   in the container's stdout; this run with `python_env: node_archive` (the environment
   unpacked beforehand as the bootstrap action does, nothing shipped);
+- an executor whose container outgrows its memory is killed by YARN, and the run stops with one
+  line that says so, in its output and in its failed report;
 - training's petastorm cache at an `hdfs://` URI (conf/emr.yaml's) is written and read back
   through WebHDFS at the NameNode's HTTP address.
 
@@ -16,6 +18,7 @@ Needs build/package (`make package`) and build/hadoop (`make yarn-jars`); `make 
 """
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -61,14 +64,15 @@ def yarn_input(s3, dataset):
 
 
 def submit_infer(yarn, endpoints, work_dir: Path, input_uri: str, output: str,
-                 node_env_dir: Path | None = None) -> tuple[int, str, str]:
+                 node_env_dir: Path | None = None, spark_options: tuple = ()
+                 ) -> tuple[int, str, str]:
     """Run the rendered infer step on `yarn` in cluster mode (with `node_env_dir`, as
-    `python_env: node_archive` renders it); return (spark-submit's exit code, its output, the
-    application's id)."""
+    `python_env: node_archive` renders it; `spark_options` last); return (spark-submit's exit
+    code, its output, the application's id)."""
     submission = cluster_jobs.yarn_submission(
         yarn, "infer", {"input": input_uri, "model": MODEL_URI, "output": output}, work_dir,
         endpoints.env(), ("--partitions", "2", "--progress-interval", "5"),
-        node_env_dir=node_env_dir)
+        spark_options=spark_options, node_env_dir=node_env_dir)
     log = work_dir / "spark-submit.log"
     proc = submission.run(log)
     try:
@@ -142,12 +146,17 @@ def test_the_report_reconciles_and_outputs_equal_a_local_run(yarn_run, spark, co
         [f"s3://{BUCKET}/yarn/input/{sample_images.CORRUPT_KEY}"]
 
 
-def test_a_failed_driver_is_not_attempted_again(yarn, endpoints, trained_model, yarn_run,
-                                                 tmp_path_factory):
+@pytest.fixture(scope="module")
+def node_env_dir(yarn) -> Path:
     """With `python_env: node_archive`: the environment unpacked once beforehand, as the
     bootstrap action does on every node, and named by the rendered step; nothing shipped."""
-    node_env_dir = Path(yarn.run_dir) / "environment"
-    cluster_jobs.unpack_node_env(cluster_jobs.PACKAGE_DIR, node_env_dir)
+    unpacked = Path(yarn.run_dir) / "environment"
+    cluster_jobs.unpack_node_env(cluster_jobs.PACKAGE_DIR, unpacked)
+    return unpacked
+
+
+def test_a_failed_driver_is_not_attempted_again(yarn, endpoints, trained_model, yarn_run,
+                                                 node_env_dir, tmp_path_factory):
     code, log, application_id = submit_infer(
         yarn, endpoints, tmp_path_factory.mktemp("failed"), "s3a://no-such-bucket/images/",
         f"s3a://{BUCKET}/yarn/failed", node_env_dir)
@@ -173,3 +182,28 @@ def test_an_hdfs_cache_is_written_and_read_back_through_webhdfs(yarn, spark, con
     assert parent == f"webhdfs://{http_address}/tmp/imagegraph-petastorm"
     (labels,) = read_each_pass(spark, config, parent, passes=1)
     assert sorted(labels) == list(range(97))
+
+
+def test_an_executor_over_its_memory_is_killed_and_the_run_says_so_in_one_line(
+        yarn, endpoints, trained_model, yarn_input, node_env_dir, s3, tmp_path_factory):
+    # 512 MiB of heap and 1 MiB of overhead: a 640 MiB container (YARN rounds up to 128 MiB),
+    # which the executor's JVM and a Python worker holding TensorFlow and the model outgrow;
+    # one task failure ends the job (EMR's default, 4, repeats the same kill 4 times)
+    output = f"s3a://{BUCKET}/yarn/killed"
+    code, log, application_id = submit_infer(
+        yarn, endpoints, tmp_path_factory.mktemp("killed"), INPUT, output, node_env_dir,
+        spark_options=("--executor-memory", "512m", "--conf", "spark.executor.memoryOverhead=1m",
+                       "--conf", "spark.task.maxFailures=1"))
+    assert code != 0
+    assert "User application exited with status 2" in final_report(log)["diagnostics"]
+    expected = (r"YARN killed a Spark executor for exceeding its container's physical memory "
+                r"limit \([0-9.]+ [KMG]?B of [0-9.]+ [KMG]?B physical memory used\); the "
+                r"Python workers' memory counts in spark.executor.memoryOverhead: raise it, or "
+                r"lower inference.batch_size")
+    errors = [line for line in driver_output(yarn, application_id, "stdout").splitlines()
+              if line.startswith("infer.py: ")]
+    assert len(errors) == 1 and re.fullmatch("infer.py: error: " + expected, errors[0]), errors
+    (report_key,) = [item["Key"] for item in s3.list_objects_v2(
+        Bucket=BUCKET, Prefix="yarn/killed/_reports/")["Contents"]]
+    report = json.loads(s3.get_object(Bucket=BUCKET, Key=report_key)["Body"].read())
+    assert report["status"] == "failed" and re.fullmatch(expected, report["stop"]), report

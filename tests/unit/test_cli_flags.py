@@ -166,6 +166,26 @@ def test_a_job_error_is_exit_2_and_one_line(capsys):
                                        "name a YAML file\n")
 
 
+def test_an_executor_killed_by_yarn_for_memory_is_exit_2_and_one_line(capsys):
+    # the failed job's message as py4j carries it, trimmed of its stack frames
+    failure = ("An error occurred while calling o212.parquet.\n"
+               ": org.apache.spark.SparkException: Job aborted due to stage failure: Task 0 in "
+               "stage 4.0 failed 1 times, most recent failure: Lost task 0.0 in stage 4.0 (TID "
+               "7) (127.0.0.1 executor 2): ExecutorLostFailure (executor 2 exited caused by one "
+               "of the running tasks) Reason: Container killed by YARN for exceeding physical "
+               "memory limits. 1.1 GB of 1 GB physical memory used. Consider boosting "
+               "spark.executor.memoryOverhead.\n\tat org.apache.spark.scheduler.DAGScheduler")
+
+    def body() -> int:
+        raise RuntimeError(failure)
+
+    assert run_job("infer.py", body) == 2
+    assert capsys.readouterr().err == (
+        "infer.py: error: YARN killed a Spark executor for exceeding its container's physical "
+        "memory limit (1.1 GB of 1 GB physical memory used); the Python workers' memory counts "
+        "in spark.executor.memoryOverhead: raise it, or lower inference.batch_size\n")
+
+
 def test_print_config_shows_overrides_and_masks_secrets():
     args = infer_parser().parse_args(INFER_REQUIRED + ["--print-config", "--top-k", "7",
         "--set", "spark.conf.spark.ui.enabled=true"])

@@ -27,7 +27,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from imagegraph.config import Config
-from imagegraph.errors import JobError
+from imagegraph.errors import JobError, cluster_failure
 from imagegraph.graph.bulk_load import bulk_load_predictions
 from imagegraph.graph.connection import with_resolved_region
 from imagegraph.graph.load import count_run_images, load_predictions, write_model
@@ -170,7 +170,8 @@ def _write_failed_report(spark: SparkSession, report: RunReport, error: BaseExce
     """Write `report` marked failed, `stop` the first line of `error`, with the rows the run
     committed before it, read back; a failure to do so is logged, the run's own error is the
     one raised."""
-    line = str(error) if isinstance(error, JobError) else f"{type(error).__name__}: {error}"
+    line = (str(error) if isinstance(error, JobError)
+            else cluster_failure(error) or f"{type(error).__name__}: {error}")
     report.status, report.stop = FAILED, (line.strip().splitlines() or [type(error).__name__])[0]
     try:
         report.committed_predictions, report.committed_dead_letters = committed_rows(
