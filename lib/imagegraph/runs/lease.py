@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Callable, Iterator
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -331,6 +331,35 @@ class RunLease:
                         float(self._body["ttl_s"]), exc)
 
 
+def lease_directory(output_uri: str, model_tag: str) -> str:
+    """Where the leases of `model_tag`'s shards under `output_uri` are:
+    `<output>/_leases/<model name@version>` (the tag percent-quoted but its `@`)."""
+    return f"{output_uri.rstrip('/')}/{LEASES_DIR}/{quote(model_tag, safe='@')}"
+
+
+def lease_models(output_uri: str, s3: S3Config) -> list[str]:
+    """The model tags with a lease directory under `output_uri`, sorted."""
+    names = lease_store(f"{output_uri.rstrip('/')}/{LEASES_DIR}", s3).names()
+    return sorted({unquote(name.split("/", 1)[0]) for name in names})
+
+
+def lease_holders(output_uri: str, s3: S3Config) -> set[str]:
+    """The run ids that the lease objects under `output_uri` name, of every model and shard,
+    live or expired: every run that may still be working there. A run whose lease no object
+    names (deleted when it ended, or taken over or ended by another run once expired) never
+    commits again: its next renewal is in conflict, and it holds the lease for a third of the
+    TTL less than the lease lives."""
+    holders = set()
+    for model in lease_models(output_uri, s3):
+        store = lease_store(lease_directory(output_uri, model), s3)
+        for name in store.names():
+            if name.endswith(".json"):
+                lease = store.read(name)
+                if lease is not None:
+                    holders.add(str(lease.body.get("run_id")))
+    return holders
+
+
 def take_lease(output_uri: str, model_tag: str, shard: Shard | None, run_id: str,
                ttl_s: float, s3: S3Config,
                clock: Callable[[], float] = time.monotonic) -> RunLease:
@@ -338,7 +367,7 @@ def take_lease(output_uri: str, model_tag: str, shard: Shard | None, run_id: str
     at a time, held as timed by `clock` (monotonic seconds); `JobError` naming the holder when
     a live lease of another run covers any of its objects, or when the store cannot be
     reached."""
-    directory = f"{output_uri.rstrip('/')}/{LEASES_DIR}/{quote(model_tag, safe='@')}"
+    directory = lease_directory(output_uri, model_tag)
     store, name = lease_store(directory, s3), shard_name(shard) + ".json"
     body = {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid(),
             "output": output_uri, "model": model_tag, "shard": str(shard) if shard else "",
