@@ -28,7 +28,8 @@ objects: two runs of overlapping shards that start at the same moment may both s
 and both be refused, never both admitted. A run admitted beside an expired lease of an
 overlapping shard deletes it (conditionally on the version it read), so that lease's holder, if
 it still runs, finds its next renewal in conflict and stops as if its own shard had been taken
-over.
+over. A run that no lease object names any more therefore never commits again: an inference
+run removes the staging areas of such runs (`lease_holders`).
 """
 from __future__ import annotations
 
