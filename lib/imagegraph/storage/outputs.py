@@ -120,8 +120,8 @@ def staging_uri(output_uri: str, run_id: str) -> str:
     """Where run `run_id` keeps what it computed once and reads many times: the objects it
     selected, those left to do, and each chunk's classification results and graph outcome.
     Spark never recomputes those from S3 or the listing. The run removes it when it ends
-    (`remove_staging`); a run killed midway leaves it behind, for a later run to remove
-    of the job)."""
+    (`remove_staging`); a run killed midway leaves it behind, for a later inference run to
+    remove once no lease names the killed run (`staged_runs`)."""
     return f"{output_uri}/{STAGING_DIR}/{run_id}"
 
 
