@@ -219,18 +219,23 @@ def test_a_second_run_of_a_shard_in_progress_exits_2_and_another_shard_runs(
 
 
 def test_the_next_run_takes_over_the_lease_of_a_killed_run(spark, config, trained_model, s3):
+    """And removes the killed run's staging area, as its own, through s3a."""
     _, held_out = sample_images.digit_images(limit=12)
     put_objects(s3, BUCKET, "takeover/in/", dict(list(held_out.items())[:2]))
     output = f"s3a://{BUCKET}/takeover/results"
+    staging = "takeover/results/_staging/"
     holder = start_holder(output, 3.0, "kill", config)
     assert holder.wait(30) == -signal.SIGKILL
     assert lease_files(output, s3)["0-of-2.json"]["run_id"] == "holder-run"
+    s3.put_object(Bucket=BUCKET, Key=f"{staging}holder-run/selected/part-0.parquet", Body=b"x")
     time.sleep(4.5)
     quiet = replace(config, graph=replace(config.graph, enabled=False))
     report = run_inference(spark, quiet, InputSource(PREFIX, f"s3a://{BUCKET}/takeover/in/"),
                            MODEL_URI, output, shard=Shard(0, 2))
     assert report.reconciles()
     assert lease_files(output, s3) == {}
+    left = s3.list_objects_v2(Bucket=BUCKET, Prefix=staging).get("Contents", [])
+    assert [item["Key"] for item in left if item["Key"] != staging] == []  # s3a's marker aside
 
 
 def test_a_run_whose_lease_renewals_fail_stops_commits_nothing_more_and_reports_failed(

@@ -3,6 +3,10 @@ float32 and its fallbacks, on small fixed-weight models (no Spark, no servers); 
 measures alone are in test_answer_check."""
 import json
 import logging
+import os
+import pickle
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -266,3 +270,38 @@ def test_precision_line_says_what_ran_and_why():
     report.precision, report.int8_fallback = FLOAT32, "the int8 conversion failed: X"
     assert precision_line(report) == ("  precision            float32 (int8 not used: the int8 "
                                       "conversion failed: X)")
+
+
+# In a new interpreter with TMPDIR set by the test: the int8 conversion and check as the driver
+# runs them, then a model load as a Python worker does, each followed by the temporary
+# directory's entries; then the process ends as Spark's Python workers do, with os._exit, so
+# nothing registered with atexit runs.
+_LOAD_AND_EXIT = """
+import os, pickle, sys, tempfile
+from imagegraph.infer.precision import quantize_and_check
+from imagegraph.model.cache import ModelCache
+
+files, metadata, settings, sample, bounds = pickle.loads(sys.stdin.buffer.read())
+assert quantize_and_check(files, metadata, settings, sample, bounds).precision == "int8"
+print(sorted(os.listdir(tempfile.gettempdir())), flush=True)
+ModelCache().get(metadata, files, 4, runtime="tensorflow")
+print(sorted(os.listdir(tempfile.gettempdir())), flush=True)
+os._exit(0)
+"""
+
+
+def test_the_int8_check_and_a_model_load_leave_no_temporary_file(brightness_files, tmp_path):
+    """Each used to leave AutoGraph's generated files (`__autograph_generated_file*.py`)
+    until a normal exit, and a worker's for good."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    sample = CalibrationSample(levels(*range(0, 256, 16)), levels(*range(0, 256, 5)), None,
+                               INPUT)
+    child = subprocess.run(
+        [sys.executable, "-c", _LOAD_AND_EXIT],
+        input=pickle.dumps((brightness_files, BRIGHTNESS, SETTINGS, sample, BOUNDS)),
+        env={**os.environ, "TMPDIR": str(scratch), "TF_CPP_MIN_LOG_LEVEL": "2"},
+        capture_output=True, timeout=300)
+    assert child.returncode == 0, child.stderr.decode()[-3000:]
+    assert child.stdout.decode().splitlines() == ["[]", "[]"]
+    assert os.listdir(scratch) == []

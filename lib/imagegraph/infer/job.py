@@ -39,7 +39,7 @@ from imagegraph.model.artifact import ModelMetadata
 from imagegraph.model.store import read_model_artifact
 from imagegraph.runs.figures import RunFigures
 from imagegraph.runs.ids import new_run_id
-from imagegraph.runs.lease import RunLease, take_lease
+from imagegraph.runs.lease import RunLease, lease_holders, take_lease
 from imagegraph.runs.metrics import run_metrics
 from imagegraph.runs.progress import ProgressCounters, ProgressLogger
 from imagegraph.runs.report import FAILED, SUCCEEDED, RunReport
@@ -48,11 +48,14 @@ from imagegraph.storage.object_reader import ReaderSettings
 from imagegraph.storage.outputs import (
     DEAD_LETTER_DIR,
     PREDICTIONS_DIR,
+    STAGING_DIR,
     committed_rows,
     done_uris,
+    remove_staging,
     report_uri,
     run_rows_uri,
     split_done,
+    staged_runs,
     staging_uri,
     write_dead_letters,
     write_predictions,
@@ -113,6 +116,7 @@ def run_inference(spark: SparkSession, config: Config, source: InputSource, mode
         # one run per (output, model, shard) at a time, from before what is done is read
         with take_lease(output_uri, metadata.tag, shard, report.run_id, config.run.lease_ttl_s,
                         config.s3) as lease:
+            _remove_stale_staging(spark, config, report)
             try:
                 _run_chunks(spark, config, source, shard, resume, metadata, model_files, report,
                             started_at, started, lease, figures)
@@ -121,6 +125,8 @@ def run_inference(spark: SparkSession, config: Config, source: InputSource, mode
                 if report.chunks:  # it had planned its chunks: one may be committed
                     _write_failed_report(spark, report, exc)
                 raise
+            finally:  # succeeded or failed; a killed run's is left to a later run
+                remove_staging(spark, staging_uri(output_uri, report.run_id))
         report.status = SUCCEEDED
         report.elapsed_s = time.monotonic() - started
         figures.finish(spark)
@@ -163,7 +169,29 @@ def _run_chunks(spark: SparkSession, config: Config, source: InputSource, shard:
     finally:
         broadcast.unpersist()
     _read_back(spark, config, report)
-    hadoop_fs.delete(spark, staging)
+
+
+def _remove_stale_staging(spark: SparkSession, config: Config, report: RunReport) -> None:
+    """Remove the staging areas under the run's output of earlier inference runs that no
+    lease names (killed, or their removal failed), with one log line; a failure to is logged,
+    and the run goes on. Such a run never commits again (`lease_holders`); a run takes its
+    lease before it stages anything, so the areas are listed before the leases are read:
+    a run that starts meanwhile is either not listed or holds a lease by then."""
+    try:
+        staged = staged_runs(spark, report.output_uri)
+        holders = lease_holders(report.output_uri, config.s3) if staged else set()
+        stale = [run_id for run_id in staged
+                 if run_id not in holders and run_id != report.run_id]
+    except Exception as exc:  # a housekeeping step: never what stops a run
+        log.warning("run %s: could not look for staging areas of earlier runs: %s: %s",
+                    report.run_id, type(exc).__name__, exc)
+        return
+    removed = [run_id for run_id in stale
+               if remove_staging(spark, staging_uri(report.output_uri, run_id))]
+    if removed:
+        log.info("run %s: removed the staging areas of %d earlier run(s) that no lease names "
+                 "under %s/%s: %s", report.run_id, len(removed), report.output_uri,
+                 STAGING_DIR, ", ".join(removed))
 
 
 def _write_failed_report(spark: SparkSession, report: RunReport, error: BaseException) -> None:

@@ -46,7 +46,12 @@ from imagegraph.graph.writer import GraphWriter, RequestFailed, WriterStopped, W
 from imagegraph.link.pairs import Pairs, latest_rows, near_duplicates, similar_images
 from imagegraph.runs.ids import new_run_id
 from imagegraph.storage import hadoop_fs
-from imagegraph.storage.outputs import PREDICTIONS_DIR, REPORTS_DIR, staging_uri
+from imagegraph.storage.outputs import (
+    PREDICTIONS_DIR,
+    REPORTS_DIR,
+    link_staging_uri,
+    remove_staging,
+)
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +115,18 @@ def run_link(spark: SparkSession, config: Config, output_uri: str, model_tag: st
                    & _finished_runs(spark, output_uri)) - linked)
     if not runs:
         return report
-    staging = staging_uri(output_uri, f"link-{report.link_id}")
+    staging = link_staging_uri(output_uri, report.link_id)
+    try:
+        _link(spark, config, output_uri, model_tag, predictions, runs, staging, report)
+    finally:  # succeeded or failed; a killed link run's stays (no lease tells it ended)
+        remove_staging(spark, staging)
+    report.elapsed_s = time.monotonic() - started
+    return report
+
+
+def _link(spark: SparkSession, config: Config, output_uri: str, model_tag: str,
+          predictions: DataFrame, runs: list[str], staging: str, report: LinkReport) -> None:
+    """Link the images of `runs` through copies under `staging`; mark the runs linked."""
     latest_rows(predictions).write.parquet(f"{staging}/every")
     every = spark.read.parquet(f"{staging}/every")
     every.where(F.col("run_id").isin(runs)).write.parquet(f"{staging}/new")
@@ -131,9 +147,6 @@ def run_link(spark: SparkSession, config: Config, output_uri: str, model_tag: st
         hadoop_fs.write_text(spark, f"{_linked_uri(output_uri, model_tag)}/{run}",
                              json.dumps({"link_id": report.link_id}) + "\n")
     report.runs_linked = tuple(runs)
-    hadoop_fs.delete(spark, staging)
-    report.elapsed_s = time.monotonic() - started
-    return report
 
 
 def _predictions(spark: SparkSession, output_uri: str, model_tag: str) -> DataFrame:

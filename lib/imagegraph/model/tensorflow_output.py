@@ -1,4 +1,5 @@
-"""TensorFlow's own output kept out of the job's logs, on the driver and in every Python worker.
+"""TensorFlow's own output kept out of the job's logs and temporary directory, on the driver
+and in every Python worker.
 
 A TensorFlow Lite conversion of a Keras model exports it first, and Keras prints the export:
 every endpoint and every captured tensor (`Captures:` and a `TensorSpec(...)` line per
@@ -14,6 +15,13 @@ prints nothing (its interactive logging is off for the calling thread), and what
 writes to file descriptor 2 meanwhile is captured, then written back without those INFO and
 WARNING lines and banners. Everything else (an ERROR or FATAL line, a traceback, another
 thread's log record) is written back as it came, only later.
+
+AutoGraph writes the Python source of each function it converts to a file in the temporary
+directory (`__autograph_generated_file*.py`), imports it, and deletes it only when the
+interpreter exits normally, which Spark's Python workers never do (they end with `os._exit` or
+a signal), nor a killed driver: every worker that loaded a model left 3 to 5 of them behind.
+`remove_autograph_sources()` deletes those already imported; `quiet_tensorflow()` calls it at
+its end, and training at the end of each worker's training.
 """
 from __future__ import annotations
 
@@ -30,6 +38,22 @@ _NOISE = re.compile(r"^(?:[IW]\d{4} [\d:.]+ +\d+ \S+:\d+\] "
                     r"|INFO: Created TensorFlow Lite XNNPACK delegate )")
 
 
+AUTOGRAPH_MODULE_PREFIX = "__autograph_generated_file"
+"""How AutoGraph's generated modules, and their files, are named."""
+
+
+def remove_autograph_sources() -> None:
+    """Delete the files of AutoGraph's generated modules imported in this process (only
+    imported ones: another thread may be writing one to import it). The converted functions
+    stay loaded; a traceback through them shows no source lines."""
+    for name, module in list(sys.modules.items()):
+        path = getattr(module, "__file__", None) if name.startswith(AUTOGRAPH_MODULE_PREFIX) \
+            else None
+        if path:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(path)
+
+
 def without_noise(text: str) -> str:
     """`text` (what was written to stderr) without TensorFlow's INFO and WARNING lines and
     banners."""
@@ -39,7 +63,8 @@ def without_noise(text: str) -> str:
 @contextlib.contextmanager
 def quiet_tensorflow():
     """Within the block: no Keras printing in this thread, and file descriptor 2 captured and
-    written back through `without_noise` at the end (also when the block raises). TensorFlow's
+    written back through `without_noise` at the end (also when the block raises), then
+    AutoGraph's files removed (`remove_autograph_sources`). TensorFlow's
     start-up banners are its INFO lines: off (TF_CPP_MIN_LOG_LEVEL 1, unless set) when this
     first imports it."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "1")
@@ -64,3 +89,4 @@ def quiet_tensorflow():
             if kept:
                 sys.stderr.write(kept)
                 sys.stderr.flush()
+            remove_autograph_sources()

@@ -28,7 +28,8 @@ objects: two runs of overlapping shards that start at the same moment may both s
 and both be refused, never both admitted. A run admitted beside an expired lease of an
 overlapping shard deletes it (conditionally on the version it read), so that lease's holder, if
 it still runs, finds its next renewal in conflict and stops as if its own shard had been taken
-over.
+over. A run that no lease object names any more therefore never commits again: an inference
+run removes the staging areas of such runs (`lease_holders`).
 """
 from __future__ import annotations
 
@@ -46,7 +47,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from typing import Callable, Iterator
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -331,6 +332,35 @@ class RunLease:
                         float(self._body["ttl_s"]), exc)
 
 
+def lease_directory(output_uri: str, model_tag: str) -> str:
+    """Where the leases of `model_tag`'s shards under `output_uri` are:
+    `<output>/_leases/<model name@version>` (the tag percent-quoted but its `@`)."""
+    return f"{output_uri.rstrip('/')}/{LEASES_DIR}/{quote(model_tag, safe='@')}"
+
+
+def lease_models(output_uri: str, s3: S3Config) -> list[str]:
+    """The model tags with a lease directory under `output_uri`, sorted."""
+    names = lease_store(f"{output_uri.rstrip('/')}/{LEASES_DIR}", s3).names()
+    return sorted({unquote(name.split("/", 1)[0]) for name in names})
+
+
+def lease_holders(output_uri: str, s3: S3Config) -> set[str]:
+    """The run ids that the lease objects under `output_uri` name, of every model and shard,
+    live or expired: every run that may still be working there. A run whose lease no object
+    names (deleted when it ended, or taken over or ended by another run once expired) never
+    commits again: its next renewal is in conflict, and it holds the lease for a third of the
+    TTL less than the lease lives."""
+    holders = set()
+    for model in lease_models(output_uri, s3):
+        store = lease_store(lease_directory(output_uri, model), s3)
+        for name in store.names():
+            if name.endswith(".json"):
+                lease = store.read(name)
+                if lease is not None:
+                    holders.add(str(lease.body.get("run_id")))
+    return holders
+
+
 def take_lease(output_uri: str, model_tag: str, shard: Shard | None, run_id: str,
                ttl_s: float, s3: S3Config,
                clock: Callable[[], float] = time.monotonic) -> RunLease:
@@ -338,7 +368,7 @@ def take_lease(output_uri: str, model_tag: str, shard: Shard | None, run_id: str
     at a time, held as timed by `clock` (monotonic seconds); `JobError` naming the holder when
     a live lease of another run covers any of its objects, or when the store cannot be
     reached."""
-    directory = f"{output_uri.rstrip('/')}/{LEASES_DIR}/{quote(model_tag, safe='@')}"
+    directory = lease_directory(output_uri, model_tag)
     store, name = lease_store(directory, s3), shard_name(shard) + ".json"
     body = {"run_id": run_id, "host": socket.gethostname(), "pid": os.getpid(),
             "output": output_uri, "model": model_tag, "shard": str(shard) if shard else "",

@@ -24,12 +24,17 @@ import json
 import sys
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
-from urllib.parse import quote, unquote
 
 from imagegraph.cli import prog_name
 from imagegraph.config import S3Config, load_config
 from imagegraph.errors import JobError
-from imagegraph.runs.lease import LEASES_DIR, StoredLease, lease_store, shard_name
+from imagegraph.runs.lease import (
+    StoredLease,
+    lease_directory,
+    lease_models,
+    lease_store,
+    shard_name,
+)
 from imagegraph.runs.report import FAILED as FAILED_RUN
 from imagegraph.runs.report import images_per_s
 from imagegraph.storage.outputs import REPORTS_DIR
@@ -201,9 +206,9 @@ def read_status(output_uri: str, model_tag: str | None, s3: S3Config) -> Backfil
     leases: dict[tuple[str, str], StoredLease] = {}
     models = [model_tag] if model_tag else sorted(
         {str(r.get("model")) for r in reports}
-        | set(_lease_models(output_uri, s3)))
+        | set(lease_models(output_uri, s3)))  # a running first run has no report yet
     for model in models:
-        store = lease_store(f"{output_uri}/{LEASES_DIR}/{quote(model, safe='@')}", s3)
+        store = lease_store(lease_directory(output_uri, model), s3)
         for name in store.names():
             if name.endswith(".json"):
                 lease = store.read(name)
@@ -214,13 +219,6 @@ def read_status(output_uri: str, model_tag: str | None, s3: S3Config) -> Backfil
                        + (f" of {model_tag}" if model_tag else "")
                        + " under it; is this a job's --output?")
     return summarize(reports, leases)
-
-
-def _lease_models(output_uri: str, s3: S3Config) -> list[str]:
-    """The models with a lease directory under the output (a running first run has no
-    report yet)."""
-    names = lease_store(f"{output_uri}/{LEASES_DIR}", s3).names()
-    return sorted({unquote(name.split("/", 1)[0]) for name in names})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -55,6 +55,16 @@ def list_files(spark: SparkSession, uri: str) -> list[str]:
     return sorted(names)
 
 
+def list_directories(spark: SparkSession, uri: str) -> list[str]:
+    """The names of the directories directly under `uri` (S3: its common prefixes), sorted;
+    empty when `uri` does not exist."""
+    fs, path = _fs_and_path(spark, uri)
+    if not fs.exists(path):
+        return []
+    return sorted(str(status.getPath().getName()) for status in fs.listStatus(path)
+                  if status.isDirectory())
+
+
 def _copy(spark: SparkSession, source_uri: str, target_uri: str) -> None:
     # FileUtil.copy streams between any two file systems; S3A's own copyFromLocalFile
     # rejects local paths it cannot relativise ("Cannot get relative path").

@@ -9,7 +9,9 @@
     <output>/_reports/<run>.json         the run report
     <output>/_reports/<run>.png          its picture (`runs.picture`)
     <output>/_staging/<run>/             the run's working copies (see `staging_uri`), removed
-                                          when the run ends
+                                          when the run ends, succeeded or failed; a killed
+                                          run's by a later run
+    <output>/_staging/link-<link run>/   a link run's, removed when it ends
 
 Runs append, so one location holds every run of a backfill, and `done_uris` tells `--resume`
 what earlier runs finished for a model and a graph, and of which version of each object
@@ -18,6 +20,7 @@ what earlier runs finished for a model and a graph, and of which version of each
 from __future__ import annotations
 
 import json
+import logging
 from datetime import datetime
 
 from pyspark.sql import DataFrame, SparkSession
@@ -25,10 +28,13 @@ from pyspark.sql import functions as F
 
 from imagegraph.storage import hadoop_fs
 
+log = logging.getLogger(__name__)
+
 PREDICTIONS_DIR = "predictions"
 DEAD_LETTER_DIR = "dead_letter"
 REPORTS_DIR = "_reports"
 STAGING_DIR = "_staging"
+LINK_STAGING_PREFIX = "link-"
 DEAD_LETTER_COLUMNS = ("uri", "etag", "stage", "reason", "retryable", "bytes", "model",
                        "recorded_at", "run_id")
 
@@ -113,9 +119,35 @@ def split_done(objects: DataFrame, done: DataFrame) -> tuple[DataFrame, DataFram
 def staging_uri(output_uri: str, run_id: str) -> str:
     """Where run `run_id` keeps what it computed once and reads many times: the objects it
     selected, those left to do, and each chunk's classification results and graph outcome.
-    Spark never recomputes those from S3 or the listing; a run killed midway leaves it behind,
-    and later runs ignore it."""
+    Spark never recomputes those from S3 or the listing. The run removes it when it ends
+    (`remove_staging`); a run killed midway leaves it behind, for a later inference run to
+    remove once no lease names the killed run (`staged_runs`)."""
     return f"{output_uri}/{STAGING_DIR}/{run_id}"
+
+
+def link_staging_uri(output_uri: str, link_id: str) -> str:
+    """Where link run `link_id` keeps its working copies: `<output>/_staging/link-<id>`."""
+    return staging_uri(output_uri, LINK_STAGING_PREFIX + link_id)
+
+
+def staged_runs(spark: SparkSession, output_uri: str) -> list[str]:
+    """The ids of the inference runs with a staging area under `output_uri`, sorted (link
+    runs' areas are not listed)."""
+    return [name for name in hadoop_fs.list_directories(spark, f"{output_uri}/{STAGING_DIR}")
+            if not name.startswith(LINK_STAGING_PREFIX)]
+
+
+def remove_staging(spark: SparkSession, uri: str) -> bool:
+    """Delete the staging area `uri` (`staging_uri`, `link_staging_uri`); False, with a
+    warning, when that fails (a later inference run removes an inference run's), so that the
+    run's own outcome or error stands."""
+    try:
+        hadoop_fs.delete(spark, uri)
+    except Exception as exc:  # the store or Spark itself may be what failed the run
+        log.warning("could not remove the staging area %s: %s: %s", uri, type(exc).__name__,
+                    exc)
+        return False
+    return True
 
 
 def committed_rows(spark: SparkSession, output_uri: str, run_id: str) -> tuple[int, int]:

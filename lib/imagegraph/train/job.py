@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -145,15 +144,13 @@ def run_training(spark: SparkSession, config: Config, input_uri: str, output_uri
     local working files (petastorm's cache when `training.cache_url` is unset, the weights
     and the export) are removed on every exit."""
     check_network(config.training)
-    work = tempfile.mkdtemp(prefix="imagegraph-training-")
-    try:
+    with tempfile.TemporaryDirectory(prefix="imagegraph-training-",
+                                     ignore_cleanup_errors=True) as work:
         data = _labeled_data(spark, config, input_uri)
         try:
             return _train_and_export(spark, config, data, output_uri, resume, work)
         finally:
             data.labeled.unpersist()
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 
+from imagegraph.model.tensorflow_output import remove_autograph_sources
 from imagegraph.train.backbones import build_classifier, freeze_backbone, unfreeze_top
 from imagegraph.train.checkpoints import BEST_MODEL, LAST_MODEL, CheckpointStore, TrainingState
 from imagegraph.train.data import FeedSpec, tf_batches
@@ -141,9 +142,13 @@ def train_model(plan: TrainingPlan, train_data, holdout_data, worker: int = 0,
     """Train per `plan` on the petastorm converters `train_data` (this worker reads shard
     `worker` of `workers`) and `holdout_data`. With `workers` > 1, TF_CONFIG must name them
     all (`train.distributed` sets it) and every worker must call this at once. Its local
-    checkpoint files are removed when it returns or fails."""
-    with tempfile.TemporaryDirectory(prefix="imagegraph-train-") as work:
-        return _train_model(plan, train_data, holdout_data, worker, workers, work)
+    checkpoint files, and AutoGraph's (`remove_autograph_sources`), are removed when it returns
+    or fails."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="imagegraph-train-") as work:
+            return _train_model(plan, train_data, holdout_data, worker, workers, work)
+    finally:
+        remove_autograph_sources()
 
 
 def _train_model(plan: TrainingPlan, train_data, holdout_data, worker: int, workers: int,
