@@ -4,9 +4,11 @@ moto's server cannot:
 - with `fail_every=k`, every k-th GET of an object is answered with 500 InternalError or 503
   SlowDown (alternately, starting with 500), with S3's XML error body, and never reaches the
   server;
-- with `key_statuses` ({'/bucket/key': status}), every GET of a chosen object is answered with
-  its status (403 AccessDenied, 404 NoSuchKey, 500 InternalError, 503 SlowDown) and S3's XML
-  error body, and never reaches the server; the mapping may be replaced while the proxy runs;
+- with `key_statuses` ({'/bucket/key': fault}), every GET of a chosen object is answered with
+  its fault, a status (403 AccessDenied, 404 NoSuchKey, 500 InternalError, 503 SlowDown) or
+  'InvalidObjectState' (403, as S3 answers a GET of an object archived in a Glacier storage
+  class), and S3's XML error body, and never reaches the server; the mapping may be replaced
+  while the proxy runs;
 - while `hold()` is in effect, GETs of objects (or of the chosen ones) wait (a stalled read)
   until `release()`.
 
@@ -14,7 +16,7 @@ Every other request is passed through unchanged.
 
     with S3FaultProxy("http://127.0.0.1:9090", fail_every=4) as proxy:
         ...  # point the s3a endpoint at proxy.endpoint
-    proxy.injected   # {500: n, 503: m}
+    proxy.injected   # {500: n, 503: m}: by fault
     proxy.gets       # {'/bucket/key': GETs seen}
 
 Deterministic (a counter, not a random draw), threaded, standard library only. Path-style
@@ -32,16 +34,18 @@ from urllib.parse import unquote, urlsplit
 HOST = "127.0.0.1"
 _HOP_BY_HOP = {"connection", "keep-alive", "proxy-connection", "transfer-encoding", "te",
                "trailer", "upgrade", "expect"}
-_ERRORS = {
-    403: ("AccessDenied", "Access Denied"),
-    404: ("NoSuchKey", "The specified key does not exist."),
-    500: ("InternalError", "We encountered an internal error. Please try again."),
-    503: ("SlowDown", "Please reduce your request rate."),
+_ERRORS: dict[int | str, tuple[int, str, str]] = {  # fault -> status, S3 code, message
+    403: (403, "AccessDenied", "Access Denied"),
+    404: (404, "NoSuchKey", "The specified key does not exist."),
+    500: (500, "InternalError", "We encountered an internal error. Please try again."),
+    503: (503, "SlowDown", "Please reduce your request rate."),
+    "InvalidObjectState": (403, "InvalidObjectState",
+                           "The operation is not valid for the object's storage class"),
 }
 
 
-def s3_error_body(status: int, resource: str, request_id: str) -> bytes:
-    code, message = _ERRORS[status]
+def s3_error_body(fault: int | str, resource: str, request_id: str) -> bytes:
+    _, code, message = _ERRORS[fault]
     return (f'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>{code}</Code>'
             f"<Message>{message}</Message><Resource>{resource}</Resource>"
             f"<RequestId>{request_id}</RequestId></Error>").encode()
@@ -55,11 +59,11 @@ def is_object_get(method: str, target: str) -> bool:
 
 class S3FaultProxy:
     """Listens on a free port of HOST; `endpoint` is its URL; `injected` counts the faults
-    by status, `object_gets` every object GET it saw (failed or passed), `gets` them by object
+    by fault, `object_gets` every object GET it saw (failed or passed), `gets` them by object
     path (unquoted), and `held` the GETs waiting for `release()` right now."""
 
     def __init__(self, upstream: str, fail_every: int | None = None,
-                 key_statuses: Mapping[str, int] | None = None):
+                 key_statuses: Mapping[str, int | str] | None = None):
         if fail_every is not None and fail_every < 2:
             raise ValueError("fail_every must be 2 or more, or no read would ever succeed")
         parts = urlsplit(upstream)
@@ -67,7 +71,7 @@ class S3FaultProxy:
         self.fail_every = fail_every
         self.key_statuses = dict(key_statuses or {})
         if set(self.key_statuses.values()) - set(_ERRORS):
-            raise ValueError(f"statuses must be among {sorted(_ERRORS)}")
+            raise ValueError(f"faults must be among {sorted(map(str, _ERRORS))}")
         self.injected: Counter = Counter()
         self.gets: Counter = Counter()
         self.object_gets = 0
@@ -95,8 +99,8 @@ class S3FaultProxy:
         """Let held and later GETs of objects through."""
         self._released.set()
 
-    def fault_for(self, method: str, target: str) -> int | None:
-        """Wait while held; then the status to fail this request with, or None to pass it."""
+    def fault_for(self, method: str, target: str) -> int | str | None:
+        """Wait while held; then the fault to fail this request with, or None to pass it."""
         if not is_object_get(method, target):
             return None
         path = unquote(urlsplit(target).path)
@@ -135,9 +139,9 @@ def _handler(proxy: S3FaultProxy) -> type[BaseHTTPRequestHandler]:
 
         def _relay(self) -> None:
             body = self._request_body()
-            status = proxy.fault_for(self.command, self.path)
-            if status is not None:
-                self._fail(status)
+            fault = proxy.fault_for(self.command, self.path)
+            if fault is not None:
+                self._fail(fault)
                 return
             upstream = http.client.HTTPConnection(*proxy.upstream, timeout=120)
             try:
@@ -173,10 +177,10 @@ def _handler(proxy: S3FaultProxy) -> type[BaseHTTPRequestHandler]:
                     self.rfile.readline()  # the CRLF after the chunk
             return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
-        def _fail(self, status: int) -> None:
+        def _fail(self, fault: int | str) -> None:
             request_id = f"FAULT{sum(proxy.injected.values()):08d}"
-            body = s3_error_body(status, urlsplit(self.path).path, request_id)
-            self.send_response(status)
+            body = s3_error_body(fault, urlsplit(self.path).path, request_id)
+            self.send_response(_ERRORS[fault][0])
             self.send_header("Content-Type", "application/xml")
             self.send_header("Content-Length", str(len(body)))
             self.send_header("x-amz-request-id", request_id)

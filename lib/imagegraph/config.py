@@ -95,7 +95,9 @@ class InferenceConfig:
     `int8_min_agreement` at 95% confidence (an exact binomial test: 700 images pass at 698
     agreeing), every top-k score within `int8_max_score_delta` of float32's and, when the run
     writes embeddings, each embedding's cosine similarity to float32's at least
-    `int8_min_embedding_cosine`; else the run falls back to float32)."""
+    `int8_min_embedding_cosine`; else the run falls back to float32). `max_attempts`: the runs
+    that may dead-letter an object (a version of it, for a model) whose dead letters are not
+    final before `--resume` skips it (see `imagegraph.dead_letters`)."""
 
     top_k: int = setting(3, positive())
     batch_size: int = setting(64, positive())
@@ -112,6 +114,7 @@ class InferenceConfig:
     int8_min_embedding_cosine: float = setting(0.999, between(-1, 1))
     int8_calibration_images: int = setting(200, positive())
     int8_check_images: int = setting(700, positive())
+    max_attempts: int = setting(3, positive())
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from gremlin_python.process.graph_traversal import __
 from gremlin_python.process.traversal import T
 from s3_objects import put_objects
 
+from imagegraph.dead_letters import REFUSED
 from imagegraph.infer import job as infer_job
 from imagegraph.infer.job import run_inference
 from imagegraph.model.artifact import METADATA_FILE
@@ -167,7 +168,7 @@ def test_a_row_the_graph_refuses_is_dead_lettered_and_written_on_resume(
         spark, config, trained_model, s3, graph, digits):
     """Edges of another label already hold every id the victim's classified_as edges could
     take, so the graph refuses its edge request: the victim alone is dead-lettered (stage
-    graph, retryable), absent from predictions/, counted; once the blockers are gone,
+    graph, refused: tried again), absent from predictions/, counted; once the blockers are gone,
     `--resume` writes it and nothing else."""
     graph.V().drop().iterate()
     prefix = "accounting/refused/"
@@ -188,7 +189,8 @@ def test_a_row_the_graph_refuses_is_dead_lettered_and_written_on_resume(
     assert (first.written, first.committed_dead_letters) == (11, 1)
     assert first.graph_images == 11  # the victim's vertex was written, none of its edges
     letters = spark.read.parquet(f"{output}/{DEAD_LETTER_DIR}").collect()
-    assert [(r["uri"], r["stage"], r["retryable"]) for r in letters] == [(victim, "graph", True)]
+    assert [(r["uri"], r["stage"], r["retry_class"], r["attempt"]) for r in letters] == [
+        (victim, "graph", REFUSED, 1)]
     predicted = {r["uri"] for r in spark.read.parquet(f"{output}/{PREDICTIONS_DIR}").collect()}
     assert victim not in predicted and len(predicted) == 11
 

@@ -26,6 +26,7 @@ from conftest import BUCKET, MODEL_URI
 from gremlin_python.process.graph_traversal import __
 from s3_objects import put_objects
 
+from imagegraph.dead_letters import FINAL
 from imagegraph.infer.job import run_inference
 from imagegraph.storage.selection import INVENTORY, MANIFEST, PREFIX, InputSource, Shard, shard_of
 
@@ -276,8 +277,8 @@ def test_two_shards_one_killed_midway_and_resumed(spark, config, trained_model, 
     assert len(by_run[killed_run]) == resumed.skipped_done
     assert by_run[first.run_id] | by_run[killed_run] | by_run[resumed.run_id] == set(uris)
     letters = spark.read.parquet(f"{OUT}/sharded/dead_letter").collect()
-    assert [(row["uri"], row["stage"], row["retryable"]) for row in letters] == [
-        (uri(sample_images.CORRUPT_KEY), "decode", False)]
+    assert [(row["uri"], row["stage"], row["retry_class"], row["attempt"])
+            for row in letters] == [(uri(sample_images.CORRUPT_KEY), "decode", FINAL, 1)]
 
     # the two finished runs' reports, as written under _reports/, cover every object
     reports = {report["run_id"]: report for report in read_reports(s3)}

@@ -10,6 +10,7 @@ from bad_images import Classified, DeadLettered
 from conftest import BUCKET, MODEL_URI
 from s3_objects import put_objects
 
+from imagegraph.dead_letters import FINAL
 from imagegraph.infer.job import run_inference
 from imagegraph.storage.outputs import DEAD_LETTER_DIR, PREDICTIONS_DIR
 from imagegraph.storage.selection import PREFIX as LISTING
@@ -62,6 +63,8 @@ def test_every_nonempty_bad_input_is_classified_or_dead_lettered_with_its_reason
                   if r["uri"] != EMPTY) == sorted(
         (uri, reason, "read" if reason.startswith("object is") else "decode")
         for uri, reason in dead.items())
+    # bad bytes are final: never tried again by --resume
+    assert {(r["retry_class"], r["attempt"]) for r in letters} == {(FINAL, 1)}
 
 
 def test_zero_byte_object_is_dead_lettered(corpus_run):

@@ -15,6 +15,7 @@ from gremlin_python.process.graph_traversal import __
 from gremlin_python.process.traversal import T
 from s3_objects import put_objects
 
+from imagegraph.dead_letters import REFUSED
 from imagegraph.graph.bulk_load import (
     Loader,
     LoaderJob,
@@ -138,7 +139,8 @@ def test_a_record_the_loader_rejects_is_dead_lettered_and_the_run_reconciles(
     assert report.reconciles(), report.disagreements()
     assert (report.listed, report.graph_written, report.graph_failed) == (20, 19, 1)
     dead = spark.read.parquet(f"{output}/dead_letter").collect()
-    assert [(row.uri, row.stage) for row in dead] == [(victim, "graph")]
+    assert [(row.uri, row.stage, row.retry_class) for row in dead] == [
+        (victim, "graph", REFUSED)]
     assert dead[0].reason.startswith("graph bulk load rejected the record: "
                                      "ID_ASSIGNED_TO_MULTIPLE_EDGES: ")
     assert graph.V().has_label("image").count().next() == 20

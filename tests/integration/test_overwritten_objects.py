@@ -14,6 +14,7 @@ import sample_images
 from conftest import MODEL_URI
 from s3_objects import put_objects
 
+from imagegraph.dead_letters import TRANSIENT, retry_class
 from imagegraph.infer.job import run_inference
 from imagegraph.storage.object_reader import (
     CHANGED_SINCE_LISTED,
@@ -68,7 +69,7 @@ def test_resume_classifies_again_exactly_the_object_overwritten(spark, config, t
 
 def test_an_object_overwritten_after_listing_is_not_read(config, s3, digits):
     """The object is listed (its ETag taken), then overwritten: reading it with the listed ETag
-    fails as changed since listed, retryable; with the new ETag it reads the new bytes."""
+    fails as changed since listed, transient; with the new ETag it reads the new bytes."""
     key = "race/0.png"
     put_objects(s3, BUCKET, "", {key: digits[0]})
     listed = etag_of(s3, key)
@@ -77,7 +78,8 @@ def test_an_object_overwritten_after_listing_is_not_read(config, s3, digits):
     uri = f"s3://{BUCKET}/{key}"
     with pytest.raises(ObjectUnreadable) as raised:
         read_object(uri, len(digits[0]), settings, f'"{listed}"')
-    assert (raised.value.reason, raised.value.retryable) == (CHANGED_SINCE_LISTED, True)
+    assert (raised.value.reason, retry_class(raised.value.reason)) == (CHANGED_SINCE_LISTED,
+                                                                        TRANSIENT)
     current = read_object(uri, None, settings, etag_of(s3, key))
     assert (current.data, current.etag) == (digits[1], hashlib.md5(digits[1]).hexdigest())
 
@@ -102,7 +104,7 @@ def put_inventory(s3, prefix: str) -> str:
 def test_an_object_overwritten_since_the_inventory_is_dead_lettered_then_resumed(
         spark, config, trained_model, s3, digits):
     """An inventory report lists 4 objects with their ETags; one is overwritten before the run
-    reads it: dead-lettered as changed since listed (retryable, with the ETag listed), never
+    reads it: dead-lettered as changed since listed (transient, with the ETag listed), never
     classified from the new bytes; a `--resume` listing the prefix classifies it alone."""
     keys = [f"stale/{n}.png" for n in range(4)]
     put_objects(s3, BUCKET, "", dict(zip(keys, digits)))
@@ -114,9 +116,9 @@ def test_an_object_overwritten_since_the_inventory_is_dead_lettered_then_resumed
     assert first.reconciles(), first.disagreements()
     assert (first.listed, first.classified, first.dead_lettered_by_reason) == (
         4, 3, {CHANGED_SINCE_LISTED: 1})
-    assert [(r["uri"], r["stage"], r["retryable"], r["etag"]) for r in
+    assert [(r["uri"], r["stage"], r["retry_class"], r["etag"]) for r in
             spark.read.parquet(f"{output}/{DEAD_LETTER_DIR}").collect()] == [
-        (f"s3://{BUCKET}/{keys[1]}", "read", True, hashlib.md5(digits[1]).hexdigest())]
+        (f"s3://{BUCKET}/{keys[1]}", "read", TRANSIENT, hashlib.md5(digits[1]).hexdigest())]
     assert f"s3://{BUCKET}/{keys[1]}" not in {
         r["uri"] for r in spark.read.parquet(f"{output}/{PREDICTIONS_DIR}").collect()}
 

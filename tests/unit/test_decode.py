@@ -13,6 +13,7 @@ import simplejpeg
 from bad_images import BLUE, RED, WHITE, Classified, DeadLettered
 from PIL import Image, ImageFile, ImageOps
 
+from imagegraph.dead_letters import TRANSIENT, retry_class
 from imagegraph.imaging.decode import (
     UndecodableImage,
     decode_image,
@@ -284,7 +285,7 @@ except (UndecodableImage, DecoderOutOfMemory) as exc:
     decoded = [type(exc).__name__, exc.reason]
 row, _ = prepare_object("file://" + path, None, metadata, settings)
 print(json.dumps({"decode_image": decoded,
-                  "prepare_object": [row[k] for k in ("status", "stage", "reason", "retryable")]}))
+                  "prepare_object": [row[k] for k in ("status", "stage", "reason")]}))
 """
 
 
@@ -296,22 +297,23 @@ def decode_under_memory_cap(path, headroom: int | None) -> dict:
     return json.loads(result.stdout)
 
 
-def test_a_valid_image_in_a_worker_out_of_memory_is_dead_lettered_as_retryable(tmp_path):
+def test_a_valid_image_in_a_worker_out_of_memory_is_dead_lettered_as_transient(tmp_path):
     """A real MemoryError: a 16384x16384 PNG (256 MiB of pixels) decoded in a process whose
     address space is capped at 128 MiB over what it uses, so that Pillow cannot allocate the
     image. The same bytes decode without the cap: the failure is the worker's, and a later
-    run may classify the object (`retryable`), unlike bytes that are bad."""
+    run may classify the object (its reason's retry class is transient), unlike bytes that are
+    bad."""
     path = tmp_path / "large.png"
     path.write_bytes(blank_png(16384))
     assert decode_under_memory_cap(path, None) == {
-        "decode_image": [8, 8, 1], "prepare_object": ["ok", None, None, None]}
+        "decode_image": [8, 8, 1], "prepare_object": ["ok", None, None]}
     capped = decode_under_memory_cap(path, 128 * 2**20)
     kind, reason = capped["decode_image"]
     assert kind == "DecoderOutOfMemory"
     assert reason.startswith("out of memory while decoding: MemoryError")
     assert capped["prepare_object"][:2] == ["failed", "decode"]
     assert capped["prepare_object"][2].startswith("out of memory while decoding: MemoryError")
-    assert capped["prepare_object"][3] is True
+    assert retry_class(capped["prepare_object"][2]) == TRANSIENT
 
 
 def test_out_of_memory_as_each_decoding_library_reports_it():

@@ -100,6 +100,9 @@ def test_summary_lines_and_json_word_for_word():
     assert report(listed=0).summary_lines()[:3] == [
         "run r: s3://b/in/ -> out with m@1", "  objects listed       0",
         "  skipped as done      0 (no --resume)"]
+    assert report(listed=4, skipped_done=3, skipped_out_of_attempts=1,
+                  resume=True).summary_lines()[2] == (
+        "  skipped as done      3 (1 out of attempts)")
     derived = {key: value for key, value in done.to_dict().items()
                if key not in {f for f in done.__dataclass_fields__}}
     assert derived == {"written": 7, "dead_lettered": 3, "failed_fraction": 0.3,

@@ -7,6 +7,7 @@ from botocore.exceptions import CredentialRetrievalError, MetadataRetrievalError
 from gremlin_python.driver.protocol import GremlinServerError
 
 from imagegraph.config import GraphConfig
+from imagegraph.dead_letters import REFUSED, TRANSIENT, retry_class
 from imagegraph.graph.auth import CredentialsUnavailable
 from imagegraph.graph.connection import HandshakeRejected
 from imagegraph.graph.retry import (
@@ -392,6 +393,30 @@ def test_split_isolates_the_bad_row_with_pauses_and_a_bounded_number_of_requests
 def rejecting_with(error, fragment: str):
     """A server that answers `error` to every request whose bytecode holds `fragment`."""
     return lambda request: error if fragment in str(request.bytecode) else None
+
+
+def test_rows_the_graph_refuses_are_refused_and_rows_out_of_retries_transient():
+    """The dead-letter reason says which: a row isolated because the server refused it for
+    its data (it may be the graph's state: see `imagegraph.dead_letters`), or rows of a
+    request whose retries of a transient error ran out."""
+    refusing, _, _ = writer_with(reject=rejecting("class:no-such-class"),
+                                 records_per_request=10_000, max_steps_per_request=100_000)
+    failing, _, _ = writer_with(
+        reject=rejecting_with(neptune_error("InternalFailureException", 500),
+                              "class:no-such-class"),
+        records_per_request=10_000, max_steps_per_request=100_000, max_attempts=2)
+    for writer in (refusing, failing):
+        rows = [prediction(n) for n in range(4)]
+        rows[1] = prediction(1, "no-such-class")
+        writer.write_predictions(rows, "m@1", "run-1")
+    assert {uri: retry_class(reason) for uri, reason in refusing.failed.items()} == {
+        "s3://b/img1.png": REFUSED}
+    assert refusing.failed["s3://b/img1.png"].startswith(
+        "graph refused the write: MalformedQueryException: bad value (after 1 attempt(s))")
+    assert {uri: retry_class(reason) for uri, reason in failing.failed.items()} == {
+        f"s3://b/img{n}.png": TRANSIENT for n in range(4)}  # not isolated: not the rows'
+    assert failing.failed["s3://b/img1.png"].startswith(
+        "graph write failed: InternalFailureException")
 
 
 @pytest.mark.parametrize("code, requests", [

@@ -227,8 +227,9 @@ class GraphWriter:
                          budget: _SplitBudget) -> int:
         """Submit `request`; when the server rejects it for its data, split it in halves (a
         jittered pause of up to `retry_base_delay_s` before each, at most `budget` requests in
-        all) until the bad elements are alone, so only their rows fail. Rows of a request
-        that failed otherwise (retries spent), or that the budget left unsplit, fail."""
+        all) until the bad elements are alone, so only their rows fail ("graph refused the
+        write: ..."). Rows of a request that failed otherwise (retries spent: "graph write
+        failed: ..."), or that the budget left unsplit (refused), fail."""
         try:
             self.submit(upsert, request)
             return len(request)
@@ -244,8 +245,9 @@ class GraphWriter:
                 return written
             uris = {owner[id(element)] for element in request}
             log.error("graph write failed for %d row(s): %s", len(uris), failure)
+            reason = "graph refused the write" if isolating else "graph write failed"
             for uri in uris - self.failed.keys():
-                self._pending.setdefault(uri, f"graph write failed: {failure}")
+                self._pending.setdefault(uri, f"{reason}: {failure}")
             return 0
 
 

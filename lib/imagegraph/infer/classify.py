@@ -17,7 +17,6 @@ from pyspark.sql import Column
 from pyspark.sql.functions import pandas_udf
 from pyspark.sql.types import (
     ArrayType,
-    BooleanType,
     FloatType,
     IntegerType,
     LongType,
@@ -50,7 +49,6 @@ CLASSIFICATION = StructType([
     StructField("status", StringType(), True),
     StructField("stage", StringType(), True),
     StructField("reason", StringType(), True),
-    StructField("retryable", BooleanType(), True),
     StructField("bytes", LongType(), True),
     StructField("width", IntegerType(), True),
     StructField("height", IntegerType(), True),
@@ -67,7 +65,8 @@ CLASSIFICATION = StructType([
 was classified, and if so its size in bytes and pixels, the top-k `labels`/`scores`, best first,
 (when asked for) the penultimate layer's `embedding`, and the decoded pixels' 64-bit
 perceptual hash `phash` (see `imaging.perceptual_hash`); if not, the `stage` (read or decode)
-that failed, the `reason`, and whether a later run may succeed (`retryable`)."""
+that failed and the `reason` (whose retry class says whether a later run tries it again: see
+`imagegraph.dead_letters`)."""
 
 
 @dataclass(frozen=True)
@@ -97,14 +96,13 @@ def prepare_object(uri: str, size: int | None, metadata: ModelMetadata,
     recorded in the row. Never raises for bad objects."""
     bucket, key = bucket_and_key(uri)
     row = {"uri": uri, "bucket": bucket, "key": key, "status": STATUS_OK, "stage": None,
-           "reason": None, "retryable": None, "bytes": size, "width": None, "height": None,
+           "reason": None, "bytes": size, "width": None, "height": None,
            "format": None, "sha256": None, "etag": unquoted_etag(etag), "labels": None,
            "scores": None, "embedding": None, "phash": None}
     try:
         read = read_object(uri, size, settings.reader, etag)
     except ObjectUnreadable as exc:
-        row.update(status=STATUS_FAILED, stage=STAGE_READ, reason=exc.reason,
-                   retryable=exc.retryable)
+        row.update(status=STATUS_FAILED, stage=STAGE_READ, reason=exc.reason)
         return row, None
     data = read.data
     row.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest(),
@@ -114,8 +112,7 @@ def prepare_object(uri: str, size: int | None, metadata: ModelMetadata,
                              metadata.channels, settings.reader.max_bytes,
                              settings.max_image_pixels)
     except (UndecodableImage, DecoderOutOfMemory) as exc:
-        row.update(status=STATUS_FAILED, stage=STAGE_DECODE, reason=exc.reason,
-                   retryable=isinstance(exc, DecoderOutOfMemory))
+        row.update(status=STATUS_FAILED, stage=STAGE_DECODE, reason=exc.reason)
         return row, None
     row.update(width=image.width, height=image.height, format=image.format,
                phash=perceptual_hash(image.pixels))

@@ -11,7 +11,9 @@ results and its graph outcome. Spark never rebuilds them by listing or reading S
 counts, the graph write and both commits of a chunk see the same outcome for every object even
 when executors are lost. Each chunk is committed (predictions/ and dead_letter/ appended) only
 after its graph writes, with the endpoint they went to; an object visible in predictions/ is
-therefore in that graph, and `--resume` with that endpoint skips it. `run_inference` is what
+therefore in that graph, and `--resume` with that endpoint skips it. Each dead letter records
+the object's attempt it ended; `--resume` also skips an object out of attempts (see
+`imagegraph.dead_letters`). `run_inference` is what
 `jobs/infer.py` calls once arguments and configuration are parsed.
 """
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 
 from pyspark import Broadcast
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from imagegraph.config import Config
@@ -50,13 +52,15 @@ from imagegraph.storage.outputs import (
     PREDICTIONS_DIR,
     STAGING_DIR,
     committed_rows,
-    done_uris,
+    finished_uris,
     remove_staging,
     report_uri,
     run_rows_uri,
     split_done,
+    split_out_of_attempts,
     staged_runs,
     staging_uri,
+    with_attempts,
     write_dead_letters,
     write_predictions,
     write_report,
@@ -90,7 +94,8 @@ def run_inference(spark: SparkSession, config: Config, source: InputSource, mode
     """Classify the objects of `source` (in `shard`, when given) with the model at
     `model_uri`, upsert the results into the graph when `config.graph.enabled`, and record
     them under `output_uri` (see `outputs`); with `resume`, skip objects earlier runs of this
-    model finished there for the same graph (`outputs.done_uris`). The report is written to
+    model wrote there for the same graph (`outputs.finished_uris`) and those out of attempts
+    (`outputs.split_out_of_attempts`). The report is written to
     `<output>/_reports/<run_id>.json`, `status` `succeeded`, its picture beside it
     (`runs.figures`); whatever stops the run once it has planned its chunks, marked `failed`
     with the stop line and what it committed before (see `RunReport`)."""
@@ -214,9 +219,10 @@ def _write_failed_report(spark: SparkSession, report: RunReport, error: BaseExce
 def _stage_selection(spark: SparkSession, config: Config, source: InputSource,
                      shard: Shard | None, resume: bool, staging: str,
                      report: RunReport) -> DataFrame:
-    """List the run's objects once into `staging` and, with `resume`, those left to do; count
-    the listed, the rows left out for want of a modified time the filters need, and (joined
-    with earlier output, not subtracted) the skipped into `report`.
+    """List the run's objects once into `staging`, and those left to do (with `resume`, less
+    those done) with their earlier attempts (`outputs.with_attempts`); count the listed, the
+    rows left out for want of a modified time the filters need, and (joined with earlier
+    output, not subtracted) the skipped into `report`.
     Returns the objects to do, read from the staged copy; `JobError` when a source row names
     no object."""
     select_objects(spark, source, config.input, config.s3, shard) \
@@ -236,11 +242,13 @@ def _stage_selection(spark: SparkSession, config: Config, source: InputSource,
                     source)
         selected = selected.where(~untimed)
     report.listed = listed - report.without_modified
-    if not resume:
-        return selected
-    done, todo = split_done(selected, done_uris(spark, report.output_uri, report.model,
-                                                report.graph_endpoint))
-    report.skipped_done = done.count()
+    todo = with_attempts(spark, report.output_uri, report.model, selected)
+    if resume:
+        finished, todo = split_done(todo, finished_uris(spark, report.output_uri, report.model,
+                                                        report.graph_endpoint))
+        out_of_attempts, todo = split_out_of_attempts(todo, config.inference.max_attempts)
+        report.skipped_out_of_attempts = out_of_attempts.count()
+        report.skipped_done = finished.count() + report.skipped_out_of_attempts
     todo.write.parquet(f"{staging}/todo")
     return spark.read.parquet(f"{staging}/todo")
 
@@ -288,8 +296,9 @@ def _classify_chunk(spark: SparkSession, run: _Run, objects: DataFrame,
         math.ceil(count / run.config.inference.objects_per_partition))
     (objects.repartition(partitions)
      .select(classify_images(F.col("uri"), F.col("size"), F.col("etag"), run.model_files,
-                             run.metadata, run.settings, run.counters).alias("c"))
-     .select("c.*")
+                             run.metadata, run.settings, run.counters).alias("c"),
+             "attempts_before")
+     .select("c.*", "attempts_before")
      .withColumn("model", F.lit(run.metadata.tag))
      .withColumn("run_id", F.lit(run.report.run_id))
      .withColumn("precision", F.lit(run.settings.precision))
@@ -321,23 +330,29 @@ def _commit_chunk(spark: SparkSession, run: _Run, chunk: _StagedChunk) -> None:
              total - classified)
     results = spark.read.parquet(f"{chunk.uri}/results")
     predictions = (results.where(F.col("status") == STATUS_OK)
-                   .drop("status", "stage", "reason", "retryable",
+                   .drop("status", "stage", "reason", "attempts_before",
                          *([] if run.settings.embedding else ["embedding"])))
     dead_letters = (results.where(F.col("status") != STATUS_OK)
-                    .select("uri", "etag", "stage", "reason", "retryable", "bytes", "model",
+                    .select("uri", "etag", "stage", "reason", _attempt(), "bytes", "model",
                             "run_id"))
     if config.graph.enabled and classified:
         failed = _write_graph(spark, run, predictions, chunk.uri)
         dead_letters = dead_letters.unionByName(
-            failed.join(predictions.select("uri", "etag", "bytes", "model", "run_id"), "uri")
-            .select("uri", "etag", F.lit(STAGE_GRAPH).alias("stage"), "reason",
-                    F.lit(True).alias("retryable"), "bytes", "model", "run_id"))
+            failed.join(results.select("uri", "etag", "bytes", "model", "run_id",
+                                       "attempts_before"), "uri")
+            .select("uri", "etag", F.lit(STAGE_GRAPH).alias("stage"), "reason", _attempt(),
+                    "bytes", "model", "run_id"))
         predictions = predictions.join(failed, "uri", "left_anti")
     run.lease.ensure_held()
     write_predictions(predictions, report.output_uri, report.run_id, report.graph_endpoint)
     run.lease.ensure_held()
     write_dead_letters(dead_letters, report.output_uri, report.run_id, run.started_at)
     run.figures.chunk_committed(chunk.index)
+
+
+def _attempt() -> Column:
+    """A dead letter's `attempt`: the object's dead letters before this run's, plus one."""
+    return (F.col("attempts_before") + 1).cast("int").alias("attempt")
 
 
 def _count_dead_letters(report: RunReport, reason: str, count: int) -> None:

@@ -6,7 +6,9 @@ The run decides an outcome for each object (`classified`, `dead_lettered_by_reas
 what the datasets hold for its run id (`committed_predictions`, `committed_dead_letters`) and
 the graph's image vertices holding a classified_as edge of its run (`graph_images`), and counts
 what it skipped as done (`skipped_done`, a join of the listing with earlier runs' output, not a
-difference). A lost or duplicated object makes at least one of `disagreements` appear."""
+difference; `skipped_out_of_attempts` of them were not written but dead-lettered as often as
+their retry class allows, see `imagegraph.dead_letters`). A lost or duplicated object makes
+at least one of `disagreements` appear."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
@@ -49,6 +51,7 @@ class RunReport:
     listed: int = 0
     without_modified: int = 0
     skipped_done: int = 0
+    skipped_out_of_attempts: int = 0
     classified: int = 0
     dead_lettered_by_reason: dict = field(default_factory=dict)
     graph_written: int = 0
@@ -151,7 +154,9 @@ class RunReport:
             *([f"  without modified     {self.without_modified} (left out: no modified time "
                f"for the filters)"] if self.without_modified else []),
             f"  skipped as done      {self.skipped_done}"
-            + ("" if self.resume else " (no --resume)"),
+            + ("" if self.resume else " (no --resume)")
+            + (f" ({self.skipped_out_of_attempts} out of attempts)"
+               if self.skipped_out_of_attempts else ""),
             f"  classified           {self.classified}",
             f"  dead-lettered        {self.dead_lettered}",
         ]

@@ -3,9 +3,10 @@ client per worker process, standard retry mode: backoff with jitter on 500, 503 
 throttling), file:// from local disk (local mode).
 
 An S3 object whose ETag was listed is read with If-Match on it: when the object was overwritten
-since, S3 answers 412 PreconditionFailed and the read fails (`CHANGED_SINCE_LISTED`, retryable:
-a later run lists the new version) instead of returning bytes of another version than the one
-listed (its size, modified time and ETag)."""
+since, S3 answers 412 PreconditionFailed and the read fails (`CHANGED_SINCE_LISTED`; a later
+run lists the new version) instead of returning bytes of another version than the one listed
+(its size, modified time and ETag). Whether a later run tries a failed read again is the
+reason's retry class (see `imagegraph.dead_letters`)."""
 from __future__ import annotations
 
 import threading
@@ -22,7 +23,9 @@ from imagegraph.storage.sources import bucket_and_key, scheme_of
 _MISSING_CODES = {"NoSuchKey", "404", "NotFound", "NoSuchBucket"}
 _DENIED_CODES = {"AccessDenied", "403", "Forbidden"}
 _CHANGED_CODES = {"PreconditionFailed", "412"}
+_ARCHIVED_CODES = {"InvalidObjectState"}  # a Glacier storage class or archive tier, unrestored
 CHANGED_SINCE_LISTED = "object changed since listed (ETag no longer matches)"
+ARCHIVED = "object archived (InvalidObjectState): restore it to read it"
 
 
 def unquoted_etag(etag: str | None) -> str | None:
@@ -40,13 +43,11 @@ class ObjectRead:
 
 
 class ObjectUnreadable(Exception):
-    """The object could not be read. `retryable`: a later run may succeed (a server error that
-    outlasted the retries) rather than never (missing, access denied, over the size limit)."""
+    """The object could not be read; `reason` says why, for dead-letter."""
 
-    def __init__(self, reason: str, retryable: bool):
+    def __init__(self, reason: str):
         super().__init__(reason)
         self.reason = reason
-        self.retryable = retryable
 
 
 @dataclass(frozen=True)
@@ -100,14 +101,14 @@ def read_object(uri: str, size: int | None, settings: ReaderSettings,
     Raises `ObjectUnreadable`; an object listed over `settings.max_bytes` is not read.
     """
     if size is not None and size > settings.max_bytes:
-        raise ObjectUnreadable(oversize_reason(size, settings.max_bytes), retryable=False)
+        raise ObjectUnreadable(oversize_reason(size, settings.max_bytes))
     scheme = scheme_of(uri)  # never URL-parsed: '?', '#' and '%' are part of keys and paths
     if scheme == "s3":
         return _read_s3(uri, settings, unquoted_etag(etag))
     if scheme == "file":
         return ObjectRead(_read_file(bucket_and_key(uri)[1]), None)
-    raise ObjectUnreadable(f"cannot read {scheme or 'scheme-less'} URIs (s3:// or file://)",
-                           retryable=False)
+    raise ObjectUnreadable(f"unreadable URI scheme: {scheme or 'none'} (this job reads s3:// "
+                           "and file://)")
 
 
 def _read_s3(uri: str, settings: ReaderSettings, etag: str | None) -> ObjectRead:
@@ -119,16 +120,16 @@ def _read_s3(uri: str, settings: ReaderSettings, etag: str | None) -> ObjectRead
     except ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code in _CHANGED_CODES:
-            raise ObjectUnreadable(CHANGED_SINCE_LISTED, retryable=True) from None
+            raise ObjectUnreadable(CHANGED_SINCE_LISTED) from None
+        if code in _ARCHIVED_CODES:
+            raise ObjectUnreadable(ARCHIVED) from None
         if code in _MISSING_CODES:
-            raise ObjectUnreadable("object not found", retryable=False) from None
+            raise ObjectUnreadable("object not found") from None
         if code in _DENIED_CODES:
-            raise ObjectUnreadable("access denied", retryable=False) from None
-        raise ObjectUnreadable(f"read failed: {code or type(exc).__name__}",
-                               retryable=True) from None
+            raise ObjectUnreadable("access denied") from None
+        raise ObjectUnreadable(f"read failed: {code or type(exc).__name__}") from None
     except (BotoCoreError, OSError) as exc:
-        raise ObjectUnreadable(f"read failed: {type(exc).__name__}: {exc}",
-                               retryable=True) from None
+        raise ObjectUnreadable(f"read failed: {type(exc).__name__}: {exc}") from None
 
 
 def _read_file(path: str) -> bytes:
@@ -136,9 +137,8 @@ def _read_file(path: str) -> bytes:
         with open(path, "rb") as handle:
             return handle.read()
     except FileNotFoundError:
-        raise ObjectUnreadable("object not found", retryable=False) from None
+        raise ObjectUnreadable("object not found") from None
     except PermissionError:
-        raise ObjectUnreadable("access denied", retryable=False) from None
+        raise ObjectUnreadable("access denied") from None
     except OSError as exc:
-        raise ObjectUnreadable(f"read failed: {type(exc).__name__}: {exc}",
-                               retryable=True) from None
+        raise ObjectUnreadable(f"read failed: {type(exc).__name__}: {exc}") from None

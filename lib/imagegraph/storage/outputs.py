@@ -4,8 +4,10 @@
                                           the graph it was written to (`graph_endpoint`) and
                                           the object's ETag read (`etag`)
     <output>/dead_letter/run_id=<run>/   a row per object that could not be, with the stage
-                                          (read, decode, graph), the reason, whether a later
-                                          run may succeed (`retryable`) and the ETag (`etag`)
+                                          (read, decode, graph), the reason, its retry class
+                                          (`retry_class`, see `imagegraph.dead_letters`), the
+                                          object's attempt it ended (`attempt`, from 1) and
+                                          the ETag (`etag`)
     <output>/_reports/<run>.json         the run report
     <output>/_reports/<run>.png          its picture (`runs.picture`)
     <output>/_staging/<run>/             the run's working copies (see `staging_uri`), removed
@@ -13,9 +15,10 @@
                                           run's by a later run
     <output>/_staging/link-<link run>/   a link run's, removed when it ends
 
-Runs append, so one location holds every run of a backfill, and `done_uris` tells `--resume`
-what earlier runs finished for a model and a graph, and of which version of each object
-(`etag`; see `split_done`).
+Runs append, so one location holds every run of a backfill: `finished_uris` tells `--resume`
+what earlier runs wrote for a model and a graph, and of which version of each object (`etag`;
+see `split_done`), and `with_attempts` how often earlier runs dead-lettered each object
+(`split_out_of_attempts`).
 """
 from __future__ import annotations
 
@@ -23,9 +26,11 @@ import json
 import logging
 from datetime import datetime
 
-from pyspark.sql import DataFrame, SparkSession
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
+from pyspark.sql.types import StringType
 
+from imagegraph.dead_letters import RETRY_CLASSES, max_attempts, retry_class
 from imagegraph.storage import hadoop_fs
 
 log = logging.getLogger(__name__)
@@ -35,8 +40,9 @@ DEAD_LETTER_DIR = "dead_letter"
 REPORTS_DIR = "_reports"
 STAGING_DIR = "_staging"
 LINK_STAGING_PREFIX = "link-"
-DEAD_LETTER_COLUMNS = ("uri", "etag", "stage", "reason", "retryable", "bytes", "model",
-                       "recorded_at", "run_id")
+DEAD_LETTER_COLUMNS = ("uri", "etag", "stage", "reason", "retry_class", "attempt", "bytes",
+                       "model", "recorded_at", "run_id")
+_RETRY_CLASS = F.udf(retry_class, StringType())
 
 
 def run_rows_uri(output_uri: str, dataset: str, run_id: str) -> str:
@@ -66,54 +72,90 @@ def write_predictions(rows: DataFrame, output_uri: str, run_id: str,
 
 def write_dead_letters(rows: DataFrame, output_uri: str, run_id: str,
                        recorded_at: datetime) -> None:
-    """Append run `run_id`'s dead-letter rows (`DEAD_LETTER_COLUMNS` but `recorded_at`) to
-    `<output>/dead_letter/`."""
-    _append(rows.withColumn("recorded_at", F.lit(recorded_at)).select(*DEAD_LETTER_COLUMNS),
+    """Append run `run_id`'s dead-letter rows (`DEAD_LETTER_COLUMNS` but `retry_class`, the
+    reason's, and `recorded_at`) to `<output>/dead_letter/`."""
+    _append(rows.withColumn("retry_class", _RETRY_CLASS("reason"))
+            .withColumn("recorded_at", F.lit(recorded_at)).select(*DEAD_LETTER_COLUMNS),
             output_uri, DEAD_LETTER_DIR, run_id)
 
 
-def done_uris(spark: SparkSession, output_uri: str, model_tag: str,
-              graph_endpoint: str) -> DataFrame:
-    """Distinct (`uri`, `etag`)s that earlier runs of `model_tag` finished under `output_uri`
-    (`etag` null in rows written before it was recorded) for a run
-    writing to `graph_endpoint` ("": the graph off): written to predictions/ with that
-    endpoint (with the graph off, with any endpoint or none: predictions/ is all such a run
-    writes), or dead-lettered for a reason no retry fixes (a read or decode failure, whatever
-    the graph). Prediction rows without an endpoint (written before it was recorded) are done
-    only for runs with the graph off."""
-    done = []
+def finished_uris(spark: SparkSession, output_uri: str, model_tag: str,
+                  graph_endpoint: str) -> DataFrame:
+    """Distinct (`uri`, `etag`)s that earlier runs of `model_tag` wrote under `output_uri`
+    (`etag` null in rows written before it was recorded) for a run writing to
+    `graph_endpoint` ("": the graph off): in predictions/ with that endpoint (with the graph
+    off, with any endpoint or none: predictions/ is all such a run writes). Prediction rows
+    without an endpoint (written before it was recorded) are finished only for runs with the
+    graph off."""
     predictions = f"{output_uri}/{PREDICTIONS_DIR}"
-    if hadoop_fs.exists(spark, predictions):
-        rows = (spark.read.schema("uri string, etag string, model string, graph_endpoint string")
-                .parquet(predictions).where(F.col("model") == model_tag))
-        if graph_endpoint:
-            rows = rows.where(F.col("graph_endpoint") == graph_endpoint)
-        done.append(rows.select("uri", "etag"))
-    dead_letters = f"{output_uri}/{DEAD_LETTER_DIR}"
-    if hadoop_fs.exists(spark, dead_letters):
-        done.append(spark.read.schema("uri string, etag string, model string, retryable boolean")
-                    .parquet(dead_letters)
-                    .where((F.col("model") == model_tag) & ~F.col("retryable"))
-                    .select("uri", "etag"))
-    if not done:
+    if not hadoop_fs.exists(spark, predictions):
         return spark.createDataFrame([], "uri string, etag string")
-    union = done[0]
-    for frame in done[1:]:
-        union = union.unionByName(frame)
-    return union.distinct()
+    rows = (spark.read.schema("uri string, etag string, model string, graph_endpoint string")
+            .parquet(predictions).where(F.col("model") == model_tag))
+    if graph_endpoint:
+        rows = rows.where(F.col("graph_endpoint") == graph_endpoint)
+    return rows.select("uri", "etag").distinct()
+
+
+def _same_version(listed: str, earlier: str) -> Column:
+    """Rows of DataFrames aliased `listed` and `earlier` that are of the same object version:
+    the same uri, and the same etag or either null (a row from before etags were recorded, a
+    source that lists none)."""
+    return (F.col(f"{listed}.uri") == F.col(f"{earlier}.uri")) & (
+        F.col(f"{earlier}.etag").isNull() | F.col(f"{listed}.etag").isNull()
+        | (F.col(f"{earlier}.etag") == F.col(f"{listed}.etag")))
 
 
 def split_done(objects: DataFrame, done: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """(done, not done) rows of `objects` (columns `uri`, `etag`) against `done_uris` `done`:
-    an object is done when a row of `done` has its uri and its etag, or either etag is null
-    (a row from before etags were recorded, a source that lists none); an object overwritten
-    since (another ETag) is not done. Each row of `objects` is in exactly one of the two."""
+    """(done, not done) rows of `objects` (columns `uri`, `etag`) against `finished_uris`
+    `done`: an object is done when a row of `done` is of the same version (`_same_version`);
+    an object overwritten since (another ETag) is not done. Each row of `objects` is in
+    exactly one of the two."""
     listed, finished = objects.alias("listed"), done.alias("done")
-    matches = (F.col("listed.uri") == F.col("done.uri")) & (
-        F.col("done.etag").isNull() | F.col("listed.etag").isNull()
-        | (F.col("done.etag") == F.col("listed.etag")))
+    matches = _same_version("listed", "done")
     return (listed.join(finished, matches, "left_semi"),
             listed.join(finished, matches, "left_anti"))
+
+
+def with_attempts(spark: SparkSession, output_uri: str, model_tag: str,
+                  objects: DataFrame) -> DataFrame:
+    """`objects` (columns `uri`, `etag`, ...) with `attempts_before`, the dead-letter rows of
+    `model_tag` under `output_uri` of each object's version (`_same_version`), and
+    `latest_class`, the retry class of the latest of them (null when there is none; rows
+    written before `retry_class` was recorded take their reason's)."""
+    dead_letters = f"{output_uri}/{DEAD_LETTER_DIR}"
+    if not hadoop_fs.exists(spark, dead_letters):
+        return (objects.withColumn("attempts_before", F.lit(0))
+                .withColumn("latest_class", F.lit(None).cast("string")))
+    earlier = (spark.read.schema("uri string, etag string, model string, reason string, "
+                                 "retry_class string, recorded_at timestamp")
+               .parquet(dead_letters).where(F.col("model") == model_tag)
+               .select("uri", "etag", "recorded_at",
+                       F.coalesce("retry_class", _RETRY_CLASS("reason")).alias("retry_class")))
+    versions = objects.select("uri", "etag").distinct()
+    counted = (versions.alias("listed").join(earlier.alias("earlier"),
+                                             _same_version("listed", "earlier"))
+               .groupBy(F.col("listed.uri").alias("counted_uri"),
+                        F.col("listed.etag").alias("counted_etag"))
+               .agg(F.count(F.lit(1)).alias("attempts_before"),
+                    F.max_by("earlier.retry_class", "earlier.recorded_at")
+                    .alias("latest_class")))
+    return (objects.join(counted, (objects["uri"] == counted["counted_uri"])
+                         & objects["etag"].eqNullSafe(counted["counted_etag"]), "left")
+            .drop("counted_uri", "counted_etag")
+            .fillna(0, subset=["attempts_before"]))
+
+
+def split_out_of_attempts(objects: DataFrame,
+                          configured: int) -> tuple[DataFrame, DataFrame]:
+    """(out of attempts, not) rows of `objects` (`with_attempts`'s columns): out of attempts
+    when `attempts_before` reached the cap of `latest_class` (`dead_letters.max_attempts`,
+    `configured` being `inference.max_attempts`). Each row is in exactly one of the two."""
+    cap: Column = F.lit(configured)
+    for cls in RETRY_CLASSES:
+        cap = F.when(F.col("latest_class") == cls, max_attempts(cls, configured)).otherwise(cap)
+    out = F.col("attempts_before") >= cap
+    return objects.where(out), objects.where(~out)
 
 
 def staging_uri(output_uri: str, run_id: str) -> str:
