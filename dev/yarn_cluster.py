@@ -13,7 +13,9 @@ Spark stages `--archives` and `--files` in HDFS, as on EMR).
 What matches EMR: containers are separate processes launched by the NodeManagers, so a
 `--deploy-mode cluster` driver runs in the application master's container; each NodeManager
 enforces its containers' physical memory (`pmem-check`, the whole process tree: the executors'
-Python workers count) and not virtual memory, as EMR configures it; the application master may
+Python workers count; polled each second, with `resource.memory.enforced` off, since otherwise
+Hadoop 3.3.4 skips the check and leaves memory to a cgroups OOM killer that is not set up) and
+not virtual memory, as EMR configures it; the application master may
 use up to half the cluster (a 1 GiB driver fits). What differs: both NodeManagers share this host,
 so Spark's external shuffle service (one fixed port per host) cannot run and dynamic allocation
 stays off; the disk health check is off (a shared disk fuller than 90% would mark both
@@ -132,6 +134,9 @@ def _write_configuration(run_dir: Path, ports: dict[str, int]) -> Path:
             "yarn.nodemanager.resource.memory-mb": NODE_MEMORY_MB,
             "yarn.nodemanager.resource.cpu-vcores": NODE_VCORES,
             "yarn.nodemanager.pmem-check-enabled": "true",
+            # true (the default) leaves memory to cgroups' OOM killer, which is not set up
+            # here (nor on EMR), and turns the polling check above off
+            "yarn.nodemanager.resource.memory.enforced": "false",
             "yarn.nodemanager.vmem-check-enabled": "false",
             "yarn.nodemanager.container-monitor.interval-ms": MONITOR_INTERVAL_MS,
             "yarn.nodemanager.disk-health-checker.enable": "false",

@@ -31,6 +31,8 @@ def test_each_node_manager_has_its_own_ports_and_directories_and_enforces_memory
         # as EMR: physical memory enforced over the container's process tree, virtual not
         assert node["yarn.nodemanager.pmem-check-enabled"] == "true"
         assert node["yarn.nodemanager.vmem-check-enabled"] == "false"
+        # else Hadoop 3.3.4 leaves memory to cgroups and never runs the check above
+        assert node["yarn.nodemanager.resource.memory.enforced"] == "false"
     scheduler = _properties(conf_dir / "capacity-scheduler.xml")
     # a 1 GiB driver plus overhead fits the application master's share of 12 GiB
     assert float(scheduler["yarn.scheduler.capacity.maximum-am-resource-percent"]) == 0.5
