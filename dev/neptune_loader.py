@@ -17,12 +17,18 @@ present read once a feed, 50 records written a request) -> a record that cannot 
 logged (errorCode, errorMessage, fileName, recordNum: its data row, from 1 after the header)
 and skipped, or with failOnError stops the load -> LOAD_COMPLETED, or LOAD_FAILED when any
 feed logged an error.
+DELETE /loader/{loadId} (or /loader?loadId=): a queued or running load ends
+LOAD_CANCELLED_BY_USER (a running one after the feed it is loading), 200 with no body; any
+other load id is refused with 404, as Neptune refuses one that does not exist or is not active.
 GET /loader/{loadId}?details&errors&page&errorsPerPage -> {"status": "200 OK", "payload":
 {feedCount, overallStatus[, failedFeeds][, errors]}} as AWS documents it. Errors are JSON
 bodies {"code", "requestId", "detailedMessage"} with the HTTP status of botocore's model.
 
 Not Neptune: one label per vertex (Gremlin Server's TinkerGraph), one feed at a time, and
-whatever Neptune does that its documentation does not say. Run it alone:
+whatever Neptune does that its documentation does not say. Two hooks for tests, not part of the
+API: `running` (a `threading.Event`, set; cleared, the worker takes up no load until it is set
+again) and `record_number_shift` (0; added to each logged record's recordNum, to number records
+otherwise than from 1 after the header). Run it alone:
 `python dev/neptune_loader.py --help`.
 """
 from __future__ import annotations
@@ -53,6 +59,7 @@ DATE_FORMATS = ("%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:
 VERTEX_SYSTEM = ("~id", "~label")
 EDGE_SYSTEM = ("~id", "~from", "~to", "~label")
 RUNNING = ("LOAD_NOT_STARTED", "LOAD_IN_QUEUE", "LOAD_IN_PROGRESS")
+CANCELLED = "LOAD_CANCELLED_BY_USER"
 
 # the documented errorLogs codes
 PARSING_ERROR = "PARSING_ERROR"
@@ -486,6 +493,7 @@ class Load:
     time_spent: int = 0
     feeds: list = field(default_factory=list)
     errors: list = field(default_factory=list)
+    cancelled: bool = False
 
 
 def _flag(body: dict, name: str, default: bool) -> bool:
@@ -512,6 +520,9 @@ class NeptuneLoader:
                                aws_secret_access_key=settings.secret_key,
                                region_name=settings.region)
         self.loads: dict[str, Load] = {}
+        self.running = threading.Event()
+        self.running.set()
+        self.record_number_shift = 0
         self._lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue()
         self._server = ThreadingHTTPServer((HOST, port), _handler(self))
@@ -604,6 +615,20 @@ class NeptuneLoader:
                                      f"files found")
         return parts.netloc, keys
 
+    # DELETE /loader/{loadId}
+    def cancel(self, load_id: str) -> None:
+        """Cancel a queued or running load: it ends LOAD_CANCELLED_BY_USER (a running one once
+        its current feed is loaded). `LoaderRequestError` 404 for any other id."""
+        with self._lock:
+            load = self.loads.get(load_id)
+            if load is None or load.status not in RUNNING:
+                raise LoaderRequestError(404, "BulkLoadIdNotFoundException",
+                                         f"The load with id = {load_id} does not exist or not "
+                                         f"active")
+            load.cancelled = True
+            if load.status != "LOAD_IN_PROGRESS":
+                load.status = CANCELLED
+
     # GET /loader/{loadId}
     def status(self, load_id: str, query: dict) -> dict:
         """The documented status payload; `details` adds failedFeeds, `errors` the page
@@ -647,7 +672,10 @@ class NeptuneLoader:
             load_id = self._queue.get()
             if load_id is None:
                 return
+            self.running.wait()
             load = self.loads[load_id]
+            if load.cancelled:
+                continue
             started = time.monotonic()
             load.start_time = int(time.time())
             if any(self.loads[d].status != "LOAD_COMPLETED" for d in load.dependencies):
@@ -672,6 +700,8 @@ class NeptuneLoader:
         try:
             g = traversal().with_remote(remote)
             for feed, key in zip(load.feeds, load.keys):
+                if load.cancelled:
+                    return CANCELLED
                 feed.status = "LOAD_IN_PROGRESS"
                 feed.status = self._load_feed(g, load, feed, bucket, key)
                 if feed.status != "LOAD_COMPLETED" and load.fail_on_error:
@@ -710,7 +740,8 @@ class NeptuneLoader:
             load_records(g, parsed, load.update_single)
         feed.counts["totalRecords"] += sum(1 + len(r.properties) for r in parsed)
         for error in sorted(errors, key=lambda e: e.number):
-            log(error.code, error.message, error.number, error.counter)
+            log(error.code, error.message, error.number + self.record_number_shift,
+                error.counter)
             if load.fail_on_error:
                 return "LOAD_FAILED"
         return "LOAD_FAILED" if errors else "LOAD_COMPLETED"
@@ -725,10 +756,12 @@ def _handler(loader: NeptuneLoader):
         def log_message(self, *args) -> None:  # quiet: the tests read the answers
             pass
 
-        def _answer(self, status: int, body: dict) -> None:
-            data = json.dumps(body).encode()
+        def _answer(self, status: int, body: dict | None) -> None:
+            """`body` as JSON; None: no body."""
+            data = b"" if body is None else json.dumps(body).encode()
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            if body is not None:
+                self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -764,6 +797,18 @@ def _handler(loader: NeptuneLoader):
                                              f"no such endpoint {parts.path}")
                 return loader.status(match.group(1), parse_qs(parts.query))
             self._serve(status)
+
+        def do_DELETE(self) -> None:
+            def cancel() -> None:
+                parts = urlsplit(self.path)
+                match = re.fullmatch(r"/loader(?:/([^/]+))?/?", parts.path)
+                load_id = match and (match.group(1) or
+                                     parse_qs(parts.query).get("loadId", [""])[0])
+                if not load_id:
+                    raise LoaderRequestError(400, "BadRequestException",
+                                             f"no load id in {self.path}")
+                loader.cancel(load_id)
+            self._serve(cancel)
 
     return Handler
 
