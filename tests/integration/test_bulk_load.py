@@ -261,3 +261,26 @@ def test_loads_the_run_gives_up_on_are_cancelled(spark, bulk_graph, graph, clean
         f"(--resume loads it again)",)
     time.sleep(1)  # the worker, running again, takes up neither
     assert graph.V().has_label("image").count().next() == 0
+
+
+def test_a_load_committed_with_write_conflicts_is_resumed(spark, bulk_graph, graph, clean,
+                                                          neptune_loader):
+    clean()
+    staged = f"s3a://{BUCKET}/bulk-conflicts/{uuid.uuid4().hex}"
+    neptune_loader.write_conflicts = 1  # the vertex file: half its records committed
+    try:
+        result = bulk_load_predictions(spark, bulk_graph, predictions(spark, 3, 0, partitions=1),
+                                       MODEL, "run-1", f"{staged}/graph", f"{staged}/bulk")
+    finally:
+        neptune_loader.write_conflicts = 0
+    assert result.stopped == () and result.failed.count() == 0
+    assert (result.totals.rows_written, result.totals.vertices, result.totals.edges) == (20, 20, 60)
+    source = f"s3://{staged.partition('://')[2]}/bulk"
+    assert [(load.source, load.status) for load in neptune_loader.loads.values()
+            if load.source.startswith(source)] == [
+        (f"{source}/vertices/part-", "LOAD_COMMITTED_W_WRITE_CONFLICTS"),
+        (f"{source}/edges/part-", "LOAD_FAILED_BECAUSE_DEPENDENCY_NOT_SATISFIED"),
+        (f"{source}/vertices/part-", "LOAD_COMPLETED"),  # the resume
+        (f"{source}/edges/part-", "LOAD_COMPLETED")]
+    assert graph.V().has_label("image").count().next() == 20
+    assert graph.E().has("classified_as", "run_id", "run-1").count().next() == 60

@@ -4,13 +4,15 @@ Neptune's Gremlin load-format CSV to S3 and loaded by Neptune's bulk loader, ins
 render (pure: records in, CSV lines out; columns and types derived from the records) -> Spark
 writes one vertex file and one edge file per partition under `files_uri` -> the driver starts
 the loader with boto3's `neptunedata` client: the vertices, then the edges queued behind them as
-a dependency -> polls the status (with errors) until both end -> each error the loader reports
-for one record becomes a failed row (the image's uri and the loader's error line); an error no
-record explains (a header, S3 access, a cancelled load, no answer in `graph.loader_timeout_s`)
-stops the run -> the chunk's written images lose the classified_as edges of the model that
-their new top-k does not keep, over Gremlin (the loader only adds; `OwnedEdges`) -> the failed
-rows are staged at `outcome_uri` and read back: a `GraphLoad`, as `load.load_predictions`
-returns.
+a dependency -> polls the status (with errors) until both end, resuming a load that ended with
+write conflicts -> each error the loader reports for one record becomes a failed row (the
+image's uri and the loader's error line); an error no record explains (a header, S3 access, a
+cancelled load, errors listed other than counted, no answer in `graph.loader_timeout_s`) stops
+the run, and the loads not ended are cancelled -> over Gremlin, the chunk's written images lose
+the classified_as edges of the model that their new top-k does not keep (the loader only adds;
+`OwnedEdges`), and are read back: one the graph lacks in part is a failed row too, whatever
+record numbers the loader gave -> the failed rows are staged at `outcome_uri` and read back: a
+`GraphLoad`, as `load.load_predictions` returns.
 
 The same deterministic ids as the upserts, so a bulk load and a mergeV run of the same objects
 give one graph. The loader's role, IAM actions and network needs: docs/GRAPH.md "Bulk load".
@@ -164,6 +166,8 @@ def edge_lines(edges: Sequence[EdgeRecord]) -> list[str]:
 COMPLETED = "LOAD_COMPLETED"
 FAILED = "LOAD_FAILED"  # with failOnError false: the records it names failed, the rest loaded
 DEPENDENCY_FAILED = "LOAD_FAILED_BECAUSE_DEPENDENCY_NOT_SATISFIED"
+WRITE_CONFLICTS = "LOAD_COMMITTED_W_WRITE_CONFLICTS"
+WRITE_CONFLICT_RESUMES = 3  # resumes of a load that ended with write conflicts, at most
 RUNNING = ("LOAD_NOT_STARTED", "LOAD_IN_QUEUE", "LOAD_IN_PROGRESS")
 MISSING_VERTEX = "FROM_OR_TO_VERTEX_ARE_MISSING"
 _MISSING_VERTEX_MESSAGE = re.compile(r"Either from vertex, '(.*)', or to vertex, '(.*)', is "
@@ -276,10 +280,11 @@ class Loader:
             raise LoadStopped(f"cannot reach Neptune's bulk loader at "
                               f"{loader_endpoint(self.graph)} to {what}: {failed}") from None
 
-    def start(self, source: str, dependencies: Sequence[str] = ()) -> str:
-        """Start (queue) a load of every file under `source`; its load id."""
+    def start(self, source: str, dependencies: Sequence[str] = (), mode: str = "NEW") -> str:
+        """Start (queue) a load of every file under `source` (`mode` RESUME: of those the last
+        load of `source` did not load); its load id."""
         request = dict(source=source, format="csv", s3BucketRegion=self.region,
-                       iamRoleArn=self.graph.loader_iam_role_arn, mode="NEW",
+                       iamRoleArn=self.graph.loader_iam_role_arn, mode=mode,
                        failOnError=False, parallelism=self.graph.loader_parallelism,
                        updateSingleCardinalityProperties=True, queueRequest=True)
         if dependencies:
@@ -288,7 +293,7 @@ class Loader:
                             **request)
         load_id = answer["payload"]["loadId"]
         self.unfinished.append(load_id)
-        log.info("bulk load %s of %s started%s", load_id, source,
+        log.info("bulk load %s of %s started (%s)%s", load_id, source, mode,
                  f" (after {', '.join(dependencies)})" if dependencies else "")
         return load_id
 
@@ -317,6 +322,20 @@ class Loader:
         counted = sum(status.get(name, 0) for name in COUNTERS)
         return LoaderJob(load_id, source, status["status"], tuple(self._errors(load_id)),
                          counted)
+
+    def finish(self, load_id: str, source: str) -> LoaderJob:
+        """`wait` for `load_id`; while it ends LOAD_COMMITTED_W_WRITE_CONFLICTS, resume it (a load
+        of `source` in mode RESUME, which loads again the files not loaded), as Neptune's
+        documentation advises, at most `WRITE_CONFLICT_RESUMES` times; how the last load
+        ended. Only the last load's errors are kept: a record one of the earlier loads skipped
+        without a later error naming it is found missing by the read-back."""
+        job = self.wait(load_id, source)
+        for _ in range(WRITE_CONFLICT_RESUMES):
+            if job.status != WRITE_CONFLICTS:
+                break
+            log.warning("bulk load %s of %s: %s, resumed", job.load_id, source, job.status)
+            job = self.wait(self.start(source, mode="RESUME"), source)
+        return job
 
     def cancel_unfinished(self) -> None:
         """Cancel the jobs the run gives up on (`unfinished`), so that none loads a chunk the
@@ -471,8 +490,9 @@ def load_vertices_then_edges(loader: Loader, files_uri: str) -> dict[str, tuple[
     """Load the vertex files under `<files_uri>/vertices/`, then the edge files under
     `<files_uri>/edges/` (queued with the vertex load as dependency: Neptune starts them only
     once the vertices are in); {'vertices': record errors, 'edges': record errors}, or
-    `LoadStopped` (`record_errors`). A vertex load that failed record by record makes Neptune
-    cancel the edge load for its dependency: the edges are then loaded again without it. The
+    `LoadStopped` (`record_errors`). Each load that ends with write conflicts is resumed
+    (`Loader.finish`). A vertex load that failed record by record or was resumed makes Neptune
+    fail the edge load for its dependency: the edges are then loaded again without it. The
     part- prefix keeps the committer's _SUCCESS marker out of the load. A job not seen ending
     (a timeout, the vertex load failed as a whole, any exception) is cancelled on the way out
     (`Loader.cancel_unfinished`)."""
@@ -481,12 +501,13 @@ def load_vertices_then_edges(loader: Loader, files_uri: str) -> dict[str, tuple[
     try:
         vertices_id = loader.start(vertices_source)
         edges_id = loader.start(edges_source, dependencies=[vertices_id])
-        vertices = loader.wait(vertices_id, vertices_source)
+        vertices = loader.finish(vertices_id, vertices_source)
         vertex_errors = record_errors(vertices)
-        edges = loader.wait(edges_id, edges_source)
+        edges = loader.finish(edges_id, edges_source)
         if edges.status == DEPENDENCY_FAILED:
-            # the vertex load failed only record by record: the rest of the vertices are in
-            edges = loader.wait(loader.start(edges_source), edges_source)
+            # the vertex load failed only record by record, or was resumed: the rest of the
+            # vertices are in
+            edges = loader.finish(loader.start(edges_source), edges_source)
         return {"vertices": vertex_errors, "edges": record_errors(edges)}
     finally:
         loader.cancel_unfinished()
