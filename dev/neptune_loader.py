@@ -17,12 +17,21 @@ present read once a feed, 50 records written a request) -> a record that cannot 
 logged (errorCode, errorMessage, fileName, recordNum: its data row, from 1 after the header)
 and skipped, or with failOnError stops the load -> LOAD_COMPLETED, or LOAD_FAILED when any
 feed logged an error.
+`mode` RESUME or AUTO (the default) loads again only the files that the latest ended load of the
+same source did not complete (RESUME with no such load is refused); NEW loads them all.
+DELETE /loader/{loadId} (or /loader?loadId=): a queued or running load ends
+LOAD_CANCELLED_BY_USER (a running one after the feed it is loading), 200 with no body; any
+other load id is refused with 404, as Neptune refuses one that does not exist or is not active.
 GET /loader/{loadId}?details&errors&page&errorsPerPage -> {"status": "200 OK", "payload":
 {feedCount, overallStatus[, failedFeeds][, errors]}} as AWS documents it. Errors are JSON
 bodies {"code", "requestId", "detailedMessage"} with the HTTP status of botocore's model.
 
 Not Neptune: one label per vertex (Gremlin Server's TinkerGraph), one feed at a time, and
-whatever Neptune does that its documentation does not say. Run it alone:
+whatever Neptune does that its documentation does not say. Two hooks for tests, not part of the
+API: `running` (a `threading.Event`, set; cleared, the worker takes up no load until it is set
+again), `record_number_shift` (0; added to each logged record's recordNum, to number records
+otherwise than from 1 after the header) and `write_conflicts` (0; the next that many feeds load
+only their first half of records, and end LOAD_COMMITTED_W_WRITE_CONFLICTS). Run it alone:
 `python dev/neptune_loader.py --help`.
 """
 from __future__ import annotations
@@ -53,6 +62,10 @@ DATE_FORMATS = ("%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%dT%H:
 VERTEX_SYSTEM = ("~id", "~label")
 EDGE_SYSTEM = ("~id", "~from", "~to", "~label")
 RUNNING = ("LOAD_NOT_STARTED", "LOAD_IN_QUEUE", "LOAD_IN_PROGRESS")
+COMPLETED = "LOAD_COMPLETED"
+CANCELLED = "LOAD_CANCELLED_BY_USER"
+WRITE_CONFLICTS = "LOAD_COMMITTED_W_WRITE_CONFLICTS"
+MODES = ("RESUME", "NEW", "AUTO")
 
 # the documented errorLogs codes
 PARSING_ERROR = "PARSING_ERROR"
@@ -486,6 +499,7 @@ class Load:
     time_spent: int = 0
     feeds: list = field(default_factory=list)
     errors: list = field(default_factory=list)
+    cancelled: bool = False
 
 
 def _flag(body: dict, name: str, default: bool) -> bool:
@@ -512,6 +526,10 @@ class NeptuneLoader:
                                aws_secret_access_key=settings.secret_key,
                                region_name=settings.region)
         self.loads: dict[str, Load] = {}
+        self.running = threading.Event()
+        self.running.set()
+        self.record_number_shift = 0
+        self.write_conflicts = 0
         self._lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue()
         self._server = ThreadingHTTPServer((HOST, port), _handler(self))
@@ -556,10 +574,16 @@ class NeptuneLoader:
             raise LoaderRequestError(400, "BadRequestException",
                                      f"Invalid parallelism {body['parallelism']!r}: "
                                      f"{', '.join(PARALLELISM)}")
+        mode = body.get("mode", "AUTO")
+        if mode not in MODES:
+            raise LoaderRequestError(400, "BadRequestException",
+                                     f"Invalid mode {mode!r}: {', '.join(MODES)}")
         queued = _flag(body, "queueRequest", False)
         dependencies = list(body.get("dependencies") or [])
         bucket, keys = self._list_source(body["source"])
         with self._lock:
+            if mode != "NEW":
+                keys = self._not_loaded(body["source"], bucket, keys, mode)
             unknown = [d for d in dependencies if d not in self.loads]
             if unknown:
                 raise LoaderRequestError(400, "BadRequestException",
@@ -582,6 +606,20 @@ class NeptuneLoader:
         self._queue.put(load.load_id)
         return load.load_id
 
+    def _not_loaded(self, source: str, bucket: str, keys: list[str], mode: str) -> list[str]:
+        """RESUME and AUTO: the keys that the latest ended load of `source` did not load
+        completely (none: nothing is loaded again); AUTO without such a load: all; RESUME
+        without one: `LoaderRequestError`."""
+        previous = [load for load in self.loads.values()
+                    if load.source == source and load.status not in RUNNING]
+        if not previous:
+            if mode == "RESUME":
+                raise LoaderRequestError(400, "BadRequestException",
+                                         f"mode RESUME: no previous load of {source}")
+            return keys
+        loaded = {feed.uri for feed in previous[-1].feeds if feed.status == COMPLETED}
+        return [key for key in keys if f"s3://{bucket}/{key}" not in loaded]
+
     def _list_source(self, source: str) -> tuple[str, list[str]]:
         """(bucket, keys) of the objects under the source prefix; `LoaderRequestError` when the
         bucket cannot be read or holds nothing there."""
@@ -603,6 +641,20 @@ class NeptuneLoader:
                                      f"Failed to start new load for the source {source}: no "
                                      f"files found")
         return parts.netloc, keys
+
+    # DELETE /loader/{loadId}
+    def cancel(self, load_id: str) -> None:
+        """Cancel a queued or running load: it ends LOAD_CANCELLED_BY_USER (a running one once
+        its current feed is loaded). `LoaderRequestError` 404 for any other id."""
+        with self._lock:
+            load = self.loads.get(load_id)
+            if load is None or load.status not in RUNNING:
+                raise LoaderRequestError(404, "BulkLoadIdNotFoundException",
+                                         f"The load with id = {load_id} does not exist or not "
+                                         f"active")
+            load.cancelled = True
+            if load.status != "LOAD_IN_PROGRESS":
+                load.status = CANCELLED
 
     # GET /loader/{loadId}
     def status(self, load_id: str, query: dict) -> dict:
@@ -647,7 +699,10 @@ class NeptuneLoader:
             load_id = self._queue.get()
             if load_id is None:
                 return
+            self.running.wait()
             load = self.loads[load_id]
+            if load.cancelled:
+                continue
             started = time.monotonic()
             load.start_time = int(time.time())
             if any(self.loads[d].status != "LOAD_COMPLETED" for d in load.dependencies):
@@ -672,14 +727,18 @@ class NeptuneLoader:
         try:
             g = traversal().with_remote(remote)
             for feed, key in zip(load.feeds, load.keys):
+                if load.cancelled:
+                    return CANCELLED
                 feed.status = "LOAD_IN_PROGRESS"
                 feed.status = self._load_feed(g, load, feed, bucket, key)
-                if feed.status != "LOAD_COMPLETED" and load.fail_on_error:
+                if feed.status not in (COMPLETED, WRITE_CONFLICTS) and load.fail_on_error:
                     return "LOAD_FAILED"
         finally:
             remote.close()
-        return "LOAD_COMPLETED" if all(f.status == "LOAD_COMPLETED" for f in load.feeds) \
-            else "LOAD_FAILED"
+        ended = {feed.status for feed in load.feeds}
+        return COMPLETED if ended <= {COMPLETED} else \
+            WRITE_CONFLICTS if ended == {COMPLETED, WRITE_CONFLICTS} or \
+            ended == {WRITE_CONFLICTS} else "LOAD_FAILED"
 
     def _load_feed(self, g, load: Load, feed: Feed, bucket: str, key: str) -> str:
         def log(code: str, message: str, number: int, counter: str) -> None:
@@ -706,14 +765,19 @@ class NeptuneLoader:
             first_bad = next((r for r in records if isinstance(r, RecordError)), None)
             if first_bad:
                 parsed = [r for r in parsed if r.number < first_bad.number]
+        conflicted = self.write_conflicts > 0
+        if conflicted:  # the test hook: half the feed committed, the rest not
+            self.write_conflicts -= 1
+            parsed = parsed[:len(parsed) // 2]
         errors = [r for r in records if isinstance(r, RecordError)] + \
             load_records(g, parsed, load.update_single)
         feed.counts["totalRecords"] += sum(1 + len(r.properties) for r in parsed)
         for error in sorted(errors, key=lambda e: e.number):
-            log(error.code, error.message, error.number, error.counter)
+            log(error.code, error.message, error.number + self.record_number_shift,
+                error.counter)
             if load.fail_on_error:
                 return "LOAD_FAILED"
-        return "LOAD_FAILED" if errors else "LOAD_COMPLETED"
+        return "LOAD_FAILED" if errors else WRITE_CONFLICTS if conflicted else COMPLETED
 
 
 def _query_flag(query: dict, name: str) -> bool:
@@ -725,10 +789,12 @@ def _handler(loader: NeptuneLoader):
         def log_message(self, *args) -> None:  # quiet: the tests read the answers
             pass
 
-        def _answer(self, status: int, body: dict) -> None:
-            data = json.dumps(body).encode()
+        def _answer(self, status: int, body: dict | None) -> None:
+            """`body` as JSON; None: no body."""
+            data = b"" if body is None else json.dumps(body).encode()
             self.send_response(status)
-            self.send_header("Content-Type", "application/json")
+            if body is not None:
+                self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
             self.wfile.write(data)
@@ -764,6 +830,18 @@ def _handler(loader: NeptuneLoader):
                                              f"no such endpoint {parts.path}")
                 return loader.status(match.group(1), parse_qs(parts.query))
             self._serve(status)
+
+        def do_DELETE(self) -> None:
+            def cancel() -> None:
+                parts = urlsplit(self.path)
+                match = re.fullmatch(r"/loader(?:/([^/]+))?/?", parts.path)
+                load_id = match and (match.group(1) or
+                                     parse_qs(parts.query).get("loadId", [""])[0])
+                if not load_id:
+                    raise LoaderRequestError(400, "BadRequestException",
+                                             f"no load id in {self.path}")
+                loader.cancel(load_id)
+            self._serve(cancel)
 
     return Handler
 

@@ -173,7 +173,8 @@ def infer_parser(prog: str = "infer.py") -> argparse.ArgumentParser:
                              "(_staging/) and load it with Neptune's bulk loader, which needs "
                              "an S3 --output the cluster can read, the loader's IAM role "
                              "attached to the cluster (graph.loader_iam_role_arn) and "
-                             "neptune-db:StartLoaderJob and GetLoaderJobStatus for the job "
+                             "neptune-db:StartLoaderJob, GetLoaderJobStatus and CancelLoaderJob "
+                             "for the job "
                              "(config: graph.load; default mergev; docs/GRAPH.md \"Bulk load\")")
     parser.add_argument("--max-concurrent-writers", type=int, metavar="N",
                         help="connections writing to the graph at once; 0: twice the Neptune "

@@ -41,6 +41,7 @@ REASONS: tuple[tuple[str, str], ...] = (
     ("object changed since listed", TRANSIENT),
     ("out of memory while decoding", TRANSIENT),
     ("graph write failed", TRANSIENT),
+    ("graph bulk load: not in the graph as loaded", TRANSIENT),  # read back after a load
     ("object not found", REFUSED),
     ("access denied", REFUSED),
     ("object archived", REFUSED),

@@ -26,7 +26,7 @@ from imagegraph.graph.bulk_load import (
     record_errors,
 )
 from imagegraph.graph.connection import GremlinConnection
-from imagegraph.graph.elements import VertexRecord, class_id
+from imagegraph.graph.elements import VertexRecord, class_id, classified_as_id
 from imagegraph.graph.load import load_predictions
 from imagegraph.graph.writer import GraphWriter
 from imagegraph.infer.job import run_inference
@@ -41,11 +41,13 @@ URIS = [f"s3://b/{key}" for key in AWKWARD] + [f"s3://b/img{n}.png" for n in ran
 SCHEMA = "uri string, sha256 string, labels array<string>, scores array<float>"
 
 
-def predictions(spark, top_k: int, shift: int):
-    """20 prediction rows, top-`top_k` classes each, float32 scores as the job stores them."""
+def predictions(spark, top_k: int, shift: int, partitions: int = 3):
+    """20 prediction rows, top-`top_k` classes each, float32 scores as the job stores them; in
+    one partition, in the order of URIS (so one CSV file of each kind, in that order)."""
     rows = [(uri, f"{n + shift:064x}", [CLASSES[(n + i + shift) % 4] for i in range(top_k)],
              [1 / (3 + n + i + shift) for i in range(top_k)]) for n, uri in enumerate(URIS)]
-    return spark.createDataFrame(rows, SCHEMA).repartition(3)
+    frame = spark.createDataFrame(rows, SCHEMA)
+    return frame.repartition(partitions) if partitions > 1 else frame.coalesce(1)
 
 
 def graph_contents(g) -> tuple[dict, dict]:
@@ -185,7 +187,7 @@ def test_a_header_the_loader_rejects_fails_the_load_as_a_whole(bulk_graph, s3):
                      "errorMessage": "Invalid data type 'Integer' in column header "
                                      "'age:Integer'"}
     with pytest.raises(LoadStopped, match="PARSING_ERROR: Invalid data type 'Integer'"):
-        record_errors(LoaderJob(load_id, "s3://...", "LOAD_FAILED", (error,)))
+        record_errors(LoaderJob(load_id, "s3://...", "LOAD_FAILED", (error,), 1))
 
 
 def test_edges_load_after_vertices_that_failed_record_by_record(bulk_graph, s3, graph, clean):
@@ -209,3 +211,78 @@ def test_edges_load_after_vertices_that_failed_record_by_record(bulk_graph, s3, 
                                    "'class:a', is not present.",
                    "fileName": f"{files}/edges/part-0"},)}
     assert graph.E().id_().to_list() == ["e-good"]
+
+
+def test_an_image_the_loader_skipped_is_not_written_whatever_record_it_names(
+        spark, bulk_graph, graph, clean, neptune_loader):
+    """The loader numbers records otherwise than `rejected_uri` assumes (from the header line):
+    its error for the third edge of URIS[0] names record 4, URIS[1]'s first edge. URIS[1] is
+    dead-lettered on the loader's word; URIS[0], which lacks that edge, used to be reported
+    written: the read-back finds the edge missing and dead-letters it too."""
+    clean()
+    lost = classified_as_id(URIS[0], MODEL, "c")
+    graph.add_v("elsewhere").property(T.id, "elsewhere").as_("x").add_e("classified_as") \
+        .to(__.V(class_id("d"))).property(T.id, lost).iterate()  # its id taken
+    staged = f"s3a://{BUCKET}/bulk-renumbered/{uuid.uuid4().hex}"
+    neptune_loader.record_number_shift = 1
+    try:
+        result = bulk_load_predictions(spark, bulk_graph, predictions(spark, 3, 0, partitions=1),
+                                       MODEL, "run-1", f"{staged}/graph", f"{staged}/bulk")
+    finally:
+        neptune_loader.record_number_shift = 0
+    assert result.stopped == ()
+    failed = dict(result.failed.collect())
+    assert sorted(failed) == sorted(URIS[:2])
+    assert failed[URIS[1]].startswith("graph bulk load rejected the record: "
+                                      "ID_ASSIGNED_TO_MULTIPLE_EDGES: ")
+    assert failed[URIS[0]] == ("graph bulk load: not in the graph as loaded, and no loader "
+                               f"error named it: no classified_as edge {lost} of the run")
+    assert (result.totals.rows_written, result.totals.failed_rows) == (18, 2)
+
+
+def test_loads_the_run_gives_up_on_are_cancelled(spark, bulk_graph, graph, clean,
+                                                 neptune_loader):
+    clean()
+    staged = f"s3a://{BUCKET}/bulk-cancelled/{uuid.uuid4().hex}"
+    neptune_loader.running.clear()  # the loads wait in the queue
+    try:
+        result = bulk_load_predictions(spark, replace(bulk_graph, loader_timeout_s=0.3),
+                                       predictions(spark, 3, 0), MODEL, "run-1",
+                                       f"{staged}/graph", f"{staged}/bulk")
+    finally:
+        neptune_loader.running.set()
+    source = f"s3://{staged.partition('://')[2]}/bulk"
+    loads = {load.source: load for load in neptune_loader.loads.values()
+             if load.source.startswith(source)}
+    assert {name: load.status for name, load in loads.items()} == {
+        f"{source}/vertices/part-": "LOAD_CANCELLED_BY_USER",
+        f"{source}/edges/part-": "LOAD_CANCELLED_BY_USER"}
+    assert result.stopped == (
+        f"bulk load {loads[f'{source}/vertices/part-'].load_id} of {source}/vertices/part- still "
+        f"LOAD_IN_QUEUE after graph.loader_timeout_s=0.3 s; the chunk is not committed "
+        f"(--resume loads it again)",)
+    time.sleep(1)  # the worker, running again, takes up neither
+    assert graph.V().has_label("image").count().next() == 0
+
+
+def test_a_load_committed_with_write_conflicts_is_resumed(spark, bulk_graph, graph, clean,
+                                                          neptune_loader):
+    clean()
+    staged = f"s3a://{BUCKET}/bulk-conflicts/{uuid.uuid4().hex}"
+    neptune_loader.write_conflicts = 1  # the vertex file: half its records committed
+    try:
+        result = bulk_load_predictions(spark, bulk_graph, predictions(spark, 3, 0, partitions=1),
+                                       MODEL, "run-1", f"{staged}/graph", f"{staged}/bulk")
+    finally:
+        neptune_loader.write_conflicts = 0
+    assert result.stopped == () and result.failed.count() == 0
+    assert (result.totals.rows_written, result.totals.vertices, result.totals.edges) == (20, 20, 60)
+    source = f"s3://{staged.partition('://')[2]}/bulk"
+    assert [(load.source, load.status) for load in neptune_loader.loads.values()
+            if load.source.startswith(source)] == [
+        (f"{source}/vertices/part-", "LOAD_COMMITTED_W_WRITE_CONFLICTS"),
+        (f"{source}/edges/part-", "LOAD_FAILED_BECAUSE_DEPENDENCY_NOT_SATISFIED"),
+        (f"{source}/vertices/part-", "LOAD_COMPLETED"),  # the resume
+        (f"{source}/edges/part-", "LOAD_COMPLETED")]
+    assert graph.V().has_label("image").count().next() == 20
+    assert graph.E().has("classified_as", "run_id", "run-1").count().next() == 60

@@ -21,6 +21,7 @@ from imagegraph.graph.bulk_load import (
     gremlin_type,
     loader_endpoint,
     loader_source,
+    missing_from_graph,
     property_columns,
     record_errors,
     rejected_uri,
@@ -132,8 +133,10 @@ MISSING = {"errorCode": "FROM_OR_TO_VERTEX_ARE_MISSING",
                            "'class:cat', is not present.", "fileName": FILE, "recordNum": 0}
 
 
-def job(status: str, *errors: dict) -> LoaderJob:
-    return LoaderJob("load-1", "s3://b/staging/edges/part-", status, errors)
+def job(status: str, *errors: dict, counted: int | None = None) -> LoaderJob:
+    """A job that ended `status`, its counters counting `counted` errors (default: as listed)."""
+    return LoaderJob("load-1", "s3://b/staging/edges/part-", status, errors,
+                     len(errors) if counted is None else counted)
 
 
 def test_errors_that_name_records_are_returned():
@@ -150,6 +153,8 @@ def test_errors_that_name_records_are_returned():
     (job("LOAD_FAILED", {**MISSING, "errorMessage": "something else"}), "no record named"),
     (job("LOAD_FAILED"), "LOAD_FAILED and no error details"),
     (job("LOAD_FAILED", *[RECORD_ERROR] * 10_000), "more than Neptune keeps"),
+    (job("LOAD_FAILED", RECORD_ERROR, counted=2), "listed 1 errors and counted 2 \\(parsingErrors"),
+    (job("LOAD_COMPLETED", counted=1), "listed 0 errors and counted 1"),
 ])
 def test_a_load_that_failed_as_a_whole_stops_the_run(ended, line):
     with pytest.raises(LoadStopped, match=line):
@@ -167,3 +172,12 @@ def test_an_error_names_the_image_of_its_record():
     assert rejected_uri(RECORD_ERROR, {}) is None
     assert rejection_reason(RECORD_ERROR) == (
         f"graph bulk load rejected the record: PARSING_ERROR: bad Double ({FILE} record 2)")
+
+
+def test_what_the_graph_lacks_of_an_image_as_loaded():
+    vertex = image_vertex({"uri": "s3://b/1.png", "sha256": "ab", "labels": ["a", "b"]}, "m@1")
+    edges = list(vertex.owned_edges.keep)
+    assert missing_from_graph(vertex, {"id": vertex.id, "sha256": ["ab"], "edges": edges}) == ""
+    assert missing_from_graph(vertex, None) == "no image vertex"
+    assert missing_from_graph(vertex, {"id": vertex.id, "sha256": ["cd"], "edges": edges[:1]}) == (
+        f"sha256 ['cd'] instead of ab; no classified_as edge {edges[1]} of the run")

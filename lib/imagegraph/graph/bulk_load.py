@@ -4,13 +4,15 @@ Neptune's Gremlin load-format CSV to S3 and loaded by Neptune's bulk loader, ins
 render (pure: records in, CSV lines out; columns and types derived from the records) -> Spark
 writes one vertex file and one edge file per partition under `files_uri` -> the driver starts
 the loader with boto3's `neptunedata` client: the vertices, then the edges queued behind them as
-a dependency -> polls the status (with errors) until both end -> each error the loader reports
-for one record becomes a failed row (the image's uri and the loader's error line); an error no
-record explains (a header, S3 access, a cancelled load, no answer in `graph.loader_timeout_s`)
-stops the run -> the chunk's written images lose the classified_as edges of the model that
-their new top-k does not keep, over Gremlin (the loader only adds; `OwnedEdges`) -> the failed
-rows are staged at `outcome_uri` and read back: a `GraphLoad`, as `load.load_predictions`
-returns.
+a dependency -> polls the status (with errors) until both end, resuming a load that ended with
+write conflicts -> each error the loader reports for one record becomes a failed row (the
+image's uri and the loader's error line); an error no record explains (a header, S3 access, a
+cancelled load, errors listed other than counted, no answer in `graph.loader_timeout_s`) stops
+the run, and the loads not ended are cancelled -> over Gremlin, the chunk's written images lose
+the classified_as edges of the model that their new top-k does not keep (the loader only adds;
+`OwnedEdges`), and are read back: one the graph lacks in part is a failed row too, whatever
+record numbers the loader gave -> the failed rows are staged at `outcome_uri` and read back: a
+`GraphLoad`, as `load.load_predictions` returns.
 
 The same deterministic ids as the upserts, so a bulk load and a mergeV run of the same objects
 give one graph. The loader's role, IAM actions and network needs: docs/GRAPH.md "Bulk load".
@@ -38,7 +40,7 @@ from imagegraph.graph.auth import uses_iam
 from imagegraph.graph.connection import GremlinConnection
 from imagegraph.graph.elements import EdgeRecord, VertexRecord, classified_as_edges, image_vertex
 from imagegraph.graph.load import GraphLoad
-from imagegraph.graph.traversals import drop_stale_edges
+from imagegraph.graph.traversals import drop_stale_edges, run_images
 from imagegraph.graph.writer import GraphWriter, RequestFailed, WriterStopped, WriteStats, chunks
 
 log = logging.getLogger(__name__)
@@ -164,10 +166,13 @@ def edge_lines(edges: Sequence[EdgeRecord]) -> list[str]:
 COMPLETED = "LOAD_COMPLETED"
 FAILED = "LOAD_FAILED"  # with failOnError false: the records it names failed, the rest loaded
 DEPENDENCY_FAILED = "LOAD_FAILED_BECAUSE_DEPENDENCY_NOT_SATISFIED"
+WRITE_CONFLICTS = "LOAD_COMMITTED_W_WRITE_CONFLICTS"
+WRITE_CONFLICT_RESUMES = 3  # resumes of a load that ended with write conflicts, at most
 RUNNING = ("LOAD_NOT_STARTED", "LOAD_IN_QUEUE", "LOAD_IN_PROGRESS")
 MISSING_VERTEX = "FROM_OR_TO_VERTEX_ARE_MISSING"
 _MISSING_VERTEX_MESSAGE = re.compile(r"Either from vertex, '(.*)', or to vertex, '(.*)', is "
                                      r"not present\.", re.DOTALL)
+COUNTERS = ("parsingErrors", "datatypeMismatchErrors", "insertErrors")
 ERRORS_PER_PAGE = 500
 ERRORS_KEPT = 10_000  # Neptune keeps the last 10,000 error details of a job
 
@@ -236,23 +241,27 @@ def loader_client(graph: GraphConfig):
 
 @dataclass(frozen=True)
 class LoaderJob:
-    """How one loader job ended: its id, the source it read, its final status and the errors
-    it logged (the loader's `errorLogs` entries: errorCode, errorMessage, fileName,
-    recordNum)."""
+    """How one loader job ended: its id, the source it read, its final status, the errors it
+    logged (the loader's `errorLogs` entries: errorCode, errorMessage, fileName, recordNum) and
+    the errors its counters count (`parsingErrors` + `datatypeMismatchErrors` +
+    `insertErrors`)."""
 
     load_id: str
     source: str
     status: str
     errors: tuple[dict, ...]
+    counted: int
 
 
 class Loader:
-    """Starts and follows loader jobs through one client, counting its requests."""
+    """Starts and follows loader jobs through one client, counting its requests; `unfinished`
+    holds the ids of the jobs it started and has not seen end."""
 
     def __init__(self, client, graph: GraphConfig, sleep=time.sleep, clock=time.monotonic):
         self.client, self.graph = client, graph
         self.region = loader_region(graph)
         self.requests = 0
+        self.unfinished: list[str] = []
         self._sleep, self._clock = sleep, clock
 
     def _call(self, what: str, method, **request) -> dict:
@@ -271,10 +280,11 @@ class Loader:
             raise LoadStopped(f"cannot reach Neptune's bulk loader at "
                               f"{loader_endpoint(self.graph)} to {what}: {failed}") from None
 
-    def start(self, source: str, dependencies: Sequence[str] = ()) -> str:
-        """Start (queue) a load of every file under `source`; its load id."""
+    def start(self, source: str, dependencies: Sequence[str] = (), mode: str = "NEW") -> str:
+        """Start (queue) a load of every file under `source` (`mode` RESUME: of those the last
+        load of `source` did not load); its load id."""
         request = dict(source=source, format="csv", s3BucketRegion=self.region,
-                       iamRoleArn=self.graph.loader_iam_role_arn, mode="NEW",
+                       iamRoleArn=self.graph.loader_iam_role_arn, mode=mode,
                        failOnError=False, parallelism=self.graph.loader_parallelism,
                        updateSingleCardinalityProperties=True, queueRequest=True)
         if dependencies:
@@ -282,7 +292,8 @@ class Loader:
         answer = self._call(f"start a load of {source}", self.client.start_loader_job,
                             **request)
         load_id = answer["payload"]["loadId"]
-        log.info("bulk load %s of %s started%s", load_id, source,
+        self.unfinished.append(load_id)
+        log.info("bulk load %s of %s started (%s)%s", load_id, source, mode,
                  f" (after {', '.join(dependencies)})" if dependencies else "")
         return load_id
 
@@ -295,6 +306,7 @@ class Loader:
             status = self._call(f"report load {load_id}", self.client.get_loader_job_status,
                                 loadId=load_id, details=True)["payload"]["overallStatus"]
             if status["status"] not in RUNNING:
+                self.unfinished.remove(load_id)
                 break
             log.info("bulk load %s: %s, %s records", load_id, status["status"],
                      status.get("totalRecords", 0))
@@ -307,7 +319,35 @@ class Loader:
                  load_id, status["status"], status.get("totalRecords", 0),
                  status.get("parsingErrors", 0), status.get("datatypeMismatchErrors", 0),
                  status.get("insertErrors", 0))
-        return LoaderJob(load_id, source, status["status"], tuple(self._errors(load_id)))
+        counted = sum(status.get(name, 0) for name in COUNTERS)
+        return LoaderJob(load_id, source, status["status"], tuple(self._errors(load_id)),
+                         counted)
+
+    def finish(self, load_id: str, source: str) -> LoaderJob:
+        """`wait` for `load_id`; while it ends LOAD_COMMITTED_W_WRITE_CONFLICTS, resume it (a load
+        of `source` in mode RESUME, which loads again the files not loaded), as Neptune's
+        documentation advises, at most `WRITE_CONFLICT_RESUMES` times; how the last load
+        ended. Only the last load's errors are kept: a record one of the earlier loads skipped
+        without a later error naming it is found missing by the read-back."""
+        job = self.wait(load_id, source)
+        for _ in range(WRITE_CONFLICT_RESUMES):
+            if job.status != WRITE_CONFLICTS:
+                break
+            log.warning("bulk load %s of %s: %s, resumed", job.load_id, source, job.status)
+            job = self.wait(self.start(source, mode="RESUME"), source)
+        return job
+
+    def cancel_unfinished(self) -> None:
+        """Cancel the jobs the run gives up on (`unfinished`), so that none loads a chunk the
+        run did not commit; a refusal (a job that ended meanwhile) is logged."""
+        while self.unfinished:
+            load_id = self.unfinished.pop()
+            try:
+                self._call(f"cancel load {load_id}", self.client.cancel_loader_job,
+                           loadId=load_id)
+                log.warning("bulk load %s cancelled", load_id)
+            except LoadStopped as refused:
+                log.warning("%s", refused)
 
     def _errors(self, load_id: str) -> Iterator[dict]:
         for page in range(1, ERRORS_KEPT // ERRORS_PER_PAGE + 1):
@@ -324,7 +364,8 @@ class Loader:
 def record_errors(job: LoaderJob) -> tuple[dict, ...]:
     """The errors of a finished job, each naming one record; `LoadStopped` when the job failed
     as a whole (any status but completed or failed record by record), or logged an error that
-    names no record (a header, S3 access), or more errors than Neptune keeps."""
+    names no record (a header, S3 access), or more errors than Neptune keeps, or another
+    number of errors than its counters count."""
     if job.status not in (COMPLETED, FAILED):
         first = f" ({job.errors[0]['errorCode']}: {job.errors[0]['errorMessage']})" \
             if job.errors else ""
@@ -335,6 +376,10 @@ def record_errors(job: LoaderJob) -> tuple[dict, ...]:
         raise LoadStopped(f"bulk load {job.load_id} of {job.source} logged {len(job.errors)} or "
                           f"more errors, more than Neptune keeps: the failed records cannot all "
                           f"be named")
+    if len(job.errors) != job.counted:
+        raise LoadStopped(f"bulk load {job.load_id} of {job.source} listed {len(job.errors)} "
+                          f"errors and counted {job.counted} ({', '.join(COUNTERS)}): the "
+                          f"failed records cannot all be named; the chunk is not committed")
     for error in job.errors:
         if not _names_record(error):
             raise LoadStopped(f"bulk load {job.load_id} of {job.source} failed: "
@@ -407,8 +452,8 @@ def bulk_load_predictions(spark: SparkSession, graph: GraphConfig, predictions: 
         if failed_rows.join(predictions.select("uri"), "uri", "left_anti").count():
             raise LoadStopped("Neptune's bulk loader rejected records that are not this "
                               "chunk's images; the chunk is not committed")
-        stale_failed, requests, retries = _drop_stale(predictions, failed_rows, graph,
-                                                      model_tag)
+        stale_failed, requests, retries = _drop_stale_and_read_back(
+            predictions, failed_rows, graph, model_tag, run_id)
     except LoadStopped as stopped:
         log.error("%s", stopped)
         return GraphLoad(WriteStats(requests=loader.requests),
@@ -445,20 +490,27 @@ def load_vertices_then_edges(loader: Loader, files_uri: str) -> dict[str, tuple[
     """Load the vertex files under `<files_uri>/vertices/`, then the edge files under
     `<files_uri>/edges/` (queued with the vertex load as dependency: Neptune starts them only
     once the vertices are in); {'vertices': record errors, 'edges': record errors}, or
-    `LoadStopped` (`record_errors`). A vertex load that failed record by record makes Neptune
-    cancel the edge load for its dependency: the edges are then loaded again without it. The
-    part- prefix keeps the committer's _SUCCESS marker out of the load."""
+    `LoadStopped` (`record_errors`). Each load that ends with write conflicts is resumed
+    (`Loader.finish`). A vertex load that failed record by record or was resumed makes Neptune
+    fail the edge load for its dependency: the edges are then loaded again without it. The
+    part- prefix keeps the committer's _SUCCESS marker out of the load. A job not seen ending
+    (a timeout, the vertex load failed as a whole, any exception) is cancelled on the way out
+    (`Loader.cancel_unfinished`)."""
     vertices_source = f"{loader_source(files_uri)}/vertices/part-"
     edges_source = f"{loader_source(files_uri)}/edges/part-"
-    vertices_id = loader.start(vertices_source)
-    edges_id = loader.start(edges_source, dependencies=[vertices_id])
-    vertices = loader.wait(vertices_id, vertices_source)
-    vertex_errors = record_errors(vertices)
-    edges = loader.wait(edges_id, edges_source)
-    if edges.status == DEPENDENCY_FAILED:
-        # the vertex load failed only record by record: the rest of the vertices are in
-        edges = loader.wait(loader.start(edges_source), edges_source)
-    return {"vertices": vertex_errors, "edges": record_errors(edges)}
+    try:
+        vertices_id = loader.start(vertices_source)
+        edges_id = loader.start(edges_source, dependencies=[vertices_id])
+        vertices = loader.finish(vertices_id, vertices_source)
+        vertex_errors = record_errors(vertices)
+        edges = loader.finish(edges_id, edges_source)
+        if edges.status == DEPENDENCY_FAILED:
+            # the vertex load failed only record by record, or was resumed: the rest of the
+            # vertices are in
+            edges = loader.finish(loader.start(edges_source), edges_source)
+        return {"vertices": vertex_errors, "edges": record_errors(edges)}
+    finally:
+        loader.cancel_unfinished()
 
 
 def _read_rejected_files(spark: SparkSession, errors: Sequence[Mapping],
@@ -475,11 +527,33 @@ def _read_rejected_files(spark: SparkSession, errors: Sequence[Mapping],
     return records
 
 
-def _drop_stale(predictions: DataFrame, failed_rows: DataFrame, graph: GraphConfig,
-                model_tag: str) -> tuple[list[tuple[str, str]], int, int]:
+def missing_from_graph(vertex: VertexRecord, found: Mapping | None) -> str:
+    """What the graph lacks of an image as the run loaded it: its vertex `vertex` with its
+    sha256 and the classified_as edges it keeps (`vertex.owned_edges.keep`), read back as
+    `found` (a `traversals.run_images` map, None when no image vertex has its id); '' when
+    nothing is missing."""
+    if found is None:
+        return "no image vertex"
+    lacking = []
+    if found["sha256"] != [vertex.properties["sha256"]]:
+        lacking.append(f"sha256 {found['sha256']} instead of {vertex.properties['sha256']}")
+    edges = [edge for edge in vertex.owned_edges.keep if edge not in found["edges"]] \
+        if vertex.owned_edges else []
+    if edges:
+        lacking.append(f"no classified_as edge {', '.join(edges)} of the run")
+    return "; ".join(lacking)
+
+
+def _drop_stale_and_read_back(predictions: DataFrame, failed_rows: DataFrame,
+                              graph: GraphConfig, model_tag: str,
+                              run_id: str) -> tuple[list[tuple[str, str]], int, int]:
     """Drop, over Gremlin, the classified_as edges of `model_tag` that the written images' new
-    top-k does not keep, from at most `graph.writers` partitions; (the rows whose edges could
-    not be dropped with the reason, requests, retries). `LoadStopped` when a writer stopped."""
+    top-k does not keep, then read those images back (`traversals.run_images`), a request each
+    per `graph.records_per_request` images, from at most `graph.writers` partitions; (the rows
+    whose edges could not be dropped, or that the graph lacks in part although no loader error
+    named them (`missing_from_graph`), with the reason, requests, retries). The read-back is
+    what makes an image written: the loader's `recordNum` is not trusted to name every record
+    it skipped. `LoadStopped` when a writer stopped."""
     written = predictions.join(failed_rows, "uri", "left_anti").select("uri", "labels",
                                                                        "sha256")
     if written.rdd.getNumPartitions() > graph.writers:
@@ -495,10 +569,18 @@ def _drop_stale(predictions: DataFrame, failed_rows: DataFrame, graph: GraphConf
                                 graph.records_per_request):
                 try:
                     writer.submit(drop_stale_edges, batch)
+                    found = {image["id"]: image for image in
+                             writer.run(run_images([vertex.id for vertex in batch], run_id))}
                 except RequestFailed as failure:
                     yield from (("failed", vertex.id, f"graph write failed: stale "
-                                 f"{vertex.owned_edges.label} edges not dropped: {failure}", 0, 0)
-                                for vertex in batch)
+                                 f"{vertex.owned_edges.label} edges not dropped or not read "
+                                 f"back: {failure}", 0, 0) for vertex in batch)
+                    continue
+                for vertex in batch:
+                    lacking = missing_from_graph(vertex, found.get(vertex.id))
+                    if lacking:
+                        yield ("failed", vertex.id, f"graph bulk load: not in the graph as "
+                               f"loaded, and no loader error named it: {lacking}", 0, 0)
         except WriterStopped as stopped:
             yield ("stopped", None, str(stopped), 0, 0)
         finally:

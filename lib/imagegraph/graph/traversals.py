@@ -135,6 +135,15 @@ def drop_stale_edges(vertices: Sequence[VertexRecord]) -> GraphTraversal:
             .has_id(P.without(keep)).drop())
 
 
+def run_images(image_ids: Sequence[str], run_id: str) -> GraphTraversal:
+    """Read back the image vertices among `image_ids`: a map per vertex found, with its `id`,
+    its `sha256` values (a list) and the ids of its classified_as edges whose `run_id` is
+    `run_id` (a list)."""
+    return (SOURCE.V(*image_ids).has_label("image").project("id", "sha256", "edges")
+            .by(T.id).by(__.values("sha256").fold())
+            .by(__.out_e(CLASSIFIED_AS).has("run_id", run_id).id_().fold()))
+
+
 def delete_probe(vertex_id: str) -> GraphTraversal:
     """A request with the `drop()` an image upsert holds (its stale classified_as edges), that
     drops nothing at `vertex_id` (a model vertex, which has no classified_as edges): on Neptune
