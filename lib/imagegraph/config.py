@@ -202,7 +202,8 @@ and exported epoch) and in the test split (`test_percent`: only measured) by con
     are `none` (random), `imagenet` (downloaded by Keras: needs internet) or the URI of a Keras
     weights file of the backbone without its top. With pretrained weights a new head is trained
     on the frozen backbone for `epochs`, then the top `unfreeze_layers` layers of the backbone
-    train with it for `fine_tune_epochs` more at `fine_tune_learning_rate`.
+    (more than it has: all of them, logged) train with it for `fine_tune_epochs` more at
+    `fine_tune_learning_rate`.
     `pixel_feed`: `uint8` (1 byte a pixel in the petastorm cache, cast in TensorFlow) or
     `float32` (4 bytes, the former feed, kept to measure against).
     Augmentation of the training split only, in the TensorFlow input pipeline: `augment_flip`
