@@ -205,7 +205,13 @@ and exported epoch) and in the test split (`test_percent`: only measured) by con
     are `none` (random), `imagenet` (downloaded by Keras: needs internet) or the URI of a Keras
     weights file of the backbone without its top. With pretrained weights a new head is trained
     on the frozen backbone for `epochs`, then the top `unfreeze_layers` layers of the backbone
-    train with it for `fine_tune_epochs` more at `fine_tune_learning_rate`.
+    (more than it has: all of them, logged) train with it for `fine_tune_epochs` more at
+    `fine_tune_learning_rate`.
+    Each phase's learning rate (`learning_rate`, `fine_tune_learning_rate`: for one worker's
+    `batch_size`) is scaled by `workers` when `learning_rate_scaling` is `linear` (`none`: as
+    set), rises linearly over the phase's first `warmup_epochs` epochs (0: none; at most the
+    phase), then decays along a half cosine towards `final_learning_rate_fraction` of it (1:
+    constant).
     `pixel_feed`: `uint8` (1 byte a pixel in the petastorm cache, cast in TensorFlow) or
     `float32` (4 bytes, the former feed, kept to measure against).
     Augmentation of the training split only, in the TensorFlow input pipeline: `augment_flip`
@@ -236,6 +242,9 @@ and exported epoch) and in the test split (`test_percent`: only measured) by con
     fine_tune_epochs: int = setting(0, at_least(0, "0 or more"))
     unfreeze_layers: int = setting(20, at_least(0, "0 or more"))
     fine_tune_learning_rate: float = setting(0.0001, positive())
+    warmup_epochs: float = setting(1.0, at_least(0, "0 (no warm-up) or more"))
+    final_learning_rate_fraction: float = setting(0.1, between(0, 1))
+    learning_rate_scaling: str = setting("linear", one_of('linear', 'none'))
     pixel_feed: str = setting("uint8", one_of('uint8', 'float32'))
     augment_flip: bool = False
     augment_crop: float = setting(0.0, _AUGMENTATION)

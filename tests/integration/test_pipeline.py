@@ -124,6 +124,8 @@ def test_lineage_in_metadata_and_on_the_model_vertex(first_run, spark, config, s
         "training_input": f"s3a://{BUCKET}/train/", "imagegraph_version": __version__,
         "seed": 7, "base": "small_cnn", "weights": "none", "epochs": 4, "fine_tune_epochs": 0,
         "unfreeze_layers": 20, "learning_rate": 0.002, "fine_tune_learning_rate": 0.0001,
+        "warmup_epochs": 1.0, "final_learning_rate_fraction": 0.1,
+        "learning_rate_scaling": "linear",
         "early_stopping_patience": 0, "batch_size": 64, "holdout_percent": 20,
         "test_percent": 10, "class_weighting": "balanced", "pixel_feed": "uint8",
         "workers": 1, "augmentation": {"flip": False, "crop": 0.0, "brightness": 0.0,

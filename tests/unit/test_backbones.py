@@ -71,3 +71,22 @@ def test_batch_norm_statistics_are_learned_from_scratch_and_kept_when_pretrained
     model(np.random.default_rng(1).uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32),
           training=True)
     assert (not np.allclose(norm.moving_mean.numpy(), before)) is learns
+
+
+@pytest.mark.parametrize("asked, trained", [
+    (0, []),
+    (4, ["Conv2D", "ReLU", "GlobalAveragePooling2D"]),  # Conv_1's batch norm stays frozen
+    (155, 103),  # MobileNetV2 without its top: 155 layers, 52 of them batch normalisation
+    (200, 103),  # more than there are: all of them, as layers[-200:] gives
+])
+def test_unfreeze_top_trains_the_top_layers_asked_for_or_all_of_them(asked, trained, caplog):
+    model = build_classifier("mobilenet_v2", 32, 32, 3, 2, None)
+    freeze_backbone(model)
+    unfreeze_top(model, asked)
+    kinds = [type(layer).__name__ for layer in model.get_layer(BACKBONE_LAYER).layers
+             if layer.trainable]
+    assert (kinds if isinstance(trained, list) else len(kinds)) == trained
+    warned = [record.getMessage() for record in caplog.records
+              if record.name == "imagegraph.train.backbones"]
+    assert warned == (["unfreeze_layers is 200 but the backbone has 155 layers: all 155 train"]
+                      if asked == 200 else [])

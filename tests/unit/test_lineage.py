@@ -100,7 +100,9 @@ def test_lineage_records_the_input_the_code_and_every_setting(monkeypatch):
         "imagegraph_version": __version__, "trained_at": "2026-12-06T20:01:02Z",
         "seed": 3, "base": "mobilenet_v2", "weights": "s3://b/w.h5", "epochs": 5,
         "fine_tune_epochs": 2, "unfreeze_layers": 20, "learning_rate": 0.01,
-        "fine_tune_learning_rate": 0.0005, "early_stopping_patience": 0, "batch_size": 16,
+        "fine_tune_learning_rate": 0.0005, "warmup_epochs": 1.0,
+        "final_learning_rate_fraction": 0.1, "learning_rate_scaling": "linear",
+        "early_stopping_patience": 0, "batch_size": 16,
         "holdout_percent": 20, "test_percent": 10,
         "augmentation": {"flip": True, "crop": 0.1, "brightness": 0.0, "contrast": 0.0},
         "class_weighting": "none", "pixel_feed": "float32", "workers": 2}

@@ -22,6 +22,7 @@ from imagegraph.train.loop import (
     FINE_TUNE,
     HEAD,
     WHOLE,
+    RateSchedule,
     TrainingPlan,
     early_stop_update,
     next_phases,
@@ -180,7 +181,8 @@ def plan(**changes) -> TrainingPlan:
         base="mobilenet_v2", weights="/tmp/w.weights.h5", num_classes=3,
         feed=FeedSpec((32, 32, 3), "uint8", "mobilenet_v2", 8, (1.0, 1.0, 1.0)),
         epochs=3, fine_tune_epochs=2, unfreeze_layers=10, learning_rate=0.01,
-        fine_tune_learning_rate=0.001, early_stopping_patience=2, train_images=100,
+        fine_tune_learning_rate=0.001, warmup_epochs=1.0, final_learning_rate_fraction=0.1,
+        learning_rate_scaling="linear", early_stopping_patience=2, train_images=100,
         holdout_images=20, seed=1, checkpoints=CheckpointStore("file:///tmp/c", S3Config()),
         resume=False)
     return dataclasses.replace(base, **changes)
@@ -196,6 +198,32 @@ def test_pretrained_weights_train_the_head_then_fine_tune():
     # no pretrained weights, or the small CNN: the whole network in one phase
     for whole in (plan(weights=None), plan(base="small_cnn")):
         assert [(p.name, p.end_epoch) for p in whole.phases()] == [(WHOLE, 3)]
+
+
+def test_each_phase_peaks_at_its_rate_times_the_workers_after_a_warm_up_of_whole_steps():
+    head, fine_tune = plan().phases()
+    assert plan().schedule(head, 5, workers=2) == RateSchedule(0.02, 5, 15, 0.1)
+    assert plan().schedule(fine_tune, 5, workers=2) == RateSchedule(0.002, 5, 10, 0.1)
+    assert plan(learning_rate_scaling="none").schedule(head, 5, 2) == \
+        RateSchedule(0.01, 5, 15, 0.1)
+    assert plan(warmup_epochs=0.4).schedule(head, 5, 1).warmup_steps == 2
+    assert plan(warmup_epochs=0).schedule(head, 5, 1).warmup_steps == 0
+    assert plan(warmup_epochs=10).schedule(head, 5, 1).warmup_steps == 15  # the whole phase
+
+
+@pytest.mark.parametrize("step, rate", [
+    (0, 0.004), (1, 0.008), (4, 0.02),  # warming up: (step + 1) / 5 of the peak
+    (5, 0.02), (10, 0.011),  # the cosine from the peak: halfway, 0.1 + 0.9 / 2 of it
+    (14, 0.02 * (0.1 + 0.9 * 0.5 * (1 + np.cos(0.9 * np.pi)))),  # the phase's last step
+    (15, 0.002), (40, 0.002),  # the floor, after the phase (a resumed count never goes there)
+])
+def test_the_learning_rate_warms_up_linearly_then_decays_along_a_cosine(step, rate):
+    assert RateSchedule(0.02, 5, 15, 0.1).rate(step) == pytest.approx(rate, rel=1e-12)
+
+
+def test_without_warm_up_or_decay_the_rate_is_constant():
+    constant = RateSchedule(0.02, 0, 15, 1.0)
+    assert [constant.rate(step) for step in (0, 7, 14)] == [0.02, 0.02, 0.02]
 
 
 @pytest.mark.parametrize("state, expected", [

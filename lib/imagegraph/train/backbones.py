@@ -9,6 +9,10 @@ probabilities.
 """
 from __future__ import annotations
 
+import logging
+
+log = logging.getLogger(__name__)
+
 BACKBONE_LAYER = "backbone"
 """The name of the application sub-model inside a classifier built on one."""
 PREPROCESSING = {"small_cnn": "scale_0_1", "mobilenet_v2": "mobilenet_v2",
@@ -91,13 +95,19 @@ def freeze_backbone(model) -> None:
 
 
 def unfreeze_top(model, layer_count: int) -> None:
-    """The second phase: the top `layer_count` layers of the backbone train too (batch
-    normalisation layers stay frozen, as Keras's transfer-learning guide advises)."""
+    """The second phase: the top `layer_count` layers of the backbone (counted in
+    `backbone.layers`, as Keras's transfer-learning guide counts them) train too, batch
+    normalisation layers excepted (they stay frozen, as the guide advises). More layers than the
+    backbone has means all of them, as `layers[-layer_count:]` would in Python, and is logged."""
     import tensorflow as tf
 
     backbone = model.get_layer(BACKBONE_LAYER)
     backbone.trainable = True
-    top = backbone.layers[len(backbone.layers) - layer_count:] if layer_count else []
+    total = len(backbone.layers)
+    if layer_count > total:
+        log.warning("unfreeze_layers is %d but the backbone has %d layers: all %d train",
+                    layer_count, total, total)
+    top = backbone.layers[max(0, total - layer_count):] if layer_count else []
     for layer in backbone.layers:
         layer.trainable = (layer in top
                            and not isinstance(layer, tf.keras.layers.BatchNormalization))

@@ -2,9 +2,10 @@
 run (`train.distributed`), all running the same code under one `tf.distribute` strategy.
 
     build or restore the model -> for each phase (head on a frozen backbone, then its top
-    unfrozen; or the whole network at once) -> epochs of: steps over this worker's shard of
-    the training split (gradients summed over workers), the held-out loss and accuracy,
-    a checkpoint (the chief uploads it), early stopping -> the best epoch's model
+    unfrozen, starting from the head's best epoch; or the whole network at once) -> epochs of:
+    steps over this worker's shard of the training split (gradients summed over workers, the
+    learning rate as the phase's `RateSchedule` sets it each step), the held-out loss and
+    accuracy, a checkpoint (the chief uploads it), early stopping -> the best epoch's model
 
 A custom loop rather than `Model.fit`: Keras 3's `fit` does not run under
 `MultiWorkerMirroredStrategy` (keras-team/keras#20585), while `strategy.run` over a Keras model
@@ -35,7 +36,7 @@ network (from scratch, or `small_cnn`) in one phase."""
 @dataclass(frozen=True)
 class Phase:
     """Epochs [`first_epoch`, `end_epoch`) of the run (counted over all phases), trained at
-    `learning_rate`."""
+    `learning_rate` (one worker's: `TrainingPlan.schedule` scales it)."""
 
     name: str
     first_epoch: int
@@ -44,10 +45,33 @@ class Phase:
 
 
 @dataclass(frozen=True)
+class RateSchedule:
+    """The learning rate of each optimizer step of one phase (steps counted from 0 over the
+    phase's `steps`): a linear warm-up over the first `warmup_steps`, step s at
+    `peak` * (s + 1) / `warmup_steps`, then a half cosine from `peak` down towards
+    `peak` * `final_fraction`, which the step after the phase's last would take (as Keras's
+    `CosineDecay` counts); `final_fraction` 1 holds `peak` after the warm-up."""
+
+    peak: float
+    warmup_steps: int
+    steps: int
+    final_fraction: float
+
+    def rate(self, step: int) -> float:
+        if step < self.warmup_steps:
+            return self.peak * (step + 1) / self.warmup_steps
+        progress = min(1.0, (step - self.warmup_steps) / max(1, self.steps - self.warmup_steps))
+        cosine = 0.5 * (1.0 + math.cos(math.pi * progress))
+        return self.peak * (self.final_fraction + (1.0 - self.final_fraction) * cosine)
+
+
+@dataclass(frozen=True)
 class TrainingPlan:
     """Everything a worker needs, picklable. `weights` is None (random), 'imagenet' or a
     local weights-file path; `train_images`/`holdout_images` are the split sizes; `resume`
-    continues from the checkpoints' last state."""
+    continues from the checkpoints' last state. Each phase's learning rate warms up over
+    `warmup_epochs` and decays to `final_learning_rate_fraction` of its peak (`schedule`), the
+    peak scaled by the number of workers when `learning_rate_scaling` is 'linear'."""
 
     base: str
     weights: str | None
@@ -58,6 +82,9 @@ class TrainingPlan:
     unfreeze_layers: int
     learning_rate: float
     fine_tune_learning_rate: float
+    warmup_epochs: float
+    final_learning_rate_fraction: float
+    learning_rate_scaling: str
     early_stopping_patience: int
     train_images: int
     holdout_images: int
@@ -77,6 +104,18 @@ class TrainingPlan:
             return (head,)
         return head, Phase(FINE_TUNE, self.epochs, self.epochs + self.fine_tune_epochs,
                            self.fine_tune_learning_rate)
+
+    def schedule(self, phase: Phase, steps_per_epoch: int, workers: int) -> RateSchedule:
+        """`phase`'s learning rates with `steps_per_epoch` optimizer steps an epoch on
+        `workers` workers: the peak is the phase's rate, times `workers` under 'linear'
+        scaling (the global batch is `workers` times one worker's: Goyal et al., "Accurate,
+        Large Minibatch SGD", 2017); the warm-up is `warmup_epochs` of steps, rounded, at most
+        the whole phase."""
+        steps = (phase.end_epoch - phase.first_epoch) * steps_per_epoch
+        scale = workers if self.learning_rate_scaling == "linear" else 1
+        return RateSchedule(phase.learning_rate * scale,
+                            min(steps, round(self.warmup_epochs * steps_per_epoch)), steps,
+                            self.final_learning_rate_fraction)
 
 
 @dataclass(frozen=True)
@@ -178,16 +217,22 @@ def _train_model(plan: TrainingPlan, train_data, holdout_data, worker: int, work
         batches = iter(strategy.distribute_datasets_from_function(lambda _: train_ds))
         for phase, start in next_phases(plan, state):
             if state.phase != phase.name:
+                log.info("%s phase from the weights of epoch %d, the best so far", phase.name,
+                         state.best_epoch)
                 with strategy.scope():
+                    model.load_weights(os.path.join(work, BEST_MODEL))
                     unfreeze_top(model, plan.unfreeze_layers)
                     _compile(model, phase.learning_rate)
                 state = dataclasses.replace(state, phase=phase.name, phase_stopped=False,
                                             epochs_without_improvement=0)
             step = _train_step(strategy, model, global_batch)
+            rates = plan.schedule(phase, steps, workers)
             for epoch in range(start, phase.end_epoch):
                 began = time.monotonic()
                 loss_sum = correct = 0.0
-                for _ in range(steps):
+                for index in range(steps):
+                    model.optimizer.learning_rate = rates.rate(
+                        (epoch - phase.first_epoch) * steps + index)
                     loss, right = step(batches)
                     loss_sum += float(loss)
                     correct += float(right)
@@ -207,9 +252,11 @@ def _train_model(plan: TrainingPlan, train_data, holdout_data, worker: int, work
                                                     plan.early_stopping_patience)
                 _checkpoint(plan.checkpoints, model, state, improved, work, chief)
                 log.info("epoch %d/%d (%s): loss %.4f accuracy %.4f, held-out loss %.4f "
-                         "accuracy %.4f, %.0f images/s", epoch + 1, plan.phases()[-1].end_epoch,
-                         phase.name, metrics["loss"], metrics["accuracy"], val_loss,
-                         val_accuracy, steps * global_batch / seconds)
+                         "accuracy %.4f, %.0f images/s, learning rate %.3g at its last step",
+                         epoch + 1, plan.phases()[-1].end_epoch, phase.name, metrics["loss"],
+                         metrics["accuracy"], val_loss, val_accuracy,
+                         steps * global_batch / seconds,
+                         rates.rate((epoch + 1 - phase.first_epoch) * steps - 1))
                 if state.phase_stopped:
                     log.info("early stopping: %d epochs without a lower held-out loss",
                              state.epochs_without_improvement)
