@@ -4,8 +4,6 @@ once with reports that reconcile."""
 from __future__ import annotations
 
 import csv
-import gzip
-import hashlib
 import io
 import json
 import os
@@ -24,6 +22,7 @@ import sample_images
 import services
 from conftest import BUCKET, MODEL_URI
 from gremlin_python.process.graph_traversal import __
+from s3_inventory import put_csv_inventory, put_parquet_inventory
 from s3_objects import put_objects
 
 from imagegraph.dead_letters import FINAL
@@ -74,40 +73,27 @@ def put_manifest(s3, objects) -> str:
     return f"s3a://{BUCKET}/manifests/backfill.csv"
 
 
-def put_inventory(s3, objects) -> str:
-    """An S3 Inventory report as AWS writes it: gzip CSV data files without a header, every
-    field quoted, keys URL-encoded, plus a delete marker and an older version to leave out."""
+def put_inventory(s3) -> str:
+    """An S3 Inventory CSV report of the prefix's objects in two data files, keys URL-encoded,
+    plus a delete marker and an older version to leave out."""
     listed = {o["Key"]: o for o in
               s3.list_objects_v2(Bucket=BUCKET, Prefix=PREFIX_KEY)["Contents"]}
-    lines = [[BUCKET, quote_plus(key), "true", "false", str(entry["Size"]),
-              entry["LastModified"].strftime("%Y-%m-%dT%H:%M:%S.000Z")]
-             for key, entry in sorted(listed.items())]
-    lines.append([BUCKET, quote_plus(PREFIX_KEY + "deleted.png"), "true", "true", "", ""])
-    lines.append([BUCKET, quote_plus(PREFIX_KEY + "old-version.png"), "false", "false", "9",
-                  "2020-01-01T00:00:00.000Z"])
-    files = []
-    for part, chunk in enumerate((lines[:20], lines[20:])):
-        text = io.StringIO()
-        csv.writer(text, quoting=csv.QUOTE_ALL).writerows(chunk)
-        body = gzip.compress(text.getvalue().encode())
-        key = f"inventory/{BUCKET}/backfill/data/part-{part}.csv.gz"
-        s3.put_object(Bucket=BUCKET, Key=key, Body=body)
-        files.append({"key": key, "size": len(body),
-                      "MD5checksum": hashlib.md5(body).hexdigest()})
-    manifest = {"sourceBucket": BUCKET, "destinationBucket": f"arn:aws:s3:::{BUCKET}",
-                "version": "2016-11-30", "fileFormat": "CSV",
-                "fileSchema": "Bucket, Key, IsLatest, IsDeleteMarker, Size, LastModifiedDate",
-                "files": files}
-    key = f"inventory/{BUCKET}/backfill/2026-11-26T01-00Z/manifest.json"
-    s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(manifest).encode())
-    return f"s3a://{BUCKET}/{key}"
+    rows = [[BUCKET, quote_plus(key), "true", "false", str(entry["Size"]),
+             entry["LastModified"].strftime("%Y-%m-%dT%H:%M:%S.000Z")]
+            for key, entry in sorted(listed.items())]
+    rows.append([BUCKET, quote_plus(PREFIX_KEY + "deleted.png"), "true", "true", "", ""])
+    rows.append([BUCKET, quote_plus(PREFIX_KEY + "old-version.png"), "false", "false", "9",
+                 "2020-01-01T00:00:00.000Z"])
+    return put_csv_inventory(s3, BUCKET, f"inventory/{BUCKET}/backfill/", BUCKET,
+                             ["Bucket", "Key", "IsLatest", "IsDeleteMarker", "Size",
+                              "LastModifiedDate"], rows, files=2)
 
 
 def test_prefix_manifest_and_inventory_give_the_same_graph(spark, config, trained_model, s3,
                                                            objects, graph):
     sources = [InputSource(PREFIX, f"s3a://{BUCKET}/{PREFIX_KEY}"),
                InputSource(MANIFEST, put_manifest(s3, objects)),
-               InputSource(INVENTORY, put_inventory(s3, objects))]
+               InputSource(INVENTORY, put_inventory(s3))]
     snapshots = []
     for index, source in enumerate(sources):
         graph.V().drop().iterate()
@@ -132,30 +118,19 @@ def put_parquet(s3, key: str, table: pa.Table) -> str:
     return f"s3a://{BUCKET}/{key}"
 
 
-def put_parquet_inventory(s3, listed: dict) -> str:
-    """An S3 Inventory report in Parquet as AWS writes it (keys not URL-encoded, typed
-    columns), from `listed` ({key: list_objects_v2 entry}), plus a delete marker and an older
-    version to leave out."""
+def small_parquet_inventory(s3, listed: dict) -> str:
+    """An S3 Inventory Parquet report (keys not URL-encoded, typed columns) from `listed`
+    ({key: list_objects_v2 entry}), plus a delete marker and an older version to leave out."""
     keys = sorted(listed)
-    rows = {"bucket": [BUCKET] * (len(keys) + 2),
-            "key": keys + [SMALL_KEY + "deleted.png", SMALL_KEY + "old-version.png"],
-            "version_id": ["v1"] * (len(keys) + 2),
-            "is_latest": [True] * len(keys) + [True, False],
-            "is_delete_marker": [False] * len(keys) + [True, False],
-            "size": [listed[k]["Size"] for k in keys] + [None, 9],
-            "last_modified_date": [listed[k]["LastModified"] for k in keys]
-            + [None, datetime(2020, 1, 1, tzinfo=timezone.utc)]}
-    data_key = f"inventory/{BUCKET}/small/data/part-0.parquet"
-    put_parquet(s3, data_key, pa.table(rows))
-    body = s3.get_object(Bucket=BUCKET, Key=data_key)["Body"].read()
-    manifest = {"sourceBucket": BUCKET, "destinationBucket": f"arn:aws:s3:::{BUCKET}",
-                "version": "2016-11-30", "fileFormat": "Parquet",
-                "fileSchema": "message s3.inventory { required binary bucket (STRING); ... }",
-                "files": [{"key": data_key, "size": len(body),
-                           "MD5checksum": hashlib.md5(body).hexdigest()}]}
-    key = f"inventory/{BUCKET}/small/2026-12-01T01-00Z/manifest.json"
-    s3.put_object(Bucket=BUCKET, Key=key, Body=json.dumps(manifest).encode())
-    return f"s3a://{BUCKET}/{key}"
+    return put_parquet_inventory(s3, BUCKET, f"inventory/{BUCKET}/small/", BUCKET, {
+        "bucket": [BUCKET] * (len(keys) + 2),
+        "key": keys + [SMALL_KEY + "deleted.png", SMALL_KEY + "old-version.png"],
+        "version_id": ["v1"] * (len(keys) + 2),
+        "is_latest": [True] * len(keys) + [True, False],
+        "is_delete_marker": [False] * len(keys) + [True, False],
+        "size": [listed[k]["Size"] for k in keys] + [None, 9],
+        "last_modified_date": [listed[k]["LastModified"] for k in keys]
+        + [None, datetime(2020, 1, 1, tzinfo=timezone.utc)]})
 
 
 def test_parquet_manifest_inventory_and_uri_column_give_the_same_graph(
@@ -178,7 +153,7 @@ def test_parquet_manifest_inventory_and_uri_column_give_the_same_graph(
         InputSource(MANIFEST, put_parquet(s3, "manifests/small.parquet", pa.table({
             "bucket": [BUCKET] * len(keys), "key": keys,
             "size": [listed[k]["Size"] for k in keys]}))),
-        InputSource(INVENTORY, put_parquet_inventory(s3, listed)),
+        InputSource(INVENTORY, small_parquet_inventory(s3, listed)),
         InputSource(MANIFEST, f"s3a://{BUCKET}/manifests/small-uri.csv"),
         InputSource(MANIFEST, put_parquet(s3, "manifests/small-uri.parquet",
                                           pa.table({"uri": uris}))),

@@ -8,10 +8,8 @@ of its own bytes (a copy under a plain key is classified beside it)."""
 from __future__ import annotations
 
 import csv
-import gzip
 import hashlib
 import io
-import json
 import unicodedata
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
@@ -22,6 +20,7 @@ import pyarrow.parquet as pq
 import pytest
 import sample_images
 from conftest import BUCKET, MODEL_URI
+from s3_inventory import put_csv_inventory, put_parquet_inventory
 from s3_objects import put_objects
 
 from imagegraph.infer.job import run_inference
@@ -95,34 +94,22 @@ def put_parquet(s3, key: str, columns: dict[str, list]) -> str:
 
 
 def put_inventory(s3, name: str, file_format: str, malformed: str = "") -> str:
-    """An S3 Inventory report of ODD_BUCKET as AWS writes it: gzip CSV data files without a
-    header, every field quoted, keys URL-encoded (plus `malformed`, a field no encoder
-    writes, when given), or Parquet with keys as they are."""
+    """An S3 Inventory report of ODD_BUCKET: CSV with keys URL-encoded (plus `malformed`, a
+    field no encoder writes, when given), or Parquet with keys as they are."""
     listed = [o for page in s3.get_paginator("list_objects_v2").paginate(Bucket=ODD_BUCKET)
               for o in page["Contents"]]
-    prefix = f"odd-keys/inventory/{name}"
-    if file_format == "CSV":
-        lines = [[ODD_BUCKET, aws_url_encoded(o["Key"]), str(o["Size"]),
-                  o["LastModified"].strftime("%Y-%m-%dT%H:%M:%S.000Z")] for o in listed]
-        if malformed:
-            lines.append([ODD_BUCKET, malformed, "1", "2026-01-01T00:00:00.000Z"])
-        text = io.StringIO()
-        csv.writer(text, quoting=csv.QUOTE_ALL).writerows(lines)
-        body = gzip.compress(text.getvalue().encode())
-        data_key = f"{prefix}/data/part-0.csv.gz"
-        s3.put_object(Bucket=BUCKET, Key=data_key, Body=body)
-    else:
-        data_key = put_parquet(s3, f"{prefix}/data/part-0.parquet", {
+    prefix = f"odd-keys/inventory/{name}/"
+    if file_format == "Parquet":
+        return put_parquet_inventory(s3, BUCKET, prefix, ODD_BUCKET, {
             "bucket": [ODD_BUCKET] * len(listed), "key": [o["Key"] for o in listed],
             "size": [o["Size"] for o in listed],
             "last_modified_date": [o["LastModified"] for o in listed]})
-    manifest = {"sourceBucket": ODD_BUCKET, "destinationBucket": f"arn:aws:s3:::{BUCKET}",
-                "version": "2016-11-30", "fileFormat": file_format,
-                "fileSchema": "Bucket, Key, Size, LastModifiedDate",
-                "files": [{"key": data_key, "size": 0, "MD5checksum": ""}]}
-    s3.put_object(Bucket=BUCKET, Key=f"{prefix}/manifest.json",
-                  Body=json.dumps(manifest).encode())
-    return f"s3a://{BUCKET}/{prefix}/manifest.json"
+    rows = [[ODD_BUCKET, aws_url_encoded(o["Key"]), str(o["Size"]),
+             o["LastModified"].strftime("%Y-%m-%dT%H:%M:%S.000Z")] for o in listed]
+    if malformed:
+        rows.append([ODD_BUCKET, malformed, "1", "2026-01-01T00:00:00.000Z"])
+    return put_csv_inventory(s3, BUCKET, prefix, ODD_BUCKET,
+                             ["Bucket", "Key", "Size", "LastModifiedDate"], rows)
 
 
 def assert_each_object_read_from_its_own_key(spark, report, output: str, objects):

@@ -4,14 +4,13 @@ classifies an object again once its listed ETag differs from the one its committ
 carries, and skips the rest."""
 from __future__ import annotations
 
-import gzip
 import hashlib
-import json
 from dataclasses import replace
 
 import pytest
 import sample_images
 from conftest import MODEL_URI
+from s3_inventory import put_csv_inventory
 from s3_objects import put_objects
 
 from imagegraph.dead_letters import TRANSIENT, retry_class
@@ -85,20 +84,13 @@ def test_an_object_overwritten_after_listing_is_not_read(config, s3, digits):
 
 
 def put_inventory(s3, prefix: str) -> str:
-    """An S3 Inventory CSV report (gzip, no header, every field quoted, ETags unquoted as AWS
-    writes them) of the objects under `prefix` now; returns its manifest.json URI."""
+    """An S3 Inventory CSV report (ETags unquoted, as AWS writes them) of the objects under
+    `prefix` now; returns its manifest.json URI."""
     listed = s3.list_objects_v2(Bucket=BUCKET, Prefix=prefix)["Contents"]
-    lines = "".join(f'"{BUCKET}","{o["Key"]}","{o["Size"]}","{o["ETag"].strip(chr(34))}"\n'
-                    for o in listed)
-    data_key = f"inventory/{prefix}data/part-0.csv.gz"
-    s3.put_object(Bucket=BUCKET, Key=data_key, Body=gzip.compress(lines.encode()))
-    manifest = {"sourceBucket": BUCKET, "destinationBucket": f"arn:aws:s3:::{BUCKET}",
-                "version": "2016-11-30", "fileFormat": "CSV",
-                "fileSchema": "Bucket, Key, Size, ETag",
-                "files": [{"key": data_key, "size": 0, "MD5checksum": ""}]}
-    s3.put_object(Bucket=BUCKET, Key=f"inventory/{prefix}manifest.json",
-                  Body=json.dumps(manifest).encode())
-    return f"s3a://{BUCKET}/inventory/{prefix}manifest.json"
+    return put_csv_inventory(s3, BUCKET, f"inventory/{prefix}", BUCKET,
+                             ["Bucket", "Key", "Size", "ETag"],
+                             [[BUCKET, o["Key"], str(o["Size"]), o["ETag"].strip('"')]
+                              for o in listed])
 
 
 def test_an_object_overwritten_since_the_inventory_is_dead_lettered_then_resumed(
