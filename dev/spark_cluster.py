@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -190,9 +191,13 @@ def kill_worker(cluster: Cluster, name: str) -> None:
 
 def stop(run_dir: Path = DEFAULT_RUN_DIR) -> None:
     """Stop the workers and the master started from `run_dir` (SIGTERM to each daemon's process
-    group, with its executors; SIGKILL after 10 s)."""
+    group, with its executors; SIGKILL after 10 s), then delete the environments the executors
+    unpacked."""
     for pid_file in sorted(run_dir.glob("worker-*.pid")) + [run_dir / "master.pid"]:
         services.stop_one(pid_file.stem, run_dir)
+    # each executor's unpacked Python environment (2 GB); its stdout and stderr stay
+    for unpacked in run_dir.glob("worker-*/app-*/*/environment"):
+        shutil.rmtree(unpacked, ignore_errors=True)
 
 
 def up_down_main(argv: list[str] | None, module: str, doc: str, start, stop) -> int:

@@ -18,8 +18,9 @@ Hadoop 3.3.4 skips the check and leaves memory to a cgroups OOM killer that is n
 not virtual memory, as EMR configures it; the application master may
 use up to half the cluster (a 1 GiB driver fits). What differs: both NodeManagers share this host,
 so Spark's external shuffle service (one fixed port per host) cannot run and dynamic allocation
-stays off; the disk health check is off (a shared disk fuller than 90% would mark both
-NodeManagers unhealthy).
+stays off; a NodeManager's local dir counts as full only when the disk is (YARN's default, 90%
+used, would leave the NodeManagers of a shared disk no dir to localize into), and `up` stops
+with the health report of a NodeManager that is unhealthy all the same.
 
 Ports are free ones chosen at start and kept in `<run dir>/yarn.json` (run dir build/yarn by
 default), beside the configuration (`conf/`, and each NodeManager's own `nm-N/conf/`), each
@@ -55,6 +56,7 @@ JAVA17_OPENS = [f"--add-opens=java.base/{package}=ALL-UNNAMED" for package in (
     "java.util.concurrent", "sun.nio.ch")]
 START_TIMEOUT_S = 180.0
 MONITOR_INTERVAL_MS = 1000  # how often a NodeManager measures its containers' memory
+DISK_FULL_PERCENT = 100.0   # when a NodeManager's local dir counts as full (YARN's default: 90)
 
 
 @dataclass(frozen=True)
@@ -139,7 +141,13 @@ def _write_configuration(run_dir: Path, ports: dict[str, int]) -> Path:
             "yarn.nodemanager.resource.memory.enforced": "false",
             "yarn.nodemanager.vmem-check-enabled": "false",
             "yarn.nodemanager.container-monitor.interval-ms": MONITOR_INTERVAL_MS,
-            "yarn.nodemanager.disk-health-checker.enable": "false",
+            # a local dir counts as full only at 100% used: at the default 90% a shared disk
+            # leaves no usable local dir, and every container fails to localize with "No space
+            # available in any of the local directories" (turning the health check off, as
+            # `disk-health-checker.enable` does, keeps the node up but not its dirs usable)
+            "yarn.nodemanager.disk-health-checker.max-disk-utilization-per-disk-percentage":
+                DISK_FULL_PERCENT,
+            "yarn.nodemanager.disk-health-checker.min-free-space-per-disk-mb": 0,
             "yarn.log-aggregation-enable": "false"}
     scheduler = {"yarn.scheduler.capacity.root.queues": "default",
                  "yarn.scheduler.capacity.root.default.capacity": 100,
@@ -198,6 +206,12 @@ def _hdfs_ready(cluster: YarnCluster) -> bool:
 
 
 def _nodes_ready(cluster: YarnCluster) -> bool:
+    """Whether all NodeManagers are registered; raises `ClusterError` with the health report of
+    an unhealthy one (e.g. its local dirs on a disk fuller than DISK_FULL_PERCENT)."""
+    if cluster.rest("metrics")["unhealthyNodes"]:
+        reports = sorted({node["healthReport"]
+                          for node in cluster.rest("nodes?states=UNHEALTHY")["nodes"]})
+        raise ClusterError(f"a NodeManager is unhealthy: {'; '.join(reports)}")
     return cluster.rest("metrics")["activeNodes"] >= NODE_MANAGERS
 
 
@@ -250,9 +264,12 @@ def start(run_dir: Path = DEFAULT_RUN_DIR) -> YarnCluster:
 
 def stop(run_dir: Path = DEFAULT_RUN_DIR) -> None:
     """Stop the daemons started from `run_dir` (SIGTERM to each one's process group, with its
-    containers; SIGKILL after 10 s)."""
+    containers; SIGKILL after 10 s), then delete the NodeManagers' local dirs (the localized
+    archives, GBs each); the containers' logs stay."""
     for pid_file in sorted(run_dir.glob("*.pid")):
         services.stop_one(pid_file.stem, run_dir)
+    for local_dir in run_dir.glob("nm-*/local"):
+        shutil.rmtree(local_dir, ignore_errors=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import cluster_jobs
@@ -28,6 +30,7 @@ import sample_images
 import yarn_cluster
 from conftest import BUCKET, MODEL_URI
 from s3_objects import put_objects
+from spark_cluster import ClusterError
 from test_cluster import PREDICTION_COLUMNS, dead_letter_uris, predictions, read_report
 from test_training import read_each_pass
 
@@ -118,6 +121,18 @@ def yarn_run(yarn, endpoints, trained_model, graph, yarn_input, s3, tmp_path_fac
             "report": read_report(s3, YARN_OUTPUT, stdout)}
 
 
+def test_a_disk_past_the_nodemanagers_limit_stops_the_start_with_their_health_report(
+        tmp_path, monkeypatch):
+    # before the module's cluster starts: one cluster at a time; a limit below this disk's use
+    usage = shutil.disk_usage(tmp_path)
+    used_percent = 100 * (1 - usage.free / usage.total)
+    monkeypatch.setattr(yarn_cluster, "DISK_FULL_PERCENT", round(used_percent / 2, 1))
+    with pytest.raises(ClusterError, match=r"^a NodeManager is unhealthy: 1/1 local-dirs usable "
+                       r"space is below configured utilization percentage"):
+        yarn_cluster.start(tmp_path / "yarn")
+    assert list((tmp_path / "yarn").glob("*.pid")) == []
+
+
 def test_the_driver_runs_in_the_application_master_container_once(yarn, yarn_run):
     report = final_report(yarn_run["log"])
     assert (report["state"], report["final status"]) == ("FINISHED", "SUCCEEDED")
@@ -147,12 +162,14 @@ def test_the_report_reconciles_and_outputs_equal_a_local_run(yarn_run, spark, co
 
 
 @pytest.fixture(scope="module")
-def node_env_dir(yarn) -> Path:
+def node_env_dir(yarn) -> Iterator[Path]:
     """With `python_env: node_archive`: the environment unpacked once beforehand, as the
-    bootstrap action does on every node, and named by the rendered step; nothing shipped."""
+    bootstrap action does on every node, and named by the rendered step; nothing shipped;
+    deleted when the module ends (2 GB)."""
     unpacked = Path(yarn.run_dir) / "environment"
     cluster_jobs.unpack_node_env(cluster_jobs.PACKAGE_DIR, unpacked)
-    return unpacked
+    yield unpacked
+    shutil.rmtree(unpacked)
 
 
 def test_a_failed_driver_is_not_attempted_again(yarn, endpoints, trained_model, yarn_run,
