@@ -278,7 +278,8 @@ class LinkConfig:
     `near_duplicate_band_radius` bits (none is missed while bands x (radius + 1) > the
     distance, which `load_config` requires). Similar images: each new image's `similar_k`
     nearest by the Euclidean distance of
-    unit-length embeddings (0..2), within `similar_max_distance`, compared only when their
+    unit-length embeddings (0..2; centred on the model's embedding centre), within
+    `similar_max_distance`, compared only when their
     64-bit random-hyperplane signatures (hyperplanes drawn with `seed`) have one of
     `similar_bands` bands within `similar_band_radius` bits."""
 
@@ -286,7 +287,7 @@ class LinkConfig:
     near_duplicate_bands: int = setting(4, one_of(2, 4, 8, 16))
     near_duplicate_band_radius: int = setting(3, between(0, 3, " bits"))
     similar_k: int = setting(5, positive())
-    similar_max_distance: float = setting(0.5, positive())
+    similar_max_distance: float = setting(0.8, positive())
     similar_bands: int = setting(4, one_of(2, 4, 8, 16))
     similar_band_radius: int = setting(2, between(0, 3, " bits"))
     seed: int = 7

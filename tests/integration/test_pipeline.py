@@ -172,3 +172,26 @@ def test_each_worker_loads_a_model_once_across_tasks_and_batches(first_run, spar
     workers = {row["s"][0]: tuple(row["s"][1:]) for row in rows}
     assert any(loads for loads, _ in workers.values()), workers
     assert all(loads == held for loads, held in workers.values()), workers
+
+
+def test_the_embedding_centre_is_stored_with_the_model_and_used_at_inference(
+        first_run, spark, config, dataset):
+    """Training stores the validation images' mean embedding (post-ReLU: all >= 0) in
+    metadata.json; inference writes each embedding less it."""
+    import numpy as np
+
+    from imagegraph.imaging.decode import decode_image
+    from imagegraph.model.cache import ModelCache
+
+    metadata, files = read_model_artifact(spark, MODEL_URI, embedding=True)
+    centre = np.asarray(metadata.embedding_centre)
+    assert centre.shape == (128,) and (centre >= 0).all() and centre.max() > 0
+    with_embedding = replace(config, inference=replace(config.inference, embedding=True))
+    run = run_inference(spark, with_embedding, INPUT, MODEL_URI, OUTPUT)
+    row = spark.read.option("mergeSchema", "true").parquet(f"{OUTPUT}/predictions").where(
+        f"run_id = '{run.run_id}' and uri = '{COFFEE}'").select("embedding").first()
+    pixels = decode_image(dataset["incoming"]["photos/coffee.jpg"], 32, 32, 1, 10**8,
+                          10**9).pixels
+    raw = ModelCache().get(metadata, files, 1, embedding=True).predict(pixels[None])[1][0]
+    assert (raw >= 0).all()
+    np.testing.assert_allclose(row["embedding"], raw - centre, atol=1e-5)

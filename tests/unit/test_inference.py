@@ -3,6 +3,7 @@ import json
 import os
 import sys
 import tempfile
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -114,6 +115,27 @@ def test_top_k_in_order_and_failed_rows_kept_in_place(brightness_model, tmp_path
     assert result["phash"][0] == perceptual_hash(np.zeros((METADATA.input_height,
                                                             METADATA.input_width,
                                                             METADATA.channels), np.uint8))
+
+
+def test_inference_subtracts_the_embedding_centre_stored_with_the_model(brightness_model,
+                                                                        tmp_path):
+    centred = replace(METADATA, embedding_centre=(0.25,))
+    write_artifact(str(tmp_path / "model"), brightness_model, centred)
+    stored = json.loads((tmp_path / "model" / METADATA_FILE).read_text())
+    assert stored["embedding_centre"] == [0.25]
+    loaded = ModelMetadata.from_json(json.dumps(stored))
+    assert loaded.embedding_centre == (0.25,)
+    del stored["embedding_centre"]  # a model trained before centres were measured
+    assert ModelMetadata.from_json(json.dumps(stored)).embedding_centre == ()
+    for name, level in (("dark.png", 0), ("bright.png", 255)):
+        (tmp_path / name).write_bytes(png(level))
+    uris = pd.Series([f"file://{tmp_path}/dark.png", f"file://{tmp_path}/bright.png"])
+    batch = [(uris, pd.Series([None, None], dtype="float64"), pd.Series([None, None]))]
+    model = LoadedModel(brightness_model, loaded, SETTINGS.batch_size, embedding=True)
+    result = pd.concat(list(classify_stream(model, iter(batch), loaded, SETTINGS)))
+    assert [e[0] for e in result["embedding"]] == pytest.approx([-0.25, 0.75])
+    plain = pd.concat(list(classify_stream(model, iter(batch), METADATA, SETTINGS)))
+    assert [e[0] for e in plain["embedding"]] == pytest.approx([0.0, 1.0])
 
 
 def test_model_cache_loads_once_per_worker(brightness_model, tmp_path, capsys):

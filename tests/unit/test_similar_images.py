@@ -65,3 +65,28 @@ def test_the_signature_is_the_side_of_each_hyperplane(spark):
     planes = np.random.default_rng(7).standard_normal((64, 16))
     expected = int("".join("1" if p @ base > 0 else "0" for p in planes), 2)
     assert rows["a"].signature & (2**64 - 1) == expected
+
+
+def test_centring_spreads_the_signatures_of_non_negative_embeddings():
+    """Post-ReLU embeddings share one positive mean: uncentred, unrelated ones sit in the same
+    corner and their signatures agree in most bits; less the model's centre, they differ in
+    about half (32 of 64), as unrelated directions should."""
+    from imagegraph.link.pairs import hyperplane_signatures
+    from imagegraph.model.artifact import ModelMetadata
+
+    rng = np.random.default_rng(3)
+    population = np.maximum(rng.uniform(0.0, 2.0, 128) + rng.standard_normal((200, 128)), 0)
+    metadata = ModelMetadata("m", "v1", 8, 8, 1, "scale_0_1", ("a", "b"),
+                             embedding_centre=tuple(map(float, population.mean(axis=0))))
+
+    def bits_apart(vectors: np.ndarray) -> list[int]:
+        signatures, _ = hyperplane_signatures(vectors, LinkConfig().seed)
+        return [hamming_distance(int(signatures[i]), int(signatures[j]))
+                for i in range(len(vectors)) for j in range(i + 1, len(vectors))]
+
+    assert (population >= 0).all()
+    assert bits_apart(population[:2]) == [14]
+    assert bits_apart(metadata.centred(population[:2])) == [35]
+    uncentred, centred = bits_apart(population), bits_apart(metadata.centred(population))
+    assert (np.median(uncentred), max(uncentred)) == (15.0, 28)
+    assert (np.median(centred), min(centred)) == (32.0, 16)

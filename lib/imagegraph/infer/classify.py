@@ -63,7 +63,8 @@ CLASSIFICATION = StructType([
 """What `classify_images` returns per object: its canonical `uri` (see `sources`), its `etag`
 (unquoted: the one S3 answered the read with, else the listed one, else null), whether it
 was classified, and if so its size in bytes and pixels, the top-k `labels`/`scores`, best first,
-(when asked for) the penultimate layer's `embedding`, and the decoded pixels' 64-bit
+(when asked for) the penultimate layer's `embedding` less the model's embedding centre
+(`ModelMetadata.centred`), and the decoded pixels' 64-bit
 perceptual hash `phash` (see `imaging.perceptual_hash`); if not, the `stage` (read or decode)
 that failed and the `reason` (whose retry class says whether a later run tries it again: see
 `imagegraph.dead_letters`)."""
@@ -129,13 +130,15 @@ def classify_prepared(model, prepared: list[tuple[dict, np.ndarray | None]],
     for start in range(0, len(decoded), settings.batch_size):
         chunk = decoded[start:start + settings.batch_size]
         probabilities, embeddings = model.predict(np.stack([pixels for _, pixels in chunk]))
+        if embeddings is not None:
+            embeddings = metadata.centred(embeddings)
         for offset, scores in enumerate(probabilities):
             best = np.argsort(-scores)[:settings.top_k]
             row = chunk[offset][0]
             row["labels"] = [metadata.classes[i] for i in best]
             row["scores"] = [float(scores[i]) for i in best]
             if embeddings is not None:
-                row["embedding"] = embeddings[offset].astype(np.float32).tolist()
+                row["embedding"] = embeddings[offset].tolist()
     return pd.DataFrame(rows, columns=[f.name for f in CLASSIFICATION.fields])
 
 

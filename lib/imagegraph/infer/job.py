@@ -106,6 +106,10 @@ def run_inference(spark: SparkSession, config: Config, source: InputSource, mode
         config = replace(config, graph=with_resolved_region(config.graph))
     hadoop_fs.exists(spark, output_uri)  # a missing bucket or unreachable store stops us here
     metadata, model_files = read_model_artifact(spark, model_uri, config.inference.embedding)
+    if config.inference.embedding and not metadata.embedding_centre:
+        log.warning("model %s has no embedding centre (trained before training measured one): "
+                    "its embeddings are written uncentred, as before, and similar_to edges "
+                    "join unrelated images more often (docs/LINKING.md)", metadata.tag)
     run_id = new_run_id(started_at)
     with log_context(run_id=run_id, **({"shard": str(shard)} if shard else {})):
         report = RunReport(run_id=run_id, source=str(source), output_uri=output_uri,

@@ -106,25 +106,33 @@ def similar_images(new: DataFrame, every: DataFrame, k: int, max_distance: float
 
 
 def embedding_signature(embedding: Column, seed: int) -> Column:
-    """A struct of the embedding's 64-bit random-hyperplane signature (`signature`, a signed
-    64-bit int: bit i set when the embedding is on the positive side of hyperplane i, the
-    hyperplanes drawn from a normal distribution seeded by `seed`) and the embedding scaled to
-    unit length (`unit`, floats; an all-zero embedding stays zero)."""
+    """A struct of the embedding's `hyperplane_signatures` (`signature`, a signed 64-bit int)
+    and the embedding scaled to unit length (`unit`, floats; an all-zero embedding stays
+    zero)."""
 
     @pandas_udf("signature long, unit array<float>")
     def sign(embeddings: pd.Series) -> pd.DataFrame:
         if embeddings.empty:
             return pd.DataFrame({"signature": pd.Series(dtype="int64"),
                                  "unit": pd.Series(dtype="object")})
-        vectors = np.stack(embeddings.to_numpy()).astype(np.float64)
-        norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-        units = vectors / np.where(norms == 0, 1.0, norms)
-        planes = np.random.default_rng(seed).standard_normal((HASH_BITS, vectors.shape[1]))
-        bits = np.packbits(units @ planes.T > 0, axis=1)
-        return pd.DataFrame({"signature": bits.view(">i8")[:, 0].astype(np.int64),
-                             "unit": list(units.astype(np.float32))})
+        signatures, units = hyperplane_signatures(np.stack(embeddings.to_numpy()), seed)
+        return pd.DataFrame({"signature": signatures, "unit": list(units)})
 
     return sign(embedding)
+
+
+def hyperplane_signatures(vectors: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """The 64-bit random-hyperplane signatures of `vectors` (n, features): int64 (n,), bit i
+    set when the vector is on the positive side of hyperplane i (through the origin, the
+    hyperplanes drawn from a normal distribution seeded by `seed`); and the vectors scaled to
+    unit length, float32 (n, features). Vectors all on one side of the origin (post-ReLU
+    embeddings not centred) share most bits whatever they show."""
+    vectors = vectors.astype(np.float64)
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    units = vectors / np.where(norms == 0, 1.0, norms)
+    planes = np.random.default_rng(seed).standard_normal((HASH_BITS, vectors.shape[1]))
+    bits = np.packbits(units @ planes.T > 0, axis=1)
+    return bits.view(">i8")[:, 0].astype(np.int64), units.astype(np.float32)
 
 
 def _banded_candidates(new: DataFrame, every: DataFrame, key: str, payload: str, bands: int,

@@ -5,8 +5,10 @@
                     `serving_default` signature maps the preprocessed input to probabilities
     labels.json     the class names, in output-index order
     metadata.json   name, version, input size, preprocessing, classes, metrics, how it
-                    was trained (base network, weights, epochs, workers) and its lineage
-                    (training input, data fingerprint, code version, settings)
+                    was trained (base network, weights, epochs, workers), its lineage
+                    (training input, data fingerprint, code version, settings) and its
+                    embedding centre (the mean penultimate-layer output of its validation
+                    images, subtracted from every embedding inference writes)
 
 `ModelMetadata` is that metadata; `preprocess` turns uint8 pixels into the model's input;
 `model_format` says which kind of model an artifact holds.
@@ -16,6 +18,8 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field
+
+import numpy as np
 
 MODEL_FILE = "model.keras"
 SAVED_MODEL_DIR = "saved_model"
@@ -37,7 +41,10 @@ ImageNet means subtracted; EfficientNet: raw 0..255, the model rescales)."""
 class ModelMetadata:
     """What inference needs to know about a model. Sizes are pixels; channels is 1 or 3;
     `training` describes the training run (base, weights, epochs, workers), for people;
-    `lineage` what made the model (`imagegraph.train.lineage`), empty when not trained here."""
+    `lineage` what made the model (`imagegraph.train.lineage`), empty when not trained here;
+    `embedding_centre` the mean embedding (penultimate-layer output, one float per feature) of
+    the validation images, measured by training, empty for a model trained before it was
+    (see `centred`)."""
 
     name: str
     version: str
@@ -49,6 +56,7 @@ class ModelMetadata:
     metrics: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
     lineage: dict = field(default_factory=dict)
+    embedding_centre: tuple[float, ...] = ()
     uri: str = ""
 
     @property
@@ -61,9 +69,21 @@ class ModelMetadata:
         """`<name>@<version>`, as written on images and edges."""
         return f"{self.name}@{self.version}"
 
+    def centred(self, embeddings: np.ndarray) -> np.ndarray:
+        """`embeddings` (n, features) less `embedding_centre`, float32; unchanged (as float32)
+        without one. A post-ReLU embedding is all non-negative: uncentred, any two lie within
+        90 degrees and most random hyperplanes put them on the same side, so the link job's
+        signatures of unrelated images agree in most bits. One fixed centre per model keeps
+        the embeddings of every run and shard of that model comparable."""
+        vectors = np.asarray(embeddings, np.float32)
+        if not self.embedding_centre:
+            return vectors
+        return vectors - np.asarray(self.embedding_centre, np.float32)
+
     def to_json(self) -> str:
         data = asdict(self)
         data["classes"] = list(self.classes)
+        data["embedding_centre"] = list(self.embedding_centre)
         data.pop("uri")
         return json.dumps(data, indent=2, sort_keys=True)
 
@@ -71,6 +91,7 @@ class ModelMetadata:
     def from_json(cls, text: str, uri: str = "") -> "ModelMetadata":
         data = json.loads(text)
         data["classes"] = tuple(data["classes"])
+        data["embedding_centre"] = tuple(data.get("embedding_centre", ()))
         data.pop("uri", None)
         metadata = cls(**data, uri=uri)
         if metadata.preprocessing not in PREPROCESSING:

@@ -68,7 +68,7 @@ class LoadedModel:
             self._run = _tflite_function(model, metadata.preprocessing, threads)
             return
         if isinstance(model, tf.keras.Model):
-            network = _with_embedding(model, shape[1:]) if embedding else model
+            network = with_embedding(model, shape[1:]) if embedding else model
             if runtime == "tflite":
                 self._run = _tflite_function(
                     _keras_converter(network, metadata, shape).convert(),
@@ -160,7 +160,7 @@ def quantize_int8(files: dict[str, bytes], metadata: ModelMetadata, batch_size: 
     model = _load_model(files, threads)
     shape = (batch_size, metadata.input_height, metadata.input_width, metadata.channels)
     if isinstance(model, tf.keras.Model):
-        network = _with_embedding(model, shape[1:]) if embedding else model
+        network = with_embedding(model, shape[1:]) if embedding else model
         inputs = tf.keras.Input(shape[1:], batch_size=batch_size)
         converter = tf.lite.TFLiteConverter.from_keras_model(
             tf.keras.Model(inputs, network(inputs)))
@@ -232,8 +232,9 @@ def _tflite_function(flatbuffer: bytes, preprocessing: str, threads: int):
     return run
 
 
-def _with_embedding(keras_model, input_shape: tuple):
-    """A model with two outputs: the classifier's, and its penultimate layer's."""
+def with_embedding(keras_model, input_shape: tuple):
+    """A model of inputs of `input_shape` (height, width, channels) with two outputs: the
+    classifier's, and its penultimate layer's (the embedding)."""
     import tensorflow as tf
 
     if isinstance(keras_model, tf.keras.Sequential):  # no graph of its own to tap: rebuild one

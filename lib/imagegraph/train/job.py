@@ -30,6 +30,7 @@ from pyspark.sql import functions as F
 from imagegraph.config import Config, S3Config, TrainingConfig
 from imagegraph.errors import JobError
 from imagegraph.model.artifact import ARTIFACT_FILES, ModelMetadata, write_artifact
+from imagegraph.model.cache import with_embedding
 from imagegraph.model.calibration import store_training_sample
 from imagegraph.storage import hadoop_fs
 from imagegraph.train import cache_store
@@ -235,8 +236,11 @@ def _train_and_export(spark: SparkSession, config: Config, data: _LabeledData,
             resume=resume)
         trained = _train(spark, plan, train_data, holdout_data, training.workers)
         model = _load_model(trained[0].model_bytes, work)
-        temperature = fit_temperature(*_scores(model, holdout_data, feed))
-        labels, scores = _scores(model, test_data, feed)
+        network = with_embedding(model, feed.shape)
+        labels, scores, embeddings = _outputs(network, holdout_data, feed)
+        temperature = fit_temperature(labels, scores)
+        embedding_centre = tuple(float(x) for x in embeddings.mean(axis=0))
+        labels, scores, _ = _outputs(network, test_data, feed)
         evaluation = evaluate(labels, scores, data.classes, temperature)
         sizes = (len(train_data), len(holdout_data), len(test_data))
     finally:
@@ -249,7 +253,7 @@ def _train_and_export(spark: SparkSession, config: Config, data: _LabeledData,
     metadata = _metadata(training, data.classes, feed, evaluation, state, sizes,
                          images_per_second, output_uri, trained_at,
                          lineage(training, data.input_uri, *data_fingerprint(data.dataset),
-                                 trained_at))
+                                 trained_at), embedding_centre)
     metadata = store_training_sample(spark, data.dataset.where(F.col("split") != TEST),
                                      metadata,  # for int8: never the test split
                                      config.inference.int8_calibration_images,
@@ -304,9 +308,10 @@ def _load_model(model_bytes: bytes, work: str):
 def _metadata(training: TrainingConfig, classes: tuple[str, ...], feed: FeedSpec,
               evaluation: Evaluation, state, sizes: tuple[int, int, int],
               images_per_second: float, output_uri: str, trained_at: datetime,
-              lineage_record: dict) -> ModelMetadata:
-    """The artifact's metadata: what was trained how, its figures and its lineage. `sizes`:
-    training, validation and test images; `trained_at` (UTC) names the version when
+              lineage_record: dict, embedding_centre: tuple[float, ...]) -> ModelMetadata:
+    """The artifact's metadata: what was trained how, its figures, its lineage and its
+    `embedding_centre` (the validation images' mean embedding). `sizes`: training,
+    validation and test images; `trained_at` (UTC) names the version when
     `training.model_version` is unset."""
     return ModelMetadata(
         name=training.model_name,
@@ -327,7 +332,7 @@ def _metadata(training: TrainingConfig, classes: tuple[str, ...], feed: FeedSpec
                   "pixel_feed": training.pixel_feed,
                   "images_per_second": round(images_per_second, 1),
                   "class_weights": list(feed.class_weights)},
-        lineage=lineage_record, uri=output_uri.rstrip("/"),
+        lineage=lineage_record, embedding_centre=embedding_centre, uri=output_uri.rstrip("/"),
     )
 
 
@@ -350,14 +355,17 @@ def _train(spark: SparkSession, plan: TrainingPlan, train_data, holdout_data,
     return train_on_executors(spark, plan, train_data, holdout_data, workers)
 
 
-def _scores(model, split, feed: FeedSpec):
-    """The class indices (n,) and `model`'s scores (n, classes) of the images of `split` (a
-    petastorm converter), as NumPy arrays."""
+def _outputs(network, split, feed: FeedSpec):
+    """The class indices (n,), scores (n, classes) and embeddings (n, features) that `network`
+    (a classifier `with_embedding`) gives the images of `split` (a petastorm converter), as
+    NumPy arrays."""
     import numpy as np
 
-    labels, scores = [], []
+    labels, scores, embeddings = [], [], []
     with tf_batches(split, feed, training=False) as batches:
         for images, batch_labels, _ in batches:
+            batch_scores, batch_embeddings = network(images, training=False)
             labels.append(batch_labels.numpy())
-            scores.append(model(images, training=False).numpy())
-    return np.concatenate(labels), np.concatenate(scores)
+            scores.append(batch_scores.numpy())
+            embeddings.append(batch_embeddings.numpy())
+    return np.concatenate(labels), np.concatenate(scores), np.concatenate(embeddings)
