@@ -5,6 +5,7 @@ import os
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import BUCKET, MODEL_URI
@@ -15,7 +16,9 @@ from s3_objects import put_objects
 
 from imagegraph import __version__
 from imagegraph.errors import JobError
+from imagegraph.imaging.decode import decode_image
 from imagegraph.infer.job import run_inference
+from imagegraph.model.cache import ModelCache
 from imagegraph.model.store import read_model_artifact
 from imagegraph.storage.selection import PREFIX, InputSource
 from imagegraph.train.data import labeled_images
@@ -178,11 +181,6 @@ def test_the_embedding_centre_is_stored_with_the_model_and_used_at_inference(
         first_run, spark, config, dataset):
     """Training stores the validation images' mean embedding (post-ReLU: all >= 0) in
     metadata.json; inference writes each embedding less it."""
-    import numpy as np
-
-    from imagegraph.imaging.decode import decode_image
-    from imagegraph.model.cache import ModelCache
-
     metadata, files = read_model_artifact(spark, MODEL_URI, embedding=True)
     centre = np.asarray(metadata.embedding_centre)
     assert centre.shape == (128,) and (centre >= 0).all() and centre.max() > 0
