@@ -10,7 +10,7 @@ help: ## list the targets
 
 .PHONY: help install jars yarn-jars toxiproxy package lock services-up services-down cluster-up \
 	cluster-down yarn-up yarn-down \
-	demo cluster-demo demo-finetune test lint unit integration mutation bench bench-train clean
+	demo cluster-demo yarn-demo demo-finetune test lint unit integration mutation bench bench-train clean
 
 install: $(VENV)/.installed ## the virtualenv with the pinned stack and the dev tools
 $(VENV)/.installed: requirements.txt requirements-dev.txt setup.py
@@ -109,6 +109,11 @@ demo: build/.jars build/bin/toxiproxy-server ## train, classify and link sample 
 # submits them (the packed environment from `make package`).
 cluster-demo: build/.jars build/bin/toxiproxy-server build/package/.built ## the demo on the standalone cluster
 	$(PY) dev/demo.py --cluster
+
+# The demo with every job submitted to YARN in cluster mode as EMR steps run (train with two
+# workers and petastorm's cache on HDFS); YARN and HDFS start and stop with it.
+yarn-demo: build/.jars build/bin/toxiproxy-server build/package/.built build/.hadoop-jars ## the demo on YARN and HDFS
+	$(PY) dev/demo.py --yarn
 
 # Fine-tunes MobileNetV2 from a weights file in the local S3 on scikit-image photo crops
 # (dev/demo_finetune.py; docs/TRAINING.md). Not part of `make test`. PRECISION=int8 then

@@ -17,6 +17,9 @@ With `--cluster` (`make cluster-demo`) it also starts the Spark standalone clust
 (dev/spark_cluster.py) and submits both jobs to it as the EMR launcher renders their steps
 (dev/cluster_jobs.py: the packed environment of `make package` for the executors); the
 re-uploads, the link job and the query run locally as without it.
+With `--yarn` (`make yarn-demo`) it starts YARN and HDFS (dev/yarn_cluster.py) and submits every
+job as its EMR step runs, `--deploy-mode cluster` with the packed environment: train with
+`--workers 2` and petastorm's cache on HDFS, infer (twice), link; the query runs locally.
 """
 from __future__ import annotations
 
@@ -37,6 +40,7 @@ import cluster_jobs  # noqa: E402
 import sample_images  # noqa: E402
 import services  # noqa: E402
 import spark_cluster  # noqa: E402
+import yarn_cluster  # noqa: E402
 from s3_objects import put_objects, s3_client  # noqa: E402
 
 from imagegraph.config import GraphConfig  # noqa: E402
@@ -55,6 +59,9 @@ EXPLORE = (
 """What the demo leaves to explore: shell commands run from the repository's root against
 the servers at their default ports (conf/local.yaml)."""
 MIN_ACCURACY = 0.9
+YARN_TRAINING = ("--workers", "2", "--set", "training.cache_url=hdfs:///imagegraph-demo/petastorm")
+"""train's options on YARN: data-parallel on both executors, petastorm's cache on HDFS (the
+cluster's default file system, as conf/emr.yaml's is)."""
 DEMO_OUT = ROOT / "build" / "demo"
 
 
@@ -75,12 +82,17 @@ def spark_submit(job: str, *args: str, env: dict) -> None:
     subprocess.run(command, env=env, check=True, cwd=ROOT)
 
 
-def cluster_submit(cluster: spark_cluster.Cluster, template: str, values: dict,
-                   job_options: tuple, env: dict) -> None:
-    """Run the EMR step `template` with `values` on `cluster` (dev/cluster_jobs.py)."""
-    work_dir = spark_cluster.DEFAULT_RUN_DIR / f"demo-{template}"
-    submission = cluster_jobs.submission(cluster, template, values, work_dir,
-                                         services_env=env, job_options=job_options)
+def cluster_submit(cluster: spark_cluster.Cluster | yarn_cluster.YarnCluster, template: str,
+                   values: dict, job_options: tuple, env: dict) -> None:
+    """Run the EMR step `template` with `values` on `cluster`, standalone or YARN
+    (dev/cluster_jobs.py)."""
+    work_dir = Path(cluster.run_dir) / f"demo-{template}"
+    if isinstance(cluster, yarn_cluster.YarnCluster):
+        submission = cluster_jobs.yarn_submission(cluster, template, values, work_dir,
+                                                  services_env=env, job_options=job_options)
+    else:
+        submission = cluster_jobs.submission(cluster, template, values, work_dir,
+                                             services_env=env, job_options=job_options)
     print("   $ " + " ".join(submission.argv), flush=True)
     subprocess.run(submission.argv, cwd=submission.cwd, env=submission.env, check=True)
 
@@ -156,23 +168,35 @@ def dead_letters(env: dict) -> list[dict]:
     return dataset.to_table(columns=["uri", "reason", "stage"]).to_pylist()
 
 
-def link_reuploads(env: dict, endpoint: str, model_uri: str) -> str:
-    """Classify the re-uploaded photos into the same output, link (jobs/link.py), print and
-    return what the query command says of coffee.jpg."""
+def link_reuploads(env: dict, endpoints: services.Endpoints, model_uri: str,
+                   yarn: yarn_cluster.YarnCluster | None) -> str:
+    """Classify the re-uploaded photos into the same output, link (jobs/link.py; both on `yarn`
+    when given), print and return what the query command says of coffee.jpg."""
     started = step("classifying photos uploaded again (jobs/infer.py)")
     client = s3_client(env["S3_ENDPOINT"], env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"])
     put_objects(client, BUCKET, "", sample_images.reuploaded_photos())
-    spark_submit("infer.py", "--input", f"s3a://{BUCKET}/reuploads/", "--model", model_uri,
-                 "--output", f"s3a://{BUCKET}/results", "--gremlin-endpoint", endpoint,
-                 "--set", "inference.embedding=true", env=env)
+    infer = {"input": f"s3a://{BUCKET}/reuploads/", "model": model_uri,
+             "output": f"s3a://{BUCKET}/results"}
+    link = {"output": f"s3a://{BUCKET}/results", "model": "digits-cnn@v1"}
+    if yarn:
+        cluster_submit(yarn, "infer", infer, ("--set", "inference.embedding=true"),
+                       endpoints.env())
+    else:
+        spark_submit("infer.py", "--input", infer["input"], "--model", model_uri,
+                     "--output", infer["output"], "--gremlin-endpoint",
+                     endpoints.gremlin_endpoint, "--set", "inference.embedding=true", env=env)
     done(started)
     started = step("linking images to each other (jobs/link.py)")
-    spark_submit("link.py", "--output", f"s3a://{BUCKET}/results", "--model", "digits-cnn@v1",
-                 "--gremlin-endpoint", endpoint, env=env)
+    if yarn:
+        cluster_submit(yarn, "link", link, (), endpoints.env())
+    else:
+        spark_submit("link.py", "--output", link["output"], "--model", link["model"],
+                     "--gremlin-endpoint", endpoints.gremlin_endpoint, env=env)
     done(started)
     started = step("querying the graph (python -m imagegraph.graph.query)")
     command = [sys.executable, "-m", "imagegraph.graph.query", "--config",
-               str(ROOT / "conf" / "local.yaml"), "--gremlin-endpoint", endpoint, "image",
+               str(ROOT / "conf" / "local.yaml"), "--gremlin-endpoint", endpoints.gremlin_endpoint,
+               "image",
                f"s3://{BUCKET}/incoming/photos/coffee.jpg", "--top", "5"]
     print("   $ python -m imagegraph.graph.query " + " ".join(command[3:]), flush=True)
     output = subprocess.run(command, env=env, check=True, cwd=ROOT, capture_output=True,
@@ -200,8 +224,11 @@ def explore(env: dict) -> bool:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cluster", action="store_true",
-                        help="run both jobs on a local Spark standalone cluster")
+    where = parser.add_mutually_exclusive_group()
+    where.add_argument("--cluster", action="store_true",
+                       help="run train and infer on a local Spark standalone cluster")
+    where.add_argument("--yarn", action="store_true",
+                       help="run every job on a local YARN and HDFS cluster, in cluster mode")
     parser.add_argument("--precision", choices=["float32", "int8"], default="float32",
                         help="inference.precision of jobs/infer.py (make demo PRECISION=int8)")
     args = parser.parse_args(argv)
@@ -211,11 +238,18 @@ def main(argv: list[str] | None = None) -> int:
     services.start(endpoints)
     done(started)
     try:
-        cluster = None
+        cluster: spark_cluster.Cluster | yarn_cluster.YarnCluster | None = None
         if args.cluster:
             started = step("starting a Spark standalone cluster: a master and two workers")
             cluster = spark_cluster.start()
             print(f"   {cluster.master_url} (web UI {cluster.master_ui})")
+            done(started)
+        if args.yarn:
+            started = step("starting YARN and HDFS: a ResourceManager, two NodeManagers, a "
+                           "NameNode and a DataNode")
+            yarn_cluster.stop()  # a previous demo's
+            cluster = yarn_cluster.start()
+            print(f"   {cluster.resource_manager} (ResourceManager), {cluster.hdfs}")
             done(started)
         env = {**os.environ, **endpoints.env(), "PYSPARK_PYTHON": sys.executable,
                "SPARK_LOCAL_IP": "127.0.0.1"}  # else Spark warns twice a job about the name
@@ -228,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
                  "output": f"s3a://{BUCKET}/results"}
         started = step("training (jobs/train.py)")
         if cluster:
-            cluster_submit(cluster, "train", train, ("--model-version", "v1"), endpoints.env())
+            cluster_submit(cluster, "train", train, ("--model-version", "v1", *YARN_TRAINING)
+                           if args.yarn else ("--model-version", "v1"), endpoints.env())
         else:
             spark_submit("train.py", "--input", train["input"], "--output", model_uri,
                          "--model-version", "v1", env=env)
@@ -251,11 +286,13 @@ def main(argv: list[str] | None = None) -> int:
         for letter in letters:
             print(f"   dead letter: {letter['uri']} ({letter['stage']}): {letter['reason']}")
         done(started)
-        coffee = link_reuploads(env, endpoints.gremlin_endpoint, model_uri)
+        coffee = link_reuploads(env, endpoints, model_uri, cluster if args.yarn else None)
         explored = explore(env)
     finally:
         if args.cluster:
             spark_cluster.stop()
+        if args.yarn:
+            yarn_cluster.stop()
     print(f"accuracy={accuracy:.4f}")
     if not explored:
         print("demo: FAILED: an explore command failed (above)", file=sys.stderr)
