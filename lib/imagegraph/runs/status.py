@@ -190,8 +190,7 @@ def summarize(
 def _processed(report: dict[str, Any]) -> int:
     """Objects a run worked on: what it committed when it failed, else listed - skipped."""
     if report.get("status") == FAILED_RUN:
-        return int(report.get("committed_predictions", 0)) + \
-            int(report.get("committed_dead_letters", 0))
+        return _committed(report)
     return int(report.get("listed", 0)) - int(report.get("skipped_done", 0))
 
 
@@ -246,7 +245,7 @@ def backfill_timeline(reports: list[dict[str, Any]],
             steps += [(_when(chunk["committed_at"]),
                        int(chunk["classified"]) + int(chunk["dead_lettered"])) for chunk in chunks]
         else:
-            steps.append((end, _processed(report)))
+            steps.append((end, _committed(report)))
     for (model, shard), lease in leases.items():
         if lease.live:
             spans.append(RunSpan(model, shard, str(lease.body.get("run_id", "")), RUNNING,
@@ -266,6 +265,12 @@ def _when(text: str) -> datetime:
     """An ISO-8601 time as runs write it; one without a zone is taken as UTC."""
     moment = datetime.fromisoformat(text)
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _committed(report: dict[str, Any]) -> int:
+    """Objects a run committed: its predictions and dead letters, read back."""
+    return int(report.get("committed_predictions", 0)) + \
+        int(report.get("committed_dead_letters", 0))
 
 
 def _order(key: tuple[str, str]) -> tuple[Any, ...]:
