@@ -98,7 +98,7 @@ def test_the_timeline_has_each_runs_span_by_shard_and_the_objects_finished_over_
     running = StoredLease({**lease("r2", age_s=5.0).body,
                            "started_at": "2026-12-01T10:05:00+00:00"}, "v1", 5.0)
     timeline = backfill_timeline([chunked, failed], {(MODEL, "2-of-3"): running,
-                                                     (MODEL, "3-of-3"): lease("old", 500.0)},
+                                                     (MODEL, "0-of-3"): lease("old", 500.0)},
                                  now=at(20))
     assert timeline.rows == [(MODEL, "0-of-3"), (MODEL, "1-of-3"), (MODEL, "2-of-3")]
     assert timeline.spans == [RunSpan(MODEL, "0-of-3", "r0", DONE, at(0), at(10)),
