@@ -87,26 +87,27 @@ def at(minute, second=0):
 
 
 def test_the_timeline_has_each_runs_span_by_shard_and_the_objects_finished_over_time():
-    chunked = {**report("r0", "0/3", 10, 9, 1, elapsed=600.0, started="2026-12-01T10:00:00+00:00"),
+    chunked = {**report("r0", "0/4", 10, 9, 1, elapsed=600.0, started="2026-12-01T10:00:00+00:00"),
                "chunk_figures": [
                    {"index": 0, "classified": 5, "dead_lettered": 1,
                     "committed_at": "2026-12-01T10:04:00+00:00"},
                    {"index": 1, "classified": 4, "dead_lettered": 0,
                     "committed_at": "2026-12-01T10:09:30+00:00"}]}
-    failed = {**report("r1", "1/3", 12, 4, 0, elapsed=300.0, started="2026-12-01T10:02:00"),
+    failed = {**report("r1", "1/4", 12, 4, 0, elapsed=300.0, started="2026-12-01T10:02:00"),
               "status": "failed", "stop": "lost its lease"}  # no committed_at: all at its end
     running = StoredLease({**lease("r2", age_s=5.0).body,
                            "started_at": "2026-12-01T10:05:00+00:00"}, "v1", 5.0)
-    timeline = backfill_timeline([chunked, failed], {(MODEL, "2-of-3"): running,
-                                                     (MODEL, "0-of-3"): lease("old", 500.0)},
+    timeline = backfill_timeline([chunked, failed], {(MODEL, "2-of-4"): running,
+                                                     (MODEL, "0-of-4"): lease("old", 500.0)},
                                  now=at(20))
-    assert timeline.rows == [(MODEL, "0-of-3"), (MODEL, "1-of-3"), (MODEL, "2-of-3")]
-    assert timeline.spans == [RunSpan(MODEL, "0-of-3", "r0", DONE, at(0), at(10)),
-                              RunSpan(MODEL, "1-of-3", "r1", FAILED, at(2), at(7)),
-                              RunSpan(MODEL, "2-of-3", "r2", RUNNING, at(5), at(20))]
+    assert timeline.rows == [(MODEL, "0-of-4"), (MODEL, "1-of-4"), (MODEL, "2-of-4"),
+                             (MODEL, "3-of-4")]  # not started: a row without a span
+    assert timeline.spans == [RunSpan(MODEL, "0-of-4", "r0", DONE, at(0), at(10)),
+                              RunSpan(MODEL, "1-of-4", "r1", FAILED, at(2), at(7)),
+                              RunSpan(MODEL, "2-of-4", "r2", RUNNING, at(5), at(20))]
     assert timeline.finished == [(at(0), 0), (at(4), 6), (at(7), 10), (at(9, 30), 14)]
     assert (timeline.listed, timeline.unlisted_shards, timeline.now,
-            timeline.estimated_end) == (22, 1, at(20), None)  # the running shard's work unknown
+            timeline.estimated_end) == (22, 2, at(20), None)  # the running shard's work unknown
 
 
 def test_the_estimated_end_is_now_plus_the_status_time_left():
