@@ -89,8 +89,8 @@ def draw_backfill(timeline: BackfillTimeline) -> bytes:
     shards.legend(handles=[_pyplot().Rectangle((0, 0), 1, 1, color=colour, label=outcome)
                            for outcome, colour in OUTCOME_COLOURS.items()], loc="upper right")
 
-    so_far = timeline.finished[-1][1]
-    finished.step([when for when, _ in timeline.finished] + [timeline.now],
+    so_far, last_end = timeline.finished[-1][1], max(span.end for span in timeline.spans)
+    finished.step([when for when, _ in timeline.finished] + [last_end],
                   [objects for _, objects in timeline.finished] + [so_far], where="post",
                   label=f"finished ({so_far})")
     unlisted = (f", {timeline.unlisted_shards} shard(s) not listed yet"
