@@ -1,5 +1,8 @@
 """The backfill status from run reports and leases as they are written (no servers)."""
+import json
 from datetime import datetime, timezone
+
+from PIL import Image
 
 from imagegraph.runs.lease import StoredLease
 from imagegraph.runs.status import (
@@ -9,6 +12,7 @@ from imagegraph.runs.status import (
     RUNNING,
     RunSpan,
     backfill_timeline,
+    main,
     summarize,
 )
 
@@ -120,3 +124,17 @@ def test_the_estimated_end_is_now_plus_the_status_time_left():
     assert timeline.finished == [(at(0), 0), (at(0, 10), 60), (at(0, 10), 160)]
     done = backfill_timeline(status_reports[:1], {}, now=at(30))
     assert done.estimated_end is None  # nothing left
+
+
+def test_the_command_writes_the_picture_or_says_why_not_with_exit_2(tmp_path, capsys):
+    (tmp_path / "_reports").mkdir()
+    (tmp_path / "_reports" / "r0.json").write_text(json.dumps(
+        report("r0", "0/2", 10, 10, 0, started="2026-12-01T10:00:00+00:00")))
+    picture = tmp_path / "backfill.png"
+    assert main(["--output", f"file://{tmp_path}", "--picture", str(picture)]) == 0
+    assert Image.open(picture).size == (1200, 800)
+    assert capsys.readouterr().out.splitlines()[-1].startswith("total: 2 shard(s): 1 done, ")
+    nowhere = tmp_path / "missing" / "backfill.png"
+    assert main(["--output", f"file://{tmp_path}", "--picture", str(nowhere)]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"error: cannot write the picture: [Errno 2] No such file or directory: '{nowhere}'")
