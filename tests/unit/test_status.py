@@ -29,8 +29,8 @@ def report(run_id, shard, listed, written, dead, skipped=0, elapsed=10.0, reconc
 
 
 def lease(run_id, age_s, ttl_s=60.0):
-    return StoredLease({"run_id": run_id, "host": "node-1", "pid": 42, "ttl_s": ttl_s},
-                       "v1", age_s)
+    return StoredLease({"run_id": run_id, "host": "node-1", "pid": 42, "ttl_s": ttl_s,
+                        "started_at": "2026-12-01T09:00:00+00:00"}, "v1", age_s)
 
 
 def test_each_shard_state_from_its_latest_report_and_lease():
