@@ -53,7 +53,7 @@ EXPLORE = (
     ".venv/bin/python -m imagegraph.graph.query --config conf/local.yaml "
     "image s3://imagegraph-demo/incoming/photos/coffee.jpg",
     ".venv/bin/python -m imagegraph.runs.status --config conf/local.yaml "
-    "--output s3a://imagegraph-demo/results",
+    "--output s3a://imagegraph-demo/results --picture build/demo/backfill.png",
     ".venv/bin/python -m imagegraph.graph.query --config conf/local.yaml class 7 --top 5",
 )
 """What the demo leaves to explore: shell commands run from the repository's root against

@@ -5,12 +5,14 @@ predictions by top-1 class (`top1_by_class`), the run's metrics and its picture,
 
 A chunk's duration is the time from the previous chunk's commit (for the first chunk, from the
 start of its classification) to its own commit: chunks are pipelined, so these intervals add up
-to the run's chunk work without counting any second twice.
+to the run's chunk work without counting any second twice. `committed_at` is the commit's
+wall-clock time (ISO-8601, UTC), where a backfill's picture places the chunk's objects.
 """
 from __future__ import annotations
 
 import time
 from dataclasses import asdict
+from datetime import datetime, timezone
 
 from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
@@ -45,7 +47,8 @@ class RunFigures:
                                graph_requests=after[3] - requests,
                                graph_retries=after[4] - retries, duration_s=now - self._since)
         self.report.chunk_figures.append({"index": index, **asdict(figures),
-                                          "dead_lettered": sum(by_reason.values())})
+                                          "dead_lettered": sum(by_reason.values()),
+                                          "committed_at": datetime.now(timezone.utc).isoformat()})
         self.metrics.chunk(figures)
         self._since, self._before = now, after
 

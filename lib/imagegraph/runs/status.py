@@ -16,6 +16,9 @@ dead-lettered - skipped; 0 for a done shard, unknown for a shard never reported)
 objects processed (by a failed run: committed) per second of run time over the reports read,
 per shard; the estimate of the
 time left divides what is left by that rate times the shards running at once (at least one).
+
+With `--picture PATH` it also draws the backfill over wall-clock time (`backfill_timeline`, drawn
+by `runs.picture.draw_backfill`): each run's span on its shard's row, and the objects finished.
 """
 from __future__ import annotations
 
@@ -23,6 +26,7 @@ import argparse
 import json
 import sys
 from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from imagegraph.cli import prog_name
@@ -125,12 +129,17 @@ def _shard_key(report: dict[str, Any]) -> str:
     return shard_name(Shard(int(index), int(count)))
 
 
+def _failed(report: dict[str, Any]) -> bool:
+    """Whether the run of `report` failed: marked so, or its counts do not reconcile."""
+    return report.get("status") == FAILED_RUN or not report.get("reconciled", False)
+
+
 def _report_status(model: str, shard: str, report: dict[str, Any]) -> ShardStatus:
     listed = int(report.get("listed", 0))
     written = int(report.get("committed_predictions", report.get("written", 0)))
     dead = int(report.get("committed_dead_letters", report.get("dead_lettered", 0)))
     skipped = int(report.get("skipped_done", 0))
-    failed = report.get("status") == FAILED_RUN or not report.get("reconciled", False)
+    failed = _failed(report)
     stop = str(report.get("stop") or "")
     if failed and not stop:
         stop = "; ".join(report.get("disagreements") or []) or "the run failed"
@@ -181,9 +190,87 @@ def summarize(
 def _processed(report: dict[str, Any]) -> int:
     """Objects a run worked on: what it committed when it failed, else listed - skipped."""
     if report.get("status") == FAILED_RUN:
-        return int(report.get("committed_predictions", 0)) + \
-            int(report.get("committed_dead_letters", 0))
+        return _committed(report)
     return int(report.get("listed", 0)) - int(report.get("skipped_done", 0))
+
+
+@dataclass(frozen=True)
+class RunSpan:
+    """One run of shard (`model`, `shard`) on the wall clock, from `start` to `end` (UTC):
+    `outcome` DONE or FAILED as its report judges it, or RUNNING (its live lease, until now)."""
+
+    model: str
+    shard: str
+    run_id: str
+    outcome: str
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True)
+class BackfillTimeline:
+    """The backfill over wall-clock time, as of `now` (UTC): `rows`, every (model, shard) in the
+    status's order; each run's span; `finished`, the objects the runs committed (predictions
+    and dead letters) added up over time, (time, objects so far) from (the first start, 0);
+    `listed`, objects listed by the shards' latest reports, and `unlisted_shards`, the shards
+    without a report (their objects are not in `listed`); `estimated_end`, now plus the
+    status's time left, None when unknown or nothing is left."""
+
+    rows: list[tuple[str, str]]
+    spans: list[RunSpan]
+    finished: list[tuple[datetime, int]]
+    listed: int
+    unlisted_shards: int
+    now: datetime
+    estimated_end: datetime | None
+
+
+def backfill_timeline(reports: list[dict[str, Any]],
+                      leases: dict[tuple[str, str], StoredLease],
+                      now: datetime) -> BackfillTimeline:
+    """The timeline of the backfill of `reports` and `leases` (as `summarize` takes them) at
+    `now` (aware, UTC). A run's objects count when each chunk was committed (its
+    `committed_at`), or all at its end (`started_at` + `elapsed_s`) for a report without
+    them; a running run's count once its report is written."""
+    status = summarize(reports, leases)
+    spans, steps = [], []
+    for report in reports:
+        start = _when(str(report.get("started_at", "")))
+        end = start + timedelta(seconds=float(report.get("elapsed_s", 0.0)))
+        spans.append(RunSpan(str(report.get("model", "")), _shard_key(report),
+                             str(report.get("run_id", "")), FAILED if _failed(report) else DONE,
+                             start, end))
+        chunks = report.get("chunk_figures") or []
+        if chunks and all("committed_at" in chunk for chunk in chunks):
+            steps += [(_when(chunk["committed_at"]),
+                       int(chunk["classified"]) + int(chunk["dead_lettered"])) for chunk in chunks]
+        else:
+            steps.append((end, _committed(report)))
+    for (model, shard), lease in leases.items():
+        if lease.live:
+            spans.append(RunSpan(model, shard, str(lease.body.get("run_id", "")), RUNNING,
+                                 _when(str(lease.body.get("started_at", ""))), now))
+    rows = [(s.model, s.shard) for s in status.shards]
+    spans.sort(key=lambda span: (rows.index((span.model, span.shard)), span.start))
+    finished = [(min(span.start for span in spans), 0)]
+    for when, objects in sorted(steps):
+        finished.append((when, finished[-1][1] + objects))
+    eta = status.eta_s  # 0.0 when nothing is left
+    return BackfillTimeline(rows, spans, finished, status.total("listed"),
+                            sum(1 for s in status.shards if s.listed is None), now,
+                            now + timedelta(seconds=eta) if eta else None)
+
+
+def _when(text: str) -> datetime:
+    """An ISO-8601 time as runs write it; one without a zone is taken as UTC."""
+    moment = datetime.fromisoformat(text)
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def _committed(report: dict[str, Any]) -> int:
+    """Objects a run committed: its predictions and dead letters, read back."""
+    return int(report.get("committed_predictions", 0)) + \
+        int(report.get("committed_dead_letters", 0))
 
 
 def _order(key: tuple[str, str]) -> tuple[Any, ...]:
@@ -192,9 +279,11 @@ def _order(key: tuple[str, str]) -> tuple[Any, ...]:
     return (model, int(count) if count else 0, int(index) if count else 0)
 
 
-def read_status(output_uri: str, model_tag: str | None, s3: S3Config) -> BackfillStatus:
-    """The status of the backfill under `output_uri` (s3://, s3a:// or file://), of every
-    model or only `model_tag`; `JobError` when the output holds no run of it."""
+def read_runs(output_uri: str, model_tag: str | None, s3: S3Config
+              ) -> tuple[list[dict[str, Any]], dict[tuple[str, str], StoredLease]]:
+    """The run reports and the leases ((model, shard name) -> lease) of the backfill under
+    `output_uri` (s3://, s3a:// or file://), of every model or only `model_tag`; `JobError`
+    when the output holds no run of it."""
     output_uri = output_uri.rstrip("/")
     report_store = lease_store(f"{output_uri}/{REPORTS_DIR}", s3)
     reports = []
@@ -218,18 +307,19 @@ def read_status(output_uri: str, model_tag: str | None, s3: S3Config) -> Backfil
         raise JobError(f"{output_uri}: no run report or lease"
                        + (f" of {model_tag}" if model_tag else "")
                        + " under it; is this a job's --output?")
-    return summarize(reports, leases)
+    return reports, leases
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Print where the backfill in the arguments `argv` (default: the process's) stands; the
-    exit code."""
+    """Print where the backfill in the arguments `argv` (default: the process's) stands, and
+    draw it when asked; the exit code."""
     parser = argparse.ArgumentParser(
         prog=prog_name(PROG), allow_abbrev=False,
         description="Where a backfill stands: per shard done, running, failed or not started, "
                     "with counts, what is left and an estimate of the time left, read from "
-                    "the run reports and leases under --output. Exit codes: 0 status printed, "
-                    "2 usage, configuration or nothing to read.")
+                    "the run reports and leases under --output. Exit codes: 0 status printed "
+                    "(and the picture written), 2 usage, configuration, nothing to read or the "
+                    "picture not written.")
     parser.add_argument("--output", required=True,
                         help="the jobs' --output (s3://, s3a:// or file://)")
     parser.add_argument("--model", default=None,
@@ -238,17 +328,39 @@ def main(argv: list[str] | None = None) -> int:
                         help="the jobs' YAML configuration, for its s3 section (endpoint, "
                              "credentials); default: built-in defaults, boto3's own credentials")
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
+    parser.add_argument("--picture", default=None, metavar="PATH",
+                        help="also write the backfill over wall-clock time as a PNG to the "
+                             "local file PATH: each run's span on its shard's row (done, "
+                             "failed, running) and the objects finished against those listed, "
+                             "with the estimated end")
     args = parser.parse_args(argv)
     try:
         s3 = load_config(args.config).s3
-        status = read_status(args.output, args.model, s3)
+        reports, leases = read_runs(args.output, args.model, s3)
     except JobError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    status = summarize(reports, leases)
     if args.json:
         print(json.dumps(status.to_dict(), indent=2, sort_keys=True))
     else:
         print("\n".join(status.lines()))
+    if args.picture:
+        return _write_picture(args.picture, backfill_timeline(reports, leases,
+                                                              datetime.now(timezone.utc)))
+    return 0
+
+
+def _write_picture(path: str, timeline: BackfillTimeline) -> int:
+    """Write `timeline`'s PNG to the local file `path`; the exit code."""
+    from imagegraph.runs.picture import draw_backfill  # matplotlib only when asked
+
+    try:
+        with open(path, "wb") as file:
+            file.write(draw_backfill(timeline))
+    except OSError as exc:
+        print(f"error: cannot write the picture: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
