@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
 import time
@@ -59,6 +60,8 @@ EXPLORE = (
 """What the demo leaves to explore: shell commands run from the repository's root against
 the servers at their default ports (conf/local.yaml)."""
 MIN_ACCURACY = 0.9
+LOG_LINE = re.compile(r"\d{2,4}[-/]\d\d[-/]\d\d \d\d:\d\d:\d\d")
+"""A timestamped log line (Python's logging, Spark's log4j) rather than a summary line."""
 YARN_TRAINING = ("--workers", "2", "--set", "training.cache_url=hdfs:///imagegraph-demo/petastorm")
 """train's options on YARN: data-parallel on both executors, petastorm's cache on HDFS (the
 cluster's default file system, as conf/emr.yaml's is)."""
@@ -82,19 +85,37 @@ def spark_submit(job: str, *args: str, env: dict) -> None:
     subprocess.run(command, env=env, check=True, cwd=ROOT)
 
 
-def cluster_submit(cluster: spark_cluster.Cluster | yarn_cluster.YarnCluster, template: str,
-                   values: dict, job_options: tuple, env: dict) -> None:
-    """Run the EMR step `template` with `values` on `cluster`, standalone or YARN
-    (dev/cluster_jobs.py)."""
+def cluster_submit(cluster: spark_cluster.Cluster, template: str, values: dict,
+                   job_options: tuple, env: dict) -> None:
+    """Run the EMR step `template` with `values` on `cluster` (dev/cluster_jobs.py)."""
     work_dir = Path(cluster.run_dir) / f"demo-{template}"
-    if isinstance(cluster, yarn_cluster.YarnCluster):
-        submission = cluster_jobs.yarn_submission(cluster, template, values, work_dir,
-                                                  services_env=env, job_options=job_options)
-    else:
-        submission = cluster_jobs.submission(cluster, template, values, work_dir,
-                                             services_env=env, job_options=job_options)
+    submission = cluster_jobs.submission(cluster, template, values, work_dir,
+                                         services_env=env, job_options=job_options)
     print("   $ " + " ".join(submission.argv), flush=True)
     subprocess.run(submission.argv, cwd=submission.cwd, env=submission.env, check=True)
+
+
+def yarn_submit(yarn: yarn_cluster.YarnCluster, name: str, template: str, values: dict,
+                job_options: tuple, env: dict) -> None:
+    """Run the EMR step `template` with `values` on `yarn` in cluster mode, spark-submit's
+    output in `<run dir>/demo-<name>/spark-submit.log`; print the driver's output (its summary,
+    from the application master's container), or spark-submit's last lines when it fails."""
+    work_dir = Path(yarn.run_dir) / f"demo-{name}"
+    submission = cluster_jobs.yarn_submission(yarn, template, values, work_dir,
+                                              services_env=env, job_options=job_options)
+    log = work_dir / "spark-submit.log"
+    print("   $ " + " ".join(submission.argv), flush=True)
+    code = submission.run(log).wait()
+    text = log.read_text(errors="replace")
+    application = re.search(r"Submitted application (application_\d+_\d+)", text)
+    if code != 0 or application is None:
+        print("\n".join("   " + line for line in text.splitlines()[-30:]), file=sys.stderr)
+        raise SystemExit(f"demo: FAILED: spark-submit of {name} exited with {code}; see {log}")
+    print(f"   {application[1]} (spark-submit's output: {log.relative_to(ROOT)}); the driver's "
+          "summary, from its container's stdout:")
+    print("\n".join("     " + line for line in
+                    yarn.driver_output(application[1], "stdout").splitlines()
+                    if not LOG_LINE.match(line)))
 
 
 def seed(env: dict) -> int:
@@ -179,8 +200,8 @@ def link_reuploads(env: dict, endpoints: services.Endpoints, model_uri: str,
              "output": f"s3a://{BUCKET}/results"}
     link = {"output": f"s3a://{BUCKET}/results", "model": "digits-cnn@v1"}
     if yarn:
-        cluster_submit(yarn, "infer", infer, ("--set", "inference.embedding=true"),
-                       endpoints.env())
+        yarn_submit(yarn, "infer-reuploads", "infer", infer,
+                    ("--set", "inference.embedding=true"), endpoints.env())
     else:
         spark_submit("infer.py", "--input", infer["input"], "--model", model_uri,
                      "--output", infer["output"], "--gremlin-endpoint",
@@ -188,7 +209,7 @@ def link_reuploads(env: dict, endpoints: services.Endpoints, model_uri: str,
     done(started)
     started = step("linking images to each other (jobs/link.py)")
     if yarn:
-        cluster_submit(yarn, "link", link, (), endpoints.env())
+        yarn_submit(yarn, "link", "link", link, (), endpoints.env())
     else:
         spark_submit("link.py", "--output", link["output"], "--model", link["model"],
                      "--gremlin-endpoint", endpoints.gremlin_endpoint, env=env)
@@ -238,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     services.start(endpoints)
     done(started)
     try:
-        cluster: spark_cluster.Cluster | yarn_cluster.YarnCluster | None = None
+        cluster, yarn = None, None
         if args.cluster:
             started = step("starting a Spark standalone cluster: a master and two workers")
             cluster = spark_cluster.start()
@@ -248,8 +269,8 @@ def main(argv: list[str] | None = None) -> int:
             started = step("starting YARN and HDFS: a ResourceManager, two NodeManagers, a "
                            "NameNode and a DataNode")
             yarn_cluster.stop()  # a previous demo's
-            cluster = yarn_cluster.start()
-            print(f"   {cluster.resource_manager} (ResourceManager), {cluster.hdfs}")
+            yarn = yarn_cluster.start()
+            print(f"   {yarn.resource_manager} (ResourceManager), {yarn.hdfs}")
             done(started)
         env = {**os.environ, **endpoints.env(), "PYSPARK_PYTHON": sys.executable,
                "SPARK_LOCAL_IP": "127.0.0.1"}  # else Spark warns twice a job about the name
@@ -261,19 +282,22 @@ def main(argv: list[str] | None = None) -> int:
         infer = {"input": f"s3a://{BUCKET}/incoming/", "model": model_uri,
                  "output": f"s3a://{BUCKET}/results"}
         started = step("training (jobs/train.py)")
-        if cluster:
-            cluster_submit(cluster, "train", train, ("--model-version", "v1", *YARN_TRAINING)
-                           if args.yarn else ("--model-version", "v1"), endpoints.env())
+        if yarn:
+            yarn_submit(yarn, "train", "train", train, ("--model-version", "v1", *YARN_TRAINING),
+                        endpoints.env())
+        elif cluster:
+            cluster_submit(cluster, "train", train, ("--model-version", "v1"), endpoints.env())
         else:
             spark_submit("train.py", "--input", train["input"], "--output", model_uri,
                          "--model-version", "v1", env=env)
         save_plots(env)
         done(started)
         started = step("classifying (jobs/infer.py)")
-        if cluster:
-            cluster_submit(cluster, "infer", infer, ("--set", "inference.embedding=true",
-                                                     "--precision", args.precision),
-                           endpoints.env())
+        infer_options = ("--set", "inference.embedding=true", "--precision", args.precision)
+        if yarn:
+            yarn_submit(yarn, "infer", "infer", infer, infer_options, endpoints.env())
+        elif cluster:
+            cluster_submit(cluster, "infer", infer, infer_options, endpoints.env())
         else:
             spark_submit("infer.py", "--input", infer["input"], "--model", model_uri,
                          "--output", infer["output"], "--gremlin-endpoint",
@@ -286,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         for letter in letters:
             print(f"   dead letter: {letter['uri']} ({letter['stage']}): {letter['reason']}")
         done(started)
-        coffee = link_reuploads(env, endpoints, model_uri, cluster if args.yarn else None)
+        coffee = link_reuploads(env, endpoints, model_uri, yarn)
         explored = explore(env)
     finally:
         if args.cluster:

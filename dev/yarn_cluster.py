@@ -88,6 +88,13 @@ class YarnCluster:
         return {path.name: path
                 for path in Path(self.run_dir).glob(f"nm-*/logs/{application_id}/container_*")}
 
+    def driver_output(self, application_id: str, stream: str) -> str:
+        """A cluster-mode driver's `stream` (stdout, stderr): the first container's, the
+        application master's (Spark's PythonRunner merges the driver's stderr into stdout)."""
+        (master,) = [path for name, path in self.container_logs(application_id).items()
+                     if name.endswith("_01_000001")]
+        return (master / stream).read_text(errors="replace")
+
 
 def _site(properties: dict[str, object]) -> str:
     """A Hadoop `*-site.xml` document of `properties`."""
@@ -148,6 +155,10 @@ def _write_configuration(run_dir: Path, ports: dict[str, int]) -> Path:
             "yarn.nodemanager.disk-health-checker.max-disk-utilization-per-disk-percentage":
                 DISK_FULL_PERCENT,
             "yarn.nodemanager.disk-health-checker.min-free-space-per-disk-mb": 0,
+            # each application localizes its own copy of the 2 GB environment: delete the
+            # copies of finished applications within a minute rather than keep 10 GB of them
+            "yarn.nodemanager.localizer.cache.target-size-mb": 1024,
+            "yarn.nodemanager.localizer.cache.cleanup.interval-ms": 60000,
             "yarn.log-aggregation-enable": "false"}
     scheduler = {"yarn.scheduler.capacity.root.queues": "default",
                  "yarn.scheduler.capacity.root.default.capacity": 100,

@@ -103,20 +103,12 @@ def final_report(log: str) -> dict[str, str]:
     return {"state": states[-1], **fields}
 
 
-def driver_output(yarn, application_id: str, stream: str) -> str:
-    """The driver's `stream` (stdout, stderr): the first container's, the application
-    master's, where a cluster-mode driver runs."""
-    containers = yarn.container_logs(application_id)
-    (master,) = [path for name, path in containers.items() if name.endswith("_01_000001")]
-    return (master / stream).read_text(errors="replace")
-
-
 @pytest.fixture(scope="module")
 def yarn_run(yarn, endpoints, trained_model, graph, yarn_input, s3, tmp_path_factory):
     code, log, application_id = submit_infer(yarn, endpoints, tmp_path_factory.mktemp("run"),
                                              INPUT, YARN_OUTPUT)
     assert code == 0, log[-5000:]
-    stdout = driver_output(yarn, application_id, "stdout")
+    stdout = yarn.driver_output(application_id, "stdout")
     return {"log": log, "application_id": application_id, "driver_stdout": stdout,
             "report": read_report(s3, YARN_OUTPUT, stdout)}
 
@@ -186,7 +178,7 @@ def test_a_failed_driver_is_not_attempted_again(yarn, endpoints, trained_model, 
     assert (report["state"], report["final status"]) == ("FINISHED", "FAILED")
     assert "User application exited with status 2" in report["diagnostics"], report
     # Spark's PythonRunner merges the driver's stderr into the container's stdout
-    errors = [line for line in driver_output(yarn, application_id, "stdout").splitlines()
+    errors = [line for line in yarn.driver_output(application_id, "stdout").splitlines()
               if line.startswith("infer.py: error: ")]
     assert len(errors) == 1, errors
     assert re.fullmatch(r"infer.py: error: \S+: the bucket no-such-bucket does not exist",
@@ -217,7 +209,7 @@ def test_an_executor_over_its_memory_is_killed_and_the_run_says_so_in_one_line(
                 r"limit \([0-9.]+ [KMG]?B of [0-9.]+ [KMG]?B physical memory used\); the "
                 r"Python workers' memory counts in spark.executor.memoryOverhead: raise it, or "
                 r"lower inference.batch_size")
-    errors = [line for line in driver_output(yarn, application_id, "stdout").splitlines()
+    errors = [line for line in yarn.driver_output(application_id, "stdout").splitlines()
               if line.startswith("infer.py: ")]
     assert len(errors) == 1 and re.fullmatch("infer.py: error: " + expected, errors[0]), errors
     (report_key,) = [item["Key"] for item in s3.list_objects_v2(
