@@ -9,6 +9,8 @@ moto's server cannot:
   'InvalidObjectState' (403, as S3 answers a GET of an object archived in a Glacier storage
   class), and S3's XML error body, and never reaches the server; the mapping may be replaced
   while the proxy runs;
+- once `put_statuses` ({'/bucket/key': fault}, empty at first) is set, every PUT of a chosen
+  object (a write, such as a run's lease renewal) is answered with its fault the same way;
 - while `hold()` is in effect, GETs of objects (or of the chosen ones) wait (a stalled read)
   until `release()`.
 
@@ -72,6 +74,7 @@ class S3FaultProxy:
         self.key_statuses = dict(key_statuses or {})
         if set(self.key_statuses.values()) - set(_ERRORS):
             raise ValueError(f"faults must be among {sorted(map(str, _ERRORS))}")
+        self.put_statuses: dict[str, int | str] = {}
         self.injected: Counter = Counter()
         self.gets: Counter = Counter()
         self.object_gets = 0
@@ -101,9 +104,13 @@ class S3FaultProxy:
 
     def fault_for(self, method: str, target: str) -> int | str | None:
         """Wait while held; then the fault to fail this request with, or None to pass it."""
+        path = unquote(urlsplit(target).path)
+        if method == "PUT" and path in self.put_statuses:
+            with self._lock:
+                self.injected[self.put_statuses[path]] += 1
+            return self.put_statuses[path]
         if not is_object_get(method, target):
             return None
-        path = unquote(urlsplit(target).path)
         if self._held_paths is None or path in self._held_paths:
             with self._lock:
                 self.held += 1

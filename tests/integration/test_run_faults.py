@@ -25,7 +25,7 @@ from s3_objects import put_objects
 from imagegraph.graph.connection import remote_traversal
 from imagegraph.infer.job import run_inference
 from imagegraph.storage.outputs import PREDICTIONS_DIR
-from imagegraph.storage.selection import PREFIX, InputSource
+from imagegraph.storage.selection import PREFIX, InputSource, Shard
 
 TOP_K = 3  # inference.top_k of conf/local.yaml
 
@@ -87,16 +87,18 @@ def empty_graph(graph_config) -> None:
         g.V().drop().iterate()
 
 
-def run_in_thread(spark, config, input_uri: str, output_uri: str, job_group: str):
-    """Start `run_inference` on a thread whose Spark jobs carry `job_group`; returns the thread
-    and a dict that holds its report (or error) once it ends."""
+def run_in_thread(spark, config, input_uri: str, output_uri: str, job_group: str,
+                  shard: Shard | None = None):
+    """Start `run_inference` (of `shard`, when given) on a thread whose Spark jobs carry
+    `job_group`; returns the thread and a dict that holds its report (or error) once it
+    ends."""
     outcome: dict = {}
 
     def run():
         spark.sparkContext.setJobGroup(job_group, job_group)
         try:
             outcome["report"] = run_inference(spark, config, InputSource(PREFIX, input_uri),
-                                              MODEL_URI, output_uri)
+                                              MODEL_URI, output_uri, shard=shard)
         except BaseException as exc:  # re-raised by the test
             outcome["error"] = exc
 

@@ -10,7 +10,9 @@ Then the job: a run of a shard whose reads are held at a proxy (so it is surely 
 of its work) makes `jobs/infer.py` on the same shard exit 2 with one line naming it, while
 the other shard runs; a lease left by a killed run is taken over by the next run once expired;
 a run whose renewals keep failing stops before its next chunk, commits nothing more and
-writes its report marked failed.
+writes its report marked failed; a run whose lease a run of an overlapping shard takes over
+while it is in the middle of a chunk stops before committing that chunk, which reaches neither
+predictions/ nor the graph.
 """
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ from conftest import MODEL_URI
 from pyspark.sql import functions as F
 from s3_fault_proxy import S3FaultProxy
 from s3_objects import put_objects
+from test_accounting import runs_by_image
 from test_run_faults import finished, run_in_thread, through
 
 from imagegraph.errors import JobError
@@ -288,3 +291,89 @@ def test_a_run_whose_lease_renewals_fail_stops_commits_nothing_more_and_reports_
     assert (report["listed"], report["classified"], report["committed_predictions"],
             report["committed_dead_letters"], report["chunks"]) == \
         (len(objects), len(first), len(first), 0, 2)
+
+
+def first_chunk_committed(s3, output_key: str) -> bool:
+    """Whether a run under s3://BUCKET/`output_key` committed its dead letters (the last
+    commit of a chunk): their `_SUCCESS` marker is there."""
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix=f"{output_key}/dead_letter/")
+    return any(item["Key"].endswith("/_SUCCESS") for item in listed.get("Contents", []))
+
+
+def test_a_run_whose_lease_is_taken_over_mid_run_stops_and_commits_nothing_after(
+        spark, config, trained_model, s3, graph):
+    """Run A (shard 0/2, two chunks of 4, TTL 3 s) reaches S3 through the fault proxy, where
+    a read of its second chunk is held (A waits in the middle of that chunk). Once its first
+    chunk is committed, its lease renewals are refused (403, as for an expired token), so its
+    lease expires on the store; run B of an overlapping shard (0/4, `--resume`) is admitted, ends
+    A's lease and classifies its shard's objects that A had not committed. Then A's reads go
+    on: A stops before committing its second chunk, with the lease's one line, and neither
+    predictions/ nor the graph hold anything of A's after B's takeover."""
+    _, held_out = sample_images.digit_images(limit=96)
+    assert len(held_out) == 16
+    prefix = "midrun/"
+    put_objects(s3, BUCKET, f"{prefix}in/", held_out)
+    uris = [f"s3://{BUCKET}/{prefix}in/{key}" for key in held_out]
+    shard_a = [uri for uri in uris if shard_of(uri, 2) == 0]
+    chunk_of = {row["uri"]: row["chunk"] for row in spark.createDataFrame(
+        [(uri,) for uri in shard_a], "uri string")
+        .select("uri", F.pmod(F.xxhash64("uri"), F.lit(2)).alias("chunk")).collect()}
+    first = {uri for uri in shard_a if chunk_of[uri] == 0}
+    second = set(shard_a) - first
+    shard_b = {uri for uri in uris if shard_of(uri, 4) == 0}
+    assert (len(shard_a), len(first), len(second)) == (8, 4, 4)  # two chunks of 4
+    assert (len(shard_b & first), len(shard_b & second), len(second - shard_b)) == (1, 3, 1)
+    input_uri, output = f"s3a://{BUCKET}/{prefix}in/", f"s3a://{BUCKET}/{prefix}results"
+    run_config = replace(config, run=replace(config.run, objects_per_chunk=4, lease_ttl_s=3.0))
+    lease_key = f"{prefix}results/_leases/{MODEL}/0-of-2.json"
+    with S3FaultProxy(config.s3.endpoint) as proxy:
+        # one object of the second chunk waits: its task holds one slot, the first commits
+        proxy.hold(frozenset({min(uri[len("s3:/"):] for uri in second)}))
+        a, outcome = run_in_thread(spark, through(proxy, run_config), input_uri, output,
+                                   "taken-over", Shard(0, 2))
+        try:
+            deadline = time.monotonic() + 300
+            while not (proxy.held and first_chunk_committed(s3, f"{prefix}results")):
+                assert a.is_alive() and time.monotonic() < deadline, outcome
+                time.sleep(0.1)
+            run_a_id = lease_files(output, s3)["0-of-2.json"]["run_id"]
+            proxy.put_statuses = {f"/{BUCKET}/{lease_key}": 403}  # A's renewals refused
+            time.sleep(4.5)  # 3 s after its last renewal, on the store's clock of whole seconds
+            b = run_inference(spark, run_config, InputSource(PREFIX, input_uri), MODEL_URI,
+                              output, shard=Shard(0, 4), resume=True)
+            assert a.is_alive() and proxy.held  # A waited in its second chunk all along
+            assert lease_files(output, s3) == {}  # B ended A's lease, then released its own
+        finally:
+            proxy.release()
+            a.join(300)
+        assert proxy.injected[403] > 0
+    assert not a.is_alive()
+    # B: its shard's objects less those A committed, once each; its report reconciles
+    assert b.reconciles(), b.disagreements()
+    assert (b.listed, b.skipped_done, b.classified, b.committed_predictions, b.dead_lettered,
+            b.graph_written, b.graph_images) == (4, 1, 3, 3, 0, 3, 3)
+    # predictions/: A's first chunk under A's run id, B's objects under B's, no object twice
+    rows = spark.read.parquet(f"{output}/predictions").select("uri", "run_id").collect()
+    assert sorted((row.uri, row.run_id) for row in rows) == sorted(
+        [(uri, run_a_id) for uri in first] + [(uri, b.run_id) for uri in shard_b - first])
+    assert spark.read.parquet(f"{output}/dead_letter").count() == 0
+    # the graph: the same images, each classified by the run that committed it
+    assert {image: runs[MODEL] for image, runs in runs_by_image(graph).items()
+            if image.startswith(f"s3://{BUCKET}/{prefix}")} == {
+        **{uri: {run_a_id} for uri in first}, **{uri: {b.run_id} for uri in shard_b - first}}
+    with pytest.raises(JobError) as stopped:  # A stopped, with the lease's one line
+        finished(a, outcome)
+    line = str(stopped.value)
+    assert "\n" not in line
+    assert line.startswith(f"run {run_a_id} lost its lease {output}/_leases/{MODEL}/0-of-2.json: "
+                           f"not renewed for "), line
+    assert line.endswith(", over the 2 s it is held after a renewal (TTL 3 s); last renewal "
+                         "error: ClientError: An error occurred (AccessDenied) when calling the "
+                         "PutObject operation: Access Denied"), line
+    # A's report: failed with its line, the first chunk only
+    report = json.loads(s3.get_object(Bucket=BUCKET, Key=f"{prefix}results/_reports/"
+                                      f"{run_a_id}.json")["Body"].read())
+    assert (report["status"], report["stop"]) == ("failed", line)
+    assert (report["listed"], report["classified"], report["committed_predictions"],
+            report["committed_dead_letters"], report["chunks"]) == (8, 4, 4, 0, 2)
+    assert lease_files(output, s3) == {}
