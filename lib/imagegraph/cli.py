@@ -322,7 +322,8 @@ def setup_logging(level: str, log_format: str) -> None:
     """Log lines on stderr at `level` in `log_format` (`logs.LOG_FORMATS`; with `json`, Python
     warnings are log lines too, and `logs.LOG_FORMAT_ENV` tells the local Python workers);
     third-party chatter (deprecation notices of petastorm's pyarrow use, TensorFlow's start-up
-    banner, py4j) kept out of the job's output."""
+    banner, py4j, matplotlib's notes on class names that look like numbers) kept out of the
+    job's output."""
     warnings.filterwarnings("ignore", category=FutureWarning)
     warnings.filterwarnings("ignore", category=DeprecationWarning)
     warnings.filterwarnings("ignore", message=".*shuffle=True.*")
@@ -332,7 +333,7 @@ def setup_logging(level: str, log_format: str) -> None:
     logging.basicConfig(level=level, handlers=[handler])
     logging.captureWarnings(log_format == JSON)
     os.environ[LOG_FORMAT_ENV] = log_format
-    for noisy in ("py4j", "aiohttp", "absl"):
+    for noisy in ("py4j", "aiohttp", "absl", "matplotlib"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # petastorm warns that each split's Parquet files are under 50 MB (one 400-character line
     # per split, on every run of a small or sharded training set)

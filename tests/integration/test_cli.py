@@ -6,6 +6,7 @@ Whether Spark work started is read from Spark's event log, which the job under t
 starts at all (no event log)."""
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -22,6 +23,8 @@ from imagegraph.infer.job import run_inference
 from imagegraph.storage.selection import MANIFEST, PREFIX, InputSource
 
 JOBS = services.ROOT / "jobs"
+PYTHON_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3} [A-Z]+ (\S+): ", re.MULTILINE)
+"""A line of Python's logging in the jobs' text format; group 1 the logger's name."""
 QUIET_LOG4J = services.ROOT / "conf" / "log4j2.properties"
 
 
@@ -227,6 +230,10 @@ def test_the_summary_names_the_graph_and_a_query_that_shows_the_run(endpoints, t
     lines = result.stdout.splitlines()
     run_id = lines[0].split()[1].removesuffix(":")
     assert f"  graph                {env['GREMLIN_ENDPOINT']}" in lines
+    # Python's log lines on stderr are the job's own: no library's (matplotlib's notes on the
+    # digits' class names, drawn in the run's picture, were)
+    loggers = {match[1] for match in PYTHON_LOG_LINE.finditer(result.stderr)}
+    assert loggers and all(name.startswith("imagegraph.") for name in loggers), loggers
     assert lines[-1] == ("  next                 python -m imagegraph.graph.query --config "
                          f"conf/local.yaml run {run_id}")
     command = shlex.split(lines[-1].removeprefix("  next"))
