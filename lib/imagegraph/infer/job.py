@@ -32,6 +32,7 @@ from imagegraph.config import Config
 from imagegraph.errors import JobError, cluster_failure
 from imagegraph.graph.bulk_load import bulk_load_predictions
 from imagegraph.graph.connection import with_resolved_region
+from imagegraph.graph.elements import UNKNOWN
 from imagegraph.graph.load import count_run_images, load_predictions, write_model
 from imagegraph.infer.background import BackgroundJobs
 from imagegraph.infer.classify import STATUS_OK, InferenceSettings, classify_images
@@ -107,6 +108,10 @@ def run_inference(spark: SparkSession, config: Config, source: InputSource, mode
         config = replace(config, graph=with_resolved_region(config.graph))
     hadoop_fs.exists(spark, output_uri)  # a missing bucket or unreachable store stops us here
     metadata, model_files = read_model_artifact(spark, model_uri, config.inference.embedding)
+    if config.graph.enabled and config.inference.min_score and UNKNOWN in metadata.classes:
+        raise JobError(f"model {metadata.tag} has a class named {UNKNOWN!r}, the graph's class "
+                       f"of images under inference.min_score: rename the class, or run "
+                       f"without the threshold (inference.min_score 0)")
     run_id = new_run_id(started_at)
     with log_context(run_id=run_id, **({"shard": str(shard)} if shard else {})):
         report = RunReport(run_id=run_id, source=str(source), output_uri=output_uri,
@@ -287,7 +292,7 @@ def _temperature(config: Config, metadata: ModelMetadata) -> float:
 def _add_model_totals(report: RunReport, config: Config, metadata: ModelMetadata) -> None:
     """Upsert the model and class elements (from the driver) and count them; `JobError` when
     the graph refuses them (see `write_model`)."""
-    totals = write_model(config.graph, metadata)
+    totals = write_model(config.graph, metadata, unknown=config.inference.min_score > 0)
     report.vertices_written += totals.vertices
     report.edges_written += totals.edges
     report.graph_requests += totals.requests
