@@ -19,6 +19,7 @@ from imagegraph.infer.precision import FLOAT32, INT8, precision_line, quantize_a
 from imagegraph.model.artifact import LABELS_FILE, METADATA_FILE, ModelMetadata, write_artifact
 from imagegraph.model.cache import INT8_MODEL_FILE, ModelCache
 from imagegraph.model.calibration import ARTIFACT, INPUT, CalibrationSample
+from imagegraph.model.temperature import scale_scores
 from imagegraph.runs.report import RunReport
 from imagegraph.storage.object_reader import ReaderSettings
 
@@ -225,6 +226,16 @@ def test_int8_scores_are_scaled_by_the_same_temperature(brightness_files):
         order = np.argsort(-expected)
         assert result["labels"][row] == [BRIGHTNESS.classes[i] for i in order]
         np.testing.assert_allclose(result["scores"][row], expected[order], atol=0.02)
+    # the answer check measured the scores the run writes: both precisions' after T
+    float32 = ModelCache().get(BRIGHTNESS, brightness_files, settings.batch_size, False,
+                               runtime="tflite")
+    raw = [np.concatenate([loaded.predict(sample.check[start:start + settings.batch_size])[0]
+                           for start in range(0, len(sample.check), settings.batch_size)])
+           for loaded in (float32, model)]
+    scaled = [scale_scores(scores, 2.0) for scores in raw]
+    delta = float(np.max(np.abs(scaled[0] - scaled[1])))  # top-3 of 3: every class
+    assert choice.check.max_score_delta == pytest.approx(delta, abs=1e-6)
+    assert abs(float(np.max(np.abs(raw[0] - raw[1]))) - delta) > 1e-3  # T = 1 would differ
 
 
 def test_a_model_int8_cannot_convert_falls_back_to_float32(tmp_path, caplog):
