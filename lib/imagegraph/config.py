@@ -25,7 +25,8 @@ from imagegraph.sections import (
 
 MAX_RETRY_LIMIT = 20
 """s3a's backoff doubles with each retry: 2**20 intervals is days."""
-_AUGMENTATION = Check("between 0 (off) and 1", lambda value: 0 <= value < 1)
+_OFF_OR_FRACTION = Check("between 0 (off) and 1", lambda value: 0 <= value < 1)
+"""0 (off) <= value < 1."""
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,12 @@ class InferenceConfig:
     writes embeddings, each embedding's cosine similarity to float32's at least
     `int8_min_embedding_cosine`; else the run falls back to float32). `max_attempts`: the runs
     that may dead-letter an object (a version of it, for a model) whose dead letters are not
-    final before `--resume` skips it (see `imagegraph.dead_letters`)."""
+    final before `--resume` skips it (see `imagegraph.dead_letters`). `calibrated`: the scores
+    written are the model's after temperature scaling by the temperature training fitted
+    (`metadata.json`'s `temperature` metric; a model without one is scored as it gives them);
+    false: as the model gives them. `min_score`: an image whose best score is under it is
+    `unknown` (no class is likely) and the graph gets no `classified_as` edge under it (see
+    `imagegraph.graph.elements`); 0: off."""
 
     top_k: int = setting(3, positive())
     batch_size: int = setting(64, positive())
@@ -115,6 +121,8 @@ class InferenceConfig:
     int8_calibration_images: int = setting(200, positive())
     int8_check_images: int = setting(700, positive())
     max_attempts: int = setting(3, positive())
+    calibrated: bool = True
+    min_score: float = setting(0.0, _OFF_OR_FRACTION)
 
 
 @dataclass(frozen=True)
@@ -247,9 +255,9 @@ and exported epoch) and in the test split (`test_percent`: only measured) by con
     learning_rate_scaling: str = setting("linear", one_of('linear', 'none'))
     pixel_feed: str = setting("uint8", one_of('uint8', 'float32'))
     augment_flip: bool = False
-    augment_crop: float = setting(0.0, _AUGMENTATION)
-    augment_brightness: float = setting(0.0, _AUGMENTATION)
-    augment_contrast: float = setting(0.0, _AUGMENTATION)
+    augment_crop: float = setting(0.0, _OFF_OR_FRACTION)
+    augment_brightness: float = setting(0.0, _OFF_OR_FRACTION)
+    augment_contrast: float = setting(0.0, _OFF_OR_FRACTION)
     class_weighting: str = setting("balanced", one_of('balanced', 'none'))
     early_stopping_patience: int = setting(0, at_least(0, "0 or more"))
     workers: int = setting(1, positive())

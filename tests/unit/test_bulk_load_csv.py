@@ -175,7 +175,8 @@ def test_an_error_names_the_image_of_its_record():
 
 
 def test_what_the_graph_lacks_of_an_image_as_loaded():
-    vertex = image_vertex({"uri": "s3://b/1.png", "sha256": "ab", "labels": ["a", "b"]}, "m@1")
+    vertex = image_vertex({"uri": "s3://b/1.png", "sha256": "ab", "labels": ["a", "b"],
+                           "scores": [0.6, 0.3]}, "m@1")
     edges = list(vertex.owned_edges.keep)
     assert missing_from_graph(vertex, {"id": vertex.id, "sha256": ["ab"], "edges": edges}) == ""
     assert missing_from_graph(vertex, None) == "no image vertex"

@@ -165,6 +165,8 @@ def _value(dotted: str, value):
     ("inference.int8_min_embedding_cosine", (-1, 1), (-1.01, 1.01),
      "must be between -1 and 1, got {}"),
     ("inference.int8_calibration_images", (1,), (0,), "must be greater than 0, got {}"),
+    ("inference.min_score", (0, 0.5, 0.99), (-0.01, 1.0, 1.5),
+     "must be between 0 (off) and 1, got {}"),
     ("inference.int8_check_images", (1,), (0,), "must be greater than 0, got {}"),
     ("inference.precision", ("float32", "int8"), ("fp16",),
      "must be one of float32, int8, got 'fp16'"),

@@ -60,6 +60,33 @@ def test_image_vertex_owns_exactly_its_top_k_edges_of_its_model():
         e.id for e in classified_as_edges(ROW, "digits@v1", "run-1"))
 
 
+def test_a_threshold_keeps_the_classes_at_or_above_it():
+    row = {**ROW, "labels": ["2", "0", "1"], "scores": [0.6, 0.3, 0.1], "min_score": 0.3}
+    edges = classified_as_edges(row, "digits@v1", "run-1")
+    assert [(e.in_id, e.properties["score"]) for e in edges] == [("class:2", 0.6),
+                                                                 ("class:0", 0.3)]
+    assert image_vertex(row, "digits@v1").owned_edges.keep == tuple(e.id for e in edges)
+    # no threshold (0, or a row without one): every top-k class
+    assert len(classified_as_edges({**row, "min_score": 0.0}, "digits@v1", "run-1")) == 3
+
+
+def test_an_image_under_the_threshold_has_one_edge_to_unknown_with_its_best_score():
+    row = {**ROW, "min_score": 0.95}
+    assert classified_as_edges(row, "digits@v1", "run-1") == [
+        EdgeRecord("s3://b/in/x.png|digits@v1|unknown", "classified_as", "s3://b/in/x.png",
+                   "class:unknown", {"score": 0.9, "model": "digits@v1", "run_id": "run-1"})]
+    # the upsert drops the image's edges to the classes it had before
+    assert image_vertex(row, "digits@v1").owned_edges.keep == (
+        "s3://b/in/x.png|digits@v1|unknown",)
+
+
+def test_the_unknown_class_vertex_is_no_class_of_the_model():
+    vertices, edges = model_elements(METADATA, unknown=True)
+    assert vertices[-1] == VertexRecord("class:unknown", "class", {"name": "unknown"})
+    assert [v.id for v in vertices[1:-1]] == ["class:0", "class:1", "class:2"]
+    assert edges == model_elements(METADATA)[1]  # no has_class edge to it
+
+
 def test_every_record_is_exactly_the_graph_model():
     """Whole records, labels and property names included: they are the graph's schema."""
     vertices, edges = model_elements(METADATA)

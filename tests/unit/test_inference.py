@@ -1,3 +1,4 @@
+import dataclasses
 import io
 import json
 import os
@@ -18,6 +19,7 @@ from imagegraph.infer.classify import (
     STATUS_FAILED,
     STATUS_OK,
     InferenceSettings,
+    classify_prepared,
     classify_stream,
 )
 from imagegraph.model.artifact import (
@@ -136,6 +138,29 @@ def test_inference_subtracts_the_embedding_centre_stored_with_the_model(brightne
     assert [e[0] for e in result["embedding"]] == pytest.approx([-0.25, 0.75])
     plain = pd.concat(list(classify_stream(model, iter(batch), METADATA, SETTINGS)))
     assert [e[0] for e in plain["embedding"]] == pytest.approx([0.0, 1.0])
+
+
+def softmax(logits) -> np.ndarray:
+    exponentials = np.exp(np.asarray(logits, np.float64) - np.max(logits))
+    return exponentials / exponentials.sum()
+
+
+@pytest.mark.parametrize("temperature", [1.0, 2.0, 0.5])
+def test_scores_are_the_softmax_of_the_logits_over_the_temperature(brightness_model,
+                                                                   temperature):
+    # mean brightness 0 and 1: logits [0, -2.5, -8] and [0, 2.5, 4]
+    prepared = [({"uri": f"file:///{level}.png"}, np.full((4, 4, 1), level, np.uint8))
+                for level in (0, 255)]
+    model = LoadedModel(brightness_model, METADATA, SETTINGS.batch_size, embedding=False)
+    settings = dataclasses.replace(SETTINGS, embedding=False, temperature=temperature)
+    result = classify_prepared(model, prepared, METADATA, settings)
+    for row, logits, best in ((0, [0.0, -2.5, -8.0], [0, 1]), (1, [0.0, 2.5, 4.0], [2, 1])):
+        expected = softmax(np.array(logits) / temperature)
+        assert result["labels"][row] == [METADATA.classes[i] for i in best]
+        assert result["scores"][row] == pytest.approx(expected[best].tolist(), rel=1e-5)
+    # dark's best score: 0.9239 as the model gives it, 0.7664 at T = 2 (softer), 0.9933 at 0.5
+    assert round(result["scores"][0][0], 4) == {1.0: 0.9239, 2.0: 0.7664, 0.5: 0.9933}[
+        temperature]
 
 
 def test_model_cache_loads_once_per_worker(brightness_model, tmp_path, capsys):

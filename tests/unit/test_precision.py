@@ -1,6 +1,7 @@
 """int8 inference: full integer quantization of the artifact's model, the answer check against
 float32 and its fallbacks, on small fixed-weight models (no Spark, no servers); the check's
 measures alone are in test_answer_check."""
+import dataclasses
 import json
 import logging
 import os
@@ -13,11 +14,12 @@ import pytest
 
 from imagegraph.config import S3Config
 from imagegraph.infer.answer_check import CheckBounds
-from imagegraph.infer.classify import InferenceSettings
+from imagegraph.infer.classify import InferenceSettings, classify_prepared
 from imagegraph.infer.precision import FLOAT32, INT8, precision_line, quantize_and_check
 from imagegraph.model.artifact import LABELS_FILE, METADATA_FILE, ModelMetadata, write_artifact
 from imagegraph.model.cache import INT8_MODEL_FILE, ModelCache
 from imagegraph.model.calibration import ARTIFACT, INPUT, CalibrationSample
+from imagegraph.model.temperature import scale_scores
 from imagegraph.runs.report import RunReport
 from imagegraph.storage.object_reader import ReaderSettings
 
@@ -206,6 +208,34 @@ def test_int8_scores_beyond_the_tolerance_fall_back(brightness_files):
     assert choice.fallback == (f"int8 answers differ from float32's: top-k scores: differ by "
                                f"up to {delta:.4f}, {delta:.4f} over "
                                f"inference.int8_max_score_delta 0")
+
+
+def test_int8_scores_are_scaled_by_the_same_temperature(brightness_files):
+    sample = CalibrationSample(levels(*range(0, 256, 16)), levels(*range(0, 256, 5)), None,
+                               INPUT)
+    settings = dataclasses.replace(SETTINGS, top_k=3, temperature=2.0)
+    choice = quantize_and_check(brightness_files, BRIGHTNESS, settings, sample, BOUNDS)
+    assert choice.precision == INT8
+    model = ModelCache().get(BRIGHTNESS, choice.model_files, settings.batch_size, False, 1,
+                             "tflite", INT8)
+    prepared = [({"uri": f"file:///{level}.png"}, levels(level)[0]) for level in (0, 255)]
+    result = classify_prepared(model, prepared, BRIGHTNESS, settings)
+    for row, logits in ((0, [0.0, -2.5, -8.0]), (1, [0.0, 2.5, 4.0])):
+        expected = np.exp(np.array(logits) / 2.0)
+        expected /= expected.sum()  # dark: 0.7664, 0.2196, 0.0140 (0.9239 at T = 1)
+        order = np.argsort(-expected)
+        assert result["labels"][row] == [BRIGHTNESS.classes[i] for i in order]
+        np.testing.assert_allclose(result["scores"][row], expected[order], atol=0.02)
+    # the answer check measured the scores the run writes: both precisions' after T
+    float32 = ModelCache().get(BRIGHTNESS, brightness_files, settings.batch_size, False,
+                               runtime="tflite")
+    raw = [np.concatenate([loaded.predict(sample.check[start:start + settings.batch_size])[0]
+                           for start in range(0, len(sample.check), settings.batch_size)])
+           for loaded in (float32, model)]
+    scaled = [scale_scores(scores, 2.0) for scores in raw]
+    delta = float(np.max(np.abs(scaled[0] - scaled[1])))  # top-3 of 3: every class
+    assert choice.check.max_score_delta == pytest.approx(delta, abs=1e-6)
+    assert abs(float(np.max(np.abs(raw[0] - raw[1]))) - delta) > 1e-3  # T = 1 would differ
 
 
 def test_a_model_int8_cannot_convert_falls_back_to_float32(tmp_path, caplog):

@@ -109,6 +109,12 @@ def test_summary_lines_and_json_word_for_word():
                        "reconciled": True, "disagreements": []}
 
 
+def test_the_unknowns_are_counted_among_the_classified_with_a_threshold():
+    assert reconciled(unknown=3, min_score=0.5).summary_lines()[3] == (
+        "  classified           8 (3 unknown: best score under 0.5)")
+    assert reconciled(unknown=3, min_score=0.5).reconciles()  # unknowns are written
+
+
 class Clock:
     def __init__(self):
         self.now = 0.0

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from imagegraph.config import S3Config
+from imagegraph.model.temperature import scale_scores
 from imagegraph.train.checkpoints import CheckpointStore, TrainingState
 from imagegraph.train.data import Augmentation, FeedSpec, augment, balanced_class_weights, to_pixels
 from imagegraph.train.evaluation import (
@@ -32,7 +33,6 @@ from imagegraph.train.temperature import (
     LOWEST,
     fit_temperature,
     negative_log_likelihood,
-    scale_scores,
 )
 
 

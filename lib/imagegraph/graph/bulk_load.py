@@ -548,14 +548,15 @@ def _drop_stale_and_read_back(predictions: DataFrame, failed_rows: DataFrame,
                               graph: GraphConfig, model_tag: str,
                               run_id: str) -> tuple[list[tuple[str, str]], int, int]:
     """Drop, over Gremlin, the classified_as edges of `model_tag` that the written images' new
-    top-k does not keep, then read those images back (`traversals.run_images`), a request each
-    per `graph.records_per_request` images, from at most `graph.writers` partitions; (the rows
-    whose edges could not be dropped, or that the graph lacks in part although no loader error
-    named them (`missing_from_graph`), with the reason, requests, retries). The read-back is
-    what makes an image written: the loader's `recordNum` is not trusted to name every record
-    it skipped. `LoadStopped` when a writer stopped."""
-    written = predictions.join(failed_rows, "uri", "left_anti").select("uri", "labels",
-                                                                       "sha256")
+    likely classes (`elements.likely_classes`: rows without `min_score` have no threshold) do
+    not keep, then read those images back (`traversals.run_images`), a request each per
+    `graph.records_per_request` images, from at most `graph.writers` partitions; (the rows
+    whose edges could not be dropped, or that the graph lacks in part although no loader
+    error named them (`missing_from_graph`), with the reason, requests, retries). The
+    read-back is what makes an image written: the loader's `recordNum` is not trusted to name
+    every record it skipped. `LoadStopped` when a writer stopped."""
+    kept_by = [name for name in ("labels", "scores", "min_score") if name in predictions.columns]
+    written = predictions.join(failed_rows, "uri", "left_anti").select("uri", "sha256", *kept_by)
     if written.rdd.getNumPartitions() > graph.writers:
         written = written.coalesce(graph.writers)
 

@@ -45,6 +45,9 @@ class EdgeRecord:
 
 
 CLASSIFIED_AS = "classified_as"
+UNKNOWN = "unknown"
+"""The class vertex (`class:unknown`) an image's one classified_as edge of a model goes to when
+none of its top-k scores reaches its run's `inference.min_score`: no class is likely."""
 ID_SEPARATOR = "|"
 _ID_ESCAPES = str.maketrans({"%": "%25", ID_SEPARATOR: "%7C"})
 
@@ -75,19 +78,33 @@ MODEL_LINEAGE = ("training_input", "data_fingerprint", "imagegraph_version", "tr
 """The keys of metadata.json's `lineage` copied onto the model vertex, those it holds."""
 
 
-def model_elements(metadata: ModelMetadata) -> tuple[list[VertexRecord], list[EdgeRecord]]:
+def model_elements(metadata: ModelMetadata, unknown: bool = False
+                   ) -> tuple[list[VertexRecord], list[EdgeRecord]]:
     """The model vertex (with the `MODEL_LINEAGE` its metadata has), one vertex per class and
-    the model's has_class edges."""
+    the model's has_class edges; with `unknown` (a run with a score threshold) the `UNKNOWN`
+    class vertex too, which is no class of the model's (no has_class edge)."""
     model = VertexRecord(metadata.model_id, "model", {
         "name": metadata.name, "version": metadata.version, "uri": metadata.uri,
         "input_size": f"{metadata.input_height}x{metadata.input_width}x{metadata.channels}",
         "num_classes": len(metadata.classes),
         **{key: metadata.lineage[key] for key in MODEL_LINEAGE if key in metadata.lineage},
     })
-    classes = [VertexRecord(class_id(name), "class", {"name": name}) for name in metadata.classes]
+    classes = [VertexRecord(class_id(name), "class", {"name": name})
+               for name in (*metadata.classes, *([UNKNOWN] if unknown else []))]
     edges = [EdgeRecord(has_class_id(metadata.model_id, name), "has_class", metadata.model_id,
                         class_id(name)) for name in metadata.classes]
     return [model, *classes], edges
+
+
+def likely_classes(prediction: Mapping) -> list[tuple[str, float]]:
+    """(class, score) of a prediction row's top-k classes (`labels`, `scores`, best first)
+    scored at least the row's `min_score` (absent: 0, every one); when none is, the image is
+    unknown: [(`UNKNOWN`, its best score)]."""
+    threshold = prediction.get("min_score") or 0.0
+    likely = [(label, float(score))
+              for label, score in zip(prediction["labels"], prediction["scores"])
+              if score >= threshold]
+    return likely or [(UNKNOWN, float(prediction["scores"][0]))]
 
 
 def image_vertex(prediction: Mapping, model_tag: str) -> VertexRecord:
@@ -96,25 +113,26 @@ def image_vertex(prediction: Mapping, model_tag: str) -> VertexRecord:
     nothing the id (the URI) or predictions/ already says. What a model's run wrote is on
     that model's classified_as edges (`classified_as_edges`), never on the vertex every model
     shares. It owns the image's classified_as edges of `model_tag`: its upsert drops those
-    that are not among the row's top-k (a rerun with a lower top-k, an overwritten object)."""
+    that are not among the row's likely classes (a rerun with a lower top-k or a higher
+    threshold, an overwritten object)."""
     keep = tuple(classified_as_id(prediction["uri"], model_tag, label)
-                 for label in prediction["labels"])
+                 for label, _ in likely_classes(prediction))
     return VertexRecord(prediction["uri"], "image", {"sha256": prediction["sha256"]},
                         OwnedEdges(CLASSIFIED_AS, model_tag, keep))
 
 
 def classified_as_edges(prediction: Mapping, model_tag: str,
                         run_id: str) -> list[EdgeRecord]:
-    """One classified_as edge per top-k class of a prediction row, with its score (an image's
-    classes ranked are its edges ordered by score), its model (what `OwnedEdges` selects by)
-    and the run that wrote it: the image's facts of one model, which another model's runs
-    never overwrite."""
+    """One classified_as edge per likely class of a prediction row (`likely_classes`: its
+    top-k at or above its threshold, else one to `UNKNOWN` scored with its best score), with its
+    score (an image's classes ranked are its edges ordered by score), its model (what
+    `OwnedEdges` selects by) and the run that wrote it: the image's facts of one model, which
+    another model's runs never overwrite."""
     image_id = prediction["uri"]
     return [
         EdgeRecord(classified_as_id(image_id, model_tag, label), CLASSIFIED_AS, image_id,
-                   class_id(label), {"score": float(score), "model": model_tag,
-                                     "run_id": run_id})
-        for label, score in zip(prediction["labels"], prediction["scores"])
+                   class_id(label), {"score": score, "model": model_tag, "run_id": run_id})
+        for label, score in likely_classes(prediction)
     ]
 
 

@@ -56,8 +56,10 @@ class GraphLoad:
     stopped: tuple[str, ...]
 
 
-def write_model(graph: GraphConfig, metadata: ModelMetadata) -> WriteStats:
-    """Upsert the model vertex, its class vertices and has_class edges from the driver, with
+def write_model(graph: GraphConfig, metadata: ModelMetadata, unknown: bool = False
+                ) -> WriteStats:
+    """Upsert the model vertex, its class vertices (with `unknown`, the `UNKNOWN` one too: see
+    `elements.model_elements`) and has_class edges from the driver, with
     the traversal shapes the workers use, then send a drop() that drops nothing
     (`delete_probe`): the startup probe, which needs every permission the workers do. A
     failure raises `JobError` with
@@ -68,7 +70,7 @@ def write_model(graph: GraphConfig, metadata: ModelMetadata) -> WriteStats:
     connection = GremlinConnection(probe)
     writer = GraphWriter(connection, probe, quiet=True)  # the JobError says what happened
     try:
-        writer.write_elements(*model_elements(metadata))
+        writer.write_elements(*model_elements(metadata, unknown))
         writer.run(delete_probe(metadata.model_id))
     except WriterStopped as stopped:
         if stopped.failure and stopped.failure.recovery is Recovery.RECONNECT:

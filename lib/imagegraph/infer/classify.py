@@ -28,6 +28,7 @@ from pyspark.sql.types import (
 from imagegraph.imaging.decode import DecoderOutOfMemory, UndecodableImage, decode_image
 from imagegraph.imaging.perceptual_hash import perceptual_hash
 from imagegraph.model.artifact import ModelMetadata
+from imagegraph.model.temperature import scale_scores
 from imagegraph.runs.progress import ProgressCounters
 from imagegraph.storage.object_reader import (
     ObjectUnreadable,
@@ -77,7 +78,9 @@ class InferenceSettings:
     `threads` sizes TensorFlow's pools (the task's cores); `reader` says how objects are read,
     `reader.threads` at once per task; `runtime` is 'tflite' or 'tensorflow' (see
     `model.cache.LoadedModel`); `precision` 'int8' runs the int8 model shipped with the files
-    (see `precision`), 'float32' the artifact's model."""
+    (see `precision`), 'float32' the artifact's model; `temperature` > 0 divides the model's
+    logits before the top-k are taken (`model.temperature`; 1.0: the scores as the model gives
+    them)."""
 
     top_k: int
     batch_size: int
@@ -87,6 +90,7 @@ class InferenceSettings:
     embedding: bool = False
     runtime: str = "tensorflow"
     precision: str = "float32"
+    temperature: float = 1.0
 
 
 def prepare_object(uri: str, size: int | None, metadata: ModelMetadata,
@@ -124,7 +128,7 @@ def classify_prepared(model, prepared: list[tuple[dict, np.ndarray | None]],
                       metadata: ModelMetadata, settings: InferenceSettings) -> pd.DataFrame:
     """Run `model` (a `model.cache.LoadedModel`) over the decoded objects of a batch in
     model-sized chunks; one row per object, in input order, with the columns of
-    `CLASSIFICATION`."""
+    `CLASSIFICATION`, the scores scaled by `settings.temperature`."""
     rows = [row for row, _ in prepared]
     decoded = [(row, pixels) for row, pixels in prepared if pixels is not None]
     for start in range(0, len(decoded), settings.batch_size):
@@ -132,6 +136,8 @@ def classify_prepared(model, prepared: list[tuple[dict, np.ndarray | None]],
         probabilities, embeddings = model.predict(np.stack([pixels for _, pixels in chunk]))
         if embeddings is not None:
             embeddings = metadata.centred(embeddings)
+        if settings.temperature != 1.0:
+            probabilities = scale_scores(probabilities, settings.temperature)
         for offset, scores in enumerate(probabilities):
             best = np.argsort(-scores)[:settings.top_k]
             row = chunk[offset][0]

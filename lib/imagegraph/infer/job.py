@@ -32,6 +32,7 @@ from imagegraph.config import Config
 from imagegraph.errors import JobError, cluster_failure
 from imagegraph.graph.bulk_load import bulk_load_predictions
 from imagegraph.graph.connection import with_resolved_region
+from imagegraph.graph.elements import UNKNOWN
 from imagegraph.graph.load import count_run_images, load_predictions, write_model
 from imagegraph.infer.background import BackgroundJobs
 from imagegraph.infer.classify import STATUS_OK, InferenceSettings, classify_images
@@ -39,6 +40,7 @@ from imagegraph.infer.precision import choose_precision
 from imagegraph.logs import log_context
 from imagegraph.model.artifact import ModelMetadata
 from imagegraph.model.store import read_model_artifact
+from imagegraph.model.temperature import TEMPERATURE_METRIC
 from imagegraph.runs.figures import RunFigures
 from imagegraph.runs.ids import new_run_id
 from imagegraph.runs.lease import RunLease, lease_holders, take_lease
@@ -110,6 +112,10 @@ def run_inference(spark: SparkSession, config: Config, source: InputSource, mode
         log.warning("model %s has no embedding centre (trained before training measured one): "
                     "its embeddings are written uncentred, as before, and similar_to edges "
                     "join unrelated images more often (docs/LINKING.md)", metadata.tag)
+    if config.graph.enabled and config.inference.min_score and UNKNOWN in metadata.classes:
+        raise JobError(f"model {metadata.tag} has a class named {UNKNOWN!r}, the graph's class "
+                       f"of images under inference.min_score: rename the class, or run "
+                       f"without the threshold (inference.min_score 0)")
     run_id = new_run_id(started_at)
     with log_context(run_id=run_id, **({"shard": str(shard)} if shard else {})):
         report = RunReport(run_id=run_id, source=str(source), output_uri=output_uri,
@@ -155,6 +161,7 @@ def _run_chunks(spark: SparkSession, config: Config, source: InputSource, shard:
     precision = choose_precision(spark, config.inference, metadata, model_files, todo,
                                  settings)
     precision.record(report)
+    report.temperature, report.min_score = settings.temperature, config.inference.min_score
     broadcast = spark.sparkContext.broadcast(precision.model_files)
     try:
         remaining = todo.count()
@@ -267,13 +274,29 @@ def _settings(spark: SparkSession, config: Config, metadata: ModelMetadata) -> I
                                           config.inference.max_image_bytes),
         embedding=config.inference.embedding,
         runtime=config.inference.runtime,
+        temperature=_temperature(config, metadata),
     )
+
+
+def _temperature(config: Config, metadata: ModelMetadata) -> float:
+    """The temperature the run divides the model's logits by: the one training fitted
+    (`metadata.json`'s metrics) with `inference.calibrated`, else 1.0; a model without one is
+    scored as it gives them, said in one log line."""
+    if not config.inference.calibrated:
+        return 1.0
+    fitted = metadata.metrics.get(TEMPERATURE_METRIC)
+    if fitted is None:
+        log.info("model %s has no fitted temperature (no %r in the metrics of its "
+                 "metadata.json): its scores are written as the model gives them (T = 1)",
+                 metadata.tag, TEMPERATURE_METRIC)
+        return 1.0
+    return float(fitted)
 
 
 def _add_model_totals(report: RunReport, config: Config, metadata: ModelMetadata) -> None:
     """Upsert the model and class elements (from the driver) and count them; `JobError` when
     the graph refuses them (see `write_model`)."""
-    totals = write_model(config.graph, metadata)
+    totals = write_model(config.graph, metadata, unknown=config.inference.min_score > 0)
     report.vertices_written += totals.vertices
     report.edges_written += totals.edges
     report.graph_requests += totals.requests
@@ -283,11 +306,11 @@ def _add_model_totals(report: RunReport, config: Config, metadata: ModelMetadata
 @dataclass(frozen=True)
 class _StagedChunk:
     """A classified chunk: its index, its staging directory (`results` in it) and its
-    objects by (status, reason)."""
+    objects by (status, reason, unknown)."""
 
     index: int
     uri: str
-    counts: tuple[tuple[str, str, int], ...]
+    counts: tuple[tuple[str, str, bool, int], ...]
 
 
 def _classify_chunk(spark: SparkSession, run: _Run, objects: DataFrame,
@@ -306,11 +329,16 @@ def _classify_chunk(spark: SparkSession, run: _Run, objects: DataFrame,
      .withColumn("model", F.lit(run.metadata.tag))
      .withColumn("run_id", F.lit(run.report.run_id))
      .withColumn("precision", F.lit(run.settings.precision))
+     .withColumn("temperature", F.lit(run.settings.temperature))
+     .withColumn("min_score", F.lit(run.config.inference.min_score))
+     .withColumn("unknown", F.element_at("scores", 1) < F.col("min_score"))
      .withColumn("inferred_at", F.lit(run.started_at))
      .write.parquet(f"{staged}/results"))
-    counts = spark.read.parquet(f"{staged}/results").groupBy("status", "reason").count()
-    return _StagedChunk(index, staged, tuple((row["status"], row["reason"], row["count"])
-                                             for row in counts.collect()))
+    counts = (spark.read.parquet(f"{staged}/results")
+              .groupBy("status", "reason", F.coalesce("unknown", F.lit(False)).alias("unknown"))
+              .count())
+    return _StagedChunk(index, staged, tuple((row["status"], row["reason"], row["unknown"],
+                                              row["count"]) for row in counts.collect()))
 
 
 def _commit_chunk(spark: SparkSession, run: _Run, chunk: _StagedChunk) -> None:
@@ -323,10 +351,12 @@ def _commit_chunk(spark: SparkSession, run: _Run, chunk: _StagedChunk) -> None:
     # a run whose lease may have expired (and been taken over) must not count, write or
     # commit a chunk: checked before each write too, as each can take long
     run.lease.ensure_held()
-    classified = sum(count for status, _, count in chunk.counts if status == STATUS_OK)
-    total = sum(count for _, _, count in chunk.counts)
+    classified = sum(count for status, _, _, count in chunk.counts if status == STATUS_OK)
+    total = sum(count for _, _, _, count in chunk.counts)
     report.classified += classified
-    for status, reason, count in chunk.counts:
+    report.unknown += sum(count for status, _, unknown, count in chunk.counts
+                          if status == STATUS_OK and unknown)
+    for status, reason, _, count in chunk.counts:
         if status != STATUS_OK:
             _count_dead_letters(report, reason, count)
     log.info("run %s chunk %d/%d: %d objects, %d classified, %d dead-lettered",

@@ -31,6 +31,7 @@ from imagegraph.infer.answer_check import (
 from imagegraph.infer.classify import InferenceSettings, prepare_object
 from imagegraph.model.artifact import ModelMetadata
 from imagegraph.model.calibration import INPUT, CalibrationSample, read_artifact_sample
+from imagegraph.model.temperature import scale_scores
 from imagegraph.model.tensorflow_output import quiet_tensorflow
 from imagegraph.runs.report import RunReport
 
@@ -100,9 +101,10 @@ def quantize_and_check(model_files: dict[str, bytes], metadata: ModelMetadata,
                        settings: InferenceSettings, sample: CalibrationSample,
                        bounds: CheckBounds) -> PrecisionChoice:
     """Convert the model to int8 calibrated on `sample.calibration`, compare it with float32
-    (in `settings.runtime`) on `sample.check` (top-k and, with `settings.embedding`, the
-    embeddings), and choose int8 when every measure is within `bounds`; float32 otherwise, or
-    when there is nothing to calibrate on or check with, or the conversion fails."""
+    (in `settings.runtime`) on `sample.check` (top-k, the scores after
+    `settings.temperature`, and with `settings.embedding` the embeddings), and choose int8
+    when every measure is within `bounds`; float32 otherwise, or when there is nothing to
+    calibrate on or check with, or the conversion fails."""
     from imagegraph.model.cache import INT8_MODEL_FILE, LoadedModel, ModelCache, quantize_int8
 
     calibration = sample.describe()
@@ -122,6 +124,9 @@ def quantize_and_check(model_files: dict[str, bytes], metadata: ModelMetadata,
                                      settings.embedding, runtime=settings.runtime)
     float32_scores, int8_scores, float32_embeddings, int8_embeddings = _answers(
         float32_model, int8_model, sample.check, settings.batch_size)
+    # the scores compared are the ones the run writes: after the model's temperature
+    float32_scores, int8_scores = (scale_scores(scores, settings.temperature)
+                                   for scores in (float32_scores, int8_scores))
     check = compare_answers(float32_scores, int8_scores, sample.check_labels, settings.top_k,
                             float32_embeddings, int8_embeddings)
     check_text = measured(check, agreement_test(check.images, bounds.min_agreement))

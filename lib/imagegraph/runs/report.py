@@ -37,9 +37,11 @@ class RunReport:
     difference, the smallest embedding cosine similarity (None without embeddings), both
     accuracies when labels were known, and `int8_check`, all that in words with the top-1
     test's threshold and power) and why the run fell back to float32, if it did (see
-    `infer.precision`). `chunk_figures` has a dict per committed chunk and `top1_by_class` the
-    committed predictions by top-1 class (see `runs.figures`); `report_uri` is where the report
-    is written, `picture_uri` the run's PNG."""
+    `infer.precision`). `temperature` is what the model's logits were divided by (1.0: its
+    scores as it gives them); `unknown` counts the classified images whose best score was under
+    `min_score` (0: no threshold). `chunk_figures` has a dict per committed chunk and
+    `top1_by_class` the committed predictions by top-1 class (see `runs.figures`);
+    `report_uri` is where the report is written, `picture_uri` the run's PNG."""
 
     run_id: str
     source: str
@@ -53,6 +55,9 @@ class RunReport:
     skipped_done: int = 0
     skipped_out_of_attempts: int = 0
     classified: int = 0
+    unknown: int = 0
+    min_score: float = 0.0
+    temperature: float = 1.0
     dead_lettered_by_reason: dict = field(default_factory=dict)
     graph_written: int = 0
     graph_failed: int = 0
@@ -157,7 +162,9 @@ class RunReport:
             + ("" if self.resume else " (no --resume)")
             + (f" ({self.skipped_out_of_attempts} out of attempts)"
                if self.skipped_out_of_attempts else ""),
-            f"  classified           {self.classified}",
+            f"  classified           {self.classified}"
+            + (f" ({self.unknown} unknown: best score under {self.min_score:g})"
+               if self.min_score else ""),
             f"  dead-lettered        {self.dead_lettered}",
         ]
         lines += [f"    {count:6d}  {reason}"

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-from imagegraph.train.temperature import scale_scores
+from imagegraph.model.temperature import scale_scores
 
 EVALUATION_FILE = "evaluation.json"
 CONFUSION_PLOT = "confusion_matrix.png"

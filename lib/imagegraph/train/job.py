@@ -32,6 +32,7 @@ from imagegraph.errors import JobError
 from imagegraph.model.artifact import ARTIFACT_FILES, ModelMetadata, write_artifact
 from imagegraph.model.cache import with_embedding
 from imagegraph.model.calibration import store_training_sample
+from imagegraph.model.temperature import TEMPERATURE_METRIC
 from imagegraph.storage import hadoop_fs
 from imagegraph.train import cache_store
 from imagegraph.train.backbones import MIN_APPLICATION_SIZE, PREPROCESSING
@@ -321,7 +322,7 @@ def _metadata(training: TrainingConfig, classes: tuple[str, ...], feed: FeedSpec
         metrics={"test_accuracy": evaluation.accuracy,
                  "test_top_k": evaluation.top_k,
                  "test_top_k_accuracy": evaluation.top_k_accuracy,
-                 "test_ece": evaluation.ece, "temperature": evaluation.temperature,
+                 "test_ece": evaluation.ece, TEMPERATURE_METRIC: evaluation.temperature,
                  "test_ece_at_temperature": evaluation.scaled_ece,
                  "holdout_accuracy": state.history["val_accuracy"][state.best_epoch - 1],
                  "holdout_loss": state.best_val_loss,

@@ -1,37 +1,21 @@
-"""Temperature scaling (Guo et al. 2017, "On Calibration of Modern Neural Networks"): a model's
-class probabilities p made softer (T > 1) or sharper (T < 1) by one scalar T,
-softmax(log p / T). That is the same as dividing the network's logits by T, since a softmax's
-log-probabilities are its logits less one constant per image; it never changes which class
-scores highest, so accuracy stays as it is.
+"""Fitting the temperature of temperature scaling (`imagegraph.model.temperature`, which
+says what it is): the T that makes the validation split's scores likeliest.
 
-Training fits T on the validation split (`fit_temperature`) and reports the test split's
-calibration before and after it (`imagegraph.train.evaluation`); inference does not apply it.
+Training fits T on the validation split (`fit_temperature`), reports the test split's
+calibration before and after it (`imagegraph.train.evaluation`) and records it in
+`metadata.json`'s metrics; inference applies it.
 """
 from __future__ import annotations
 
 import numpy as np
 import numpy.typing as npt
 
+from imagegraph.model.temperature import log_scaled
+
 LOWEST, HIGHEST = 0.05, 20.0
 """The temperatures `fit_temperature` searches between."""
-_SMALLEST_SCORE = 1e-30
-"""Scores are clipped to at least this before their log (a float32 softmax gives exact 0s)."""
 _TOLERANCE = 1e-7
 """The golden-section search stops when its bracket of log T is narrower than this."""
-
-
-def _log_scaled(scores: npt.ArrayLike, temperature: float) -> npt.NDArray[np.float64]:
-    """log softmax(log p / `temperature`) of (n, classes) probabilities `scores`, float64."""
-    logits = np.log(np.clip(np.asarray(scores, np.float64), _SMALLEST_SCORE, 1.0)) / temperature
-    logits -= logits.max(axis=1, keepdims=True)
-    log: npt.NDArray[np.float64] = logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
-    return log
-
-
-def scale_scores(scores: npt.ArrayLike, temperature: float) -> npt.NDArray[np.float64]:
-    """(n, classes) probabilities `scores` after temperature scaling by `temperature` > 0
-    (float64, rows summing to 1; 1.0 gives the scores back, up to the clipping of zeros)."""
-    return np.exp(_log_scaled(scores, temperature))
 
 
 def negative_log_likelihood(labels: npt.ArrayLike, scores: npt.ArrayLike,
@@ -39,7 +23,7 @@ def negative_log_likelihood(labels: npt.ArrayLike, scores: npt.ArrayLike,
     """The mean negative log-likelihood (nats) of true `labels` (n class indices) under
     `scores` ((n, classes) probabilities) scaled by `temperature`."""
     labels = np.asarray(labels, np.int64)
-    log = _log_scaled(scores, temperature)
+    log = log_scaled(scores, temperature)
     return float(-log[np.arange(len(labels)), labels].mean())
 
 
