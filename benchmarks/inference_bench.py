@@ -5,6 +5,11 @@ MobileNetV2 at 224x224 built with `weights=None` (1,000 classes), Spark `local[2
 
 - decode:            the job's decoder alone (`imagegraph.imaging.decode.decode_image`), one thread,
                      bytes already in memory: what decoding costs a core per image
+- decode_uploads:    the same on the upload corpus (dev/upload_corpus.py: 12 and 3 MP phone
+                     JPEGs with EXIF rotation, a 12 MP HEIC, PNG screenshots, WebP,
+                     thumbnails; N = its images at --uploads-scale), with each kind's and
+                     each format's mean decode time, and uploads_ceiling_img_per_s: what the
+                     machine's cores allow on that mix, decode plus the bare model
 - bare_model:        the job's compiled fixed-batch function (its configured runtime,
                      TensorFlow Lite by default) on pre-decoded batches, no Spark
 - bare_model_int8:   the same with inference.precision int8: full integer quantization,
@@ -55,7 +60,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "dev"))
 import services  # noqa: E402
-from results import merge_results  # noqa: E402
+from results import merge_results, read_results  # noqa: E402
 
 from imagegraph.infer.answer_check import CheckBounds  # noqa: E402
 
@@ -168,6 +173,66 @@ def decode_only(images: dict[int, Path], rounds: int) -> tuple[float, list[tuple
     return timed(n), [(timed(n), timed(2 * n)) for _ in range(rounds)]
 
 
+def decode_uploads(scale: int, rounds: int
+                   ) -> tuple[float, list[tuple[float, float]], dict[str, float]]:
+    """Cold time and `rounds` (t(N), t(2N)) of decoding the upload corpus at `scale` (N
+    images) and twice that (its first N images are the same bytes) to the model's input size
+    on one thread, the bytes made beforehand; and each image's median decode time over the
+    rounds' runs of 2N, milliseconds by key."""
+    from upload_corpus import upload_corpus
+
+    from imagegraph.imaging.decode import decode_image
+
+    corpora = [upload_corpus(scale=scale), upload_corpus(scale=2 * scale)]
+    times: dict[str, list[float]] = {key: [] for key in corpora[1]}
+
+    def timed(corpus: dict[str, bytes]) -> float:
+        total = 0.0
+        for key, content in corpus.items():
+            started = time.perf_counter()
+            decode_image(content, SIZE, SIZE, 3, 10**8, 10**9)
+            elapsed = time.perf_counter() - started
+            total += elapsed
+            if corpus is corpora[1]:
+                times[key].append(elapsed)
+        return total
+
+    cold = timed(corpora[0])
+    timings = [(timed(corpora[0]), timed(corpora[1])) for _ in range(rounds)]
+    return cold, timings, {key: 1000 * float(np.median(t)) for key, t in times.items()}
+
+
+def uploads_figures(image_ms: dict[str, float]) -> dict:
+    """Mean decode milliseconds an image of each kind and each format of the upload mix, from
+    each image's decode milliseconds by key ('uploads/<kind>/<n>.<ext>')."""
+    from upload_corpus import MIX
+
+    kinds = {kind.name: kind for kind in MIX}
+    by_kind: dict[str, list[float]] = {}
+    by_format: dict[str, list[float]] = {}
+    for key, ms in image_ms.items():
+        kind = kinds[key.split("/")[1]]
+        by_kind.setdefault(kind.name, []).append(ms)
+        by_format.setdefault(kind.format, []).append(ms)
+    return {"decode_uploads_ms_by_kind": {k: round(float(np.mean(v)), 2)
+                                          for k, v in by_kind.items()},
+            "decode_uploads_ms_by_format": {k: round(float(np.mean(v)), 2)
+                                            for k, v in by_format.items()}}
+
+
+def uploads_ceilings(cores: int, decode_img_per_s: float, results: dict) -> dict:
+    """Images/s `cores` cores allow on the upload mix, in each precision whose bare model's
+    rate (images/s on all `cores`) `results` holds: cores / (decode + model core-seconds an
+    image), decoding one image costing a core 1 / `decode_img_per_s` seconds."""
+    ceilings = {}
+    for precision in ("", "_int8"):
+        model_img_per_s = results.get(f"bare_model{precision}_img_per_s")
+        if model_img_per_s:
+            ceilings[f"uploads_ceiling{precision}_img_per_s"] = round(
+                cores / (1 / decode_img_per_s + cores / model_img_per_s), 2)
+    return ceilings
+
+
 def spark_variant(name: str, spark, config, model_dir: Path, metadata, images, output: Path,
                   partitions: int, rounds: int, reports: list
                   ) -> tuple[float, list[tuple[float, float]]]:
@@ -258,7 +323,7 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=1024, help="N (default 1024); 2N also run")
     parser.add_argument("--partitions", type=int, default=4,
                         help="input partitions for every Spark variant (default 4)")
-    parser.add_argument("--variants", default="decode,bare_model,bare_model_int8,"
+    parser.add_argument("--variants", default="decode,decode_uploads,bare_model,bare_model_int8,"
                                                "bare_model_tensorflow,job,job_int8,"
                                                "job_graph_off,job_graph_on,"
                                                "predict_batch_udf,naive_udf",
@@ -266,6 +331,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3,
                         help="rounds of N and 2N per variant after its cold run; the median "
                              "round's rate is reported (default 3)")
+    parser.add_argument("--uploads-scale", type=int, default=2,
+                        help="decode_uploads' N: the upload corpus at this scale, 12 images "
+                             "each (default 2)")
     parser.add_argument("--naive-rounds", type=int, default=1,
                         help="rounds for naive_udf, about 7 minutes each here (default 1)")
     args = parser.parse_args()
@@ -301,8 +369,13 @@ def main() -> int:
         for variant in variants:
             print(f"== {variant}", flush=True)
             rounds = args.naive_rounds if variant == "naive_udf" else args.rounds
+            count = n
             if variant == "decode":
                 cold, timings = decode_only(images, rounds)
+            elif variant == "decode_uploads":
+                cold, timings, image_ms = decode_uploads(args.uploads_scale, rounds)
+                figures.update(uploads_figures(image_ms))
+                count = len(image_ms) // 2
             elif variant.startswith("bare_model"):
                 runtime = "tensorflow" if variant == "bare_model_tensorflow" \
                     else config.inference.runtime
@@ -323,17 +396,22 @@ def main() -> int:
                 if variant == "job_int8":  # the untrained model's agreement: recorded only
                     figures["job_int8_precisions"] = sorted({r.precision for r in reports})
                     figures["job_int8_agreement_untrained"] = reports[-1].int8_agreement
-            for key, value in steady_rates(cold, timings, n).items():
+            for key, value in steady_rates(cold, timings, count).items():
                 figures[f"{variant}_{key}"] = value
             print(f"   {variant}: {figures[f'{variant}_img_per_s']} images/s steady "
                   f"(rounds {figures[f'{variant}_rounds_img_per_s']})", flush=True)
+        if "decode_uploads_img_per_s" in figures:  # this run's bare models, else the last
+            figures.update(uploads_ceilings(os.cpu_count() or 1,
+                                            figures["decode_uploads_img_per_s"],
+                                            {**read_results(), **figures}))
     finally:
         if gremlin_dir.exists():
             services.stop_one("gremlin", gremlin_dir)
         shutil.rmtree(work, ignore_errors=True)
     merge_results(figures, "inference_machine",
                   f"{os.cpu_count()} cores, Spark local[2], {n} and {2 * n} JPEGs 500x375, "
-                  f"MobileNetV2 {SIZE}x{SIZE}, {args.partitions} partitions, median of "
+                  f"MobileNetV2 {SIZE}x{SIZE}, {args.partitions} partitions, upload corpus at "
+                  f"scale {args.uploads_scale}, median of "
                   f"{args.rounds} rounds (naive_udf: {args.naive_rounds})")
     print(json.dumps(figures, indent=2))
     return 0
