@@ -219,11 +219,12 @@ def _hdfs_ready(cluster: YarnCluster) -> bool:
 def _nodes_ready(cluster: YarnCluster) -> bool:
     """Whether all NodeManagers are registered; raises `ClusterError` with the health report of
     an unhealthy one (e.g. its local dirs on a disk fuller than DISK_FULL_PERCENT)."""
-    if cluster.rest("metrics")["unhealthyNodes"]:
+    metrics = cluster.rest("metrics")
+    if metrics["unhealthyNodes"]:
         reports = sorted({node["healthReport"]
                           for node in cluster.rest("nodes?states=UNHEALTHY")["nodes"]})
         raise ClusterError(f"a NodeManager is unhealthy: {'; '.join(reports)}")
-    return cluster.rest("metrics")["activeNodes"] >= NODE_MANAGERS
+    return metrics["activeNodes"] >= NODE_MANAGERS
 
 
 def start(run_dir: Path = DEFAULT_RUN_DIR) -> YarnCluster:
