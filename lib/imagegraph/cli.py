@@ -22,7 +22,7 @@ from imagegraph import __version__
 from imagegraph.config import Config, load_config
 from imagegraph.errors import JobError, cluster_failure
 from imagegraph.logs import JSON, LOG_FORMAT_ENV, LOG_FORMATS, TEXT, formatter
-from imagegraph.sections import parse_override
+from imagegraph.sections import command_line_overrides
 from imagegraph.storage.selection import INVENTORY, MANIFEST, PREFIX, InputSource, Shard
 
 _CONFIG_HELP = ("YAML configuration file (see conf/local.yaml); command-line flags override it. "
@@ -299,11 +299,7 @@ _FLAG_KEYS = {
 
 def config_from_args(args: argparse.Namespace) -> Config:
     """The configuration file of `args`, then `--set` overrides, then the dedicated flags."""
-    overrides = dict(parse_override(item) for item in args.overrides)
-    for flag, key in _FLAG_KEYS.items():
-        value = getattr(args, flag, None)
-        if value is not None:
-            overrides[key] = value
+    overrides = command_line_overrides(args, _FLAG_KEYS)
     if getattr(args, "no_graph", False):
         overrides["graph.enabled"] = False
     return load_config(args.config, overrides)

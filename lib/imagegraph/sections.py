@@ -11,6 +11,7 @@ each.
 """
 from __future__ import annotations
 
+import argparse
 import copy
 import dataclasses
 import difflib
@@ -201,6 +202,19 @@ def parse_override(assignment: str) -> tuple[str, Any]:
     except yaml.YAMLError:
         value = raw
     return key.strip(), value
+
+
+def command_line_overrides(args: argparse.Namespace,
+                           flag_keys: typing.Mapping[str, str]) -> dict[str, Any]:
+    """The dotted-key overrides of a command line: `args.overrides` (the `--set` assignments,
+    in order), then each flag of `flag_keys` (argparse dest -> dotted key) that `args` holds a
+    value for (not None), which wins over a `--set` of the same key."""
+    overrides = dict(parse_override(item) for item in args.overrides)
+    for flag, key in flag_keys.items():
+        value = getattr(args, flag, None)
+        if value is not None:
+            overrides[key] = value
+    return overrides
 
 
 def load_sections(cls: type, path: str | None, overrides: dict[str, Any] | None,

@@ -1,9 +1,11 @@
+import argparse
+
 import pytest
 
 from imagegraph.config import Config, GraphConfig, load_config
 from imagegraph.emr.settings import load_settings
 from imagegraph.errors import JobError
-from imagegraph.sections import expand_environment, parse_override
+from imagegraph.sections import command_line_overrides, expand_environment, parse_override
 
 
 def write(tmp_path, text):
@@ -316,3 +318,13 @@ def test_every_wrong_key_of_a_file_is_named_in_one_error(tmp_path, load, text, l
     with pytest.raises(JobError) as error:
         load(path)
     assert str(error.value).splitlines() == [line.format(path=path) for line in lines]
+
+
+def test_command_line_overrides_apply_set_in_order_then_the_flags_given():
+    """A later --set of a key wins over an earlier one; a dedicated flag wins over both; a flag
+    not given (None) overrides nothing."""
+    args = argparse.Namespace(
+        overrides=["inference.top_k=2", "inference.top_k=4", "graph.load=bulk"],
+        top_k=5, graph_load=None)
+    flags = {"top_k": "inference.top_k", "graph_load": "graph.load", "absent": "run.x"}
+    assert command_line_overrides(args, flags) == {"inference.top_k": 5, "graph.load": "bulk"}

@@ -15,7 +15,7 @@ from imagegraph.emr.launcher import Launcher, resolve_region
 from imagegraph.emr.requests import build_plan, dumps
 from imagegraph.emr.settings import DEFAULT_PATH, FLAGS, PYTHON_ENVS, load_settings
 from imagegraph.errors import JobError
-from imagegraph.sections import parse_override
+from imagegraph.sections import command_line_overrides
 
 PROG = "python -m imagegraph.emr"
 _S3_URI = re.compile(r"s3://[^/\s]+(/|$)")
@@ -198,11 +198,7 @@ def step_values(args: argparse.Namespace) -> list[dict]:
 
 def launch(args: argparse.Namespace, job_options: list[str]) -> int:
     """Load the settings, build the plan, then print it (`--dry-run`) or send it."""
-    overrides = dict(parse_override(item) for item in args.overrides)
-    for flag, key in _FLAG_KEYS.items():
-        value = getattr(args, flag, None)
-        if value is not None:
-            overrides[key] = value
+    overrides = command_line_overrides(args, _FLAG_KEYS)
     values = step_values(args)
     settings = load_settings(args.settings, overrides)
     target = "steps" if args.cluster_id else "serverless" if args.serverless else "cluster"
