@@ -150,7 +150,7 @@ def infer_parser(prog: str = "infer.py") -> argparse.ArgumentParser:
                              "2026-01-01T00:00:00Z (config: input.modified_after)")
     parser.add_argument("--modified-before", metavar="TIME",
                         help="only objects modified before TIME (config: input.modified_before)")
-    parser.add_argument("--max-object-bytes", type=int, metavar="N",
+    parser.add_argument("--max-image-bytes", type=int, metavar="N",
                         help="objects larger than N bytes are dead-lettered unread "
                              "(config: inference.max_image_bytes; default 50000000)")
     parser.add_argument("--shard", type=parse_shard, metavar="I/N",
@@ -180,7 +180,7 @@ def infer_parser(prog: str = "infer.py") -> argparse.ArgumentParser:
                         help="connections writing to the graph at once; 0: twice the Neptune "
                              "writer's vCPUs, graph.instance_vcpus (config: "
                              "graph.max_concurrent_writers)")
-    parser.add_argument("--max-upserts-per-second", type=float, metavar="N",
+    parser.add_argument("--max-upserts-per-s", type=float, metavar="N",
                         help="cap on vertex and edge upserts per second over all writers; "
                              "0: no cap (config: graph.max_upserts_per_s)")
     parser.add_argument("--top-k", type=int, metavar="N",
@@ -280,11 +280,11 @@ def link_parser(prog: str = "link.py") -> argparse.ArgumentParser:
 _FLAG_KEYS = {
     "gremlin_endpoint": "graph.endpoint", "glob": "input.glob", "top_k": "inference.top_k",
     "modified_after": "input.modified_after", "modified_before": "input.modified_before",
-    "max_object_bytes": "inference.max_image_bytes",
+    "max_image_bytes": "inference.max_image_bytes",
     "max_failed_fraction": "run.max_failed_fraction",
     "progress_interval": "run.progress_interval_s",
     "max_concurrent_writers": "graph.max_concurrent_writers", "graph_load": "graph.load",
-    "max_upserts_per_second": "graph.max_upserts_per_s",
+    "max_upserts_per_s": "graph.max_upserts_per_s",
     "batch_size": "inference.batch_size", "partitions": "inference.partitions",
     "precision": "inference.precision",
     "epochs": "training.epochs", "model_name": "training.model_name",

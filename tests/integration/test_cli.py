@@ -37,9 +37,9 @@ def run_job(job: str, *args: str, env: dict | None = None) -> subprocess.Complet
 @pytest.mark.parametrize("job, options", [
     ("infer.py", ["--input", "--manifest", "--inventory", "--model", "--output",
                   "--gremlin-endpoint", "--no-graph", "--glob", "--modified-after",
-                  "--modified-before", "--max-object-bytes", "--shard", "--resume",
+                  "--modified-before", "--max-image-bytes", "--shard", "--resume",
                   "--max-failed-fraction", "--progress-interval", "--max-concurrent-writers",
-                  "--max-upserts-per-second", "--top-k", "--batch-size", "--partitions",
+                  "--max-upserts-per-s", "--top-k", "--batch-size", "--partitions",
                   "--graph-load",
                   "--config", "--set", "--log-level", "--log-format"]),
     ("train.py", ["--input", "--output", "--epochs", "--model-name", "--model-version",

@@ -13,6 +13,7 @@ import yaml
 
 from imagegraph import __version__
 from imagegraph.cli import (
+    _FLAG_KEYS,
     config_from_args,
     config_yaml,
     infer_parser,
@@ -40,12 +41,12 @@ FLAGS = [
      "2026-01-02T03:04:05Z"),
     (infer_parser, ["--modified-before", "2026-06-07T08:09:10Z"], "input.modified_before",
      "2026-06-07T08:09:10Z"),
-    (infer_parser, ["--max-object-bytes", "12345"], "inference.max_image_bytes", 12345),
+    (infer_parser, ["--max-image-bytes", "12345"], "inference.max_image_bytes", 12345),
     (infer_parser, ["--max-failed-fraction", "0.25"], "run.max_failed_fraction", 0.25),
     (infer_parser, ["--progress-interval", "7.5"], "run.progress_interval_s", 7.5),
     (infer_parser, ["--max-concurrent-writers", "5"], "graph.max_concurrent_writers", 5),
     (infer_parser, ["--graph-load", "bulk"], "graph.load", "bulk"),
-    (infer_parser, ["--max-upserts-per-second", "321.5"], "graph.max_upserts_per_s", 321.5),
+    (infer_parser, ["--max-upserts-per-s", "321.5"], "graph.max_upserts_per_s", 321.5),
     (infer_parser, ["--top-k", "2"], "inference.top_k", 2),
     (infer_parser, ["--batch-size", "17"], "inference.batch_size", 17),
     (infer_parser, ["--partitions", "9"], "inference.partitions", 9),
@@ -221,3 +222,17 @@ def test_help_gives_each_config_keys_default_from_the_configuration(parser):
                 assert f"(config: {section}.{key}; default {default}" in action.help
             named += 1
     assert named >= 1
+
+
+# flags whose name says more than their key's: the endpoint is Gremlin's, the load the graph's,
+# and --progress-interval takes SECONDS by its metavar
+NAMED_OTHERWISE = {"gremlin_endpoint": "graph.endpoint", "graph_load": "graph.load",
+                   "progress_interval": "run.progress_interval_s"}
+
+
+def test_a_flag_is_named_as_its_configuration_key():
+    """`--max-image-bytes` sets `inference.max_image_bytes`: a flag and its key differ only in
+    dashes, except the few named above, so a user who knows one can guess the other."""
+    drifted = {flag: key for flag, key in _FLAG_KEYS.items()
+               if key.split(".", 1)[1] != flag and NAMED_OTHERWISE.get(flag) != key}
+    assert drifted == {}
