@@ -14,7 +14,7 @@ import re
 import sys
 import traceback
 import warnings
-from typing import Callable, Sequence
+from typing import Callable, NoReturn, Sequence
 
 import yaml
 
@@ -58,10 +58,36 @@ def run_command(default_prog: str, parser: Callable[[str], argparse.ArgumentPars
     return run_job(prog, lambda: body(parser(prog).parse_args(argv), prog))
 
 
+_UNRECOGNIZED = "unrecognized arguments: "
+
+
+class HintedParser(argparse.ArgumentParser):
+    """An argument parser whose "unrecognized arguments" error says, for each option of `hints`
+    among them (option -> what to do instead), what the user meant."""
+
+    hints: dict[str, str] = {}
+
+    def hinted(self, message: str) -> str:
+        """`message` with the hints of the unrecognized options it names."""
+        if not message.startswith(_UNRECOGNIZED):
+            return message
+        given = {word.split("=", 1)[0] for word in message[len(_UNRECOGNIZED):].split()}
+        return message + "".join(f" ({hint})" for option, hint in self.hints.items()
+                                 if option in given)
+
+    def error(self, message: str) -> NoReturn:
+        super().error(self.hinted(message))
+
+
+class _JobParser(HintedParser):
+    hints = {"--conf": "Spark's options go to spark-submit before the script, "
+                       "spark-submit --conf KEY=VALUE jobs/..., or in --set spark.conf.KEY=VALUE"}
+
+
 def _parser(prog: str, job: str, description: str) -> argparse.ArgumentParser:
     """A job's parser: no abbreviated options (`--conf` is not `--config`), exit codes in the
     help's epilog."""
-    return argparse.ArgumentParser(
+    return _JobParser(
         prog=prog, description=description, allow_abbrev=False,
         epilog=f"exit codes: {_EXIT_CODES[job]}; {CRASHED} crashed (an unexpected error: "
                "the traceback is printed above the last line)")

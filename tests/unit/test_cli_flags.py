@@ -104,7 +104,10 @@ def test_flags_override_the_file_and_set():
 
 # Wrong invocations a Spark user makes, each with the line it must print (argparse: exit 2).
 @pytest.mark.parametrize("argv, line", [
-    (["--conf", "spark.executor.memory=4g"], "unrecognized arguments: --conf"),
+    (["--conf", "spark.executor.memory=4g"],
+     "infer.py: error: unrecognized arguments: --conf spark.executor.memory=4g (Spark's options "
+     "go to spark-submit before the script, spark-submit --conf KEY=VALUE jobs/..., or in --set "
+     "spark.conf.KEY=VALUE)"),
     (["--log-level", "verbose"], "argument --log-level: invalid choice: 'VERBOSE'"),
     (["--shard", "3"], "argument --shard: expected I/N, e.g. 0/4, got '3'"),
 ], ids=["--conf is not --config", "unknown log level", "shard without N"])

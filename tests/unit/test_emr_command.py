@@ -62,6 +62,9 @@ def run(argv):
      "python -m imagegraph.emr: error: --shard must be I or I/N, e.g. 3 or 3/8, got 'two'"),
     ([*BACKFILL, "--shard", "1/"],
      "python -m imagegraph.emr: error: --shard must be I or I/N, e.g. 3 or 3/8, got '1/'"),
+    ([*BACKFILL, "--resume"],
+     "python -m imagegraph.emr: error: unrecognized arguments: --resume (every backfill step "
+     "runs the job with --resume already; the job's own options go after --, e.g. -- --resume)"),
 ])
 def test_wrong_invocations_stop_with_one_line(capsys, argv, line):
     assert run(argv) == 2

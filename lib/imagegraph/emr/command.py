@@ -10,7 +10,7 @@ import re
 import sys
 from typing import NoReturn
 
-from imagegraph.cli import prog_name, run_job
+from imagegraph.cli import HintedParser, prog_name, run_job
 from imagegraph.emr.launcher import Launcher, resolve_region
 from imagegraph.emr.requests import build_plan, dumps
 from imagegraph.emr.settings import DEFAULT_PATH, FLAGS, PYTHON_ENVS, load_settings
@@ -35,12 +35,15 @@ passed, 2 bad arguments, settings or an AWS error (one line on stderr; settings 
 missing or invalid, a line more each, with where to set it)."""
 
 
-class _OneLineParser(argparse.ArgumentParser):
+class _OneLineParser(HintedParser):
     """A parser whose usage errors are one line, `PROG COMMAND: error: ...`, exit code 2
     (`--help` shows the usage)."""
 
+    hints = {"--resume": "every backfill step runs the job with --resume already; the job's "
+                         "own options go after --, e.g. -- --resume"}
+
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"{self.prog}: error: {self.hinted(message)}\n")
 
 
 def s3_uri(text: str) -> str:
