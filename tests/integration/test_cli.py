@@ -129,6 +129,18 @@ def test_configuration_errors_stop_before_spark_starts(tmp_path, file_text, over
     assert event_logs == []  # Spark never started
 
 
+def test_an_iam_endpoint_without_a_region_stops_before_spark_starts(tmp_path):
+    """The region that signs Neptune's handshakes is resolved before Spark starts: without one,
+    one line and no Spark application."""
+    result, event_logs = run_infer(
+        tmp_path, *ARGS, "--gremlin-endpoint", "wss://neptune.example:8182/gremlin",
+        env={"AWS_DEFAULT_REGION": "", "AWS_REGION": "", "AWS_CONFIG_FILE": "/nonexistent"})
+    assert assert_one_error_line(result) == (
+        "infer.py: error: IAM authentication to Neptune needs a region: set graph.region or "
+        "AWS_DEFAULT_REGION")
+    assert event_logs == []
+
+
 MISSING_BUCKET = "imagegraph-no-such-bucket"
 
 

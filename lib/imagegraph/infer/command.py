@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+from dataclasses import replace
 from typing import Sequence
 
 from imagegraph.cli import CONSOLE_PREFIX, infer_parser, input_source, run_command, start_job
@@ -22,13 +23,14 @@ def _infer(args: argparse.Namespace, prog: str) -> int:
         return 0
 
     from imagegraph.graph.bulk_load import check_bulk_settings
-    from imagegraph.graph.connection import validate_endpoint
+    from imagegraph.graph.connection import validate_endpoint, with_resolved_region
     from imagegraph.infer.job import run_inference
     from imagegraph.infer.precision import precision_line
     from imagegraph.spark_session import get_spark
 
-    if config.graph.enabled:
+    if config.graph.enabled:  # what needs no Spark is checked before Spark starts
         validate_endpoint(config.graph.endpoint)
+        config = replace(config, graph=with_resolved_region(config.graph))
     if config.graph.enabled and config.graph.load == "bulk":
         check_bulk_settings(config.graph, args.output)
     spark = get_spark(config)
