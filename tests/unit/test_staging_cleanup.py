@@ -1,18 +1,18 @@
 """An inference run's staging area (`<output>/_staging/<run_id>/`) is removed when the run
 fails, and a run removes those of earlier runs that no lease names; on file:// with a run that
 fails at its first staged step (a manifest row naming no object), so no model is loaded. A link
-run's (`_staging/link-<id>/`) is removed when its graph writes fail."""
+run's (`_staging/link-<id>/`) is removed when its graph writes are refused."""
 from __future__ import annotations
 
 import json
 import logging
 import os
 import re
-import socket
 import time
 from dataclasses import replace
 
 import pytest
+from neptune_errors_server import Answers, NeptuneErrorsServer
 
 from imagegraph.config import Config
 from imagegraph.errors import JobError
@@ -87,21 +87,24 @@ def test_a_run_removes_the_staging_areas_of_runs_no_lease_names(failing_run, tmp
 
 
 def test_a_failed_link_run_removes_its_staging_area(spark, tmp_path):
-    """A link run of one finished run (it has a report) whose graph writes fail (no server on
-    the endpoint, a 1 s failover budget) has staged its copies by then; it stops with the
-    writers' line and its `_staging/link-<id>/` is removed (`run_link`'s `finally`)."""
+    """A link run of one finished run (it has a report) whose graph writes are refused (every
+    handshake answered 403 AccessDeniedException, `dev/neptune_errors_server.py`) has staged
+    its copies by then; it stops with the writers' one permission line, as the writers would,
+    and its `_staging/link-<id>/` is removed (`run_link`'s `finally`)."""
     output = tmp_path / "out"
     rows = spark.createDataFrame([(f"s3://b/{n}.png", f"{n:064x}", n, [], "m@1", "r1")
                                   for n in range(3)], PREDICTION_COLUMNS)
     write_predictions(rows.drop("run_id"), output.as_uri(), "r1", "")
     (output / REPORTS_DIR).mkdir()
     (output / REPORTS_DIR / "r1.json").write_text("{}")
-    with socket.socket() as unused:  # a port nothing listens on
-        unused.bind(("127.0.0.1", 0))
-        port = unused.getsockname()[1]
-    graph = replace(Config().graph, endpoint=f"ws://127.0.0.1:{port}/gremlin",
-                    failover_budget_s=1.0, connect_timeout_s=1.0)
-    with pytest.raises(JobError, match="^the link job's graph write failed: "):
-        run_link(spark, replace(Config(), graph=graph), output.as_uri(), "m@1")
+    with NeptuneErrorsServer(Answers(handshake_status=403)) as server:
+        graph = replace(Config().graph, endpoint=server.endpoint, failover_budget_s=1.0,
+                        connect_timeout_s=1.0)
+        with pytest.raises(JobError) as stopped:
+            run_link(spark, replace(Config(), graph=graph), output.as_uri(), "m@1")
+    line = str(stopped.value)
+    assert line.startswith(f"the link job's graph write failed: graph writes to "
+                           f"{server.endpoint} stopped: permission denied (HTTP 403 "), line
+    assert "\n" not in line and "check the IAM policy" in line
     assert os.listdir(output / "_staging") == []
     assert not (output / "_linked").exists()  # nothing marked linked
