@@ -7,8 +7,8 @@ the loader with boto3's `neptunedata` client: the vertices, then the edges queue
 a dependency -> polls the status (with errors) until both end, resuming a load that ended with
 write conflicts -> each error the loader reports for one record becomes a failed row (the
 image's uri and the loader's error line); an error no record explains (a header, S3 access, a
-cancelled load, no answer in `graph.loader_timeout_s`) stops
-the run, and the loads not ended are cancelled -> over Gremlin, the chunk's written images lose
+cancelled load, no answer in `graph.loader_timeout_s`) stops the run, and the loads not ended
+are cancelled -> over Gremlin, the chunk's written images lose
 the classified_as edges of the model that their new top-k does not keep (the loader only adds;
 `OwnedEdges`), and are read back: one the graph lacks in part is a failed row too, whatever
 record numbers the loader gave -> the failed rows are staged at `outcome_uri` and read back: a
