@@ -8,10 +8,10 @@ a dependency -> polls the status (with errors) until both end, resuming a load t
 write conflicts -> each error the loader reports for one record becomes a failed row (the
 image's uri and the loader's error line); an error no record explains (a header, S3 access, a
 cancelled load, no answer in `graph.loader_timeout_s`) stops the run, and the loads not ended
-are cancelled -> over Gremlin, the chunk's written images lose
-the classified_as edges of the model that their new top-k does not keep (the loader only adds;
-`OwnedEdges`), and are read back: one the graph lacks in part is a failed row too, whatever
-record numbers the loader gave -> the failed rows are staged at `outcome_uri` and read back: a
+are cancelled -> over Gremlin, the chunk's written images lose the classified_as edges of the
+model that their new top-k does not keep (the loader only adds; `OwnedEdges`), and are read
+back: one the graph lacks in part is a failed row too, whatever record numbers (or counters)
+the loader gave -> the failed rows are staged at `outcome_uri` and read back: a
 `GraphLoad`, as `load.load_predictions` returns.
 
 The same deterministic ids as the upserts, so a bulk load and a mergeV run of the same objects
