@@ -6,6 +6,7 @@ import pytest
 from gremlin_python.process.graph_traversal import __
 from gremlin_python.process.traversal import P, T
 
+from imagegraph.graph import load
 from imagegraph.graph.connection import GremlinConnection
 from imagegraph.graph.elements import (
     VertexRecord,
@@ -14,9 +15,10 @@ from imagegraph.graph.elements import (
     near_duplicate_edge,
     similar_to_edge,
 )
-from imagegraph.graph.load import write_model
+from imagegraph.graph.load import count_run_images, write_model
+from imagegraph.graph.reads import read_graph
 from imagegraph.graph.traversals import drop_link_edges
-from imagegraph.graph.writer import GraphWriter
+from imagegraph.graph.writer import GraphWriter, write_partition
 from imagegraph.model.artifact import ModelMetadata
 
 METADATA = ModelMetadata(name="m", version="1", input_height=8, input_width=8, channels=1,
@@ -112,3 +114,28 @@ def test_linking_one_model_again_leaves_another_models_link_edges(graph, config)
     assert sorted(graph.E().has_label(P.within("near_duplicate", "similar_to"))
                   .values("model").to_list()) == ["A@1", "A@1"]
     assert graph.E().has_label("has_content").count().next() == 0  # B writes it anew
+
+
+def test_a_runs_read_back_counts_its_images_in_requests_of_records_per_request_ids(
+        graph, config, monkeypatch):
+    """`count_run_images` reads 11 committed ids back 3 at a time (`graph.records_per_request`):
+    4 requests of 3, 3, 3 and 2 ids, never one count() over every image vertex; the image of
+    another run and the id the graph lacks are not counted. The requests go to the real
+    `read_graph`, recorded on the way."""
+    small = replace(config.graph, records_per_request=3)
+    write_model(small, METADATA)
+    write_partition([prediction(n) for n in range(9)], small, METADATA.tag, "run-a")
+    write_partition([prediction(9)], small, METADATA.tag, "run-b")
+    sent: list[list] = []
+
+    def recorded(graph_config, requests):
+        def each():
+            for request in requests:
+                sent.append(request.bytecode.step_instructions[0])
+                yield request
+        return read_graph(graph_config, each())
+
+    monkeypatch.setattr(load, "read_graph", recorded)
+    uris = [f"s3://b/img{n}.png" for n in range(10)] + ["s3://b/absent.png"]
+    assert count_run_images(small, "run-a", uris) == 9
+    assert sent == [["V", *uris[start:start + 3]] for start in (0, 3, 6, 9)]

@@ -4,7 +4,8 @@ The leases on their own, on file:// and on moto's S3 server over HTTP (condition
 a second taker of a live lease or of an overlapping shard is refused, another shard of the
 same count is not; a lease left by a process killed with SIGKILL is taken over once expired;
 a holder stopped (SIGSTOP) past its lease's lifetime finds, when it resumes, that its renewal
-fails and leaves the new holder's lease alone.
+fails and leaves the new holder's lease alone; a renewal that S3's 503s keep in boto3's retries
+past the hold is named in the stop line.
 
 Then the job: a run of a shard whose reads are held at a proxy (so it is surely in the middle
 of its work) makes `jobs/infer.py` on the same shard exit 2 with one line naming it, while
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -174,6 +176,31 @@ def run_infer(env: dict, *args: str) -> subprocess.CompletedProcess:
                                "PYSPARK_SUBMIT_ARGS": f"--driver-java-options "
                                                       f"-Dlog4j2.configurationFile={QUIET_LOG4J} "
                                                       "pyspark-shell"})
+
+
+def test_a_renewal_retrying_503s_past_the_hold_is_named_in_the_stop_line(config, s3, tmp_path):
+    """S3 answers the lease's renewals 503 SlowDown (`put_statuses`), so boto3 retries one
+    renewal up to `s3.max_attempts` (10) times with backoff, longer than the 2 s a 3 s lease is
+    held: the stop line names that renewal in flight (it used to say `last renewal error:
+    none`). Once S3 answers again the renewal succeeds late and the lease is released."""
+    put_objects(s3, BUCKET, "", {})
+    output = f"s3://{BUCKET}/{tmp_path.name}/results"
+    with S3FaultProxy(config.s3.endpoint) as proxy:
+        slow = replace(config.s3, endpoint=proxy.endpoint, max_attempts=10)
+        lease = take_lease(output, MODEL, None, "slow-renewals", 3.0, slow)
+        proxy.put_statuses = {f"/{BUCKET}/{tmp_path.name}/results/_leases/{MODEL}/all.json": 503}
+        time.sleep(2.5)  # the first renewal, sent after 1 s, is still being retried
+        with pytest.raises(JobError) as lost:
+            lease.ensure_held()
+        proxy.put_statuses = {}
+        lease.release()  # waits for the renewal in flight to end
+    assert proxy.injected[503] >= 2
+    line = str(lost.value)
+    assert line.startswith(f"run slow-renewals lost its lease {output}/_leases/{MODEL}/all.json: "
+                           f"not renewed for "), line
+    assert re.search(r", over the 2 s it is held after a renewal \(TTL 3 s\); a renewal in "
+                     r"flight for [12] s$", line), line
+    assert lease_files(output, s3) == {}
 
 
 def test_a_second_run_of_a_shard_in_progress_exits_2_and_another_shard_runs(

@@ -4,7 +4,7 @@ fault proxy (dev/s3_fault_proxy.py) answers chosen objects with 404 NoSuchKey, 4
 as its documented dead letter (stage `read`; not found, access denied and archived refused, a
 5xx that outlasts `s3.max_attempts` transient), and `--resume` runs read again the objects no
 earlier run of this model finished, until their dead letters reach `inference.max_attempts`:
-a dead letter of another model does not count."""
+a dead letter of another model does not count. A run without `--resume` reads them all again."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -124,3 +124,12 @@ def test_404_403_archived_and_503_then_resume_until_out_of_attempts(
                   .to_list()}
     assert images == {**{uri[k]: [first.run_id] for k in keys[4:]},
                       uri[slow]: [second.run_id], uri[late]: [second.run_id]}
+
+    # without --resume a run does every object listed, those out of attempts too (a fresh run
+    # is the operator's way to retry everything once the cause is fixed)
+    fourth = run_inference(spark, replace(config, inference=replace(
+        config.inference, max_attempts=RUNS_PER_OBJECT)), source, MODEL_URI, OUTPUT)
+    assert fourth.reconciles(), fourth.disagreements()
+    assert (fourth.listed, fourth.skipped_done, fourth.skipped_out_of_attempts,
+            fourth.classified, fourth.committed_dead_letters) == (9, 0, 0, 9, 0)
+    assert predicted(spark, fourth.run_id) == set(uri.values())

@@ -3,6 +3,7 @@ endpoint and source it derives, and how it reads the loader's errors: a record's
 its image, a load-level one stops the run."""
 from __future__ import annotations
 
+import logging
 from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
@@ -153,12 +154,30 @@ def test_errors_that_name_records_are_returned():
     (job("LOAD_FAILED", {**MISSING, "errorMessage": "something else"}), "no record named"),
     (job("LOAD_FAILED"), "LOAD_FAILED and no error details"),
     (job("LOAD_FAILED", *[RECORD_ERROR] * 10_000), "more than Neptune keeps"),
-    (job("LOAD_FAILED", RECORD_ERROR, counted=2), "listed 1 errors and counted 2 \\(parsingErrors"),
-    (job("LOAD_COMPLETED", counted=1), "listed 0 errors and counted 1"),
 ])
 def test_a_load_that_failed_as_a_whole_stops_the_run(ended, line):
     with pytest.raises(LoadStopped, match=line):
         record_errors(ended)
+
+
+@pytest.mark.parametrize("ended, errors, line", [
+    (job("LOAD_FAILED", RECORD_ERROR, counted=2), (RECORD_ERROR,),
+     "bulk load load-1 of s3://b/staging/edges/part- listed 1 errors and counted 2 "
+     "(parsingErrors + datatypeMismatchErrors + insertErrors), which AWS does not document as "
+     "equal; the read-back over Gremlin finds any image a record left out without an error "
+     "naming it"),
+    (job("LOAD_FAILED", RECORD_ERROR, MISSING, counted=1), (RECORD_ERROR, MISSING),
+     "bulk load load-1 of s3://b/staging/edges/part- listed 2 errors and counted 1 "),
+    (job("LOAD_COMPLETED", counted=1), (), " listed 0 errors and counted 1 "),
+])
+def test_errors_listed_other_than_counted_are_a_warning_not_a_stop(ended, errors, line, caplog):
+    """The counters' meaning is not documented: a mismatch used to stop the run. The errors
+    listed still name their images, and an image no error names is found by the read-back
+    (`integration/test_bulk_load.py`)."""
+    with caplog.at_level(logging.WARNING, logger="imagegraph.graph.bulk_load"):
+        assert record_errors(ended) == errors
+    [warning] = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert line in warning
 
 
 def test_an_error_names_the_image_of_its_record():

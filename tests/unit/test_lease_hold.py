@@ -5,8 +5,11 @@ holder stops. On the real local-file store; renewals fail for real (its lock fil
 a directory, so every change raises `IsADirectoryError`)."""
 from __future__ import annotations
 
+import fcntl
 import os
 import shutil
+import threading
+import time
 
 import pytest
 
@@ -20,12 +23,14 @@ TTL_S = 300.0  # the renewer thread never fires during a test; renewals are call
 
 
 class Clock:
-    """Monotonic seconds that move only when told."""
+    """Monotonic seconds that move only when told; `reads` counts the times it was read."""
 
     def __init__(self) -> None:
         self.now = 1000.0
+        self.reads = 0
 
     def __call__(self) -> float:
+        self.reads += 1
         return self.now
 
 
@@ -86,8 +91,39 @@ def test_a_successful_renewal_keeps_the_lease_held(output):
         clock.now += 199.0  # 349 s after it was taken, 199 s after its renewal
         lease.ensure_held()
         clock.now += 1.0
-        with pytest.raises(JobError, match="not renewed for 200 s.*last renewal error: none$"):
+        with pytest.raises(JobError, match="not renewed for 200 s, over the 200 s it is held "
+                           r"after a renewal \(TTL 300 s\); no renewal tried since the last "
+                           "one succeeded$"):
             lease.ensure_held()
+
+
+def test_a_renewal_that_blocks_past_the_margin_is_named_in_the_stop_line(output):
+    """One renewal waits longer than the lease is held (here on the store's lock, held by the
+    test; on S3, boto3 retrying 503s `s3.max_attempts` times with backoff): the stop line says
+    so, where it used to say `last renewal error: none`."""
+    clock = Clock()
+    with take_lease(output, MODEL, Shard(0, 2), "r1", TTL_S, S3Config(), clock) as lease:
+        with open(os.path.join(lease_dir(output), ".lock"), "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            reads = clock.reads
+            renewing = threading.Thread(target=lease.renew)
+            renewing.start()
+            while clock.reads == reads:  # until the renewal has been sent
+                time.sleep(0.01)
+            clock.now += 150.0
+            lease.ensure_held()
+            clock.now += 51.0
+            with pytest.raises(JobError) as lost:
+                lease.ensure_held()
+            assert renewing.is_alive()
+        renewing.join()
+        assert str(lost.value) == (
+            f"run r1 lost its lease {output}/_leases/{MODEL}/0-of-2.json: not renewed for "
+            f"201 s, over the 200 s it is held after a renewal (TTL 300 s); a renewal in flight "
+            f"for 201 s")
+        with pytest.raises(JobError, match="; a renewal in flight for 201 s$"):
+            lease.ensure_held()  # its late success does not hold the lease again
+    assert os.listdir(lease_dir(output)) == [".lock"]
 
 
 @pytest.mark.parametrize("newcomer", [Shard(0, 4), Shard(2, 4), None])

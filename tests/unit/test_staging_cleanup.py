@@ -1,6 +1,7 @@
 """An inference run's staging area (`<output>/_staging/<run_id>/`) is removed when the run
 fails, and a run removes those of earlier runs that no lease names; on file:// with a run that
-fails at its first staged step (a manifest row naming no object), so no model is loaded."""
+fails at its first staged step (a manifest row naming no object), so no model is loaded. A link
+run's (`_staging/link-<id>/`) is removed when its graph writes are refused."""
 from __future__ import annotations
 
 import json
@@ -11,12 +12,15 @@ import time
 from dataclasses import replace
 
 import pytest
+from neptune_errors_server import Answers, NeptuneErrorsServer
 
 from imagegraph.config import Config
 from imagegraph.errors import JobError
 from imagegraph.infer.job import run_inference
+from imagegraph.link.job import PREDICTION_COLUMNS, run_link
 from imagegraph.model.artifact import LABELS_FILE, METADATA_FILE, MODEL_FILE, ModelMetadata
 from imagegraph.runs.lease import LEASES_DIR, take_lease
+from imagegraph.storage.outputs import REPORTS_DIR, write_predictions
 from imagegraph.storage.selection import MANIFEST, InputSource
 
 METADATA = ModelMetadata(name="brightness", version="1", input_height=4, input_width=4,
@@ -80,3 +84,27 @@ def test_a_run_removes_the_staging_areas_of_runs_no_lease_names(failing_run, tmp
         r"run \S+: " + re.escape(f"removed the staging areas of 2 earlier run(s) that no lease "
                                  f"names under {output.as_uri()}/_staging: {KILLED}, {ENDED}"),
         removals[0]), removals
+
+
+def test_a_failed_link_run_removes_its_staging_area(spark, tmp_path):
+    """A link run of one finished run (it has a report) whose graph writes are refused (every
+    handshake answered 403 AccessDeniedException, `dev/neptune_errors_server.py`) has staged
+    its copies by then; it stops with the writers' one permission line, as the writers would,
+    and its `_staging/link-<id>/` is removed (`run_link`'s `finally`)."""
+    output = tmp_path / "out"
+    rows = spark.createDataFrame([(f"s3://b/{n}.png", f"{n:064x}", n, [], "m@1", "r1")
+                                  for n in range(3)], PREDICTION_COLUMNS)
+    write_predictions(rows.drop("run_id"), output.as_uri(), "r1", "")
+    (output / REPORTS_DIR).mkdir()
+    (output / REPORTS_DIR / "r1.json").write_text("{}")
+    with NeptuneErrorsServer(Answers(handshake_status=403)) as server:
+        graph = replace(Config().graph, endpoint=server.endpoint, failover_budget_s=1.0,
+                        connect_timeout_s=1.0)
+        with pytest.raises(JobError) as stopped:
+            run_link(spark, replace(Config(), graph=graph), output.as_uri(), "m@1")
+    line = str(stopped.value)
+    assert line.startswith(f"the link job's graph write failed: graph writes to "
+                           f"{server.endpoint} stopped: permission denied (HTTP 403 "), line
+    assert "\n" not in line and "check the IAM policy" in line
+    assert os.listdir(output / "_staging") == []
+    assert not (output / "_linked").exists()  # nothing marked linked

@@ -10,7 +10,9 @@ A run holds its lease only while its last successful renewal (timed by the run's
 clock from before the request was sent, so never later than the store's) is younger than
 `ttl_s` less a safety margin of a third of `ttl_s` (`RunLease.held_for_s`); the job checks
 before each commit. Renewals that keep failing for any reason (503s, a lost network) therefore
-stop the run before the lease can expire on the store's clock and be taken over.
+stop the run before the lease can expire on the store's clock and be taken over, and so does one
+renewal that waits past that time (boto3 retrying 503s, a stalled connection): the stop line
+names the renewal in flight and for how long, the last renewal's error, or that none was tried.
 
 A run is refused (`JobError`, the job's one line and exit code 2) while a live lease of the same
 model covers objects of its own: the same shard, a shard of another count that shares objects
@@ -252,6 +254,7 @@ class RunLease:
         self._store, self._name, self._body, self._version = store, name, body, version
         self._clock, self._renewed_at = clock, renewed_at
         self._renew_error = ""
+        self._renew_sent_at: float | None = None  # when the renewal in flight was sent
         self._lost: str | None = None  # why the lease is not held, once it is not
         self._taken_over = False
         self._stop = threading.Event()
@@ -281,15 +284,26 @@ class RunLease:
                 return
             self._lost = (f"not renewed for {age:.0f} s, over the {self.held_for_s:.0f} s it "
                           f"is held after a renewal (TTL {float(self._body['ttl_s']):.0f} s); "
-                          f"last renewal error: {self._renew_error or 'none'}")
+                          f"{self._why_not_renewed()}")
         raise JobError(f"run {self._body['run_id']} lost its lease {self.uri}: {self._lost}")
+
+    def _why_not_renewed(self) -> str:
+        """Why no renewal succeeded lately: the renewal in flight and for how long (S3's
+        retries of 503s, a stalled connection or a held lock can keep one waiting past the
+        TTL), the last renewal's error, or that none was tried."""
+        sent_at = self._renew_sent_at
+        causes = [] if sent_at is None else [
+            f"a renewal in flight for {self._clock() - sent_at:.0f} s"]
+        if self._renew_error:
+            causes.append(f"last renewal error: {self._renew_error}")
+        return "; ".join(causes) or "no renewal tried since the last one succeeded"
 
     def renew(self) -> bool:
         """Renew now, only if the lease is still this run's version; False once taken over,
         or when this renewal failed."""
         if self._lost:
             return False
-        sent_at = self._clock()
+        sent_at = self._renew_sent_at = self._clock()
         body = {**self._body, "renewed_at": _now()}
         try:
             self._version = self._store.replace(self._name, _encode(body), self._version)
@@ -303,8 +317,11 @@ class RunLease:
             log.warning("run %s: could not renew lease %s (will try again): %s",
                         self._body["run_id"], self.uri, self._renew_error)
             return False
-        self._body, self._renewed_at, self._renew_error = body, sent_at, ""
-        return True
+        else:
+            self._body, self._renewed_at, self._renew_error = body, sent_at, ""
+            return True
+        finally:
+            self._renew_sent_at = None
 
     def _renew_until_stopped(self) -> None:
         interval = float(self._body["ttl_s"]) / 3
