@@ -17,7 +17,7 @@ from imagegraph.infer.answer_check import CheckBounds
 from imagegraph.infer.classify import InferenceSettings, classify_prepared
 from imagegraph.infer.precision import FLOAT32, INT8, precision_line, quantize_and_check
 from imagegraph.model.artifact import LABELS_FILE, METADATA_FILE, ModelMetadata, write_artifact
-from imagegraph.model.cache import INT8_MODEL_FILE, ModelCache
+from imagegraph.model.cache import INT8_MODEL_FILE, ModelCache, calibration_batches
 from imagegraph.model.calibration import ARTIFACT, INPUT, CalibrationSample
 from imagegraph.model.temperature import scale_scores
 from imagegraph.runs.report import RunReport
@@ -64,6 +64,16 @@ def dense_model(weights, bias):
 def brightness_files(tmp_path_factory):
     return keras_files(tmp_path_factory.mktemp("brightness"),
                        dense_model([0.0, 5.0, 12.0], [0.0, -2.5, -8.0]), BRIGHTNESS)
+
+
+def test_calibration_batches_are_the_samples_preprocessed_the_last_filled_by_repeats():
+    batches = list(calibration_batches(levels(0, 51, 102, 204, 255), BRIGHTNESS, 2)())
+    assert [len(batch) for batch in batches] == [1, 1, 1]
+    images = np.stack([batch[0] for batch in batches])
+    assert images.shape == (3, 2, 4, 4, 1) and images.dtype == np.float32
+    np.testing.assert_allclose(images[:, :, 0, 0, 0], [[0.0, 0.2], [0.4, 0.8], [1.0, 1.0]],
+                               rtol=1e-6)
+    assert np.all(images == images[:, :, :1, :1, :])  # each image one level throughout
 
 
 @pytest.mark.parametrize("family", ["scale_0_1", "mobilenet_v2"])

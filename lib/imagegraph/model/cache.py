@@ -155,6 +155,36 @@ def quantize_int8(files: dict[str, bytes], metadata: ModelMetadata, batch_size: 
     Raises what the converter raises (`ConverterError` for an operation without int8 kernels),
     and `ValueError` when raw pixels would not be the family's input to within half a
     quantization step."""
+    shape = (1, metadata.input_height, metadata.input_width, metadata.channels)
+    samples = np.concatenate([np.zeros(shape, np.uint8), np.full(shape, 255, np.uint8),
+                              calibration])
+    return convert_int8(int8_converter(files, metadata, batch_size, embedding, samples,
+                                       threads), metadata)
+
+
+def convert_int8(converter, metadata: ModelMetadata) -> bytes:
+    """The flatbuffer of `converter` (`int8_converter`'s, calibrated) with int8 kernels only; a
+    family of `RAW_PIXEL_FAMILIES` takes uint8 pixels as input (`ValueError` when they would
+    not be its input to within half a quantization step), others the preprocessed floats."""
+    import tensorflow as tf
+
+    raw_pixels = metadata.preprocessing in RAW_PIXEL_FAMILIES
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.uint8 if raw_pixels else tf.float32
+    flatbuffer = converter.convert()
+    if raw_pixels:
+        _check_raw_pixel_input(flatbuffer, metadata)
+    return flatbuffer
+
+
+def int8_converter(files: dict[str, bytes], metadata: ModelMetadata, batch_size: int,
+                   embedding: bool, samples: np.ndarray, threads: int = 0):
+    """A `tf.lite.TFLiteConverter` of the model of the artifact `files` (with `embedding`, its
+    penultimate layer's output too) for float input, the family's preprocessed images, in
+    batches of `batch_size`, set to quantize (`tf.lite.Optimize.DEFAULT`) with the activation
+    ranges calibrated on exactly `samples` (uint8 pixels (n, height, width, channels), n >= 1;
+    the last batch filled by repeats). Which kernels, input type and quantizer options it
+    converts with are the caller's to set."""
     import tensorflow as tf
 
     model = _load_model(files, threads)
@@ -169,23 +199,23 @@ def quantize_int8(files: dict[str, bytes], metadata: ModelMetadata, batch_size: 
         function = tf.function(forward, input_signature=[tf.TensorSpec(shape, tf.float32)])
         converter = tf.lite.TFLiteConverter.from_concrete_functions(
             [function.get_concrete_function()], model)
-    samples = np.concatenate([np.zeros((1, *shape[1:]), np.uint8),
-                              np.full((1, *shape[1:]), 255, np.uint8), calibration])
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = calibration_batches(samples, metadata, batch_size)
+    return converter
 
-    def representative_batches():
-        for start in range(0, len(samples), batch_size):  # the last batch filled by repeats
+
+def calibration_batches(samples: np.ndarray, metadata: ModelMetadata, batch_size: int):
+    """A representative dataset of `samples` (uint8 pixels (n, height, width, channels)): a
+    function yielding them preprocessed for `metadata`'s family, one list of a float32 array of
+    `batch_size` images a batch (the last batch filled by repeats)."""
+    shape = (batch_size, metadata.input_height, metadata.input_width, metadata.channels)
+
+    def batches():
+        for start in range(0, len(samples), batch_size):
             batch = np.resize(samples[start:start + batch_size], shape)
             yield [np.asarray(preprocess(batch, metadata.preprocessing))]
 
-    raw_pixels = metadata.preprocessing in RAW_PIXEL_FAMILIES
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative_batches
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.uint8 if raw_pixels else tf.float32
-    flatbuffer = converter.convert()
-    if raw_pixels:
-        _check_raw_pixel_input(flatbuffer, metadata)
-    return flatbuffer
+    return batches
 
 
 def _check_raw_pixel_input(flatbuffer: bytes, metadata: ModelMetadata) -> None:
