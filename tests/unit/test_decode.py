@@ -14,6 +14,7 @@ from bad_images import BLUE, RED, WHITE, Classified, DeadLettered
 from PIL import Image, ImageFile, ImageOps
 
 from imagegraph.dead_letters import TRANSIENT, retry_class
+from imagegraph.imaging import libheif
 from imagegraph.imaging.decode import (
     UndecodableImage,
     decode_image,
@@ -26,7 +27,8 @@ CORPUS_BYTES, CORPUS_PIXELS = 100_000, 1_000_000
 CORPUS = {case.key: case for case in bad_images.corpus(CORPUS_BYTES, CORPUS_PIXELS)}
 
 
-UNRECOGNISED = "unrecognised image format (this job reads BMP, GIF, HEIF, JPEG, PNG, TIFF, WEBP)"
+UNRECOGNISED = ("unrecognised image format (this job reads AVIF, BMP, GIF, HEIF, JPEG, PNG, TIFF, "
+                "WEBP)")
 
 def decode_case(key: str, height: int, width: int, channels: int = 3):
     return decode_image(CORPUS[key].data, height, width, channels, max_bytes=CORPUS_BYTES,
@@ -194,6 +196,55 @@ def test_heic_decodes_with_its_rotation_applied_once():
         list(RED), abs=12)
     pixels = decode_case("exif-rotated.heic", 40, 20).pixels  # stored 40x20, shown 20x40
     assert pixels[5, 10, 0] < 30 and pixels[35, 10, 0] > 225
+
+
+def test_avif_decodes_with_its_rotation_applied_once():
+    """Stored 40x20, black left half, EXIF orientation 6 written as the file's rotation: shown
+    20 wide, 40 tall, black on top."""
+    assert decode_case("halves.avif", 24, 36).pixels[12, 4].tolist() == pytest.approx(
+        list(RED), abs=12)
+    image = decode_case("exif-rotated.avif", 40, 20)
+    assert (image.width, image.height, image.format) == (20, 40, "AVIF")
+    assert image.pixels[5, 10, 0] < 30 and image.pixels[35, 10, 0] > 225
+
+
+def lossless_decode(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """What `decode_image` makes of `pixels` (uint8 RGB) stored losslessly, as PNG."""
+    return decode_image(bad_images.encode(Image.fromarray(pixels), "PNG"), height, width, 3,
+                        **LIMITS).pixels
+
+
+def test_a_heic_thumbnail_at_least_the_target_is_decoded_instead_of_the_photo():
+    """thumbnail.heic: a 240x320 photo (as shown) and its 48x64 thumbnail. At 32x32 the
+    thumbnail is decoded, turned as the photo is; its pixels are the thumbnail's, 8 levels of
+    255 from the photo's on average (each is its own lossy encoding, and 32x32 from 48x64
+    aliases), where turned upside down they would be 64 away; the size is the photo's."""
+    data = CORPUS["thumbnail.heic"].data
+    thumbnail = libheif.thumbnail(data, 32, 32)
+    assert thumbnail.shape == (64, 48, 3)
+    photo = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    image = decode_case("thumbnail.heic", 32, 32)
+    assert (image.width, image.height, image.format) == (240, 320, "HEIF")
+    assert np.array_equal(image.pixels, lossless_decode(thumbnail, 32, 32))
+    from_photo = lossless_decode(photo, 32, 32).astype(int)
+    assert 0 < np.abs(image.pixels.astype(int) - from_photo).mean() < 12
+
+
+@pytest.mark.parametrize("height, width", [(65, 32), (32, 49), (64, 64)])
+def test_a_heic_thumbnail_smaller_than_the_target_is_not_used(height, width):
+    """The 48x64 thumbnail is short of each of these targets on one side: the photo is
+    decoded."""
+    data = CORPUS["thumbnail.heic"].data
+    assert libheif.thumbnail(data, height, width) is None
+    photo = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert np.array_equal(decode_case("thumbnail.heic", height, width).pixels,
+                          lossless_decode(photo, height, width))
+
+
+def test_no_thumbnail_is_taken_from_a_heic_without_one_or_from_bytes_libheif_cannot_read():
+    assert libheif.thumbnail(CORPUS["halves.heic"].data, 1, 1) is None
+    assert libheif.thumbnail(b"not a heif file", 1, 1) is None
+    assert libheif.thumbnail(CORPUS["thumbnail.heic"].data[:2000], 1, 1) is None
 
 
 def test_tiff_decodes_to_the_pixels_it_stores():
