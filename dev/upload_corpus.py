@@ -6,7 +6,7 @@ PNG screenshots, WebP and AVIF from the web and thumbnails. `MIX` states the mix
 stored size, orientation, count); `upload_corpus` makes it from scikit-image's photos
 (`sample_images.PHOTOS`), deterministically from a seed, as {key: bytes}:
 
-    corpus = upload_corpus(seed=0, scale=1)      # 13 images, about 8 s on 2 cores
+    corpus = upload_corpus(seed=0, scale=1)      # 13 images, about 6 s on 2 quiet cores
     {kind.name: kind.count * 2 for kind in MIX}  # images of each kind at scale=2
 
 A photo is a random crop of a scikit-image photo (about 512 pixels across) resized to the
