@@ -16,6 +16,7 @@ from PIL import Image, ImageFile, ImageOps
 from imagegraph.dead_letters import TRANSIENT, retry_class
 from imagegraph.imaging import libheif
 from imagegraph.imaging.decode import (
+    DecoderOutOfMemory,
     UndecodableImage,
     decode_image,
     is_out_of_memory,
@@ -239,6 +240,31 @@ def test_a_heic_thumbnail_smaller_than_the_target_is_not_used(height, width):
     photo = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
     assert np.array_equal(decode_case("thumbnail.heic", height, width).pixels,
                           lossless_decode(photo, height, width))
+
+
+def failing_thumbnail_decode(monkeypatch, code: int, message: bytes) -> None:
+    """From now on in the test, libheif answers every thumbnail decode with this error."""
+    def failing(handle):
+        raise libheif._LibheifError(libheif._Error(code=code, message=message))
+
+    monkeypatch.setattr(libheif, "_decode_rgb", failing)
+
+
+def test_libheif_out_of_memory_on_a_thumbnail_is_a_transient_dead_letter(monkeypatch):
+    failing_thumbnail_decode(monkeypatch, 6, b"Memory allocation error")  # heif_error_code 6
+    with pytest.raises(DecoderOutOfMemory) as error:
+        decode_case("thumbnail.heic", 32, 32)
+    assert error.value.reason == ("out of memory while decoding: MemoryError: libheif: "
+                                  "Memory allocation error")
+    assert retry_class(error.value.reason) == TRANSIENT
+
+
+def test_a_thumbnail_libheif_cannot_decode_leaves_the_photo_to_decode(monkeypatch):
+    failing_thumbnail_decode(monkeypatch, 7, b"Decoder plugin generated an error")
+    data = CORPUS["thumbnail.heic"].data
+    photo = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert np.array_equal(decode_case("thumbnail.heic", 32, 32).pixels,
+                          lossless_decode(photo, 32, 32))
 
 
 def test_no_thumbnail_is_taken_from_a_heic_without_one_or_from_bytes_libheif_cannot_read():
