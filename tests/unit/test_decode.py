@@ -242,6 +242,17 @@ def test_a_heic_thumbnail_smaller_than_the_target_is_not_used(height, width):
                           lossless_decode(photo, height, width))
 
 
+def test_without_a_bundled_libheif_the_photo_is_decoded_whole(monkeypatch):
+    """Where pillow-heif's wheel bundles no libheif (a macOS wheel, a source build), no
+    thumbnail is read and the photo decodes as before."""
+    monkeypatch.setattr(libheif, "_LIBHEIF", None)
+    data = CORPUS["thumbnail.heic"].data
+    assert libheif.thumbnail(data, 32, 32) is None
+    photo = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert np.array_equal(decode_case("thumbnail.heic", 32, 32).pixels,
+                          lossless_decode(photo, 32, 32))
+
+
 def failing_thumbnail_decode(monkeypatch, code: int, message: bytes) -> None:
     """From now on in the test, libheif answers every thumbnail decode with this error."""
     def failing(handle):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -67,10 +68,15 @@ class _LibheifError(Exception):
         self.code = error.code
 
 
-def _load() -> ctypes.CDLL:
-    """The libheif of pillow-heif's wheel (`pillow_heif.libs/`), its functions typed."""
+def _load() -> ctypes.CDLL | None:
+    """The libheif of pillow-heif's wheel (`pillow_heif.libs/`), its functions typed; None
+    where the wheel bundles none there (a macOS wheel, a source build): HEIF and AVIF files are
+    then decoded whole."""
     bundled = Path(pillow_heif.__file__).parent.parent / "pillow_heif.libs"
-    library = ctypes.CDLL(str(next(bundled.glob("libheif-*.so*"))))
+    found = sorted(bundled.glob("libheif-*.so*"))
+    if not found:
+        return None
+    library = ctypes.CDLL(str(found[0]))
     for name, (result, arguments) in _SIGNATURES.items():
         function = getattr(library, name)
         function.restype, function.argtypes = result, arguments
@@ -83,15 +89,17 @@ def _check(error: _Error) -> None:
         raise _LibheifError(error)
 
 
-_LIBHEIF = _load()
+_LIBHEIF: Any = _load()
 
 
 def thumbnail(data: bytes, height: int, width: int) -> npt.NDArray[np.uint8] | None:
     """uint8 RGB (rows, columns, 3): the smallest thumbnail of the primary image of `data` (a
     HEIF or AVIF file) that is at least `height` x `width` pixels as displayed, has the primary
     image's shape and fewer pixels (its alpha, if any, dropped); None if it has no such
-    thumbnail or libheif cannot read or decode it. Raises `MemoryError` when libheif cannot
-    allocate."""
+    thumbnail, libheif cannot read or decode it, or libheif is not bundled here (`_load`).
+    Raises `MemoryError` when libheif cannot allocate."""
+    if _LIBHEIF is None:
+        return None
     context = _LIBHEIF.heif_context_alloc()
     handles: list[ctypes.c_void_p] = []
     try:
