@@ -21,6 +21,9 @@ MobileNetV2 at 224x224 built with `weights=None` (1,000 classes), Spark `local[2
                      sample, so every run draws 2 x INT8_SAMPLE images from its input,
                      converts and checks on the driver (NO_BOUNDS: the untrained model's
                      answers are recorded, not required)
+- job_uploads, job_uploads_int8: job and job_int8 on the upload corpus as files, at
+                     --job-uploads-scale: what the job makes of the mix against
+                     uploads_ceiling_img_per_s
 - job_graph_off, job_graph_on: the same run in 4 chunks, graph writes off and on (into a
                      local Gremlin Server): what writing the graph costs a backfill whose
                      chunks are pipelined (chunk k written while chunk k+1 is classified)
@@ -233,6 +236,27 @@ def uploads_ceilings(cores: int, decode_img_per_s: float, results: dict) -> dict
     return ceilings
 
 
+def write_uploads(directory: Path, scale: int) -> dict[int, Path]:
+    """The upload corpus at `scale` and twice that, as files under `directory` (one folder
+    each, named '<kind>-<n>.<ext>'), by image count. The corpus is made once, at twice
+    `scale`: at `scale` it is the same bytes, the first `kind.count * scale` of each kind."""
+    from upload_corpus import MIX, upload_corpus
+
+    counts = {kind.name: kind.count * scale for kind in MIX}
+    corpus = upload_corpus(scale=2 * scale)
+    halves = {len(corpus) // 2: {key: content for key, content in corpus.items()
+                                 if int(key.split("/")[2].split(".")[0]) <
+                                 counts[key.split("/")[1]]},
+              len(corpus): corpus}
+    folders = {}
+    for count, images in halves.items():
+        folders[count] = directory / f"uploads-{count}"
+        folders[count].mkdir(parents=True)
+        for key, content in images.items():
+            (folders[count] / "-".join(key.split("/")[1:])).write_bytes(content)
+    return folders
+
+
 def spark_variant(name: str, spark, config, model_dir: Path, metadata, images, output: Path,
                   partitions: int, rounds: int, reports: list
                   ) -> tuple[float, list[tuple[float, float]]]:
@@ -325,6 +349,7 @@ def main() -> int:
                         help="input partitions for every Spark variant (default 4)")
     parser.add_argument("--variants", default="decode,decode_uploads,bare_model,bare_model_int8,"
                                                "bare_model_tensorflow,job,job_int8,"
+                                               "job_uploads,job_uploads_int8,"
                                                "job_graph_off,job_graph_on,"
                                                "predict_batch_udf,naive_udf",
                         help="comma-separated subset to run (default: all)")
@@ -332,8 +357,12 @@ def main() -> int:
                         help="rounds of N and 2N per variant after its cold run; the median "
                              "round's rate is reported (default 3)")
     parser.add_argument("--uploads-scale", type=int, default=2,
-                        help="decode_uploads' N: the upload corpus at this scale, 12 images "
+                        help="decode_uploads' N: the upload corpus at this scale, 13 images "
                              "each (default 2)")
+    parser.add_argument("--job-uploads-scale", type=int, default=8,
+                        help="job_uploads' N: the upload corpus at this scale (default 8, 104 "
+                             "images: a Spark run's time varies by seconds, so N must take "
+                             "longer than that)")
     parser.add_argument("--naive-rounds", type=int, default=1,
                         help="rounds for naive_udf, about 7 minutes each here (default 1)")
     args = parser.parse_args()
@@ -361,6 +390,7 @@ def main() -> int:
             int8_calibration_images=INT8_SAMPLE, int8_check_images=INT8_SAMPLE))
         figures: dict = {}
         spark = None
+        uploads: dict[int, Path] = {}
         variants = args.variants.split(",")
         gremlin_dir = work / "gremlin"
         if "job_graph_on" in variants:
@@ -385,17 +415,22 @@ def main() -> int:
                                            rounds)
             else:
                 spark = spark or get_spark(config)
-                variant_config = int8_config if variant == "job_int8" else config
+                variant_config = int8_config if variant.endswith("_int8") else config
+                variant_images = images
+                if variant.startswith("job_uploads"):
+                    uploads = uploads or write_uploads(work / "uploads",
+                                                       args.job_uploads_scale)
+                    variant_images, count = uploads, min(uploads)
                 if variant.startswith("job_graph"):
                     variant_config = chunked(config, n // 4, variant == "job_graph_on" and
                                              graph_endpoint)
                 reports: list = []
                 cold, timings = spark_variant(variant, spark, variant_config, model_dir,
-                                              metadata, images, work / "out", args.partitions,
-                                              rounds, reports)
-                if variant == "job_int8":  # the untrained model's agreement: recorded only
-                    figures["job_int8_precisions"] = sorted({r.precision for r in reports})
-                    figures["job_int8_agreement_untrained"] = reports[-1].int8_agreement
+                                              metadata, variant_images, work / "out",
+                                              args.partitions, rounds, reports)
+                if variant.endswith("_int8"):  # the untrained model's agreement: recorded only
+                    figures[f"{variant}_precisions"] = sorted({r.precision for r in reports})
+                    figures[f"{variant}_agreement_untrained"] = reports[-1].int8_agreement
             for key, value in steady_rates(cold, timings, count).items():
                 figures[f"{variant}_{key}"] = value
             print(f"   {variant}: {figures[f'{variant}_img_per_s']} images/s steady "

@@ -18,7 +18,8 @@ import numpy as np
 import pillow_heif
 from PIL import Image
 
-pillow_heif.register_heif_opener()  # to write the HEIC cases, as the decoder reads them
+pillow_heif.register_heif_opener()  # to write the HEIC and AVIF cases, as the decoder reads them
+pillow_heif.register_avif_opener()
 
 ORIENTATION = 0x0112  # EXIF tag
 ROTATE_90_CW = 6      # orientation value: displayed rotated 90 degrees clockwise
@@ -103,12 +104,20 @@ def _exif_rotated_jpeg() -> bytes:
     return encode(halves((40, 20), BLACK, WHITE), "JPEG", quality=95, exif=exif.tobytes())
 
 
-def _exif_rotated_heic() -> bytes:
-    """As an iPhone stores a portrait photo: libheif turns the EXIF orientation into the
-    file's own rotation (irot) when it writes one."""
+def _exif_rotated(fmt: str) -> bytes:
+    """A HEIF or AVIF stored as an iPhone stores a portrait photo: libheif turns the EXIF
+    orientation into the file's own rotation (irot) when it writes one."""
     exif = Image.Exif()
     exif[ORIENTATION] = ROTATE_90_CW
-    return encode(halves((40, 20), BLACK, WHITE), "HEIF", quality=90, exif=exif.tobytes())
+    return encode(halves((40, 20), BLACK, WHITE), fmt, quality=90, exif=exif.tobytes())
+
+
+def heic_with_thumbnail() -> bytes:
+    """A 320x240 photo stored rotated (shown 240x320), with a thumbnail of 64x48 (shown
+    48x64) as an iPhone embeds one, each at libheif's quality 75."""
+    exif = Image.Exif()
+    exif[ORIENTATION] = ROTATE_90_CW
+    return encode(photo((320, 240)), "HEIF", quality=75, exif=exif.tobytes(), thumbnails=[64])
 
 
 def _gray16_png() -> bytes:
@@ -137,7 +146,7 @@ def _noise_png(min_bytes: int) -> bytes:
 
 def corpus(max_image_bytes: int, max_image_pixels: int) -> list[Case]:
     """Every case, for a run whose limits are `max_image_bytes` and `max_image_pixels`
-    (`max_image_bytes` must be above 30 KB, the size of the largest object meant to pass)."""
+    (`max_image_bytes` must be above 37 KB, the size of the largest object meant to pass)."""
     jpeg = encode(photo((64, 48)), "JPEG", quality=90)
     png = encode(photo((64, 48)), "PNG")
     too_big = _noise_png(max_image_bytes)
@@ -159,7 +168,8 @@ def corpus(max_image_bytes: int, max_image_pixels: int) -> list[Case]:
             "unreadable image header: ValueError: Decompressed data too large for "
             "PngImagePlugin.MAX_TEXT_CHUNK")),
         Case("ghostscript.jpg", dos_eps(), DeadLettered(
-            "unrecognised image format (this job reads BMP, GIF, HEIF, JPEG, PNG, TIFF, WEBP)")),
+            "unrecognised image format (this job reads AVIF, BMP, GIF, HEIF, JPEG, PNG, TIFF, "
+            "WEBP)")),
         Case("too-many-bytes.png", too_big, DeadLettered(
             f"object is {len(too_big)} bytes, over the limit of {max_image_bytes}")),
         Case("cmyk.jpg", encode(Image.new("CMYK", (40, 30), (0, 255, 255, 0)), "JPEG"),
@@ -174,7 +184,11 @@ def corpus(max_image_bytes: int, max_image_pixels: int) -> list[Case]:
         Case("photo.tiff", encode(photo((50, 40)), "TIFF"), Classified(50, 40, "TIFF")),
         Case("halves.heic", encode(halves((36, 24), RED, WHITE), "HEIF", quality=90),
              Classified(36, 24, "HEIF")),
-        Case("exif-rotated.heic", _exif_rotated_heic(), Classified(20, 40, "HEIF")),
+        Case("exif-rotated.heic", _exif_rotated("HEIF"), Classified(20, 40, "HEIF")),
+        Case("thumbnail.heic", heic_with_thumbnail(), Classified(240, 320, "HEIF")),
+        Case("halves.avif", encode(halves((36, 24), RED, WHITE), "AVIF", quality=90),
+             Classified(36, 24, "AVIF")),
+        Case("exif-rotated.avif", _exif_rotated("AVIF"), Classified(20, 40, "AVIF")),
         Case(INJECTION_KEY, encode(halves((16, 16), BLACK, WHITE), "PNG"),
              Classified(16, 16, "PNG")),
     ]

@@ -1,20 +1,22 @@
 """A realistic upload corpus, generated: what a retailer's users upload, at its real sizes.
 
 `make bench`'s other images are 500x375 JPEGs of about 50 KB; uploads are phone photos of 3 to
-12 megapixels with EXIF rotation, iPhone HEIC, PNG screenshots, WebP from the web and
-thumbnails. `MIX` states the mix (format, stored size, orientation, count); `upload_corpus`
-makes it from scikit-image's photos (`sample_images.PHOTOS`), deterministically from a seed, as
-{key: bytes}:
+12 megapixels with EXIF rotation, iPhone HEIC (with the 320x240 thumbnail an iPhone embeds),
+PNG screenshots, WebP and AVIF from the web and thumbnails. `MIX` states the mix (format,
+stored size, orientation, count); `upload_corpus` makes it from scikit-image's photos
+(`sample_images.PHOTOS`), deterministically from a seed, as {key: bytes}:
 
-    corpus = upload_corpus(seed=0, scale=1)      # 12 images, about 5 s on 2 cores
+    corpus = upload_corpus(seed=0, scale=1)      # 13 images, about 6 s on 2 quiet cores
     {kind.name: kind.count * 2 for kind in MIX}  # images of each kind at scale=2
 
 A photo is a random crop of a scikit-image photo (about 512 pixels across) resized to the
 camera's size, so it holds no more detail than the source; what makes a phone photo's bytes is
 its sensor noise, so each photo gets per-pixel Gaussian noise after the resize (luminance
 `noise` levels of 255, chroma half that): at JPEG quality 90, 4:2:0, a 12 MP photo is about
-2 MB, as phones write them, and so is the 12 MP HEIC at quality 55. Screenshots are flat UI
-areas, text in Pillow's default font and a product photo, as PNG.
+2 MB, as phones write them, and so is the 12 MP HEIC at quality 55. The HEIC carries a
+320x240 thumbnail, as an iPhone's does; an iPhone also stores the photo as a grid of 512x512
+tiles, which pillow-heif cannot write (it writes one picture). Screenshots are flat UI areas,
+text in Pillow's default font and a product photo, as PNG.
 """
 from __future__ import annotations
 
@@ -27,10 +29,14 @@ import pillow_heif
 from PIL import Image, ImageDraw, ImageFont
 from sample_images import PHOTOS
 
-pillow_heif.register_heif_opener()  # to write HEIC, as the job's decoder reads it
+pillow_heif.register_heif_opener()  # to write HEIC and AVIF, as the job's decoder reads them
+pillow_heif.register_avif_opener()
 
 ORIENTATION = 0x0112  # EXIF tag
-EXTENSIONS = {"JPEG": "jpg", "HEIF": "heic", "PNG": "png", "WEBP": "webp"}
+EXTENSIONS = {"AVIF": "avif", "JPEG": "jpg", "HEIF": "heic", "PNG": "png", "WEBP": "webp"}
+ENCODER_SPEED = {"HEIF": {"preset": "ultrafast"},  # x265's default takes 9x as long
+                 "AVIF": {"speed": "8"}}           # aom's default (6) 4x as long
+"""libheif's encoder parameters by format: fast presets, so the corpus is made in seconds."""
 _GAUSSIAN = np.array([NormalDist().inv_cdf((q + 0.5) / 256) for q in range(256)])
 """The standard normal distribution's 256 quantiles, at the middle of each 1/256 of it."""
 
@@ -38,11 +44,13 @@ _GAUSSIAN = np.array([NormalDist().inv_cdf((q + 0.5) / 256) for q in range(256)]
 @dataclass(frozen=True)
 class UploadKind:
     """One kind of upload in the mix. `name`: the keys' folder; `format`: Pillow's name of the
-    file format (JPEG, HEIF, PNG, WEBP); `width`, `height`: pixels as stored (a phone's sensor
-    stores landscape; HEIF turns them to the displayed orientation when written); `orientation`:
-    the EXIF orientation written (1 to 8), None for no EXIF; `count`: images at scale 1;
-    `quality`: the encoder's quality (JPEG, HEIF, WebP; None for PNG); `noise`: standard
-    deviation of the luminance noise in levels of 255 (0 for screenshots)."""
+    file format (AVIF, JPEG, HEIF, PNG, WEBP); `width`, `height`: pixels as stored (a phone's
+    sensor stores landscape; HEIF turns them to the displayed orientation when written);
+    `orientation`: the EXIF orientation written (1 to 8), None for no EXIF; `count`: images at
+    scale 1; `quality`: the encoder's quality (JPEG, HEIF, WebP, AVIF; None for PNG); `noise`:
+    standard deviation of the luminance noise in levels of 255 (0 for screenshots);
+    `thumbnail`: the longer side in pixels of the thumbnail libheif embeds beside the image
+    (HEIF, AVIF; an iPhone's is 320), None for none."""
 
     name: str
     format: str
@@ -52,6 +60,7 @@ class UploadKind:
     count: int
     quality: int | None
     noise: float
+    thumbnail: int | None = None
 
     @property
     def displayed(self) -> tuple[int, int]:
@@ -65,13 +74,14 @@ MIX = (
     UploadKind("photo-12mp", "JPEG", 4032, 3024, 1, 1, 90, 3.0),
     UploadKind("photo-12mp-portrait", "JPEG", 4032, 3024, 6, 1, 90, 3.0),
     UploadKind("photo-3mp", "JPEG", 2016, 1512, 1, 2, 90, 3.0),
-    UploadKind("iphone-heic", "HEIF", 4032, 3024, 6, 1, 55, 3.0),
+    UploadKind("iphone-heic", "HEIF", 4032, 3024, 6, 1, 55, 3.0, thumbnail=320),
     UploadKind("screenshot-phone", "PNG", 1170, 2532, None, 1, None, 0.0),
     UploadKind("screenshot-desktop", "PNG", 1920, 1080, None, 1, None, 0.0),
     UploadKind("web", "WEBP", 1600, 1200, None, 2, 80, 1.0),
     UploadKind("thumbnail", "JPEG", 320, 240, None, 3, 85, 1.0),
+    UploadKind("web-avif", "AVIF", 1600, 1200, None, 1, 60, 1.0),
 )
-"""The upload mix at scale 1: 12 images, a quarter of them 12 MP photos."""
+"""The upload mix at scale 1: 13 images, 3 of them 12 MP photos."""
 
 
 def upload_corpus(seed: int = 0, scale: int = 1) -> dict[str, bytes]:
@@ -94,8 +104,10 @@ def upload_image(kind: UploadKind, rng: np.random.Generator) -> bytes:
         options["quality"] = kind.quality
     if kind.format == "JPEG":
         options["subsampling"] = "4:2:0"
-    if kind.format == "HEIF":
-        options["enc_params"] = {"preset": "ultrafast"}  # x265's default takes 9x as long
+    if kind.format in ENCODER_SPEED:
+        options["enc_params"] = ENCODER_SPEED[kind.format]
+    if kind.thumbnail is not None:
+        options["thumbnails"] = [kind.thumbnail]
     if kind.orientation is not None:
         exif = Image.Exif()
         exif[ORIENTATION] = kind.orientation

@@ -47,7 +47,7 @@ def test_every_nonempty_bad_input_is_classified_or_dead_lettered_with_its_reason
     classified = {uri: e for uri, e in expected.items() if isinstance(e, Classified)}
     dead = {uri: e.reason for uri, e in expected.items()
             if isinstance(e, DeadLettered) and uri != EMPTY}
-    assert len(classified) == 10 and len(dead) == 8
+    assert len(classified) == 13 and len(dead) == 8
 
     assert report.classified == len(classified)
     assert {reason: count for reason, count in report.dead_lettered_by_reason.items()
@@ -72,3 +72,18 @@ def test_zero_byte_object_is_dead_lettered(corpus_run):
     assert report.listed == len(expected)
     assert [(r["reason"], r["stage"]) for r in letters if r["uri"] == EMPTY] == [
         ("empty object (0 bytes)", "decode")]
+
+
+def test_heic_and_avif_uploads_are_classified_at_their_displayed_size(corpus_run):
+    """Read by libheif: a HEIC stored rotated, one whose thumbnail the job decodes (the model's
+    32x32 input is smaller than it), an AVIF and an AVIF stored rotated; each is one prediction
+    row with the photo's displayed size, none a dead letter."""
+    report, _, letters, predictions = corpus_run
+    libheif_rows = sorted((row["uri"].rsplit("/", 1)[1], row["width"], row["height"],
+                           row["format"]) for row in predictions
+                          if row["format"] in ("AVIF", "HEIF"))
+    assert libheif_rows == [("exif-rotated.avif", 20, 40, "AVIF"),
+                            ("exif-rotated.heic", 20, 40, "HEIF"),
+                            ("halves.avif", 36, 24, "AVIF"), ("halves.heic", 36, 24, "HEIF"),
+                            ("thumbnail.heic", 240, 320, "HEIF")]
+    assert [r for r in letters if r["uri"].endswith((".avif", ".heic"))] == []

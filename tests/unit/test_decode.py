@@ -14,7 +14,9 @@ from bad_images import BLUE, RED, WHITE, Classified, DeadLettered
 from PIL import Image, ImageFile, ImageOps
 
 from imagegraph.dead_letters import TRANSIENT, retry_class
+from imagegraph.imaging import libheif
 from imagegraph.imaging.decode import (
+    DecoderOutOfMemory,
     UndecodableImage,
     decode_image,
     is_out_of_memory,
@@ -26,7 +28,8 @@ CORPUS_BYTES, CORPUS_PIXELS = 100_000, 1_000_000
 CORPUS = {case.key: case for case in bad_images.corpus(CORPUS_BYTES, CORPUS_PIXELS)}
 
 
-UNRECOGNISED = "unrecognised image format (this job reads BMP, GIF, HEIF, JPEG, PNG, TIFF, WEBP)"
+UNRECOGNISED = ("unrecognised image format (this job reads AVIF, BMP, GIF, HEIF, JPEG, PNG, TIFF, "
+                "WEBP)")
 
 def decode_case(key: str, height: int, width: int, channels: int = 3):
     return decode_image(CORPUS[key].data, height, width, channels, max_bytes=CORPUS_BYTES,
@@ -194,6 +197,91 @@ def test_heic_decodes_with_its_rotation_applied_once():
         list(RED), abs=12)
     pixels = decode_case("exif-rotated.heic", 40, 20).pixels  # stored 40x20, shown 20x40
     assert pixels[5, 10, 0] < 30 and pixels[35, 10, 0] > 225
+
+
+def test_avif_decodes_with_its_rotation_applied_once():
+    """Stored 40x20, black left half, EXIF orientation 6 written as the file's rotation: shown
+    20 wide, 40 tall, black on top."""
+    assert decode_case("halves.avif", 24, 36).pixels[12, 4].tolist() == pytest.approx(
+        list(RED), abs=12)
+    image = decode_case("exif-rotated.avif", 40, 20)
+    assert (image.width, image.height, image.format) == (20, 40, "AVIF")
+    assert image.pixels[5, 10, 0] < 30 and image.pixels[35, 10, 0] > 225
+
+
+def lossless_decode(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """What `decode_image` makes of `pixels` (uint8 RGB) stored losslessly, as PNG."""
+    return decode_image(bad_images.encode(Image.fromarray(pixels), "PNG"), height, width, 3,
+                        **LIMITS).pixels
+
+
+def test_a_heic_thumbnail_at_least_the_target_is_decoded_instead_of_the_photo():
+    """thumbnail.heic: a 240x320 photo (as shown) and its 48x64 thumbnail. At 32x32 the
+    thumbnail is decoded, turned as the photo is; its pixels are the thumbnail's, 8 levels of
+    255 from the photo's on average (each is its own lossy encoding, and 32x32 from 48x64
+    aliases), where turned upside down they would be 64 away; the size is the photo's."""
+    data = CORPUS["thumbnail.heic"].data
+    thumbnail = libheif.thumbnail(data, 32, 32)
+    assert thumbnail.shape == (64, 48, 3)
+    photo = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    image = decode_case("thumbnail.heic", 32, 32)
+    assert (image.width, image.height, image.format) == (240, 320, "HEIF")
+    assert np.array_equal(image.pixels, lossless_decode(thumbnail, 32, 32))
+    from_photo = lossless_decode(photo, 32, 32).astype(int)
+    assert 0 < np.abs(image.pixels.astype(int) - from_photo).mean() < 12
+
+
+@pytest.mark.parametrize("height, width", [(65, 32), (32, 49), (64, 64)])
+def test_a_heic_thumbnail_smaller_than_the_target_is_not_used(height, width):
+    """The 48x64 thumbnail is short of each of these targets on one side: the photo is
+    decoded."""
+    data = CORPUS["thumbnail.heic"].data
+    assert libheif.thumbnail(data, height, width) is None
+    photo = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert np.array_equal(decode_case("thumbnail.heic", height, width).pixels,
+                          lossless_decode(photo, height, width))
+
+
+def test_without_a_bundled_libheif_the_photo_is_decoded_whole(monkeypatch):
+    """Where pillow-heif's wheel bundles no libheif (a macOS wheel, a source build), no
+    thumbnail is read and the photo decodes as before."""
+    monkeypatch.setattr(libheif, "_LIBHEIF", None)
+    data = CORPUS["thumbnail.heic"].data
+    assert libheif.thumbnail(data, 32, 32) is None
+    photo = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert np.array_equal(decode_case("thumbnail.heic", 32, 32).pixels,
+                          lossless_decode(photo, 32, 32))
+
+
+def failing_thumbnail_decode(monkeypatch, code: int, message: bytes) -> None:
+    """From now on in the test, libheif answers every thumbnail decode with this error."""
+    def failing(handle):
+        raise libheif._LibheifError(libheif._Error(code=code, message=message))
+
+    monkeypatch.setattr(libheif, "_decode_rgb", failing)
+
+
+def test_libheif_out_of_memory_on_a_thumbnail_is_a_transient_dead_letter(monkeypatch):
+    failing_thumbnail_decode(monkeypatch, 6, b"Memory allocation error")  # heif_error_code 6
+    with pytest.raises(DecoderOutOfMemory) as error:
+        decode_case("thumbnail.heic", 32, 32)
+    assert error.value.reason == ("out of memory while decoding: MemoryError: libheif: "
+                                  "Memory allocation error")
+    assert retry_class(error.value.reason) == TRANSIENT
+
+
+def test_a_thumbnail_libheif_cannot_decode_leaves_the_photo_to_decode(monkeypatch):
+    failing_thumbnail_decode(monkeypatch, 7, b"Decoder plugin generated an error")
+    data = CORPUS["thumbnail.heic"].data
+    photo = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert np.array_equal(decode_case("thumbnail.heic", 32, 32).pixels,
+                          lossless_decode(photo, 32, 32))
+
+
+def test_no_thumbnail_is_taken_from_a_heic_without_one_or_from_bytes_libheif_cannot_read():
+    assert libheif.thumbnail(CORPUS["halves.heic"].data, 1, 1) is None
+    assert libheif.thumbnail(b"not a heif file", 1, 1) is None
+    assert libheif.thumbnail(CORPUS["thumbnail.heic"].data[:2000], 1, 1) is None
 
 
 def test_tiff_decodes_to_the_pixels_it_stores():

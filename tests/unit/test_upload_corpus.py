@@ -9,6 +9,7 @@ from PIL import Image
 from upload_corpus import MIX, ORIENTATION, upload_corpus, upload_image
 
 from imagegraph.config import InferenceConfig
+from imagegraph.imaging import libheif
 from imagegraph.imaging.decode import decode_image
 
 MB = 1_000_000
@@ -30,6 +31,7 @@ EXPECTED = {
     "uploads/thumbnail/000.jpg": ("JPEG", (320, 240), None, (320, 240), (2_000, 50_000)),
     "uploads/thumbnail/001.jpg": ("JPEG", (320, 240), None, (320, 240), (2_000, 50_000)),
     "uploads/thumbnail/002.jpg": ("JPEG", (320, 240), None, (320, 240), (2_000, 50_000)),
+    "uploads/web-avif/000.avif": ("AVIF", (1600, 1200), None, (1600, 1200), (10_000, MB)),
 }
 
 
@@ -42,7 +44,8 @@ def test_the_corpus_is_the_stated_mix(corpus):
     assert sorted(corpus) == sorted(EXPECTED)
     assert {kind.name: kind.count for kind in MIX} == {
         "photo-12mp": 1, "photo-12mp-portrait": 1, "photo-3mp": 2, "iphone-heic": 1,
-        "screenshot-phone": 1, "screenshot-desktop": 1, "web": 2, "thumbnail": 3}
+        "screenshot-phone": 1, "screenshot-desktop": 1, "web": 2, "thumbnail": 3,
+        "web-avif": 1}
 
 
 @pytest.mark.parametrize("key", sorted(EXPECTED))
@@ -60,6 +63,14 @@ def test_photos_carry_sensor_noise_not_a_smooth_upscale(corpus):
     pixels = np.asarray(Image.open(io.BytesIO(corpus["uploads/photo-12mp/000.jpg"])),
                         dtype=np.int16)
     assert np.abs(np.diff(pixels[:, :, 1], axis=1)).mean() > 2.0
+
+
+def test_the_heic_carries_a_thumbnail_as_an_iphone_writes_it(corpus):
+    """320x240, turned as the photo is (shown 240x320); no other image has one."""
+    heic = corpus["uploads/iphone-heic/000.heic"]
+    assert Image.open(io.BytesIO(heic)).info["thumbnails"] == [320]
+    assert libheif.thumbnail(heic, 1, 1).shape == (320, 240, 3)
+    assert libheif.thumbnail(corpus["uploads/web-avif/000.avif"], 1, 1) is None
 
 
 def test_the_same_seed_gives_the_same_bytes(corpus):

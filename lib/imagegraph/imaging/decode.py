@@ -18,6 +18,10 @@ of what a photo bucket holds, are decoded by libjpeg-turbo through `simplejpeg`,
 the target colour space and scaled in the DCT; everything else, and any JPEG libjpeg-turbo
 objects to, by Pillow. OpenCV's bilinear resize takes both to the model's input size. On the
 500x375 photos of `make bench` that costs about a third of Pillow decoding and resizing alone.
+A HEIF (HEIC) or AVIF file is read by libheif through pillow-heif; where the file carries a
+thumbnail of at least the target size with the photo's shape (`libheif.thumbnail`) and the
+photo has no alpha, that thumbnail is decoded instead of the photo, which libheif cannot decode
+scaled.
 """
 from __future__ import annotations
 
@@ -30,19 +34,23 @@ import pillow_heif
 import simplejpeg
 from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
+from imagegraph.imaging import libheif
+
 cv2.setNumThreads(1)  # resizes run on the reader threads; OpenCV's own pool would oversubscribe
 # Pillow's own bomb check is replaced by the configured `max_pixels` check in `decode_image`.
 Image.MAX_IMAGE_PIXELS = None
 
-# HEIC and HEIF (iPhone photos) through libheif, which applies their rotation when it decodes
-# and reports the displayed size and orientation 1
+# HEIC and HEIF (iPhone photos) and AVIF through libheif, which applies their rotation when it
+# decodes and reports the displayed size and orientation 1 (Pillow 11.0 reads no AVIF itself)
 pillow_heif.register_heif_opener()
+pillow_heif.register_avif_opener()
 
-READ_FORMATS = ("BMP", "GIF", "HEIF", "JPEG", "PNG", "TIFF", "WEBP")
+READ_FORMATS = ("AVIF", "BMP", "GIF", "HEIF", "JPEG", "PNG", "TIFF", "WEBP")
 """The Pillow formats an object may be in; anything else is dead-lettered unparsed."""
 
 _HIGH_BIT_DEPTH_MODES = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0,
                          "I": 65535.0, "F": 1.0}
+_LIBHEIF_FORMATS = {"AVIF", "HEIF"}
 _TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations displayed rotated by 90 degrees
 _SNIFF_BYTES = 1024
 # How Pillow words a codec's allocation failure (IMAGING_CODEC_MEMORY): it raises OSError.
@@ -133,6 +141,8 @@ def decode_image(data: bytes, height: int, width: int, channels: int,
         pixels = None
         if image_format == "JPEG" and image.mode in ("L", "RGB"):
             pixels = _decode_jpeg(data, channels, (stored_height, stored_width), stored_target)
+        elif image_format in _LIBHEIF_FORMATS and image.mode in ("L", "RGB"):  # no alpha
+            pixels = _decode_thumbnail(data, channels, stored_target)
         if pixels is None:
             pixels = _decode_with_pillow(image, channels, stored_target)
         pixels = _resize(_orient(pixels, orientation), height, width)
@@ -163,6 +173,15 @@ def _decode_jpeg(data: bytes, channels: int, stored: tuple[int, int],
                                       min_width=-(-stored_width // scale), strict=True)
     except ValueError:
         return None
+
+
+def _decode_thumbnail(data: bytes, channels: int, target: tuple[int, int]) -> np.ndarray | None:
+    """The embedded thumbnail of a HEIF or AVIF file that is at least `target` (height, width)
+    (`libheif.thumbnail`), in 8-bit grayscale or RGB; None if it has none."""
+    rgb = libheif.thumbnail(data, *target)
+    if rgb is None:
+        return None
+    return np.asarray(_to_8bit(Image.fromarray(rgb), channels), dtype=np.uint8)
 
 
 def _decode_with_pillow(image: Image.Image, channels: int,
