@@ -15,7 +15,8 @@ perceptual hash costs per image.
   distance by brute force (numpy), and the share of those pairs the join found, by distance;
 - what linking 1 million new images against 100 million would take on 16 nodes: the similar
   join's seconds for B new images against N, 4N and 16N (the slope: seconds per image linked
-  against; the rest, per new image), seconds per band match (the whole 2N collection with
+  against), per new image (all of 2N at once less B new against 2N, over the extra new
+  images), seconds per band match (the whole 2N collection with
   4 bands of 16 bits within 2 bits, the former defaults, against the defaults), and the band
   matches per new image that 100 million unrelated images make at the defaults;
 - the hash: `perceptual_hash` on pixels already decoded for a 224x224 RGB model, against what
@@ -164,14 +165,18 @@ def similar_seconds(spark, rows: list, new_count: int | None, link: LinkConfig) 
 
 def similar_scaling(spark, images: int, batch: int, link: LinkConfig) -> dict:
     """The similar join for `batch` new images against N, 4N and 16N images; the least-squares
-    line through its seconds: seconds per image linked against (the slope) and per new image
-    (the intercept / `batch`, what does not grow with the collection, an upper bound)."""
+    line through its seconds: seconds per image linked against (the slope)."""
     runs = [similar_seconds(spark, collection(size, seed=size), batch, link)
             for size in (images, 4 * images, 16 * images)]
-    slope, intercept = np.polyfit([run["images"] for run in runs],
-                                  [run["seconds"] for run in runs], 1)
-    return {"runs": runs, "s_per_existing_image": float(f"{slope:.3g}"),
-            "s_per_new_image": float(f"{intercept / batch:.3g}")}
+    slope, _ = np.polyfit([run["images"] for run in runs], [run["seconds"] for run in runs], 1)
+    return {"runs": runs, "s_per_existing_image": float(f"{slope:.3g}")}
+
+
+def new_image_cost(whole: dict, batch: dict) -> float:
+    """Seconds per new image: the whole collection linked at once less a batch of it linked
+    against it (`link_cost` figures of one collection), over the extra new images."""
+    seconds = whole["similar_s"] - batch["similar_s"]
+    return float(f"{seconds / (whole['new_images'] - batch['new_images']):.3g}")
 
 
 def pair_cost(spark, images: int, link: LinkConfig) -> dict:
@@ -187,7 +192,8 @@ def pair_cost(spark, images: int, link: LinkConfig) -> dict:
     return {"runs": runs, "s_per_pair_compared": float(f"{extra[0] / extra[1]:.3g}")}
 
 
-def projection(scaling: dict, pairs: dict, link: LinkConfig) -> dict:
+def projection(s_per_existing_image: float, s_per_new_image: float,
+               s_per_pair_compared: float, link: LinkConfig) -> dict:
     """Hours for the similar join to link `PROJECTED["new_images"]` against
     `PROJECTED["existing_images"]` on `PROJECTED["nodes"]` nodes: the local seconds times
     `local_cores` (core-seconds), over the nodes' vCPUs:
@@ -197,12 +203,13 @@ def projection(scaling: dict, pairs: dict, link: LinkConfig) -> dict:
     existing, new = PROJECTED["existing_images"], PROJECTED["new_images"]
     matches = existing * band_matches_per_image(link.similar_bands, link.similar_band_bits,
                                                 link.similar_band_radius)
-    terms = {"existing_s": existing * scaling["s_per_existing_image"],
-             "new_s": new * scaling["s_per_new_image"],
-             "pairs_s": new * matches * pairs["s_per_pair_compared"]}
+    terms = {"existing_s": existing * s_per_existing_image, "new_s": new * s_per_new_image,
+             "pairs_s": new * matches * s_per_pair_compared}
     cores = PROJECTED["nodes"] * PROJECTED["vcpus_per_node"]
     hours = sum(terms.values()) * PROJECTED["local_cores"] / cores / 3600
-    return {**PROJECTED, "pairs_compared_per_new_image": round(matches),
+    return {**PROJECTED, "s_per_existing_image": s_per_existing_image,
+            "s_per_new_image": s_per_new_image, "s_per_pair_compared": s_per_pair_compared,
+            "pairs_compared_per_new_image": round(matches),
             **{key: float(f"{value:.3g}") for key, value in terms.items()},
             "hours": round(hours, 2)}
 
@@ -286,8 +293,10 @@ def main() -> int:
     print(figures["link_similar_scaling"], flush=True)
     figures["link_similar_pair_cost"] = pair_cost(spark, 2 * args.images, link)
     print(figures["link_similar_pair_cost"], flush=True)
-    figures["link_similar_projection"] = projection(figures["link_similar_scaling"],
-                                                    figures["link_similar_pair_cost"], link)
+    figures["link_similar_projection"] = projection(
+        figures["link_similar_scaling"]["s_per_existing_image"],
+        new_image_cost(figures["link_all_2n"], figures["link_batch_2n"]),
+        figures["link_similar_pair_cost"]["s_per_pair_compared"], link)
     print(figures["link_similar_projection"], flush=True)
     spark.stop()
     figures["perceptual_hash"] = hash_cost(repeats=50)
