@@ -1,6 +1,8 @@
 """Similar images: the random-hyperplane signature of embeddings and the banded join that pairs
 each new image with its nearest, on a local Spark, against brute force."""
 
+import re
+
 import numpy as np
 import pytest
 
@@ -114,3 +116,19 @@ def test_unrelated_images_seldom_meet_at_the_defaults(spark):
     assert pairs.found.count() == 0
     # 200 x 1,999 x 2.4e-5 = 9.5 expected (two new images that meet do so both ways)
     assert pairs.pairs_compared == 17
+
+
+def test_the_band_join_never_broadcasts_its_probes(spark):
+    """On small inputs adaptive execution turned the band join into a broadcast join (a hash
+    table of one side built in the driver); at 8,000 images, each row carrying its embedding
+    (the probes: bands x values within the radius, 548 an image then), that filled the
+    driver's heap. The band join is a sort-merge join whatever sizes Spark estimates or meets,
+    and no embedding goes through it."""
+    every = spark.createDataFrame(embeddings(4, seed=4), "uri string, embedding array<float>")
+    link = LinkConfig()
+    pairs = similar_images(every, every, 2, link.similar_max_distance, link.similar_bands,
+                           link.similar_band_bits, link.similar_band_radius, link.seed)
+    pairs.found.collect()  # adaptive execution chooses its joins again on the sizes it met
+    plan = pairs.found._jdf.queryExecution().executedPlan().toString()
+    assert "isFinalPlan=true" in plan
+    assert set(re.findall(r"(\w+Join) \[band", plan)) == {"SortMergeJoin"}  # final, initial

@@ -164,9 +164,9 @@ def _banded_pairs(new: DataFrame, every: DataFrame, band_bits: int,
     bands, an array of longs of `band_bits` bits) of which a band (the same position) differs
     in at most `band_radius` bits; and how many (probe, row) pairs the equi-join on (band,
     bits) made. Only uris and band bits go through the join (what is compared joins the
-    distinct pairs afterwards), and it is a sort-merge join: Spark estimates an exploded frame
-    at the size of the frame, so it would broadcast the probes (each new image's bands x the
-    values within the radius), built in the driver's memory."""
+    distinct pairs afterwards), and it is a sort-merge join (hinted): on sizes that looked small
+    Spark's adaptive execution broadcast a side of it, a hash table built in the driver's
+    memory, which the probes (each new image's bands x the values within the radius) outgrow."""
     def banded(frame: DataFrame) -> DataFrame:
         return frame.select("uri", F.posexplode("bands").alias("band", "bits"))
 
