@@ -9,7 +9,16 @@ perceptual hash costs per image.
   buckets 0.5 wide, on the unit-length embeddings) with `approxSimilarityJoin` at the same
   distance, on the collection of N;
 - the collection: 90% unrelated images (uniformly random 64-bit hashes, random 128-dimension
-  embeddings) and 10% near copies of them (a few hash bits flipped, the embedding nudged);
+  embeddings) and 10% near copies of them (a few hash bits flipped, the embedding nudged by
+  noise of 0.05 to 1 a dimension: 0.05 to about 0.77 away once unit length);
+- the similar join's recall against exact search: each new image's k nearest within the
+  distance by brute force (numpy), and the share of those pairs the join found, by distance;
+- what linking 1 million new images against 100 million would take on 16 nodes: the similar
+  join's seconds for B new images against N, 4N and 16N (the slope: seconds per image linked
+  against), per new image (all of 2N at once less B new against 2N, over the extra new
+  images), seconds per band match (the whole 2N collection with
+  4 bands of 16 bits within 2 bits, the former defaults, against the defaults), and the band
+  matches per new image that 100 million unrelated images make at the defaults;
 - the hash: `perceptual_hash` on pixels already decoded for a 224x224 RGB model, against what
   `imagehash.phash` would do from the bytes (Pillow decode, grayscale, 32x32 Lanczos resize,
   then the same DCT), per image, on scikit-image's photos.
@@ -37,9 +46,19 @@ from results import merge_results  # noqa: E402
 from imagegraph.config import LinkConfig  # noqa: E402
 from imagegraph.imaging.decode import decode_image  # noqa: E402
 from imagegraph.imaging.perceptual_hash import perceptual_hash  # noqa: E402
-from imagegraph.link.pairs import near_duplicates, similar_images  # noqa: E402
+from imagegraph.link.pairs import (  # noqa: E402
+    band_matches_per_image,
+    near_duplicates,
+    similar_images,
+)
 
 EMBEDDING_SIZE = 128
+RECALL_BINS = ((0.0, 0.3), (0.3, 0.5), (0.5, 0.8))
+"""Distances (low, high] over which the similar join's recall is also given."""
+PROJECTED = {"existing_images": 100_000_000, "new_images": 1_000_000, "nodes": 16,
+             "vcpus_per_node": 8, "local_cores": 2}
+"""The projection's collection, and the cluster: 16 m6i.2xlarge core nodes (emr/launcher.yaml);
+the figures are measured on Spark local[2]."""
 
 
 def collection(count: int, seed: int) -> list[tuple[str, int, list[float]]]:
@@ -56,7 +75,7 @@ def collection(count: int, seed: int) -> list[tuple[str, int, list[float]]]:
         flips = sum(1 << int(bit) for bit in rng.choice(64, int(rng.integers(0, 7)),
                                                         replace=False))
         flipped = (hashes[source] & ((1 << 64) - 1)) ^ flips
-        nudged = vectors[source] + 0.1 * rng.standard_normal(EMBEDDING_SIZE)
+        nudged = vectors[source] + rng.uniform(0.05, 1.0) * rng.standard_normal(EMBEDDING_SIZE)
         rows.append((f"s3://bench/{n:07d}.jpg",
                      flipped - (1 << 64) if flipped >= 1 << 63 else flipped, nudged.tolist()))
     return rows
@@ -81,12 +100,118 @@ def link_cost(spark, rows: list, new_count: int | None, link: LinkConfig) -> dic
                    near_duplicate_s=round(time.monotonic() - started, 1))
     started = time.monotonic()
     similar = similar_images(new, every, link.similar_k, link.similar_max_distance,
-                             link.similar_bands, link.similar_band_radius, link.seed)
-    figures.update(similar_pairs_compared=similar.pairs_compared,
-                   similar_found=similar.found.count(),
+                             link.similar_bands, link.similar_band_bits,
+                             link.similar_band_radius, link.seed)
+    found = {(row.uri, row.other) for row in similar.found.collect()}
+    figures.update(similar_pairs_compared=similar.pairs_compared, similar_found=len(found),
                    similar_s=round(time.monotonic() - started, 1))
+    new_uris = {row.uri for row in new.select("uri").collect()}
+    figures.update(similar_recall(rows, new_uris, found, link))
     every.unpersist()
     return figures
+
+
+def exact_nearest(rows: list, new_uris: set, link: LinkConfig) -> dict:
+    """Brute force: each new image's `link.similar_k` nearest images within
+    `link.similar_max_distance` (unit-length Euclidean), as {(lesser uri, greater): distance}."""
+    uris = [uri for uri, _, _ in rows]
+    vectors = np.array([embedding for _, _, embedding in rows], dtype=np.float64)
+    units = vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
+    pairs = {}
+    for n in (n for n, uri in enumerate(uris) if uri in new_uris):
+        distances = np.linalg.norm(units - units[n], axis=1)
+        distances[n] = np.inf
+        for other in np.lexsort((uris, distances))[:link.similar_k]:
+            if distances[other] <= link.similar_max_distance:
+                pairs[tuple(sorted((uris[n], uris[other])))] = float(distances[other])
+    return pairs
+
+
+def similar_recall(rows: list, new_uris: set, found: set, link: LinkConfig) -> dict:
+    """The share of the exact nearest pairs of the new images that the join found, overall
+    and by distance (`RECALL_BINS`), with how many exact pairs each share is of."""
+    exact = exact_nearest(rows, new_uris, link)
+    figures = {"similar_exact_pairs": len(exact),
+               "similar_recall": round(len(found & exact.keys()) / max(1, len(exact)), 4)}
+    for low, high in RECALL_BINS:
+        within = {pair for pair, distance in exact.items() if low < distance <= high}
+        figures[f"similar_recall_{low}_{high}"] = (
+            round(len(found & within) / len(within), 4) if within else None)
+        figures[f"similar_exact_pairs_{low}_{high}"] = len(within)
+    return figures
+
+
+def similar_seconds(spark, rows: list, new_count: int | None, link: LinkConfig) -> dict:
+    """The similar join alone for the last `new_count` rows (None: all) against all: band
+    matches, band matches per new image, seconds."""
+    every = spark.createDataFrame(rows, "uri string, phash long, embedding array<float>")
+    every = every.repartition(4).cache()
+    every.count()
+    new = every if new_count is None else every.where(
+        every.uri >= rows[len(rows) - new_count][0]).cache()
+    new_images = new.count()
+    started = time.monotonic()
+    similar = similar_images(new, every, link.similar_k, link.similar_max_distance,
+                             link.similar_bands, link.similar_band_bits,
+                             link.similar_band_radius, link.seed)
+    found = similar.found.count()
+    seconds = time.monotonic() - started
+    every.unpersist()
+    return {"images": len(rows), "new_images": new_images,
+            "pairs_compared": similar.pairs_compared,
+            "pairs_compared_per_new_image": round(similar.pairs_compared / new_images, 2),
+            "found": found, "seconds": round(seconds, 1)}
+
+
+def similar_scaling(spark, images: int, batch: int, link: LinkConfig) -> dict:
+    """The similar join for `batch` new images against N, 4N and 16N images; the least-squares
+    line through its seconds: seconds per image linked against (the slope)."""
+    runs = [similar_seconds(spark, collection(size, seed=size), batch, link)
+            for size in (images, 4 * images, 16 * images)]
+    slope, _ = np.polyfit([run["images"] for run in runs], [run["seconds"] for run in runs], 1)
+    return {"runs": runs, "s_per_existing_image": float(f"{slope:.3g}")}
+
+
+def new_image_cost(whole: dict, batch: dict) -> float:
+    """Seconds per new image: the whole collection linked at once less a batch of it linked
+    against it (`link_cost` figures of one collection), over the extra new images."""
+    seconds = whole["similar_s"] - batch["similar_s"]
+    return float(f"{seconds / (whole['new_images'] - batch['new_images']):.3g}")
+
+
+def pair_cost(spark, images: int, link: LinkConfig) -> dict:
+    """Seconds per band match: the whole collection of `images` linked at once at the defaults
+    and with 4 bands of 16 bits within 2 bits (the former defaults: about 4 x 137 / 65,536 of
+    all pairs meet); the extra seconds over the extra band matches."""
+    rows = collection(images, seed=images)
+    wide = LinkConfig(similar_bands=4, similar_band_bits=16, similar_band_radius=2)
+    runs = {"defaults": similar_seconds(spark, rows, None, link),
+            "4_bands_16_bits_radius_2": similar_seconds(spark, rows, None, wide)}
+    extra = [runs["4_bands_16_bits_radius_2"][key] - runs["defaults"][key]
+             for key in ("seconds", "pairs_compared")]
+    return {"runs": runs, "s_per_pair_compared": float(f"{extra[0] / extra[1]:.3g}")}
+
+
+def projection(s_per_existing_image: float, s_per_new_image: float,
+               s_per_pair_compared: float, link: LinkConfig) -> dict:
+    """Hours for the similar join to link `PROJECTED["new_images"]` against
+    `PROJECTED["existing_images"]` on `PROJECTED["nodes"]` nodes: the local seconds times
+    `local_cores` (core-seconds), over the nodes' vCPUs:
+    (existing x s_per_existing_image + new x s_per_new_image + new x matches x
+    s_per_pair_compared) x local_cores / (nodes x vcpus_per_node), matches the band matches a
+    new image makes with the existing images (`band_matches_per_image`, unrelated images)."""
+    existing, new = PROJECTED["existing_images"], PROJECTED["new_images"]
+    matches = existing * band_matches_per_image(link.similar_bands, link.similar_band_bits,
+                                                link.similar_band_radius)
+    terms = {"existing_s": existing * s_per_existing_image, "new_s": new * s_per_new_image,
+             "pairs_s": new * matches * s_per_pair_compared}
+    cores = PROJECTED["nodes"] * PROJECTED["vcpus_per_node"]
+    hours = sum(terms.values()) * PROJECTED["local_cores"] / cores / 3600
+    return {**PROJECTED, "s_per_existing_image": s_per_existing_image,
+            "s_per_new_image": s_per_new_image, "s_per_pair_compared": s_per_pair_compared,
+            "pairs_compared_per_new_image": round(matches),
+            **{key: float(f"{value:.3g}") for key, value in terms.items()},
+            "hours": round(hours, 2)}
 
 
 def projection_baseline(spark, rows: list, link: LinkConfig) -> dict:
@@ -164,6 +289,15 @@ def main() -> int:
         if label == "n":
             figures["link_similar_projection_baseline_n"] = projection_baseline(spark, rows, link)
             print(figures["link_similar_projection_baseline_n"], flush=True)
+    figures["link_similar_scaling"] = similar_scaling(spark, args.images, args.batch, link)
+    print(figures["link_similar_scaling"], flush=True)
+    figures["link_similar_pair_cost"] = pair_cost(spark, 2 * args.images, link)
+    print(figures["link_similar_pair_cost"], flush=True)
+    figures["link_similar_projection"] = projection(
+        figures["link_similar_scaling"]["s_per_existing_image"],
+        new_image_cost(figures["link_all_2n"], figures["link_batch_2n"]),
+        figures["link_similar_pair_cost"]["s_per_pair_compared"], link)
+    print(figures["link_similar_projection"], flush=True)
     spark.stop()
     figures["perceptual_hash"] = hash_cost(repeats=50)
     print(figures["perceptual_hash"])

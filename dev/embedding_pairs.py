@@ -10,7 +10,8 @@ whose mean embedding is the centre. Pairs, among the 300 held-out digits: each d
 own PNG saved again as a JPEG at quality 50 (same image), two digits of the same class
 (similar), of different classes (unrelated). Distances are the link job's: the Euclidean
 distance of the unit-length embeddings (0..2, `link.similar_max_distance`) and the bits in
-which their 64-bit signatures differ (`link.pairs.hyperplane_signatures`, `link.seed`).
+which their random-hyperplane bands differ (`link.pairs.hyperplane_bands` at the default
+`link.similar_*` and `link.seed`).
 
     PYTHONPATH=lib .venv/bin/python dev/embedding_pairs.py
 """
@@ -65,21 +66,19 @@ def train(pixels: np.ndarray, labels: np.ndarray):
 
 def distances(vectors: np.ndarray, pairs: np.ndarray) -> tuple[np.ndarray, np.ndarray,
                                                                  np.ndarray]:
-    """Per pair: the unit-length distance, the signature bits that differ, and whether the
-    link job's banded join at the default `link.similar_*` compares the pair (a band within
-    `similar_band_radius` bits)."""
-    from imagegraph.link.pairs import hyperplane_signatures
+    """Per pair: the unit-length distance, the band bits that differ (all bands), and whether
+    the link job's banded join at the default `link.similar_*` compares the pair (a band
+    within `similar_band_radius` bits)."""
+    from imagegraph.link.pairs import hyperplane_bands
 
     link = LinkConfig()
-    signatures, units = hyperplane_signatures(vectors, link.seed)
+    bands, units = hyperplane_bands(vectors, link.seed, link.similar_bands,
+                                    link.similar_band_bits)
     unit = np.linalg.norm(units[pairs[:, 0]] - units[pairs[:, 1]], axis=1)
-    differ = (signatures[pairs[:, 0]] ^ signatures[pairs[:, 1]]).view(np.uint64)
-    width = 64 // link.similar_bands
-    band_bits = [np.array([bin(int(x >> np.uint64(band * width))
-                               & ((1 << width) - 1)).count("1") for x in differ])
-                 for band in range(link.similar_bands)]
-    compared = np.min(band_bits, axis=0) <= link.similar_band_radius
-    return unit, np.sum(band_bits, axis=0), compared
+    differ = bands[pairs[:, 0]] ^ bands[pairs[:, 1]]
+    band_bits = np.vectorize(lambda bits: int(bits).bit_count())(differ)
+    compared = np.min(band_bits, axis=1) <= link.similar_band_radius
+    return unit, np.sum(band_bits, axis=1), compared
 
 
 def report(name: str, vectors: np.ndarray, same_image: np.ndarray, same_class: np.ndarray,

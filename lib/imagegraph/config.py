@@ -287,17 +287,19 @@ class LinkConfig:
     distance, which `load_config` requires). Similar images: each new image's `similar_k`
     nearest by the Euclidean distance of
     unit-length embeddings (0..2; centred on the model's embedding centre), within
-    `similar_max_distance`, compared only when their
-    64-bit random-hyperplane signatures (hyperplanes drawn with `seed`) have one of
-    `similar_bands` bands within `similar_band_radius` bits."""
+    `similar_max_distance`, compared only when one of their `similar_bands` bands of
+    `similar_band_bits` random-hyperplane bits (hyperplanes drawn with `seed`) differs in at
+    most `similar_band_radius` bits (an unrelated image meets a new one with probability
+    bands x (band values within the radius) / 2^band_bits)."""
 
     near_duplicate_max_distance: int = setting(12, between(0, 64, " bits"))
     near_duplicate_bands: int = setting(4, one_of(2, 4, 8, 16))
     near_duplicate_band_radius: int = setting(3, between(0, 3, " bits"))
     similar_k: int = setting(5, positive())
     similar_max_distance: float = setting(0.8, positive())
-    similar_bands: int = setting(4, one_of(2, 4, 8, 16))
-    similar_band_radius: int = setting(2, between(0, 3, " bits"))
+    similar_bands: int = setting(16, between(1, 64))
+    similar_band_bits: int = setting(24, between(8, 32, " bits"))
+    similar_band_radius: int = setting(1, between(0, 3, " bits"))
     seed: int = 7
 
 

@@ -162,6 +162,8 @@ def _value(dotted: str, value):
      "must be between 0 and 64 bits, got {}"),
     ("link.near_duplicate_band_radius", (3,), (-1, 4), "must be between 0 and 3 bits, got {}"),
     ("link.near_duplicate_bands", (4, 16), (3, 32), "must be one of 2, 4, 8, 16, got {}"),
+    ("link.similar_bands", (1, 64), (0, 65), "must be between 1 and 64, got {}"),
+    ("link.similar_band_bits", (8, 32), (7, 33), "must be between 8 and 32 bits, got {}"),
     ("inference.int8_min_agreement", (0, 1), (-0.01, 1.01), "must be between 0 and 1, got {}"),
     ("inference.int8_max_score_delta", (0, 1), (-0.01, 1.01), "must be between 0 and 1, got {}"),
     ("inference.int8_min_embedding_cosine", (-1, 1), (-1.01, 1.01),

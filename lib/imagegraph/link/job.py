@@ -192,7 +192,8 @@ def _edges(spark: SparkSession, config: Config, new: DataFrame, every: DataFrame
     found = [content, _labelled(near, NEAR_DUPLICATE)]
     if new.where(F.size("embedding") > 0).limit(1).count():
         similar = similar_images(new, every, link.similar_k, link.similar_max_distance,
-                                 link.similar_bands, link.similar_band_radius, link.seed)
+                                 link.similar_bands, link.similar_band_bits,
+                                 link.similar_band_radius, link.seed)
         report.similar_pairs_compared = similar.pairs_compared
         found.append(_labelled(similar, SIMILAR_TO))
     else:
