@@ -1,7 +1,8 @@
 """Objects overwritten in S3, against moto's server: the workers read the version listed (its
 ETag, with If-Match) or dead-letter the object as changed since listed, retryable; `--resume`
 classifies an object again once its listed ETag differs from the one its committed row
-carries, and skips the rest."""
+carries, and skips the rest. Predictions and dead letters record the VersionId read (a
+versioned bucket's; none from an unversioned one)."""
 from __future__ import annotations
 
 import hashlib
@@ -54,13 +55,13 @@ def test_resume_classifies_again_exactly_the_object_overwritten(spark, config, t
     assert resumed.reconciles(), resumed.disagreements()
     assert (resumed.listed, resumed.skipped_done, resumed.classified, resumed.dead_lettered) \
         == (5, 4, 1, 0)
-    rows = [(r["uri"], r["sha256"], r["etag"]) for r in
+    rows = [(r["uri"], r["sha256"], r["etag"], r["version_id"]) for r in
             spark.read.parquet(f"{OUTPUT}/{PREDICTIONS_DIR}")
             .where(f"run_id = '{resumed.run_id}'").collect()]
     new_etag = etag_of(s3, keys[2])
     assert new_etag == hashlib.md5(digits[5]).hexdigest()  # a single-part PUT's ETag
     assert rows == [(f"s3://{BUCKET}/{keys[2]}", hashlib.sha256(digits[5]).hexdigest(),
-                     new_etag)]
+                     new_etag, None)]  # an unversioned bucket: S3 answers no VersionId
     first_rows = {r["uri"]: r["etag"] for r in spark.read.parquet(f"{OUTPUT}/{PREDICTIONS_DIR}")
                   .where(f"run_id = '{first.run_id}'").collect()}
     assert first_rows[f"s3://{BUCKET}/{keys[2]}"] == hashlib.md5(digits[2]).hexdigest()
@@ -122,3 +123,35 @@ def test_an_object_overwritten_since_the_inventory_is_dead_lettered_then_resumed
     assert [(r["uri"], r["sha256"]) for r in spark.read.parquet(f"{output}/{PREDICTIONS_DIR}")
             .where(f"run_id = '{resumed.run_id}'").collect()] == [
         (f"s3://{BUCKET}/{keys[1]}", hashlib.sha256(digits[5]).hexdigest())]
+
+
+def test_predictions_and_dead_letters_record_the_version_id_read(spark, config, trained_model,
+                                                                  s3, digits):
+    """A versioned bucket: 3 digits, one of them overwritten (2 versions), and bytes that are
+    no image. Each prediction's `version_id` is the VersionId of the object's current version
+    (the overwritten one's second), exactly as head_object answers it; the undecodable object's
+    dead letter (read, then failed to decode) carries its VersionId too."""
+    bucket = "imagegraph-versioned"
+    s3.create_bucket(Bucket=bucket)
+    s3.put_bucket_versioning(Bucket=bucket, VersioningConfiguration={"Status": "Enabled"})
+    keys = [f"in/{n}.png" for n in range(3)]
+    put_objects(s3, bucket, "", {**dict(zip(keys, digits)), "in/junk.png": b"not an image"})
+    put_objects(s3, bucket, "", {keys[1]: digits[5]})
+    versions = {f"s3://{bucket}/{key}": s3.head_object(Bucket=bucket, Key=key)["VersionId"]
+                for key in [*keys, "in/junk.png"]}
+    assert len(set(versions.values())) == 4
+    assert len(s3.list_object_versions(Bucket=bucket, Prefix=keys[1])["Versions"]) == 2
+    graph_off = replace(config, graph=replace(config.graph, enabled=False))
+    output = f"s3a://{bucket}/results"
+    report = run_inference(spark, graph_off, InputSource(PREFIX, f"s3a://{bucket}/in/"),
+                           MODEL_URI, output)
+    assert report.reconciles(), report.disagreements()
+    assert (report.listed, report.classified, report.dead_lettered) == (4, 3, 1)
+    predictions = {r["uri"]: (r["sha256"], r["version_id"])
+                   for r in spark.read.parquet(f"{output}/{PREDICTIONS_DIR}").collect()}
+    assert predictions == {
+        f"s3://{bucket}/{key}": (hashlib.sha256(data).hexdigest(), versions[f"s3://{bucket}/{key}"])
+        for key, data in zip(keys, [digits[0], digits[5], digits[2]])}
+    assert [(r["uri"], r["stage"], r["version_id"]) for r in
+            spark.read.parquet(f"{output}/{DEAD_LETTER_DIR}").collect()] == [
+        (f"s3://{bucket}/in/junk.png", "decode", versions[f"s3://{bucket}/in/junk.png"])]

@@ -88,9 +88,9 @@ def test_404_403_archived_and_503_then_resume_until_out_of_attempts(
         proxy.key_statuses = {p: fault for p, fault in faults.items() if fault != 503}
         put_objects(s3, BUCKET, "in/", {late: digits[late]})
         other = spark.createDataFrame(
-            [(uri[late], None, "read", "not an image: text", 1, 1, "other@1", "seeded")],
-            "uri string, etag string, stage string, reason string, attempt int, "
-            "bytes long, model string, run_id string")
+            [(uri[late], None, None, "read", "not an image: text", 1, 1, "other@1", "seeded")],
+            "uri string, etag string, version_id string, stage string, reason string, "
+            "attempt int, bytes long, model string, run_id string")
         write_dead_letters(other, OUTPUT, "seeded", datetime.now(timezone.utc))
         proxy.gets.clear()
         second = run_inference(spark, reading, source, MODEL_URI, OUTPUT, resume=True)

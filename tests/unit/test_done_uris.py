@@ -33,8 +33,8 @@ def test_predictions_are_finished_for_their_own_graph_endpoint(spark, tmp_path):
     spark.createDataFrame([("legacy", "m@1")], "uri string, model string") \
         .write.parquet(f"{output}/{PREDICTIONS_DIR}/run_id=r0")
     write_dead_letters(spark.createDataFrame(
-        [("final", "e1", "decode", "not an image: text", 1, 4, "m@1", "r3"),
-         ("retry", "e1", "read", "read failed: SlowDown", 1, 4, "m@1", "r3")],
+        [("final", "e1", "v1", "decode", "not an image: text", 1, 4, "m@1", "r3"),
+         ("retry", "e1", None, "read", "read failed: SlowDown", 1, 4, "m@1", "r3")],
         DEAD_LETTER_ROW), output, "r3", datetime.now(timezone.utc))
 
     def done(endpoint: str) -> list[str]:
@@ -45,8 +45,8 @@ def test_predictions_are_finished_for_their_own_graph_endpoint(spark, tmp_path):
     assert done("") == ["legacy", "off", "to-a"]
 
 
-DEAD_LETTER_ROW = ("uri string, etag string, stage string, reason string, attempt int, "
-                   "bytes long, model string, run_id string")
+DEAD_LETTER_ROW = ("uri string, etag string, version_id string, stage string, reason string, "
+                   "attempt int, bytes long, model string, run_id string")
 
 
 def test_attempts_are_counted_by_version_and_model_and_capped_by_the_latest_class(
@@ -70,7 +70,8 @@ def test_attempts_are_counted_by_version_and_model_and_capped_by_the_latest_clas
     ]
     for number, rows in enumerate(runs, start=1):
         write_dead_letters(spark.createDataFrame(
-            [(uri, etag, stage, reason, number, 4, model[0] if model else "m@1", f"r{number}")
+            [(uri, etag, None, stage, reason, number, 4, model[0] if model else "m@1",
+              f"r{number}")
              for uri, etag, stage, reason, *model in rows], DEAD_LETTER_ROW),
             output, f"r{number}", datetime(2026, 1, number, tzinfo=timezone.utc))
     spark.createDataFrame(

@@ -56,13 +56,16 @@ CLASSIFICATION = StructType([
     StructField("format", StringType(), True),
     StructField("sha256", StringType(), True),
     StructField("etag", StringType(), True),
+    StructField("version_id", StringType(), True),
     StructField("labels", ArrayType(StringType()), True),
     StructField("scores", ArrayType(FloatType()), True),
     StructField("embedding", ArrayType(FloatType()), True),
     StructField("phash", LongType(), True),
 ])
 """What `classify_images` returns per object: its canonical `uri` (see `sources`), its `etag`
-(unquoted: the one S3 answered the read with, else the listed one, else null), whether it
+(unquoted: the one S3 answered the read with, else the listed one, else null), its
+`version_id` (the S3 VersionId the read was answered with, "null" included: see
+`object_reader`; null when S3 gave none, for file:// and when the read failed), whether it
 was classified, and if so its size in bytes and pixels, the top-k `labels`/`scores`, best first,
 (when asked for) the penultimate layer's `embedding` less the model's embedding centre
 (`ModelMetadata.centred`), and the decoded pixels' 64-bit
@@ -102,8 +105,8 @@ def prepare_object(uri: str, size: int | None, metadata: ModelMetadata,
     bucket, key = bucket_and_key(uri)
     row = {"uri": uri, "bucket": bucket, "key": key, "status": STATUS_OK, "stage": None,
            "reason": None, "bytes": size, "width": None, "height": None,
-           "format": None, "sha256": None, "etag": unquoted_etag(etag), "labels": None,
-           "scores": None, "embedding": None, "phash": None}
+           "format": None, "sha256": None, "etag": unquoted_etag(etag), "version_id": None,
+           "labels": None, "scores": None, "embedding": None, "phash": None}
     try:
         read = read_object(uri, size, settings.reader, etag)
     except ObjectUnreadable as exc:
@@ -111,7 +114,7 @@ def prepare_object(uri: str, size: int | None, metadata: ModelMetadata,
         return row, None
     data = read.data
     row.update(bytes=len(data), sha256=hashlib.sha256(data).hexdigest(),
-               etag=read.etag or row["etag"])
+               etag=read.etag or row["etag"], version_id=read.version_id)
     try:
         image = decode_image(data, metadata.input_height, metadata.input_width,
                              metadata.channels, settings.reader.max_bytes,

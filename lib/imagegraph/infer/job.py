@@ -367,15 +367,15 @@ def _commit_chunk(spark: SparkSession, run: _Run, chunk: _StagedChunk) -> None:
                    .drop("status", "stage", "reason", "attempts_before",
                          *([] if run.settings.embedding else ["embedding"])))
     dead_letters = (results.where(F.col("status") != STATUS_OK)
-                    .select("uri", "etag", "stage", "reason", _attempt(), "bytes", "model",
-                            "run_id"))
+                    .select("uri", "etag", "version_id", "stage", "reason", _attempt(), "bytes",
+                            "model", "run_id"))
     if config.graph.enabled and classified:
         failed = _write_graph(spark, run, predictions, chunk.uri)
         dead_letters = dead_letters.unionByName(
-            failed.join(results.select("uri", "etag", "bytes", "model", "run_id",
-                                       "attempts_before"), "uri")
-            .select("uri", "etag", F.lit(STAGE_GRAPH).alias("stage"), "reason", _attempt(),
-                    "bytes", "model", "run_id"))
+            failed.join(results.select("uri", "etag", "version_id", "bytes", "model",
+                                       "run_id", "attempts_before"), "uri")
+            .select("uri", "etag", "version_id", F.lit(STAGE_GRAPH).alias("stage"), "reason",
+                    _attempt(), "bytes", "model", "run_id"))
         predictions = predictions.join(failed, "uri", "left_anti")
     run.lease.ensure_held()
     write_predictions(predictions, report.output_uri, report.run_id, report.graph_endpoint)

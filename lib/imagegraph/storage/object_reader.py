@@ -6,7 +6,11 @@ An S3 object whose ETag was listed is read with If-Match on it: when the object 
 since, S3 answers 412 PreconditionFailed and the read fails (`CHANGED_SINCE_LISTED`; a later
 run lists the new version) instead of returning bytes of another version than the one listed
 (its size, modified time and ETag). Whether a later run tries a failed read again is the
-reason's retry class (see `imagegraph.dead_letters`)."""
+reason's retry class (see `imagegraph.dead_letters`).
+
+A read also returns the `VersionId` S3 answered with, as S3 gives it: none from a bucket that
+was never versioned, and the literal string "null" for an object written while versioning was
+off or suspended (S3's own ID of that version), kept as it is."""
 from __future__ import annotations
 
 import threading
@@ -36,10 +40,13 @@ def unquoted_etag(etag: str | None) -> str | None:
 
 @dataclass(frozen=True)
 class ObjectRead:
-    """An object's bytes and the ETag S3 answered with (unquoted; None for file://)."""
+    """An object's bytes, the ETag S3 answered with (unquoted; None for file://) and the
+    VersionId it answered with (as S3 gives it, "null" included; None when it gave none: an
+    unversioned bucket, file://)."""
 
     data: bytes
     etag: str | None
+    version_id: str | None
 
 
 class ObjectUnreadable(Exception):
@@ -106,7 +113,7 @@ def read_object(uri: str, size: int | None, settings: ReaderSettings,
     if scheme == "s3":
         return _read_s3(uri, settings, unquoted_etag(etag))
     if scheme == "file":
-        return ObjectRead(_read_file(bucket_and_key(uri)[1]), None)
+        return ObjectRead(_read_file(bucket_and_key(uri)[1]), None, None)
     raise ObjectUnreadable(f"unreadable URI scheme: {scheme or 'none'} (this job reads s3:// "
                            "and file://)")
 
@@ -116,7 +123,8 @@ def _read_s3(uri: str, settings: ReaderSettings, etag: str | None) -> ObjectRead
     condition = {"IfMatch": f'"{etag}"'} if etag else {}
     try:
         answer = s3_client(settings).get_object(Bucket=bucket, Key=key, **condition)
-        return ObjectRead(answer["Body"].read(), unquoted_etag(answer.get("ETag")))
+        return ObjectRead(answer["Body"].read(), unquoted_etag(answer.get("ETag")),
+                          answer.get("VersionId"))
     except ClientError as exc:
         code = str(exc.response.get("Error", {}).get("Code", ""))
         if code in _CHANGED_CODES:

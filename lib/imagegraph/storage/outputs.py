@@ -1,13 +1,15 @@
 """The output location of inference runs, the record of what is done:
 
     <output>/predictions/run_id=<run>/   a row per classified object written (Parquet), with
-                                          the graph it was written to (`graph_endpoint`) and
-                                          the object's ETag read (`etag`)
+                                          the graph it was written to (`graph_endpoint`), the
+                                          object's ETag read (`etag`) and S3 VersionId read
+                                          (`version_id`, null when S3 gave none)
     <output>/dead_letter/run_id=<run>/   a row per object that could not be, with the stage
                                           (read, decode, graph), the reason, its retry class
                                           (`retry_class`, see `imagegraph.dead_letters`), the
-                                          object's attempt it ended (`attempt`, from 1) and
-                                          the ETag (`etag`)
+                                          object's attempt it ended (`attempt`, from 1), the
+                                          ETag (`etag`) and the VersionId read (`version_id`,
+                                          null when the read failed or S3 gave none)
     <output>/_reports/<run>.json         the run report
     <output>/_reports/<run>.png          its picture (`runs.picture`)
     <output>/_staging/<run>/             the run's working copies (see `staging_uri`), removed
@@ -18,7 +20,9 @@
 Runs append, so one location holds every run of a backfill: `finished_uris` tells `--resume`
 what earlier runs wrote for a model and a graph, and of which version of each object (`etag`;
 see `split_done`), and `with_attempts` how often earlier runs dead-lettered each object
-(`split_out_of_attempts`).
+(`split_out_of_attempts`). Rows written before a column was recorded (`etag`, `version_id`)
+lack it: the readers here name the columns they read (`spark.read.schema`), so such rows read
+it as null.
 """
 from __future__ import annotations
 
@@ -40,8 +44,8 @@ DEAD_LETTER_DIR = "dead_letter"
 REPORTS_DIR = "_reports"
 STAGING_DIR = "_staging"
 LINK_STAGING_PREFIX = "link-"
-DEAD_LETTER_COLUMNS = ("uri", "etag", "stage", "reason", "retry_class", "attempt", "bytes",
-                       "model", "recorded_at", "run_id")
+DEAD_LETTER_COLUMNS = ("uri", "etag", "version_id", "stage", "reason", "retry_class",
+                       "attempt", "bytes", "model", "recorded_at", "run_id")
 _RETRY_CLASS = F.udf(retry_class, StringType())
 
 
