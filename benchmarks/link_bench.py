@@ -81,15 +81,21 @@ def collection(count: int, seed: int) -> list[tuple[str, int, list[float]]]:
     return rows
 
 
-def link_cost(spark, rows: list, new_count: int | None, link: LinkConfig) -> dict:
-    """Pairs compared, pairs found and seconds of both joins, for the last `new_count` rows
-    (None: all) as new against all."""
+def cached_images(spark, rows: list, new_count: int | None) -> tuple:
+    """(all `rows` as a cached DataFrame, the last `new_count` of them (None: all) cached, how
+    many those are)."""
     every = spark.createDataFrame(rows, "uri string, phash long, embedding array<float>")
     every = every.repartition(4).cache()
     every.count()
     new = every if new_count is None else every.where(
         every.uri >= rows[len(rows) - new_count][0]).cache()
-    new_images = new.count()
+    return every, new, new.count()
+
+
+def link_cost(spark, rows: list, new_count: int | None, link: LinkConfig) -> dict:
+    """Pairs compared, pairs found and seconds of both joins, for the last `new_count` rows
+    (None: all) as new against all."""
+    every, new, new_images = cached_images(spark, rows, new_count)
     figures = {"images": len(rows), "new_images": new_images,
                "all_pairs": new_images * len(rows)}
     started = time.monotonic()
@@ -144,12 +150,7 @@ def similar_recall(rows: list, new_uris: set, found: set, link: LinkConfig) -> d
 def similar_seconds(spark, rows: list, new_count: int | None, link: LinkConfig) -> dict:
     """The similar join alone for the last `new_count` rows (None: all) against all: band
     matches, band matches per new image, seconds."""
-    every = spark.createDataFrame(rows, "uri string, phash long, embedding array<float>")
-    every = every.repartition(4).cache()
-    every.count()
-    new = every if new_count is None else every.where(
-        every.uri >= rows[len(rows) - new_count][0]).cache()
-    new_images = new.count()
+    every, new, new_images = cached_images(spark, rows, new_count)
     started = time.monotonic()
     similar = similar_images(new, every, link.similar_k, link.similar_max_distance,
                              link.similar_bands, link.similar_band_bits,
