@@ -32,6 +32,9 @@ MobileNetV2 at 224x224 built with `weights=None` (1,000 classes), Spark `local[2
 - predict_batch_udf: Spark's own `pyspark.ml.functions.predict_batch_udf`, decoding the same
                      way inside its predict function
 
+Each Spark variant also records its Python workers' peak resident memory
+(`<variant>_worker_peak_mib`, benchmarks/worker_memory.py) at the configured batch sizes.
+
 A backfill amortises start-up (JVM, Python workers, model load), so each figure is the steady
 rate N / (t(2N) - t(N)), both timed after a first, cold run on N images whose time is recorded
 beside it (without that, the cold run's start-up would be subtracted from t(2N) and inflate the
@@ -63,6 +66,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "dev"))
 import services  # noqa: E402
+import worker_memory  # noqa: E402
 from results import merge_results, read_results  # noqa: E402
 
 from imagegraph.infer.answer_check import CheckBounds  # noqa: E402
@@ -425,9 +429,11 @@ def main() -> int:
                     variant_config = chunked(config, n // 4, variant == "job_graph_on" and
                                              graph_endpoint)
                 reports: list = []
+                worker_memory.reset_peaks()
                 cold, timings = spark_variant(variant, spark, variant_config, model_dir,
                                               metadata, variant_images, work / "out",
                                               args.partitions, rounds, reports)
+                figures[f"{variant}_worker_peak_mib"] = worker_memory.peak_mib()
                 if variant.endswith("_int8"):  # the untrained model's agreement: recorded only
                     figures[f"{variant}_precisions"] = sorted({r.precision for r in reports})
                     figures[f"{variant}_agreement_untrained"] = reports[-1].int8_agreement

@@ -1,16 +1,17 @@
 """`make demo`: the whole pipeline, locally, against real S3 (moto), Spark and Gremlin Server.
 
-Starts the servers, puts real labeled digits, photos and one corrupt file into the local S3,
-runs jobs/train.py (its summary gives the test split's accuracy, top-5 and calibration error;
-its confusion-matrix and reliability plots are copied to build/demo/) and jobs/infer.py through
-spark-submit, reads the graph back over Gremlin, prints what it finds (with `accuracy=<value>`
-on a line of its own); then classifies photos uploaded again (a copy, resized, re-encoded,
-cropped), links them with jobs/link.py and prints what `python -m imagegraph.graph.query` says of
-coffee.jpg. The servers keep running with what the demo wrote: it prints, and runs once, the
-commands to explore it (`EXPLORE`, as the README shows them), and `make services-down` stops
-them (a demo stops a previous demo's first). Exits non-zero when held-out accuracy is under 0.9,
-the corrupt file is not dead-lettered, the query does not show coffee.jpg's copy, or an explore
-command fails.
+Starts the servers, puts real labeled digits, photos, an iPhone's HEIC and an AVIF
+(dev/upload_corpus.py) and one corrupt file into the local S3, runs jobs/train.py (its summary
+gives the test split's accuracy, top-5 and calibration error; its confusion-matrix and
+reliability plots are copied to build/demo/) and jobs/infer.py through spark-submit, reads the
+graph back over Gremlin, prints what it finds (with `accuracy=<value>` on a line of its own);
+then classifies photos uploaded again (a copy, resized, re-encoded, cropped), links them with
+jobs/link.py and prints what `python -m imagegraph.graph.query` says of coffee.jpg. The servers
+keep running with what the demo wrote: it prints, and runs once, the commands to explore it
+(`EXPLORE`, as the README shows them), and `make services-down` stops them (a demo stops a
+previous demo's first). Exits non-zero when held-out accuracy is under 0.9, the HEIC or the
+AVIF is not classified, the corrupt file is not dead-lettered, the query does not show
+coffee.jpg's copy, or an explore command fails.
 `--precision int8` (`make demo PRECISION=int8`) classifies with the int8 model.
 
 With `--cluster` (`make cluster-demo`) it also starts the Spark standalone cluster
@@ -41,6 +42,7 @@ import cluster_jobs  # noqa: E402
 import sample_images  # noqa: E402
 import services  # noqa: E402
 import spark_cluster  # noqa: E402
+import upload_corpus  # noqa: E402
 import yarn_cluster  # noqa: E402
 from s3_objects import put_objects, s3_client  # noqa: E402
 
@@ -60,6 +62,9 @@ EXPLORE = (
 """What the demo leaves to explore: shell commands run from the repository's root against
 the servers at their default ports (conf/local.yaml)."""
 MIN_ACCURACY = 0.9
+PHONE_UPLOADS = ("iphone-heic", "web-avif")
+"""Kinds of dev/upload_corpus.py's mix the demo classifies with the photos: an iPhone's 12 MP
+HEIC (EXIF orientation 6, a 320x240 thumbnail) and a 1600x1200 AVIF."""
 LOG_LINE = re.compile(r"\d{2,4}[-/]\d\d[-/]\d\d \d\d:\d\d:\d\d")
 """A timestamped log line (Python's logging, Spark's log4j) rather than a summary line."""
 YARN_TRAINING = ("--workers", "2", "--set", "training.cache_url=hdfs:///imagegraph-demo/petastorm")
@@ -122,13 +127,15 @@ def seed(env: dict) -> int:
     client = s3_client(env["S3_ENDPOINT"], env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"])
     train, held_out = sample_images.digit_images()
     photos, corrupt = sample_images.photo_images(), sample_images.corrupt_image()
+    uploads = upload_corpus.upload_corpus(kinds=PHONE_UPLOADS)
     put_objects(client, BUCKET, "train/", train)
     put_objects(client, BUCKET, "incoming/digits/", held_out)
-    put_objects(client, BUCKET, "incoming/", {**photos, **corrupt})
+    put_objects(client, BUCKET, "incoming/", {**photos, **uploads, **corrupt})
     print(f"   s3://{BUCKET}/train/: {len(train)} labeled digits in 10 folders")
     print(f"   s3://{BUCKET}/incoming/: {len(held_out)} held-out digits, {len(photos)} photos, "
+          f"{len(uploads)} phone uploads ({', '.join(sorted(uploads))}), "
           f"{len(corrupt)} corrupt file")
-    return len(held_out) + len(photos) + len(corrupt)
+    return len(held_out) + len(photos) + len(uploads) + len(corrupt)
 
 
 def save_plots(env: dict) -> None:
@@ -156,8 +163,9 @@ def true_class(uri: str) -> str:
     return uri.rsplit("/", 2)[1]
 
 
-def read_graph_back(endpoint: str) -> float:
-    """Print what the graph holds; return the held-out digits' accuracy."""
+def read_graph_back(endpoint: str) -> tuple[float, int]:
+    """Print what the graph holds; return the held-out digits' accuracy and how many of the
+    phone uploads (HEIC, AVIF) have a top class."""
     with remote_traversal(GraphConfig(endpoint=endpoint)) as g:
         print(f"   vertices: {g.V().group_count().by(__.label()).next()}")
         print(f"   edges:    {g.E().group_count().by(__.label()).next()}")
@@ -165,10 +173,12 @@ def read_graph_back(endpoint: str) -> float:
                       .group_count().by(best_edge().in_v().values("name")).next())
         print("   images per top class: " + ", ".join(
             f"{name}={top_counts[name]}" for name in sorted(top_counts)))
-        for image in (g.V().has_label("image").has(T.id, under("photos"))
-                      .project("id", "class", "score").by(T.id)
-                      .by(best_edge().in_v().values("name"))
-                      .by(best_edge().values("score")).to_list()):
+        photos, uploads = (g.V().has_label("image").has(T.id, under(folder))
+                           .project("id", "class", "score").by(T.id)
+                           .by(best_edge().in_v().values("name"))
+                           .by(best_edge().values("score")).to_list()
+                           for folder in ("photos", "uploads"))
+        for image in photos + uploads:
             print(f"   {image['id']:<52} top class {image['class']} score {image['score']:.3f}")
         digits = (g.V().has_label("image").has(T.id, under("digits"))
                   .project("id", "class").by(T.id)
@@ -177,7 +187,7 @@ def read_graph_back(endpoint: str) -> float:
     for d in digits[:3]:
         print(f"   {d['id']:<52} true {true_class(d['id'])} top class {d['class']}")
     print(f"   held-out digits: {correct} of {len(digits)} correct")
-    return correct / len(digits) if digits else 0.0
+    return (correct / len(digits) if digits else 0.0), len(uploads)
 
 
 def dead_letters(env: dict) -> list[dict]:
@@ -305,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
                          "--precision", args.precision, env=env)
         done(started)
         started = step("reading the graph back over Gremlin")
-        accuracy = read_graph_back(endpoints.gremlin_endpoint)
+        accuracy, uploads_classified = read_graph_back(endpoints.gremlin_endpoint)
         letters = dead_letters(env)
         for letter in letters:
             print(f"   dead letter: {letter['uri']} ({letter['stage']}): {letter['reason']}")
@@ -324,6 +334,10 @@ def main(argv: list[str] | None = None) -> int:
     corrupt_uri = f"s3://{BUCKET}/incoming/{sample_images.CORRUPT_KEY}"
     if not any(letter["uri"] == corrupt_uri for letter in letters):
         print(f"demo: FAILED: {corrupt_uri} is not in the dead-letter output", file=sys.stderr)
+        return 1
+    if uploads_classified != len(PHONE_UPLOADS):
+        print(f"demo: FAILED: {uploads_classified} of the {len(PHONE_UPLOADS)} phone uploads "
+              "(HEIC, AVIF) are classified in the graph", file=sys.stderr)
         return 1
     if f"s3://{BUCKET}/reuploads/coffee-copy.jpg" not in coffee.split("same content")[1]:
         print("demo: FAILED: the query does not show coffee.jpg's copy", file=sys.stderr)

@@ -84,12 +84,15 @@ MIX = (
 """The upload mix at scale 1: 13 images, 3 of them 12 MP photos."""
 
 
-def upload_corpus(seed: int = 0, scale: int = 1) -> dict[str, bytes]:
+def upload_corpus(seed: int = 0, scale: int = 1,
+                  kinds: tuple[str, ...] | None = None) -> dict[str, bytes]:
     """{'uploads/<kind>/<n>.<ext>': bytes}: `kind.count * scale` images of each kind of `MIX`
-    (n from 000). Image n of a kind is the same bytes for a seed at any scale."""
+    (n from 000), or only of the kinds named in `kinds`. Image n of a kind is the same bytes for
+    a seed at any scale, and with or without `kinds`."""
     return {f"uploads/{kind.name}/{n:03d}.{EXTENSIONS[kind.format]}":
             upload_image(kind, np.random.default_rng([seed, index, n]))
-            for index, kind in enumerate(MIX) for n in range(kind.count * scale)}
+            for index, kind in enumerate(MIX) if kinds is None or kind.name in kinds
+            for n in range(kind.count * scale)}
 
 
 def upload_image(kind: UploadKind, rng: np.random.Generator) -> bytes:

@@ -77,6 +77,13 @@ def test_the_same_seed_gives_the_same_bytes(corpus):
     assert upload_corpus(seed=0) == corpus
 
 
+def test_the_kinds_named_are_the_same_bytes_as_in_the_whole_corpus(corpus):
+    chosen = upload_corpus(seed=0, kinds=("thumbnail", "web-avif"))
+    assert sorted(chosen) == ["uploads/thumbnail/000.jpg", "uploads/thumbnail/001.jpg",
+                              "uploads/thumbnail/002.jpg", "uploads/web-avif/000.avif"]
+    assert chosen == {key: corpus[key] for key in chosen}
+
+
 def test_each_image_is_drawn_from_its_generator():
     thumbnail = next(kind for kind in MIX if kind.name == "thumbnail")
     screenshot = next(kind for kind in MIX if kind.name == "screenshot-desktop")
