@@ -26,7 +26,7 @@ import simplejpeg
 from PIL import ExifTags, Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from upload_corpus import MIX, upload_corpus  # noqa: E402
+from upload_corpus import MIX, UploadKind, upload_corpus, upload_image  # noqa: E402
 
 from imagegraph.imaging import decode  # noqa: E402
 
@@ -130,12 +130,23 @@ def median_ms(candidate: Candidate, data: bytes, runs: int) -> float:
     return float(np.median(times))
 
 
-def measure(scale: int, runs: int) -> list[tuple[str, str, str, float, float]]:
-    """[(kind, format, candidate, ms, mean abs diff from decode_image)]; candidates whose
-    package is missing are left out."""
+def jpeg_kind(size: str) -> UploadKind:
+    """A phone-like JPEG kind of `size` 'WIDTHxHEIGHT' pixels (q90 4:2:0, noise 3), one image:
+    sizes where the smallest M/8 DCT scale differs from the smallest power of two."""
+    width, height = (int(side) for side in size.split("x"))
+    return UploadKind(f"photo-{size}", "JPEG", width, height, 1, 1, 90, 3.0)
+
+
+def measure(scale: int, runs: int, extra: tuple[UploadKind, ...] = ()
+            ) -> list[tuple[str, str, str, float, float]]:
+    """[(kind, format, candidate, ms, mean abs diff from decode_image)] on the corpus at
+    `scale` and one image of each `extra` kind; candidates whose package is missing are left
+    out."""
     corpus = upload_corpus(seed=0, scale=scale)
+    rng = np.random.default_rng(0)
+    corpus.update({f"extra/{kind.name}/000": upload_image(kind, rng) for kind in extra})
     rows = []
-    for kind in MIX:
+    for kind in MIX + extra:
         images = [data for key, data in corpus.items() if key.split("/")[1] == kind.name]
         expected = [job(data) for data in images]
         for name, candidate in CANDIDATES.get(kind.format, {}).items():
@@ -154,6 +165,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scale", type=int, default=1, help="corpus scale (1: 13 images)")
     parser.add_argument("--runs", type=int, default=5, help="runs per image; its median counts")
+    parser.add_argument("--jpeg-size", action="append", default=[], metavar="WxH",
+                        help="also a JPEG of this size (repeatable), e.g. 800x600, whose M/8 "
+                             "DCT scale to 224 (3/8) is not a power of two")
     args = parser.parse_args()
     cv2.setNumThreads(1)
     try:
@@ -165,7 +179,8 @@ def main() -> None:
         pass
     print("| kind | format | candidate | decode ms | mean abs diff (levels) |")
     print("| --- | --- | --- | ---: | ---: |")
-    for kind, fmt, name, ms, diff in measure(args.scale, args.runs):
+    extra = tuple(jpeg_kind(size) for size in args.jpeg_size)
+    for kind, fmt, name, ms, diff in measure(args.scale, args.runs, extra):
         print(f"| `{kind}` | {fmt} | {name} | {ms:.1f} | {diff:.2f} |")
 
 
