@@ -115,11 +115,9 @@ def record_libjpeg_sizes(monkeypatch) -> list[tuple[int, int]]:
     return sizes
 
 
-@pytest.mark.parametrize("target, decoded", [(64, 64), (100, 128), (130, 192), (256, 256),
-                                              (300, 320), (400, 448), (500, 512)])
+@pytest.mark.parametrize("target, decoded", [(64, 64), (100, 128), (256, 256), (300, 512)])
 def test_jpeg_is_scaled_in_the_dct_to_the_smallest_size_not_below_the_target(
         photo, monkeypatch, target, decoded):
-    """512x512: any M/8 of libjpeg-turbo's, not only 1/8, 1/4, 1/2 (192 is 3/8, 320 5/8)."""
     sizes = record_libjpeg_sizes(monkeypatch)
     image = decode_image(bad_images.encode(photo, "JPEG"), target, target, 3, **LIMITS)
     assert sizes == [(decoded, decoded)]
@@ -138,20 +136,16 @@ def test_jpeg_pixels_match_pillow_decoding(photo):
 
 def test_jpeg_that_libjpeg_turbo_warns_about_still_decodes_through_pillow(photo):
     """Stray bytes between two header segments: libjpeg-turbo warns (simplejpeg raises in
-    strict mode), Pillow and browsers show the picture. Where libjpeg-turbo scales by 1/8, 1/4
-    or 1/2, Pillow's draft mode does the same: equal pixels; at 130 of 512 libjpeg-turbo takes
-    3/8 (192) and Pillow 1/2 (256): close, not equal."""
+    strict mode), Pillow and browsers show the picture."""
     data = bad_images.encode(photo, "JPEG")
     assert data[2:4] == b"\xff\xe0"  # SOI, then the JFIF segment of `length` bytes
     after_jfif = 4 + int.from_bytes(data[4:6], "big")
     padded = data[:after_jfif] + b"\x12\x34" + data[after_jfif:]
     with pytest.raises(ValueError, match="extraneous bytes"):
         simplejpeg.decode_jpeg(padded, strict=True)
-    for target, channels in (((32, 32), 3), ((24, 40), 3), ((24, 40), 1), ((100, 20), 1)):
+    for target, channels in (((32, 32), 3), ((24, 40), 3), ((24, 40), 1), ((130, 20), 1)):
         assert np.array_equal(decode_image(padded, *target, channels, **LIMITS).pixels,
                               decode_image(data, *target, channels, **LIMITS).pixels)
-    by_pillow = decode_image(padded, 130, 130, 1, **LIMITS).pixels.astype(int)
-    assert np.abs(by_pillow - decode_image(data, 130, 130, 1, **LIMITS).pixels).mean() < 2
 
 
 def test_shrinking_averages_pixels_instead_of_skipping_them():

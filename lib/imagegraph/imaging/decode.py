@@ -17,12 +17,12 @@ Pillow reads every header (format, size, EXIF), so every limit above is checked 
 decoder runs. Each format's pixels then go to the fastest decoder measured on the upload corpus
 (docs/BENCHMARKS.md, "Decoder candidates"): a YCbCr or grayscale JPEG, most of what a photo
 bucket holds, to libjpeg-turbo through `simplejpeg`, straight into the target colour space and
-scaled in the DCT by the smallest M/8 that keeps the target size; an 8-bit gray, RGB or RGBA
-PNG (screenshots) to libspng through `pyspng`, twice Pillow's speed; a still WebP without alpha
-to OpenCV's libwebp, a third faster than Pillow's. Anything else, and any object one of those
-objects to, goes to Pillow, which words the reason as for any format. OpenCV's bilinear resize
-takes all to the model's input size. On the 500x375 photos of `make bench` the JPEG path costs
-about a third of Pillow decoding and resizing alone.
+scaled in the DCT (by 1/8, 1/4 or 1/2: its other M/8 scales were no faster); an 8-bit gray,
+RGB or RGBA PNG (screenshots) to libspng through `pyspng`, 1.7 to 1.9x Pillow's speed; a still
+WebP without alpha to OpenCV's libwebp, about 1.3x Pillow's. Anything else, and any object one
+of those objects to, goes to Pillow, which words the reason as for any format. OpenCV's
+bilinear resize takes all to the model's input size. On the 500x375 photos of `make bench` the
+JPEG path costs about a third of Pillow decoding and resizing alone.
 A HEIF (HEIC) or AVIF file is read by libheif through pillow-heif; where the file carries a
 thumbnail of at least the target size with the photo's shape (`libheif.thumbnail`) and the
 photo has no alpha, that thumbnail is decoded instead of the photo, which libheif cannot decode
@@ -152,7 +152,7 @@ def decode_image(data: bytes, height: int, width: int, channels: int,
         stored_target = (width, height) if transposed else (height, width)
         pixels = None
         if image_format == "JPEG" and image.mode in ("L", "RGB"):
-            pixels = _decode_jpeg(data, channels, stored_target)
+            pixels = _decode_jpeg(data, channels, (stored_height, stored_width), stored_target)
         elif image_format == "PNG":
             pixels = _decode_png(data, channels)
         elif (image_format == "WEBP" and image.mode == "RGB"
@@ -174,15 +174,20 @@ def decode_image(data: bytes, height: int, width: int, channels: int,
                         format=image_format)
 
 
-def _decode_jpeg(data: bytes, channels: int, target: tuple[int, int]) -> np.ndarray | None:
-    """libjpeg-turbo's decode of a YCbCr or grayscale JPEG, scaled in the DCT by the smallest
-    M/8 (M = 1 to 8) that keeps it at least `target` (height, width) pixels (simplejpeg picks
-    it; Pillow's draft mode knows only 1/8, 1/4, 1/2); None when libjpeg-turbo reports anything
-    wrong, so that Pillow decides (it tolerates warnings such as extraneous bytes, and words
-    truncation as for other formats)."""
+def _decode_jpeg(data: bytes, channels: int, stored: tuple[int, int],
+                 target: tuple[int, int]) -> np.ndarray | None:
+    """libjpeg-turbo's decode of a YCbCr or grayscale JPEG of `stored` (height, width) pixels,
+    scaled in the DCT by the largest of 1/8, 1/4, 1/2 that keeps it at least `target` (height,
+    width) (what Pillow's draft mode does); None when libjpeg-turbo reports anything wrong, so
+    that Pillow decides (it tolerates warnings such as extraneous bytes, and words truncation
+    as for other formats)."""
+    (stored_height, stored_width), (height, width) = stored, target
+    scale = next((s for s in (8, 4, 2)
+                  if -(-stored_height // s) >= height and -(-stored_width // s) >= width), 1)
     try:
         return simplejpeg.decode_jpeg(data, colorspace="GRAY" if channels == 1 else "RGB",
-                                      min_height=target[0], min_width=target[1], strict=True)
+                                      min_height=-(-stored_height // scale),
+                                      min_width=-(-stored_width // scale), strict=True)
     except ValueError:
         return None
 
