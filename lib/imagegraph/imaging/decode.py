@@ -14,15 +14,15 @@ run. A worker short of memory is not the object's fault: an allocation that fail
 libjpeg-turbo, numpy or OpenCV is `DecoderOutOfMemory`, which a later run may not meet.
 
 Pillow reads every header (format, size, EXIF), so every limit above is checked before any
-decoder runs. Each format's pixels then go to the fastest decoder measured on the upload corpus
-(docs/BENCHMARKS.md, "Decoder candidates"): a YCbCr or grayscale JPEG, most of what a photo
-bucket holds, to libjpeg-turbo through `simplejpeg`, straight into the target colour space and
-scaled in the DCT (by 1/8, 1/4 or 1/2: its other M/8 scales were no faster); an 8-bit gray,
-RGB or RGBA PNG (screenshots) to libspng through `pyspng`, 1.7 to 1.9x Pillow's speed; a still
-WebP without alpha to OpenCV's libwebp, about 1.3x Pillow's. Anything else, and any object one
-of those objects to, goes to Pillow, which words the reason as for any format. OpenCV's
-bilinear resize takes all to the model's input size. On the 500x375 photos of `make bench` the
-JPEG path costs about a third of Pillow decoding and resizing alone.
+decoder runs. Each format's pixels then go to the decoder chosen by measurement on the upload
+corpus (docs/BENCHMARKS.md, "Decoder candidates"): a YCbCr or grayscale JPEG, most of what a
+photo bucket holds, to libjpeg-turbo through `simplejpeg`, straight into the target colour
+space and scaled in the DCT (by 1/8, 1/4 or 1/2: its other M/8 scales were no faster); an
+8-bit gray, RGB or RGBA PNG (screenshots) to libspng through `pyspng`, 1.6 to 2x Pillow's
+speed; a still WebP without alpha to OpenCV's libwebp, 1.2 to 1.6x Pillow's. Anything else,
+and any object one of those objects to, goes to Pillow, which words the reason as for any
+format. OpenCV's bilinear resize takes all to the model's input size. On the 500x375 photos
+of `make bench` the JPEG path costs about a third of Pillow decoding and resizing alone.
 A HEIF (HEIC) or AVIF file is read by libheif through pillow-heif; where the file carries a
 thumbnail of at least the target size with the photo's shape (`libheif.thumbnail`) and the
 photo has no alpha, that thumbnail is decoded instead of the photo, which libheif cannot decode
