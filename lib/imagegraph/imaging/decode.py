@@ -57,9 +57,10 @@ READ_FORMATS = ("AVIF", "BMP", "GIF", "HEIF", "JPEG", "PNG", "TIFF", "WEBP")
 _HIGH_BIT_DEPTH_MODES = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0,
                          "I": 65535.0, "F": 1.0}
 _LIBHEIF_FORMATS = {"AVIF", "HEIF"}
-_LIBSPNG_COLOUR_TYPES = {0: "gray", 2: "RGB", 6: "RGBA"}
-"""The PNG colour types libspng decodes here, at 8 bits a sample: it ignores a palette's
-transparency and cannot output gray with alpha, so those, and 16-bit PNGs, stay with Pillow."""
+_LIBSPNG_COLOUR_TYPES = {0, 2, 6}
+"""The PNG colour types libspng decodes here, at 8 bits a sample: gray, RGB, RGBA. It ignores a
+palette's transparency and cannot output gray with alpha, so those, and 16-bit PNGs, stay with
+Pillow."""
 _TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations displayed rotated by 90 degrees
 _SNIFF_BYTES = 1024
 _PNG_EXIF_KEYS = (b"eXIf", b"Raw profile type exif", b"XML:com.adobe.xmp")
@@ -202,7 +203,7 @@ def _decode_png(data: bytes, channels: int) -> np.ndarray | None:
         return None
     try:
         return _to_channels(pyspng.load(data), channels)
-    except RuntimeError:  # pyspng's only error type (a failed allocation is a MemoryError)
+    except RuntimeError:  # pyspng's error type; numpy's failed allocation, a MemoryError, passes
         return None
 
 
@@ -300,7 +301,7 @@ def _to_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
     """8-bit (h, w) gray, (h, w, 3) RGB or (h, w, 4) RGBA pixels from a decoder other than
     Pillow, as `_to_8bit` converts Pillow's: (h, w) gray or (h, w, 3) RGB by `channels`;
     unchanged when already so."""
-    if pixels.ndim == 2 and channels == 1 or pixels.shape[2:] == (3,) and channels == 3:
+    if (pixels.ndim == 2 and channels == 1) or (pixels.shape[2:] == (3,) and channels == 3):
         return pixels
     return np.asarray(_to_8bit(Image.fromarray(pixels), channels), dtype=np.uint8)
 
