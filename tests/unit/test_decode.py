@@ -520,3 +520,179 @@ def test_shrinking_by_a_power_of_two_is_a_box_average():
     image = decode_image(bad_images.encode(Image.fromarray(noise), "PNG"), 8, 8, 1, **LIMITS)
     area = cv2.resize(noise, (8, 8), interpolation=cv2.INTER_AREA)
     assert np.abs(image.pixels[:, :, 0].astype(int) - area).max() <= 2
+
+
+def record_calls(monkeypatch, module, name: str) -> list:
+    """What `module.name` returns from now on in the test, a call at a time (the exception,
+    re-raised, where it raises)."""
+    calls = []
+    function = getattr(module, name)
+
+    def recording(*args, **kwargs):
+        try:
+            calls.append(function(*args, **kwargs))
+        except Exception as exc:
+            calls.append(exc)
+            raise
+        return calls[-1]
+
+    monkeypatch.setattr(module, name, recording)
+    return calls
+
+
+def png_of_mode(mode: str) -> bytes:
+    """A 40x30 PNG of a photo in Pillow `mode`; RGBA and LA with an alpha ramp from 0 to 255,
+    P without and PT with a transparent palette entry."""
+    image = bad_images.photo((40, 30))
+    alpha = Image.fromarray(np.linspace(0, 255, 40 * 30).astype(np.uint8).reshape(30, 40))
+    if mode in ("RGBA", "LA"):
+        image = image.convert(mode[0] if mode == "LA" else "RGB")
+        image.putalpha(alpha)
+        return bad_images.encode(image, "PNG")
+    if mode in ("P", "PT"):
+        image = image.quantize(16)
+        return bad_images.encode(image, "PNG", **({"transparency": 3} if mode == "PT" else {}))
+    if mode == "I;16":
+        image = Image.fromarray(np.asarray(image.convert("L")).astype(np.uint16) * 257)
+    return bad_images.encode(image.convert(mode) if mode != "I;16" else image, "PNG")
+
+
+@pytest.mark.parametrize("mode, by_libspng", [
+    ("L", True), ("RGB", True), ("RGBA", True),              # 8 bits a sample
+    ("P", False), ("PT", False), ("LA", False), ("I;16", False), ("1", False),
+])
+def test_8_bit_gray_rgb_and_rgba_pngs_go_to_libspng_and_decode_as_pillow_does(
+        monkeypatch, mode, by_libspng):
+    """At its own size (no resampling), for both channel counts, the pixels equal Pillow's
+    decoding and conversion (alpha composited onto white, 16 bits scaled); libspng decodes
+    only the PNGs it decodes as Pillow does, the others stay with Pillow."""
+    import pyspng
+
+    data = png_of_mode(mode)
+    calls = record_calls(monkeypatch, pyspng, "load")
+    from imagegraph.imaging.decode import _to_8bit
+    for channels in (1, 3):
+        pillows = np.asarray(_to_8bit(Image.open(io.BytesIO(data)), channels))
+        pixels = decode_image(data, 30, 40, channels, **LIMITS).pixels
+        assert np.array_equal(pixels, pillows.reshape(30, 40, channels))
+    assert len(calls) == (2 if by_libspng else 0)
+
+
+def test_a_truncated_png_libspng_refuses_is_dead_lettered_as_pillow_words_it(monkeypatch):
+    import pyspng
+
+    calls = record_calls(monkeypatch, pyspng, "load")
+    with pytest.raises(UndecodableImage) as error:
+        decode_case("truncated.png", 32, 32)
+    assert error.value.reason == "corrupt or truncated PNG data: OSError: image file is truncated"
+    assert [type(call) for call in calls] == [RuntimeError]
+
+
+def test_a_png_over_the_pixel_limit_never_reaches_libspng(monkeypatch):
+    import pyspng
+
+    calls = record_calls(monkeypatch, pyspng, "load")
+    data = bad_images.encode(Image.new("RGB", (300, 200)), "PNG")
+    with pytest.raises(UndecodableImage, match="image is 300x200 pixels, over the limit"):
+        decode_image(data, 8, 8, 3, max_bytes=10**7, max_pixels=59_999)
+    assert calls == []
+    decode_image(data, 8, 8, 3, max_bytes=10**7, max_pixels=60_000)
+    assert len(calls) == 1
+
+
+def test_libspng_out_of_memory_is_a_transient_dead_letter(monkeypatch):
+    import pyspng
+
+    def no_memory(data):
+        raise MemoryError("std::bad_alloc")
+
+    monkeypatch.setattr(pyspng, "load", no_memory)
+    with pytest.raises(DecoderOutOfMemory) as error:
+        decode_image(bad_images.encode(Image.new("RGB", (16, 16)), "PNG"), 8, 8, 3, **LIMITS)
+    assert error.value.reason == "out of memory while decoding: MemoryError: std::bad_alloc"
+    assert retry_class(error.value.reason) == TRANSIENT
+
+
+def webp(image: Image.Image, **options) -> bytes:
+    return bad_images.encode(image, "WEBP", lossless=True, **options)
+
+
+def test_a_still_webp_without_alpha_goes_to_opencv_and_decodes_as_pillow_does(monkeypatch):
+    """Lossless, at its own size: both decoders are libwebp, the pixels are equal."""
+    data = webp(bad_images.photo((40, 30)))
+    calls = record_calls(monkeypatch, cv2, "imdecode")
+    from imagegraph.imaging.decode import _to_8bit
+    for channels in (1, 3):
+        pillows = np.asarray(_to_8bit(Image.open(io.BytesIO(data)), channels))
+        pixels = decode_image(data, 30, 40, channels, **LIMITS).pixels
+        assert np.array_equal(pixels, pillows.reshape(30, 40, channels))
+    assert len(calls) == 2
+
+
+def test_a_webp_with_alpha_or_animated_stays_with_pillow(monkeypatch):
+    calls = record_calls(monkeypatch, cv2, "imdecode")
+    transparent = webp(Image.new("RGBA", (8, 8), (255, 0, 0, 0)))
+    assert decode_image(transparent, 8, 8, 3, **LIMITS).pixels[4, 4].tolist() == list(WHITE)
+    frames = [Image.new("RGB", (8, 8), colour) for colour in (RED, BLUE)]
+    animated = webp(frames[0], save_all=True, append_images=frames[1:], duration=100)
+    assert decode_image(animated, 8, 8, 3, **LIMITS).pixels[4, 4].tolist() == list(RED)
+    assert calls == []
+
+
+def test_a_webp_exif_orientation_is_applied_once():
+    """Stored 40x20, black left half, EXIF orientation 6: shown 20 wide, 40 tall, black on top
+    (OpenCV would turn it too if let)."""
+    exif = Image.Exif()
+    exif[bad_images.ORIENTATION] = 6
+    data = webp(bad_images.halves((40, 20), (0, 0, 0), WHITE), exif=exif.tobytes())
+    image = decode_image(data, 40, 20, 1, **LIMITS)
+    assert (image.width, image.height) == (20, 40)
+    assert image.pixels[5, 10, 0] < 30 and image.pixels[35, 10, 0] > 225
+
+
+def test_a_truncated_webp_is_refused_by_pillow_before_opencv(monkeypatch):
+    """Pillow's WebP reader decodes while it opens: truncated data fails there, as before."""
+    data = webp(bad_images.photo((64, 48)))
+    calls = record_calls(monkeypatch, cv2, "imdecode")
+    with pytest.raises(UndecodableImage) as error:
+        decode_image(data[: len(data) // 2], 32, 32, 3, **LIMITS)
+    assert error.value.reason == ("unreadable image header: OSError: could not create decoder "
+                                  "object")
+    assert calls == []
+
+
+def test_a_webp_opencv_cannot_decode_is_left_to_pillow(monkeypatch):
+    data = webp(bad_images.photo((40, 30)))
+    expected = decode_image(data, 30, 40, 3, **LIMITS).pixels
+    monkeypatch.setattr(cv2, "imdecode", lambda *args: None)
+    assert np.array_equal(decode_image(data, 30, 40, 3, **LIMITS).pixels, expected)
+
+
+def png_with_exif_after_the_pixels(orientation: int) -> bytes:
+    """Stored 40x20, black left half, its eXIf chunk (orientation) moved after IDAT, where
+    the PNG specification also allows it."""
+    exif = Image.Exif()
+    exif[bad_images.ORIENTATION] = orientation
+    data = bad_images.encode(bad_images.halves((40, 20), (0, 0, 0), WHITE), "PNG",
+                             exif=exif.tobytes())
+    start = data.index(b"eXIf") - 4
+    end = start + 12 + int.from_bytes(data[start:start + 4], "big")
+    chunk, rest = data[start:end], data[:start] + data[end:]
+    iend = rest.index(b"IEND") - 4
+    return rest[:iend] + chunk + rest[iend:]
+
+
+def test_a_png_orientation_after_the_pixels_is_still_applied():
+    image = decode_image(png_with_exif_after_the_pixels(6), 40, 20, 1, **LIMITS)
+    assert (image.width, image.height) == (20, 40)
+    assert image.pixels[5, 10, 0] < 30 and image.pixels[35, 10, 0] > 225
+
+
+def test_a_png_without_exif_is_not_decoded_by_pillow_to_look_for_it(monkeypatch):
+    """Pillow's `getexif` of a PNG decodes all its pixels unless the EXIF came before them."""
+    from PIL import PngImagePlugin
+
+    data = bad_images.encode(bad_images.photo((40, 30)), "PNG")
+    loads = record_calls(monkeypatch, PngImagePlugin.PngImageFile, "load")
+    decode_image(data, 8, 8, 3, **LIMITS)
+    assert loads == []

@@ -13,11 +13,16 @@ A failure about the bytes is `UndecodableImage`, final: the same bytes fail the 
 run. A worker short of memory is not the object's fault: an allocation that fails in Pillow,
 libjpeg-turbo, numpy or OpenCV is `DecoderOutOfMemory`, which a later run may not meet.
 
-Pillow reads every header (format, size, EXIF). The pixels of a YCbCr or grayscale JPEG, most
-of what a photo bucket holds, are decoded by libjpeg-turbo through `simplejpeg`, straight into
-the target colour space and scaled in the DCT; everything else, and any JPEG libjpeg-turbo
-objects to, by Pillow. OpenCV's bilinear resize takes both to the model's input size. On the
-500x375 photos of `make bench` that costs about a third of Pillow decoding and resizing alone.
+Pillow reads every header (format, size, EXIF), so every limit above is checked before any
+decoder runs. Each format's pixels then go to the decoder chosen by measurement on the upload
+corpus (docs/BENCHMARKS.md, "Decoder candidates"): a YCbCr or grayscale JPEG, most of what a
+photo bucket holds, to libjpeg-turbo through `simplejpeg`, straight into the target colour
+space and scaled in the DCT (by 1/8, 1/4 or 1/2: its other M/8 scales were no faster); an
+8-bit gray, RGB or RGBA PNG (screenshots) to libspng through `pyspng`, 1.6 to 2x Pillow's
+speed; a still WebP without alpha to OpenCV's libwebp, 1.2 to 1.6x Pillow's. Anything else,
+and any object one of those objects to, goes to Pillow, which words the reason as for any
+format. OpenCV's bilinear resize takes all to the model's input size. On the 500x375 photos
+of `make bench` the JPEG path costs about a third of Pillow decoding and resizing alone.
 A HEIF (HEIC) or AVIF file is read by libheif through pillow-heif; where the file carries a
 thumbnail of at least the target size with the photo's shape (`libheif.thumbnail`) and the
 photo has no alpha, that thumbnail is decoded instead of the photo, which libheif cannot decode
@@ -31,6 +36,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import pillow_heif
+import pyspng
 import simplejpeg
 from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
@@ -51,8 +57,15 @@ READ_FORMATS = ("AVIF", "BMP", "GIF", "HEIF", "JPEG", "PNG", "TIFF", "WEBP")
 _HIGH_BIT_DEPTH_MODES = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0,
                          "I": 65535.0, "F": 1.0}
 _LIBHEIF_FORMATS = {"AVIF", "HEIF"}
+_LIBSPNG_COLOUR_TYPES = {0, 2, 6}
+"""The PNG colour types libspng decodes here, at 8 bits a sample: gray, RGB, RGBA. It ignores a
+palette's transparency and cannot output gray with alpha, so those, and 16-bit PNGs, stay with
+Pillow."""
 _TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations displayed rotated by 90 degrees
 _SNIFF_BYTES = 1024
+_PNG_EXIF_KEYS = (b"eXIf", b"Raw profile type exif", b"XML:com.adobe.xmp")
+"""Where Pillow finds a PNG's orientation: the eXIf chunk's type, and the keywords, stored
+uncompressed, of the text chunks it also reads EXIF (ImageMagick's) and XMP from."""
 # How Pillow words a codec's allocation failure (IMAGING_CODEC_MEMORY): it raises OSError.
 _PILLOW_CODEC_OUT_OF_MEMORY = str(ImageFile._get_oserror(-9, encoder=False))
 
@@ -135,12 +148,17 @@ def decode_image(data: bytes, height: int, width: int, channels: int,
                                f"limit of {max_pixels} pixels")
     image_format = image.format or "UNKNOWN"
     try:
-        orientation = image.getexif().get(ExifTags.Base.Orientation, 1)
+        orientation = _orientation(image, data)
         transposed = orientation in _TRANSPOSED_ORIENTATIONS
         stored_target = (width, height) if transposed else (height, width)
         pixels = None
         if image_format == "JPEG" and image.mode in ("L", "RGB"):
             pixels = _decode_jpeg(data, channels, (stored_height, stored_width), stored_target)
+        elif image_format == "PNG":
+            pixels = _decode_png(data, channels)
+        elif (image_format == "WEBP" and image.mode == "RGB"
+              and not getattr(image, "is_animated", False)):
+            pixels = _decode_webp(data, channels)
         elif image_format in _LIBHEIF_FORMATS and image.mode in ("L", "RGB"):  # no alpha
             pixels = _decode_thumbnail(data, channels, stored_target)
         if pixels is None:
@@ -175,13 +193,36 @@ def _decode_jpeg(data: bytes, channels: int, stored: tuple[int, int],
         return None
 
 
+def _decode_png(data: bytes, channels: int) -> np.ndarray | None:
+    """libspng's decode of an 8-bit gray, RGB or RGBA PNG (`_LIBSPNG_COLOUR_TYPES`, read from
+    the IHDR chunk, which the PNG signature's 8 bytes and the chunk's length and type precede),
+    in 8-bit grayscale or RGB; None for other PNGs and when libspng reports anything wrong
+    (truncated or corrupt data), so that Pillow decides and words the reason."""
+    bit_depth, colour_type = data[24], data[25]
+    if data[12:16] != b"IHDR" or bit_depth != 8 or colour_type not in _LIBSPNG_COLOUR_TYPES:
+        return None
+    try:
+        return _to_channels(pyspng.load(data), channels)
+    except RuntimeError:  # pyspng's error type; numpy's failed allocation, a MemoryError, passes
+        return None
+
+
+def _decode_webp(data: bytes, channels: int) -> np.ndarray | None:
+    """OpenCV's (libwebp's) decode of a still WebP without alpha, as stored (the EXIF
+    orientation is `decode_image`'s to apply), in 8-bit grayscale or RGB; None when OpenCV
+    cannot decode it, so that Pillow decides and words the reason."""
+    bgr = cv2.imdecode(np.frombuffer(data, np.uint8),
+                       cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION)
+    if bgr is None:
+        return None
+    return _to_channels(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), channels)
+
+
 def _decode_thumbnail(data: bytes, channels: int, target: tuple[int, int]) -> np.ndarray | None:
     """The embedded thumbnail of a HEIF or AVIF file that is at least `target` (height, width)
     (`libheif.thumbnail`), in 8-bit grayscale or RGB; None if it has none."""
     rgb = libheif.thumbnail(data, *target)
-    if rgb is None:
-        return None
-    return np.asarray(_to_8bit(Image.fromarray(rgb), channels), dtype=np.uint8)
+    return None if rgb is None else _to_channels(rgb, channels)
 
 
 def _decode_with_pillow(image: Image.Image, channels: int,
@@ -192,6 +233,18 @@ def _decode_with_pillow(image: Image.Image, channels: int,
         image.draft("L" if channels == 1 else "RGB", target[::-1])
     image.load()
     return np.asarray(_to_8bit(image, channels), dtype=np.uint8)
+
+
+def _orientation(image: Image.Image, data: bytes) -> int:
+    """The EXIF orientation (1 to 8; 1 when there is none) of `image` opened from `data`.
+
+    Pillow finds a PNG's EXIF or XMP after the pixels only by decoding them all, which would
+    undo a faster decoder's gain: a PNG whose bytes hold none of `_PNG_EXIF_KEYS` has no
+    orientation for Pillow to find, and is not decoded for it."""
+    if image.format == "PNG" and not any(key in data for key in _PNG_EXIF_KEYS):
+        return 1
+    orientation: int = image.getexif().get(ExifTags.Base.Orientation, 1)
+    return orientation
 
 
 _ORIENTATION_TURNS = {2: lambda p: p[:, ::-1], 3: lambda p: p[::-1, ::-1], 4: lambda p: p[::-1],
@@ -242,6 +295,15 @@ def unrecognised_reason(data: bytes) -> str:
             return "not an image: HTML document"
         return "not an image: text"
     return f"unrecognised image format (this job reads {', '.join(READ_FORMATS)})"
+
+
+def _to_channels(pixels: np.ndarray, channels: int) -> np.ndarray:
+    """8-bit (h, w) gray, (h, w, 3) RGB or (h, w, 4) RGBA pixels from a decoder other than
+    Pillow, as `_to_8bit` converts Pillow's: (h, w) gray or (h, w, 3) RGB by `channels`;
+    unchanged when already so."""
+    if (pixels.ndim == 2 and channels == 1) or (pixels.shape[2:] == (3,) and channels == 3):
+        return pixels
+    return np.asarray(_to_8bit(Image.fromarray(pixels), channels), dtype=np.uint8)
 
 
 def _to_8bit(image: Image.Image, channels: int) -> Image.Image:
