@@ -1,77 +1,28 @@
 """Near-duplicate detection, end to end from bytes: scikit-image's photos re-encoded, resized
-and cropped a little, plus unrelated photos (the quarters of each photo), decoded as for a
-32x32 grayscale model and a 224x224 RGB one, hashed (`perceptual_hash`) and paired by the link
-job's banded join (`linking.near_duplicates`) on a local Spark, with the default settings.
+and cropped a little, plus unrelated photos (the quarters of each photo), made by
+`dev/near_duplicate_photos.py`, decoded as for a 32x32 grayscale model and a 224x224 RGB one,
+hashed (`perceptual_hash`) and paired by the link job's banded join (`linking.near_duplicates`)
+on a local Spark, with the default settings.
 Also the hash and the join against brute force."""
-import io
 import itertools
 import random
 
 import numpy as np
 import pytest
-from PIL import Image
+from near_duplicate_photos import encoded, photo_set
 
 from imagegraph.config import LinkConfig
 from imagegraph.imaging.decode import decode_image
 from imagegraph.imaging.perceptual_hash import hamming_distance, perceptual_hash
 from imagegraph.link.pairs import flip_masks, near_duplicates
 
-PHOTOS = ("astronaut", "camera", "chelsea", "cell", "clock", "coffee", "coins",
-          "hubble_deep_field", "immunohistochemistry", "moon", "page", "retina", "rocket",
-          "text", "colorwheel", "logo")
-"""scikit-image's photos and pictures that ship with it (`cat` is `chelsea`; the textures
-brick, grass and gravel are left out: a crop of a texture is another texture)."""
-
-
-def _rgb(pixels: np.ndarray) -> np.ndarray:
-    return pixels[:, :, :3] if pixels.ndim == 3 else pixels
-
-
-def _encoded(pixels: np.ndarray, fmt: str = "JPEG", quality: int = 90) -> bytes:
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format=fmt, **({"quality": quality}
-                                                        if fmt == "JPEG" else {}))
-    return buffer.getvalue()
-
-
-def _copies(pixels: np.ndarray) -> dict[str, bytes]:
-    """The photo as JPEG and six near duplicates: JPEG quality 40, PNG, half and 1.5 times
-    the size, 2.5% cropped off each side, 5% off the left."""
-    height, width = pixels.shape[:2]
-    image = Image.fromarray(pixels)
-    crop = round(0.025 * min(height, width))
-    return {
-        "jpeg": _encoded(pixels), "q40": _encoded(pixels, quality=40),
-        "png": _encoded(pixels, "PNG"),
-        "half": _encoded(np.asarray(image.resize((width // 2, height // 2),
-                                                 Image.Resampling.LANCZOS))),
-        "larger": _encoded(np.asarray(image.resize((width * 3 // 2, height * 3 // 2),
-                                                   Image.Resampling.BICUBIC))),
-        "cropped": _encoded(pixels[crop:height - crop, crop:width - crop]),
-        "cropped-left": _encoded(pixels[:, 2 * crop:]),
-    }
-
-
-def _quarters(pixels: np.ndarray) -> dict[str, bytes]:
-    height, width = pixels.shape[:2]
-    return {f"quarter-{n}": _encoded(pixels[top:top + height // 2, left:left + width // 2])
-            for n, (top, left) in enumerate([(0, 0), (0, width // 2), (height // 2, 0),
-                                             (height // 2, width // 2)])}
-
 
 @pytest.fixture(scope="module")
 def test_set() -> dict[tuple[str, str], bytes]:
     """{(group, name): bytes}: each photo's 7 copies share a group; each quarter is a group
-    of its own. 16 photos: 112 copies, 64 unrelated photos, 336 duplicate pairs."""
-    import skimage.data
-
-    images = {}
-    for photo in PHOTOS:
-        pixels = _rgb(getattr(skimage.data, photo)())
-        images.update({(photo, name): data for name, data in _copies(pixels).items()})
-        images.update({(f"{photo}/{name}", name): data
-                       for name, data in _quarters(pixels).items()})
-    return images
+    of its own (`near_duplicate_photos.photo_set`). 16 photos: 112 copies, 64 unrelated
+    photos, 336 duplicate pairs."""
+    return photo_set()
 
 
 @pytest.mark.parametrize("height, width, channels", [(32, 32, 1), (224, 224, 3)])
@@ -127,7 +78,7 @@ def test_the_hash_is_64_signed_bits_that_survive_a_reencode_but_not_another_phot
     import skimage.data
 
     def hashed(pixels, quality):
-        return perceptual_hash(decode_image(_encoded(pixels, quality=quality), 32, 32, 1,
+        return perceptual_hash(decode_image(encoded(pixels, quality=quality), 32, 32, 1,
                                             10**8, 10**9).pixels)
 
     astronaut, coffee = skimage.data.astronaut(), skimage.data.coffee()
