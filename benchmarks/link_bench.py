@@ -262,14 +262,16 @@ FEWER_PROBES_SETTINGS = {"near_duplicate_bands": 2, "near_duplicate_band_radius"
 
 
 def near_duplicate_costs(spark, images: int, batch: int, link: LinkConfig) -> dict:
-    """The near-duplicate join's costs, in local seconds: per image linked against (the
-    least-squares slope of the seconds of `batch` new images against N, 4N and 16N images at
-    `link`: the probe rows stay, the band matches are nearly none); per band match, an upper
-    bound (`batch` new against 16N with `FORMER_NEAR_DUPLICATE_SETTINGS`, whose matches are
-    4.25% of all pairs: the run's seconds over its matches, every other cost of it charged to
-    them); per probe row (the whole collection of N linked at once at `link` and with
-    `FEWER_PROBES_SETTINGS`: the extra seconds over the extra probe rows). A first run of
-    `batch` against N, not counted, warms the session up (it took twice the next ones)."""
+    """The near-duplicate join's costs, in local seconds. `batch` new images against N, 4N and
+    16N images at `link` (N = `images`): the least-squares slope of their seconds per image
+    linked against, which the load's noise swamps (the probe rows stay, the band matches are
+    nearly none). So per image linked against and per band match, upper bounds: `batch` new
+    against 16N with `FORMER_NEAR_DUPLICATE_SETTINGS` (4.25% of all pairs matched, twice the
+    defaults' band rows an image), the run's seconds over its images linked against and over
+    its matches, all of its cost charged to each. Per probe row: the whole collection of N
+    linked at once at `link` and with `FEWER_PROBES_SETTINGS`, the extra seconds over the extra
+    probe rows. A first run of `batch` against N, not counted, warms the session up (it took
+    twice the next ones)."""
     near_duplicate_seconds(spark, collection(images, seed=images), batch, link)
     line = [near_duplicate_seconds(spark, collection(size, seed=size), batch, link)
             for size in (images, 4 * images, 16 * images)]
@@ -282,8 +284,10 @@ def near_duplicate_costs(spark, images: int, batch: int, link: LinkConfig) -> di
                                                     replace(link, **FEWER_PROBES_SETTINGS))}
     s_probe = ((whole["defaults"]["seconds"] - whole["fewer_probes"]["seconds"])
                / (whole["defaults"]["probes"] - whole["fewer_probes"]["probes"]))
-    return {"scaling_runs": line, "former_settings_run": many, "whole_collection": whole,
-            "s_per_existing_image": float(f"{slope:.3g}"), "s_per_probe": float(f"{s_probe:.3g}"),
+    return {"scaling_runs": line, "s_per_existing_image_slope": float(f"{slope:.3g}"),
+            "former_settings_run": many, "whole_collection": whole,
+            "s_per_existing_image": float(f"{many['seconds'] / many['images']:.3g}"),
+            "s_per_probe": float(f"{s_probe:.3g}"),
             "s_per_pair_compared": float(f"{many['seconds'] / many['pairs_compared']:.3g}")}
 
 
