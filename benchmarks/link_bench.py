@@ -19,6 +19,10 @@ perceptual hash costs per image.
   images), seconds per band match (the whole 2N collection with
   4 bands of 16 bits within 2 bits, the former defaults, against the defaults), and the band
   matches per new image that 100 million unrelated images make at the defaults;
+- the same projection for the near-duplicate join at its defaults (`near_duplicate_costs`):
+  seconds per image linked against, per probe row (each new image's bands x the values within
+  the radius) and per band match, and the probe rows and band matches a new image makes at
+  100 million; `--near-duplicates-only` measures that alone (a few minutes);
 - the hash: `perceptual_hash` on pixels already decoded for a 224x224 RGB model, against what
   `imagehash.phash` would do from the bytes (Pillow decode, grayscale, 32x32 Lanczos resize,
   then the same DCT), per image, on scikit-image's photos.
@@ -33,6 +37,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -45,9 +50,10 @@ from results import merge_results  # noqa: E402
 
 from imagegraph.config import LinkConfig  # noqa: E402
 from imagegraph.imaging.decode import decode_image  # noqa: E402
-from imagegraph.imaging.perceptual_hash import perceptual_hash  # noqa: E402
+from imagegraph.imaging.perceptual_hash import HASH_BITS, perceptual_hash  # noqa: E402
 from imagegraph.link.pairs import (  # noqa: E402
     band_matches_per_image,
+    flip_masks,
     near_duplicates,
     similar_images,
 )
@@ -206,13 +212,105 @@ def projection(s_per_existing_image: float, s_per_new_image: float,
                                                 link.similar_band_radius)
     terms = {"existing_s": existing * s_per_existing_image, "new_s": new * s_per_new_image,
              "pairs_s": new * matches * s_per_pair_compared}
-    cores = PROJECTED["nodes"] * PROJECTED["vcpus_per_node"]
-    hours = sum(terms.values()) * PROJECTED["local_cores"] / cores / 3600
+    hours = cluster_hours(sum(terms.values()))
     return {**PROJECTED, "s_per_existing_image": s_per_existing_image,
             "s_per_new_image": s_per_new_image, "s_per_pair_compared": s_per_pair_compared,
             "pairs_compared_per_new_image": round(matches),
             **{key: float(f"{value:.3g}") for key, value in terms.items()},
             "hours": round(hours, 2)}
+
+
+def cluster_hours(local_seconds: float) -> float:
+    """Hours on `PROJECTED["nodes"]` nodes for `local_seconds` on Spark local[`local_cores`]:
+    local_seconds x local_cores / (nodes x vcpus_per_node) / 3,600, rounded to 0.01 hour."""
+    cores = PROJECTED["nodes"] * PROJECTED["vcpus_per_node"]
+    return round(local_seconds * PROJECTED["local_cores"] / cores / 3600, 2)
+
+
+def near_duplicate_seconds(spark, rows: list, new_count: int | None,
+                           link: LinkConfig) -> dict:
+    """The near-duplicate join alone for the last `new_count` rows (None: all) against all:
+    probe rows (each new image's bands x the values within the radius), band matches, pairs
+    found, seconds."""
+    every, new, new_images = cached_images(spark, rows, new_count)
+    started = time.monotonic()
+    near = near_duplicates(new, every, link.near_duplicate_bands,
+                           link.near_duplicate_band_radius, link.near_duplicate_max_distance)
+    found = near.found.count()
+    seconds = time.monotonic() - started
+    every.unpersist()
+    return {"images": len(rows), "new_images": new_images,
+            "probes": new_images * probes_per_image(link),
+            "pairs_compared": near.pairs_compared, "found": found,
+            "seconds": round(seconds, 1)}
+
+
+def probes_per_image(link: LinkConfig) -> int:
+    """Probe rows of a new image in the near-duplicate join: bands x the values within the
+    radius of a band."""
+    bits = HASH_BITS // link.near_duplicate_bands
+    return link.near_duplicate_bands * len(flip_masks(bits, link.near_duplicate_band_radius))
+
+
+FORMER_NEAR_DUPLICATE_SETTINGS = {"near_duplicate_bands": 4, "near_duplicate_band_radius": 3,
+                                  "near_duplicate_max_distance": 12}
+"""4 bands of 16 bits within 3, the former defaults: 2,788 probe rows a new image, and 4.25% of
+unrelated pairs matched (the defaults: 2.6e-6)."""
+FEWER_PROBES_SETTINGS = {"near_duplicate_bands": 2, "near_duplicate_band_radius": 2,
+                         "near_duplicate_max_distance": 5}
+"""2 bands within 2: a tenth of the defaults' probe rows, and as few matches."""
+
+
+def near_duplicate_costs(spark, images: int, batch: int, link: LinkConfig) -> dict:
+    """The near-duplicate join's costs, in local seconds. `batch` new images against N, 4N and
+    16N images at `link` (N = `images`): the least-squares slope of their seconds per image
+    linked against, which the load's noise swamps (the probe rows stay, the band matches are
+    nearly none). So per image linked against and per band match, upper bounds: `batch` new
+    against 16N with `FORMER_NEAR_DUPLICATE_SETTINGS` (4.25% of all pairs matched, twice the
+    defaults' band rows an image), the run's seconds over its images linked against and over
+    its matches, all of its cost charged to each. Per probe row: the whole collection of N
+    linked at once at `link` and with `FEWER_PROBES_SETTINGS`, the extra seconds over the extra
+    probe rows. A first run of `batch` against N, not counted, warms the session up (it took
+    twice the next ones)."""
+    near_duplicate_seconds(spark, collection(images, seed=images), batch, link)
+    line = [near_duplicate_seconds(spark, collection(size, seed=size), batch, link)
+            for size in (images, 4 * images, 16 * images)]
+    slope, _ = np.polyfit([run["images"] for run in line], [run["seconds"] for run in line], 1)
+    many = near_duplicate_seconds(spark, collection(16 * images, seed=16 * images), batch,
+                                  replace(link, **FORMER_NEAR_DUPLICATE_SETTINGS))
+    rows = collection(images, seed=images)
+    whole = {"defaults": near_duplicate_seconds(spark, rows, None, link),
+             "fewer_probes": near_duplicate_seconds(spark, rows, None,
+                                                    replace(link, **FEWER_PROBES_SETTINGS))}
+    s_probe = ((whole["defaults"]["seconds"] - whole["fewer_probes"]["seconds"])
+               / (whole["defaults"]["probes"] - whole["fewer_probes"]["probes"]))
+    return {"scaling_runs": line, "s_per_existing_image_slope": float(f"{slope:.3g}"),
+            "former_settings_run": many, "whole_collection": whole,
+            "s_per_existing_image": float(f"{many['seconds'] / many['images']:.3g}"),
+            "s_per_probe": float(f"{s_probe:.3g}"),
+            "s_per_pair_compared": float(f"{many['seconds'] / many['pairs_compared']:.3g}")}
+
+
+def near_duplicate_projection(costs: dict, link: LinkConfig) -> dict:
+    """Hours for the near-duplicate join to link `PROJECTED["new_images"]` against
+    `PROJECTED["existing_images"]` on `PROJECTED["nodes"]` nodes (`cluster_hours`):
+    existing x s_per_existing_image + new x probes x s_per_probe + new x matches x
+    s_per_pair_compared, probes a new image's probe rows (`probes_per_image`), matches the band
+    matches it makes with the existing images (`band_matches_per_image`, unrelated hashes,
+    bits even)."""
+    existing, new = PROJECTED["existing_images"], PROJECTED["new_images"]
+    bits = HASH_BITS // link.near_duplicate_bands
+    probes = probes_per_image(link)
+    matches = existing * band_matches_per_image(link.near_duplicate_bands, bits,
+                                                link.near_duplicate_band_radius)
+    terms = {"existing_s": existing * costs["s_per_existing_image"],
+             "probes_s": new * probes * costs["s_per_probe"],
+             "pairs_s": new * matches * costs["s_per_pair_compared"]}
+    return {**PROJECTED, **{key: costs[key] for key in ("s_per_existing_image", "s_per_probe",
+                                                        "s_per_pair_compared")},
+            "probes_per_new_image": probes, "pairs_compared_per_new_image": round(matches),
+            **{key: float(f"{value:.3g}") for key, value in terms.items()},
+            "hours": cluster_hours(sum(terms.values()))}
 
 
 def projection_baseline(spark, rows: list, link: LinkConfig) -> dict:
@@ -272,6 +370,8 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=4000, help="N (default 4000)")
     parser.add_argument("--batch", type=int, default=400,
                         help="B, new images of an incremental run (default 400)")
+    parser.add_argument("--near-duplicates-only", action="store_true",
+                        help="only the near-duplicate join's costs and projection")
     args = parser.parse_args()
 
     from pyspark.sql import SparkSession
@@ -281,7 +381,16 @@ def main() -> int:
              .config("spark.driver.memory", "2g").getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
     link = LinkConfig()
-    figures = {}
+    figures = {"link_near_duplicate_costs": near_duplicate_costs(spark, args.images, args.batch,
+                                                                 link)}
+    print(figures["link_near_duplicate_costs"], flush=True)
+    figures["link_near_duplicate_projection"] = near_duplicate_projection(
+        figures["link_near_duplicate_costs"], link)
+    print(figures["link_near_duplicate_projection"], flush=True)
+    if args.near_duplicates_only:
+        spark.stop()
+        merge_results(figures, "link_near_duplicate_machine", machine(args))
+        return 0
     for label, count in (("n", args.images), ("2n", 2 * args.images)):
         rows = collection(count, seed=count)
         figures[f"link_all_{label}"] = link_cost(spark, rows, None, link)
@@ -302,11 +411,16 @@ def main() -> int:
     spark.stop()
     figures["perceptual_hash"] = hash_cost(repeats=50)
     print(figures["perceptual_hash"])
-    merge_results(figures, "link_machine",
-                  f"{platform.node()}: {platform.processor() or platform.machine()}, Spark "
-                  f"local[2], link.* defaults, python benchmarks/link_bench.py "
-                  f"--images {args.images} --batch {args.batch}")
+    merge_results(figures, "link_machine", machine(args))
     return 0
+
+
+def machine(args: argparse.Namespace) -> str:
+    """The machine, Spark and command a run's figures are of, with the load average."""
+    only = " --near-duplicates-only" if args.near_duplicates_only else ""
+    return (f"{platform.node()}: {platform.processor() or platform.machine()}, Spark local[2], "
+            f"link.* defaults, python benchmarks/link_bench.py --images {args.images} "
+            f"--batch {args.batch}{only}, load average {os.getloadavg()[0]:.1f} at the end")
 
 
 if __name__ == "__main__":

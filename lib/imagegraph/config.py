@@ -292,8 +292,8 @@ class LinkConfig:
     most `similar_band_radius` bits (an unrelated image meets a new one with probability
     bands x (band values within the radius) / 2^band_bits)."""
 
-    near_duplicate_max_distance: int = setting(12, between(0, 64, " bits"))
-    near_duplicate_bands: int = setting(4, one_of(2, 4, 8, 16))
+    near_duplicate_max_distance: int = setting(7, between(0, 64, " bits"))
+    near_duplicate_bands: int = setting(2, one_of(2, 4, 8, 16))
     near_duplicate_band_radius: int = setting(3, between(0, 3, " bits"))
     similar_k: int = setting(5, positive())
     similar_max_distance: float = setting(0.8, positive())

@@ -158,7 +158,7 @@ def _value(dotted: str, value):
     ("training.holdout_percent", (1, 80), (0, 91), "must be between 1 and 90, got {}"),
     ("training.test_percent", (1, 70), (0, 91), "must be between 1 and 90, got {}"),
     ("run.max_failed_fraction", (0, 1), (-0.01, 1.01), "must be between 0 and 1, got {}"),
-    ("link.near_duplicate_max_distance", (0, 12), (-1, 65),
+    ("link.near_duplicate_max_distance", (0, 7), (-1, 65),
      "must be between 0 and 64 bits, got {}"),
     ("link.near_duplicate_band_radius", (3,), (-1, 4), "must be between 0 and 3 bits, got {}"),
     ("link.near_duplicate_bands", (4, 16), (3, 32), "must be one of 2, 4, 8, 16, got {}"),
@@ -286,12 +286,12 @@ def test_the_default_near_duplicate_bands_find_every_pair_within_the_distance():
 
 
 @pytest.mark.parametrize("overrides, message", [
-    ({"link.near_duplicate_max_distance": 16},
+    ({"link.near_duplicate_max_distance": 8},
+     "link.near_duplicate_max_distance 8 exceeds the 7 bits that 2 bands within 3 bits"),
+    ({"link.near_duplicate_max_distance": 16, "link.near_duplicate_bands": 4},
      "link.near_duplicate_max_distance 16 exceeds the 15 bits that 4 bands within 3 bits"),
-    ({"link.near_duplicate_bands": 2},
-     "link.near_duplicate_max_distance 12 exceeds the 7 bits that 2 bands within 3 bits"),
-    ({"link.near_duplicate_band_radius": 0, "link.near_duplicate_bands": 8},
-     "link.near_duplicate_max_distance 12 exceeds the 7 bits that 8 bands within 0 bits"),
+    ({"link.near_duplicate_band_radius": 0, "link.near_duplicate_bands": 4},
+     "link.near_duplicate_max_distance 7 exceeds the 3 bits that 4 bands within 0 bits"),
     ({"training.holdout_percent": 85, "training.test_percent": 6},
      "training.holdout_percent + training.test_percent must be at most 90, got 85 + 6"),
 ])
