@@ -21,7 +21,9 @@ from s3_objects import put_objects
 
 from imagegraph.errors import JobError
 from imagegraph.infer.job import run_inference
+from imagegraph.link import job as link_job
 from imagegraph.link.job import run_link
+from imagegraph.link.pairs import similar_images
 from imagegraph.storage.selection import PREFIX, InputSource
 
 OUTPUT = f"s3a://{BUCKET}/link-results"
@@ -143,6 +145,27 @@ def test_reruns_change_no_count(linked, spark, embedding_config, graph):
     relinked = run_link(spark, embedding_config, OUTPUT, MODEL, relink=True)
     assert relinked.runs_linked == linked.runs_linked
     assert counts(graph) == before
+
+
+def test_the_similar_join_reads_the_signatures_staged_by_the_run(linked, spark,
+                                                                 embedding_config, monkeypatch):
+    """Each of the similar join's actions reads the signatures from the link run's staging
+    area, written once; none signs the embeddings again (the pandas UDF that signs them is in
+    neither frame the join is given)."""
+    given = []
+
+    def similar_images_seen(new, every, *args):
+        given.extend((frame._jdf.queryExecution().executedPlan().toString(),
+                      frame.inputFiles()) for frame in (new, every))
+        return similar_images(new, every, *args)
+
+    monkeypatch.setattr(link_job, "similar_images", similar_images_seen)
+    relinked = run_link(spark, embedding_config, OUTPUT, MODEL, relink=True)
+    assert len(given) == 2
+    staged = f"{OUTPUT}/_staging/link-{relinked.link_id}/signed/"
+    for plan, files in given:
+        assert "ArrowEvalPython" not in plan
+        assert files and all(name.startswith(staged) for name in files)
 
 
 def test_a_later_run_is_linked_to_the_earlier_images_alone(linked, spark, embedding_config,

@@ -8,7 +8,16 @@ import pytest
 
 from imagegraph.config import LinkConfig
 from imagegraph.imaging.perceptual_hash import hamming_distance
-from imagegraph.link.pairs import similar_images
+from imagegraph.link.pairs import signed_embeddings, similar_images
+
+
+def similar(new, every, k: int, link: LinkConfig):
+    """`similar_images` of `new` against `every` (uri, embedding), signed at `link`'s settings."""
+    def signed(frame):
+        return signed_embeddings(frame, link.seed, link.similar_bands, link.similar_band_bits)
+
+    return similar_images(signed(new), signed(every), k, link.similar_max_distance,
+                          link.similar_band_bits, link.similar_band_radius)
 
 
 def embeddings(count: int, seed: int) -> list[tuple[str, list[float]]]:
@@ -33,8 +42,7 @@ def test_each_new_image_finds_its_nearest_as_brute_force_does(spark):
     every = spark.createDataFrame(rows, "uri string, embedding array<float>")
     new = every.where("uri < 'u010'")
     link = LinkConfig()
-    pairs = similar_images(new, every, 2, link.similar_max_distance, link.similar_bands,
-                           link.similar_band_bits, link.similar_band_radius, link.seed)
+    pairs = similar(new, every, 2, link)
     found = {(r.uri, r.other): r.distance for r in pairs.found.collect()}
     vectors = dict(rows)
     expected = set()
@@ -110,9 +118,7 @@ def test_unrelated_images_seldom_meet_at_the_defaults(spark):
     expected = band_matches_per_image(link.similar_bands, link.similar_band_bits,
                                       link.similar_band_radius)
     assert expected == 16 * 25 / 2**24
-    pairs = similar_images(new, every, link.similar_k, link.similar_max_distance,
-                           link.similar_bands, link.similar_band_bits, link.similar_band_radius,
-                           link.seed)
+    pairs = similar(new, every, link.similar_k, link)
     assert pairs.found.count() == 0
     # 200 x 1,999 x 2.4e-5 = 9.5 expected (two new images that meet do so both ways)
     assert pairs.pairs_compared == 17
@@ -126,8 +132,7 @@ def test_the_band_join_never_broadcasts_its_probes(spark):
     and no embedding goes through it."""
     every = spark.createDataFrame(embeddings(4, seed=4), "uri string, embedding array<float>")
     link = LinkConfig()
-    pairs = similar_images(every, every, 2, link.similar_max_distance, link.similar_bands,
-                           link.similar_band_bits, link.similar_band_radius, link.seed)
+    pairs = similar(every, every, 2, link)
     pairs.found.collect()  # adaptive execution chooses its joins again on the sizes it met
     plan = pairs.found._jdf.queryExecution().executedPlan().toString()
     assert "isFinalPlan=true" in plan

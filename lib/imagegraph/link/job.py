@@ -43,7 +43,13 @@ from imagegraph.graph.elements import (
 )
 from imagegraph.graph.traversals import drop_link_edges
 from imagegraph.graph.writer import GraphWriter, RequestFailed, WriterStopped, WriteStats, chunks
-from imagegraph.link.pairs import Pairs, latest_rows, near_duplicates, similar_images
+from imagegraph.link.pairs import (
+    Pairs,
+    latest_rows,
+    near_duplicates,
+    signed_embeddings,
+    similar_images,
+)
 from imagegraph.runs.ids import new_run_id
 from imagegraph.storage import hadoop_fs
 from imagegraph.storage.outputs import (
@@ -134,9 +140,11 @@ def _link(spark: SparkSession, config: Config, output_uri: str, model_tag: str,
     report.images, report.new_images = every.count(), new.count()
     log.info("link %s: %d new images of %d run(s) against %d images", report.link_id,
              report.new_images, len(runs), report.images)
-    edges = _edges(spark, config, new, every, report)
-    edges.write.parquet(f"{staging}/edges")
+    _edges(spark, config, new, every, runs, staging, report).write.parquet(f"{staging}/edges")
     edges = spark.read.parquet(f"{staging}/edges")
+    counts = dict(edges.groupBy("label").count().collect())
+    report.near_duplicate_edges = counts.get(NEAR_DUPLICATE, 0)
+    report.similar_to_edges = counts.get(SIMILAR_TO, 0)
     graph = config.graph
     for step, frame in (
             (partial(_drop_chunk, model_tag=model_tag), new.select("uri")),
@@ -177,9 +185,12 @@ def _linked_runs(spark: SparkSession, output_uri: str, model_tag: str) -> set[st
 
 
 def _edges(spark: SparkSession, config: Config, new: DataFrame, every: DataFrame,
-           report: LinkReport) -> DataFrame:
+           runs: list[str], staging: str, report: LinkReport) -> DataFrame:
     """Rows (label, uri, other, distance) of every edge to write: has_content (other: the
-    sha256), near_duplicate and similar_to (other: an image); counts into `report`."""
+    sha256), near_duplicate and similar_to (other: an image), `new` being the images of `runs`;
+    what the joins compared into `report`. The embeddings' signatures are staged under
+    `staging`: the similar join's actions each read them, and signing was its largest cost an
+    image."""
     link = config.link
     copies = every.groupBy("sha256").count().where(F.col("count") > 1).select("sha256")
     report.same_content_images = new.join(copies, "sha256", "left_semi").count()
@@ -191,9 +202,13 @@ def _edges(spark: SparkSession, config: Config, new: DataFrame, every: DataFrame
     report.near_duplicate_pairs_compared = near.pairs_compared
     found = [content, _labelled(near, NEAR_DUPLICATE)]
     if new.where(F.size("embedding") > 0).limit(1).count():
-        similar = similar_images(new, every, link.similar_k, link.similar_max_distance,
-                                 link.similar_bands, link.similar_band_bits,
-                                 link.similar_band_radius, link.seed)
+        signed_embeddings(every.select("uri", "run_id", "embedding"), link.seed,
+                          link.similar_bands, link.similar_band_bits
+                          ).write.parquet(f"{staging}/signed")
+        signed = spark.read.parquet(f"{staging}/signed")
+        similar = similar_images(signed.where(F.col("run_id").isin(runs)), signed,
+                                 link.similar_k, link.similar_max_distance,
+                                 link.similar_band_bits, link.similar_band_radius)
         report.similar_pairs_compared = similar.pairs_compared
         found.append(_labelled(similar, SIMILAR_TO))
     else:
@@ -202,9 +217,6 @@ def _edges(spark: SparkSession, config: Config, new: DataFrame, every: DataFrame
     edges = found[0]
     for frame in found[1:]:
         edges = edges.unionByName(frame)
-    counts = dict(edges.groupBy("label").count().collect())
-    report.near_duplicate_edges = counts.get(NEAR_DUPLICATE, 0)
-    report.similar_to_edges = counts.get(SIMILAR_TO, 0)
     return edges
 
 

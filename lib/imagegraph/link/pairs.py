@@ -97,23 +97,27 @@ def near_duplicates(new: DataFrame, every: DataFrame, bands: int, band_radius: i
     return Pairs(_unordered(found), compared)
 
 
-def similar_images(new: DataFrame, every: DataFrame, k: int, max_distance: float, bands: int,
-                   band_bits: int, band_radius: int, seed: int) -> Pairs:
-    """Each `new` image's `k` nearest images of `every` (both with uri and embedding) within
-    `max_distance`, by the Euclidean distance of the embeddings scaled to unit length. Pairs
-    are compared when one of their `bands` random-hyperplane bands of `band_bits` bits
-    (`embedding_bands`, a bit per hyperplane: which side of it the embedding lies) differs in
+def signed_embeddings(frame: DataFrame, seed: int, bands: int, band_bits: int) -> DataFrame:
+    """The rows of `frame` (uri, embedding, any other columns) that have an embedding, the
+    embedding replaced by its `embedding_bands`: `bands` (an array of longs) and `unit`
+    (floats). What `similar_images` compares; the link job stages it once per run, since the
+    join reads it in several actions."""
+    kept = [column for column in frame.columns if column != "embedding"]
+    return (frame.where(F.size("embedding") > 0)
+            .withColumn("_s", embedding_bands(F.col("embedding"), seed, bands, band_bits))
+            .select(*kept, "_s.bands", "_s.unit"))
+
+
+def similar_images(new: DataFrame, every: DataFrame, k: int, max_distance: float,
+                   band_bits: int, band_radius: int) -> Pairs:
+    """Each `new` image's `k` nearest images of `every` (both `signed_embeddings`: uri, bands,
+    unit; `every` holds the new ones too) within `max_distance`, by the Euclidean distance of
+    the unit-length embeddings. Pairs are compared when one of their random-hyperplane bands
+    of `band_bits` bits (a bit per hyperplane: which side of it the embedding lies) differs in
     at most `band_radius` bits: two embeddings at angle t differ in a bit with probability
     t/pi."""
-    def signed(frame: DataFrame) -> DataFrame:
-        return (frame.where(F.size("embedding") > 0)
-                .select("uri", embedding_bands(F.col("embedding"), seed, bands, band_bits)
-                        .alias("s"))
-                .select("uri", "s.bands", "s.unit"))
-
-    new_signed, every_signed = signed(new), signed(every)
-    pairs, compared = _banded_pairs(new_signed, every_signed, band_bits, band_radius)
-    candidates = _with_payloads(pairs, new_signed, every_signed, "unit")
+    pairs, compared = _banded_pairs(new, every, band_bits, band_radius)
+    candidates = _with_payloads(pairs, new, every, "unit")
     squares = F.zip_with("unit", "other_unit", lambda a, b: (a - b) * (a - b))
     distance = F.sqrt(F.aggregate(squares, F.lit(0.0), lambda total, x: total + x))
     nearest = Window.partitionBy("uri").orderBy("distance", "other")
@@ -161,12 +165,13 @@ def hyperplane_bands(vectors: np.ndarray, seed: int, bands: int,
 def _banded_pairs(new: DataFrame, every: DataFrame, band_bits: int,
                   band_radius: int) -> tuple[DataFrame, int]:
     """Each distinct (uri, other) of a `new` row and another row of `every` (both with uri and
-    bands, an array of longs of `band_bits` bits) of which a band (the same position) differs
-    in at most `band_radius` bits; and how many (probe, row) pairs the equi-join on (band,
-    bits) made. Only uris and band bits go through the join (what is compared joins the
-    distinct pairs afterwards), and it is a sort-merge join (hinted): on sizes that looked small
-    Spark's adaptive execution broadcast a side of it, a hash table built in the driver's
-    memory, which the probes (each new image's bands x the values within the radius) outgrow."""
+    bands, an array of longs of `band_bits` bits; `every` holds each new uri once) of which a
+    band (the same position) differs in at most `band_radius` bits; and how many (probe, row)
+    pairs the equi-join on (band, bits) made. Only uris and band bits go through the join
+    (what is compared joins the distinct pairs afterwards), and it is a sort-merge join
+    (hinted): on sizes that looked small Spark's adaptive execution broadcast a side of it, a
+    hash table built in the driver's memory, which the probes (each new image's bands x the
+    values within the radius) outgrow."""
     def banded(frame: DataFrame) -> DataFrame:
         return frame.select("uri", F.posexplode("bands").alias("band", "bits"))
 
@@ -178,7 +183,7 @@ def _banded_pairs(new: DataFrame, every: DataFrame, band_bits: int,
              .where(F.col("l.uri") != F.col("r.uri"))
              .select("l.uri", F.col("r.uri").alias("other"))
              .distinct())
-    return pairs, _bucket_pairs(probes, rows, ["band", "bits"])
+    return pairs, _bucket_pairs(new, probes, rows, ["band", "bits"])
 
 
 def _with_payloads(pairs: DataFrame, new: DataFrame, every: DataFrame,
@@ -197,11 +202,12 @@ def _unordered(pairs: DataFrame) -> DataFrame:
             .dropDuplicates(["uri", "other"]))
 
 
-def _bucket_pairs(left: DataFrame, right: DataFrame, keys: list[str]) -> int:
-    """How many (left row, right row) pairs with different uris the equi-join on `keys` makes:
-    per bucket, left rows x right rows, less each left row meeting itself."""
-    per_bucket = (left.groupBy(keys).count().withColumnRenamed("count", "n_left")
-                  .join(right.groupBy(keys).count().withColumnRenamed("count", "n_right"), keys))
+def _bucket_pairs(new: DataFrame, probes: DataFrame, rows: DataFrame, keys: list[str]) -> int:
+    """How many (probe, row) pairs with different uris the equi-join on `keys` makes: per
+    bucket, probes x rows, less each new image's probes that meet its own row (one a band: the
+    probe that flips no bit; `rows` hold every `new` image once)."""
+    per_bucket = (probes.groupBy(keys).count().withColumnRenamed("count", "n_left")
+                  .join(rows.groupBy(keys).count().withColumnRenamed("count", "n_right"), keys))
     meetings = per_bucket.agg(F.sum(F.col("n_left") * F.col("n_right"))).first()[0] or 0
-    selves = left.join(right, [*keys, "uri"], "left_semi").count()
+    selves = new.agg(F.sum(F.size("bands"))).first()[0] or 0
     return int(meetings - selves)
