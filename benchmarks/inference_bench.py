@@ -23,7 +23,9 @@ MobileNetV2 at 224x224 built with `weights=None` (1,000 classes), Spark `local[2
                      answers are recorded, not required)
 - job_uploads, job_uploads_int8: job and job_int8 on the upload corpus as files, at
                      --job-uploads-scale: what the job makes of the mix against
-                     uploads_ceiling_img_per_s
+                     uploads_ceiling_img_per_s (int8 drawing N / 4 images for each half of
+                     its sample: 2 x INT8_SAMPLE would be the whole input of N and not of 2N,
+                     and the driver's draw decodes phone photos)
 - job_graph_off, job_graph_on: the same run in 4 chunks, graph writes off and on (into a
                      local Gremlin Server): what writing the graph costs a backfill whose
                      chunks are pipelined (chunk k written while chunk k+1 is classified)
@@ -363,10 +365,11 @@ def main() -> int:
     parser.add_argument("--uploads-scale", type=int, default=2,
                         help="decode_uploads' N: the upload corpus at this scale, 13 images "
                              "each (default 2)")
-    parser.add_argument("--job-uploads-scale", type=int, default=8,
-                        help="job_uploads' N: the upload corpus at this scale (default 8, 104 "
-                             "images: a Spark run's time varies by seconds, so N must take "
-                             "longer than that)")
+    parser.add_argument("--job-uploads-scale", type=int, default=32,
+                        help="job_uploads' N: the upload corpus at this scale (default 32, "
+                             "416 images: a Spark run's time varies by seconds, so N must "
+                             "take longer than that; making the corpus of 2N takes about 10 "
+                             "minutes here)")
     parser.add_argument("--naive-rounds", type=int, default=1,
                         help="rounds for naive_udf, about 7 minutes each here (default 1)")
     args = parser.parse_args()
@@ -425,6 +428,10 @@ def main() -> int:
                     uploads = uploads or write_uploads(work / "uploads",
                                                        args.job_uploads_scale)
                     variant_images, count = uploads, min(uploads)
+                    if variant.endswith("_int8"):  # the same sample in the runs of N and 2N
+                        variant_config = replace(variant_config, inference=replace(
+                            variant_config.inference, int8_calibration_images=count // 4,
+                            int8_check_images=count // 4))
                 if variant.startswith("job_graph"):
                     variant_config = chunked(config, n // 4, variant == "job_graph_on" and
                                              graph_endpoint)
@@ -452,7 +459,8 @@ def main() -> int:
     merge_results(figures, "inference_machine",
                   f"{os.cpu_count()} cores, Spark local[2], {n} and {2 * n} JPEGs 500x375, "
                   f"MobileNetV2 {SIZE}x{SIZE}, {args.partitions} partitions, upload corpus at "
-                  f"scale {args.uploads_scale}, median of "
+                  f"scale {args.uploads_scale} (job_uploads: {args.job_uploads_scale}), "
+                  f"median of "
                   f"{args.rounds} rounds (naive_udf: {args.naive_rounds})")
     print(json.dumps(figures, indent=2))
     return 0

@@ -19,6 +19,8 @@ perceptual hash costs per image.
   images), seconds per band match (the whole 2N collection with
   4 bands of 16 bits within 2 bits, the former defaults, against the defaults), and the band
   matches per new image that 100 million unrelated images make at the defaults;
+  `--similar-only` measures that alone (the join timed as the link job runs it: every
+  image's signature staged once to Parquet, then read by each of the join's actions);
 - the same projection for the near-duplicate join at its defaults (`near_duplicate_costs`):
   seconds per image linked against, per probe row (each new image's bands x the values within
   the radius) and per band match, and the probe rows and band matches a new image makes at
@@ -36,9 +38,12 @@ import io
 import os
 import platform
 import sys
+import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -52,9 +57,11 @@ from imagegraph.config import LinkConfig  # noqa: E402
 from imagegraph.imaging.decode import decode_image  # noqa: E402
 from imagegraph.imaging.perceptual_hash import HASH_BITS, perceptual_hash  # noqa: E402
 from imagegraph.link.pairs import (  # noqa: E402
+    Pairs,
     band_matches_per_image,
     flip_masks,
     near_duplicates,
+    signed_embeddings,
     similar_images,
 )
 
@@ -89,19 +96,33 @@ def collection(count: int, seed: int) -> list[tuple[str, int, list[float]]]:
 
 def cached_images(spark, rows: list, new_count: int | None) -> tuple:
     """(all `rows` as a cached DataFrame, the last `new_count` of them (None: all) cached, how
-    many those are)."""
+    many those are, the least uri of those: the rows are in uri order)."""
     every = spark.createDataFrame(rows, "uri string, phash long, embedding array<float>")
     every = every.repartition(4).cache()
     every.count()
-    new = every if new_count is None else every.where(
-        every.uri >= rows[len(rows) - new_count][0]).cache()
-    return every, new, new.count()
+    first_new = rows[len(rows) - (new_count or len(rows))][0]
+    new = every if new_count is None else every.where(every.uri >= first_new).cache()
+    return every, new, new.count(), first_new
+
+
+@contextmanager
+def staged_similar(spark, every, first_new: str, link: LinkConfig) -> Iterator[Pairs]:
+    """`similar_images` of the images of `every` from uri `first_new` on against all of them,
+    as the link job runs it: every image's signature written once to Parquet (in a temporary
+    directory, removed on leaving) and read back by the join's actions."""
+    with tempfile.TemporaryDirectory(prefix="link-bench-") as directory:
+        signed_embeddings(every.select("uri", "embedding"), link.seed, link.similar_bands,
+                          link.similar_band_bits).write.parquet(f"{directory}/signed")
+        signed = spark.read.parquet(f"{directory}/signed")
+        yield similar_images(signed.where(signed.uri >= first_new), signed,
+                             link.similar_k, link.similar_max_distance, link.similar_band_bits,
+                             link.similar_band_radius)
 
 
 def link_cost(spark, rows: list, new_count: int | None, link: LinkConfig) -> dict:
     """Pairs compared, pairs found and seconds of both joins, for the last `new_count` rows
     (None: all) as new against all."""
-    every, new, new_images = cached_images(spark, rows, new_count)
+    every, new, new_images, first_new = cached_images(spark, rows, new_count)
     figures = {"images": len(rows), "new_images": new_images,
                "all_pairs": new_images * len(rows)}
     started = time.monotonic()
@@ -111,10 +132,8 @@ def link_cost(spark, rows: list, new_count: int | None, link: LinkConfig) -> dic
                    near_duplicates_found=near.found.count(),
                    near_duplicate_s=round(time.monotonic() - started, 1))
     started = time.monotonic()
-    similar = similar_images(new, every, link.similar_k, link.similar_max_distance,
-                             link.similar_bands, link.similar_band_bits,
-                             link.similar_band_radius, link.seed)
-    found = {(row.uri, row.other) for row in similar.found.collect()}
+    with staged_similar(spark, every, first_new, link) as similar:
+        found = {(row.uri, row.other) for row in similar.found.collect()}
     figures.update(similar_pairs_compared=similar.pairs_compared, similar_found=len(found),
                    similar_s=round(time.monotonic() - started, 1))
     new_uris = {row.uri for row in new.select("uri").collect()}
@@ -156,12 +175,10 @@ def similar_recall(rows: list, new_uris: set, found: set, link: LinkConfig) -> d
 def similar_seconds(spark, rows: list, new_count: int | None, link: LinkConfig) -> dict:
     """The similar join alone for the last `new_count` rows (None: all) against all: band
     matches, band matches per new image, seconds."""
-    every, new, new_images = cached_images(spark, rows, new_count)
+    every, _, new_images, first_new = cached_images(spark, rows, new_count)
     started = time.monotonic()
-    similar = similar_images(new, every, link.similar_k, link.similar_max_distance,
-                             link.similar_bands, link.similar_band_bits,
-                             link.similar_band_radius, link.seed)
-    found = similar.found.count()
+    with staged_similar(spark, every, first_new, link) as similar:
+        found = similar.found.count()
     seconds = time.monotonic() - started
     every.unpersist()
     return {"images": len(rows), "new_images": new_images,
@@ -179,11 +196,11 @@ def similar_scaling(spark, images: int, batch: int, link: LinkConfig) -> dict:
     return {"runs": runs, "s_per_existing_image": float(f"{slope:.3g}")}
 
 
-def new_image_cost(whole: dict, batch: dict) -> float:
-    """Seconds per new image: the whole collection linked at once less a batch of it linked
-    against it (`link_cost` figures of one collection), over the extra new images."""
-    seconds = whole["similar_s"] - batch["similar_s"]
-    return float(f"{seconds / (whole['new_images'] - batch['new_images']):.3g}")
+def new_image_cost(whole_s: float, whole_new: int, batch_s: float, batch_new: int) -> float:
+    """Seconds per new image: the seconds of the whole collection linked at once (`whole_new`
+    new images) less those of a batch of it linked against it (`batch_new`), over the extra
+    new images."""
+    return float(f"{(whole_s - batch_s) / (whole_new - batch_new):.3g}")
 
 
 def pair_cost(spark, images: int, link: LinkConfig) -> dict:
@@ -232,7 +249,7 @@ def near_duplicate_seconds(spark, rows: list, new_count: int | None,
     """The near-duplicate join alone for the last `new_count` rows (None: all) against all:
     probe rows (each new image's bands x the values within the radius), band matches, pairs
     found, seconds."""
-    every, new, new_images = cached_images(spark, rows, new_count)
+    every, new, new_images, _ = cached_images(spark, rows, new_count)
     started = time.monotonic()
     near = near_duplicates(new, every, link.near_duplicate_bands,
                            link.near_duplicate_band_radius, link.near_duplicate_max_distance)
@@ -370,27 +387,74 @@ def main() -> int:
     parser.add_argument("--images", type=int, default=4000, help="N (default 4000)")
     parser.add_argument("--batch", type=int, default=400,
                         help="B, new images of an incremental run (default 400)")
-    parser.add_argument("--near-duplicates-only", action="store_true",
-                        help="only the near-duplicate join's costs and projection")
+    only = parser.add_mutually_exclusive_group()
+    only.add_argument("--near-duplicates-only", action="store_true",
+                      help="only the near-duplicate join's costs and projection")
+    only.add_argument("--similar-only", action="store_true",
+                      help="only the similar join's costs and projection (the whole 2N at "
+                           "once and a batch of it timed by the similar join alone)")
     args = parser.parse_args()
 
     from pyspark.sql import SparkSession
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)  # the signatures' pandas UDF
     spark = (SparkSession.builder.master("local[2]").appName("link_bench")
              .config("spark.ui.enabled", "false").config("spark.sql.shuffle.partitions", "8")
-             .config("spark.driver.memory", "2g").getOrCreate())
+             .config("spark.driver.memory", "2g").config("spark.ui.showConsoleProgress", "false")
+             .getOrCreate())
     spark.sparkContext.setLogLevel("ERROR")
     link = LinkConfig()
+    figures = {} if args.similar_only else near_duplicate_figures(spark, args, link)
+    if args.near_duplicates_only:
+        spark.stop()
+        merge_results(figures, "link_near_duplicate_machine", machine(args))
+        return 0
+    if args.similar_only:
+        rows = collection(2 * args.images, seed=2 * args.images)
+        runs = {"all": similar_seconds(spark, rows, None, link),
+                "batch": similar_seconds(spark, rows, args.batch, link)}
+        figures["link_similar_new_image_runs"] = runs
+        print(runs, flush=True)
+        whole, batch = runs["all"], runs["batch"]
+        s_per_new_image = new_image_cost(whole["seconds"], whole["new_images"],
+                                         batch["seconds"], batch["new_images"])
+    else:
+        figures.update(link_figures(spark, args, link))
+        whole, batch = figures["link_all_2n"], figures["link_batch_2n"]
+        s_per_new_image = new_image_cost(whole["similar_s"], whole["new_images"],
+                                         batch["similar_s"], batch["new_images"])
+    figures["link_similar_scaling"] = similar_scaling(spark, args.images, args.batch, link)
+    print(figures["link_similar_scaling"], flush=True)
+    figures["link_similar_pair_cost"] = pair_cost(spark, 2 * args.images, link)
+    print(figures["link_similar_pair_cost"], flush=True)
+    figures["link_similar_projection"] = projection(
+        figures["link_similar_scaling"]["s_per_existing_image"], s_per_new_image,
+        figures["link_similar_pair_cost"]["s_per_pair_compared"], link)
+    print(figures["link_similar_projection"], flush=True)
+    spark.stop()
+    if args.similar_only:
+        merge_results(figures, "link_similar_machine", machine(args))
+        return 0
+    figures["perceptual_hash"] = hash_cost(repeats=50)
+    print(figures["perceptual_hash"])
+    merge_results(figures, "link_machine", machine(args))
+    return 0
+
+
+def near_duplicate_figures(spark, args: argparse.Namespace, link: LinkConfig) -> dict:
+    """The near-duplicate join's costs (`near_duplicate_costs`) and projection."""
     figures = {"link_near_duplicate_costs": near_duplicate_costs(spark, args.images, args.batch,
                                                                  link)}
     print(figures["link_near_duplicate_costs"], flush=True)
     figures["link_near_duplicate_projection"] = near_duplicate_projection(
         figures["link_near_duplicate_costs"], link)
     print(figures["link_near_duplicate_projection"], flush=True)
-    if args.near_duplicates_only:
-        spark.stop()
-        merge_results(figures, "link_near_duplicate_machine", machine(args))
-        return 0
+    return figures
+
+
+def link_figures(spark, args: argparse.Namespace, link: LinkConfig) -> dict:
+    """Both joins (`link_cost`) on the whole collection of N and of 2N at once and on a batch
+    of each; Spark ML's baseline on N."""
+    figures = {}
     for label, count in (("n", args.images), ("2n", 2 * args.images)):
         rows = collection(count, seed=count)
         figures[f"link_all_{label}"] = link_cost(spark, rows, None, link)
@@ -399,25 +463,13 @@ def main() -> int:
         if label == "n":
             figures["link_similar_projection_baseline_n"] = projection_baseline(spark, rows, link)
             print(figures["link_similar_projection_baseline_n"], flush=True)
-    figures["link_similar_scaling"] = similar_scaling(spark, args.images, args.batch, link)
-    print(figures["link_similar_scaling"], flush=True)
-    figures["link_similar_pair_cost"] = pair_cost(spark, 2 * args.images, link)
-    print(figures["link_similar_pair_cost"], flush=True)
-    figures["link_similar_projection"] = projection(
-        figures["link_similar_scaling"]["s_per_existing_image"],
-        new_image_cost(figures["link_all_2n"], figures["link_batch_2n"]),
-        figures["link_similar_pair_cost"]["s_per_pair_compared"], link)
-    print(figures["link_similar_projection"], flush=True)
-    spark.stop()
-    figures["perceptual_hash"] = hash_cost(repeats=50)
-    print(figures["perceptual_hash"])
-    merge_results(figures, "link_machine", machine(args))
-    return 0
+    return figures
 
 
 def machine(args: argparse.Namespace) -> str:
     """The machine, Spark and command a run's figures are of, with the load average."""
-    only = " --near-duplicates-only" if args.near_duplicates_only else ""
+    only = (" --near-duplicates-only" if args.near_duplicates_only else
+            " --similar-only" if args.similar_only else "")
     return (f"{platform.node()}: {platform.processor() or platform.machine()}, Spark local[2], "
             f"link.* defaults, python benchmarks/link_bench.py --images {args.images} "
             f"--batch {args.batch}{only}, load average {os.getloadavg()[0]:.1f} at the end")

@@ -8,7 +8,7 @@ m5.4xlarge's 64 GiB); `YARN_SHARE` of the memory is at most that for every size 
 
 An executor has `EXECUTOR_CORES` cores (the node's vCPUs when fewer), so `spark.task.cpus`
 2 runs two Python workers; its overhead holds those workers (`PYTHON_WORKER_MIB` each: a
-MobileNetV2 worker peaked at 1.5 GiB on small JPEGs and 1.85 GiB on phone uploads, measured by
+MobileNetV2 worker peaked at 1.5 GiB on small JPEGs and 1.94 GiB on phone uploads, measured by
 `benchmarks/inference_bench.py`) and the JVM heap gets the rest of the node's share.
 GPU and accelerator types are refused: the packed environment runs tensorflow-cpu.
 """
