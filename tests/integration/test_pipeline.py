@@ -58,6 +58,11 @@ def test_run_report_counts(first_run, dataset):
     assert first_run.vertices_written == 44 + 10 + 1
     assert first_run.edges_written == 44 * 3 + 10
     assert first_run.reconciles()
+    # the workers' model times reach the report: the model ran on 44 images and waited for
+    # at least the first batch's reads and decodes
+    assert first_run.model_ran_s > 0 and first_run.model_waited_s > 0
+    assert (f"  model                {first_run.model_ran_s:.1f} task-s classifying, "
+            f"{first_run.model_waited_s:.1f} waiting") in "\n".join(first_run.summary_lines())
 
 
 def test_graph_holds_exactly_the_expected_elements(first_run, graph):

@@ -4,6 +4,7 @@ import json
 import os
 import sys
 import tempfile
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -19,6 +20,7 @@ from imagegraph.infer.classify import (
     STATUS_FAILED,
     STATUS_OK,
     InferenceSettings,
+    ModelTimes,
     classify_prepared,
     classify_stream,
 )
@@ -117,6 +119,36 @@ def test_top_k_in_order_and_failed_rows_kept_in_place(brightness_model, tmp_path
     assert result["phash"][0] == perceptual_hash(np.zeros((METADATA.input_height,
                                                             METADATA.input_width,
                                                             METADATA.channels), np.uint8))
+
+
+class SlowModel:
+    """`model` whose every prediction takes at least `seconds` longer."""
+
+    def __init__(self, model: LoadedModel, seconds: float):
+        self.model, self.seconds, self.calls = model, seconds, 0
+
+    def predict(self, pixels: np.ndarray):
+        self.calls += 1
+        time.sleep(self.seconds)
+        return self.model.predict(pixels)
+
+
+def test_the_model_time_is_split_into_classifying_and_waiting_for_decodes(brightness_model,
+                                                                          tmp_path):
+    """Three batches of two 6x6 PNGs (read and decoded in milliseconds) and a model taking
+    0.4 s a call: the model's time is classifying, not waiting."""
+    for n in range(6):
+        (tmp_path / f"{n}.png").write_bytes(png(40 * n))
+    uris = pd.Series([f"file://{tmp_path}/{n}.png" for n in range(6)])
+    nulls = pd.Series([None] * 6, dtype="float64")
+    model = SlowModel(LoadedModel(brightness_model, METADATA, SETTINGS.batch_size,
+                                  embedding=True), 0.4)
+    times = ModelTimes()
+    batches = iter([(uris[i:i + 2], nulls[i:i + 2], nulls[i:i + 2]) for i in (0, 2, 4)])
+    frames = list(classify_stream(model, batches, METADATA, SETTINGS, times))
+    assert [len(frame) for frame in frames] == [2, 2, 2] and model.calls == 3
+    assert 1.2 <= times.ran_s < 1.2 + 1.0
+    assert 0.0 < times.waited_s < 0.3
 
 
 def test_inference_subtracts_the_embedding_centre_stored_with_the_model(brightness_model,

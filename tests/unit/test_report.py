@@ -79,7 +79,7 @@ def test_summary_lines_and_json_word_for_word():
     done = reconciled(shard="1/4", resume=True, dead_lettered_by_reason={
         "empty object (0 bytes)": 2, "graph write failed": 1}, elapsed_s=4.0, chunks=2,
         graph_endpoint="ws://g:8182/gremlin", report_uri="out/_reports/r.json",
-        picture_uri="out/_reports/r.png")
+        picture_uri="out/_reports/r.png", model_ran_s=3.0, model_waited_s=9.0)
     assert done.summary_lines() == [
         "run r: s3://b/in/, shard 1/4 -> out with m@1",
         "  objects listed       12",
@@ -91,6 +91,7 @@ def test_summary_lines_and_json_word_for_word():
         "  written to graph     7 images (0 vertices, 0 edges, 0 requests, 0 retries); 7 read "
         "back",
         "  elapsed              4.0 s (2.5 images/s, 2 chunk(s))",
+        "  model                3.0 task-s classifying, 9.0 waiting for reads and decodes (75%)",
         "  reconciled           yes: listed 12 = written 7 + dead-lettered 3 + skipped 2",
         "  predictions          out/predictions/run_id=r",
         "  dead letters         out/dead_letter/run_id=r",
@@ -106,7 +107,9 @@ def test_summary_lines_and_json_word_for_word():
     derived = {key: value for key, value in done.to_dict().items()
                if key not in {f for f in done.__dataclass_fields__}}
     assert derived == {"written": 7, "dead_lettered": 3, "failed_fraction": 0.3,
-                       "reconciled": True, "disagreements": []}
+                       "model_waited_fraction": 0.75, "reconciled": True, "disagreements": []}
+    assert not any(line.startswith("  model ") for line in reconciled().summary_lines())
+    assert reconciled().model_waited_fraction == 0.0  # no model time: a run with nothing to do
 
 
 def test_the_unknowns_are_counted_among_the_classified_with_a_threshold():

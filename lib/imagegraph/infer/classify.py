@@ -7,7 +7,8 @@ one (boto3's socket reads, Pillow and TensorFlow all release the GIL for their h
 from __future__ import annotations
 
 import hashlib
-from concurrent.futures import ThreadPoolExecutor
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -151,11 +152,32 @@ def classify_prepared(model, prepared: list[tuple[dict, np.ndarray | None]],
     return pd.DataFrame(rows, columns=[f.name for f in CLASSIFICATION.fields])
 
 
+@dataclass
+class ModelTimes:
+    """Seconds a task's model spent classifying (`ran_s`) and waiting for its next batch's
+    objects to be read and decoded (`waited_s`), added to as `classify_stream` goes."""
+
+    ran_s: float = 0.0
+    waited_s: float = 0.0
+
+
 def classify_stream(model, batches: Iterator[tuple[pd.Series, pd.Series, pd.Series]],
-                    metadata: ModelMetadata, settings: InferenceSettings
-                    ) -> Iterator[pd.DataFrame]:
+                    metadata: ModelMetadata, settings: InferenceSettings,
+                    times: ModelTimes | None = None) -> Iterator[pd.DataFrame]:
     """Classify (uris, sizes, etags) batches in order. The objects of batch n+1 are read and decoded
-    by `settings.reader.threads` threads while the model runs on batch n."""
+    by `settings.reader.threads` threads while the model runs on batch n; `times` (if given)
+    is added the model's seconds of each."""
+    times = times or ModelTimes()
+
+    def classified(futures: list[Future]) -> pd.DataFrame:
+        started = time.perf_counter()
+        prepared = [future.result() for future in futures]
+        decoded = time.perf_counter()
+        frame = classify_prepared(model, prepared, metadata, settings)
+        times.waited_s += decoded - started
+        times.ran_s += time.perf_counter() - decoded
+        return frame
+
     with ThreadPoolExecutor(max_workers=settings.reader.threads,
                             thread_name_prefix="imagegraph-read") as pool:
         pending = None
@@ -165,12 +187,10 @@ def classify_stream(model, batches: Iterator[tuple[pd.Series, pd.Series, pd.Seri
                                     None if pd.isna(etag) else etag)
                         for uri, size, etag in zip(uris, sizes, etags)]
             if pending is not None:
-                yield classify_prepared(model, [future.result() for future in pending],
-                                        metadata, settings)
+                yield classified(pending)
             pending = upcoming
         if pending is not None:
-            yield classify_prepared(model, [future.result() for future in pending], metadata,
-                                    settings)
+            yield classified(pending)
 
 
 def classify_images(uri: Column, size: Column, etag: Column, model_files,
@@ -178,7 +198,8 @@ def classify_images(uri: Column, size: Column, etag: Column, model_files,
                     counters: ProgressCounters) -> Column:
     """A Column of `CLASSIFICATION` structs for the objects at canonical `uri` whose listed
     `size` (bytes) and `etag` (may be null) are given; the workers read the objects themselves
-    (see `object_reader.read_object`) and add what they processed and failed to `counters`.
+    (see `object_reader.read_object`) and add what they processed and failed, and their
+    models' `ModelTimes`, to `counters`.
 
     `model_files` is a Broadcast of {artifact file name: bytes}; each Python worker loads the
     model from it once (see `model.cache`).
@@ -192,8 +213,10 @@ def classify_images(uri: Column, size: Column, etag: Column, model_files,
         model = WORKER_MODELS.get(metadata, model_files.value, settings.batch_size,
                                   settings.embedding, settings.threads, settings.runtime,
                                   settings.precision)
-        for frame in classify_stream(model, batches, metadata, settings):
+        times = ModelTimes()
+        for frame in classify_stream(model, batches, metadata, settings, times):
             counters.add(len(frame), int((frame["status"] != STATUS_OK).sum()))
             yield frame
+        counters.add_model_times(times.ran_s, times.waited_s)
 
     return classify(uri, size, etag)

@@ -182,6 +182,8 @@ def _run_chunks(spark: SparkSession, config: Config, source: InputSource, shard:
                 with log_context(chunk=index + 1):  # as the chunk's log lines number it
                     staged = commits.run_in_foreground(_classify_chunk, spark, run, chunk, index)
                     commits.submit(_commit_chunk, spark, run, staged)
+        report.model_ran_s = run.counters.model_ran_s.value
+        report.model_waited_s = run.counters.model_waited_s.value
     finally:
         broadcast.unpersist()
     _read_back(spark, config, report)

@@ -17,16 +17,23 @@ log = logging.getLogger(__name__)
 
 
 class ProgressCounters:
-    """Objects processed and objects failed, as Spark accumulators (picklable into tasks;
-    a task's additions reach the driver when the task ends)."""
+    """Objects processed and objects failed, and the seconds the tasks' models ran and waited
+    for reads and decodes, as Spark accumulators (picklable into tasks; a task's additions
+    reach the driver when the task ends)."""
 
     def __init__(self, sc: SparkContext):
         self.processed = sc.accumulator(0)
         self.failed = sc.accumulator(0)
+        self.model_ran_s = sc.accumulator(0.0)
+        self.model_waited_s = sc.accumulator(0.0)
 
     def add(self, processed: int, failed: int) -> None:
         self.processed.add(processed)
         self.failed.add(failed)
+
+    def add_model_times(self, ran_s: float, waited_s: float) -> None:
+        self.model_ran_s.add(ran_s)
+        self.model_waited_s.add(waited_s)
 
 
 def progress_line(done: int, total: int, failed: int, elapsed_s: float) -> str:

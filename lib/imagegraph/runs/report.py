@@ -41,6 +41,9 @@ class RunReport:
     scores as it gives them); `unknown` counts the classified images whose best score was under
     `min_score` (0: no threshold). `chunk_figures` has a dict per committed chunk and
     `top1_by_class` the committed predictions by top-1 class (see `runs.figures`);
+    `model_ran_s` and `model_waited_s` are the seconds the tasks' models classified and
+    waited for their next batch to be read and decoded, summed over tasks (a model that waits
+    most of its time: the run is bound by reading and decoding, see `infer.classify`);
     `report_uri` is where the report is written, `picture_uri` the run's PNG."""
 
     run_id: str
@@ -72,6 +75,8 @@ class RunReport:
     graph_images: int = 0
     chunks: int = 0
     elapsed_s: float = 0.0
+    model_ran_s: float = 0.0
+    model_waited_s: float = 0.0
     precision: str = "float32"
     int8_calibration: str = ""
     int8_check_images: int = 0
@@ -116,6 +121,12 @@ class RunReport:
     def images_per_s(self) -> float:
         return images_per_s(self.processed, self.elapsed_s)
 
+    @property
+    def model_waited_fraction(self) -> float:
+        """Of the tasks' model time, the part spent waiting for reads and decodes, 0 to 1."""
+        total = self.model_ran_s + self.model_waited_s
+        return self.model_waited_s / total if total else 0.0
+
     def disagreements(self) -> list[str]:
         """Each relation between independently counted terms that does not hold, in words;
         empty when the run reconciles."""
@@ -148,8 +159,9 @@ class RunReport:
     def to_dict(self) -> dict:
         """The report as JSON-ready data, with the derived figures."""
         return {**asdict(self), "written": self.written, "dead_lettered": self.dead_lettered,
-                "failed_fraction": self.failed_fraction, "reconciled": self.reconciles(),
-                "disagreements": self.disagreements()}
+                "failed_fraction": self.failed_fraction,
+                "model_waited_fraction": self.model_waited_fraction,
+                "reconciled": self.reconciles(), "disagreements": self.disagreements()}
 
     def summary_lines(self) -> list[str]:
         shard = f", shard {self.shard}" if self.shard else ""
@@ -181,6 +193,10 @@ class RunReport:
         lines += [
             f"  elapsed              {self.elapsed_s:.1f} s ({self.images_per_s:.1f} images/s, "
             f"{self.chunks} chunk(s))",
+            *([f"  model                {self.model_ran_s:.1f} task-s classifying, "
+               f"{self.model_waited_s:.1f} waiting for reads and decodes "
+               f"({100 * self.model_waited_fraction:.0f}%)"]
+              if self.model_ran_s or self.model_waited_s else []),
             f"  reconciled           {'yes' if self.reconciles() else 'NO'}: listed "
             f"{self.listed} = written {self.written} + dead-lettered "
             f"{self.committed_dead_letters} + skipped {self.skipped_done}",
