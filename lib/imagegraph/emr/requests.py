@@ -517,9 +517,12 @@ def start_job_run_requests(settings: LauncherSettings, application_id: str, step
         overrides["monitoringConfiguration"] = {
             "s3MonitoringConfiguration": {"logUri": serverless.log_uri}}
     requests = []
+    inlined: list[str] | None = None  # the job configuration's --set flags, read once
     for step in steps:
         options, entry, job_args = split_spark_submit(step["HadoopJarStep"]["Args"])
-        job_args = with_config_inline(job_args, settings.package.job_config)
+        if "--config" in job_args and inlined is None:
+            inlined = config_overrides(settings.package.job_config)
+        job_args = with_config_inline(job_args, settings.package.job_config, inlined)
         requests.append({
             "applicationId": application_id,
             "executionRoleArn": serverless.execution_role_arn,
@@ -534,16 +537,24 @@ def start_job_run_requests(settings: LauncherSettings, application_id: str, step
     return requests
 
 
-def with_config_inline(job_args: list[str], config_path: str) -> list[str]:
+def config_overrides(config_path: str) -> list[str]:
+    """One `--set SECTION.KEY=VALUE` per key of the job configuration `config_path` (`${VAR}`
+    read from the launcher's environment, each value as JSON)."""
+    raw = read_yaml(config_path, "job config")
+    return [item for section, keys in (raw or {}).items() for key, value in keys.items()
+            for item in ("--set", f"{section}.{key}={json.dumps(value)}")]
+
+
+def with_config_inline(job_args: list[str], config_path: str,
+                       overrides: list[str] | None = None) -> list[str]:
     """`job_args` with `--config NAME` replaced by one `--set SECTION.KEY=VALUE` per key of the
-    job configuration `config_path` (`${VAR}` read from the launcher's environment, each value
-    as JSON): EMR Serverless's driver opens no file shipped with `spark.files` before Spark
+    job configuration `config_path` (`config_overrides`; `overrides` when given, read once for
+    many steps): EMR Serverless's driver opens no file shipped with `spark.files` before Spark
     starts, and the job's flags and later `--set`s still override these."""
     if "--config" not in job_args:
         return list(job_args)
-    raw = read_yaml(config_path, "job config")
-    overrides = [item for section, keys in (raw or {}).items() for key, value in keys.items()
-                 for item in ("--set", f"{section}.{key}={json.dumps(value)}")]
+    if overrides is None:
+        overrides = config_overrides(config_path)
     index = job_args.index("--config")
     return job_args[:index] + overrides + job_args[index + 2:]
 
