@@ -147,6 +147,7 @@ mutation: $(VENV)/.installed ## mutation testing of the pure modules
 bench: build/.jars build/bin/toxiproxy-server ## the benchmarks (docs/BENCHMARKS.md)
 	$(PY) benchmarks/writer_bench.py
 	$(PY) benchmarks/inference_bench.py
+	$(PY) benchmarks/task_split.py
 	$(PY) benchmarks/graph_projection.py
 	$(PY) benchmarks/link_bench.py
 

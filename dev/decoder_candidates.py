@@ -10,6 +10,12 @@ change the answers unseen. Packages the job does not depend on (pyspng, pyvips) 
 if found on the path, e.g. installed with `pip install --target DIR` and DIR on PYTHONPATH:
 
     PYTHONPATH=lib:/tmp/cand .venv/bin/python dev/decoder_candidates.py --runs 5
+
+The job decodes on `input.read_threads` threads of one Python process, so a decoder that
+holds the GIL while it works decodes one image at a time however many threads and cores
+there are. `--threads N` adds, per candidate, the wall milliseconds an image when N threads
+decode `--runs` copies of the kind's images at once, and the speedup over one thread (N on N
+idle cores: it scales; 1: it holds the GIL).
 """
 from __future__ import annotations
 
@@ -18,6 +24,7 @@ import io
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -117,8 +124,11 @@ CANDIDATES: dict[str, dict[str, Candidate]] = {
             "pyvips thumbnail": pyvips_thumbnail},
     "WEBP": {"decode_image": job, "pillow": pillow, "cv2.imdecode": cv2_imdecode,
              "pyvips load": pyvips_load, "pyvips thumbnail": pyvips_thumbnail},
+    "HEIF": {"decode_image": job},
+    "AVIF": {"decode_image": job},
 }
-"""Format -> candidate name -> candidate. HEIF and AVIF have one decoder (libheif)."""
+"""Format -> candidate name -> candidate. HEIF and AVIF have one decoder (libheif): timed as
+`decode_image` alone."""
 
 
 def median_ms(candidate: Candidate, data: bytes, runs: int) -> float:
@@ -130,6 +140,16 @@ def median_ms(candidate: Candidate, data: bytes, runs: int) -> float:
     return float(np.median(times))
 
 
+def threaded_ms(candidate: Candidate, images: list[bytes], runs: int, threads: int) -> float:
+    """Wall milliseconds an image when `threads` threads decode `runs` copies of `images`."""
+    work = images * runs
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(candidate, images))  # every thread started and warm
+        start = time.perf_counter()
+        list(pool.map(candidate, work))
+        return (time.perf_counter() - start) * 1000 / len(work)
+
+
 def jpeg_kind(size: str) -> UploadKind:
     """A phone-like JPEG kind of `size` 'WIDTHxHEIGHT' pixels (q90 4:2:0, noise 3), one image:
     sizes where the smallest M/8 DCT scale differs from the smallest power of two."""
@@ -137,11 +157,11 @@ def jpeg_kind(size: str) -> UploadKind:
     return UploadKind(f"photo-{size}", "JPEG", width, height, 1, 1, 90, 3.0)
 
 
-def measure(scale: int, runs: int, extra: tuple[UploadKind, ...] = ()
-            ) -> list[tuple[str, str, str, float, float]]:
-    """[(kind, format, candidate, ms, mean abs diff from decode_image)] on the corpus at
-    `scale` and one image of each `extra` kind; candidates whose package is missing are left
-    out."""
+def measure(scale: int, runs: int, extra: tuple[UploadKind, ...] = (), threads: int = 1
+            ) -> list[tuple[str, str, str, float, float, float]]:
+    """[(kind, format, candidate, ms, mean abs diff from decode_image, wall ms an image on
+    `threads` threads)] on the corpus at `scale` and one image of each `extra` kind;
+    candidates whose package is missing are left out."""
     corpus = upload_corpus(seed=0, scale=scale)
     rng = np.random.default_rng(0)
     corpus.update({f"extra/{kind.name}/000": upload_image(kind, rng) for kind in extra})
@@ -157,7 +177,8 @@ def measure(scale: int, runs: int, extra: tuple[UploadKind, ...] = ()
             diff = np.mean([np.abs(o.astype(int) - e.astype(int)).mean()
                             for o, e in zip(outputs, expected)])
             ms = np.mean([median_ms(candidate, data, runs) for data in images])
-            rows.append((kind.name, kind.format, name, float(ms), float(diff)))
+            on_threads = threaded_ms(candidate, images, runs, threads) if threads > 1 else ms
+            rows.append((kind.name, kind.format, name, float(ms), float(diff), on_threads))
     return rows
 
 
@@ -168,6 +189,9 @@ def main() -> None:
     parser.add_argument("--jpeg-size", action="append", default=[], metavar="WxH",
                         help="also a JPEG of this size (repeatable), e.g. 800x600, whose M/8 "
                              "DCT scale to 224 (3/8) is not a power of two")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="also time each candidate on this many threads at once "
+                             "(default 1: not)")
     args = parser.parse_args()
     cv2.setNumThreads(1)
     try:
@@ -177,11 +201,14 @@ def main() -> None:
         pyvips.concurrency_set(1)
     except ImportError:
         pass
-    print("| kind | format | candidate | decode ms | mean abs diff (levels) |")
-    print("| --- | --- | --- | ---: | ---: |")
+    threaded = f" ms an image on {args.threads} threads (speedup) |" if args.threads > 1 else ""
+    print(f"| kind | format | candidate | decode ms | mean abs diff (levels) |{threaded}")
+    print("| --- | --- | --- | ---: | ---: |" + (" ---: |" if threaded else ""))
     extra = tuple(jpeg_kind(size) for size in args.jpeg_size)
-    for kind, fmt, name, ms, diff in measure(args.scale, args.runs, extra):
-        print(f"| `{kind}` | {fmt} | {name} | {ms:.1f} | {diff:.2f} |")
+    for kind, fmt, name, ms, diff, on_threads in measure(args.scale, args.runs, extra,
+                                                         args.threads):
+        print(f"| `{kind}` | {fmt} | {name} | {ms:.1f} | {diff:.2f} |"
+              + (f" {on_threads:.1f} ({ms / on_threads:.2f}x) |" if threaded else ""))
 
 
 if __name__ == "__main__":
