@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import simplejpeg
-from bad_images import BLUE, RED, WHITE, Classified, DeadLettered
+from bad_images import BLUE, GRID_COLOURS, GRID_TILE, RED, WHITE, Classified, DeadLettered
 from PIL import Image, ImageFile, ImageOps
 
 from imagegraph.dead_letters import TRANSIENT, retry_class
@@ -207,6 +207,39 @@ def test_avif_decodes_with_its_rotation_applied_once():
     image = decode_case("exif-rotated.avif", 40, 20)
     assert (image.width, image.height, image.format) == (20, 40, "AVIF")
     assert image.pixels[5, 10, 0] < 30 and image.pixels[35, 10, 0] > 225
+
+
+def test_a_grid_heic_decodes_its_tiles_in_place_turned_once():
+    """grid.heic: 2 x 3 tiles of 64 x 64, each its own colour, stored 192 x 128 with the grid
+    turned 90 degrees clockwise (irot) and EXIF orientation 6 beside it. At 6 x 4 (height x
+    width) each displayed tile is 2 x 2 pixels of its colour, within HEVC's error: the stored
+    rows turned clockwise, the bottom-left tile at the top left. A tile out of place, missing,
+    or turned again by the EXIF orientation gives another colour there."""
+    image = decode_case("grid.heic", 6, 4)
+    assert (image.width, image.height, image.format) == (128, 192, "HEIF")
+    shown = np.rot90(np.array(GRID_COLOURS), -1)  # (3, 2, 3): tiles as displayed
+    expected = np.repeat(np.repeat(shown, 2, axis=0), 2, axis=1)
+    assert np.abs(image.pixels.astype(int) - expected).max() <= 4
+
+
+def test_a_grid_heic_is_refused_by_the_whole_grids_pixels_before_decoding():
+    """grid.heic is 128 x 192 = 24576 pixels in 6 tiles of 4096. With its tiles' HEVC data
+    zeroed (libheif writes them first in the `mdat` box, then the EXIF) its header still
+    declares the grid: over the limit by one pixel it is refused as any image is; at the limit
+    it is decoded, and libheif finds no picture in the tiles."""
+    data = CORPUS["grid.heic"].data
+    tiles = data.index(b"mdat") + 4
+    exif = data.index(b"Exif\x00\x00MM") - 4  # the item starts with the TIFF header's offset
+    assert exif - tiles > 6 * 16
+    header_only = data[:tiles] + bytes(exif - tiles) + data[exif:]
+    for grid in (data, header_only):
+        with pytest.raises(UndecodableImage) as error:
+            decode_image(grid, 6, 4, 3, max_bytes=10**7, max_pixels=24_575)
+        assert error.value.reason == "image is 128x192 pixels, over the limit of 24575 pixels"
+    assert decode_image(data, 6, 4, 3, max_bytes=10**7, max_pixels=24_576).width == 128
+    with pytest.raises(UndecodableImage, match="^corrupt or truncated HEIF data: "):
+        decode_image(header_only, 6, 4, 3, max_bytes=10**7, max_pixels=24_576)
+    assert GRID_TILE**2 * 6 == 24_576
 
 
 def lossless_decode(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
