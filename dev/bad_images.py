@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pillow_heif
+import png
 from PIL import Image
 
 pillow_heif.register_heif_opener()  # to write the HEIC and AVIF cases, as the decoder reads them
@@ -226,6 +227,28 @@ def _iphone_grid_heic() -> bytes:
                      exif.tobytes(), quality=90)
 
 
+def pypng_png(pixels: np.ndarray, interlace: bool) -> bytes:
+    """A PNG written by pypng (Pillow writes no interlaced PNG) of `pixels`, uint8 or uint16
+    (rows, columns, 3 for RGB or 4 for RGBA), Adam7-interlaced or not."""
+    rows, columns, planes = pixels.shape
+    writer = png.Writer(columns, rows, greyscale=False, alpha=planes == 4,
+                        bitdepth=8 * pixels.itemsize, interlace=interlace)
+    buffer = io.BytesIO()
+    writer.write(buffer, pixels.reshape(rows, columns * planes))
+    return buffer.getvalue()
+
+
+def interlaced_sources() -> dict[str, np.ndarray]:
+    """The pixels of the interlaced PNG cases by key, 45 x 29 (no side a multiple of Adam7's
+    8): a photo in 8-bit RGB; with an alpha ramp from 0 to 255, RGBA; in 16-bit RGB, each
+    sample's low byte other than its high byte."""
+    rgb = np.asarray(photo((45, 29)))
+    alpha = np.linspace(0, 255, 29 * 45).astype(np.uint8).reshape(29, 45, 1)
+    return {"interlaced-rgb.png": rgb,
+            "interlaced-rgba.png": np.concatenate([rgb, alpha], axis=2),
+            "interlaced-rgb16.png": rgb.astype(np.uint16) * 256 + (255 - rgb)}
+
+
 def _gray16_png() -> bytes:
     bands = np.repeat(np.array(GRAY16_BANDS, dtype=np.uint16), 12)  # 48 columns
     return encode(Image.fromarray(np.tile(bands, (32, 1))), "PNG")   # 48x32, mode I;16
@@ -296,6 +319,8 @@ def corpus(max_image_bytes: int, max_image_pixels: int) -> list[Case]:
         Case("halves.avif", encode(halves((36, 24), RED, WHITE), "AVIF", quality=90),
              Classified(36, 24, "AVIF")),
         Case("exif-rotated.avif", _exif_rotated("AVIF"), Classified(20, 40, "AVIF")),
+        *(Case(key, pypng_png(pixels, interlace=True), Classified(45, 29, "PNG"))
+          for key, pixels in interlaced_sources().items()),
         Case(INJECTION_KEY, encode(halves((16, 16), BLACK, WHITE), "PNG"),
              Classified(16, 16, "PNG")),
     ]

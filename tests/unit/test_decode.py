@@ -611,6 +611,30 @@ def test_8_bit_gray_rgb_and_rgba_pngs_go_to_libspng_and_decode_as_pillow_does(
     assert len(calls) == (2 if by_libspng else 0)
 
 
+@pytest.mark.parametrize("key, by_libspng", [
+    ("interlaced-rgb.png", True), ("interlaced-rgba.png", True), ("interlaced-rgb16.png", False),
+])
+def test_an_interlaced_png_decodes_to_the_pixels_of_the_same_png_not_interlaced(
+        monkeypatch, key, by_libspng):
+    """Adam7-interlaced PNGs written by pypng, 45 x 29, decoded at their own size (no
+    resampling) with 1 and 3 channels: the pixels of the same pixels written not interlaced.
+    8-bit RGB and RGBA go to libspng (which decodes them, no fallback to Pillow), 16-bit RGB to
+    Pillow; the 8-bit RGB photo's pixels are the source's exactly."""
+    import pyspng
+
+    source = bad_images.interlaced_sources()[key]
+    plain = bad_images.pypng_png(source, interlace=False)
+    assert (CORPUS[key].data[28], plain[28]) == (1, 0)  # IHDR's interlace method
+    calls = record_calls(monkeypatch, pyspng, "load")
+    for channels in (1, 3):
+        pixels = decode_case(key, 29, 45, channels).pixels
+        assert np.array_equal(pixels, decode_image(plain, 29, 45, channels,
+                                                   **LIMITS).pixels)
+    assert [type(call) for call in calls] == [np.ndarray] * (4 if by_libspng else 0)
+    if key == "interlaced-rgb.png":
+        assert np.array_equal(decode_case(key, 29, 45).pixels, source)
+
+
 def test_a_truncated_png_libspng_refuses_is_dead_lettered_as_pillow_words_it(monkeypatch):
     import pyspng
 
