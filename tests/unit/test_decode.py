@@ -158,6 +158,19 @@ def test_shrinking_averages_pixels_instead_of_skipping_them():
     assert np.abs(image.pixels.astype(int) - 128).max() <= 1
 
 
+@pytest.mark.parametrize("transposed", [False, True])
+def test_a_shrink_by_between_two_and_three_times_halves_first(transposed):
+    """One-pixel black and white columns (or, transposed, rows) of 50 x 50 pixels shrunk to
+    20 x 20: halved to 25 first (each pixel the mean of a pair), then resized; one bilinear
+    resize from 50 would read the stripes unevenly (levels 64 to 191)."""
+    stripes = np.zeros((50, 50), np.uint8)
+    stripes[:, 1::2] = 255
+    stripes = stripes.T if transposed else stripes
+    image = decode_image(bad_images.encode(Image.fromarray(stripes), "PNG"), 20, 20, 1,
+                         **LIMITS)
+    assert np.abs(image.pixels.astype(int) - 128).max() <= 1
+
+
 def test_16_bit_levels_are_scaled_not_clipped():
     image = decode_case("gray16.png", 32, 48, channels=1)  # at its own size: no resampling
     band_centres = image.pixels[16, [6, 18, 30, 42], 0].tolist()
@@ -173,6 +186,18 @@ def test_palette_transparency_is_composited_on_white():
 def test_animated_gif_uses_its_first_frame():
     image = decode_case("animated.gif", 20, 30)
     assert {tuple(p) for p in image.pixels.reshape(-1, 3).tolist()} == {RED}
+
+
+def test_a_jpeg_pillow_decodes_is_scaled_in_the_dct_by_its_width_and_height():
+    """A CMYK photo JPEG (which libjpeg-turbo's path leaves to Pillow) of 160x40 at a target
+    of 10x40 (height x width): Pillow's draft mode decodes it at 1/4, 40x10, the target
+    itself; the draft size given as (height, width) would decode it whole and resize."""
+    data = bad_images.encode(bad_images.photo((160, 40)).convert("CMYK"), "JPEG", quality=90)
+    drafted = Image.open(io.BytesIO(data))
+    drafted.draft("RGB", (40, 10))
+    assert drafted.size == (40, 10)
+    pixels = decode_image(data, 10, 40, 3, **LIMITS).pixels
+    assert np.array_equal(pixels, np.asarray(drafted.convert("RGB")))
 
 
 def test_cmyk_jpeg_converts_to_rgb():
@@ -273,6 +298,32 @@ def test_a_heic_thumbnail_smaller_than_the_target_is_not_used(height, width):
     photo = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
     assert np.array_equal(decode_case("thumbnail.heic", height, width).pixels,
                           lossless_decode(photo, height, width))
+
+
+def test_a_grayscale_heic_thumbnail_is_decoded_instead_of_the_photo():
+    """A grayscale HEIC (Pillow mode L) of 64x48 with a 40x30 thumbnail: at 16x16 its
+    thumbnail is decoded, as an RGB one's is; the photo would give other pixels."""
+    data = bad_images.encode(bad_images.photo((64, 48)).convert("L"), "HEIF", quality=75,
+                             thumbnails=[40])
+    assert Image.open(io.BytesIO(data)).mode == "L"
+    thumbnail = libheif.thumbnail(data, 16, 16)
+    assert thumbnail.shape == (30, 40, 3)
+    pixels = decode_image(data, 16, 16, 3, **LIMITS).pixels
+    assert np.array_equal(pixels, lossless_decode(thumbnail, 16, 16))
+    photo = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert not np.array_equal(pixels, lossless_decode(photo, 16, 16))
+
+
+def test_a_heic_with_alpha_is_composited_on_white_not_read_from_its_thumbnail():
+    """A 64x48 RGBA HEIC, its left half transparent red, its right half opaque blue, with a
+    32x24 thumbnail: libheif's thumbnail decode drops alpha (red on the left), so the photo is
+    decoded and composited: white on the left."""
+    rgba = bad_images.halves((64, 48), (*RED, 0), (*BLUE, 255), mode="RGBA")
+    data = bad_images.encode(rgba, "HEIF", quality=90, thumbnails=[32])
+    assert libheif.thumbnail(data, 12, 16)[12, 4].tolist() == pytest.approx(list(RED), abs=8)
+    pixels = decode_image(data, 12, 16, 3, **LIMITS).pixels
+    assert pixels[6, 2].tolist() == pytest.approx(list(WHITE), abs=8)
+    assert pixels[6, 13].tolist() == pytest.approx(list(BLUE), abs=8)
 
 
 def test_without_a_bundled_libheif_the_photo_is_decoded_whole(monkeypatch):
