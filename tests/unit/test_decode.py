@@ -267,6 +267,21 @@ def test_a_grid_heic_is_refused_by_the_whole_grids_pixels_before_decoding():
     assert GRID_TILE**2 * 6 == 24_576
 
 
+def test_a_grid_heic_whose_ispe_understates_its_grid_is_limited_by_the_grid():
+    """grid.heic with its grid's `ispe` (192 x 128 stored) rewritten to 64 x 64: Pillow reports
+    64 x 64, libheif still decodes the 128 x 192 grid its descriptor declares (and pillow-heif
+    crops it). The limit counts the grid: a limit of 10000 pixels refuses it."""
+    data = CORPUS["grid.heic"].data
+    ispe = b"ispe" + bytes(4) + struct.pack(">II", 192, 128)  # version and flags, then the size
+    assert data.count(ispe) == 1
+    understated = data.replace(ispe, b"ispe" + bytes(4) + struct.pack(">II", 64, 64))
+    assert Image.open(io.BytesIO(understated)).size == (64, 64)
+    assert libheif.decoded_size(understated) == (128, 192)
+    with pytest.raises(UndecodableImage) as error:
+        decode_image(understated, 6, 4, 3, max_bytes=10**7, max_pixels=10_000)
+    assert error.value.reason == "image is 128x192 pixels, over the limit of 10000 pixels"
+
+
 def lossless_decode(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
     """What `decode_image` makes of `pixels` (uint8 RGB) stored losslessly, as PNG."""
     return decode_image(bad_images.encode(Image.fromarray(pixels), "PNG"), height, width, 3,
