@@ -2,7 +2,8 @@
 width, height and format the graph must hold) or dead-letter it (with the exact reason).
 
 Shared by the decoder's unit tests and the integration test that runs the corpus through a
-whole inference run. Everything is generated here, small, from Pillow and scikit-image.
+whole inference run. Everything is generated here, small, from Pillow and scikit-image, and
+written by Pillow, pillow-heif, libheif (a grid HEIC) and pypng (interlaced PNGs).
 
     cases = corpus(max_image_bytes=100_000, max_image_pixels=89_478_485)
     {case.key: case.data for case in cases}      # objects to put under a prefix
@@ -173,11 +174,12 @@ def grid_heic(tiles: np.ndarray, quarter_turns_ccw: int, exif: bytes, quality: i
     `tiles`: uint8 RGB, (rows, columns, tile height, tile width, 3), encoded at libheif's
     `quality` (0-100). libheif writes the tiles as hidden `hvc1` items, the `grid` item (its
     descriptor in `idat`, `dimg` references to the tiles in row-major order, `ispe` of the
-    whole) as the primary item, and `exif` (TIFF bytes) as an `Exif` item describing it. The
-    grid is rotated by an `irot` property of `quarter_turns_ccw` x 90 degrees anticlockwise
-    (0-3), added as a raw property: libheif's own `image_orientation` encoding option puts the
-    rotation on each tile, not on the grid. libheif's `heif_context_encode_grid` takes the
-    columns before the rows, whatever its header names them."""
+    whole) as the primary item, and `exif` (as `Image.Exif.tobytes` gives it) as an `Exif`
+    item describing it. The grid is rotated by an `irot` property of `quarter_turns_ccw` x 90
+    degrees anticlockwise (0-3), added as a raw property: libheif's own `image_orientation`
+    encoding option puts the rotation on each tile, not on the grid. libheif's
+    `heif_context_encode_grid` takes the columns before the rows, whatever its header names
+    them."""
     library = _libheif()
     rows, columns, tile_height, tile_width = tiles.shape[:4]
     context, encoder, handle = library.heif_context_alloc(), ctypes.c_void_p(), ctypes.c_void_p()
