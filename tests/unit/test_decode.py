@@ -115,13 +115,23 @@ def record_libjpeg_sizes(monkeypatch) -> list[tuple[int, int]]:
     return sizes
 
 
-@pytest.mark.parametrize("target, decoded", [(64, 64), (100, 128), (256, 256), (300, 512)])
+@pytest.mark.parametrize("target, decoded", [(64, 64), (100, 128), (120, 128), (256, 256),
+                                             (300, 512)])
 def test_jpeg_is_scaled_in_the_dct_to_the_smallest_size_not_below_the_target(
         photo, monkeypatch, target, decoded):
     sizes = record_libjpeg_sizes(monkeypatch)
     image = decode_image(bad_images.encode(photo, "JPEG"), target, target, 3, **LIMITS)
     assert sizes == [(decoded, decoded)]
     assert image.pixels.shape == (target, target, 3)
+
+
+def test_jpeg_dct_scale_counts_the_scaled_size_rounded_up(monkeypatch):
+    """A 100x100 JPEG at a target of 13x13: libjpeg-turbo's 1/8 scale rounds 12.5 up to 13,
+    which is the target, so that scale is used."""
+    sizes = record_libjpeg_sizes(monkeypatch)
+    data = bad_images.encode(bad_images.photo((100, 100)), "JPEG", quality=90)
+    assert decode_image(data, 13, 13, 3, **LIMITS).pixels.shape == (13, 13, 3)
+    assert sizes == [(13, 13)]
 
 
 def test_jpeg_pixels_match_pillow_decoding(photo):
@@ -181,6 +191,21 @@ def test_palette_transparency_is_composited_on_white():
     image = decode_case("palette-transparent.png", 24, 24)
     assert image.pixels[12, 3].tolist() == list(WHITE)   # transparent red entry
     assert image.pixels[12, 20].tolist() == list(BLUE)
+
+
+def test_a_palette_tiff_with_alpha_is_composited_on_white():
+    """A TIFF that Pillow opens in mode PA (palette indices and alpha): red, transparent on
+    the left half, blue, opaque on the right."""
+    indices = np.zeros((8, 16), np.uint8)
+    indices[:, 8:] = 1
+    alpha = np.zeros((8, 16), np.uint8)
+    alpha[:, 8:] = 255
+    image = Image.fromarray(np.stack([indices, alpha], axis=2), "PA")
+    image.putpalette([*RED, *BLUE])
+    data = bad_images.encode(image, "TIFF")
+    assert Image.open(io.BytesIO(data)).mode == "PA"
+    pixels = decode_image(data, 8, 16, 3, **LIMITS).pixels
+    assert (pixels[4, 2].tolist(), pixels[4, 12].tolist()) == (list(WHITE), list(BLUE))
 
 
 def test_animated_gif_uses_its_first_frame():
