@@ -292,19 +292,26 @@ def test_a_grid_heic_is_refused_by_the_whole_grids_pixels_before_decoding():
     assert GRID_TILE**2 * 6 == 24_576
 
 
-def test_a_grid_heic_whose_ispe_understates_its_grid_is_limited_by_the_grid():
-    """grid.heic with its grid's `ispe` (192 x 128 stored) rewritten to 64 x 64: Pillow reports
-    64 x 64, libheif still decodes the 128 x 192 grid its descriptor declares (and pillow-heif
-    crops it). The limit counts the grid: a limit of 10000 pixels refuses it."""
+@pytest.mark.parametrize("ispe, pillows, limit, counted", [
+    ((64, 64), (64, 64), 10_000, "128x192"),      # understated: libheif's grid counts
+    ((192, 160), (160, 192), 25_000, "160x192"),  # overstated: Pillow's size counts
+    ((128, 192), (192, 128), 24_575, "192x128"),  # as many pixels: Pillow's size is named
+])
+def test_a_grid_heic_is_limited_by_the_larger_of_its_ispe_and_its_grid(ispe, pillows, limit,
+                                                                          counted):
+    """grid.heic (a 128 x 192 grid as shown) with its grid's `ispe` (192 x 128 stored, before
+    the rotation) rewritten to `ispe`: Pillow reports `pillows`, libheif decodes the grid its
+    descriptor declares (pillow-heif crops it to a smaller `ispe`). The limit counts the larger
+    of the two, before decoding."""
     data = CORPUS["grid.heic"].data
-    ispe = b"ispe" + bytes(4) + struct.pack(">II", 192, 128)  # version and flags, then the size
-    assert data.count(ispe) == 1
-    understated = data.replace(ispe, b"ispe" + bytes(4) + struct.pack(">II", 64, 64))
-    assert Image.open(io.BytesIO(understated)).size == (64, 64)
-    assert libheif.decoded_size(understated) == (128, 192)
+    stored = b"ispe" + bytes(4) + struct.pack(">II", 192, 128)  # version and flags, the size
+    assert data.count(stored) == 1
+    rewritten = data.replace(stored, b"ispe" + bytes(4) + struct.pack(">II", *ispe))
+    assert Image.open(io.BytesIO(rewritten)).size == pillows
+    assert libheif.decoded_size(rewritten) == (128, 192)
     with pytest.raises(UndecodableImage) as error:
-        decode_image(understated, 6, 4, 3, max_bytes=10**7, max_pixels=10_000)
-    assert error.value.reason == "image is 128x192 pixels, over the limit of 10000 pixels"
+        decode_image(rewritten, 6, 4, 3, max_bytes=10**7, max_pixels=limit)
+    assert error.value.reason == f"image is {counted} pixels, over the limit of {limit} pixels"
 
 
 def lossless_decode(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
