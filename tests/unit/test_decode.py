@@ -596,6 +596,8 @@ def test_what_unrecognised_bytes_look_like(data, reason):
     ((512, 256), (256, 128), 1, [(256, 512)]),   # (width, height); target (height, width)
     ((512, 256), (256, 128), 6, [(128, 256)]),   # displayed turned: 256 wide, 512 high
     ((512, 512), (64, 256), 1, [(256, 256)]),    # the wider side decides
+    ((2, 100), (40, 1), 1, [(50, 1)]),           # strips: at 1/8 one side alone would do,
+    ((100, 2), (1, 40), 1, [(1, 50)]),           # the other needs 1/2
 ])
 def test_jpeg_dct_scale_follows_the_displayed_target(monkeypatch, stored, target, orientation,
                                                       decoded):
