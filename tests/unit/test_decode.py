@@ -646,6 +646,15 @@ def test_an_allocation_failure_is_out_of_memory_not_the_objects_fault(monkeypatc
     assert error.value.reason == "out of memory while decoding: MemoryError: cannot allocate"
 
 
+def test_a_shrink_by_exactly_two_is_each_blocks_mean_rounded_once():
+    """64x48 of noise to 32x24: each pixel is the mean of its 2x2 block, rounded half up
+    once; averaging one axis, rounding, then the other would be a level off in places."""
+    noise = np.random.default_rng(7).integers(0, 256, (64, 48), dtype=np.uint8)
+    image = decode_image(bad_images.encode(Image.fromarray(noise), "PNG"), 32, 24, 1, **LIMITS)
+    sums = noise.astype(int).reshape(32, 2, 24, 2).sum(axis=(1, 3))
+    assert np.array_equal(image.pixels[:, :, 0], (sums + 2) // 4)
+
+
 def test_shrinking_by_a_power_of_two_is_a_box_average():
     """Halving until the target is a mean over whole 8x8 blocks of noise, as an area resize
     is (within rounding); one bilinear resize would read 2x2 of each 8x8 block."""
