@@ -2,20 +2,25 @@
 width, height and format the graph must hold) or dead-letter it (with the exact reason).
 
 Shared by the decoder's unit tests and the integration test that runs the corpus through a
-whole inference run. Everything is generated here, small, from Pillow and scikit-image.
+whole inference run. Everything is generated here, small, from Pillow and scikit-image, and
+written by Pillow, pillow-heif, libheif (a grid HEIC) and pypng (interlaced PNGs).
 
     cases = corpus(max_image_bytes=100_000, max_image_pixels=89_478_485)
     {case.key: case.data for case in cases}      # objects to put under a prefix
 """
 from __future__ import annotations
 
+import ctypes
 import io
 import struct
+import tempfile
 import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pillow_heif
+import png
 from PIL import Image
 
 pillow_heif.register_heif_opener()  # to write the HEIC and AVIF cases, as the decoder reads them
@@ -24,6 +29,9 @@ pillow_heif.register_avif_opener()
 ORIENTATION = 0x0112  # EXIF tag
 ROTATE_90_CW = 6      # orientation value: displayed rotated 90 degrees clockwise
 RED, BLUE, WHITE, BLACK = (255, 0, 0), (0, 0, 255), (255, 255, 255), (0, 0, 0)
+GRID_COLOURS = ((RED, (0, 255, 0), BLUE), ((255, 255, 0), (0, 255, 255), (255, 0, 255)))
+"""grid.heic's tiles as stored, by (row, column): each tile a colour of its own."""
+GRID_TILE = 64  # grid.heic's tile side in pixels (an iPhone's are 512)
 GRAY16_BANDS = (0, 16384, 32768, 65535)   # 16-bit levels, left to right
 INJECTION_KEY = "odd-keys/x');g.V().drop().iterate();('.png"
 """A valid image whose name reads as Gremlin: a traversal built as text would run it."""
@@ -120,6 +128,129 @@ def heic_with_thumbnail() -> bytes:
     return encode(photo((320, 240)), "HEIF", quality=75, exif=exif.tobytes(), thumbnails=[64])
 
 
+class _HeifError(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_int), ("subcode", ctypes.c_int), ("message", ctypes.c_char_p)]
+
+
+def _libheif() -> ctypes.CDLL:
+    """The libheif of pillow-heif's wheel, with the functions `grid_heic` calls typed."""
+    bundled = Path(pillow_heif.__file__).parent.parent / "pillow_heif.libs"
+    library = ctypes.CDLL(str(sorted(bundled.glob("libheif-*.so*"))[0]))
+    p, u32, pointer = ctypes.c_void_p, ctypes.c_uint32, ctypes.POINTER
+    for name, result, arguments in (
+            ("heif_context_alloc", p, []), ("heif_context_free", None, [p]),
+            ("heif_context_get_encoder_for_format", _HeifError, [p, ctypes.c_int, pointer(p)]),
+            ("heif_encoder_set_lossy_quality", _HeifError, [p, ctypes.c_int]),
+            ("heif_encoder_release", None, [p]),
+            ("heif_image_create", _HeifError, [ctypes.c_int] * 4 + [pointer(p)]),
+            ("heif_image_add_plane", _HeifError, [p] + [ctypes.c_int] * 4),
+            ("heif_image_get_plane", pointer(ctypes.c_uint8), [p, ctypes.c_int,
+                                                               pointer(ctypes.c_int)]),
+            ("heif_image_release", None, [p]),
+            ("heif_context_encode_grid", _HeifError, [p, pointer(p), ctypes.c_uint16,
+                                                      ctypes.c_uint16, p, p, pointer(p)]),
+            ("heif_image_handle_get_item_id", u32, [p]),
+            ("heif_image_handle_release", None, [p]),
+            ("heif_item_add_raw_property", _HeifError, [p, u32, u32, p, ctypes.c_char_p,
+                                                        ctypes.c_size_t, ctypes.c_int,
+                                                        pointer(u32)]),
+            ("heif_context_add_exif_metadata", _HeifError, [p, p, ctypes.c_char_p,
+                                                            ctypes.c_int]),
+            ("heif_context_write_to_file", _HeifError, [p, ctypes.c_char_p])):
+        function = getattr(library, name)
+        function.restype, function.argtypes = result, arguments
+    return library
+
+
+def _heif_check(error: _HeifError) -> None:
+    if error.code:
+        raise RuntimeError(f"libheif: {error.message.decode()}")
+
+
+def grid_heic(tiles: np.ndarray, quarter_turns_ccw: int, exif: bytes, quality: int) -> bytes:
+    """A HEIC whose primary image is a `grid` of HEVC tiles, as an iPhone stores a photo,
+    written by libheif 1.19 (pillow-heif's own library; pillow-heif writes single pictures).
+
+    `tiles`: uint8 RGB, (rows, columns, tile height, tile width, 3), encoded at libheif's
+    `quality` (0-100). libheif writes the tiles as hidden `hvc1` items, the `grid` item (its
+    descriptor in `idat`, `dimg` references to the tiles in row-major order, `ispe` of the
+    whole) as the primary item, and `exif` (as `Image.Exif.tobytes` gives it) as an `Exif`
+    item describing it. The grid is rotated by an `irot` property of `quarter_turns_ccw` x 90
+    degrees anticlockwise (0-3), added as a raw property: libheif's own `image_orientation`
+    encoding option puts the rotation on each tile, not on the grid. libheif's
+    `heif_context_encode_grid` takes the columns before the rows, whatever its header names
+    them."""
+    library = _libheif()
+    rows, columns, tile_height, tile_width = tiles.shape[:4]
+    context, encoder, handle = library.heif_context_alloc(), ctypes.c_void_p(), ctypes.c_void_p()
+    images = (ctypes.c_void_p * (rows * columns))()
+    try:
+        _heif_check(library.heif_context_get_encoder_for_format(context, 1,  # HEVC
+                                                                ctypes.byref(encoder)))
+        _heif_check(library.heif_encoder_set_lossy_quality(encoder, quality))
+        for index, tile in enumerate(tiles.reshape(-1, tile_height, tile_width, 3)):
+            image = ctypes.c_void_p()  # colourspace RGB (1), chroma and channel interleaved (10)
+            _heif_check(library.heif_image_create(tile_width, tile_height, 1, 10,
+                                                  ctypes.byref(image)))
+            images[index] = image
+            _heif_check(library.heif_image_add_plane(image, 10, tile_width, tile_height, 8))
+            stride = ctypes.c_int()
+            plane = library.heif_image_get_plane(image, 10, ctypes.byref(stride))
+            np.ctypeslib.as_array(plane, (tile_height, stride.value))[:, :3 * tile_width] = (
+                tile.reshape(tile_height, 3 * tile_width))
+        _heif_check(library.heif_context_encode_grid(context, images, columns, rows, encoder,
+                                                     None, ctypes.byref(handle)))
+        grid = library.heif_image_handle_get_item_id(handle)
+        if quarter_turns_ccw:
+            _heif_check(library.heif_item_add_raw_property(
+                context, grid, int.from_bytes(b"irot", "big"), None,
+                bytes([quarter_turns_ccw]), 1, 1, ctypes.byref(ctypes.c_uint32())))
+        _heif_check(library.heif_context_add_exif_metadata(context, handle, exif, len(exif)))
+        with tempfile.TemporaryDirectory() as directory:
+            path = Path(directory) / "grid.heic"
+            _heif_check(library.heif_context_write_to_file(context, str(path).encode()))
+            return path.read_bytes()
+    finally:
+        library.heif_image_handle_release(handle)
+        for image in images:
+            library.heif_image_release(image)
+        library.heif_encoder_release(encoder)
+        library.heif_context_free(context)
+
+
+def _iphone_grid_heic() -> bytes:
+    """grid.heic: 2 rows x 3 columns of `GRID_TILE` tiles of `GRID_COLOURS` (192 x 128 stored),
+    rotated 90 degrees clockwise as an iPhone stores a portrait photo (shown 128 x 192): the
+    grid's `irot`, and EXIF orientation 6 beside it, which a reader must not apply again."""
+    tiles = np.array(GRID_COLOURS, np.uint8)[:, :, np.newaxis, np.newaxis]
+    exif = Image.Exif()
+    exif[ORIENTATION] = ROTATE_90_CW
+    return grid_heic(np.broadcast_to(tiles, (2, 3, GRID_TILE, GRID_TILE, 3)), 3,
+                     exif.tobytes(), quality=90)
+
+
+def pypng_png(pixels: np.ndarray, interlace: bool) -> bytes:
+    """A PNG written by pypng (Pillow writes no interlaced PNG) of `pixels`, uint8 or uint16
+    (rows, columns, 3 for RGB or 4 for RGBA), Adam7-interlaced or not."""
+    rows, columns, planes = pixels.shape
+    writer = png.Writer(columns, rows, greyscale=False, alpha=planes == 4,
+                        bitdepth=8 * pixels.itemsize, interlace=interlace)
+    buffer = io.BytesIO()
+    writer.write(buffer, pixels.reshape(rows, columns * planes))
+    return buffer.getvalue()
+
+
+def interlaced_sources() -> dict[str, np.ndarray]:
+    """The pixels of the interlaced PNG cases by key, 45 x 29 (no side a multiple of Adam7's
+    8): a photo in 8-bit RGB; with an alpha ramp from 0 to 255, RGBA; in 16-bit RGB, each
+    sample's low byte other than its high byte."""
+    rgb = np.asarray(photo((45, 29)))
+    alpha = np.linspace(0, 255, 29 * 45).astype(np.uint8).reshape(29, 45, 1)
+    return {"interlaced-rgb.png": rgb,
+            "interlaced-rgba.png": np.concatenate([rgb, alpha], axis=2),
+            "interlaced-rgb16.png": rgb.astype(np.uint16) * 256 + (255 - rgb)}
+
+
 def _gray16_png() -> bytes:
     bands = np.repeat(np.array(GRAY16_BANDS, dtype=np.uint16), 12)  # 48 columns
     return encode(Image.fromarray(np.tile(bands, (32, 1))), "PNG")   # 48x32, mode I;16
@@ -186,9 +317,12 @@ def corpus(max_image_bytes: int, max_image_pixels: int) -> list[Case]:
              Classified(36, 24, "HEIF")),
         Case("exif-rotated.heic", _exif_rotated("HEIF"), Classified(20, 40, "HEIF")),
         Case("thumbnail.heic", heic_with_thumbnail(), Classified(240, 320, "HEIF")),
+        Case("grid.heic", _iphone_grid_heic(), Classified(128, 192, "HEIF")),
         Case("halves.avif", encode(halves((36, 24), RED, WHITE), "AVIF", quality=90),
              Classified(36, 24, "AVIF")),
         Case("exif-rotated.avif", _exif_rotated("AVIF"), Classified(20, 40, "AVIF")),
+        *(Case(key, pypng_png(pixels, interlace=True), Classified(45, 29, "PNG"))
+          for key, pixels in interlaced_sources().items()),
         Case(INJECTION_KEY, encode(halves((16, 16), BLACK, WHITE), "PNG"),
              Classified(16, 16, "PNG")),
     ]

@@ -7,8 +7,11 @@ unit tests of UNIT_TESTS), run `mutmut run` with one worker process, then read e
 status with `mutmut results --all` and write the score and every surviving mutant to
 build/mutation/results.txt and to the generated section of docs/TESTING.md.
 
-Run with the project's venv from the repository root: `.venv/bin/python dev/mutation.py`.
+Run with the project's venv from the repository root: `.venv/bin/python dev/mutation.py`;
+`--module imagegraph/imaging/decode.py` (repeatable) mutates only the modules named, and then
+writes results.txt only: docs/TESTING.md records a run over all of MUTATED.
 """
+import argparse
 import re
 import shutil
 import subprocess
@@ -94,8 +97,9 @@ class Score:
         return 100.0 * self.killed / tested if tested else 100.0
 
 
-def stage_work_directory() -> None:
-    """Copy the sources and tests into WORK and write mutmut's setup.cfg there."""
+def stage_work_directory(modules: tuple[str, ...]) -> None:
+    """Copy the sources and tests into WORK and write mutmut's setup.cfg there, to mutate
+    `modules` (paths as in MUTATED)."""
     WORK.mkdir(parents=True, exist_ok=True)
     for source, target in ((ROOT / "lib" / "imagegraph", WORK / "imagegraph"),
                            (ROOT / "tests", WORK / "tests"), (ROOT / "dev", WORK / "dev"),
@@ -103,7 +107,7 @@ def stage_work_directory() -> None:
         shutil.copytree(source, target, dirs_exist_ok=True,
                         ignore=shutil.ignore_patterns("__pycache__"))
     lines = ["[mutmut]", "source_paths = imagegraph", "only_mutate ="]
-    lines += [f"    {module}" for module in MUTATED]
+    lines += [f"    {module}" for module in modules]
     lines += ["also_copy =", "    dev", "    conf", "pytest_add_cli_args_test_selection ="]
     lines += [f"    {tests}" for tests in UNIT_TESTS]
     lines += ["pytest_add_cli_args =", "    -p", "    no:cacheprovider"]
@@ -152,10 +156,10 @@ def score_line(score: Score) -> str:
             f"{score.not_unit_tested} more in functions that are not pure, outside the score)")
 
 
-def results_text(score: Score) -> str:
-    """The score and the surviving mutants by name (inspect one with `mutmut show NAME` in
-    WORK)."""
-    lines = [score_line(score), f"modules: {', '.join(MUTATED)}",
+def results_text(score: Score, modules: tuple[str, ...]) -> str:
+    """The score of mutating `modules` and the surviving mutants by name (inspect one with
+    `mutmut show NAME` in WORK)."""
+    lines = [score_line(score), f"modules: {', '.join(modules)}",
              f"surviving mutants ({len(score.survivors)}):"]
     lines += [f"- {name}" for name in score.survivors]
     return "\n".join(lines) + "\n"
@@ -171,9 +175,12 @@ def survivors_by_function(score: Score) -> list[str]:
             for function, found in sorted(numbers.items())]
 
 
-def write_results(score: Score) -> None:
-    """RESULTS, and the section between the marks of TESTING_DOC."""
-    RESULTS.write_text(results_text(score))
+def write_results(score: Score, modules: tuple[str, ...]) -> None:
+    """RESULTS, and, for a run over all of MUTATED, the section between the marks of
+    TESTING_DOC."""
+    RESULTS.write_text(results_text(score, modules))
+    if modules != MUTATED:
+        return
     doc = TESTING_DOC.read_text()
     head, _, rest = doc.partition(BEGIN_MARK)
     _, _, tail = rest.partition(END_MARK)
@@ -184,11 +191,15 @@ def write_results(score: Score) -> None:
 
 
 def main() -> None:
-    stage_work_directory()
+    parser = argparse.ArgumentParser(description="Mutation testing of the pure modules.")
+    parser.add_argument("--module", action="append", choices=MUTATED,
+                        help="mutate only this module of MUTATED (repeatable); default: all")
+    modules = tuple(parser.parse_args().module or MUTATED)
+    stage_work_directory(modules)
     run_mutmut()
     score = read_score()
-    write_results(score)
-    print(results_text(score), end="")
+    write_results(score, modules)
+    print(results_text(score, modules), end="")
 
 
 if __name__ == "__main__":

@@ -47,7 +47,7 @@ def test_every_nonempty_bad_input_is_classified_or_dead_lettered_with_its_reason
     classified = {uri: e for uri, e in expected.items() if isinstance(e, Classified)}
     dead = {uri: e.reason for uri, e in expected.items()
             if isinstance(e, DeadLettered) and uri != EMPTY}
-    assert len(classified) == 13 and len(dead) == 8
+    assert len(classified) == 17 and len(dead) == 8
 
     assert report.classified == len(classified)
     assert {reason: count for reason, count in report.dead_lettered_by_reason.items()

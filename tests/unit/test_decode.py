@@ -10,7 +10,7 @@ import cv2
 import numpy as np
 import pytest
 import simplejpeg
-from bad_images import BLUE, RED, WHITE, Classified, DeadLettered
+from bad_images import BLUE, GRID_COLOURS, GRID_TILE, RED, WHITE, Classified, DeadLettered
 from PIL import Image, ImageFile, ImageOps
 
 from imagegraph.dead_letters import TRANSIENT, retry_class
@@ -115,13 +115,23 @@ def record_libjpeg_sizes(monkeypatch) -> list[tuple[int, int]]:
     return sizes
 
 
-@pytest.mark.parametrize("target, decoded", [(64, 64), (100, 128), (256, 256), (300, 512)])
+@pytest.mark.parametrize("target, decoded", [(64, 64), (100, 128), (120, 128), (256, 256),
+                                             (300, 512)])
 def test_jpeg_is_scaled_in_the_dct_to_the_smallest_size_not_below_the_target(
         photo, monkeypatch, target, decoded):
     sizes = record_libjpeg_sizes(monkeypatch)
     image = decode_image(bad_images.encode(photo, "JPEG"), target, target, 3, **LIMITS)
     assert sizes == [(decoded, decoded)]
     assert image.pixels.shape == (target, target, 3)
+
+
+def test_jpeg_dct_scale_counts_the_scaled_size_rounded_up(monkeypatch):
+    """A 100x100 JPEG at a target of 13x13: libjpeg-turbo's 1/8 scale rounds 12.5 up to 13,
+    which is the target, so that scale is used."""
+    sizes = record_libjpeg_sizes(monkeypatch)
+    data = bad_images.encode(bad_images.photo((100, 100)), "JPEG", quality=90)
+    assert decode_image(data, 13, 13, 3, **LIMITS).pixels.shape == (13, 13, 3)
+    assert sizes == [(13, 13)]
 
 
 def test_jpeg_pixels_match_pillow_decoding(photo):
@@ -158,6 +168,19 @@ def test_shrinking_averages_pixels_instead_of_skipping_them():
     assert np.abs(image.pixels.astype(int) - 128).max() <= 1
 
 
+@pytest.mark.parametrize("transposed", [False, True])
+def test_a_shrink_by_between_two_and_three_times_halves_first(transposed):
+    """One-pixel black and white columns (or, transposed, rows) of 50 x 50 pixels shrunk to
+    20 x 20: halved to 25 first (each pixel the mean of a pair), then resized; one bilinear
+    resize from 50 would read the stripes unevenly (levels 64 to 191)."""
+    stripes = np.zeros((50, 50), np.uint8)
+    stripes[:, 1::2] = 255
+    stripes = stripes.T if transposed else stripes
+    image = decode_image(bad_images.encode(Image.fromarray(stripes), "PNG"), 20, 20, 1,
+                         **LIMITS)
+    assert np.abs(image.pixels.astype(int) - 128).max() <= 1
+
+
 def test_16_bit_levels_are_scaled_not_clipped():
     image = decode_case("gray16.png", 32, 48, channels=1)  # at its own size: no resampling
     band_centres = image.pixels[16, [6, 18, 30, 42], 0].tolist()
@@ -170,9 +193,36 @@ def test_palette_transparency_is_composited_on_white():
     assert image.pixels[12, 20].tolist() == list(BLUE)
 
 
+def test_a_palette_tiff_with_alpha_is_composited_on_white():
+    """A TIFF that Pillow opens in mode PA (palette indices and alpha): red, transparent on
+    the left half, blue, opaque on the right."""
+    indices = np.zeros((8, 16), np.uint8)
+    indices[:, 8:] = 1
+    alpha = np.zeros((8, 16), np.uint8)
+    alpha[:, 8:] = 255
+    image = Image.fromarray(np.stack([indices, alpha], axis=2), "PA")
+    image.putpalette([*RED, *BLUE])
+    data = bad_images.encode(image, "TIFF")
+    assert Image.open(io.BytesIO(data)).mode == "PA"
+    pixels = decode_image(data, 8, 16, 3, **LIMITS).pixels
+    assert (pixels[4, 2].tolist(), pixels[4, 12].tolist()) == (list(WHITE), list(BLUE))
+
+
 def test_animated_gif_uses_its_first_frame():
     image = decode_case("animated.gif", 20, 30)
     assert {tuple(p) for p in image.pixels.reshape(-1, 3).tolist()} == {RED}
+
+
+def test_a_jpeg_pillow_decodes_is_scaled_in_the_dct_by_its_width_and_height():
+    """A CMYK photo JPEG (which libjpeg-turbo's path leaves to Pillow) of 160x40 at a target
+    of 10x40 (height x width): Pillow's draft mode decodes it at 1/4, 40x10, the target
+    itself; the draft size given as (height, width) would decode it whole and resize."""
+    data = bad_images.encode(bad_images.photo((160, 40)).convert("CMYK"), "JPEG", quality=90)
+    drafted = Image.open(io.BytesIO(data))
+    drafted.draft("RGB", (40, 10))
+    assert drafted.size == (40, 10)
+    pixels = decode_image(data, 10, 40, 3, **LIMITS).pixels
+    assert np.array_equal(pixels, np.asarray(drafted.convert("RGB")))
 
 
 def test_cmyk_jpeg_converts_to_rgb():
@@ -209,6 +259,61 @@ def test_avif_decodes_with_its_rotation_applied_once():
     assert image.pixels[5, 10, 0] < 30 and image.pixels[35, 10, 0] > 225
 
 
+def test_a_grid_heic_decodes_its_tiles_in_place_turned_once():
+    """grid.heic: 2 x 3 tiles of 64 x 64, each its own colour, stored 192 x 128 with the grid
+    turned 90 degrees clockwise (irot) and EXIF orientation 6 beside it. At 6 x 4 (height x
+    width) each displayed tile is 2 x 2 pixels of its colour, within HEVC's error: the stored
+    rows turned clockwise, the bottom-left tile at the top left. A tile out of place, missing,
+    or turned again by the EXIF orientation gives another colour there."""
+    image = decode_case("grid.heic", 6, 4)
+    assert (image.width, image.height, image.format) == (128, 192, "HEIF")
+    shown = np.rot90(np.array(GRID_COLOURS), -1)  # (3, 2, 3): tiles as displayed
+    expected = np.repeat(np.repeat(shown, 2, axis=0), 2, axis=1)
+    assert np.abs(image.pixels.astype(int) - expected).max() <= 4
+
+
+def test_a_grid_heic_is_refused_by_the_whole_grids_pixels_before_decoding():
+    """grid.heic is 128 x 192 = 24576 pixels in 6 tiles of 4096. With its tiles' HEVC data
+    zeroed (libheif writes them first in the `mdat` box, then the EXIF) its header still
+    declares the grid: over the limit by one pixel it is refused as any image is; at the limit
+    it is decoded, and libheif finds no picture in the tiles."""
+    data = CORPUS["grid.heic"].data
+    tiles = data.index(b"mdat") + 4
+    exif = data.index(b"Exif\x00\x00MM") - 4  # the item starts with the TIFF header's offset
+    assert exif - tiles > 6 * 16
+    header_only = data[:tiles] + bytes(exif - tiles) + data[exif:]
+    for grid in (data, header_only):
+        with pytest.raises(UndecodableImage) as error:
+            decode_image(grid, 6, 4, 3, max_bytes=10**7, max_pixels=24_575)
+        assert error.value.reason == "image is 128x192 pixels, over the limit of 24575 pixels"
+    assert decode_image(data, 6, 4, 3, max_bytes=10**7, max_pixels=24_576).width == 128
+    with pytest.raises(UndecodableImage, match="^corrupt or truncated HEIF data: "):
+        decode_image(header_only, 6, 4, 3, max_bytes=10**7, max_pixels=24_576)
+    assert GRID_TILE**2 * 6 == 24_576
+
+
+@pytest.mark.parametrize("ispe, pillows, limit, counted", [
+    ((64, 64), (64, 64), 10_000, "128x192"),      # understated: libheif's grid counts
+    ((192, 160), (160, 192), 25_000, "160x192"),  # overstated: Pillow's size counts
+    ((128, 192), (192, 128), 24_575, "192x128"),  # as many pixels: Pillow's size is named
+])
+def test_a_grid_heic_is_limited_by_the_larger_of_its_ispe_and_its_grid(ispe, pillows, limit,
+                                                                          counted):
+    """grid.heic (a 128 x 192 grid as shown) with its grid's `ispe` (192 x 128 stored, before
+    the rotation) rewritten to `ispe`: Pillow reports `pillows`, libheif decodes the grid its
+    descriptor declares (pillow-heif crops it to a smaller `ispe`). The limit counts the larger
+    of the two, before decoding."""
+    data = CORPUS["grid.heic"].data
+    stored = b"ispe" + bytes(4) + struct.pack(">II", 192, 128)  # version and flags, the size
+    assert data.count(stored) == 1
+    rewritten = data.replace(stored, b"ispe" + bytes(4) + struct.pack(">II", *ispe))
+    assert Image.open(io.BytesIO(rewritten)).size == pillows
+    assert libheif.decoded_size(rewritten) == (128, 192)
+    with pytest.raises(UndecodableImage) as error:
+        decode_image(rewritten, 6, 4, 3, max_bytes=10**7, max_pixels=limit)
+    assert error.value.reason == f"image is {counted} pixels, over the limit of {limit} pixels"
+
+
 def lossless_decode(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
     """What `decode_image` makes of `pixels` (uint8 RGB) stored losslessly, as PNG."""
     return decode_image(bad_images.encode(Image.fromarray(pixels), "PNG"), height, width, 3,
@@ -240,6 +345,32 @@ def test_a_heic_thumbnail_smaller_than_the_target_is_not_used(height, width):
     photo = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
     assert np.array_equal(decode_case("thumbnail.heic", height, width).pixels,
                           lossless_decode(photo, height, width))
+
+
+def test_a_grayscale_heic_thumbnail_is_decoded_instead_of_the_photo():
+    """A grayscale HEIC (Pillow mode L) of 64x48 with a 40x30 thumbnail: at 16x16 its
+    thumbnail is decoded, as an RGB one's is; the photo would give other pixels."""
+    data = bad_images.encode(bad_images.photo((64, 48)).convert("L"), "HEIF", quality=75,
+                             thumbnails=[40])
+    assert Image.open(io.BytesIO(data)).mode == "L"
+    thumbnail = libheif.thumbnail(data, 16, 16)
+    assert thumbnail.shape == (30, 40, 3)
+    pixels = decode_image(data, 16, 16, 3, **LIMITS).pixels
+    assert np.array_equal(pixels, lossless_decode(thumbnail, 16, 16))
+    photo = np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+    assert not np.array_equal(pixels, lossless_decode(photo, 16, 16))
+
+
+def test_a_heic_with_alpha_is_composited_on_white_not_read_from_its_thumbnail():
+    """A 64x48 RGBA HEIC, its left half transparent red, its right half opaque blue, with a
+    32x24 thumbnail: libheif's thumbnail decode drops alpha (red on the left), so the photo is
+    decoded and composited: white on the left."""
+    rgba = bad_images.halves((64, 48), (*RED, 0), (*BLUE, 255), mode="RGBA")
+    data = bad_images.encode(rgba, "HEIF", quality=90, thumbnails=[32])
+    assert libheif.thumbnail(data, 12, 16)[12, 4].tolist() == pytest.approx(list(RED), abs=8)
+    pixels = decode_image(data, 12, 16, 3, **LIMITS).pixels
+    assert pixels[6, 2].tolist() == pytest.approx(list(WHITE), abs=8)
+    assert pixels[6, 13].tolist() == pytest.approx(list(BLUE), abs=8)
 
 
 def test_without_a_bundled_libheif_the_photo_is_decoded_whole(monkeypatch):
@@ -465,6 +596,8 @@ def test_what_unrecognised_bytes_look_like(data, reason):
     ((512, 256), (256, 128), 1, [(256, 512)]),   # (width, height); target (height, width)
     ((512, 256), (256, 128), 6, [(128, 256)]),   # displayed turned: 256 wide, 512 high
     ((512, 512), (64, 256), 1, [(256, 256)]),    # the wider side decides
+    ((2, 100), (40, 1), 1, [(50, 1)]),           # strips: at 1/8 one side alone would do,
+    ((100, 2), (1, 40), 1, [(1, 50)]),           # the other needs 1/2
 ])
 def test_jpeg_dct_scale_follows_the_displayed_target(monkeypatch, stored, target, orientation,
                                                       decoded):
@@ -511,6 +644,15 @@ def test_an_allocation_failure_is_out_of_memory_not_the_objects_fault(monkeypatc
     with pytest.raises(decode.DecoderOutOfMemory) as error:
         decode_image(data, 8, 8, 3, **LIMITS)
     assert error.value.reason == "out of memory while decoding: MemoryError: cannot allocate"
+
+
+def test_a_shrink_by_exactly_two_is_each_blocks_mean_rounded_once():
+    """64x48 of noise to 32x24: each pixel is the mean of its 2x2 block, rounded half up
+    once; averaging one axis, rounding, then the other would be a level off in places."""
+    noise = np.random.default_rng(7).integers(0, 256, (64, 48), dtype=np.uint8)
+    image = decode_image(bad_images.encode(Image.fromarray(noise), "PNG"), 32, 24, 1, **LIMITS)
+    sums = noise.astype(int).reshape(32, 2, 24, 2).sum(axis=(1, 3))
+    assert np.array_equal(image.pixels[:, :, 0], (sums + 2) // 4)
 
 
 def test_shrinking_by_a_power_of_two_is_a_box_average():
@@ -576,6 +718,30 @@ def test_8_bit_gray_rgb_and_rgba_pngs_go_to_libspng_and_decode_as_pillow_does(
         pixels = decode_image(data, 30, 40, channels, **LIMITS).pixels
         assert np.array_equal(pixels, pillows.reshape(30, 40, channels))
     assert len(calls) == (2 if by_libspng else 0)
+
+
+@pytest.mark.parametrize("key, by_libspng", [
+    ("interlaced-rgb.png", True), ("interlaced-rgba.png", True), ("interlaced-rgb16.png", False),
+])
+def test_an_interlaced_png_decodes_to_the_pixels_of_the_same_png_not_interlaced(
+        monkeypatch, key, by_libspng):
+    """Adam7-interlaced PNGs written by pypng, 45 x 29, decoded at their own size (no
+    resampling) with 1 and 3 channels: the pixels of the same pixels written not interlaced.
+    8-bit RGB and RGBA go to libspng (which decodes them, no fallback to Pillow), 16-bit RGB to
+    Pillow; the 8-bit RGB photo's pixels are the source's exactly."""
+    import pyspng
+
+    source = bad_images.interlaced_sources()[key]
+    plain = bad_images.pypng_png(source, interlace=False)
+    assert (CORPUS[key].data[28], plain[28]) == (1, 0)  # IHDR's interlace method
+    calls = record_calls(monkeypatch, pyspng, "load")
+    for channels in (1, 3):
+        pixels = decode_case(key, 29, 45, channels).pixels
+        assert np.array_equal(pixels, decode_image(plain, 29, 45, channels,
+                                                   **LIMITS).pixels)
+    assert [type(call) for call in calls] == [np.ndarray] * (4 if by_libspng else 0)
+    if key == "interlaced-rgb.png":
+        assert np.array_equal(decode_case(key, 29, 45).pixels, source)
 
 
 def test_a_truncated_png_libspng_refuses_is_dead_lettered_as_pillow_words_it(monkeypatch):

@@ -5,9 +5,11 @@ Pure functions, no Spark and no TensorFlow, so they are unit-tested on their own
 The bytes come from whoever could write to the input bucket, so the decoder is limited before
 it does any work: only the formats in `READ_FORMATS` are parsed (Pillow's other plugins, such as
 EPS, which runs Ghostscript, are never reached), an object over `max_bytes` is not opened, and
-an image whose header declares more than `max_pixels` pixels is not decoded. Pillow's own limits
-on metadata (a PNG text chunk that inflates past `PngImagePlugin.MAX_TEXT_CHUNK`) and truncated
-data (`ImageFile.LOAD_TRUNCATED_IMAGES` stays False) turn into reasons, like any decoder error.
+an image whose header declares more than `max_pixels` pixels is not decoded (a HEIF or AVIF
+grid counts the size libheif decodes it at, which its header may understate to Pillow: see
+`_decoded_size`). Pillow's own limits on metadata (a PNG text chunk that inflates past
+`PngImagePlugin.MAX_TEXT_CHUNK`) and truncated data (`ImageFile.LOAD_TRUNCATED_IMAGES` stays
+False) turn into reasons, like any decoder error.
 
 A failure about the bytes is `UndecodableImage`, final: the same bytes fail the same way on any
 run. A worker short of memory is not the object's fault: an allocation that fails in Pillow,
@@ -143,8 +145,9 @@ def decode_image(data: bytes, height: int, width: int, channels: int,
             raise _out_of_memory(exc) from None
         raise UndecodableImage(f"unreadable image header: {type(exc).__name__}: {exc}") from None
     stored_width, stored_height = image.size
-    if stored_width * stored_height > max_pixels:
-        raise UndecodableImage(f"image is {stored_width}x{stored_height} pixels, over the "
+    decoded_width, decoded_height = _decoded_size(image, data)
+    if decoded_width * decoded_height > max_pixels:
+        raise UndecodableImage(f"image is {decoded_width}x{decoded_height} pixels, over the "
                                f"limit of {max_pixels} pixels")
     image_format = image.format or "UNKNOWN"
     try:
@@ -173,6 +176,17 @@ def decode_image(data: bytes, height: int, width: int, channels: int,
         stored_width, stored_height = stored_height, stored_width
     return DecodedImage(pixels=pixels, width=stored_width, height=stored_height,
                         format=image_format)
+
+
+def _decoded_size(image: Image.Image, data: bytes) -> tuple[int, int]:
+    """(width, height) in pixels that decoding `image`, opened from `data`, produces: its
+    size, or a HEIF or AVIF grid's (`libheif.decoded_size`) where that is larger."""
+    width, height = image.size
+    if image.format in _LIBHEIF_FORMATS:
+        decoded = libheif.decoded_size(data)
+        if decoded is not None and decoded[0] * decoded[1] > width * height:
+            return decoded
+    return width, height
 
 
 def _decode_jpeg(data: bytes, channels: int, stored: tuple[int, int],

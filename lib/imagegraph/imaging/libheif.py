@@ -1,4 +1,5 @@
-"""A HEIF (HEIC) or AVIF file's embedded thumbnail, decoded through libheif's C API.
+"""A HEIF (HEIC) or AVIF file's embedded thumbnail, decoded through libheif's C API, and the
+size libheif decodes its primary image at (`decoded_size`), which the pixel limit counts.
 
 An iPhone stores, beside each 12 MP photo, a thumbnail of it (320x240). libheif has no scaled
 decode, so the photo costs about half a second of a core whatever size the model wants; its
@@ -36,6 +37,18 @@ class _Error(ctypes.Structure):
     _fields_ = [("code", ctypes.c_int), ("subcode", ctypes.c_int), ("message", ctypes.c_char_p)]
 
 
+class _Tiling(ctypes.Structure):
+    """libheif's `struct heif_image_tiling` (version 1): an image's tiles and its size as
+    decoded, in pixels."""
+
+    _fields_ = [("version", ctypes.c_int), ("num_columns", ctypes.c_uint32),
+                ("num_rows", ctypes.c_uint32), ("tile_width", ctypes.c_uint32),
+                ("tile_height", ctypes.c_uint32), ("image_width", ctypes.c_uint32),
+                ("image_height", ctypes.c_uint32), ("top_offset", ctypes.c_uint32),
+                ("left_offset", ctypes.c_uint32), ("number_of_extra_dimensions", ctypes.c_uint8),
+                ("extra_dimension_size", ctypes.c_uint32 * 8)]
+
+
 _P = ctypes.c_void_p
 _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "heif_init": (_Error, [_P]),
@@ -51,6 +64,7 @@ _SIGNATURES: dict[str, tuple[object, list[object]]] = {
     "heif_image_handle_get_width": (ctypes.c_int, [_P]),
     "heif_image_handle_get_height": (ctypes.c_int, [_P]),
     "heif_image_handle_release": (None, [_P]),
+    "heif_image_handle_get_image_tiling": (_Error, [_P, ctypes.c_int, ctypes.POINTER(_Tiling)]),
     "heif_decode_image": (_Error, [_P, ctypes.POINTER(_P), ctypes.c_int, ctypes.c_int, _P]),
     "heif_image_get_width": (ctypes.c_int, [_P, ctypes.c_int]),
     "heif_image_get_height": (ctypes.c_int, [_P, ctypes.c_int]),
@@ -117,6 +131,29 @@ def thumbnail(data: bytes, height: int, width: int) -> npt.NDArray[np.uint8] | N
     finally:
         for handle in handles:
             _LIBHEIF.heif_image_handle_release(handle)
+        _LIBHEIF.heif_context_free(context)
+
+
+def decoded_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) in pixels, as displayed, of the primary image of `data` (a HEIF or AVIF
+    file) as libheif decodes it: a grid image is decoded at the size its grid descriptor
+    declares, which the size Pillow reports (the grid's `ispe` property) may understate. None
+    if libheif cannot read it or is not bundled here (`_load`)."""
+    if _LIBHEIF is None:
+        return None
+    context = _LIBHEIF.heif_context_alloc()
+    primary = ctypes.c_void_p()
+    try:
+        _check(_LIBHEIF.heif_context_read_from_memory_without_copy(context, data, len(data),
+                                                                   None))
+        _check(_LIBHEIF.heif_context_get_primary_image_handle(context, ctypes.byref(primary)))
+        tiling = _Tiling(version=1)
+        _check(_LIBHEIF.heif_image_handle_get_image_tiling(primary, 1, ctypes.byref(tiling)))
+        return tiling.image_width, tiling.image_height
+    except _LibheifError:
+        return None
+    finally:
+        _LIBHEIF.heif_image_handle_release(primary)
         _LIBHEIF.heif_context_free(context)
 
 
