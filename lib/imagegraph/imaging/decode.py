@@ -20,11 +20,14 @@ decoder runs. Each format's pixels then go to the decoder chosen by measurement 
 corpus (docs/BENCHMARKS.md, "Decoder candidates"): a YCbCr or grayscale JPEG, most of what a
 photo bucket holds, to libjpeg-turbo through `simplejpeg`, straight into the target colour
 space and scaled in the DCT (by 1/8, 1/4 or 1/2: its other M/8 scales were no faster); an
-8-bit gray, RGB or RGBA PNG (screenshots) to libspng through `pyspng`, 1.6 to 2x Pillow's
-speed; a still WebP without alpha to OpenCV's libwebp, 1.2 to 1.6x Pillow's. Anything else,
-and any object one of those objects to, goes to Pillow, which words the reason as for any
-format. OpenCV's bilinear resize takes all to the model's input size. On the 500x375 photos
-of `make bench` the JPEG path costs about a third of Pillow decoding and resizing alone.
+8-bit gray, RGB or RGBA PNG (screenshots) to OpenCV's libpng, 1.2 to 1.5x Pillow's speed; a
+still WebP without alpha to OpenCV's libwebp, 1.2 to 1.6x Pillow's. Each of them, like
+Pillow and libheif, releases the GIL while it decodes, so a task's reader threads decode on
+all its cores (libspng through `pyspng`, faster on one thread, holds it: measured there).
+Anything else, and any object one of those objects to, goes to Pillow, which words the reason
+as for any format. OpenCV's bilinear resize takes all to the model's input size. On the
+500x375 photos of `make bench` the JPEG path costs about a third of Pillow decoding and
+resizing alone.
 A HEIF (HEIC) or AVIF file is read by libheif through pillow-heif; where the file carries a
 thumbnail of at least the target size with the photo's shape (`libheif.thumbnail`) and the
 photo has no alpha, that thumbnail is decoded instead of the photo, which libheif cannot decode
@@ -33,12 +36,12 @@ scaled.
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import pillow_heif
-import pyspng
 import simplejpeg
 from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
@@ -59,15 +62,22 @@ READ_FORMATS = ("AVIF", "BMP", "GIF", "HEIF", "JPEG", "PNG", "TIFF", "WEBP")
 _HIGH_BIT_DEPTH_MODES = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0,
                          "I": 65535.0, "F": 1.0}
 _LIBHEIF_FORMATS = {"AVIF", "HEIF"}
-_LIBSPNG_COLOUR_TYPES = {0, 2, 6}
-"""The PNG colour types libspng decodes here, at 8 bits a sample: gray, RGB, RGBA. It ignores a
-palette's transparency and cannot output gray with alpha, so those, and 16-bit PNGs, stay with
-Pillow."""
+_OPENCV_PNG_COLOUR_TYPES = {0, 2, 6}
+"""The PNG colour types OpenCV decodes here, at 8 bits a sample: gray, RGB, RGBA. Palette,
+gray with alpha and 16-bit PNGs stay with Pillow, which converts them as for any format."""
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+"""The IEND chunk a whole PNG ends with: a truncated one goes to Pillow, which words the reason
+(libpng would print its own error on stderr first)."""
 _TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations displayed rotated by 90 degrees
 _SNIFF_BYTES = 1024
 _PNG_EXIF_KEYS = (b"eXIf", b"Raw profile type exif", b"XML:com.adobe.xmp")
 """Where Pillow finds a PNG's orientation: the eXIf chunk's type, and the keywords, stored
 uncompressed, of the text chunks it also reads EXIF (ImageMagick's) and XMP from."""
+_OPENCV_ERROR = re.compile(r"error: \((?P<code>-?\d+):[^)]*\) (?P<text>.*?)"
+                           r"(?: in function '[^']*')?\s*$", re.DOTALL)
+"""A `cv2.error`'s message: 'OpenCV(4.10.0) FILE:LINE: error: (-4:Insufficient memory) Failed
+to allocate N bytes in function 'F''. Its code is read from the message: the `code` attribute
+is the error type's, set by the last error raised in any thread."""
 # How Pillow words a codec's allocation failure (IMAGING_CODEC_MEMORY): it raises OSError.
 _PILLOW_CODEC_OUT_OF_MEMORY = str(ImageFile._get_oserror(-9, encoder=False))
 
@@ -96,11 +106,17 @@ def is_out_of_memory(exc: BaseException) -> bool:
     if isinstance(exc, MemoryError):
         return True
     if isinstance(exc, cv2.error):
-        return getattr(exc, "code", None) == cv2.Error.StsNoMem
+        error = _OPENCV_ERROR.search(str(exc))
+        return error is not None and int(error["code"]) == cv2.Error.StsNoMem
     return isinstance(exc, OSError) and str(exc) == _PILLOW_CODEC_OUT_OF_MEMORY
 
 
 def _out_of_memory(exc: BaseException) -> DecoderOutOfMemory:
+    """The dead-letter reason of `exc`, a failed allocation; OpenCV's in its own words,
+    without the version, source file and function its message adds."""
+    error = _OPENCV_ERROR.search(str(exc)) if isinstance(exc, cv2.error) else None
+    if error is not None:
+        return DecoderOutOfMemory(f"out of memory while decoding: OpenCV: {error['text']}")
     return DecoderOutOfMemory(f"out of memory while decoding: {type(exc).__name__}: {exc}")
 
 
@@ -208,17 +224,22 @@ def _decode_jpeg(data: bytes, channels: int, stored: tuple[int, int],
 
 
 def _decode_png(data: bytes, channels: int) -> np.ndarray | None:
-    """libspng's decode of an 8-bit gray, RGB or RGBA PNG (`_LIBSPNG_COLOUR_TYPES`, read from
-    the IHDR chunk, which the PNG signature's 8 bytes and the chunk's length and type precede),
-    in 8-bit grayscale or RGB; None for other PNGs and when libspng reports anything wrong
-    (truncated or corrupt data), so that Pillow decides and words the reason."""
+    """OpenCV's (libpng's) decode of a whole 8-bit gray, RGB or RGBA PNG
+    (`_OPENCV_PNG_COLOUR_TYPES`, read from the IHDR chunk, which the PNG signature's 8 bytes
+    and the chunk's length and type precede; `_PNG_END`), in 8-bit grayscale or RGB; None for
+    other PNGs and when OpenCV cannot decode it (corrupt data), so that Pillow decides and
+    words the reason."""
     bit_depth, colour_type = data[24], data[25]
-    if data[12:16] != b"IHDR" or bit_depth != 8 or colour_type not in _LIBSPNG_COLOUR_TYPES:
+    if (data[12:16] != b"IHDR" or bit_depth != 8 or colour_type not in _OPENCV_PNG_COLOUR_TYPES
+            or not data.endswith(_PNG_END)):
         return None
-    try:
-        return _to_channels(pyspng.load(data), channels)
-    except RuntimeError:  # pyspng's error type; numpy's failed allocation, a MemoryError, passes
+    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)  # as stored
+    if pixels is None:
         return None
+    if pixels.ndim == 3:
+        pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB if pixels.shape[2] == 3
+                              else cv2.COLOR_BGRA2RGBA)
+    return _to_channels(pixels, channels)
 
 
 def _decode_webp(data: bytes, channels: int) -> np.ndarray | None:
