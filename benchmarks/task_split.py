@@ -64,10 +64,9 @@ def cpu_s() -> float:
 def arrow_batches(files: list[Path], count: int, size: int) -> list[tuple]:
     """`count` objects (`files` cycled) as (uris, sizes, etags) batches of `size`."""
     uris = [f"file://{path}" for path in itertools.islice(itertools.cycle(files), count)]
-    return [(pd.Series(uris[start:start + size]),
-             pd.Series([None] * len(uris[start:start + size]), dtype="float64"),
-             pd.Series([None] * len(uris[start:start + size]), dtype="object"))
-            for start in range(0, count, size)]
+    chunks = [uris[start:start + size] for start in range(0, count, size)]
+    return [(pd.Series(chunk), pd.Series([None] * len(chunk), dtype="float64"),
+             pd.Series([None] * len(chunk), dtype="object")) for chunk in chunks]
 
 
 def timed_task(model, batches: list[tuple], metadata, settings) -> dict:

@@ -577,6 +577,9 @@ def test_spark_defaults_fit_the_job():
         emr_conf.inference.arrow_batch_size
     assert defaults["spark.python.worker.reuse"] == "true"
     assert int(defaults["spark.task.cpus"]) == sizing.TASK_CPUS
+    # the task's split measured best at 2 cores (docs/BENCHMARKS.md, "One task's cores"): the
+    # model on the task's cores (the job sizes it from spark.task.cpus), 8 reader threads
+    assert (sizing.TASK_CPUS, emr_conf.input.read_threads) == (2, 8)
     assert not any(key.startswith(("spark.executor.cores", "spark.executor.memory"))
                    for key in defaults)  # sized from the instance type on every step
     assert "spark.executor.pyspark.memory" not in defaults

@@ -20,14 +20,13 @@ decoder runs. Each format's pixels then go to the decoder chosen by measurement 
 corpus (docs/BENCHMARKS.md, "Decoder candidates"): a YCbCr or grayscale JPEG, most of what a
 photo bucket holds, to libjpeg-turbo through `simplejpeg`, straight into the target colour
 space and scaled in the DCT (by 1/8, 1/4 or 1/2: its other M/8 scales were no faster); an
-8-bit gray, RGB or RGBA PNG (screenshots) to OpenCV's libpng, 1.2 to 1.5x Pillow's speed; a
-still WebP without alpha to OpenCV's libwebp, 1.2 to 1.6x Pillow's. Each of them, like
-Pillow and libheif, releases the GIL while it decodes, so a task's reader threads decode on
-all its cores (libspng through `pyspng`, faster on one thread, holds it: measured there).
-Anything else, and any object one of those objects to, goes to Pillow, which words the reason
-as for any format. OpenCV's bilinear resize takes all to the model's input size. On the
-500x375 photos of `make bench` the JPEG path costs about a third of Pillow decoding and
-resizing alone.
+8-bit gray, RGB or RGBA PNG (screenshots) to libspng through `pyspng`, 1.6 to 2x Pillow's speed
+(it holds the GIL while it decodes, unlike the others; a task on 2 cores still measured no slower
+with it than with OpenCV's libpng: docs/BENCHMARKS.md, "On threads"); a still WebP without
+alpha to OpenCV's libwebp, 1.2 to 1.6x Pillow's. Anything else, and any object one of those
+objects to, goes to Pillow, which words the reason as for any format. OpenCV's bilinear resize
+takes all to the model's input size. On the 500x375 photos of `make bench` the JPEG path costs
+about a third of Pillow decoding and resizing alone.
 A HEIF (HEIC) or AVIF file is read by libheif through pillow-heif; where the file carries a
 thumbnail of at least the target size with the photo's shape (`libheif.thumbnail`) and the
 photo has no alpha, that thumbnail is decoded instead of the photo, which libheif cannot decode
@@ -42,6 +41,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import pillow_heif
+import pyspng
 import simplejpeg
 from PIL import ExifTags, Image, ImageFile, UnidentifiedImageError
 
@@ -62,12 +62,10 @@ READ_FORMATS = ("AVIF", "BMP", "GIF", "HEIF", "JPEG", "PNG", "TIFF", "WEBP")
 _HIGH_BIT_DEPTH_MODES = {"I;16": 65535.0, "I;16B": 65535.0, "I;16L": 65535.0, "I;16N": 65535.0,
                          "I": 65535.0, "F": 1.0}
 _LIBHEIF_FORMATS = {"AVIF", "HEIF"}
-_OPENCV_PNG_COLOUR_TYPES = {0, 2, 6}
-"""The PNG colour types OpenCV decodes here, at 8 bits a sample: gray, RGB, RGBA. Palette,
-gray with alpha and 16-bit PNGs stay with Pillow, which converts them as for any format."""
-_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
-"""The IEND chunk a whole PNG ends with: a truncated one goes to Pillow, which words the reason
-(libpng would print its own error on stderr first)."""
+_LIBSPNG_COLOUR_TYPES = {0, 2, 6}
+"""The PNG colour types libspng decodes here, at 8 bits a sample: gray, RGB, RGBA. It ignores a
+palette's transparency and cannot output gray with alpha, so those, and 16-bit PNGs, stay with
+Pillow."""
 _TRANSPOSED_ORIENTATIONS = {5, 6, 7, 8}  # EXIF orientations displayed rotated by 90 degrees
 _SNIFF_BYTES = 1024
 _PNG_EXIF_KEYS = (b"eXIf", b"Raw profile type exif", b"XML:com.adobe.xmp")
@@ -224,22 +222,17 @@ def _decode_jpeg(data: bytes, channels: int, stored: tuple[int, int],
 
 
 def _decode_png(data: bytes, channels: int) -> np.ndarray | None:
-    """OpenCV's (libpng's) decode of a whole 8-bit gray, RGB or RGBA PNG
-    (`_OPENCV_PNG_COLOUR_TYPES`, read from the IHDR chunk, which the PNG signature's 8 bytes
-    and the chunk's length and type precede; `_PNG_END`), in 8-bit grayscale or RGB; None for
-    other PNGs and when OpenCV cannot decode it (corrupt data), so that Pillow decides and
-    words the reason."""
+    """libspng's decode of an 8-bit gray, RGB or RGBA PNG (`_LIBSPNG_COLOUR_TYPES`, read from
+    the IHDR chunk, which the PNG signature's 8 bytes and the chunk's length and type precede),
+    in 8-bit grayscale or RGB; None for other PNGs and when libspng reports anything wrong
+    (truncated or corrupt data), so that Pillow decides and words the reason."""
     bit_depth, colour_type = data[24], data[25]
-    if (data[12:16] != b"IHDR" or bit_depth != 8 or colour_type not in _OPENCV_PNG_COLOUR_TYPES
-            or not data.endswith(_PNG_END)):
+    if data[12:16] != b"IHDR" or bit_depth != 8 or colour_type not in _LIBSPNG_COLOUR_TYPES:
         return None
-    pixels = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)  # as stored
-    if pixels is None:
+    try:
+        return _to_channels(pyspng.load(data), channels)
+    except RuntimeError:  # pyspng's error type; numpy's failed allocation, a MemoryError, passes
         return None
-    if pixels.ndim == 3:
-        pixels = cv2.cvtColor(pixels, cv2.COLOR_BGR2RGB if pixels.shape[2] == 3
-                              else cv2.COLOR_BGRA2RGBA)
-    return _to_channels(pixels, channels)
 
 
 def _decode_webp(data: bytes, channels: int) -> np.ndarray | None:
