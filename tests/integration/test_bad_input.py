@@ -76,14 +76,16 @@ def test_zero_byte_object_is_dead_lettered(corpus_run):
 
 def test_heic_and_avif_uploads_are_classified_at_their_displayed_size(corpus_run):
     """Read by libheif: a HEIC stored rotated, one whose thumbnail the job decodes (the model's
-    32x32 input is smaller than it), an AVIF and an AVIF stored rotated; each is one prediction
-    row with the photo's displayed size, none a dead letter."""
+    32x32 input is smaller than it), a grid of tiles as an iPhone writes (2 x 3 tiles of 64
+    pixels, shown 128 x 192), an AVIF and an AVIF stored rotated; each is one prediction row
+    with the photo's displayed size, none a dead letter."""
     report, _, letters, predictions = corpus_run
     libheif_rows = sorted((row["uri"].rsplit("/", 1)[1], row["width"], row["height"],
                            row["format"]) for row in predictions
                           if row["format"] in ("AVIF", "HEIF"))
     assert libheif_rows == [("exif-rotated.avif", 20, 40, "AVIF"),
                             ("exif-rotated.heic", 20, 40, "HEIF"),
+                            ("grid.heic", 128, 192, "HEIF"),
                             ("halves.avif", 36, 24, "AVIF"), ("halves.heic", 36, 24, "HEIF"),
                             ("thumbnail.heic", 240, 320, "HEIF")]
     assert [r for r in letters if r["uri"].endswith((".avif", ".heic"))] == []
