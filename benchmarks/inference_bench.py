@@ -254,13 +254,18 @@ def write_uploads(directory: Path, scale: int) -> dict[int, Path]:
                                  if int(key.split("/")[2].split(".")[0]) <
                                  counts[key.split("/")[1]]},
               len(corpus): corpus}
-    folders = {}
+    folders = {count: directory / f"uploads-{count}" for count in halves}
     for count, images in halves.items():
-        folders[count] = directory / f"uploads-{count}"
-        folders[count].mkdir(parents=True)
-        for key, content in images.items():
-            (folders[count] / "-".join(key.split("/")[1:])).write_bytes(content)
+        write_corpus(folders[count], images)
     return folders
+
+
+def write_corpus(folder: Path, corpus: dict[str, bytes]) -> None:
+    """An upload corpus ({'uploads/<kind>/<n>.<ext>': bytes}) as files in a new `folder`,
+    named '<kind>-<n>.<ext>'."""
+    folder.mkdir(parents=True)
+    for key, content in corpus.items():
+        (folder / "-".join(key.split("/")[1:])).write_bytes(content)
 
 
 def spark_variant(name: str, spark, config, model_dir: Path, metadata, images, output: Path,

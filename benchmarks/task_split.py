@@ -38,21 +38,13 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "dev"))
-from inference_bench import export_mobilenet, make_jpegs  # noqa: E402
+from inference_bench import export_mobilenet, make_jpegs, write_corpus  # noqa: E402
 from results import merge_results  # noqa: E402
+from upload_corpus import upload_corpus  # noqa: E402
 
 TASK_CPUS = 2
 MODEL_THREADS = (1, 2)
 READ_THREADS = (2, 4, 8)
-
-
-def write_uploads(directory: Path, scale: int) -> None:
-    """The upload corpus at `scale` as files in `directory`."""
-    from upload_corpus import upload_corpus
-
-    directory.mkdir(parents=True)
-    for key, content in upload_corpus(scale=scale).items():
-        (directory / "-".join(key.split("/")[1:])).write_bytes(content)
 
 
 def cpu_s() -> float:
@@ -109,7 +101,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="imagegraph-task-split-"))
     try:
         make_jpegs(work / "jpegs", 256)
-        write_uploads(work / "uploads", args.uploads_scale)
+        write_corpus(work / "uploads", upload_corpus(scale=args.uploads_scale))
         metadata = export_mobilenet(work / "model")
         files = {p.name: p.read_bytes() for p in (work / "model").iterdir()}
         models = {threads: ModelCache().get(metadata, files, config.batch_size, threads=threads,
